@@ -1,0 +1,66 @@
+"""Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`.
+
+Prepares the data as the Data page does, trains in this process, writes the same run folder as
+the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from engine.errors import LayerLabError
+
+
+def _train(args) -> int:
+    from engine.data.prepare import prepare_csv
+    from engine.runs import create_run, execute
+    from engine.spec import starter_spec
+
+    data = Path(args.data)
+    if not data.is_file():
+        raise LayerLabError(f"no such data file: {data}. Pass the path of a CSV file with --data.")
+    out = Path(args.out)
+    dataset = prepare_csv(data.read_bytes(), data.name, args.target, task=args.task, seed=args.seed,
+                          root=out / "dataset")
+    if args.spec:
+        try:
+            spec = json.loads(Path(args.spec).read_text())
+        except FileNotFoundError:
+            raise LayerLabError(f"no such spec file: {args.spec}.") from None
+        except json.JSONDecodeError as e:
+            raise LayerLabError(f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno}).") from None
+    else:
+        spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+             "loss": args.loss, "seed": args.seed, "device": args.device}
+    run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
+    result = execute(run_dir, echo=True)
+    return 0 if result["status"] in ("completed", "stopped") else 1
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="prepare a CSV and train a model on it")
+    t.add_argument("--data", required=True, help="CSV file")
+    t.add_argument("--target", required=True, help="the column to predict")
+    t.add_argument("--task", choices=["classification", "regression"], help="override the detected task")
+    t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
+    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
+    t.add_argument("--loss", default=None, choices=["cross_entropy", "bce_with_logits", "mse", "l1", "huber"])
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    t.add_argument("--out", required=True, help="run folder to write")
+    args = parser.parse_args(argv)
+    try:
+        return _train(args)
+    except LayerLabError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:  # noqa: BLE001 - never a traceback on the command line
+        print(f"error: internal error ({type(e).__name__}: {e})", file=sys.stderr)
+        return 1

@@ -1,0 +1,108 @@
+"""ModelSpec -> nn.Module, with shape inference on the meta device and a per-node summary."""
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from engine.errors import SpecError
+from engine.registry import get_op
+from engine.spec import ModelSpec, parse_spec
+
+
+@dataclass
+class NodeInfo:
+    id: str
+    op: str
+    inputs: list[str]
+    output_shape: tuple[int, ...]
+    params: int
+
+
+class GraphModel(nn.Module):
+    """Runs the nodes in order; each node's module lives at `layers.<node id>`."""
+
+    def __init__(self, spec: ModelSpec, modules: dict[str, nn.Module]):
+        super().__init__()
+        self.spec = spec
+        self.layers = nn.ModuleDict(modules)
+        inputs = spec.input_ids()
+        self._plan = [(n.id, tuple(inputs[n.id])) for n in spec.nodes]
+        self._output = spec.output_id()
+        prev = "input"
+        chain = True
+        for nid, ins in self._plan:
+            chain &= ins == (prev,)
+            prev = nid
+        # A plain stack skips the dict of intermediate values: one less lookup per layer.
+        self._chain = chain and self._output == self._plan[-1][0]
+        self._seq = list(self.layers.values())
+
+    def forward(self, x):
+        if self._chain:
+            for m in self._seq:
+                x = m(x)
+            return x
+        values = {"input": x}
+        for nid, ins in self._plan:
+            values[nid] = self.layers[nid](*[values[i] for i in ins])
+        return values[self._output]
+
+
+def _resolve_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
+    shape = spec.input.shape if spec.input.shape is not None else input_shape
+    if shape is None:
+        raise SpecError(None, "the model's input shape is unknown: choose a dataset or set input.shape in the spec.")
+    if input_shape is not None and spec.input.shape is not None and list(input_shape) != list(spec.input.shape):
+        raise SpecError(None, f"the spec expects input of shape {tuple(spec.input.shape)} but the data has "
+                              f"{tuple(input_shape)}: remove input.shape from the spec or choose matching data.")
+    if not shape or any(int(d) < 1 for d in shape):
+        raise SpecError(None, f"input shape {tuple(shape)} is not valid: every dimension must be at least 1.")
+    return tuple(int(d) for d in shape)
+
+
+def _build(spec: ModelSpec, input_shape, device) -> tuple[dict[str, nn.Module], list[NodeInfo]]:
+    """Build every node's module on `device`, running each once on meta tensors to get shapes."""
+    inputs = spec.input_ids()
+    shapes = {"input": _resolve_input_shape(spec, input_shape)}
+    modules, infos = {}, []
+    for node in spec.nodes:
+        op = get_op(node.op)
+        in_shapes = [shapes[i] for i in inputs[node.id]]
+        params = op.params.model_validate(node.params)
+        try:
+            with torch.device("meta"):
+                module = op.build(params, in_shapes)
+                module.eval()
+                out = module(*[torch.empty((2, *s)) for s in in_shapes])
+        except SpecError as e:
+            raise SpecError(node.id, e.message) from None
+        except (RuntimeError, ValueError, TypeError, IndexError) as e:
+            got = ", ".join(str(s) for s in in_shapes)
+            raise SpecError(node.id, f"{node.op} cannot take input of shape {got}: {str(e).splitlines()[0]}. "
+                                     "Check this layer's settings or the layer before it.") from None
+        if device != "meta":
+            with torch.device(device):
+                module = op.build(params, in_shapes)
+        shapes[node.id] = tuple(out.shape[1:])
+        modules[node.id] = module
+        infos.append(NodeInfo(node.id, node.op, inputs[node.id], shapes[node.id],
+                              sum(p.numel() for p in module.parameters())))
+    return modules, infos
+
+
+def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
+    """Every node's output shape and parameter count, at no memory cost (meta device)."""
+    spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    return _build(spec, input_shape, "meta")[1]
+
+
+def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = None) -> tuple[GraphModel, list[NodeInfo]]:
+    """Build the real model (on the CPU; move it with .to()). The returned spec has its input shape filled."""
+    spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    if seed is not None:
+        torch.manual_seed(seed)
+    modules, infos = _build(spec, input_shape, "cpu")
+    spec = spec.model_copy(deep=True)
+    spec.input.shape = list(_resolve_input_shape(spec, input_shape))
+    return GraphModel(spec, modules), infos

@@ -1,0 +1,76 @@
+"""Built-in datasets: scikit-learn's bundled tables and generated 2-D sets (no download needed)."""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import datasets as skd
+
+
+@dataclass(frozen=True)
+class Builtin:
+    name: str
+    title: str
+    description: str
+    generated: bool = False  # takes n_samples and noise
+
+
+BUILTINS = {b.name: b for b in [
+    Builtin("moons", "Two moons", "2-D, 2 classes: two interleaving half circles. Needs a non-linear boundary.", True),
+    Builtin("circles", "Circles", "2-D, 2 classes: a ring around a disc.", True),
+    Builtin("spiral", "Spiral", "2-D, 3 classes: three interleaved spiral arms. Hard for small models.", True),
+    Builtin("xor", "XOR", "2-D, 2 classes: the four quadrants, diagonals alike.", True),
+    Builtin("blobs", "Gaussian blobs", "2-D, 4 classes: four Gaussian clusters.", True),
+    Builtin("iris", "Iris", "150 flowers, 4 measurements, 3 species. The classic first dataset."),
+    Builtin("wine", "Wine", "178 wines, 13 chemical measurements, 3 cultivars."),
+    Builtin("breast_cancer", "Breast cancer", "569 tumours, 30 features, benign or malignant."),
+    Builtin("digits", "Digits (8×8 images)", "1,797 handwritten digits as 8×8 grayscale images, 10 classes."),
+    Builtin("diabetes", "Diabetes (regression)", "442 patients, 10 features; predict disease progression."),
+]}
+
+
+def _spiral(n, noise, rng, arms=3):
+    per = n // arms
+    xs, ys = [], []
+    for k in range(arms):
+        r = np.linspace(0.05, 1, per)
+        t = np.linspace(k * 2 * np.pi / arms, k * 2 * np.pi / arms + 3.5, per) + rng.normal(0, noise, per)
+        xs.append(np.c_[r * np.sin(t), r * np.cos(t)])
+        ys.append(np.full(per, k))
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def _xor(n, noise, rng):
+    x = rng.uniform(-1, 1, (n, 2))
+    y = (x[:, 0] * x[:, 1] > 0).astype(int)
+    return x + rng.normal(0, noise, x.shape), y
+
+
+def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
+    """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
+    rng = np.random.default_rng(seed)
+    if name == "digits":
+        d = skd.load_digits()
+        return {"images": (d.images / 16.0).astype(np.float32)[:, None], "labels": d.target.astype(np.int64),
+                "classes": [str(c) for c in d.target_names]}
+    if name in ("iris", "wine", "breast_cancer", "diabetes"):
+        loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
+                  "diabetes": skd.load_diabetes}[name]
+        d = loader(as_frame=True)
+        frame = d.frame.copy()
+        if name != "diabetes":
+            frame["target"] = [str(d.target_names[i]) for i in d.target]
+        return {"frame": frame, "target": "target"}
+    if name == "moons":
+        x, y = skd.make_moons(n_samples, noise=noise, random_state=seed)
+    elif name == "circles":
+        x, y = skd.make_circles(n_samples, noise=noise, factor=0.5, random_state=seed)
+    elif name == "spiral":
+        x, y = _spiral(n_samples, noise, rng)
+    elif name == "xor":
+        x, y = _xor(n_samples, noise, rng)
+    elif name == "blobs":
+        x, y = skd.make_blobs(n_samples, centers=4, cluster_std=1.0 + 10 * noise, random_state=seed)
+    else:
+        raise KeyError(name)
+    return {"frame": pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "label": y.astype(int)}), "target": "label"}

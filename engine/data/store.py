@@ -1,0 +1,109 @@
+"""Prepared datasets on disk: <home>/datasets/<id>/{data.safetensors, meta.json, preview.csv}."""
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from engine.errors import DataError
+from engine.workspace import atomic_write_json, home, read_json
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Dataset:
+    path: Path
+    meta: dict
+    tensors: dict[str, torch.Tensor]
+
+    @property
+    def id(self) -> str:
+        return self.meta["id"]
+
+    @property
+    def task(self) -> str:
+        return self.meta["task"]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.meta["input_shape"])
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.meta["classes"]) if self.meta.get("classes") else None
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.tensors[f"x_{name}"], self.tensors[f"y_{name}"]
+
+
+def datasets_dir(root: Path | None = None) -> Path:
+    return Path(root) if root else home() / "datasets"
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "dataset"
+
+
+def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes, feature_names,
+                 preprocessing: dict | None, notices: list[str], preview: pd.DataFrame | None,
+                 root: Path | None = None) -> Dataset:
+    tensors = {}
+    for split in SPLITS:
+        tensors[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(x[split], dtype=np.float32))
+        yv = np.asarray(y[split])
+        tensors[f"y_{split}"] = torch.from_numpy(np.ascontiguousarray(yv, dtype=np.int64 if task == "classification"
+                                                                      else np.float32))
+    digest = hashlib.sha256()
+    for k in sorted(tensors):
+        digest.update(tensors[k].numpy().tobytes())
+    ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
+    path = datasets_dir(root) / ds_id
+    meta = {"id": ds_id, "name": name, "source": source, "task": task,
+            "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
+            "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
+            "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest()}
+    path.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(path / "data.safetensors"))
+    if preview is not None:
+        preview.head(200).to_csv(path / "preview.csv", index=False)
+    atomic_write_json(path / "meta.json", meta)  # written last: a folder without meta.json is incomplete
+    return Dataset(path, meta, tensors)
+
+
+def load_dataset(ds_id_or_path: str | Path, root: Path | None = None) -> Dataset:
+    path = Path(ds_id_or_path)
+    if not path.is_absolute() or not path.exists():
+        path = datasets_dir(root) / str(ds_id_or_path)
+    meta = read_json(path / "meta.json")
+    if meta is None:
+        raise DataError(f"the dataset '{ds_id_or_path}' is not in the workspace any more. Prepare it again on the Data page.")
+    return Dataset(path, meta, load_file(str(path / "data.safetensors")))
+
+
+def load_meta(ds_id: str, root: Path | None = None) -> dict | None:
+    return read_json(datasets_dir(root) / ds_id / "meta.json")
+
+
+def load_preview(ds_id: str, root: Path | None = None) -> pd.DataFrame | None:
+    path = datasets_dir(root) / ds_id / "preview.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def list_datasets(root: Path | None = None) -> list[dict]:
+    base = datasets_dir(root)
+    metas = [m for m in (read_json(p / "meta.json") for p in base.glob("*")) if m] if base.exists() else []
+    return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
+
+
+def metas_json(meta: dict) -> str:
+    """The parts of a dataset's meta a trained model needs at prediction time."""
+    keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing")
+    return json.dumps({k: meta.get(k) for k in keep})

@@ -1,0 +1,79 @@
+"""Weights out and in: safetensors with the spec in its metadata, and a plain state_dict .pt.
+
+Nothing is ever unpickled: `.pt` files are read with `weights_only=True` only.
+"""
+
+import io
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load, save
+
+from engine.compiler import GraphModel, compile_spec
+from engine.errors import LayerLabError
+from engine.spec import ModelSpec, parse_spec
+from engine.workspace import atomic_write_bytes
+
+FORMAT = "layerlab/1"
+
+
+def _state(model_or_state) -> dict[str, torch.Tensor]:
+    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
+
+
+def weights_bytes(model_or_state, spec: ModelSpec, dataset_meta: dict | None = None) -> bytes:
+    """Safetensors bytes; metadata holds the spec (input shape filled) and what prediction needs."""
+    meta = {"format": FORMAT, "spec": spec.to_json()}
+    if dataset_meta is not None:
+        keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing")
+        meta["dataset"] = json.dumps({k: dataset_meta.get(k) for k in keep})
+    return save(_state(model_or_state), metadata=meta)
+
+
+def save_weights(model_or_state, path: Path, spec: ModelSpec, dataset_meta: dict | None = None) -> None:
+    atomic_write_bytes(Path(path), weights_bytes(model_or_state, spec, dataset_meta))
+
+
+def state_dict_bytes(model_or_state) -> bytes:
+    buf = io.BytesIO()
+    torch.save(_state(model_or_state), buf)
+    return buf.getvalue()
+
+
+def read_weights(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata of safetensors bytes."""
+    try:
+        tensors = load(data)
+        header_len = int.from_bytes(data[:8], "little")
+        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+    except (SafetensorError, ValueError, json.JSONDecodeError) as e:
+        raise LayerLabError(f"this is not a valid .safetensors file ({e}). Download the weights again.") from None
+    return tensors, metadata
+
+
+def read_state_dict_pt(data: bytes) -> dict[str, torch.Tensor]:
+    """A state_dict .pt, loaded with weights_only=True: anything needing unpickling of code is refused."""
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure here means the file is not a plain state_dict
+        raise LayerLabError("this .pt file is not a plain state_dict of tensors, so it was not loaded "
+                            f"(LayerLab never unpickles code; {type(e).__name__}). Export it as safetensors.") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise LayerLabError("this .pt file does not hold a state_dict (a mapping of names to tensors).")
+    return state
+
+
+def load_model(data_or_path: bytes | Path | str) -> tuple[GraphModel, dict]:
+    """Compile the spec stored in a LayerLab .safetensors file and load its weights (strict)."""
+    data = Path(data_or_path).read_bytes() if isinstance(data_or_path, (str, Path)) else data_or_path
+    tensors, metadata = read_weights(data)
+    if "spec" not in metadata:
+        raise LayerLabError("this .safetensors file carries no LayerLab model spec in its metadata; "
+                            "load it into a model you build with the same layers instead.")
+    model, _ = compile_spec(parse_spec(metadata["spec"]))
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    return model, metadata

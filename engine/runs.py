@@ -1,0 +1,193 @@
+"""The run store on disk, and the worker process entry point (`python -m engine.runs RUN_DIR`).
+
+    <home>/runs/<run_id>/
+        spec.json  train.json   what was asked (model, training config, dataset)
+        events.jsonl            append-only typed events: the single source of truth for every chart
+        status.json             state, pid, heartbeat; replaced atomically
+        model.safetensors       final weights; checkpoints/ holds last and best
+        stop                    present = a stop was requested (the loop checks it a few times a second)
+"""
+
+import json
+import os
+import secrets
+import subprocess
+import sys
+import time
+import traceback
+from pathlib import Path
+
+from engine.compiler import infer_shapes
+from engine.data.store import load_dataset
+from engine.errors import LayerLabError
+from engine.spec import parse_spec
+from engine.train.config import TrainConfig, check_compatible
+from engine.workspace import atomic_write_json, home, read_json
+
+ACTIVE = ("queued", "running")
+HEARTBEAT_S = 1.0
+STALE_AFTER_S = 15.0
+
+
+def runs_dir() -> Path:
+    return home() / "runs"
+
+
+def validate(spec: dict, train: dict, dataset) -> tuple:
+    """Everything that can be checked before a worker starts; raises LayerLabError with advice."""
+    spec_obj = parse_spec(spec)
+    cfg = TrainConfig.parse(train)
+    infos = infer_shapes(spec_obj, dataset.input_shape)
+    out = {i.id: i.output_shape for i in infos}[spec_obj.output_id()]
+    check_compatible(cfg, dataset.task, dataset.num_classes, out, dataset.meta["sizes"]["train"])
+    return spec_obj, cfg
+
+
+def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | None = None, name: str = "") -> Path:
+    """Validate and write a queued run folder (nothing runs yet)."""
+    dataset = load_dataset(dataset_dir)
+    spec_obj, cfg = validate(spec, train, dataset)
+    if run_dir is None:
+        run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
+        run_dir = runs_dir() / run_id
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "events.jsonl").touch()
+    atomic_write_json(run_dir / "spec.json", spec_obj.to_dict())
+    atomic_write_json(run_dir / "train.json", {"config": cfg.model_dump(mode="json"), "dataset_dir": str(dataset.path),
+                                               "dataset_id": dataset.id, "dataset_name": dataset.meta["name"],
+                                               "name": name or run_dir.name, "created": time.time()})
+    atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()})
+    return run_dir
+
+
+def launch(run_dir: Path) -> int:
+    """Start the worker as its own process (its own session, so a page rerun never kills it)."""
+    log = open(Path(run_dir) / "worker.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True,
+                            cwd=str(Path(__file__).resolve().parent.parent))
+    status = read_json(Path(run_dir) / "status.json", {})
+    if status.get("state") == "queued":
+        atomic_write_json(Path(run_dir) / "status.json", {**status, "pid": proc.pid, "heartbeat": time.time()})
+    return proc.pid
+
+
+def request_stop(run_dir: Path) -> None:
+    (Path(run_dir) / "stop").touch()
+
+
+def _pid_alive(pid) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    try:  # a finished child of this process stays a zombie until reaped
+        return os.waitpid(int(pid), os.WNOHANG) == (0, 0)
+    except ChildProcessError:
+        return True
+
+
+def read_status(run_dir: Path) -> dict:
+    """The run's status; a queued/running run whose worker is gone (stale heartbeat) reads as failed."""
+    status = read_json(Path(run_dir) / "status.json", {"state": "failed", "message": "status.json is missing"})
+    if status.get("state") in ACTIVE and time.time() - status.get("heartbeat", 0) > STALE_AFTER_S \
+            and not _pid_alive(status.get("pid")):
+        status = {**status, "state": "failed", "message": "The training process stopped unexpectedly "
+                                                          "(its heartbeat went stale). Start the run again."}
+    return status
+
+
+def read_events(run_dir: Path, offset: int = 0) -> tuple[list[dict], int]:
+    """Events appended since `offset` (bytes); a half-written last line is left for the next read."""
+    path = Path(run_dir) / "events.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(offset)
+            data = f.read()
+    except FileNotFoundError:
+        return [], offset
+    end = data.rfind(b"\n") + 1
+    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
+    return events, offset + end
+
+
+def run_info(run_dir: Path) -> dict:
+    run_dir = Path(run_dir)
+    train = read_json(run_dir / "train.json", {})
+    status = read_status(run_dir)
+    spec = read_json(run_dir / "spec.json", {})
+    return {"id": run_dir.name, "path": str(run_dir), "name": train.get("name", run_dir.name),
+            "dataset": train.get("dataset_name"), "dataset_id": train.get("dataset_id"),
+            "layers": len(spec.get("nodes", [])), "created": train.get("created", 0), "config": train.get("config", {}),
+            **status}
+
+
+def list_runs() -> list[dict]:
+    base = runs_dir()
+    runs = [run_info(p) for p in base.iterdir() if (p / "train.json").exists()] if base.exists() else []
+    return sorted(runs, key=lambda r: r["created"], reverse=True)
+
+
+class RunWriter:
+    """Appends events and keeps status.json's heartbeat fresh (at most once a second)."""
+
+    def __init__(self, run_dir: Path, echo: bool = False):
+        self.run_dir = Path(run_dir)
+        self.echo = echo
+        self.events = open(self.run_dir / "events.jsonl", "a", buffering=1)
+        self.last_beat = 0.0
+        self.status: dict = {"state": "running", "pid": os.getpid()}
+
+    def set_status(self, **fields) -> None:
+        self.status.update(fields, heartbeat=time.time())
+        atomic_write_json(self.run_dir / "status.json", self.status)
+
+    def emit(self, event: dict) -> None:
+        event = {"time": time.time(), **event}
+        line = json.dumps(event)
+        self.events.write(line + "\n")
+        if self.echo:
+            print(line, flush=True)
+        if event["type"] == "epoch_end":
+            self.status["metrics"] = event["metrics"]
+            self.status["epoch"] = event["epoch"]
+        if time.time() - self.last_beat >= HEARTBEAT_S:
+            self.last_beat = time.time()
+            self.set_status(progress=event.get("progress", self.status.get("progress", 0.0)))
+
+
+def execute(run_dir: Path, echo: bool = False) -> dict:
+    """The worker body: train the run described by the folder. `run_finished` is always the last event."""
+    from engine.train.loop import fit  # imported here so the page process never pays for it
+
+    run_dir = Path(run_dir)
+    writer = RunWriter(run_dir, echo=echo)
+    writer.set_status(state="running", started=time.time())
+    try:
+        train = read_json(run_dir / "train.json")
+        spec = read_json(run_dir / "spec.json")
+        dataset = load_dataset(train["dataset_dir"])
+        result = fit(spec, dataset, TrainConfig.parse(train["config"]), emit=writer.emit,
+                     should_stop=(run_dir / "stop").exists, out_dir=run_dir)
+    except LayerLabError as e:
+        result = {"type": "run_finished", "status": "failed", "message": str(e), "metrics": {}}
+        writer.emit(result)
+    except Exception as e:  # noqa: BLE001 - the worker must always leave a final status and event
+        (run_dir / "error.log").write_text(traceback.format_exc())
+        result = {"type": "run_finished", "status": "failed", "metrics": {},
+                  "message": f"Training failed with an internal error ({type(e).__name__}: {e}). "
+                             "Details are in error.log in the run folder."}
+        writer.emit(result)
+    writer.set_status(state=result["status"], message=result.get("message", ""), metrics=result.get("metrics", {}),
+                      best=result.get("best"), samples_per_second=result.get("samples_per_second"),
+                      finished=time.time(), progress=1.0 if result["status"] == "completed" else
+                      writer.status.get("progress", 0.0))
+    writer.events.close()
+    return result
+
+
+if __name__ == "__main__":
+    execute(Path(sys.argv[1]))

@@ -1,0 +1,140 @@
+"""ModelSpec: a versioned, validated graph of nodes that round-trips through JSON.
+
+{"version": 1, "input": {"shape": [...]}, "nodes": [{"id", "op", "params", "inputs"}], "output": id}
+
+The model's input is the node id `input`; a node without `inputs` takes the previous node's
+output. Saved specs carry every default explicitly.
+"""
+
+import json
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import SpecError
+from engine.registry import get_op, ops
+
+SPEC_VERSION = 1
+_ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+
+
+class NodeSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    op: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    inputs: list[str] | None = None
+
+
+class InputSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    shape: list[int] | None = None
+
+
+class ModelSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    version: int = SPEC_VERSION
+    input: InputSpec = Field(default_factory=InputSpec)
+    nodes: list[NodeSpec]
+    output: str | None = None
+
+    def to_dict(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def input_ids(self) -> dict[str, list[str]]:
+        """Each node's inputs, with the implicit 'previous node' made explicit."""
+        out, prev = {}, "input"
+        for node in self.nodes:
+            out[node.id] = list(node.inputs) if node.inputs else [prev]
+            prev = node.id
+        return out
+
+    def output_id(self) -> str:
+        return self.output or self.nodes[-1].id
+
+
+def _pretty_validation(err: ValidationError) -> str:
+    parts = []
+    for e in err.errors():
+        where = ".".join(str(x) for x in e["loc"])
+        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
+
+
+def _migrate(data: dict) -> dict:
+    version = data.get("version", SPEC_VERSION)
+    if version != SPEC_VERSION:
+        raise SpecError(None, f"this spec has version {version!r}, but LayerLab reads version {SPEC_VERSION}. "
+                              f"Save it again from the Build page or set \"version\": {SPEC_VERSION}.")
+    return data
+
+
+def parse_spec(data: dict | str) -> ModelSpec:
+    """Validate a spec (dict or JSON text) and return it with every param default filled in."""
+    if isinstance(data, (str, bytes)):
+        try:
+            data = json.loads(data)
+        except json.JSONDecodeError as e:
+            raise SpecError(None, f"the spec is not valid JSON ({e.msg} at line {e.lineno}). "
+                                  "Fix the file or save a new one from the Build page.") from None
+    if not isinstance(data, dict):
+        raise SpecError(None, "a spec must be a JSON object with a \"nodes\" list.")
+    try:
+        spec = ModelSpec.model_validate(_migrate(data))
+    except ValidationError as e:
+        raise SpecError(None, f"the spec is malformed: {_pretty_validation(e)}.") from None
+    if not spec.nodes:
+        raise SpecError(None, "the model has no layers: add at least one layer (the last one is the output).")
+    seen: set[str] = set()
+    for node in spec.nodes:
+        if not _ID.match(node.id) or node.id == "input":
+            raise SpecError(node.id, "node ids must start with a letter or _, use only letters, digits and _, "
+                                     "and not be 'input'. Rename the node.")
+        if node.id in seen:
+            raise SpecError(node.id, "two nodes share this id. Give each node its own id.")
+        op = get_op(node.op)
+        if op is None:
+            raise SpecError(node.id, f"unknown op '{node.op}'. Known ops: {', '.join(sorted(ops()))}.")
+        try:
+            node.params = op.params.model_validate(node.params).model_dump(mode="json")
+        except ValidationError as e:
+            raise SpecError(node.id, f"bad parameters for {node.op}: {_pretty_validation(e)}.") from None
+        for src in node.inputs or []:
+            if src != "input" and src not in seen:
+                raise SpecError(node.id, f"takes its input from '{src}', which is not a node defined before it. "
+                                         "Use 'input' or the id of an earlier node.")
+        n_in = len(node.inputs) if node.inputs else 1
+        if not op.min_inputs <= n_in <= op.max_inputs:
+            raise SpecError(node.id, f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given {n_in}.")
+        seen.add(node.id)
+    if spec.output is not None and spec.output not in seen:
+        raise SpecError(None, f"the output '{spec.output}' is not a node of this model. Name one of its nodes.")
+    return spec
+
+
+def new_node_id(spec_nodes, op: str) -> str:
+    taken = {n["id"] if isinstance(n, dict) else n.id for n in spec_nodes}
+    i = 1
+    while f"{op}_{i}" in taken:
+        i += 1
+    return f"{op}_{i}"
+
+
+def default_params(op: str) -> dict:
+    return get_op(op).params().model_dump(mode="json")
+
+
+def starter_spec(task: str, input_shape, num_classes: int | None) -> dict:
+    """A small MLP that fits the dataset: [flatten] Dense 64 relu, Dense 64 relu, Dense (classes or 1)."""
+    nodes = [{"id": "flatten", "op": "flatten"}] if len(input_shape) > 1 else []
+    nodes += [{"id": "dense_1", "op": "linear", "params": {"out_features": 64}},
+              {"id": "relu_1", "op": "activation", "params": {"kind": "relu"}},
+              {"id": "dense_2", "op": "linear", "params": {"out_features": 64}},
+              {"id": "relu_2", "op": "activation", "params": {"kind": "relu"}},
+              {"id": "output", "op": "linear",
+               "params": {"out_features": num_classes if task == "classification" else 1}}]
+    return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()

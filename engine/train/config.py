@@ -1,0 +1,93 @@
+"""Training settings (train.json), validated, with the checks that need the model and the data."""
+
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import ConfigError
+
+LOSSES = {
+    "cross_entropy": ("Cross-entropy", "classification"),
+    "bce_with_logits": ("Binary cross-entropy (logits)", "classification"),
+    "mse": ("Mean squared error", "regression"),
+    "l1": ("Mean absolute error (L1)", "regression"),
+    "huber": ("Huber", "regression"),
+}
+OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    loss: Literal["cross_entropy", "bce_with_logits", "mse", "l1", "huber"] | None = Field(
+        None, description="None: the usual loss for the dataset's task.")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    lr: float = Field(1e-3, gt=0, title="Learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(32, ge=1)
+    epochs: int = Field(20, ge=1, le=10000)
+    seed: int = Field(0, ge=0)
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    threads: int | None = Field(None, ge=1, description="CPU threads; None picks the fastest for the model.")
+
+    @classmethod
+    def parse(cls, data: dict) -> "TrainConfig":
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            e0 = e.errors()[0]
+            field = ".".join(str(x) for x in e0["loc"])
+            hints = {"lr": "Use a positive learning rate such as 0.001 (Adam) or 0.01 (SGD).",
+                     "batch_size": "Use a batch size of at least 1, such as 32.",
+                     "epochs": "Use at least 1 epoch."}
+            raise ConfigError(f"{field}: {e0['msg']} (got {e0.get('input')!r}). {hints.get(field, '')}".strip()) from None
+
+
+def losses_for_task(task: str, num_classes: int | None = None) -> list[str]:
+    names = [k for k, (_, t) in LOSSES.items() if t == task]
+    if task == "classification" and num_classes != 2:
+        names.remove("bce_with_logits")
+    return names
+
+
+def default_loss(task: str) -> str:
+    return "cross_entropy" if task == "classification" else "mse"
+
+
+def resolve_device(name: str) -> torch.device:
+    cuda, mps = torch.cuda.is_available(), getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if name == "cuda" and not cuda:
+        raise ConfigError("device 'cuda' was chosen but this machine has no CUDA GPU. Choose 'auto' or 'cpu'.")
+    if name == "mps" and not mps:
+        raise ConfigError("device 'mps' was chosen but this machine has no Apple GPU. Choose 'auto' or 'cpu'.")
+    return torch.device(name)
+
+
+def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_shape, n_train: int) -> str:
+    """Raise ConfigError if these settings cannot train this model on this data; return the loss to use."""
+    loss = cfg.loss or default_loss(task)
+    if LOSSES[loss][1] != task:
+        raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss][1]}, but this dataset is {task}. "
+                          f"Choose one of: {', '.join(losses_for_task(task, num_classes))}.")
+    out = tuple(out_shape)
+    if loss == "cross_entropy" and out != (num_classes,):
+        raise ConfigError(f"the model outputs shape {out} but the dataset has {num_classes} classes: set the last "
+                          f"Dense layer's units to {num_classes} (cross-entropy wants one output per class).")
+    if loss == "bce_with_logits":
+        if num_classes != 2:
+            raise ConfigError("binary cross-entropy needs a 2-class target; use cross-entropy for "
+                              f"{num_classes} classes.")
+        if out != (1,):
+            raise ConfigError(f"binary cross-entropy needs one output, but the model outputs {out}: set the last "
+                              "Dense layer's units to 1, or choose cross-entropy.")
+    if task == "regression" and out != (1,):
+        raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
+                          "units to 1.")
+    if cfg.batch_size > n_train:
+        raise ConfigError(f"the batch size {cfg.batch_size} is larger than the {n_train} training rows: choose a "
+                          f"batch size of at most {n_train} (32 or 64 is usual).")
+    return loss

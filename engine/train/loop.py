@@ -1,0 +1,213 @@
+"""The training loop: one readable function, top to bottom.
+
+Fast path: the dataset's tensors move to the device once; each step slices a shuffled index
+batch on the device. Losses accumulate on the device and the loop syncs with the host a few
+times per second (to emit `batch_end`, check for NaN and for a stop request), never every step.
+"""
+
+import math
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from engine.compiler import compile_spec
+from engine.data.store import Dataset
+from engine.export import save_weights
+from engine.train.config import TrainConfig, check_compatible, resolve_device
+
+SYNC_EVERY_S = 0.25
+CHECKPOINT_EVERY_S = 5.0
+EVAL_BATCH = 4096
+
+
+def pick_threads(n_params: int, batch_size: int) -> int:
+    """Small models run fastest on one thread (measured: 2 threads ran 0.71-0.86x on this 2-core box and
+    stalled under load); bigger ones get all cores but one, leaving one to the Streamlit server."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if cores <= 2 or n_params * batch_size < 20_000_000:
+        return 1
+    return cores - 1
+
+
+def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
+    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
+             "rmsprop": torch.optim.RMSprop}
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
+    if cfg.optimizer == "sgd":
+        kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    elif cfg.optimizer == "rmsprop":
+        kwargs.update(momentum=cfg.momentum)
+    params = list(params)
+    # Fused kernels: 1.5-1.6x on CPU at batch 32 (torch defaults to the per-parameter loop there).
+    if cfg.optimizer != "rmsprop" and device.type in ("cpu", "cuda", "mps"):
+        try:
+            return kinds[cfg.optimizer](params, fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return kinds[cfg.optimizer](params, **kwargs)
+
+
+def loss_function(name: str) -> Callable:
+    return {
+        "cross_entropy": F.cross_entropy,
+        "bce_with_logits": lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(1), y),
+        "mse": lambda out, y: F.mse_loss(out.squeeze(1), y),
+        "l1": lambda out, y: F.l1_loss(out.squeeze(1), y),
+        "huber": lambda out, y: F.huber_loss(out.squeeze(1), y),
+    }[name]
+
+
+@torch.no_grad()
+def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0) -> dict[str, float]:
+    """Loss and the task's metrics over a whole split (eval mode, big batches)."""
+    was_training = model.training
+    model.eval()
+    outs = torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    model.train(was_training)
+    metrics = {"loss": loss_function(loss_name)(outs, y).item()}
+    if loss_name == "cross_entropy":
+        metrics["accuracy"] = (outs.argmax(1) == y).float().mean().item()
+    elif loss_name == "bce_with_logits":
+        metrics["accuracy"] = ((outs.squeeze(1) > 0).float() == y).float().mean().item()
+    else:
+        pred = outs.squeeze(1)
+        metrics["mae"] = (pred - y).abs().mean().item() * target_scale
+        ss_res = ((pred - y) ** 2).sum()
+        ss_tot = ((y - y.mean()) ** 2).sum().clamp_min(1e-12)
+        metrics["r2"] = (1 - ss_res / ss_tot).item()
+    return metrics
+
+
+def _state_on_cpu(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None],
+        should_stop: Callable[[], bool] = lambda: False, out_dir: Path | None = None) -> dict:
+    """Train `spec` on `dataset`; report through `emit`; write weights under `out_dir` if given.
+
+    Returns the `run_finished` event (also emitted). Bad settings raise ConfigError/SpecError before
+    any step runs.
+    """
+    device = resolve_device(cfg.device)
+    model, infos = compile_spec(spec, dataset.input_shape, seed=cfg.seed)
+    x_train, y_train = dataset.split("train")
+    x_val, y_val = dataset.split("val")
+    out_shape = {i.id: i.output_shape for i in infos}[model.spec.output_id()]
+    loss_name = check_compatible(cfg, dataset.task, dataset.num_classes, out_shape, len(y_train))
+    n_params = sum(p.numel() for p in model.parameters())
+    threads = None
+    if device.type == "cpu":
+        threads = cfg.threads or pick_threads(n_params, cfg.batch_size)
+        torch.set_num_threads(threads)
+    model.to(device)
+    y_dtype = torch.long if loss_name == "cross_entropy" else torch.float32
+    x_train, x_val = x_train.to(device), x_val.to(device)
+    y_train, y_val = y_train.to(device, y_dtype), y_val.to(device, y_dtype)
+    target_scale = float(((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("scale", 1.0))
+    criterion = loss_function(loss_name)
+    optimizer = make_optimizer(cfg, model.parameters(), device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+
+    n, bs = len(y_train), cfg.batch_size
+    steps_per_epoch = math.ceil(n / bs)
+    total_steps = steps_per_epoch * cfg.epochs
+    emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params, "loss": loss_name,
+          "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_train": n,
+          "batch_size": bs})
+
+    spec_full = model.spec
+    def save(name: str, state=None):
+        if out_dir is not None:
+            save_weights(state if state is not None else model, Path(out_dir) / name, spec_full, dataset.meta)
+
+    status, message, step, epoch = "completed", "", 0, 0
+    best = {"epoch": None, "val/loss": math.inf}
+    best_state = None
+    last_metrics: dict[str, float] = {}
+    t_start = time.perf_counter()
+    next_sync = t_start + SYNC_EVERY_S
+    last_ckpt = t_start
+    model.train()
+    try:
+        for epoch in range(1, cfg.epochs + 1):
+            t_epoch = time.perf_counter()
+            epoch_loss = torch.zeros((), device=device)
+            epoch_steps = window_steps = 0
+            synced_loss = 0.0
+            perm = torch.randperm(n, device=device, generator=gen)
+            for start in range(0, n, bs):
+                idx = perm[start:start + bs]
+                loss = criterion(model(x_train[idx]), y_train[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                epoch_loss += loss.detach()
+                epoch_steps += 1
+                window_steps += 1
+                step += 1
+                now = time.perf_counter()
+                if now >= next_sync:
+                    next_sync = now + SYNC_EVERY_S
+                    total = epoch_loss.item()
+                    value = (total - synced_loss) / window_steps
+                    synced_loss, window_steps = total, 0
+                    elapsed = now - t_start
+                    emit({"type": "batch_end", "epoch": epoch, "step": step, "loss": value,
+                          "progress": step / total_steps, "samples_per_second": step * bs / elapsed,
+                          "eta_s": elapsed / step * (total_steps - step)})
+                    if not math.isfinite(value):
+                        raise FloatingPointError
+                    if should_stop():
+                        status = "stopped"
+                        break
+            train_loss = epoch_loss.item() / epoch_steps
+            if not math.isfinite(train_loss):
+                raise FloatingPointError
+            if status == "stopped":
+                break
+            val = evaluate(model, x_val, y_val, loss_name, target_scale)
+            if not math.isfinite(val["loss"]):
+                raise FloatingPointError
+            last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
+            if val["loss"] < best["val/loss"]:
+                best = {"epoch": epoch, **{f"val/{k}": v for k, v in val.items()}}
+                best_state = _state_on_cpu(model)
+            now = time.perf_counter()
+            elapsed = now - t_start
+            emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": last_metrics,
+                  "seconds": now - t_epoch, "progress": step / total_steps,
+                  "samples_per_second": step * bs / elapsed, "eta_s": elapsed / step * (total_steps - step)})
+            if now - last_ckpt >= CHECKPOINT_EVERY_S:
+                last_ckpt = now
+                save("checkpoints/last.safetensors")
+                save("checkpoints/best.safetensors", best_state)
+                emit({"type": "checkpoint_saved", "epoch": epoch, "step": step})
+            if should_stop():
+                status = "stopped"
+                break
+    except FloatingPointError:
+        status = "diverged"
+        message = (f"The loss became NaN or infinite at epoch {epoch}, step {step}: training diverged. Lower the "
+                   f"learning rate (try {cfg.lr / 10:g}) or add batch norm.")
+        if best_state is not None:
+            message += f" The weights of epoch {best['epoch']}, the best before it diverged, were kept."
+    elapsed = time.perf_counter() - t_start
+    if status != "diverged":
+        save("model.safetensors")
+        save("checkpoints/last.safetensors")
+    elif best_state is not None:
+        save("model.safetensors", best_state)
+    if best_state is not None:
+        save("checkpoints/best.safetensors", best_state)
+    if status == "stopped":
+        message = f"Stopped at epoch {epoch}, step {step}; the weights at that point were kept."
+    final = {"type": "run_finished", "status": status, "message": message, "epochs_completed": epoch
+             if status == "completed" else epoch - 1, "step": step, "metrics": last_metrics, "best": best,
+             "seconds": elapsed, "samples_per_second": step * bs / elapsed if elapsed > 0 else 0.0}
+    emit(final)
+    return final
