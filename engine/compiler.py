@@ -61,11 +61,13 @@ def _resolve_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
     return tuple(int(d) for d in shape)
 
 
-def _build(spec: ModelSpec, input_shape, device) -> tuple[dict[str, nn.Module], list[NodeInfo]]:
-    """Build every node's module on `device`, running each once on meta tensors to get shapes."""
+def _build(spec: ModelSpec, input_shape, device):
+    """Build each node's module on `device` in order, running it once on meta tensors to get its shape.
+
+    Yields (module, NodeInfo) per node; raises SpecError at the first node that does not fit.
+    """
     inputs = spec.input_ids()
     shapes = {"input": _resolve_input_shape(spec, input_shape)}
-    modules, infos = {}, []
     for node in spec.nodes:
         op = get_op(node.op)
         in_shapes = [shapes[i] for i in inputs[node.id]]
@@ -85,16 +87,25 @@ def _build(spec: ModelSpec, input_shape, device) -> tuple[dict[str, nn.Module], 
             with torch.device(device):
                 module = op.build(params, in_shapes)
         shapes[node.id] = tuple(out.shape[1:])
-        modules[node.id] = module
-        infos.append(NodeInfo(node.id, node.op, inputs[node.id], shapes[node.id],
-                              sum(p.numel() for p in module.parameters())))
-    return modules, infos
+        yield module, NodeInfo(node.id, node.op, inputs[node.id], shapes[node.id],
+                               sum(p.numel() for p in module.parameters()))
 
 
 def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
     """Every node's output shape and parameter count, at no memory cost (meta device)."""
     spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
-    return _build(spec, input_shape, "meta")[1]
+    return [info for _, info in _build(spec, input_shape, "meta")]
+
+
+def analyse(spec: dict, input_shape=None) -> tuple[list[NodeInfo], SpecError | None]:
+    """Shapes of the nodes up to the first error, and that error (None when the whole model fits)."""
+    infos: list[NodeInfo] = []
+    try:
+        for _, info in _build(parse_spec(spec), input_shape, "meta"):
+            infos.append(info)
+    except SpecError as e:
+        return infos, e
+    return infos, None
 
 
 def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = None) -> tuple[GraphModel, list[NodeInfo]]:
@@ -102,7 +113,9 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     if seed is not None:
         torch.manual_seed(seed)
-    modules, infos = _build(spec, input_shape, "cpu")
+    built = list(_build(spec, input_shape, "cpu"))
+    modules = {info.id: module for module, info in built}
+    infos = [info for _, info in built]
     spec = spec.model_copy(deep=True)
     spec.input.shape = list(_resolve_input_shape(spec, input_shape))
     return GraphModel(spec, modules), infos

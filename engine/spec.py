@@ -138,3 +138,31 @@ def starter_spec(task: str, input_shape, num_classes: int | None) -> dict:
               {"id": "output", "op": "linear",
                "params": {"out_features": num_classes if task == "classification" else 1}}]
     return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()
+
+
+# Editing a spec dict (what the Build page does). Each returns a new dict; none validates.
+def insert_node(spec: dict, op: str, index: int | None = None) -> tuple[dict, str]:
+    nodes = [dict(n) for n in spec["nodes"]]
+    node_id = new_node_id(nodes, op)
+    index = len(nodes) if index is None else max(0, min(index, len(nodes)))
+    nodes.insert(index, {"id": node_id, "op": op, "params": default_params(op), "inputs": None})
+    return {**spec, "nodes": nodes}, node_id
+
+
+def move_node(spec: dict, node_id: str, index: int) -> dict:
+    nodes = [dict(n) for n in spec["nodes"]]
+    i = next(k for k, n in enumerate(nodes) if n["id"] == node_id)
+    node = nodes.pop(i)
+    nodes.insert(max(0, min(index, len(nodes))), node)
+    return {**spec, "nodes": nodes, "output": None}
+
+
+def remove_node(spec: dict, node_id: str) -> dict:
+    nodes = [dict(n) for n in spec["nodes"] if n["id"] != node_id]
+    output = spec.get("output")
+    return {**spec, "nodes": nodes, "output": None if output == node_id else output}
+
+
+def set_params(spec: dict, node_id: str, params: dict) -> dict:
+    nodes = [dict(n, params=params) if n["id"] == node_id else dict(n) for n in spec["nodes"]]
+    return {**spec, "nodes": nodes}

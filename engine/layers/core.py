@@ -20,8 +20,9 @@ class LinearParams(OpParams):
           doc="Fully connected layer: every output is a weighted sum of all inputs. The workhorse of MLPs.")
 def build_linear(p: LinearParams, shapes):
     (shape,) = shapes
-    if len(shape) == 0:
-        raise SpecError(None, "needs at least one input feature.")
+    if len(shape) > 2:
+        raise SpecError(None, f"Dense needs a flat vector of features but got shape {tuple(shape)}: "
+                              "add a Flatten layer before it.")
     return nn.Linear(shape[-1], p.out_features, bias=p.bias)
 
 

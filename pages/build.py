@@ -1,0 +1,184 @@
+"""Build: drag layers into a model, set each one up, see every shape and parameter count."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+from pydantic import ValidationError
+from streamlit_agraph import Config, Edge, Node, agraph
+
+from engine import spec as specs
+from engine.compiler import analyse
+from engine.errors import SpecError
+from engine.registry import FAMILIES, get_op, ops
+from ui import state
+from ui.common import page, show_error
+from ui.forms import params_form, reset_widgets, widget_key
+from ui.stack import layer_stack
+
+FAMILY_COLORS = {"core": "#4F46E5", "activation": "#F97316", "regularization": "#10B981",
+                 "normalization": "#0EA5E9", "reshape": "#A855F7"}
+
+page("Build", "Stack layers into a model: drag them in from the palette, click one to set it up. "
+              "Shapes and parameter counts update on every edit.")
+meta = state.dataset_meta()
+spec = state.spec()
+selected = st.session_state.get(state.SELECTED)
+node_ids = [n["id"] for n in spec["nodes"]]
+if selected not in node_ids:
+    selected = None
+
+
+def commit(new_spec: dict, select: str | None = None) -> None:
+    state.set_spec(new_spec)
+    st.session_state[state.SELECTED] = select
+    st.rerun()
+
+
+# Edits made in the selected layer's form arrive as widget values before anything is drawn:
+# apply them first so the stack, diagram and summary below show the edited model.
+if selected:
+    node = next(n for n in spec["nodes"] if n["id"] == selected)
+    fields = get_op(node["op"]).params.model_fields
+    edited = {f: st.session_state.get(widget_key(selected, f), node["params"].get(f)) for f in fields}
+    if edited != node["params"]:
+        try:
+            get_op(node["op"]).params.model_validate(edited)
+            spec = specs.set_params(spec, selected, edited)
+            state.set_spec(spec)
+        except ValidationError as e:
+            st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
+
+infos, error = analyse(spec, meta["input_shape"])
+shape_of = {i.id: i for i in infos}
+
+
+def detail(node: dict) -> str:
+    op = get_op(node["op"])
+    defaults = op.params().model_dump()
+    shown = [(k, v) for i, (k, v) in enumerate(node["params"].items()) if i == 0 or v != defaults.get(k)]
+    return ", ".join(f"{v}" if k in ("kind", "out_features") else f"{k}={v}" for k, v in shown)
+
+
+palette = [{"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
+           for fam in FAMILIES for o in ops().values() if o.family == fam]
+stack_nodes = []
+for n in spec["nodes"]:
+    op = get_op(n["op"])
+    bad = error is not None and error.node_id == n["id"]
+    info = shape_of.get(n["id"])
+    stack_nodes.append({"id": n["id"], "op": n["op"], "title": op.title.split(" (")[0], "detail": detail(n),
+                        "shape": str(info.output_shape) if info else ("error" if bad else "?"),
+                        "error": error.message if bad else "", "doc": op.doc, "selected": n["id"] == selected,
+                        "color": FAMILY_COLORS[op.family]})
+
+left, right = st.columns([3, 2], gap="large")
+with left:
+    event = layer_stack(palette, stack_nodes, str(tuple(meta["input_shape"])), key="stack")
+    if event:
+        action = event.get("action")
+        if action == "insert" and get_op(event.get("op", "")):
+            index = event.get("index")
+            new_spec, new_id = specs.insert_node(spec, event["op"], len(spec["nodes"]) if index is None else index)
+            commit(new_spec, new_id)
+        elif action == "move" and event.get("id") in node_ids:
+            index = event["index"]
+            old = node_ids.index(event["id"])
+            commit(specs.move_node(spec, event["id"], index - 1 if index > old else index), event["id"])
+        elif action == "remove" and event.get("id") in node_ids and len(node_ids) > 1:
+            commit(specs.remove_node(spec, event["id"]))
+        elif action == "select" and event.get("id") in node_ids:
+            st.session_state[state.SELECTED] = event["id"]
+            st.rerun()
+    if error:
+        st.error(str(error), icon=":material/error:")
+
+with right:
+    st.subheader("Layer settings")
+    choice = st.selectbox("Layer", [None, *node_ids], index=([None, *node_ids].index(selected)),
+                          format_func=lambda i: "Choose a layer…" if i is None else
+                          f"{i} · {get_op(next(n for n in spec['nodes'] if n['id'] == i)['op']).title}",
+                          help="Or click a layer in the stack or in the diagram.")
+    if choice != selected:
+        st.session_state[state.SELECTED] = choice
+        st.rerun()
+    if selected:
+        node = next(n for n in spec["nodes"] if n["id"] == selected)
+        op = get_op(node["op"])
+        st.caption(op.doc)
+        params_form(op, selected, node["params"])
+        i = node_ids.index(selected)
+        b1, b2, b3 = st.columns(3)
+        if b1.button("Move up", icon=":material/arrow_upward:", disabled=i == 0, use_container_width=True):
+            commit(specs.move_node(spec, selected, i - 1), selected)
+        if b2.button("Move down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1,
+                     use_container_width=True):
+            commit(specs.move_node(spec, selected, i + 1), selected)
+        if b3.button("Remove", icon=":material/delete:", disabled=len(node_ids) == 1, use_container_width=True):
+            commit(specs.remove_node(spec, selected))
+    with st.container(border=True):
+        a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
+        new_op = a1.selectbox("Add a layer", list(ops()), format_func=lambda o: get_op(o).title,
+                              help="Added after the selected layer (or before the output layer).")
+        if a2.button("Add", icon=":material/add:", use_container_width=True):
+            at = node_ids.index(selected) + 1 if selected else max(len(node_ids) - 1, 0)
+            new_spec, new_id = specs.insert_node(spec, new_op, at)
+            commit(new_spec, new_id)
+
+st.subheader("Architecture")
+graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", shape="box", color="#E2E8F0")]
+edges = []
+for n in stack_nodes:
+    graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{n['detail']}".strip(), shape="box",
+                            color="#FCA5A5" if n["error"] else n["color"], font={"color": "#111827"},
+                            borderWidth=3 if n["selected"] else 1))
+prev_shape = {"input": str(tuple(meta["input_shape"])), **{n["id"]: n["shape"] for n in stack_nodes}}
+for node_id, ins in specs.ModelSpec.model_validate(spec).input_ids().items():
+    for src in ins:
+        edges.append(Edge(source=src, target=node_id, label=prev_shape.get(src, "?"), font={"size": 11}))
+clicked = agraph(graph_nodes, edges, Config(width="100%", height=230, directed=True, physics=False,
+                                            hierarchical=True, direction="LR", levelSeparation=170,
+                                            sortMethod="directed"))
+# agraph keeps returning its last click on every rerun: act only on a new one.
+if clicked and clicked != st.session_state.get("build.last_graph_click"):
+    st.session_state["build.last_graph_click"] = clicked
+    if clicked in node_ids:
+        st.session_state[state.SELECTED] = clicked
+        st.rerun()
+
+st.subheader("Summary")
+rows = [{"layer": n["id"], "op": n["op"], "output shape": n["shape"],
+         "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None} for n in stack_nodes]
+st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+total = sum(i.params for i in infos)
+m1, m2, m3 = st.columns(3)
+m1.metric("Layers", len(spec["nodes"]))
+m2.metric("Parameters", f"{total:,}")
+m3.metric("Weights in memory", f"{total * 4 / 1024:,.1f} KiB")
+
+st.subheader("Save and load")
+s1, s2, s3 = st.columns([1, 2, 1], vertical_alignment="bottom")
+try:
+    spec_text = specs.parse_spec(spec).to_json()
+    s1.download_button("Download spec JSON", spec_text, file_name="model_spec.json", mime="application/json",
+                       icon=":material/download:", on_click="ignore", use_container_width=True)
+except SpecError:
+    s1.button("Download spec JSON", disabled=True, help="Fix the model first.", use_container_width=True)
+upload = s2.file_uploader("Load a spec JSON", type=["json"], key="build.spec_upload")
+if upload is not None and st.session_state.get("build.loaded") != upload.file_id:
+    st.session_state["build.loaded"] = upload.file_id
+    try:
+        loaded = specs.parse_spec(upload.getvalue()).to_dict()
+        loaded["input"] = {"shape": None}  # shapes come from the current dataset
+        reset_widgets()
+        state.notice(f"Loaded {len(loaded['nodes'])} layers from {upload.name}.")
+        commit(loaded)
+    except (SpecError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        show_error(e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec."))
+if s3.button("Reset to starter model", icon=":material/restart_alt:", use_container_width=True):
+    reset_widgets()
+    state.set_spec(specs.starter_spec(meta["task"], meta["input_shape"], len(meta["classes"] or []) or None))
+    st.session_state[state.SPEC_IS_STARTER] = True
+    state.save()
+    st.session_state[state.SELECTED] = None
+    st.rerun()

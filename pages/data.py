@@ -1,0 +1,113 @@
+"""Data: choose a built-in set or upload a CSV; see what was prepared."""
+
+import pandas as pd
+import streamlit as st
+
+from engine.data.builtin import BUILTINS
+from engine.data.prepare import prepare_builtin, prepare_frame
+from engine.data.store import list_datasets, load_dataset, load_preview
+from engine.data.tabular import detect_task, read_csv_bytes
+from engine.errors import LayerLabError
+from ui import state
+from ui.common import page, show_error
+from ui.data_views import class_balance, image_grid, scatter_2d
+
+page("Data", "Choose the data to learn from: a built-in set or your own CSV. "
+             "Preprocessing is fitted on the training split only.")
+
+
+def use(ds) -> None:
+    state.use_dataset(ds.meta)
+    state.notice(f"Now using '{ds.meta['name']}'. The Build page holds a model that fits it.")
+    st.rerun()
+
+
+builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload CSV",
+                                              ":material/folder_open: Your datasets"])
+with builtin_tab:
+    name = st.selectbox("Dataset", list(BUILTINS), format_func=lambda k: BUILTINS[k].title, key="data.builtin")
+    b = BUILTINS[name]
+    st.caption(b.description)
+    n_samples, noise, seed = 1000, 0.1, 0
+    if b.generated:
+        c1, c2, c3 = st.columns(3)
+        n_samples = c1.slider("Samples", 100, 10000, 1000, step=100, key="data.n_samples")
+        noise = c2.slider("Noise", 0.0, 0.5, 0.1, step=0.01, key="data.noise")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="data.seed")
+    if st.button("Use this dataset", type="primary", icon=":material/check:", key="data.use_builtin"):
+        with st.spinner("Preparing…"):
+            use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
+
+with upload_tab:
+    upload = st.file_uploader("CSV file", type=["csv", "txt"], key="data.upload",
+                              help="A table with a header row; one column is what to predict.")
+    if upload is not None:
+        try:
+            frame = read_csv_bytes(upload.getvalue(), upload.name)
+        except LayerLabError as e:
+            show_error(e)
+            frame = None
+        if frame is not None:
+            st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns")
+            st.dataframe(frame.head(50), use_container_width=True, height=220)
+            c1, c2, c3 = st.columns([2, 2, 1])
+            target = c1.selectbox("Target column (what to predict)", list(frame.columns),
+                                  index=len(frame.columns) - 1, key="data.target")
+            detected = detect_task(frame[target])
+            task = c2.radio("Task", ["classification", "regression"],
+                            index=["classification", "regression"].index(detected), horizontal=True,
+                            key=f"data.task.{target}", help=f"Detected: {detected}. Change it if that is wrong.")
+            split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
+            st.caption("Split: 70% train · 15% validation · 15% test (stratified for classification). Numbers are "
+                       "standardized, text columns one-hot encoded, missing values filled (median / most frequent).")
+            if st.button("Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"):
+                try:
+                    with st.spinner("Preparing…"):
+                        ds = prepare_frame(frame, target, name=upload.name.rsplit(".", 1)[0],
+                                           source=f"upload:{upload.name}", task=task, seed=int(split_seed))
+                    use(ds)
+                except LayerLabError as e:
+                    show_error(e)
+
+with saved_tab:
+    saved = list_datasets()
+    if saved:
+        st.dataframe(pd.DataFrame([{"name": m["name"], "task": m["task"], "rows": sum(m["sizes"].values()),
+                                    "input": str(tuple(m["input_shape"])), "classes": len(m["classes"] or []) or "–",
+                                    "id": m["id"]} for m in saved]), hide_index=True, use_container_width=True)
+        pick = st.selectbox("Dataset", [m["id"] for m in saved], key="data.saved",
+                            format_func=lambda i: next(m["name"] for m in saved if m["id"] == i))
+        if st.button("Use this dataset", key="data.use_saved", icon=":material/check:"):
+            use(load_dataset(pick))
+
+st.divider()
+ds = load_dataset(st.session_state[state.DATASET])
+meta = ds.meta
+st.subheader(f"In use: {meta['name']}")
+m = st.columns(5)
+m[0].metric("Task", meta["task"])
+m[1].metric("Train rows", f"{meta['sizes']['train']:,}")
+m[2].metric("Validation rows", f"{meta['sizes']['val']:,}")
+m[3].metric("Test rows", f"{meta['sizes']['test']:,}")
+m[4].metric("Classes" if ds.num_classes else "Features", ds.num_classes or len(meta["feature_names"]))
+for note in meta.get("notices") or []:
+    st.info(note, icon=":material/info:")
+left, right = st.columns(2)
+with left:
+    if ds.task == "classification":
+        st.plotly_chart(class_balance(ds), use_container_width=True)
+    else:
+        target = (meta.get("preprocessing") or {}).get("target", {})
+        st.caption(f"Target '{target.get('name')}': mean {target.get('mean', 0):.3g}, "
+                   f"standard deviation {target.get('scale', 1):.3g} (standardized for training; "
+                   "errors are reported in the original units).")
+with right:
+    if len(ds.input_shape) == 3:
+        st.caption("Sample images (training split)")
+        image_grid(ds)
+    elif ds.input_shape == (2,):
+        st.plotly_chart(scatter_2d(ds), use_container_width=True)
+preview = load_preview(ds.id)
+if preview is not None:
+    with st.expander("Raw rows (first 200)"):
+        st.dataframe(preview, use_container_width=True)

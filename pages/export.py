@@ -1,0 +1,61 @@
+"""Export: take the trained weights away, with what is needed to load them."""
+
+import json
+
+import streamlit as st
+
+from engine.errors import LayerLabError
+from engine.export import read_weights, state_dict_bytes
+from engine.runs import list_runs, runs_dir
+from ui import state
+from ui.common import format_metrics, page, show_error
+
+page("Export", "Download a trained model: weights as safetensors (the model spec travels inside) or a "
+               "PyTorch state_dict, and the spec as JSON.")
+runs = [r for r in list_runs() if (runs_dir() / r["id"] / "model.safetensors").exists()]
+if not runs:
+    st.info("No trained weights yet: start a run on the Train page.")
+    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    st.stop()
+ids = [r["id"] for r in runs]
+current = st.session_state.get(state.RUN)
+run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
+                      format_func=lambda i: (lambda r: f"{i} · {r['state']} · {r['dataset']} · "
+                                                       f"{format_metrics(r.get('metrics') or {})}")(
+                          next(r for r in runs if r["id"] == i)), key="export.run")
+weights = (runs_dir() / run_id / "model.safetensors").read_bytes()
+try:
+    tensors, metadata = read_weights(weights)
+except LayerLabError as e:
+    show_error(e)
+    st.stop()
+spec_json = metadata["spec"]
+n_params = sum(t.numel() for t in tensors.values())
+st.caption(f"{len(tensors)} tensors · {n_params:,} values · {len(weights) / 1024:,.1f} KiB")
+
+c1, c2, c3 = st.columns(3, border=True)
+with c1:
+    st.markdown("**safetensors**  \nFor any PyTorch code: safe to load, the spec and preprocessing travel in "
+                "its metadata.")
+    st.download_button("Download model.safetensors", weights, file_name=f"{run_id}.safetensors",
+                       mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                       type="primary", key="dl.safetensors")
+with c2:
+    st.markdown("**state_dict (.pt)**  \nFor `model.load_state_dict(torch.load(path, weights_only=True))`.")
+    st.download_button("Download state_dict.pt", state_dict_bytes(tensors), file_name=f"{run_id}.pt",
+                       mime="application/octet-stream", on_click="ignore", icon=":material/download:", key="dl.pt")
+with c3:
+    st.markdown("**Model spec (JSON)**  \nThe architecture: load it on the Build page or pass it to the CLI.")
+    st.download_button("Download spec.json", spec_json, file_name=f"{run_id}.spec.json", mime="application/json",
+                       on_click="ignore", icon=":material/download:", key="dl.spec")
+
+st.subheader("Use it elsewhere")
+st.code(f'''from engine.export import load_model        # with LayerLab installed
+model, meta = load_model("{run_id}.safetensors")   # compiles the spec in the metadata, loads the weights
+model.eval()
+
+# or only the tensors, with no LayerLab at all:
+from safetensors.torch import load_file
+state_dict = load_file("{run_id}.safetensors")''', language="python")
+with st.expander("Layers in this model"):
+    st.json(json.loads(spec_json)["nodes"], expanded=False)

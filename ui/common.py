@@ -1,0 +1,62 @@
+"""Page scaffolding: the header line and the status strip shown on every page."""
+
+import streamlit as st
+
+from engine.compiler import infer_shapes
+from engine.errors import LayerLabError
+from engine.runs import list_runs
+from ui import state
+
+PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py", "export": "pages/export.py"}
+
+
+def page(title: str, purpose: str) -> None:
+    """Every page starts here: defaults loaded, the title, one line on what the page is for, the status strip."""
+    state.ensure()
+    st.title(title)
+    st.caption(purpose)
+    status_strip()
+    if text := state.pop_notice():
+        st.info(text)
+
+
+def model_summary_line(spec: dict, input_shape) -> str:
+    try:
+        infos = infer_shapes(spec, input_shape)
+    except LayerLabError:
+        return f"{len(spec['nodes'])} layers · shapes do not fit"
+    return f"{len(infos)} layers · {sum(i.params for i in infos):,} parameters"
+
+
+def status_strip() -> None:
+    meta = state.dataset_meta()
+    runs = list_runs()
+    c1, c2, c3 = st.columns(3, border=True)
+    with c1:
+        st.page_link(PAGES["data"], label=f"Dataset: {meta['name']}", icon=":material/table_chart:")
+        st.caption(f"{meta['task']} · {sum(meta['sizes'].values()):,} rows · input {tuple(meta['input_shape'])}")
+    with c2:
+        st.page_link(PAGES["build"], label="Model", icon=":material/account_tree:")
+        st.caption(model_summary_line(state.spec(), meta["input_shape"]))
+    with c3:
+        st.page_link(PAGES["train"], label="Latest run", icon=":material/monitoring:")
+        if runs:
+            r = runs[0]
+            metric = format_metrics(r.get("metrics") or {})
+            st.caption(f"{r['name']} · {r['state']}" + (f" · {metric}" if metric else ""))
+        else:
+            st.caption("No runs yet: start one on the Train page.")
+
+
+def format_metrics(metrics: dict) -> str:
+    parts = []
+    for key, label, fmt in (("val/accuracy", "val acc", "{:.1%}"), ("val/mae", "val MAE", "{:.3g}"),
+                            ("val/loss", "val loss", "{:.4f}")):
+        if metrics.get(key) is not None:
+            parts.append(f"{label} {fmt.format(metrics[key])}")
+    return " · ".join(parts[:2])
+
+
+def show_error(err: Exception) -> None:
+    """A LayerLabError message for the user; never a traceback."""
+    st.error(str(err), icon=":material/error:")

@@ -1,0 +1,40 @@
+"""Drawings of a prepared dataset: class balance, 2-D scatter, sample images."""
+
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from engine.data.store import Dataset
+from ui.charts import COLORS, layout
+
+
+def class_balance(ds: Dataset) -> go.Figure:
+    counts = torch.bincount(ds.tensors["y_train"], minlength=ds.num_classes).tolist()
+    fig = go.Figure(go.Bar(x=ds.meta["classes"], y=counts, marker_color=COLORS[0]))
+    return layout(fig, "Class balance (training split)", height=260, xaxis_title="class", yaxis_title="rows")
+
+
+def scatter_2d(ds: Dataset) -> go.Figure:
+    x, y = ds.tensors["x_train"], ds.tensors["y_train"]
+    fig = go.Figure()
+    names = ds.meta["feature_names"]
+    if ds.task == "classification":
+        for k, name in enumerate(ds.meta["classes"]):
+            pts = x[y == k]
+            fig.add_trace(go.Scattergl(x=pts[:, 0], y=pts[:, 1], mode="markers", name=str(name),
+                                       marker=dict(size=6, color=COLORS[k % len(COLORS)], opacity=0.8)))
+    else:
+        fig.add_trace(go.Scattergl(x=x[:, 0], y=x[:, 1], mode="markers",
+                                   marker=dict(size=6, color=y, colorscale="Viridis", showscale=True)))
+    fig = layout(fig, "Training points (standardized)", height=360, xaxis_title=names[0], yaxis_title=names[1])
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def image_grid(ds: Dataset, n: int = 16) -> None:
+    x, y = ds.tensors["x_train"][:n], ds.tensors["y_train"][:n]
+    cols = st.columns(8)
+    for i in range(len(x)):
+        img = x[i][0] if x[i].shape[0] == 1 else x[i].permute(1, 2, 0)
+        with cols[i % 8]:
+            st.image(img.clamp(0, 1).numpy(), caption=ds.meta["classes"][int(y[i])], width=64, clamp=True)

@@ -1,0 +1,102 @@
+"""A run drawn from its events.jsonl: live curves, progress, stop, and the finished state."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from engine.runs import read_events, read_status, request_stop
+from ui.charts import curves, smooth
+from ui.common import format_metrics
+
+_CACHE = "run_view.events"  # run path -> (byte offset, events so far): each poll reads only new bytes
+
+
+def events(run_dir: Path) -> list[dict]:
+    cache = st.session_state.setdefault(_CACHE, {})
+    offset, seen = cache.get(str(run_dir), (0, []))
+    new, offset = read_events(run_dir, offset)
+    seen = seen + new
+    cache[str(run_dir)] = (offset, seen)
+    return seen
+
+
+def fmt_seconds(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def draw(run_dir: Path) -> None:
+    """Everything about one run; while it is live this is redrawn every second by a fragment."""
+    status = read_status(run_dir)
+    evs = events(run_dir)
+    epochs = [e for e in evs if e["type"] == "epoch_end"]
+    batches = [e for e in evs if e["type"] == "batch_end"]
+    started = next((e for e in evs if e["type"] == "run_started"), None)
+    finished = next((e for e in evs if e["type"] == "run_finished"), None)
+    live = status["state"] in ("queued", "running") and finished is None
+
+    last = batches[-1] if batches else (epochs[-1] if epochs else None)
+    progress = (finished and finished["status"] == "completed" and 1.0) or (last or {}).get("progress", 0.0)
+    label = status["state"]
+    if last and live:
+        label = (f"epoch {last['epoch']}/{started['epochs'] if started else '?'} · "
+                 f"{last['samples_per_second']:,.0f} samples/s · ETA {fmt_seconds(last['eta_s'])}")
+    st.progress(min(max(float(progress), 0.0), 1.0), text=label)
+    if live:
+        if st.button("Stop", icon=":material/stop_circle:", key=f"stop.{run_dir.name}"):
+            request_stop(run_dir)
+            st.toast("Stopping… the weights at this point are kept.")
+
+    if finished:
+        kind = {"completed": st.success, "stopped": st.warning}.get(finished["status"], st.error)
+        kind(f"Run {finished['status']}. {finished.get('message', '')} "
+             f"{format_metrics(finished.get('metrics') or {})}".strip())
+    elif status["state"] == "failed":
+        st.error(status.get("message", "The run failed."))
+
+    if epochs:
+        m = epochs[-1]["metrics"]
+        cards = st.columns(4)
+        cards[0].metric("Epoch", epochs[-1]["epoch"])
+        cards[1].metric("Validation loss", f"{m['val/loss']:.4f}")
+        if "val/accuracy" in m:
+            cards[2].metric("Validation accuracy", f"{m['val/accuracy']:.1%}")
+        if "val/mae" in m:
+            cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
+            cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
+        else:
+            cards[3].metric("Samples / s", f"{epochs[-1]['samples_per_second']:,.0f}")
+    best_epoch = min(epochs, key=lambda e: e["metrics"]["val/loss"])["epoch"] if epochs else None
+    xs = [e["epoch"] for e in epochs]
+    c1, c2 = st.columns(2)
+    with c1:
+        st.plotly_chart(curves({"train loss": (xs, [e["metrics"]["train/loss"] for e in epochs]),
+                                "validation loss": (xs, [e["metrics"]["val/loss"] for e in epochs])},
+                               "Loss per epoch", "epoch", "loss", best_x=best_epoch),
+                        use_container_width=True, key=f"loss.{run_dir.name}")
+    with c2:
+        if epochs and "val/accuracy" in epochs[0]["metrics"]:
+            fig = curves({"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
+                         "Accuracy per epoch", "epoch", "accuracy", percent=True, best_x=best_epoch)
+        else:
+            fig = curves({"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])},
+                         "Mean absolute error per epoch", "epoch", "MAE", best_x=best_epoch)
+        st.plotly_chart(fig, use_container_width=True, key=f"metric.{run_dir.name}")
+    steps = [b["step"] for b in batches]
+    losses = [b["loss"] for b in batches]
+    st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
+                           "Training loss by step (sampled a few times a second)", "step", "loss"),
+                    use_container_width=True, key=f"batch.{run_dir.name}")
+    return live
+
+
+def live_panel(run_dir: Path) -> None:
+    """Poll the run once a second while it is live; one full rerun when it ends (to stop polling)."""
+    active = read_status(run_dir)["state"] in ("queued", "running")
+
+    def body():
+        still_live = draw(run_dir)
+        if active and not still_live:
+            st.rerun(scope="app")
+
+    st.fragment(body, run_every=1.0 if active else None)()

@@ -1,0 +1,100 @@
+"""The Build page's layer stack: a small custom component (st.components.v2).
+
+Drag an op from the palette into the stack, drag layers to reorder them, drag a layer back to
+the palette to remove it, click a layer to open its form. Each gesture comes back as one event
+dict; `engine.spec`'s editing functions apply it.
+"""
+
+import streamlit as st
+
+CSS = """
+.ll-root { display: grid; grid-template-columns: 11rem 1fr; gap: 0.75rem; font-family: var(--st-font, sans-serif);
+           font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
+.ll-col { border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD; min-height: 6rem; }
+.ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
+           margin: 0.1rem 0.2rem 0.4rem; }
+.ll-fam { font-size: 0.72rem; color: #8A8FA3; margin: 0.5rem 0.2rem 0.15rem; }
+.ll-op { padding: 0.3rem 0.5rem; margin: 0.2rem 0; border-radius: 0.4rem; background: #FFFFFF; border: 1px solid #E2E4EE;
+         cursor: grab; user-select: none; }
+.ll-op:hover { border-color: var(--st-primary-color, #4F46E5); }
+.ll-node { display: flex; align-items: center; gap: 0.5rem; padding: 0.45rem 0.6rem; margin: 0.3rem 0;
+           border-radius: 0.45rem; background: #FFFFFF; border: 1px solid #E2E4EE; border-left: 5px solid var(--fam);
+           cursor: pointer; user-select: none; }
+.ll-node.sel { box-shadow: 0 0 0 2px var(--st-primary-color, #4F46E5); }
+.ll-node.err { border-color: #EF4444; background: #FEF2F2; }
+.ll-node .t { font-weight: 600; }
+.ll-node .d { color: #5B6075; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
+.ll-node .s { font-family: ui-monospace, monospace; font-size: 0.8rem; color: #4F46E5; white-space: nowrap; }
+.ll-input { padding: 0.35rem 0.6rem; color: #5B6075; font-family: ui-monospace, monospace; font-size: 0.8rem; }
+.ll-drop { height: 0; border-top: 3px solid var(--st-primary-color, #4F46E5); margin: -2px 0; }
+.ll-hint { color: #8A8FA3; font-size: 0.78rem; margin: 0.4rem 0.2rem 0; }
+"""
+
+JS = """
+export default function(component) {
+  const { data, setTriggerValue, parentElement } = component;
+  let root = parentElement.querySelector('.ll-root');
+  if (!root) { root = document.createElement('div'); root.className = 'll-root'; parentElement.appendChild(root); }
+  root.innerHTML = '';
+  const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
+                                    if (text !== undefined) e.textContent = text; return e; };
+  const send = (ev) => setTriggerValue('event', ev);
+
+  const pal = el('div', 'll-col ll-palette');
+  pal.appendChild(el('div', 'll-head', 'Palette'));
+  let fam = null;
+  for (const op of data.palette) {
+    if (op.family !== fam) { fam = op.family; pal.appendChild(el('div', 'll-fam', fam)); }
+    const item = el('div', 'll-op', op.title);
+    item.draggable = true; item.title = op.doc; item.dataset.op = op.op;
+    item.addEventListener('dragstart', (e) => { e.dataTransfer.setData('text/plain', 'op:' + op.op);
+                                                e.dataTransfer.effectAllowed = 'copyMove'; });
+    item.addEventListener('dblclick', () => send({action: 'insert', op: op.op, index: null}));
+    pal.appendChild(item);
+  }
+  pal.appendChild(el('div', 'll-hint', 'Drag into the model. Drop a layer here to remove it.'));
+
+  const stack = el('div', 'll-col ll-stack');
+  stack.appendChild(el('div', 'll-head', 'Model'));
+  stack.appendChild(el('div', 'll-input', 'input ' + data.input_shape));
+  const rows = [];
+  data.nodes.forEach((n, i) => {
+    const row = el('div', 'll-node' + (n.selected ? ' sel' : '') + (n.error ? ' err' : ''));
+    row.style.setProperty('--fam', n.color); row.draggable = true; row.dataset.id = n.id; row.title = n.error || n.doc;
+    row.appendChild(el('span', 't', n.title)); row.appendChild(el('span', 'd', n.detail));
+    row.appendChild(el('span', 's', n.shape));
+    row.addEventListener('click', () => send({action: 'select', id: n.id}));
+    row.addEventListener('dragstart', (e) => { e.dataTransfer.setData('text/plain', 'node:' + n.id);
+                                               e.dataTransfer.effectAllowed = 'move'; });
+    stack.appendChild(row); rows.push(row);
+  });
+  stack.appendChild(el('div', 'll-hint', 'Drag to reorder. Click a layer to edit it.'));
+
+  const marker = el('div', 'll-drop');
+  const indexAt = (y) => { for (let i = 0; i < rows.length; i++) { const r = rows[i].getBoundingClientRect();
+                                                                  if (y < r.top + r.height / 2) return i; }
+                           return rows.length; };
+  stack.addEventListener('dragover', (e) => { e.preventDefault(); const i = indexAt(e.clientY);
+    if (i < rows.length) stack.insertBefore(marker, rows[i]); else stack.insertBefore(marker, stack.lastChild); });
+  stack.addEventListener('dragleave', (e) => { if (!stack.contains(e.relatedTarget)) marker.remove(); });
+  stack.addEventListener('drop', (e) => {
+    e.preventDefault(); marker.remove();
+    const what = e.dataTransfer.getData('text/plain'); const index = indexAt(e.clientY);
+    if (what.startsWith('op:')) send({action: 'insert', op: what.slice(3), index});
+    else if (what.startsWith('node:')) send({action: 'move', id: what.slice(5), index});
+  });
+  pal.addEventListener('dragover', (e) => e.preventDefault());
+  pal.addEventListener('drop', (e) => { e.preventDefault(); const what = e.dataTransfer.getData('text/plain');
+    if (what.startsWith('node:')) send({action: 'remove', id: what.slice(5)}); });
+  root.appendChild(pal); root.appendChild(stack);
+}
+"""
+
+_component = st.components.v2.component("layerlab_stack", css=CSS, js=JS)
+
+
+def layer_stack(palette: list[dict], nodes: list[dict], input_shape: str, key: str) -> dict | None:
+    """Draw the palette and the stack; return this rerun's gesture ({'action': ...}) or None."""
+    result = _component(data={"palette": palette, "nodes": nodes, "input_shape": input_shape}, key=key,
+                        on_event_change=lambda: None)
+    return getattr(result, "event", None) if result is not None else None
