@@ -1,0 +1,86 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.conftest import ROOT, mlp_spec
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "engine", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.fixture
+def moons_csv(tmp_path):
+    from sklearn.datasets import make_moons
+    x, y = make_moons(600, noise=0.1, random_state=0)
+    path = tmp_path / "moons.csv"
+    pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "label": np.where(y == 1, "up", "down")}).to_csv(path, index=False)
+    return path
+
+
+def test_cli_trains_the_starter_model_and_prints_events(moons_csv, tmp_path):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--data", moons_csv, "--target", "label", "--epochs", 40, "--lr", 0.01, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert events[0]["type"] == "run_started" and events[-1]["type"] == "run_finished"
+    final = events[-1]
+    assert final["status"] == "completed" and final["samples_per_second"] > 0
+    assert final["metrics"]["val/accuracy"] >= 0.95 and "val/loss" in final["metrics"]
+    for name in ("model.safetensors", "events.jsonl", "status.json", "spec.json", "train.json"):
+        assert (out / name).exists()
+
+
+def test_cli_trains_a_spec_file_without_input_shape(moons_csv, tmp_path):
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps(mlp_spec(2)))
+    proc = run_cli("train", "--data", moons_csv, "--target", "label", "--spec", spec, "--epochs", 2,
+                   "--optimizer", "sgd", "--batch-size", 16, "--seed", 3, "--device", "cpu", "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["status"] == "completed"
+
+
+def test_cli_regression_reports_mae_and_r2(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(400, 3))
+    path = tmp_path / "reg.csv"
+    pd.DataFrame({"x0": x[:, 0], "x1": x[:, 1], "x2": x[:, 2], "y": x @ [1.5, -2.0, 0.5] + 10}).to_csv(path, index=False)
+    proc = run_cli("train", "--data", path, "--target", "y", "--epochs", 30, "--out", tmp_path / "r")
+    final = json.loads(proc.stdout.splitlines()[-1])
+    assert {"val/loss", "val/mae", "val/r2"} <= set(final["metrics"])
+    assert final["metrics"]["val/r2"] > 0.9
+
+
+@pytest.mark.parametrize("extra, words", [
+    (["--lr", "0"], "lr"),
+    (["--batch-size", "100000"], "larger than"),
+    (["--target", "nope"], "no column 'nope'"),
+])
+def test_cli_bad_input_exits_nonzero_with_one_line(moons_csv, tmp_path, extra, words):
+    args = ["train", "--data", moons_csv, "--target", "label", "--out", tmp_path / "r", *extra]
+    proc = run_cli(*args)
+    assert proc.returncode == 2
+    assert words in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_bad_spec_and_missing_file(moons_csv, tmp_path):
+    spec = tmp_path / "bad.json"
+    spec.write_text(json.dumps({"nodes": [{"id": "x", "op": "conv9d"}]}))
+    proc = run_cli("train", "--data", moons_csv, "--target", "label", "--spec", spec, "--out", tmp_path / "r")
+    assert proc.returncode == 2 and "Layer 'x': unknown op 'conv9d'" in proc.stderr
+    proc = run_cli("train", "--data", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "r2")
+    assert proc.returncode == 2 and "no such data file" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_engine_never_imports_streamlit():
+    offenders = [p for p in (ROOT / "engine").rglob("*.py") if "import streamlit" in p.read_text()]
+    assert offenders == []
+    code = "import sys, engine.runs, engine.train.loop, engine.cli, engine.export; print('streamlit' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert proc.stdout.strip() == "False", proc.stderr

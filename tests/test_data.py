@@ -1,0 +1,96 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from engine.data.builtin import BUILTINS
+from engine.data.prepare import prepare_builtin, prepare_csv
+from engine.data.store import list_datasets, load_dataset
+from engine.data.tabular import apply_preprocessing, detect_task, read_csv_bytes
+from engine.errors import DataError
+
+
+@pytest.mark.parametrize("name", sorted(BUILTINS))
+def test_every_builtin_prepares(name):
+    ds = prepare_builtin(name, n_samples=300, noise=0.1)
+    assert sum(ds.meta["sizes"].values()) > 0
+    assert ds.meta["task"] == ("regression" if name == "diabetes" else "classification")
+    assert ds.tensors["x_train"].shape[1:] == ds.input_shape
+    if name == "digits":
+        assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
+    if BUILTINS[name].generated:
+        assert ds.input_shape == (2,)
+
+
+def test_generated_sets_take_size_noise_and_seed():
+    a = prepare_builtin("spiral", n_samples=600, noise=0.0, seed=1)
+    b = prepare_builtin("spiral", n_samples=600, noise=0.3, seed=1)
+    assert sum(a.meta["sizes"].values()) == 600
+    assert a.id != b.id
+
+
+def _csv(rows: int = 60) -> bytes:
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"age": rng.normal(40, 10, rows).round(1), "city": rng.choice(["paris", "oslo", "rome"], rows),
+                       "score": rng.normal(0, 1, rows), "label": rng.choice(["yes", "no"], rows)})
+    df.loc[[1, 5, 9], "age"] = np.nan
+    df.loc[[2, 3], "city"] = np.nan
+    return df.to_csv(index=False).encode()
+
+
+def test_csv_preprocessing_fitted_on_training_split_only():
+    ds = prepare_csv(_csv(), "people.csv", "label")
+    pre = ds.meta["preprocessing"]
+    assert ds.task == "classification" and ds.meta["classes"] == ["no", "yes"]
+    assert ds.meta["feature_names"] == ["age", "score", "city=oslo", "city=paris", "city=rome"]
+    notices = " ".join(ds.meta["notices"])
+    assert "'age': 3 missing value(s) filled with the median" in notices
+    assert "'city': 2 missing value(s) filled with the most frequent value" in notices
+    # Standardization statistics come from the training rows: the train split has mean 0, std 1.
+    x = ds.tensors["x_train"].numpy()
+    assert abs(x[:, 1].mean()) < 1e-5 and abs(x[:, 1].std() - 1) < 1e-3
+    assert abs(ds.tensors["x_val"].numpy()[:, 1].mean()) > 1e-4  # other splits are not refitted
+    # The saved JSON replays exactly on raw rows.
+    raw = pd.read_csv(ds.path / "preview.csv")
+    again = apply_preprocessing(raw.drop(columns=["label"]), pre)
+    assert again.shape[1] == 5
+    assert list(list_datasets())[0]["id"] == ds.id
+    assert load_dataset(ds.id).meta == ds.meta
+
+
+def test_task_detection_and_override():
+    assert detect_task(pd.Series(["a", "b"])) == "classification"
+    assert detect_task(pd.Series([0, 1, 2, 1])) == "classification"
+    assert detect_task(pd.Series(np.linspace(0, 1, 50))) == "regression"
+    df = pd.DataFrame({"x": range(40), "y": [i % 3 for i in range(40)]})
+    ds = prepare_csv(df.to_csv(index=False).encode(), "t.csv", "y", task="regression")
+    assert ds.task == "regression" and ds.meta["preprocessing"]["target"]["scale"] > 0
+
+
+@pytest.mark.parametrize("data, words", [
+    (b"", "is empty"),
+    (b"   \n", "is empty"),
+    (b"a,b,label\n", "no data rows"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "does not look like a CSV"),
+    (b"a,label\n" + b"1,same\n" * 20, "only one class"),
+])
+def test_bad_csv_inputs_say_what_to_do(data, words):
+    with pytest.raises(DataError, match=words):
+        prepare_csv(data, "bad.csv", "label")
+
+
+def test_non_numeric_target_for_regression():
+    data = b"a,label\n" + b"".join(f"{i},v{i}\n".encode() for i in range(30))
+    with pytest.raises(DataError, match="regression needs a numeric target"):
+        prepare_csv(data, "t.csv", "label", task="regression")
+
+
+def test_missing_target_column_and_too_few_rows():
+    with pytest.raises(DataError, match="no column 'nope'"):
+        prepare_csv(b"a,b\n1,2\n3,4\n", "t.csv", "nope")
+    with pytest.raises(DataError, match="at least 10"):
+        prepare_csv(b"a,b\n1,0\n2,1\n3,0\n", "t.csv", "b")
+
+
+def test_latin1_csv_is_read():
+    df = read_csv_bytes("name,v\ncafé,1\nnaïve,2\n".encode("latin-1"), "l.csv")
+    assert list(df["name"]) == ["café", "naïve"]

@@ -1,0 +1,66 @@
+"""One contract test over every registered op (like Keras' run_layer_test)."""
+
+import json
+
+import pytest
+import torch
+
+from engine.compiler import compile_spec, infer_shapes
+from engine.errors import SpecError
+from engine.registry import FAMILIES, ops
+from engine.spec import parse_spec
+
+INPUT_SHAPES = [(8,), (3, 6, 6)]
+
+
+def _fits(op, shape) -> bool:
+    try:
+        infer_shapes({"nodes": [{"id": "n", "op": op}]}, shape)
+        return True
+    except SpecError:
+        return False
+
+
+@pytest.mark.parametrize("name", sorted(ops()))
+def test_op_contract(name):
+    op = ops()[name]
+    assert op.family in FAMILIES and op.title and op.doc
+    schema = op.params.model_json_schema()
+    for field, prop in schema.get("properties", {}).items():
+        assert prop.get("title") and prop.get("description"), f"{name}.{field} needs a title and a tooltip"
+
+    shapes = [s for s in INPUT_SHAPES if _fits(name, s)]
+    assert shapes, f"{name} builds for none of {INPUT_SHAPES}"
+    for shape in shapes:
+        spec = {"nodes": [{"id": "n", "op": name}]}
+        meta_shape = infer_shapes(spec, shape)[0].output_shape
+        model, _ = compile_spec(spec, shape, seed=0)
+        model.train()
+        x = torch.randn(4, *shape, requires_grad=True)
+        out = model(x)
+        assert tuple(out.shape[1:]) == meta_shape
+        out.float().pow(2).sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+        for pname, p in model.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {pname}"
+
+    # Params round-trip through JSON with every default explicit.
+    parsed = parse_spec({"nodes": [{"id": "n", "op": name}]})
+    again = parse_spec(json.loads(parsed.to_json()))
+    assert again.nodes[0].params == parsed.nodes[0].params == op.params().model_dump(mode="json")
+
+
+def test_activation_kinds_all_build():
+    for kind in ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "softmax"]:
+        model, _ = compile_spec({"nodes": [{"id": "a", "op": "activation", "params": {"kind": kind}}]}, (5,))
+        out = model(torch.randn(3, 5))
+        assert out.shape == (3, 5)
+    softmax, _ = compile_spec({"nodes": [{"id": "a", "op": "activation", "params": {"kind": "softmax"}}]}, (5,))
+    assert torch.allclose(softmax(torch.randn(3, 5)).sum(1), torch.ones(3))
+
+
+def test_batchnorm_picks_1d_or_2d_from_rank():
+    m1, _ = compile_spec({"nodes": [{"id": "bn", "op": "batchnorm"}]}, (6,))
+    m2, _ = compile_spec({"nodes": [{"id": "bn", "op": "batchnorm"}]}, (3, 4, 4))
+    assert isinstance(m1.layers["bn"], torch.nn.BatchNorm1d)
+    assert isinstance(m2.layers["bn"], torch.nn.BatchNorm2d)

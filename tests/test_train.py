@@ -1,0 +1,103 @@
+import math
+
+import pytest
+import torch
+
+from engine.data.prepare import prepare_builtin
+from engine.errors import ConfigError
+from engine.export import load_model
+from engine.train import TrainConfig, fit
+from tests.conftest import mlp_spec
+
+
+def test_moons_reaches_95_percent_validation_accuracy(moons, tmp_path):
+    events = []
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=40, lr=0.01), emit=events.append, out_dir=tmp_path)
+    assert result["status"] == "completed"
+    assert result["metrics"]["val/accuracy"] >= 0.95
+    types = [e["type"] for e in events]
+    assert types[0] == "run_started" and types[-1] == "run_finished"
+    assert types.count("epoch_end") == 40
+    assert result["samples_per_second"] > 0
+    # The saved weights reproduce the model's validation accuracy.
+    model, meta = load_model(tmp_path / "model.safetensors")
+    x, y = moons.split("val")
+    acc = (model(x).argmax(1) == y).float().mean().item()
+    assert abs(acc - result["metrics"]["val/accuracy"]) < 1e-6
+    assert (tmp_path / "checkpoints" / "best.safetensors").exists()
+
+
+def test_regression_reports_mae_in_original_units_and_r2():
+    ds = prepare_builtin("diabetes")
+    result = fit(mlp_spec(1), ds, TrainConfig(epochs=60), emit=lambda e: None)
+    m = result["metrics"]
+    assert set(m) == {"train/loss", "val/loss", "val/mae", "val/r2"}
+    assert 20 < m["val/mae"] < 70  # target spans 25..346: MAE is in those units, not standardized ones
+    assert m["val/r2"] > 0.3
+
+
+def test_diverging_run_stops_with_advice():
+    ds = prepare_builtin("diabetes")
+    result = fit(mlp_spec(1), ds, TrainConfig(epochs=5, lr=1e3, optimizer="sgd"), emit=lambda e: None)
+    assert result["status"] == "diverged"
+    assert "Lower the learning rate" in result["message"]
+
+
+def test_stop_request_keeps_weights(moons, tmp_path):
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=50), emit=lambda e: None, should_stop=lambda: True,
+                 out_dir=tmp_path)
+    assert result["status"] == "stopped"
+    assert result["epochs_completed"] < 50
+    assert (tmp_path / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("cfg, words", [
+    ({"lr": 0}, "greater than 0"),
+    ({"lr": -0.1}, "positive learning rate"),
+    ({"batch_size": 0}, "at least 1"),
+])
+def test_bad_settings_are_refused(cfg, words):
+    with pytest.raises(ConfigError, match=words):
+        TrainConfig.parse(cfg)
+
+
+def test_batch_larger_than_data_and_wrong_output_width(moons):
+    with pytest.raises(ConfigError, match="larger than the 700 training rows"):
+        fit(mlp_spec(2), moons, TrainConfig(batch_size=5000), emit=lambda e: None)
+    with pytest.raises(ConfigError, match="set the last Dense layer's units to 2"):
+        fit(mlp_spec(3), moons, TrainConfig(), emit=lambda e: None)
+    with pytest.raises(ConfigError, match="is for regression"):
+        fit(mlp_spec(2), moons, TrainConfig(loss="mse"), emit=lambda e: None)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw", "sgd", "rmsprop"])
+def test_every_optimizer_learns(moons, optimizer):
+    lr = 0.05 if optimizer == "sgd" else 0.005
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=15, optimizer=optimizer, lr=lr, nesterov=True),
+                 emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] > 0.85
+
+
+def test_bce_with_logits_on_binary_target(moons):
+    result = fit(mlp_spec(1), moons, TrainConfig(epochs=30, loss="bce_with_logits", lr=0.01), emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] > 0.9
+
+
+@pytest.mark.parametrize("loss", ["l1", "huber"])
+def test_regression_losses(loss):
+    ds = prepare_builtin("diabetes")
+    result = fit(mlp_spec(1), ds, TrainConfig(epochs=10, loss=loss), emit=lambda e: None)
+    assert math.isfinite(result["metrics"]["val/mae"])
+
+
+def test_same_seed_same_run(moons):
+    a = fit(mlp_spec(2), moons, TrainConfig(epochs=3, seed=4), emit=lambda e: None)
+    b = fit(mlp_spec(2), moons, TrainConfig(epochs=3, seed=4), emit=lambda e: None)
+    assert a["metrics"] == b["metrics"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_trains_on_cuda(moons):
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=20, device="cuda", lr=0.01), emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] >= 0.95
