@@ -109,18 +109,18 @@ with right:
         params_form(op, selected, node["params"])
         i = node_ids.index(selected)
         b1, b2, b3 = st.columns(3)
-        if b1.button("Move up", icon=":material/arrow_upward:", disabled=i == 0, use_container_width=True):
+        if b1.button("Up", icon=":material/arrow_upward:", disabled=i == 0, width="stretch"):
             commit(specs.move_node(spec, selected, i - 1), selected)
-        if b2.button("Move down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1,
-                     use_container_width=True):
+        if b2.button("Down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1,
+                     width="stretch"):
             commit(specs.move_node(spec, selected, i + 1), selected)
-        if b3.button("Remove", icon=":material/delete:", disabled=len(node_ids) == 1, use_container_width=True):
+        if b3.button("Delete", icon=":material/delete:", disabled=len(node_ids) == 1, width="stretch"):
             commit(specs.remove_node(spec, selected))
     with st.container(border=True):
         a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
         new_op = a1.selectbox("Add a layer", list(ops()), format_func=lambda o: get_op(o).title,
                               help="Added after the selected layer (or before the output layer).")
-        if a2.button("Add", icon=":material/add:", use_container_width=True):
+        if a2.button("Add", icon=":material/add:", width="stretch"):
             at = node_ids.index(selected) + 1 if selected else max(len(node_ids) - 1, 0)
             new_spec, new_id = specs.insert_node(spec, new_op, at)
             commit(new_spec, new_id)
@@ -149,7 +149,7 @@ if clicked and clicked != st.session_state.get("build.last_graph_click"):
 st.subheader("Summary")
 rows = [{"layer": n["id"], "op": n["op"], "output shape": n["shape"],
          "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None} for n in stack_nodes]
-st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 total = sum(i.params for i in infos)
 m1, m2, m3 = st.columns(3)
 m1.metric("Layers", len(spec["nodes"]))
@@ -161,9 +161,9 @@ s1, s2, s3 = st.columns([1, 2, 1], vertical_alignment="bottom")
 try:
     spec_text = specs.parse_spec(spec).to_json()
     s1.download_button("Download spec JSON", spec_text, file_name="model_spec.json", mime="application/json",
-                       icon=":material/download:", on_click="ignore", use_container_width=True)
+                       icon=":material/download:", on_click="ignore", width="stretch")
 except SpecError:
-    s1.button("Download spec JSON", disabled=True, help="Fix the model first.", use_container_width=True)
+    s1.button("Download spec JSON", disabled=True, help="Fix the model first.", width="stretch")
 upload = s2.file_uploader("Load a spec JSON", type=["json"], key="build.spec_upload")
 if upload is not None and st.session_state.get("build.loaded") != upload.file_id:
     st.session_state["build.loaded"] = upload.file_id
@@ -175,7 +175,7 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
         commit(loaded)
     except (SpecError, UnicodeDecodeError, json.JSONDecodeError) as e:
         show_error(e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec."))
-if s3.button("Reset to starter model", icon=":material/restart_alt:", use_container_width=True):
+if s3.button("Reset to starter model", icon=":material/restart_alt:", width="stretch"):
     reset_widgets()
     state.set_spec(specs.starter_spec(meta["task"], meta["input_shape"], len(meta["classes"] or []) or None))
     st.session_state[state.SPEC_IS_STARTER] = True

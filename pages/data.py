@@ -49,7 +49,7 @@ with upload_tab:
             frame = None
         if frame is not None:
             st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns")
-            st.dataframe(frame.head(50), use_container_width=True, height=220)
+            st.dataframe(frame.head(50), width="stretch", height=220)
             c1, c2, c3 = st.columns([2, 2, 1])
             target = c1.selectbox("Target column (what to predict)", list(frame.columns),
                                   index=len(frame.columns) - 1, key="data.target")
@@ -74,7 +74,7 @@ with saved_tab:
     if saved:
         st.dataframe(pd.DataFrame([{"name": m["name"], "task": m["task"], "rows": sum(m["sizes"].values()),
                                     "input": str(tuple(m["input_shape"])), "classes": len(m["classes"] or []) or "–",
-                                    "id": m["id"]} for m in saved]), hide_index=True, use_container_width=True)
+                                    "id": m["id"]} for m in saved]), hide_index=True, width="stretch")
         pick = st.selectbox("Dataset", [m["id"] for m in saved], key="data.saved",
                             format_func=lambda i: next(m["name"] for m in saved if m["id"] == i))
         if st.button("Use this dataset", key="data.use_saved", icon=":material/check:"):
@@ -95,7 +95,7 @@ for note in meta.get("notices") or []:
 left, right = st.columns(2)
 with left:
     if ds.task == "classification":
-        st.plotly_chart(class_balance(ds), use_container_width=True)
+        st.plotly_chart(class_balance(ds), width="stretch")
     else:
         target = (meta.get("preprocessing") or {}).get("target", {})
         st.caption(f"Target '{target.get('name')}': mean {target.get('mean', 0):.3g}, "
@@ -106,8 +106,8 @@ with right:
         st.caption("Sample images (training split)")
         image_grid(ds)
     elif ds.input_shape == (2,):
-        st.plotly_chart(scatter_2d(ds), use_container_width=True)
+        st.plotly_chart(scatter_2d(ds), width="stretch")
 preview = load_preview(ds.id)
 if preview is not None:
     with st.expander("Raw rows (first 200)"):
-        st.dataframe(preview, use_container_width=True)
+        st.dataframe(preview, width="stretch")

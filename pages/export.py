@@ -8,14 +8,14 @@ from engine.errors import LayerLabError
 from engine.export import read_weights, state_dict_bytes
 from engine.runs import list_runs, runs_dir
 from ui import state
-from ui.common import format_metrics, page, show_error
+from ui.common import format_metrics, link, page, show_error
 
 page("Export", "Download a trained model: weights as safetensors (the model spec travels inside) or a "
                "PyTorch state_dict, and the spec as JSON.")
 runs = [r for r in list_runs() if (runs_dir() / r["id"] / "model.safetensors").exists()]
 if not runs:
     st.info("No trained weights yet: start a run on the Train page.")
-    st.page_link("pages/train.py", label="Go to Train", icon=":material/monitoring:")
+    link("train", "Go to Train", ":material/monitoring:")
     st.stop()
 ids = [r["id"] for r in runs]
 current = st.session_state.get(state.RUN)
@@ -50,11 +50,11 @@ with c3:
                        on_click="ignore", icon=":material/download:", key="dl.spec")
 
 st.subheader("Use it elsewhere")
-st.code(f'''from engine.export import load_model        # with LayerLab installed
-model, meta = load_model("{run_id}.safetensors")   # compiles the spec in the metadata, loads the weights
-model.eval()
+st.code(f'''# With LayerLab installed: compiles the spec in the metadata and loads the weights.
+from engine.export import load_model
+model, meta = load_model("{run_id}.safetensors")
 
-# or only the tensors, with no LayerLab at all:
+# Only the tensors, with no LayerLab at all:
 from safetensors.torch import load_file
 state_dict = load_file("{run_id}.safetensors")''', language="python")
 with st.expander("Layers in this model"):

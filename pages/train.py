@@ -48,7 +48,7 @@ with settings:
         nesterov = st.checkbox("Nesterov momentum", key="train.nesterov", disabled=optimizer != "sgd")
         seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="train.seed",
                                help="Same seed, same data and settings: the same run.")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", use_container_width=True):
+    if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):
         config = {"loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
                   "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
                   "nesterov": nesterov, "seed": int(seed)}
@@ -80,7 +80,7 @@ if runs:
                      "epochs": r["config"].get("epochs"), "result": format_metrics(m),
                      "samples/s": round(r["samples_per_second"]) if r.get("samples_per_second") else None,
                      "duration": fmt_seconds(took) if took > 0 else ""})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, use_container_width=True)
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     ids = [r["id"] for r in runs]
     pick = st.selectbox("Show run", ids, index=ids.index(run_id) if run_id in ids else 0, key="train.pick")
     if pick != run_id and st.button("Open", key="train.open"):

@@ -1,6 +1,7 @@
 """Page scaffolding: the header line and the status strip shown on every page."""
 
 import streamlit as st
+from streamlit.errors import StreamlitAPIException
 
 from engine.compiler import infer_shapes
 from engine.errors import LayerLabError
@@ -20,6 +21,14 @@ def page(title: str, purpose: str) -> None:
         st.info(text)
 
 
+def link(page_key: str, label: str, icon: str) -> None:
+    """A link to one of our pages; plain text when a page runs on its own (no navigation to link into)."""
+    try:
+        st.page_link(PAGES[page_key], label=label, icon=icon)
+    except StreamlitAPIException:
+        st.markdown(f"{icon} **{label}**")
+
+
 def model_summary_line(spec: dict, input_shape) -> str:
     try:
         infos = infer_shapes(spec, input_shape)
@@ -33,13 +42,13 @@ def status_strip() -> None:
     runs = list_runs()
     c1, c2, c3 = st.columns(3, border=True)
     with c1:
-        st.page_link(PAGES["data"], label=f"Dataset: {meta['name']}", icon=":material/table_chart:")
+        link("data", f"Dataset: {meta['name']}", ":material/table_chart:")
         st.caption(f"{meta['task']} · {sum(meta['sizes'].values()):,} rows · input {tuple(meta['input_shape'])}")
     with c2:
-        st.page_link(PAGES["build"], label="Model", icon=":material/account_tree:")
+        link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), meta["input_shape"]))
     with c3:
-        st.page_link(PAGES["train"], label="Latest run", icon=":material/monitoring:")
+        link("train", "Latest run", ":material/monitoring:")
         if runs:
             r = runs[0]
             metric = format_metrics(r.get("metrics") or {})

@@ -73,7 +73,7 @@ def draw(run_dir: Path) -> None:
         st.plotly_chart(curves({"train loss": (xs, [e["metrics"]["train/loss"] for e in epochs]),
                                 "validation loss": (xs, [e["metrics"]["val/loss"] for e in epochs])},
                                "Loss per epoch", "epoch", "loss", best_x=best_epoch),
-                        use_container_width=True, key=f"loss.{run_dir.name}")
+                        width="stretch", key=f"loss.{run_dir.name}")
     with c2:
         if epochs and "val/accuracy" in epochs[0]["metrics"]:
             fig = curves({"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
@@ -81,12 +81,12 @@ def draw(run_dir: Path) -> None:
         else:
             fig = curves({"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])},
                          "Mean absolute error per epoch", "epoch", "MAE", best_x=best_epoch)
-        st.plotly_chart(fig, use_container_width=True, key=f"metric.{run_dir.name}")
+        st.plotly_chart(fig, width="stretch", key=f"metric.{run_dir.name}")
     steps = [b["step"] for b in batches]
     losses = [b["loss"] for b in batches]
     st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
                            "Training loss by step (sampled a few times a second)", "step", "loss"),
-                    use_container_width=True, key=f"batch.{run_dir.name}")
+                    width="stretch", key=f"batch.{run_dir.name}")
     return live
 
 

@@ -1,0 +1,151 @@
+"""Page tests with Streamlit's AppTest: every page renders, widgets drive the session state."""
+
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.conftest import ROOT
+
+SPEC = "ll.spec"
+DATASET = "ll.dataset_id"
+
+
+def app() -> AppTest:
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def goto(at: AppTest, page: str) -> AppTest:
+    at.switch_page(f"pages/{page}.py")
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+@pytest.mark.parametrize("page", ["data", "build", "train", "export"])
+def test_every_page_renders_on_the_default_dataset_and_model(page):
+    at = goto(app(), page)
+    assert at.title[0].value == page.capitalize()
+    assert at.session_state[DATASET].startswith("two-moons")
+    assert at.session_state[SPEC]["nodes"][-1]["params"]["out_features"] == 2
+    assert not at.error
+
+
+def test_each_page_is_safe_to_run_on_its_own():
+    for page in ["data", "build", "train", "export"]:
+        at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
+        at.run()
+        assert not at.exception, (page, at.exception)
+
+
+def test_choosing_a_builtin_dataset_brings_its_starter_model():
+    at = app()
+    at.selectbox(key="data.builtin").set_value("iris").run()
+    button(at, "Use this dataset").click().run()
+    assert not at.exception
+    assert at.session_state[DATASET].startswith("iris")
+    assert at.session_state[SPEC]["nodes"][-1]["params"]["out_features"] == 3
+    assert any("Now using 'Iris'" in i.value for i in at.info)
+    goto(at, "build")
+    assert any(m.label == "Parameters" and m.value == "4,675" for m in at.metric)
+
+
+def test_csv_upload_preview_target_and_prepare():
+    at = app()
+    rows = "".join(f"{i},{'ab'[i % 2]},{'' if i % 9 == 0 else i * 0.3},{'yes' if i % 3 else 'no'}\n" for i in range(60))
+    at.file_uploader(key="data.upload").set_value(("people.csv", f"id,group,score,bought\n{rows}".encode(),
+                                                    "text/csv")).run()
+    assert not at.exception
+    assert at.selectbox(key="data.target").value == "bought"
+    assert at.radio(key="data.task.bought").value == "classification"
+    button(at, "Prepare dataset").click().run()
+    assert at.session_state[DATASET].startswith("people")
+    assert any("'score': 7 missing value(s) filled with the median" in i.value for i in at.info)
+
+
+@pytest.mark.parametrize("content, words", [
+    (b"", "is empty"),
+    (b"a,b,c\n", "no data rows"),
+    (b"\x00\x01\x02\x03binary", "does not look like a CSV"),
+])
+def test_bad_uploads_show_a_message_and_keep_the_dataset(content, words):
+    at = app()
+    before = at.session_state[DATASET]
+    at.file_uploader(key="data.upload").set_value(("bad.csv", content, "text/csv")).run()
+    assert not at.exception
+    assert any(words in e.value for e in at.error)
+    assert at.session_state[DATASET] == before
+
+
+def test_one_class_target_is_explained():
+    at = app()
+    at.file_uploader(key="data.upload").set_value(("one.csv", b"x,y\n" + b"1,a\n" * 20, "text/csv")).run()
+    button(at, "Prepare dataset").click().run()
+    assert any("only one class" in e.value for e in at.error)
+
+
+def test_build_add_select_edit_move_remove():
+    at = goto(app(), "build")
+    at.selectbox(key=None) if False else None
+    add = next(s for s in at.selectbox if s.label == "Add a layer")
+    add.set_value("dropout").run()
+    button(at, "Add").click().run()
+    nodes = at.session_state[SPEC]["nodes"]
+    assert [n["op"] for n in nodes] == ["linear", "activation", "linear", "activation", "dropout", "linear"]
+    assert at.session_state["ll.selected_node"] == "dropout_1"
+    at.number_input(key="param.dropout_1.p").set_value(0.2).run()
+    assert at.session_state[SPEC]["nodes"][4]["params"] == {"p": 0.2}
+    button(at, "Up").click().run()
+    assert at.session_state[SPEC]["nodes"][3]["id"] == "dropout_1"
+    button(at, "Delete").click().run()
+    assert "dropout_1" not in [n["id"] for n in at.session_state[SPEC]["nodes"]]
+    assert not at.exception
+
+
+def test_build_shows_the_error_at_the_offending_layer():
+    at = app()
+    at.selectbox(key="data.builtin").set_value("digits").run()
+    button(at, "Use this dataset").click().run()
+    goto(at, "build")
+    at.session_state["ll.selected_node"] = "flatten"
+    at.run()
+    button(at, "Delete").click().run()
+    assert any("Layer 'dense_1'" in e.value and "Flatten" in e.value for e in at.error)
+    assert not at.exception
+
+
+def test_train_refuses_bad_settings_with_advice():
+    at = goto(app(), "train")
+    at.number_input(key="train.lr").set_value(0.0).run()
+    button(at, "Start training").click().run()
+    assert any("lr" in e.value and "greater than 0" in e.value for e in at.error)
+    at.number_input(key="train.lr").set_value(0.001).run()
+    at.number_input(key="train.bs").set_value(5000).run()
+    button(at, "Start training").click().run()
+    assert any("larger than the 700 training rows" in e.value for e in at.error)
+    assert "ll.run_id" not in at.session_state or at.session_state["ll.run_id"] is None
+
+
+def test_train_starts_a_worker_and_export_offers_its_weights():
+    from engine.runs import read_status, runs_dir
+    at = goto(app(), "train")
+    at.number_input(key="train.epochs").set_value(5).run()
+    button(at, "Start training").click().run()
+    run_id = at.session_state["ll.run_id"]
+    assert run_id
+    deadline = time.time() + 90
+    while read_status(runs_dir() / run_id)["state"] in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.2)
+    assert read_status(runs_dir() / run_id)["state"] == "completed"
+    at.run()
+    assert any("Run completed" in s.value for s in at.success)
+    goto(at, "export")
+    assert at.selectbox(key="export.run").value == run_id
+    assert not at.exception
