@@ -126,9 +126,10 @@ def main():
             best["careful"] = max(best["careful"], careful(x, y, bs, args.epochs, device))
             sps, acc = layerlab(x, y, bs, args.epochs, args.device, x_val, y_val)
             best["layerlab"] = max(best["layerlab"], sps)
-        print(f"| {bs} | {threads if device.type == 'cpu' else '-'} | {at_default:,.0f} | {best['tutorial']:,.0f} | {best['careful']:,.0f} | "
-              f"{best['layerlab']:,.0f} | {best['layerlab'] / best['tutorial']:.2f}x | "
-              f"{best['layerlab'] / best['careful']:.2f}x | {acc:.3f} |", flush=True)
+        cells = [bs, threads if device.type == "cpu" else "-", f"{at_default:,.0f}", f"{best['tutorial']:,.0f}",
+                 f"{best['careful']:,.0f}", f"{best['layerlab']:,.0f}", f"{best['layerlab'] / best['tutorial']:.2f}x",
+                 f"{best['layerlab'] / best['careful']:.2f}x", f"{acc:.3f}"]
+        print("| " + " | ".join(map(str, cells)) + " |", flush=True)
 
 
 if __name__ == "__main__":

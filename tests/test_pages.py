@@ -93,7 +93,6 @@ def test_one_class_target_is_explained():
 
 def test_build_add_select_edit_move_remove():
     at = goto(app(), "build")
-    at.selectbox(key=None) if False else None
     add = next(s for s in at.selectbox if s.label == "Add a layer")
     add.set_value("dropout").run()
     button(at, "Add").click().run()
@@ -134,18 +133,45 @@ def test_train_refuses_bad_settings_with_advice():
 
 
 def test_train_starts_a_worker_and_export_offers_its_weights():
-    from engine.runs import read_status, runs_dir
     at = goto(app(), "train")
     at.number_input(key="train.epochs").set_value(5).run()
     button(at, "Start training").click().run()
     run_id = at.session_state["ll.run_id"]
     assert run_id
-    deadline = time.time() + 90
-    while read_status(runs_dir() / run_id)["state"] in ("queued", "running") and time.time() < deadline:
-        time.sleep(0.2)
-    assert read_status(runs_dir() / run_id)["state"] == "completed"
+    assert wait_finished(run_id) == "completed"
     at.run()
     assert any("Run completed" in s.value for s in at.success)
     goto(at, "export")
     assert at.selectbox(key="export.run").value == run_id
     assert not at.exception
+
+
+def test_non_numeric_target_for_regression_is_explained():
+    at = app()
+    rows = "".join(f"{i},kind{i}\n" for i in range(30))
+    at.file_uploader(key="data.upload").set_value(("t.csv", f"x,y\n{rows}".encode(), "text/csv")).run()
+    at.radio(key="data.task.y").set_value("regression").run()
+    button(at, "Prepare dataset").click().run()
+    assert any("regression needs a numeric target" in e.value for e in at.error)
+    assert at.session_state[DATASET].startswith("two-moons")
+
+
+def wait_finished(run_id: str, timeout: float = 90) -> str:
+    from engine.runs import read_status, runs_dir
+    deadline = time.time() + timeout
+    while (state := read_status(runs_dir() / run_id)["state"]) in ("queued", "running") and time.time() < deadline:
+        time.sleep(0.2)
+    return state
+
+
+def test_a_diverging_run_ends_as_diverged_with_advice():
+    at = app()
+    at.selectbox(key="data.builtin").set_value("diabetes").run()
+    button(at, "Use this dataset").click().run()
+    goto(at, "train")
+    at.selectbox(key="train.optimizer").set_value("sgd").run()
+    at.number_input(key="train.lr").set_value(1000.0).run()
+    button(at, "Start training").click().run()
+    assert wait_finished(at.session_state["ll.run_id"]) == "diverged"
+    at.run()
+    assert any("diverged" in e.value and "Lower the learning rate" in e.value for e in at.error)

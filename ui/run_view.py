@@ -25,8 +25,8 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
-def draw(run_dir: Path) -> None:
-    """Everything about one run; while it is live this is redrawn every second by a fragment."""
+def draw(run_dir: Path) -> bool:
+    """Everything about one run; while it is live a fragment redraws it every second. Returns whether it is live."""
     status = read_status(run_dir)
     evs = events(run_dir)
     epochs = [e for e in evs if e["type"] == "epoch_end"]
@@ -51,6 +51,11 @@ def draw(run_dir: Path) -> None:
         kind = {"completed": st.success, "stopped": st.warning}.get(finished["status"], st.error)
         kind(f"Run {finished['status']}. {finished.get('message', '')} "
              f"{format_metrics(finished.get('metrics') or {})}".strip())
+        weights = run_dir / "model.safetensors"
+        if weights.exists():
+            st.download_button("Download weights (.safetensors)", weights.read_bytes(), file_name=f"{run_dir.name}.safetensors",
+                               mime="application/octet-stream", on_click="ignore", icon=":material/download:",
+                               key=f"dl.{run_dir.name}", help="More formats on the Export page.")
     elif status["state"] == "failed":
         st.error(status.get("message", "The run failed."))
 
