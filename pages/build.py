@@ -130,7 +130,8 @@ graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", sh
 edges = []
 for n in stack_nodes:
     graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{n['detail']}".strip(), shape="box",
-                            color="#FCA5A5" if n["error"] else n["color"], font={"color": "#111827"},
+                            color="#FCA5A5" if n["error"] else n["color"],
+                            font={"color": "#111827" if n["error"] else "#FFFFFF"},
                             borderWidth=3 if n["selected"] else 1))
 prev_shape = {"input": str(tuple(meta["input_shape"])), **{n["id"]: n["shape"] for n in stack_nodes}}
 for node_id, ins in specs.ModelSpec.model_validate(spec).input_ids().items():

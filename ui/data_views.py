@@ -10,8 +10,11 @@ from ui.charts import COLORS, layout
 
 def class_balance(ds: Dataset) -> go.Figure:
     counts = torch.bincount(ds.tensors["y_train"], minlength=ds.num_classes).tolist()
-    fig = go.Figure(go.Bar(x=ds.meta["classes"], y=counts, marker_color=COLORS[0]))
-    return layout(fig, "Class balance (training split)", height=260, xaxis_title="class", yaxis_title="rows")
+    fig = go.Figure(go.Bar(x=ds.meta["classes"], y=counts,
+                           marker_color=[COLORS[k % len(COLORS)] for k in range(len(counts))]))
+    fig = layout(fig, "Class balance (training split)", height=300, xaxis_title="class", yaxis_title="rows")
+    fig.update_xaxes(type="category")
+    return fig
 
 
 def scatter_2d(ds: Dataset) -> go.Figure:
