@@ -1,9 +1,11 @@
 """ModelSpec -> nn.Module, with shape inference on the meta device and a per-node summary."""
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import SpecError
 from engine.registry import get_op
@@ -17,6 +19,7 @@ class NodeInfo:
     inputs: list[str]
     output_shape: tuple[int, ...]
     params: int
+    macs: int = 0  # multiply-adds per sample
 
 
 class GraphModel(nn.Module):
@@ -27,8 +30,14 @@ class GraphModel(nn.Module):
         self.spec = spec
         self.layers = nn.ModuleDict(modules)
         inputs = spec.input_ids()
-        self._plan = [(n.id, tuple(inputs[n.id])) for n in spec.nodes]
         self._output = spec.output_id()
+        needed, stack = set(), [self._output]  # only the output's ancestors run
+        while stack:
+            nid = stack.pop()
+            if nid != "input" and nid not in needed:
+                needed.add(nid)
+                stack.extend(inputs[nid])
+        self._plan = [(n.id, tuple(inputs[n.id])) for n in spec.execution_order() if n.id in needed]
         prev = "input"
         chain = True
         for nid, ins in self._plan:
@@ -36,7 +45,13 @@ class GraphModel(nn.Module):
             prev = nid
         # A plain stack skips the dict of intermediate values: one less lookup per layer.
         self._chain = chain and self._output == self._plan[-1][0]
-        self._seq = list(self.layers.values())
+        self._seq = [self.layers[nid] for nid, _ in self._plan]
+
+    def with_output(self, node_id: str) -> "GraphModel":
+        """The same modules (shared weights) with another node as the output, e.g. the logits before a softmax."""
+        spec = self.spec.model_copy(deep=True)
+        spec.output = node_id
+        return GraphModel(spec, dict(self.layers.items()))
 
     def forward(self, x):
         if self._chain:
@@ -68,7 +83,7 @@ def _build(spec: ModelSpec, input_shape, device):
     """
     inputs = spec.input_ids()
     shapes = {"input": _resolve_input_shape(spec, input_shape)}
-    for node in spec.nodes:
+    for node in spec.execution_order():
         op = get_op(node.op)
         in_shapes = [shapes[i] for i in inputs[node.id]]
         params = op.params.model_validate(node.params)
@@ -76,7 +91,8 @@ def _build(spec: ModelSpec, input_shape, device):
             with torch.device("meta"):
                 module = op.build(params, in_shapes)
                 module.eval()
-                out = module(*[torch.empty((2, *s)) for s in in_shapes])
+                with FlopCounterMode(display=False) as flops:
+                    out = module(*[torch.empty((2, *s)) for s in in_shapes])
         except SpecError as e:
             raise SpecError(node.id, e.message) from None
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
@@ -88,7 +104,7 @@ def _build(spec: ModelSpec, input_shape, device):
                 module = op.build(params, in_shapes)
         shapes[node.id] = tuple(out.shape[1:])
         yield module, NodeInfo(node.id, node.op, inputs[node.id], shapes[node.id],
-                               sum(p.numel() for p in module.parameters()))
+                               sum(p.numel() for p in module.parameters()), flops.get_total_flops() // 4)
 
 
 def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
@@ -119,3 +135,18 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     spec = spec.model_copy(deep=True)
     spec.input.shape = list(_resolve_input_shape(spec, input_shape))
     return GraphModel(spec, modules), infos
+
+
+OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 2}  # tensors of optimizer state per parameter
+
+
+def memory_estimate(infos: list[NodeInfo], batch_size: int, optimizer: str = "adam", bytes_per_value: int = 4) -> dict:
+    """Training memory in bytes: weights, gradients, optimizer state, and activations kept for backward
+    (each node's output and its gradient, for one batch)."""
+    params = sum(i.params for i in infos)
+    activations = sum(math.prod(i.output_shape) for i in infos) * batch_size * 2
+    parts = {"weights": params, "gradients": params, "optimizer state": params * OPTIMIZER_STATE.get(optimizer, 2),
+             "activations": activations}
+    parts = {k: v * bytes_per_value for k, v in parts.items()}
+    parts["total"] = sum(parts.values())
+    return parts

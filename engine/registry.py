@@ -30,7 +30,8 @@ class Op:
     max_inputs: int = 1
 
 
-FAMILIES = ("core", "activation", "regularization", "normalization", "reshape")
+FAMILIES = ("core", "activation", "convolution", "pooling", "recurrent", "attention", "merge", "normalization",
+            "regularization", "reshape")
 
 _REGISTRY: dict[str, Op] = {}
 

@@ -21,7 +21,7 @@ from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.spec import parse_spec
-from engine.train.config import TrainConfig, check_compatible
+from engine.train.config import TrainConfig, preflight
 from engine.workspace import atomic_write_json, home, read_json
 
 ACTIVE = ("queued", "running")
@@ -38,8 +38,8 @@ def validate(spec: dict, train: dict, dataset) -> tuple:
     spec_obj = parse_spec(spec)
     cfg = TrainConfig.parse(train)
     infos = infer_shapes(spec_obj, dataset.input_shape)
-    out = {i.id: i.output_shape for i in infos}[spec_obj.output_id()]
-    check_compatible(cfg, dataset.task, dataset.num_classes, out, dataset.meta["sizes"]["train"])
+    preflight(spec_obj, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
+              dataset.meta["sizes"]["train"])
     return spec_obj, cfg
 
 

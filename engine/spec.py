@@ -56,6 +56,31 @@ class ModelSpec(BaseModel):
     def output_id(self) -> str:
         return self.output or self.nodes[-1].id
 
+    def execution_order(self) -> list[NodeSpec]:
+        """Nodes in an order where every input comes first (list order where it allows); a cycle is a SpecError."""
+        inputs = self.input_ids()
+        by_id = {n.id: n for n in self.nodes}
+        order: list[NodeSpec] = []
+        state: dict[str, int] = {}  # 1: being visited, 2: done
+
+        def visit(nid: str, path: list[str]) -> None:
+            if state.get(nid) == 2:
+                return
+            if state.get(nid) == 1:
+                loop = path[path.index(nid):] + [nid]
+                raise SpecError(nid, f"is part of a cycle ({' → '.join(loop)}): data must flow one way. Remove one "
+                                     "of these inputs.")
+            state[nid] = 1
+            for src in inputs[nid]:
+                if src != "input":
+                    visit(src, path + [nid])
+            state[nid] = 2
+            order.append(by_id[nid])
+
+        for node in self.nodes:
+            visit(node.id, [])
+        return order
+
 
 def _pretty_validation(err: ValidationError) -> str:
     parts = []
@@ -103,16 +128,18 @@ def parse_spec(data: dict | str) -> ModelSpec:
             node.params = op.params.model_validate(node.params).model_dump(mode="json")
         except ValidationError as e:
             raise SpecError(node.id, f"bad parameters for {node.op}: {_pretty_validation(e)}.") from None
-        for src in node.inputs or []:
-            if src != "input" and src not in seen:
-                raise SpecError(node.id, f"takes its input from '{src}', which is not a node defined before it. "
-                                         "Use 'input' or the id of an earlier node.")
         n_in = len(node.inputs) if node.inputs else 1
         if not op.min_inputs <= n_in <= op.max_inputs:
             raise SpecError(node.id, f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given {n_in}.")
         seen.add(node.id)
+    for node in spec.nodes:
+        for src in node.inputs or []:
+            if src != "input" and src not in seen:
+                raise SpecError(node.id, f"takes its input from '{src}', which is not a node of this model. Use "
+                                         f"'input' or one of: {', '.join(sorted(seen - {node.id}))}.")
     if spec.output is not None and spec.output not in seen:
         raise SpecError(None, f"the output '{spec.output}' is not a node of this model. Name one of its nodes.")
+    spec.execution_order()  # raises on a cycle
     return spec
 
 

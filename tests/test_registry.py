@@ -7,18 +7,33 @@ import torch
 
 from engine.compiler import compile_spec, infer_shapes
 from engine.errors import SpecError
+from engine.layers.core import ActivationParams
 from engine.registry import FAMILIES, ops
 from engine.spec import parse_spec
 
-INPUT_SHAPES = [(8,), (3, 6, 6)]
+INPUT_SHAPES = [(8,), (4, 6, 6), (5, 8), (4, 12)]  # features; image; sequence (time, features); (channels, length)
+
+
+def _spec(name: str) -> dict:
+    """The op alone; a merge op takes the model input twice."""
+    node = {"id": "n", "op": name}
+    if ops()[name].min_inputs > 1:
+        node["inputs"] = ["input", "input"]
+    return {"nodes": [node]}
 
 
 def _fits(op, shape) -> bool:
     try:
-        infer_shapes({"nodes": [{"id": "n", "op": op}]}, shape)
+        infer_shapes(_spec(op), shape)
         return True
     except SpecError:
         return False
+
+
+def _example(name: str, shape) -> torch.Tensor:
+    if name == "embedding":  # token ids, stored as floats like the dataset store does
+        return torch.randint(0, 100, (4, *shape)).float()
+    return torch.randn(4, *shape, requires_grad=True)
 
 
 @pytest.mark.parametrize("name", sorted(ops()))
@@ -32,26 +47,27 @@ def test_op_contract(name):
     shapes = [s for s in INPUT_SHAPES if _fits(name, s)]
     assert shapes, f"{name} builds for none of {INPUT_SHAPES}"
     for shape in shapes:
-        spec = {"nodes": [{"id": "n", "op": name}]}
+        spec = _spec(name)
         meta_shape = infer_shapes(spec, shape)[0].output_shape
         model, _ = compile_spec(spec, shape, seed=0)
         model.train()
-        x = torch.randn(4, *shape, requires_grad=True)
+        x = _example(name, shape)
         out = model(x)
         assert tuple(out.shape[1:]) == meta_shape
         out.float().pow(2).sum().backward()
-        assert x.grad is not None and torch.isfinite(x.grad).all()
+        if x.requires_grad:
+            assert x.grad is not None and torch.isfinite(x.grad).all()
         for pname, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {pname}"
 
     # Params round-trip through JSON with every default explicit.
-    parsed = parse_spec({"nodes": [{"id": "n", "op": name}]})
+    parsed = parse_spec(_spec(name))
     again = parse_spec(json.loads(parsed.to_json()))
     assert again.nodes[0].params == parsed.nodes[0].params == op.params().model_dump(mode="json")
 
 
 def test_activation_kinds_all_build():
-    for kind in ["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "softmax"]:
+    for kind in ActivationParams.model_fields["kind"].annotation.__args__:
         model, _ = compile_spec({"nodes": [{"id": "a", "op": "activation", "params": {"kind": kind}}]}, (5,))
         out = model(torch.randn(3, 5))
         assert out.shape == (3, 5)

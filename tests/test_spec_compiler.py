@@ -19,11 +19,33 @@ def test_spec_round_trips_through_json_with_defaults_explicit():
     assert parse_spec(data) == spec
 
 
-def test_design_doc_example_with_residual_add_is_rejected_cleanly_until_add_exists():
-    # `add` arrives with the layers issue; until then the spec names it as unknown, with the known ops.
+def test_design_doc_example_with_a_residual_add():
+    spec = {"version": 1, "nodes": [
+        {"id": "fc1", "op": "linear", "params": {"out_features": 64}},
+        {"id": "act1", "op": "activation", "params": {"kind": "relu"}},
+        {"id": "fc2", "op": "linear", "params": {"out_features": 64}},
+        {"id": "skip", "op": "add", "inputs": ["act1", "fc2"]},
+        {"id": "head", "op": "linear", "params": {"out_features": 3}}]}
+    model, infos = compile_spec(spec, (5,), seed=0)
+    assert [i.output_shape for i in infos][-2:] == [(64,), (3,)]
+    x = torch.randn(4, 5)
+    a = torch.relu(model.layers["fc1"](x))
+    expected = model.layers["head"](a + model.layers["fc2"](a))
+    assert torch.allclose(model(x), expected)
+
+
+def test_unknown_op_lists_the_known_ones():
     with pytest.raises(SpecError) as e:
-        parse_spec({"nodes": [{"id": "fc", "op": "linear"}, {"id": "skip", "op": "add", "inputs": ["fc", "input"]}]})
-    assert e.value.node_id == "skip" and "unknown op 'add'" in str(e.value) and "linear" in str(e.value)
+        parse_spec({"nodes": [{"id": "x", "op": "conv9d"}]})
+    assert e.value.node_id == "x" and "unknown op 'conv9d'" in str(e.value) and "conv2d" in str(e.value)
+
+
+def test_forward_references_run_in_dependency_order():
+    spec = {"nodes": [{"id": "head", "op": "linear", "params": {"out_features": 2}, "inputs": ["body"]},
+                      {"id": "body", "op": "linear", "params": {"out_features": 4}, "inputs": ["input"]}],
+            "output": "head"}
+    model, _ = compile_spec(spec, (3,))
+    assert model(torch.randn(5, 3)).shape == (5, 2)
 
 
 @pytest.mark.parametrize("spec, node, words", [
@@ -31,7 +53,8 @@ def test_design_doc_example_with_residual_add_is_rejected_cleanly_until_add_exis
     ({"nodes": [{"id": "a", "op": "linear", "params": {"out_features": 0}}]}, "a", "greater than or equal to 1"),
     ({"nodes": [{"id": "a", "op": "linear", "params": {"units": 3}}]}, "a", "units"),
     ({"nodes": [{"id": "a", "op": "linear"}, {"id": "a", "op": "linear"}]}, "a", "share this id"),
-    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["b"]}, {"id": "b", "op": "linear"}]}, "a", "not a node defined"),
+    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["zz"]}, {"id": "b", "op": "linear"}]}, "a", "not a node of this"),
+    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["b"]}, {"id": "b", "op": "linear"}]}, "a", "cycle (a → b → a)"),
     ({"nodes": [{"id": "bad.id", "op": "linear"}]}, "bad.id", "letters, digits"),
     ({"version": 7, "nodes": [{"id": "a", "op": "linear"}]}, None, "version 7"),
 ])
@@ -74,14 +97,39 @@ def test_compiled_model_equals_hand_written_sequential():
                                         "layers.fc2.bias", "layers.head.weight", "layers.head.bias"]
 
 
-def test_explicit_inputs_graph_runs_non_chain_path():
+def test_branches_joined_by_concat():
     spec = {"nodes": [{"id": "a", "op": "linear", "params": {"out_features": 5}},
-                      {"id": "b", "op": "linear", "params": {"out_features": 6}, "inputs": ["input"]}],
-            "output": "a"}
+                      {"id": "b", "op": "linear", "params": {"out_features": 6}, "inputs": ["input"]},
+                      {"id": "j", "op": "concat", "inputs": ["a", "b"]}]}
     model, infos = compile_spec(spec, (3,))
     assert not model._chain
-    assert model(torch.randn(2, 3)).shape == (2, 5)
-    assert {i.id: i.output_shape for i in infos} == {"a": (5,), "b": (6,)}
+    x = torch.randn(2, 3)
+    assert torch.equal(model(x), torch.cat([model.layers["a"](x), model.layers["b"](x)], 1))
+    assert {i.id: i.output_shape for i in infos} == {"a": (5,), "b": (6,), "j": (11,)}
+    # An unused branch does not run: with `a` as the output the model is a plain chain again.
+    spec["output"] = "a"
+    assert compile_spec(spec, (3,))[0]._chain
+
+
+def test_with_output_shares_weights():
+    model, _ = compile_spec(mlp_spec(3), (4,), seed=0)
+    logits = model.with_output("fc2")
+    assert logits.layers["fc1"] is model.layers["fc1"]
+    assert logits(torch.randn(2, 4)).shape == (2, 32)
+
+
+def test_macs_and_memory_estimate():
+    from engine.compiler import memory_estimate
+    infos = infer_shapes(mlp_spec(3), (4,))
+    assert [i.macs for i in infos] == [4 * 32, 0, 32 * 32, 0, 32 * 3]
+    conv = infer_shapes({"nodes": [{"id": "c", "op": "conv2d", "params": {"out_channels": 8, "kernel_size": 3}}]},
+                        (2, 5, 5))
+    assert conv[0].macs == 8 * 2 * 9 * 25
+    mem = memory_estimate(infos, batch_size=10, optimizer="adam")
+    params = sum(i.params for i in infos)
+    assert mem["weights"] == mem["gradients"] == params * 4 and mem["optimizer state"] == params * 8
+    assert mem["activations"] == (32 + 32 + 32 + 32 + 3) * 10 * 2 * 4
+    assert mem["total"] == sum(v for k, v in mem.items() if k != "total")
 
 
 def test_input_shape_mismatch_is_explained():

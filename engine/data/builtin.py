@@ -26,7 +26,18 @@ BUILTINS = {b.name: b for b in [
     Builtin("breast_cancer", "Breast cancer", "569 tumours, 30 features, benign or malignant."),
     Builtin("digits", "Digits (8×8 images)", "1,797 handwritten digits as 8×8 grayscale images, 10 classes."),
     Builtin("diabetes", "Diabetes (regression)", "442 patients, 10 features; predict disease progression."),
+    Builtin("shapes", "Shapes (32×32 colour images)", "Generated colour images of circles, squares and triangles "
+                                                      "of random size, place and colour. For CNNs.", True),
+    Builtin("reviews", "Reviews (text)", "Generated 24-token 'reviews' over a 40-word vocabulary; positive when "
+                                         "praise words outnumber complaints. For embeddings, RNNs, transformers.", True),
 ]}
+
+SHAPE_CLASSES = ["circle", "square", "triangle"]
+POSITIVE = ["good", "great", "love", "excellent", "fine", "happy", "best", "nice"]
+NEGATIVE = ["bad", "awful", "hate", "poor", "worst", "sad", "broken", "boring"]
+NEUTRAL = ["the", "a", "movie", "film", "plot", "actor", "was", "is", "and", "it", "this", "story", "very", "quite",
+           "but", "so", "scene", "ending", "music", "camera", "really", "just"]
+VOCAB = ["<pad>", "<unk>", *POSITIVE, *NEGATIVE, *NEUTRAL]
 
 
 def _spiral(n, noise, rng, arms=3):
@@ -46,6 +57,45 @@ def _xor(n, noise, rng):
     return x + rng.normal(0, noise, x.shape), y
 
 
+def _shapes(n, noise, rng, size=32):
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    images = np.empty((n, 3, size, size), np.float32)
+    labels = rng.integers(0, len(SHAPE_CLASSES), n)
+    for i in range(n):
+        r = rng.uniform(5, 11)
+        cx, cy = rng.uniform(r + 1, size - r - 1, 2)
+        if labels[i] == 0:
+            mask = (xx - cx) ** 2 + (yy - cy) ** 2 <= r * r
+        elif labels[i] == 1:
+            mask = (np.abs(xx - cx) <= r * 0.8) & (np.abs(yy - cy) <= r * 0.8)
+        else:
+            mask = (yy <= cy + r * 0.8) & (np.abs(xx - cx) <= (yy - (cy - r)) * 0.6)
+        bg, fg = rng.uniform(0, 0.45, 3), rng.uniform(0.55, 1, 3)
+        img = np.where(mask[None], fg[:, None, None], bg[:, None, None]) + rng.normal(0, noise, (3, size, size))
+        images[i] = np.clip(img, 0, 1)
+    return images, labels
+
+
+def _reviews(n, noise, rng, length=24):
+    """Token ids; label 1 when praise words outnumber complaints. `noise` is the share of flipped labels."""
+    pos = [VOCAB.index(w) for w in POSITIVE]
+    neg = [VOCAB.index(w) for w in NEGATIVE]
+    neutral = [VOCAB.index(w) for w in NEUTRAL]
+    x = np.zeros((n, length), np.int64)
+    y = np.empty(n, np.int64)
+    for i in range(n):
+        words = int(rng.integers(10, length + 1))
+        n_pos, n_neg = rng.integers(0, 5, 2)
+        while n_pos == n_neg:
+            n_pos, n_neg = rng.integers(0, 5, 2)
+        tokens = list(rng.choice(pos, n_pos)) + list(rng.choice(neg, n_neg))
+        tokens += list(rng.choice(neutral, max(words - len(tokens), 0)))
+        rng.shuffle(tokens)
+        x[i, :len(tokens)] = tokens[:length]
+        y[i] = int(n_pos > n_neg) ^ int(rng.random() < noise)
+    return x, y
+
+
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
     """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
     rng = np.random.default_rng(seed)
@@ -53,6 +103,12 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
         d = skd.load_digits()
         return {"images": (d.images / 16.0).astype(np.float32)[:, None], "labels": d.target.astype(np.int64),
                 "classes": [str(c) for c in d.target_names]}
+    if name == "shapes":
+        images, labels = _shapes(n_samples, noise, rng)
+        return {"images": images, "labels": labels, "classes": SHAPE_CLASSES}
+    if name == "reviews":
+        tokens, labels = _reviews(n_samples, noise, rng)
+        return {"tokens": tokens, "labels": labels, "classes": ["negative", "positive"], "vocab": VOCAB}
     if name in ("iris", "wine", "breast_cancer", "diabetes"):
         loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
                   "diabetes": skd.load_diabetes}[name]

@@ -38,12 +38,23 @@ def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, see
     if "frame" in loaded:
         return prepare_frame(loaded["frame"], loaded["target"], name=title, source=f"builtin:{name}", seed=seed,
                              root=root)
-    # Images: already scaled to [0, 1]; no fitted preprocessing needed.
-    images, labels = loaded["images"], loaded["labels"]
+    labels = loaded["labels"]
     splits = _split(len(labels), labels, True, 0.15, 0.15, seed)
-    flat = pd.DataFrame(images.reshape(len(images), -1)[:200])
+    y = {k: labels[v] for k, v in splits.items()}
+    if "tokens" in loaded:  # text: token ids per position, with the vocabulary saved alongside
+        tokens, vocab = loaded["tokens"], loaded["vocab"]
+        words = [" ".join(vocab[t] for t in row if t) for row in tokens[:200]]
+        preview = pd.DataFrame({"label": [loaded["classes"][c] for c in labels[:200]], "text": words})
+        return save_dataset(name=title, source=f"builtin:{name}", task="classification",
+                            x={k: tokens[v] for k, v in splits.items()}, y=y, classes=loaded["classes"],
+                            feature_names=[f"token{i}" for i in range(tokens.shape[1])],
+                            preprocessing={"kind": "tokens", "vocab_size": len(vocab)}, notices=[], preview=preview,
+                            root=root, extra={"vocab": vocab, "vocab_size": len(vocab)})
+    # Images: already scaled to [0, 1]; no fitted preprocessing needed.
+    images = loaded["images"]
+    flat = pd.DataFrame(images.reshape(len(images), -1)[:200, :64])
     flat.insert(0, "label", labels[:200])
     return save_dataset(name=title, source=f"builtin:{name}", task="classification",
-                        x={k: images[v] for k, v in splits.items()}, y={k: labels[v] for k, v in splits.items()},
-                        classes=loaded["classes"], feature_names=[f"px{i}" for i in range(int(np.prod(images.shape[1:])))],
-                        preprocessing={"kind": "image", "scale": "pixel/16"}, notices=[], preview=flat, root=root)
+                        x={k: images[v] for k, v in splits.items()}, y=y, classes=loaded["classes"],
+                        feature_names=[f"px{i}" for i in range(int(np.prod(images.shape[1:])))],
+                        preprocessing={"kind": "image", "range": [0, 1]}, notices=[], preview=flat, root=root)

@@ -54,7 +54,7 @@ def _slug(name: str) -> str:
 
 def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes, feature_names,
                  preprocessing: dict | None, notices: list[str], preview: pd.DataFrame | None,
-                 root: Path | None = None) -> Dataset:
+                 root: Path | None = None, extra: dict | None = None) -> Dataset:
     tensors = {}
     for split in SPLITS:
         tensors[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(x[split], dtype=np.float32))
@@ -69,7 +69,8 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
     meta = {"id": ds_id, "name": name, "source": source, "task": task,
             "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
             "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
-            "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest()}
+            "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
+            **(extra or {})}
     path.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path / "data.safetensors"))
     if preview is not None:
@@ -105,5 +106,5 @@ def list_datasets(root: Path | None = None) -> list[dict]:
 
 def metas_json(meta: dict) -> str:
     """The parts of a dataset's meta a trained model needs at prediction time."""
-    keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing")
+    keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing", "vocab")
     return json.dumps({k: meta.get(k) for k in keep})

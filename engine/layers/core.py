@@ -1,5 +1,6 @@
 """Core ops: linear, activation, dropout, batchnorm, flatten."""
 
+import math
 from typing import Literal
 
 from pydantic import Field
@@ -28,6 +29,12 @@ def build_linear(p: LinearParams, shapes):
 
 ACTIVATIONS = {
     "relu": lambda p: nn.ReLU(),
+    "prelu": lambda p: nn.PReLU(),
+    "selu": lambda p: nn.SELU(),
+    "silu": lambda p: nn.SiLU(),
+    "mish": lambda p: nn.Mish(),
+    "softplus": lambda p: nn.Softplus(),
+    "log_softmax": lambda p: nn.LogSoftmax(dim=1),
     "leaky_relu": lambda p: nn.LeakyReLU(p.negative_slope),
     "sigmoid": lambda p: nn.Sigmoid(),
     "tanh": lambda p: nn.Tanh(),
@@ -38,10 +45,12 @@ ACTIVATIONS = {
 
 
 class ActivationParams(OpParams):
-    kind: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "softmax"] = Field(
+    kind: Literal["relu", "leaky_relu", "sigmoid", "tanh", "gelu", "elu", "softmax", "prelu", "selu", "silu", "mish",
+                  "softplus", "log_softmax"] = Field(
         "relu", title="Function",
         description="The non-linearity. relu is the usual default; tanh/sigmoid squash to a range; softmax "
-                    "turns outputs into probabilities (not needed before cross-entropy, which applies it).")
+                    "turns outputs into probabilities (not needed before cross-entropy, which applies it); "
+                    "prelu learns its negative slope; silu/mish/gelu are smooth relu variants.")
     negative_slope: float = Field(0.01, ge=0, le=1, title="Negative slope",
                                   description="leaky_relu only: the slope for negative inputs (usually 0.01).")
 
@@ -85,3 +94,96 @@ def build_batchnorm(p: BatchNormParams, shapes):
           doc="Turns an image or sequence into one long feature vector, e.g. before Dense layers.")
 def build_flatten(p: OpParams, shapes):
     return nn.Flatten()
+
+
+@register("dropout2d", family="regularization", title="Dropout 2D", params=DropoutParams,
+          doc="Zeroes whole channels of an image while training; the dropout to use between conv layers.")
+def build_dropout2d(p: DropoutParams, shapes):
+    (shape,) = shapes
+    if len(shape) != 3:
+        raise SpecError(None, f"Dropout 2D works on (channels, height, width) input but got {tuple(shape)}: "
+                              "use Dropout instead.")
+    return nn.Dropout2d(p.p)
+
+
+class LayerNormParams(OpParams):
+    eps: float = Field(1e-5, gt=0, le=0.1, title="Epsilon", description="Added to the variance for stability.")
+
+
+@register("layernorm", family="normalization", title="Layer norm", params=LayerNormParams,
+          doc="Normalizes each sample's features (the last dimension). The norm of transformers and RNNs.")
+def build_layernorm(p: LayerNormParams, shapes):
+    (shape,) = shapes
+    return nn.LayerNorm(shape[-1], eps=p.eps)
+
+
+class GroupNormParams(OpParams):
+    num_groups: int = Field(4, ge=1, le=1024, title="Groups",
+                            description="Channels are split into this many groups, each normalized on its own. "
+                                        "Must divide the channel count; 8 or 32 is usual.")
+    eps: float = Field(1e-5, gt=0, le=0.1, title="Epsilon", description="Added to the variance for stability.")
+
+
+@register("groupnorm", family="normalization", title="Group norm", params=GroupNormParams,
+          doc="Normalizes groups of channels per sample; works with small batches, unlike batch norm.")
+def build_groupnorm(p: GroupNormParams, shapes):
+    (shape,) = shapes
+    if len(shape) < 2:
+        raise SpecError(None, f"group norm needs (channels, ...) input but got {tuple(shape)}.")
+    if shape[0] % p.num_groups:
+        raise SpecError(None, f"{shape[0]} channels cannot be split into {p.num_groups} groups: choose a number "
+                              f"of groups that divides {shape[0]}.")
+    return nn.GroupNorm(p.num_groups, shape[0], eps=p.eps)
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+
+class ReshapeParams(OpParams):
+    shape: list[int] = Field([1, -1], min_length=1, max_length=4, title="Shape",
+                             description="The new shape without the batch dimension, e.g. [1, 28, 28]; [1, -1] adds a channel. One entry "
+                                         "may be -1 (inferred). The number of values must stay the same.")
+
+
+@register("reshape", family="reshape", title="Reshape", params=ReshapeParams,
+          doc="Rearranges the values into a new shape, e.g. a flat vector back into an image.")
+def build_reshape(p: ReshapeParams, shapes):
+    (shape,) = shapes
+    size, known = math.prod(shape), math.prod(d for d in p.shape if d != -1)
+    if p.shape.count(-1) > 1 or any(d == 0 or d < -1 for d in p.shape):
+        raise SpecError(None, f"shape {p.shape} is not valid: use positive sizes and at most one -1.")
+    if (-1 in p.shape and size % known) or (-1 not in p.shape and known != size):
+        raise SpecError(None, f"cannot reshape {tuple(shape)} ({size} values) into {p.shape}: the new shape must "
+                              f"hold exactly {size} values.")
+    return Reshape(p.shape)
+
+
+class Permute(nn.Module):
+    def __init__(self, dims):
+        super().__init__()
+        self.dims = (0, *(d + 1 for d in dims))
+
+    def forward(self, x):
+        return x.permute(*self.dims)
+
+
+class PermuteParams(OpParams):
+    dims: list[int] = Field([1, 0], min_length=1, max_length=4, title="Order",
+                            description="New order of the dimensions (without the batch), e.g. [1, 0] swaps "
+                                        "(channels, length) into (length, channels).")
+
+
+@register("permute", family="reshape", title="Permute", params=PermuteParams,
+          doc="Reorders dimensions, e.g. to turn a conv's (channels, length) into an RNN's (time, features).")
+def build_permute(p: PermuteParams, shapes):
+    (shape,) = shapes
+    if sorted(p.dims) != list(range(len(shape))):
+        raise SpecError(None, f"order {p.dims} must list each of the dimensions 0..{len(shape) - 1} of input "
+                              f"{tuple(shape)} once.")
+    return Permute(p.dims)

@@ -1,5 +1,7 @@
 """Training settings (train.json), validated, with the checks that need the model and the data."""
 
+import math
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -31,6 +33,10 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads; None picks the fastest for the model.")
+    target: Literal["label", "input"] = Field("label", description="label: predict the dataset's target; input: "
+                                                                    "reconstruct the input (autoencoder).")
+    memory_budget_mb: float = Field(4096, gt=0, description="Refuse models whose estimated training memory "
+                                                            "exceeds this.")
 
     @classmethod
     def parse(cls, data: dict) -> "TrainConfig":
@@ -45,15 +51,17 @@ class TrainConfig(BaseModel):
             raise ConfigError(f"{field}: {e0['msg']} (got {e0.get('input')!r}). {hints.get(field, '')}".strip()) from None
 
 
-def losses_for_task(task: str, num_classes: int | None = None) -> list[str]:
+def losses_for_task(task: str, num_classes: int | None = None, target: str = "label") -> list[str]:
+    if target == "input":
+        task = "regression"
     names = [k for k, (_, t) in LOSSES.items() if t == task]
     if task == "classification" and num_classes != 2:
         names.remove("bce_with_logits")
     return names
 
 
-def default_loss(task: str) -> str:
-    return "cross_entropy" if task == "classification" else "mse"
+def default_loss(task: str, target: str = "label") -> str:
+    return "cross_entropy" if task == "classification" and target == "label" else "mse"
 
 
 def resolve_device(name: str) -> torch.device:
@@ -67,10 +75,19 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_shape, n_train: int) -> str:
+def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_shape, n_train: int,
+                     input_shape=None) -> str:
     """Raise ConfigError if these settings cannot train this model on this data; return the loss to use."""
-    loss = cfg.loss or default_loss(task)
-    if LOSSES[loss][1] != task:
+    loss = cfg.loss or default_loss(task, cfg.target)
+    if cfg.target == "input":
+        if LOSSES[loss][1] != "regression":
+            raise ConfigError(f"reconstructing the input needs a regression loss (mse, l1 or huber), not '{loss}'.")
+        if input_shape is not None and tuple(out_shape) != tuple(input_shape):
+            raise ConfigError(f"an autoencoder must output the input's shape {tuple(input_shape)} but this model "
+                              f"outputs {tuple(out_shape)}: end it with a Dense of {math.prod(input_shape)} units"
+                              + (f" and a Reshape to {list(input_shape)}." if len(input_shape) > 1 else "."))
+        task = "regression"
+    elif LOSSES[loss][1] != task:
         raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss][1]}, but this dataset is {task}. "
                           f"Choose one of: {', '.join(losses_for_task(task, num_classes))}.")
     out = tuple(out_shape)
@@ -84,10 +101,45 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
         if out != (1,):
             raise ConfigError(f"binary cross-entropy needs one output, but the model outputs {out}: set the last "
                               "Dense layer's units to 1, or choose cross-entropy.")
-    if task == "regression" and out != (1,):
+    if task == "regression" and cfg.target == "label" and out != (1,):
         raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
                           "units to 1.")
     if cfg.batch_size > n_train:
         raise ConfigError(f"the batch size {cfg.batch_size} is larger than the {n_train} training rows: choose a "
                           f"batch size of at most {n_train} (32 or 64 is usual).")
     return loss
+
+
+@dataclass
+class Preflight:
+    """What training will do, decided before any step runs."""
+    loss: str
+    train_output: str          # the node whose output the loss sees (the logits, when the model ends in softmax)
+    memory: dict
+    notices: list[str]
+
+
+def preflight(spec, infos, cfg: TrainConfig, task: str, num_classes: int | None, input_shape, n_train: int) -> Preflight:
+    """Every check that needs the model and the data; raises ConfigError with the fix."""
+    from engine.compiler import memory_estimate
+
+    shapes = {i.id: i.output_shape for i in infos}
+    out_id = spec.output_id()
+    loss = check_compatible(cfg, task, num_classes, shapes[out_id], n_train, input_shape)
+    memory = memory_estimate(infos, cfg.batch_size, cfg.optimizer)
+    budget = cfg.memory_budget_mb * 2**20
+    if memory["total"] > budget:
+        parts = ", ".join(f"{k} {v / 2**20:,.0f} MB" for k, v in memory.items() if k != "total")
+        raise ConfigError(f"training this model at batch size {cfg.batch_size} needs about "
+                          f"{memory['total'] / 2**20:,.0f} MB ({parts}), over the memory budget of "
+                          f"{cfg.memory_budget_mb:,.0f} MB: lower the batch size, make the layers smaller, or raise "
+                          "the budget under Advanced.")
+    notices, train_output = [], out_id
+    last = next(n for n in spec.nodes if n.id == out_id)
+    squash = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}.get(loss)
+    if last.op == "activation" and last.params.get("kind") == squash:
+        train_output = spec.input_ids()[out_id][0]
+        notices.append(f"The model ends in {squash} and {LOSSES[loss][0].lower()} applies {squash} itself, so "
+                       f"training uses the logits (the output of '{train_output}'); predictions still go through "
+                       f"{squash}.")
+    return Preflight(loss, train_output, memory, notices)

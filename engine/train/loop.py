@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from engine.compiler import compile_spec
 from engine.data.store import Dataset
 from engine.export import save_weights
-from engine.train.config import TrainConfig, check_compatible, resolve_device
+from engine.train.config import TrainConfig, preflight, resolve_device
 
 SYNC_EVERY_S = 0.25
 CHECKPOINT_EVERY_S = 5.0
@@ -54,10 +54,10 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.opti
 def loss_function(name: str) -> Callable:
     return {
         "cross_entropy": F.cross_entropy,
-        "bce_with_logits": lambda out, y: F.binary_cross_entropy_with_logits(out.squeeze(1), y),
-        "mse": lambda out, y: F.mse_loss(out.squeeze(1), y),
-        "l1": lambda out, y: F.l1_loss(out.squeeze(1), y),
-        "huber": lambda out, y: F.huber_loss(out.squeeze(1), y),
+        "bce_with_logits": F.binary_cross_entropy_with_logits,
+        "mse": F.mse_loss,
+        "l1": F.l1_loss,
+        "huber": F.huber_loss,
     }[name]
 
 
@@ -72,9 +72,9 @@ def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0) -> dict[str
     if loss_name == "cross_entropy":
         metrics["accuracy"] = (outs.argmax(1) == y).float().mean().item()
     elif loss_name == "bce_with_logits":
-        metrics["accuracy"] = ((outs.squeeze(1) > 0).float() == y).float().mean().item()
+        metrics["accuracy"] = ((outs > 0).float() == y).float().mean().item()
     else:
-        pred = outs.squeeze(1)
+        pred = outs
         metrics["mae"] = (pred - y).abs().mean().item() * target_scale
         ss_res = ((pred - y) ** 2).sum()
         ss_tot = ((y - y.mean()) ** 2).sum().clamp_min(1e-12)
@@ -97,18 +97,24 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     model, infos = compile_spec(spec, dataset.input_shape, seed=cfg.seed)
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
-    out_shape = {i.id: i.output_shape for i in infos}[model.spec.output_id()]
-    loss_name = check_compatible(cfg, dataset.task, dataset.num_classes, out_shape, len(y_train))
+    plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape, len(y_train))
+    loss_name = plan.loss
     n_params = sum(p.numel() for p in model.parameters())
     threads = None
     if device.type == "cpu":
         threads = cfg.threads or pick_threads(n_params, cfg.batch_size)
         torch.set_num_threads(threads)
     model.to(device)
-    y_dtype = torch.long if loss_name == "cross_entropy" else torch.float32
     x_train, x_val = x_train.to(device), x_val.to(device)
-    y_train, y_val = y_train.to(device, y_dtype), y_val.to(device, y_dtype)
-    target_scale = float(((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("scale", 1.0))
+    if cfg.target == "input":  # autoencoder: the input is the target
+        y_train, y_val = x_train, x_val
+    elif loss_name == "cross_entropy":
+        y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
+    else:  # one output per row: targets shaped (N, 1) like the model's output
+        y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]
+    target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
+    target_scale = float(target.get("scale", 1.0)) if cfg.target == "label" else 1.0
+    train_model = model.with_output(plan.train_output) if plan.train_output != model.spec.output_id() else model
     criterion = loss_function(loss_name)
     optimizer = make_optimizer(cfg, model.parameters(), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -118,7 +124,9 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     total_steps = steps_per_epoch * cfg.epochs
     emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params, "loss": loss_name,
           "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_train": n,
-          "batch_size": bs})
+          "batch_size": bs, "memory_bytes": plan.memory["total"]})
+    for text in plan.notices:
+        emit({"type": "notice", "message": text})
 
     spec_full = model.spec
     def save(name: str, state=None):
@@ -142,7 +150,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             perm = torch.randperm(n, device=device, generator=gen)
             for start in range(0, n, bs):
                 idx = perm[start:start + bs]
-                loss = criterion(model(x_train[idx]), y_train[idx])
+                loss = criterion(train_model(x_train[idx]), y_train[idx])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -170,7 +178,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
                 raise FloatingPointError
             if status == "stopped":
                 break
-            val = evaluate(model, x_val, y_val, loss_name, target_scale)
+            val = evaluate(train_model, x_val, y_val, loss_name, target_scale)
             if not math.isfinite(val["loss"]):
                 raise FloatingPointError
             last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}

@@ -1,0 +1,42 @@
+"""Every template trains end to end on its built-in data to a stated score."""
+
+import pytest
+
+from engine.data.prepare import prepare_builtin
+from engine.templates import TEMPLATES, build, suits
+from engine.train import TrainConfig, fit
+
+# (template, samples for generated sets, metric, bound); scores measured on this CPU with the template's settings
+EXPECTED = {
+    "keras_mlp": ("val/accuracy", 0.93),
+    "lenet": ("val/accuracy", 0.93),
+    "cifar_cnn": ("val/accuracy", 0.85),
+    "resnet": ("val/accuracy", 0.90),
+    "lstm_text": ("val/accuracy", 0.85),
+    "transformer_text": ("val/accuracy", 0.85),
+    "autoencoder": ("val/loss", 0.045),  # MSE on pixels in [0, 1]; predicting the mean image scores ~0.1
+}
+
+
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_template_trains_to_its_stated_score(name):
+    template = TEMPLATES[name]
+    ds = prepare_builtin(template.dataset, n_samples=2000, noise=0.05)
+    assert suits(template, ds.meta)
+    events = []
+    result = fit(build(template, ds.meta), ds, TrainConfig.parse({**template.train, "batch_size": 32}),
+                 emit=events.append)
+    metric, bound = EXPECTED[name]
+    value = result["metrics"][metric]
+    assert (value >= bound) if metric.endswith("accuracy") else (value <= bound), (name, result["metrics"])
+    if name == "keras_mlp":  # ends in softmax: trained on the logits, and said so
+        notices = [e["message"] for e in events if e["type"] == "notice"]
+        assert any("training uses the logits" in n for n in notices)
+
+
+def test_templates_refuse_datasets_they_do_not_fit():
+    iris = prepare_builtin("iris").meta
+    assert not suits(TEMPLATES["lenet"], iris) and not suits(TEMPLATES["lstm_text"], iris)
+    assert suits(TEMPLATES["keras_mlp"], iris) and suits(TEMPLATES["autoencoder"], iris)
+    diabetes = prepare_builtin("diabetes").meta
+    assert not suits(TEMPLATES["keras_mlp"], diabetes)
