@@ -185,9 +185,26 @@ def move_node(spec: dict, node_id: str, index: int) -> dict:
 
 
 def remove_node(spec: dict, node_id: str) -> dict:
-    nodes = [dict(n) for n in spec["nodes"] if n["id"] != node_id]
+    """Remove a node; nodes that named it as an input take its input instead."""
+    ids = [n["id"] for n in spec["nodes"]]
+    i = ids.index(node_id)
+    gone = spec["nodes"][i]
+    feeds = gone.get("inputs") or [ids[i - 1] if i else "input"]
+    nodes = []
+    for n in spec["nodes"]:
+        if n["id"] == node_id:
+            continue
+        n = dict(n)
+        if n.get("inputs"):
+            n["inputs"] = [x for src in n["inputs"] for x in (feeds if src == node_id else [src])]
+        nodes.append(n)
     output = spec.get("output")
     return {**spec, "nodes": nodes, "output": None if output == node_id else output}
+
+
+def set_inputs(spec: dict, node_id: str, inputs: list[str] | None) -> dict:
+    nodes = [dict(n, inputs=inputs or None) if n["id"] == node_id else dict(n) for n in spec["nodes"]]
+    return {**spec, "nodes": nodes}
 
 
 def set_params(spec: dict, node_id: str, params: dict) -> dict:

@@ -101,3 +101,18 @@ def test_same_seed_same_run(moons):
 def test_trains_on_cuda(moons):
     result = fit(mlp_spec(2), moons, TrainConfig(epochs=20, device="cuda", lr=0.01), emit=lambda e: None)
     assert result["metrics"]["val/accuracy"] >= 0.95
+
+
+def test_model_over_the_memory_budget_is_refused_with_the_estimate(moons):
+    with pytest.raises(ConfigError, match=r"needs about .* MB .*over the memory budget of 0 MB"):
+        fit(mlp_spec(2), moons, TrainConfig(memory_budget_mb=0.001), emit=lambda e: None)
+
+
+def test_autoencoder_target_reconstructs_the_input():
+    from engine.templates import build
+    ds = prepare_builtin("digits")
+    result = fit(build("autoencoder", ds.meta), ds, TrainConfig(epochs=2, target="input"), emit=lambda e: None)
+    assert set(result["metrics"]) == {"train/loss", "val/loss", "val/mae", "val/r2"}
+    with pytest.raises(ConfigError, match="must output the input's shape"):
+        fit({"nodes": [{"id": "f", "op": "flatten"}, *mlp_spec(10)["nodes"]]}, ds, TrainConfig(target="input"),
+            emit=lambda e: None)

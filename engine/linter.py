@@ -1,0 +1,153 @@
+"""Findings about a model before it trains, each with a one-click fix.
+
+`lint(spec, dataset_meta, train)` returns Findings; `finding.fix(spec, train)` returns the fixed
+(spec, train) pair. The spec may be one that does not compile yet (the missing-flatten rule fixes that).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from engine.compiler import analyse
+from engine.errors import SpecError
+from engine.spec import ModelSpec, insert_node, remove_node, set_inputs, set_params
+from engine.train.config import LOSSES, default_loss
+
+Fix = Callable[[dict, dict], tuple[dict, dict]]
+
+
+@dataclass
+class Finding:
+    rule: str
+    node_id: str | None
+    message: str
+    fix_label: str
+    fix: Fix
+
+
+def _remove(node_id) -> Fix:
+    return lambda spec, train: (remove_node(spec, node_id), train)
+
+
+def _set_loss(loss) -> Fix:
+    return lambda spec, train: (spec, {**train, "loss": loss})
+
+
+def _output_width(spec, linear_id, width) -> Fix:
+    def fix(spec, train):
+        node = next(n for n in spec["nodes"] if n["id"] == linear_id)
+        return set_params(spec, linear_id, {**node["params"], "out_features": width}), train
+    return fix
+
+
+def _insert_flatten(node_id, explicit_inputs) -> Fix:
+    def fix(spec, train):
+        index = [n["id"] for n in spec["nodes"]].index(node_id)
+        spec, flat = insert_node(spec, "flatten", index)
+        if explicit_inputs:
+            spec = set_inputs(spec, flat, explicit_inputs)
+            spec = set_inputs(spec, node_id, [flat])
+        return spec, train
+    return fix
+
+
+def _last_linear(spec, inputs, out_id):
+    """The Dense layer that sets the output width: the output itself, or the nearest one before it."""
+    by_id = {n["id"]: n for n in spec["nodes"]}
+    node = out_id
+    while node in by_id and by_id[node]["op"] != "linear":
+        ins = inputs[node]
+        if len(ins) != 1 or by_id[node]["op"] in ("reshape", "flatten"):
+            return None
+        node = ins[0]
+    return node if node in by_id else None
+
+
+def lint(spec: dict, meta: dict, train: dict) -> list[Finding]:
+    try:
+        infos, error = analyse(spec, meta["input_shape"])
+    except SpecError:
+        return []
+    model = ModelSpec.model_validate(spec)
+    nodes = {n.id: n for n in model.nodes}
+    inputs = model.input_ids()
+    shapes = {"input": tuple(meta["input_shape"]), **{i.id: i.output_shape for i in infos}}
+    task, target = meta["task"], train.get("target", "label")
+    loss = train.get("loss") or default_loss(task, target)
+    classes = len(meta.get("classes") or []) or None
+    out_id = model.output_id()
+    out = nodes[out_id]
+    findings: list[Finding] = []
+
+    if error is not None and error.node_id in nodes and nodes[error.node_id].op == "linear":
+        src = inputs[error.node_id][0]
+        if len(shapes.get(src, ())) >= 3:
+            findings.append(Finding(
+                "missing_flatten", error.node_id,
+                f"Dense layer '{error.node_id}' gets {shapes[src]} from '{src}', an image-shaped output: Dense needs a "
+                "flat vector. Add a Flatten between them.", "Insert Flatten",
+                _insert_flatten(error.node_id, nodes[error.node_id].inputs)))
+
+    if out.op == "activation" and out.params["kind"] == "softmax" and loss == "cross_entropy":
+        findings.append(Finding(
+            "softmax_before_cross_entropy", out_id,
+            f"'{out_id}' applies softmax, but cross-entropy applies softmax itself. LayerLab trains on the logits "
+            "anyway; remove the layer for a model whose outputs are logits everywhere.", "Remove softmax",
+            _remove(out_id)))
+    if out.op == "activation" and out.params["kind"] == "sigmoid" and loss == "bce_with_logits":
+        findings.append(Finding(
+            "sigmoid_before_bce", out_id,
+            f"'{out_id}' applies sigmoid, but BCE-with-logits applies it itself. Remove it.", "Remove sigmoid",
+            _remove(out_id)))
+    if out.op in ("dropout", "dropout2d"):
+        findings.append(Finding(
+            "dropout_after_output", out_id,
+            f"The model ends in dropout '{out_id}': it would randomly zero the predictions while training. Dropout "
+            "belongs between hidden layers.", "Remove dropout", _remove(out_id)))
+    for node in model.nodes:
+        ins = inputs[node.id]
+        if node.op == "activation" and len(ins) == 1 and ins[0] in nodes and nodes[ins[0]].op == "activation":
+            findings.append(Finding(
+                "double_activation", node.id,
+                f"'{node.id}' ({node.params['kind']}) comes right after another activation '{ins[0]}' "
+                f"({nodes[ins[0]].params['kind']}): two non-linearities in a row add nothing but cost.",
+                f"Remove '{node.id}'", _remove(node.id)))
+
+    if target == "label" and task == "classification" and LOSSES[loss][1] == "regression":
+        findings.append(Finding(
+            "regression_loss_on_classes", None,
+            f"The loss is {LOSSES[loss][0]}, a regression loss, but the target is a class label. Use cross-entropy.",
+            "Use cross-entropy", _set_loss("cross_entropy")))
+    if target == "label" and task == "regression" and LOSSES[loss][1] == "classification":
+        findings.append(Finding(
+            "classification_loss_on_numbers", None,
+            f"The loss is {LOSSES[loss][0]}, a classification loss, but the target is a number. Use mean squared "
+            "error.", "Use MSE", _set_loss("mse")))
+
+    if error is None and out_id in shapes:
+        if target == "input":
+            want = tuple(meta["input_shape"])
+        elif task == "classification" and LOSSES[loss][1] == "classification":
+            want = (1,) if loss == "bce_with_logits" else (classes,)
+        elif task == "regression":
+            want = (1,)
+        else:
+            want = None
+        got = shapes[out_id]
+        linear = _last_linear(spec, inputs, out_id)
+        if want and got != want and linear and len(want) == 1 and len(got) == 1:
+            what = {True: "one output per class", False: "one output"}[want == (classes,) and loss == "cross_entropy"]
+            findings.append(Finding(
+                "output_width", linear,
+                f"The model outputs {got[0]} values but needs {want[0]} ({what}). Set the units of '{linear}' to "
+                f"{want[0]}.", f"Set units to {want[0]}", _output_width(spec, linear, want[0])))
+        elif want and got != want and math.prod(got) == math.prod(want):
+            findings.append(Finding(
+                "output_shape", out_id, f"The model outputs {got} but the target has shape {want}: add a Reshape "
+                f"to {list(want)} at the end.", "Add Reshape", lambda s, t: (_append_reshape(s, want), t)))
+    return findings
+
+
+def _append_reshape(spec: dict, shape) -> dict:
+    spec, node_id = insert_node(spec, "reshape")
+    return set_params(spec, node_id, {"shape": list(shape)})

@@ -1,0 +1,69 @@
+"""Every linter rule: one model that triggers it, and its fix, after which the rule is quiet."""
+
+import pytest
+
+from engine.compiler import analyse
+from engine.linter import lint
+from engine.spec import parse_spec
+from engine.train.config import TrainConfig, preflight
+
+CLASSES = {"task": "classification", "input_shape": [4], "classes": ["a", "b", "c"]}
+IMAGES = {"task": "classification", "input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)]}
+NUMBERS = {"task": "regression", "input_shape": [4], "classes": None}
+
+
+def n(node_id, op, inputs=None, **params):
+    return {"id": node_id, "op": op, "params": params, **({"inputs": inputs} if inputs else {})}
+
+
+def mlp(*tail, out=3):
+    return {"version": 1, "nodes": [n("fc1", "linear", out_features=16), n("act1", "activation", kind="relu"),
+                                    n("head", "linear", out_features=out), *tail]}
+
+
+CASES = {
+    "softmax_before_cross_entropy": (mlp(n("soft", "activation", kind="softmax")), CLASSES, {}),
+    "sigmoid_before_bce": (mlp(n("sig", "activation", kind="sigmoid"), out=1),
+                           {**CLASSES, "classes": ["no", "yes"]}, {"loss": "bce_with_logits"}),
+    "output_width": (mlp(out=5), CLASSES, {}),
+    "regression_loss_on_classes": (mlp(), CLASSES, {"loss": "mse"}),
+    "classification_loss_on_numbers": (mlp(out=1), NUMBERS, {"loss": "cross_entropy"}),
+    "missing_flatten": ({"nodes": [n("conv", "conv2d", out_channels=4), n("fc", "linear", out_features=10)]},
+                        IMAGES, {}),
+    "double_activation": ({"nodes": [n("fc1", "linear", out_features=8), n("a1", "activation", kind="relu"),
+                                     n("a2", "activation", kind="tanh"), n("head", "linear", out_features=3)]},
+                          CLASSES, {}),
+    "dropout_after_output": (mlp(n("drop", "dropout")), CLASSES, {}),
+}
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_rule_fires_and_its_fix_silences_it(rule):
+    spec, meta, train = CASES[rule]
+    findings = [f for f in lint(spec, meta, train) if f.rule == rule]
+    assert len(findings) == 1, [f.rule for f in lint(spec, meta, train)]
+    finding = findings[0]
+    assert finding.message and finding.fix_label
+    fixed_spec, fixed_train = finding.fix(spec, train)
+    assert not [f for f in lint(fixed_spec, meta, fixed_train) if f.rule == rule]
+    infos, error = analyse(fixed_spec, meta["input_shape"])
+    assert error is None
+    # After the fix the model trains with these settings.
+    preflight(parse_spec(fixed_spec), infos, TrainConfig.parse(fixed_train), meta["task"],
+              len(meta["classes"] or []) or None, meta["input_shape"], 100)
+
+
+def test_healthy_models_have_no_findings():
+    assert lint(mlp(), CLASSES, {}) == []
+    assert lint(mlp(out=1), NUMBERS, {}) == []
+
+
+def test_fix_keeps_explicit_inputs_wired():
+    spec = {"nodes": [n("conv", "conv2d", out_channels=4), n("side", "conv2d", ["input"], out_channels=4),
+                      n("fc", "linear", ["conv"], out_features=10)], "output": "fc"}
+    (finding,) = [f for f in lint(spec, IMAGES, {}) if f.rule == "missing_flatten"]
+    fixed, _ = finding.fix(spec, {})
+    fc = next(x for x in fixed["nodes"] if x["id"] == "fc")
+    flat = next(x for x in fixed["nodes"] if x["op"] == "flatten")
+    assert fc["inputs"] == [flat["id"]] and flat["inputs"] == ["conv"]
+    assert analyse(fixed, IMAGES["input_shape"])[1] is None
