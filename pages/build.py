@@ -1,4 +1,4 @@
-"""Build: drag layers into a model, set each one up, see every shape and parameter count."""
+"""Build: drag layers into a model, set each one up, see every shape, parameter count and finding."""
 
 import json
 
@@ -8,21 +8,28 @@ from pydantic import ValidationError
 from streamlit_agraph import Config, Edge, Node, agraph
 
 from engine import spec as specs
-from engine.compiler import analyse
+from engine.compiler import analyse, memory_estimate
+from engine.data.builtin import BUILTINS
+from engine.data.prepare import prepare_builtin
 from engine.errors import SpecError
+from engine.linter import lint
 from engine.registry import FAMILIES, get_op, ops
+from engine.templates import TEMPLATES, build, suits
 from ui import state
 from ui.common import page, show_error
-from ui.forms import params_form, reset_widgets, widget_key
+from ui.forms import params_form, pending_params, reset_widgets
 from ui.stack import layer_stack
 
-FAMILY_COLORS = {"core": "#4F46E5", "activation": "#F97316", "regularization": "#10B981",
-                 "normalization": "#0EA5E9", "reshape": "#A855F7"}
+FAMILY_COLORS = {"core": "#4F46E5", "activation": "#F97316", "convolution": "#0EA5E9", "pooling": "#06B6D4",
+                 "recurrent": "#10B981", "attention": "#A855F7", "merge": "#EC4899", "normalization": "#64748B",
+                 "regularization": "#84CC16", "reshape": "#EAB308"}
+PREVIOUS = "(previous layer)"
 
 page("Build", "Stack layers into a model: drag them in from the palette, click one to set it up. "
-              "Shapes and parameter counts update on every edit.")
+              "Shapes, parameter counts and advice update on every edit.")
 meta = state.dataset_meta()
 spec = state.spec()
+train = state.train_settings()
 selected = st.session_state.get(state.SELECTED)
 node_ids = [n["id"] for n in spec["nodes"]]
 if selected not in node_ids:
@@ -39,25 +46,48 @@ def commit(new_spec: dict, select: str | None = None) -> None:
 # apply them first so the stack, diagram and summary below show the edited model.
 if selected:
     node = next(n for n in spec["nodes"] if n["id"] == selected)
-    fields = get_op(node["op"]).params.model_fields
-    edited = {f: st.session_state.get(widget_key(selected, f), node["params"].get(f)) for f in fields}
+    edited = pending_params(get_op(node["op"]), selected, node["params"])
     if edited != node["params"]:
         try:
-            get_op(node["op"]).params.model_validate(edited)
+            edited = get_op(node["op"]).params.model_validate(edited).model_dump(mode="json")
             spec = specs.set_params(spec, selected, edited)
             state.set_spec(spec)
         except ValidationError as e:
             st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
 
+with st.expander(":material/auto_awesome: Start from a template", expanded=st.session_state.get(state.SPEC_IS_STARTER)):
+    cols = st.columns(4)
+    for i, t in enumerate(TEMPLATES.values()):
+        with cols[i % 4].container(border=True):
+            st.markdown(f"**{t.title}**")
+            st.caption(t.description)
+            fits = suits(t, meta)
+            if st.button("Use" if fits else f"Use with {BUILTINS[t.dataset].title.split(' (')[0]}",
+                         key=f"template.{t.name}", width="stretch",
+                         help=None if fits else f"Needs other data: switches to the built-in '{t.dataset}' set."):
+                if not fits:
+                    with st.spinner("Preparing its dataset…"):
+                        meta = prepare_builtin(t.dataset, n_samples=2000, noise=0.05).meta
+                    state.use_dataset(meta)
+                reset_widgets()
+                state.set_train({**(st.session_state.get(state.TRAIN) or {}), **t.train})
+                state.notice(f"Loaded the {t.title} template for '{meta['name']}'. Its training settings are set on "
+                             "the Train page.")
+                commit(build(t, meta))
+
 infos, error = analyse(spec, meta["input_shape"])
 shape_of = {i.id: i for i in infos}
+findings = lint(spec, meta, train)
+flagged = {f.node_id for f in findings}
+explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 
 
 def detail(node: dict) -> str:
     op = get_op(node["op"])
-    defaults = op.params().model_dump()
+    defaults = op.params().model_dump(mode="json")
     shown = [(k, v) for i, (k, v) in enumerate(node["params"].items()) if i == 0 or v != defaults.get(k)]
-    return ", ".join(f"{v}" if k in ("kind", "out_features") else f"{k}={v}" for k, v in shown)
+    return ", ".join(f"{v}" if k in ("kind", "out_features", "out_channels", "hidden_size") else f"{k}={v}"
+                     for k, v in shown)
 
 
 palette = [{"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
@@ -69,8 +99,9 @@ for n in spec["nodes"]:
     info = shape_of.get(n["id"])
     stack_nodes.append({"id": n["id"], "op": n["op"], "title": op.title.split(" (")[0], "detail": detail(n),
                         "shape": str(info.output_shape) if info else ("error" if bad else "?"),
-                        "error": error.message if bad else "", "doc": op.doc, "selected": n["id"] == selected,
-                        "color": FAMILY_COLORS[op.family]})
+                        "error": error.message if bad else "", "warn": n["id"] in flagged, "doc": op.doc,
+                        "selected": n["id"] == selected, "color": FAMILY_COLORS[op.family],
+                        "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else ""})
 
 left, right = st.columns([3, 2], gap="large")
 with left:
@@ -92,6 +123,14 @@ with left:
             st.rerun()
     if error:
         st.error(str(error), icon=":material/error:")
+    for f in findings:
+        c1, c2 = st.columns([4, 1], vertical_alignment="center")
+        c1.warning(f.message, icon=":material/lightbulb:")
+        if c2.button(f.fix_label, key=f"fix.{f.rule}.{f.node_id}", width="stretch"):
+            new_spec, new_train = f.fix(spec, train)
+            state.set_train(new_train)
+            st.session_state.pop("train.loss", None)
+            commit(new_spec, f.node_id if f.node_id in [n["id"] for n in new_spec["nodes"]] else None)
 
 with right:
     st.subheader("Layer settings")
@@ -106,19 +145,33 @@ with right:
         node = next(n for n in spec["nodes"] if n["id"] == selected)
         op = get_op(node["op"])
         st.caption(op.doc)
+        others = ["input"] + [i for i in node_ids if i != selected]
+        if op.max_inputs > 1:
+            current = node.get("inputs") or []
+            chosen = st.multiselect("Inputs", others, default=[c for c in current if c in others],
+                                    key=f"inputs.{selected}", help="The layers whose outputs this one merges "
+                                                                  "(a skip connection names an earlier layer).")
+            if chosen != current:
+                commit(specs.set_inputs(spec, selected, chosen), selected)
+        else:
+            current = (node.get("inputs") or [PREVIOUS])[0]
+            pick = st.selectbox("Input from", [PREVIOUS, *others], index=[PREVIOUS, *others].index(current)
+                                if current in [PREVIOUS, *others] else 0, key=f"input.{selected}",
+                                help="Normally the layer above; pick another to start a branch.")
+            if pick != current:
+                commit(specs.set_inputs(spec, selected, None if pick == PREVIOUS else [pick]), selected)
         params_form(op, selected, node["params"])
         i = node_ids.index(selected)
         b1, b2, b3 = st.columns(3)
         if b1.button("Up", icon=":material/arrow_upward:", disabled=i == 0, width="stretch"):
             commit(specs.move_node(spec, selected, i - 1), selected)
-        if b2.button("Down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1,
-                     width="stretch"):
+        if b2.button("Down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1, width="stretch"):
             commit(specs.move_node(spec, selected, i + 1), selected)
         if b3.button("Delete", icon=":material/delete:", disabled=len(node_ids) == 1, width="stretch"):
             commit(specs.remove_node(spec, selected))
     with st.container(border=True):
         a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
-        new_op = a1.selectbox("Add a layer", list(ops()), format_func=lambda o: get_op(o).title,
+        new_op = a1.selectbox("Add a layer", [p["op"] for p in palette], format_func=lambda o: get_op(o).title,
                               help="Added after the selected layer (or before the output layer).")
         if a2.button("Add", icon=":material/add:", width="stretch"):
             at = node_ids.index(selected) + 1 if selected else max(len(node_ids) - 1, 0)
@@ -127,18 +180,24 @@ with right:
 
 st.subheader("Architecture")
 graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", shape="box", color="#E2E8F0")]
-edges = []
 for n in stack_nodes:
     graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{n['detail']}".strip(), shape="box",
                             color="#FCA5A5" if n["error"] else n["color"],
                             font={"color": "#111827" if n["error"] else "#FFFFFF"},
                             borderWidth=3 if n["selected"] else 1))
-prev_shape = {"input": str(tuple(meta["input_shape"])), **{n["id"]: n["shape"] for n in stack_nodes}}
-for node_id, ins in specs.ModelSpec.model_validate(spec).input_ids().items():
-    for src in ins:
-        edges.append(Edge(source=src, target=node_id, label=prev_shape.get(src, "?"), font={"size": 11}))
-clicked = agraph(graph_nodes, edges, Config(width="100%", height=230, directed=True, physics=False,
-                                            hierarchical=True, direction="LR", levelSeparation=170,
+out_shape = {"input": str(tuple(meta["input_shape"])), **{n["id"]: n["shape"] for n in stack_nodes}}
+previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
+try:
+    wiring = specs.ModelSpec.model_validate(spec).input_ids()
+except ValidationError:
+    wiring = {}
+# An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.
+edges = [Edge(source=src, target=node_id, label=out_shape.get(src, "?"), font={"size": 11},
+              **({} if src == previous[node_id] else
+                 {"smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45}, "color": "#EC4899"}))
+         for node_id, ins in wiring.items() for src in ins]
+clicked = agraph(graph_nodes, edges, Config(width="100%", height=260, directed=True, physics=False,
+                                            hierarchical=True, direction="LR", levelSeparation=150,
                                             sortMethod="directed"))
 # agraph keeps returning its last click on every rerun: act only on a new one.
 if clicked and clicked != st.session_state.get("build.last_graph_click"):
@@ -148,14 +207,17 @@ if clicked and clicked != st.session_state.get("build.last_graph_click"):
         st.rerun()
 
 st.subheader("Summary")
-rows = [{"layer": n["id"], "op": n["op"], "output shape": n["shape"],
-         "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None} for n in stack_nodes]
+rows = [{"layer": n["id"], "op": n["op"], "inputs": n["inputs"] or "previous", "output shape": n["shape"],
+         "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None,
+         "multiply-adds": shape_of[n["id"]].macs if n["id"] in shape_of else None} for n in stack_nodes]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-total = sum(i.params for i in infos)
-m1, m2, m3 = st.columns(3)
+memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
+m1, m2, m3, m4 = st.columns(4)
 m1.metric("Layers", len(spec["nodes"]))
-m2.metric("Parameters", f"{total:,}")
-m3.metric("Weights in memory", f"{total * 4 / 1024:,.1f} KiB")
+m2.metric("Parameters", f"{sum(i.params for i in infos):,}")
+m3.metric("Multiply-adds / sample", f"{sum(i.macs for i in infos):,}")
+m4.metric(f"Training memory (batch {train['batch_size']})", f"{memory['total'] / 2**20:,.2f} MB",
+          help=" · ".join(f"{k}: {v / 2**20:,.2f} MB" for k, v in memory.items() if k != "total"))
 
 st.subheader("Save and load")
 s1, s2, s3 = st.columns([1, 2, 1], vertical_alignment="bottom")

@@ -10,7 +10,7 @@ from engine.data.tabular import detect_task, read_csv_bytes
 from engine.errors import LayerLabError
 from ui import state
 from ui.common import page, show_error
-from ui.data_views import class_balance, image_grid, scatter_2d
+from ui.data_views import class_balance, image_grid, scatter_2d, token_preview
 
 page("Data", "Choose the data to learn from: a built-in set or your own CSV. "
              "Preprocessing is fitted on the training split only.")
@@ -103,7 +103,9 @@ with left:
                    f"standard deviation {target.get('scale', 1):.3g} (standardized for training; "
                    "errors are reported in the original units).")
 with right:
-    if len(ds.input_shape) == 3:
+    if ds.meta.get("vocab"):
+        token_preview(ds)
+    elif len(ds.input_shape) == 3:
         st.caption("Sample images (training split)")
         image_grid(ds)
     elif ds.input_shape == (2,):

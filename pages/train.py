@@ -9,49 +9,62 @@ import torch
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.runs import create_run, launch, list_runs, runs_dir
-from engine.train.config import LOSSES, OPTIMIZERS, TrainConfig, default_loss, losses_for_task, resolve_device
+from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
 from ui import state
-from ui.common import format_metrics, page, show_error
+from ui.common import format_metrics, page, preflight_line, show_error
 from ui.run_view import fmt_seconds, live_panel
 
 page("Train", "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.")
 meta = state.dataset_meta()
 n_classes = len(meta["classes"] or []) or None
-defaults = TrainConfig()
+saved = state.train_settings()
 
 settings, charts = st.columns([1, 2.2], gap="large")
 with settings:
     st.subheader("Settings")
-    loss_options = losses_for_task(meta["task"], n_classes)
-    loss = st.selectbox("Loss", loss_options, index=loss_options.index(default_loss(meta["task"])),
-                        format_func=lambda k: LOSSES[k][0], key="train.loss",
-                        help="Cross-entropy for classes (it applies softmax itself); MSE, L1 or Huber for numbers.")
-    optimizer = st.selectbox("Optimizer", list(OPTIMIZERS), format_func=OPTIMIZERS.get, key="train.optimizer",
+    with st.expander("Advanced"):
+        reconstruct = st.checkbox("Reconstruct the input (autoencoder)", value=saved["target"] == "input",
+                                  key="train.reconstruct", help="Train the model to output its own input, e.g. "
+                                  "the MLP autoencoder template, instead of predicting the target.")
+        target = "input" if reconstruct else "label"
+        weight_decay = st.number_input("Weight decay", min_value=0.0, max_value=1.0, value=saved["weight_decay"],
+                                       format="%g", step=1e-4, key="train.wd", help="L2 penalty on the weights; "
+                                                                                     "try 1e-4.")
+        momentum = st.number_input("Momentum", 0.0, 0.99, saved["momentum"], key="train.momentum",
+                                   help="SGD and RMSprop only.")
+        nesterov = st.checkbox("Nesterov momentum", value=saved["nesterov"], key="train.nesterov",
+                               help="SGD only: look ahead along the momentum before each step.")
+        seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
+                               help="Same seed, same data and settings: the same run.")
+        budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
+                                 step=256.0, key="train.budget", help="Models estimated to need more memory than "
+                                                                      "this to train are refused before they start.")
+    loss_options = losses_for_task(meta["task"], n_classes, target)
+    default = saved["loss"] if saved["loss"] in loss_options else default_loss(meta["task"], target)
+    loss = st.selectbox("Loss", loss_options, index=loss_options.index(default), format_func=lambda k: LOSSES[k][0],
+                        key="train.loss", help="Cross-entropy for classes (it applies softmax itself); MSE, L1 or "
+                                               "Huber for numbers and reconstructions.")
+    optimizer = st.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(saved["optimizer"]),
+                             format_func=OPTIMIZERS.get, key="train.optimizer",
                              help="Adam is a good default; SGD with momentum can generalize better with tuning.")
-    lr = st.number_input("Learning rate", value=defaults.lr, format="%g", step=1e-4, key="train.lr",
+    lr = st.number_input("Learning rate", value=float(saved["lr"]), format="%g", step=1e-4, key="train.lr",
                          help="Step size of each update: 0.001 is usual for Adam, 0.01-0.1 for SGD.")
     c1, c2 = st.columns(2)
-    batch_size = c1.number_input("Batch size", min_value=1, value=defaults.batch_size, step=1, key="train.bs",
+    batch_size = c1.number_input("Batch size", min_value=1, value=int(saved["batch_size"]), step=1, key="train.bs",
                                  help="Rows per update. 32-256 is usual.")
-    epochs = c2.number_input("Epochs", min_value=1, max_value=10000, value=defaults.epochs, step=1,
+    epochs = c2.number_input("Epochs", min_value=1, max_value=10000, value=int(saved["epochs"]), step=1,
                              key="train.epochs", help="Passes over the training data.")
     devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
               (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
-    device = st.selectbox("Device", devices, key="train.device",
-                          format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
-                          help="auto picks CUDA, then Apple MPS, then the CPU.")
-    with st.expander("Advanced"):
-        weight_decay = st.number_input("Weight decay", min_value=0.0, max_value=1.0, value=0.0, format="%g",
-                                       step=1e-4, key="train.wd", help="L2 penalty on the weights; try 1e-4.")
-        momentum = st.number_input("Momentum", 0.0, 0.99, defaults.momentum, key="train.momentum",
-                                   help="SGD and RMSprop only.", disabled=optimizer not in ("sgd", "rmsprop"))
-        nesterov = st.checkbox("Nesterov momentum", key="train.nesterov", disabled=optimizer != "sgd")
-        seed = st.number_input("Seed", 0, 2**31 - 1, 0, key="train.seed",
-                               help="Same seed, same data and settings: the same run.")
+    device = st.selectbox("Device", devices, index=devices.index(saved["device"]) if saved["device"] in devices else 0,
+                          key="train.device", help="auto picks CUDA, then Apple MPS, then the CPU.",
+                          format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d)
+    config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
+              "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
+              "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget}
+    state.set_train(config)
+    preflight_line(state.spec(), meta, config)
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):
-        config = {"loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
-                  "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
-                  "nesterov": nesterov, "seed": int(seed)}
         try:
             run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path)
             launch(run_dir)

@@ -84,3 +84,36 @@ def test_engine_never_imports_streamlit():
     code = "import sys, engine.runs, engine.train.loop, engine.cli, engine.export; print('streamlit' in sys.modules)"
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert proc.stdout.strip() == "False", proc.stderr
+
+
+def test_cli_trains_a_cnn_spec_on_pixel_columns(tmp_path):
+    from sklearn.datasets import load_digits
+    d = load_digits()
+    frame = pd.DataFrame(d.data / 16.0, columns=[f"px{i}" for i in range(64)])
+    frame["digit"] = d.target
+    data = tmp_path / "digits.csv"
+    frame.to_csv(data, index=False)
+    spec = {"nodes": [{"id": "img", "op": "reshape", "params": {"shape": [1, 8, 8]}},
+                      {"id": "conv", "op": "conv2d", "params": {"out_channels": 8}}, {"id": "relu", "op": "activation"},
+                      {"id": "pool", "op": "maxpool2d"}, {"id": "flat", "op": "flatten"},
+                      {"id": "head", "op": "linear", "params": {"out_features": 10}}]}
+    (tmp_path / "cnn.json").write_text(json.dumps(spec))
+    proc = run_cli("train", "--data", data, "--target", "digit", "--spec", tmp_path / "cnn.json", "--epochs", 8,
+                   "--lr", 0.003, "--out", tmp_path / "r")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["metrics"]["val/accuracy"] > 0.85
+
+
+@pytest.mark.parametrize("nodes, words", [
+    ([{"id": "a", "op": "linear", "inputs": ["ghost"]}], "Layer 'a': takes its input from 'ghost'"),
+    ([{"id": "a", "op": "linear", "inputs": ["b"]}, {"id": "b", "op": "linear", "inputs": ["a"]}],
+     "cycle (a → b → a)"),
+    ([{"id": "c", "op": "conv2d"}], "Layer 'c': Conv 2D needs (channels, height, width) input but got (2,)"),
+    ([{"id": "a", "op": "linear", "params": {"out_features": 3}}, {"id": "b", "op": "linear", "inputs": ["input"]},
+      {"id": "s", "op": "add", "inputs": ["a", "b"]}], "Layer 's': add needs inputs of the same shape"),
+])
+def test_cli_graph_errors_name_the_node(moons_csv, tmp_path, nodes, words):
+    (tmp_path / "bad.json").write_text(json.dumps({"nodes": nodes}))
+    proc = run_cli("train", "--data", moons_csv, "--target", "label", "--spec", tmp_path / "bad.json",
+                   "--out", tmp_path / "r")
+    assert proc.returncode == 2 and words in proc.stderr and "Traceback" not in proc.stderr, proc.stderr

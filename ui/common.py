@@ -3,7 +3,7 @@
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
-from engine.compiler import infer_shapes
+from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
 from ui import state
@@ -69,3 +69,20 @@ def format_metrics(metrics: dict) -> str:
 def show_error(err: Exception) -> None:
     """A LayerLabError message for the user; never a traceback."""
     st.error(str(err), icon=":material/error:")
+
+
+def preflight_line(spec: dict, meta: dict, train: dict) -> None:
+    """Before training: the memory estimate for this batch size and the linter's findings, in one caption."""
+    from engine.linter import lint
+
+    infos, error = analyse(spec, meta["input_shape"])
+    if error:
+        st.error(f"The model does not fit the data: {error}. Fix it on the Build page.")
+        return
+    memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
+    st.caption(f"{sum(i.params for i in infos):,} parameters · {sum(i.macs for i in infos):,} multiply-adds per "
+               f"sample · about {memory['total'] / 2**20:,.1f} MB to train at batch {train['batch_size']}")
+    findings = lint(spec, meta, train)
+    if findings:
+        st.warning(f"{len(findings)} finding(s) about this model: " + " ".join(f.message for f in findings[:2])
+                   + " One-click fixes are on the Build page.", icon=":material/lightbulb:")

@@ -41,3 +41,12 @@ def image_grid(ds: Dataset, n: int = 16) -> None:
         img = x[i][0] if x[i].shape[0] == 1 else x[i].permute(1, 2, 0)
         with cols[i % 8]:
             st.image(img.clamp(0, 1).numpy(), caption=ds.meta["classes"][int(y[i])], width=64, clamp=True)
+
+
+def token_preview(ds: Dataset, n: int = 6) -> None:
+    vocab, classes = ds.meta["vocab"], ds.meta["classes"]
+    rows = [{"label": classes[int(label)], "tokens": " ".join(vocab[int(t)] for t in ids if int(t)),
+             "ids": " ".join(str(int(t)) for t in ids)}
+            for ids, label in zip(ds.tensors["x_train"][:n], ds.tensors["y_train"][:n], strict=True)]
+    st.caption(f"Rows as tokens (vocabulary of {len(vocab)} words, id 0 pads, padded to {ds.input_shape[0]})")
+    st.dataframe(rows, hide_index=True, width="stretch")

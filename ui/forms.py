@@ -1,4 +1,8 @@
-"""Render an op's parameter form from its pydantic JSON schema (titles, bounds, tooltips)."""
+"""Render an op's parameter form from its pydantic JSON schema (titles, bounds, tooltips).
+
+Widgets hold display values (a list shows as "1, 28, 28"); `pending_params` turns the widgets' current
+values back into params so the page can apply an edit before it draws anything.
+"""
 
 import streamlit as st
 
@@ -15,33 +19,75 @@ def reset_widgets() -> None:
         del st.session_state[key]
 
 
-def params_form(op: Op, node_id: str, params: dict) -> dict:
-    """One widget per parameter; returns the values now shown (validated by the spec afterwards)."""
-    schema = op.params.model_json_schema()
-    values = {}
-    for name, prop in schema.get("properties", {}).items():
+def _kind(prop: dict) -> str:
+    types = {b.get("type") for b in prop.get("anyOf", [prop])}
+    if "array" in types:
+        return "list"
+    if "enum" in prop:
+        return "choice"
+    if types == {"integer", "string"}:
+        return "int_or_word"
+    if "null" in types:
+        return "optional_int"
+    return next(iter(types - {None}), "string")
+
+
+def to_widget(prop: dict, value):
+    kind = _kind(prop)
+    if kind == "list":
+        return ", ".join(str(v) for v in value)
+    if kind == "int_or_word":
+        return str(value)
+    return value
+
+
+def from_widget(prop: dict, value):
+    """The param value for a widget value; text that cannot be read is passed on for validation to explain."""
+    kind = _kind(prop)
+    if kind == "list":
+        try:
+            return [int(v) for v in str(value).replace("[", "").replace("]", "").split(",") if v.strip()]
+        except ValueError:
+            return value
+    if kind == "int_or_word":
+        text = str(value).strip()
+        return int(text) if text.lstrip("-").isdigit() else text
+    return value
+
+
+def pending_params(op: Op, node_id: str, params: dict) -> dict:
+    props = op.params.model_json_schema().get("properties", {})
+    out = {}
+    for name, prop in props.items():
         key = widget_key(node_id, name)
-        label = prop.get("title", name)
-        help_text = prop.get("description")
-        current = params.get(name, prop.get("default"))
+        out[name] = from_widget(prop, st.session_state[key]) if key in st.session_state else params.get(name)
+    return out
+
+
+def params_form(op: Op, node_id: str, params: dict) -> None:
+    """One widget per parameter, labelled and explained by the schema."""
+    props = op.params.model_json_schema().get("properties", {})
+    for name, prop in props.items():
+        key = widget_key(node_id, name)
+        label, help_text = prop.get("title", name), prop.get("description")
         if key not in st.session_state:
-            st.session_state[key] = current
-        if "enum" in prop:
-            values[name] = st.selectbox(label, prop["enum"], key=key, help=help_text)
-        elif prop.get("type") == "boolean":
-            values[name] = st.checkbox(label, key=key, help=help_text)
-        elif prop.get("type") == "integer":
-            values[name] = int(st.number_input(label, min_value=prop.get("minimum", prop.get("exclusiveMinimum")),
-                                               max_value=prop.get("maximum"), step=1, key=key, help=help_text))
-        elif prop.get("type") == "number":
+            st.session_state[key] = to_widget(prop, params.get(name, prop.get("default")))
+        kind = _kind(prop)
+        if kind == "choice":
+            st.selectbox(label, prop["enum"], key=key, help=help_text)
+        elif kind == "boolean":
+            st.checkbox(label, key=key, help=help_text)
+        elif kind in ("integer", "optional_int"):
+            bounds = next((b for b in prop.get("anyOf", [prop]) if b.get("type") == "integer"), prop)
+            st.number_input(label, min_value=bounds.get("minimum"), max_value=bounds.get("maximum"), step=1,
+                            key=key, help=help_text, placeholder="empty: default")
+        elif kind == "number":
             low = prop.get("minimum", prop.get("exclusiveMinimum"))
             high = prop.get("maximum", prop.get("exclusiveMaximum"))
-            values[name] = float(st.number_input(label, min_value=float(low) if low is not None else None,
-                                                 max_value=float(high) if high is not None else None,
-                                                 step=0.01 if (high or 1) <= 1 else 0.1, format="%g", key=key,
-                                                 help=help_text))
+            st.number_input(label, min_value=float(low) if low is not None else None,
+                            max_value=float(high) if high is not None else None,
+                            step=0.01 if (high or 1) <= 1 else 0.1, format="%g", key=key, help=help_text)
         else:
-            values[name] = st.text_input(label, key=key, help=help_text)
-    if not schema.get("properties"):
+            st.text_input(label, key=key, help=help_text)
+    if not props:
         st.caption("This layer has no settings.")
-    return values

@@ -47,6 +47,9 @@ def draw(run_dir: Path) -> bool:
             request_stop(run_dir)
             st.toast("Stopping… the weights at this point are kept.")
 
+    for e in evs:
+        if e["type"] == "notice":
+            st.info(e["message"], icon=":material/info:")
     if finished:
         kind = {"completed": st.success, "stopped": st.warning}.get(finished["status"], st.error)
         kind(f"Run {finished['status']}. {finished.get('message', '')} "

@@ -14,7 +14,7 @@ CSS = """
 .ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
            margin: 0.1rem 0.2rem 0.4rem; }
 .ll-fam { font-size: 0.72rem; color: #8A8FA3; margin: 0.5rem 0.2rem 0.15rem; }
-.ll-op { padding: 0.3rem 0.5rem; margin: 0.2rem 0; border-radius: 0.4rem; background: #FFFFFF; border: 1px solid #E2E4EE;
+.ll-op { padding: 0.2rem 0.5rem; margin: 0.15rem 0; border-radius: 0.4rem; background: #FFFFFF; border: 1px solid #E2E4EE;
          cursor: grab; user-select: none; }
 .ll-op:hover { border-color: var(--st-primary-color, #4F46E5); }
 .ll-node { display: flex; align-items: center; gap: 0.5rem; padding: 0.45rem 0.6rem; margin: 0.3rem 0;
@@ -22,6 +22,9 @@ CSS = """
            cursor: pointer; user-select: none; }
 .ll-node.sel { box-shadow: 0 0 0 2px var(--st-primary-color, #4F46E5); }
 .ll-node.err { border-color: #EF4444; background: #FEF2F2; }
+.ll-node.warn { border-color: #F59E0B; background: #FFFBEB; }
+.ll-node .in { font-size: 0.72rem; color: #8A8FA3; }
+.ll-palette { max-height: 36rem; overflow-y: auto; }
 .ll-node .t { font-weight: 600; }
 .ll-node .d { color: #5B6075; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ll-node .s { font-family: ui-monospace, monospace; font-size: 0.8rem; color: #4F46E5; white-space: nowrap; }
@@ -59,9 +62,10 @@ export default function(component) {
   stack.appendChild(el('div', 'll-input', 'input ' + data.input_shape));
   const rows = [];
   data.nodes.forEach((n, i) => {
-    const row = el('div', 'll-node' + (n.selected ? ' sel' : '') + (n.error ? ' err' : ''));
+    const row = el('div', 'll-node' + (n.selected ? ' sel' : '') + (n.error ? ' err' : n.warn ? ' warn' : ''));
     row.style.setProperty('--fam', n.color); row.draggable = true; row.dataset.id = n.id; row.title = n.error || n.doc;
     row.appendChild(el('span', 't', n.title)); row.appendChild(el('span', 'd', n.detail));
+    if (n.inputs) row.appendChild(el('span', 'in', '← ' + n.inputs));
     row.appendChild(el('span', 's', n.shape));
     row.addEventListener('click', () => send({action: 'select', id: n.id}));
     row.addEventListener('dragstart', (e) => { e.dataTransfer.setData('text/plain', 'node:' + n.id);

@@ -13,10 +13,11 @@ SPEC = "ll.spec"               # the model being built (spec dict)
 SPEC_IS_STARTER = "ll.spec_is_starter"
 SELECTED = "ll.selected_node"  # node id whose form is open on the Build page
 RUN = "ll.run_id"              # the run shown on the Train page
+TRAIN = "ll.train"             # training settings (train.json's config), shared by Build's linter and Train
 NOTICE = "ll.notice"           # a one-shot message for the next page render
 
 DEFAULT_DATASET = "moons"
-_PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN)
+_PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN)
 
 
 def _session_file():
@@ -55,6 +56,11 @@ def use_dataset(meta: dict) -> None:
     from engine.errors import LayerLabError
 
     st.session_state[DATASET] = meta["id"]
+    train = dict(st.session_state.get(TRAIN) or {})
+    if train.get("loss") or train.get("target") == "input":
+        train.pop("loss", None)
+        train.pop("target", None)
+        st.session_state[TRAIN] = train
     spec = st.session_state.get(SPEC)
     edited = bool(spec) and not st.session_state.get(SPEC_IS_STARTER)
     classes = len(meta["classes"] or []) or None
@@ -82,6 +88,19 @@ def set_spec(new_spec: dict) -> None:
     st.session_state[SPEC] = new_spec
     st.session_state[SPEC_IS_STARTER] = False
     save()
+
+
+def train_settings() -> dict:
+    """The training settings in use (defaults until the Train page or a template changes them)."""
+    from engine.train.config import TrainConfig
+
+    return {**TrainConfig().model_dump(mode="json"), **(st.session_state.get(TRAIN) or {})}
+
+
+def set_train(settings: dict) -> None:
+    if settings != st.session_state.get(TRAIN):
+        st.session_state[TRAIN] = settings
+        save()
 
 
 def set_run(run_id: str | None) -> None:

@@ -45,6 +45,7 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     # Build: drag Dropout from the palette to just above the second Dense layer.
     open_page(page, server, "Build")
     nodes = page.locator(".ll-node")
+    nodes.nth(4).wait_for()
     assert nodes.count() == 5
     page.locator(".ll-op", has_text="Dropout").drag_to(nodes.nth(2), target_position={"x": 30, "y": 4})
     settle(page)
