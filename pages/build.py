@@ -83,11 +83,16 @@ explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 
 
 def detail(node: dict) -> str:
-    op = get_op(node["op"])
-    defaults = op.params().model_dump(mode="json")
-    shown = [(k, v) for i, (k, v) in enumerate(node["params"].items()) if i == 0 or v != defaults.get(k)]
-    return ", ".join(f"{v}" if k in ("kind", "out_features", "out_channels", "hidden_size") else f"{k}={v}"
-                     for k, v in shown)
+    """The first parameter's value, then any other parameter changed from its default, by its title."""
+    params_cls = get_op(node["op"]).params
+    defaults = params_cls().model_dump(mode="json")
+    parts = []
+    for i, (k, v) in enumerate(node["params"].items()):
+        if i == 0:
+            parts.append(f"{params_cls.model_fields[k].title.lower()} {v}" if isinstance(v, float) else str(v))
+        elif v != defaults.get(k):
+            parts.append(f"{params_cls.model_fields[k].title.lower()} {v}")
+    return " · ".join(parts)
 
 
 palette = [{"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
@@ -181,7 +186,8 @@ with right:
 st.subheader("Architecture")
 graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", shape="box", color="#E2E8F0")]
 for n in stack_nodes:
-    graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{n['detail']}".strip(), shape="box",
+    short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
+    graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{short}".strip(), shape="box", title=n["detail"],
                             color="#FCA5A5" if n["error"] else n["color"],
                             font={"color": "#111827" if n["error"] else "#FFFFFF"},
                             borderWidth=3 if n["selected"] else 1))

@@ -11,8 +11,20 @@ from ui import state
 PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py", "export": "pages/export.py"}
 
 
+def _leave_legacy_pages_mode() -> None:
+    """On a freshly started server Streamlit serves the files in pages/ directly (its old multipage mode) until
+    app.py has called st.navigation once; a deep link such as /build as the first request lands here without
+    the router. Switch that mode off and rerun, so app.py routes this request and every later one."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def page(title: str, purpose: str) -> None:
     """Every page starts here: defaults loaded, the title, one line on what the page is for, the status strip."""
+    _leave_legacy_pages_mode()
     state.ensure()
     st.title(title)
     st.caption(purpose)

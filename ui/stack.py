@@ -8,9 +8,9 @@ dict; `engine.spec`'s editing functions apply it.
 import streamlit as st
 
 CSS = """
-.ll-root { display: grid; grid-template-columns: 11rem 1fr; gap: 0.75rem; font-family: var(--st-font, sans-serif);
+.ll-root { display: grid; grid-template-columns: 11rem minmax(0, 1fr); gap: 0.75rem; font-family: var(--st-font, sans-serif);
            font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
-.ll-col { border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD; min-height: 6rem; }
+.ll-col { min-width: 0; border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD; min-height: 6rem; }
 .ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
            margin: 0.1rem 0.2rem 0.4rem; }
 .ll-fam { font-size: 0.72rem; color: #8A8FA3; margin: 0.5rem 0.2rem 0.15rem; }

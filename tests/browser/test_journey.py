@@ -1,6 +1,7 @@
 """The whole journey a new user takes, in a real browser: data -> drag-built model -> live training ->
 downloaded weights that load into a freshly compiled model."""
 
+import pytest
 import torch
 
 from engine.compiler import compile_spec
@@ -21,10 +22,14 @@ def open_page(page, server, label):
     settle(page)
 
 
-def test_fresh_server_shows_exactly_our_pages(server, page):
-    page.goto(server.url)
+@pytest.mark.parametrize("path", ["", "build", "train"])
+def test_fresh_server_shows_exactly_our_pages(server, page, path):
+    # The first request after a start decides Streamlit's multipage mode: a deep link must get the router too.
+    page.goto(f"{server.url}/{path}")
     settle(page)
+    page.get_by_text("Trains on").wait_for()  # the shared sidebar: app.py ran
     assert nav_labels(page) == ["Data", "Build", "Train", "Export"]
+    assert page.locator("h1").first.inner_text() == (path or "data").capitalize()
     no_exceptions(page)
 
 
@@ -47,7 +52,7 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     nodes = page.locator(".ll-node")
     nodes.nth(4).wait_for()
     assert nodes.count() == 5
-    page.locator(".ll-op", has_text="Dropout").drag_to(nodes.nth(2), target_position={"x": 30, "y": 4})
+    page.locator('.ll-op[data-op="dropout"]').drag_to(nodes.nth(2), target_position={"x": 30, "y": 4})
     settle(page)
     page.locator(".ll-node").nth(5).wait_for()
     titles = [t.split("\n")[0] for t in page.locator(".ll-node .t").all_inner_texts()]
