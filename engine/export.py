@@ -12,6 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load, save
 
 from engine.compiler import GraphModel, compile_spec
+from engine.data.store import prediction_meta
 from engine.errors import LayerLabError
 from engine.spec import ModelSpec, parse_spec
 from engine.workspace import atomic_write_bytes
@@ -28,8 +29,7 @@ def weights_bytes(model_or_state, spec: ModelSpec, dataset_meta: dict | None = N
     """Safetensors bytes; metadata holds the spec (input shape filled) and what prediction needs."""
     meta = {"format": FORMAT, "spec": spec.to_json()}
     if dataset_meta is not None:
-        keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing")
-        meta["dataset"] = json.dumps({k: dataset_meta.get(k) for k in keep})
+        meta["dataset"] = json.dumps(prediction_meta(dataset_meta))
     return save(_state(model_or_state), metadata=meta)
 
 

@@ -17,7 +17,13 @@ def test_every_builtin_prepares(name):
     assert ds.tensors["x_train"].shape[1:] == ds.input_shape
     if name == "digits":
         assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
-    if BUILTINS[name].generated:
+    if name == "shapes":
+        assert ds.input_shape == (3, 32, 32) and ds.meta["classes"] == ["circle", "square", "triangle"]
+        assert 0 <= float(ds.tensors["x_train"].min()) and float(ds.tensors["x_train"].max()) <= 1
+    elif name == "reviews":
+        assert ds.input_shape == (24,) and ds.meta["vocab_size"] == len(ds.meta["vocab"]) == 40
+        assert int(ds.tensors["x_train"].max()) < 40
+    elif BUILTINS[name].generated:
         assert ds.input_shape == (2,)
 
 

@@ -6,25 +6,12 @@ from streamlit.errors import StreamlitAPIException
 from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
-from ui import state
-
-PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py", "export": "pages/export.py"}
-
-
-def _leave_legacy_pages_mode() -> None:
-    """On a freshly started server Streamlit serves the files in pages/ directly (its old multipage mode) until
-    app.py has called st.navigation once; a deep link such as /build as the first request lands here without
-    the router. Switch that mode off and rerun, so app.py routes this request and every later one."""
-    from streamlit.runtime.pages_manager import PagesManager
-
-    if PagesManager.uses_pages_directory:
-        PagesManager.uses_pages_directory = False
-        st.rerun()
+from ui import router, state
 
 
 def page(title: str, purpose: str) -> None:
     """Every page starts here: defaults loaded, the title, one line on what the page is for, the status strip."""
-    _leave_legacy_pages_mode()
+    router.ensure_routed()
     state.ensure()
     st.title(title)
     st.caption(purpose)
@@ -36,7 +23,7 @@ def page(title: str, purpose: str) -> None:
 def link(page_key: str, label: str, icon: str) -> None:
     """A link to one of our pages; plain text when a page runs on its own (no navigation to link into)."""
     try:
-        st.page_link(PAGES[page_key], label=label, icon=icon)
+        st.page_link(router.PAGES[page_key], label=label, icon=icon)
     except StreamlitAPIException:
         st.markdown(f"{icon} **{label}**")
 

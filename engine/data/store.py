@@ -1,7 +1,6 @@
 """Prepared datasets on disk: <home>/datasets/<id>/{data.safetensors, meta.json, preview.csv}."""
 
 import hashlib
-import json
 import re
 import time
 from dataclasses import dataclass
@@ -104,7 +103,7 @@ def list_datasets(root: Path | None = None) -> list[dict]:
     return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
 
 
-def metas_json(meta: dict) -> str:
-    """The parts of a dataset's meta a trained model needs at prediction time."""
+def prediction_meta(meta: dict) -> dict:
+    """The parts of a dataset's meta that a trained model needs at prediction time."""
     keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing", "vocab")
-    return json.dumps({k: meta.get(k) for k in keep})
+    return {k: meta.get(k) for k in keep}

@@ -98,3 +98,17 @@ SCREENSHOTS = ROOT / "screenshots"
 def shot(page, name: str) -> None:
     SCREENSHOTS.mkdir(exist_ok=True)
     page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def open_page(page, label: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=label).click()
+    settle(page)
+
+
+def start_training(page, epochs: int) -> None:
+    """On the Train page: set the epochs and press Start."""
+    field = page.locator('input[aria-label="Epochs"]')
+    field.fill(str(epochs))
+    field.press("Enter")
+    settle(page)
+    page.get_by_role("button", name="Start training").click()

@@ -1,15 +1,15 @@
 """Graphs, not just stacks, in a real browser: drag in a residual Add, pick its inputs, train it."""
 
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.browser.conftest import no_exceptions, settle, shot
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
 
 
 def test_residual_skip_built_with_the_inputs_picker(server, page):
     page.goto(server.url)
     settle(page)
-    page.locator('[data-testid="stSidebarNav"] a', has_text="Build").click()
-    settle(page)
+    open_page(page, "Build")
     nodes = page.locator(".ll-node")
     nodes.nth(4).wait_for()
     assert nodes.count() == 5  # dense_1 relu_1 dense_2 relu_2 output
@@ -23,8 +23,17 @@ def test_residual_skip_built_with_the_inputs_picker(server, page):
     page.locator('[data-testid="stMultiSelect"] [aria-label="Remove dense_2"]').click()
     expect(page.locator(".ll-node", has_text="Add")).not_to_contain_text("dense_2")
     settle(page)
-    page.locator('[data-testid="stMultiSelect"] input').click()
-    page.get_by_role("option", name="relu_1").click()
+    option = page.get_by_role("option", name="relu_1")
+    for _ in range(3):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
+        page.locator('[data-testid="stMultiSelect"] input').click()
+        page.keyboard.type("relu_1")
+        try:
+            option.wait_for(timeout=5_000)
+            break
+        except PlaywrightTimeout:
+            page.keyboard.press("Escape")
+            settle(page)
+    option.click()
     page.keyboard.press("Escape")
     expect(page.locator(".ll-node", has_text="Add")).to_contain_text("relu_2, relu_1")
     settle(page)
@@ -35,12 +44,7 @@ def test_residual_skip_built_with_the_inputs_picker(server, page):
     page.wait_for_timeout(1500)
     shot(page, "graph-residual-diagram")
 
-    page.locator('[data-testid="stSidebarNav"] a', has_text="Train").click()
-    settle(page)
-    epochs = page.locator('input[aria-label="Epochs"]')
-    epochs.fill("5")
-    epochs.press("Enter")
-    settle(page)
-    page.get_by_role("button", name="Start training").click()
+    open_page(page, "Train")
+    start_training(page, 5)
     page.get_by_text("Run completed").wait_for(timeout=60_000)
     no_exceptions(page)

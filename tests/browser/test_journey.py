@@ -7,7 +7,7 @@ import torch
 from engine.compiler import compile_spec
 from engine.export import load_model, read_weights
 from engine.spec import parse_spec
-from tests.browser.conftest import no_exceptions, settle, shot
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
 
 CHART_POINTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
                      .map(p => (p.data || []).reduce((n, t) => n + ((t.x || []).length), 0))"""
@@ -15,11 +15,6 @@ CHART_POINTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
 
 def nav_labels(page):
     return [t.strip().split("\n")[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
-
-
-def open_page(page, server, label):
-    page.locator('[data-testid="stSidebarNav"] a', has_text=label).click()
-    settle(page)
 
 
 @pytest.mark.parametrize("path", ["", "build", "train"])
@@ -48,7 +43,7 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     shot(page, "journey-1-data")
 
     # Build: drag Dropout from the palette to just above the second Dense layer.
-    open_page(page, server, "Build")
+    open_page(page, "Build")
     nodes = page.locator(".ll-node")
     nodes.nth(4).wait_for()
     assert nodes.count() == 5
@@ -65,12 +60,8 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     shot(page, "journey-2-build")
 
     # Train: long enough to see the curves grow, then stop.
-    open_page(page, server, "Train")
-    epochs = page.locator('input[aria-label="Epochs"]')
-    epochs.fill("400")
-    epochs.press("Enter")
-    settle(page)
-    page.get_by_role("button", name="Start training").click()
+    open_page(page, "Train")
+    start_training(page, 400)
     page.get_by_text("samples/s").first.wait_for(timeout=60_000)
     growth, last = 0, None
     for _ in range(60):
@@ -90,7 +81,7 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     shot(page, "journey-4-train-stopped")
 
     # Export: download the weights and load them into a freshly compiled model.
-    open_page(page, server, "Export")
+    open_page(page, "Export")
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download model.safetensors").click()
     path = tmp_path / "model.safetensors"
@@ -111,12 +102,8 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
 def test_refresh_mid_run_reattaches(server, page):
     page.goto(server.url)
     settle(page)
-    open_page(page, server, "Train")
-    epochs = page.locator('input[aria-label="Epochs"]')
-    epochs.fill("3000")
-    epochs.press("Enter")
-    settle(page)
-    page.get_by_role("button", name="Start training").click()
+    open_page(page, "Train")
+    start_training(page, 3000)
     page.get_by_text("samples/s").first.wait_for(timeout=60_000)
     page.reload()
     settle(page)

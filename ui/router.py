@@ -1,0 +1,32 @@
+"""The app's navigation: our pages, the shared sidebar, then the chosen page."""
+
+import streamlit as st
+
+from ui import sidebar
+
+PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py", "export": "pages/export.py"}
+
+
+def run() -> None:
+    st.set_page_config(page_title="LayerLab", page_icon=":material/hub:", layout="wide")
+    nav = st.navigation([
+        st.Page(PAGES["data"], title="Data", icon=":material/table_chart:", default=True),
+        st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),
+        st.Page(PAGES["train"], title="Train", icon=":material/monitoring:"),
+        st.Page(PAGES["export"], title="Export", icon=":material/download:"),
+    ])
+    sidebar.render()
+    nav.run()
+
+
+def ensure_routed() -> None:
+    """On a freshly started server Streamlit serves the files in pages/ directly (its old multipage mode) until
+    app.py has called st.navigation once, so a deep link such as /build as the first request would run a page
+    without the router. Then run the router here, in this same script run (a rerun would drop the user's
+    click), and stop: the router has drawn the page."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        run()
+        st.stop()
