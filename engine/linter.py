@@ -40,6 +40,13 @@ def _output_width(spec, linear_id, width) -> Fix:
     return fix
 
 
+def _embedding_size(node_id, vocab) -> Fix:
+    def fix(spec, train):
+        node = next(n for n in spec["nodes"] if n["id"] == node_id)
+        return set_params(spec, node_id, {**node["params"], "num_embeddings": vocab}), train
+    return fix
+
+
 def _insert_flatten(node_id, explicit_inputs) -> Fix:
     def fix(spec, train):
         index = [n["id"] for n in spec["nodes"]].index(node_id)
@@ -112,6 +119,15 @@ def lint(spec: dict, meta: dict, train: dict) -> list[Finding]:
                 f"'{node.id}' ({node.params['kind']}) comes right after another activation '{ins[0]}' "
                 f"({nodes[ins[0]].params['kind']}): two non-linearities in a row add nothing but cost.",
                 f"Remove '{node.id}'", _remove(node.id)))
+
+    vocab = meta.get("vocab_size")
+    for node in model.nodes:
+        if node.op == "embedding" and vocab and node.params["num_embeddings"] < vocab:
+            findings.append(Finding(
+                "embedding_smaller_than_vocabulary", node.id,
+                f"Embedding '{node.id}' has room for {node.params['num_embeddings']} token ids but the dataset's "
+                f"vocabulary has {vocab}: larger ids would fail. Set its vocabulary size to {vocab}.",
+                f"Set vocabulary to {vocab}", _embedding_size(node.id, vocab)))
 
     if target == "label" and task == "classification" and LOSSES[loss][1] == "regression":
         findings.append(Finding(

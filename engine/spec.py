@@ -168,15 +168,24 @@ def starter_spec(task: str, input_shape, num_classes: int | None) -> dict:
 
 
 # Editing a spec dict (what the Build page does). Each returns a new dict; none validates.
-def insert_node(spec: dict, op: str, index: int | None = None) -> tuple[dict, str]:
-    """Insert a node with default params; a merge op starts wired to the two nodes before it."""
+def data_defaults(op: str, dataset_meta: dict | None) -> dict:
+    """Params a new node should take from the dataset rather than its defaults (an embedding's vocabulary)."""
+    if op == "embedding" and dataset_meta and dataset_meta.get("vocab_size"):
+        return {"num_embeddings": dataset_meta["vocab_size"]}
+    return {}
+
+
+def insert_node(spec: dict, op: str, index: int | None = None, dataset_meta: dict | None = None) -> tuple[dict, str]:
+    """Insert a node with default params (or the dataset's, see data_defaults); a merge op starts wired to the
+    two nodes before it."""
     nodes = [dict(n) for n in spec["nodes"]]
     node_id = new_node_id(nodes, op)
     index = len(nodes) if index is None else max(0, min(index, len(nodes)))
     inputs = None
     if get_op(op).min_inputs > 1:
         inputs = (["input"] + [n["id"] for n in nodes[:index]])[-2:]
-    nodes.insert(index, {"id": node_id, "op": op, "params": default_params(op), "inputs": inputs})
+    params = {**default_params(op), **data_defaults(op, dataset_meta)}
+    nodes.insert(index, {"id": node_id, "op": op, "params": params, "inputs": inputs})
     return {**spec, "nodes": nodes}, node_id
 
 

@@ -115,7 +115,8 @@ with left:
         action = event.get("action")
         if action == "insert" and get_op(event.get("op", "")):
             index = event.get("index")
-            new_spec, new_id = specs.insert_node(spec, event["op"], len(spec["nodes"]) if index is None else index)
+            new_spec, new_id = specs.insert_node(spec, event["op"], len(spec["nodes"]) if index is None else index,
+                                                 meta)
             commit(new_spec, new_id)
         elif action == "move" and event.get("id") in node_ids:
             index = event["index"]
@@ -180,7 +181,7 @@ with right:
                               help="Added after the selected layer (or before the output layer).")
         if a2.button("Add", icon=":material/add:", width="stretch"):
             at = node_ids.index(selected) + 1 if selected else max(len(node_ids) - 1, 0)
-            new_spec, new_id = specs.insert_node(spec, new_op, at)
+            new_spec, new_id = specs.insert_node(spec, new_op, at, meta)
             commit(new_spec, new_id)
 
 st.subheader("Architecture")

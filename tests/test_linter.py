@@ -34,6 +34,10 @@ CASES = {
                                      n("a2", "activation", kind="tanh"), n("head", "linear", out_features=3)]},
                           CLASSES, {}),
     "dropout_after_output": (mlp(n("drop", "dropout")), CLASSES, {}),
+    "embedding_smaller_than_vocabulary": (
+        {"nodes": [n("emb", "embedding", num_embeddings=10, embedding_dim=8), n("pool", "seq_pool"),
+                   n("head", "linear", out_features=2)]},
+        {"task": "classification", "input_shape": [12], "classes": ["neg", "pos"], "vocab_size": 40}, {}),
 }
 
 

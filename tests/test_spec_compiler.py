@@ -149,4 +149,6 @@ def test_editing_functions():
     spec = remove_node(spec, "dropout_1")
     assert "dropout_1" not in [n["id"] for n in spec["nodes"]]
     assert starter_spec("classification", (1, 8, 8), 10)["nodes"][0]["op"] == "flatten"
+    text_spec, emb = insert_node(spec, "embedding", 0, {"vocab_size": 40})
+    assert text_spec["nodes"][0]["params"]["num_embeddings"] == 40  # taken from the dataset's vocabulary
     assert starter_spec("regression", (10,), None)["nodes"][-1]["params"]["out_features"] == 1

@@ -79,8 +79,10 @@ def preflight_line(spec: dict, meta: dict, train: dict) -> None:
         st.error(f"The model does not fit the data: {error}. Fix it on the Build page.")
         return
     memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
+    parts = ", ".join(f"{k} {v / 2**20:,.2f}" for k, v in memory.items() if k != "total")
     st.caption(f"{sum(i.params for i in infos):,} parameters · {sum(i.macs for i in infos):,} multiply-adds per "
-               f"sample · about {memory['total'] / 2**20:,.1f} MB to train at batch {train['batch_size']}")
+               f"sample · about {memory['total'] / 2**20:,.2f} MB to train at batch {train['batch_size']} "
+               f"({parts} MB)")
     findings = lint(spec, meta, train)
     if findings:
         st.warning(f"{len(findings)} finding(s) about this model: " + " ".join(f.message for f in findings[:2])
