@@ -13,7 +13,9 @@ from engine.errors import LayerLabError
 
 
 def _train(args) -> int:
-    from engine.data.prepare import prepare_csv
+    from engine.data.prepare import prepare_file
+    from engine.data.readers import read_table
+    from engine.data.tabular import suggest_columns
     from engine.runs import create_run, execute
     from engine.spec import starter_spec
 
@@ -21,8 +23,17 @@ def _train(args) -> int:
     if not data.is_file():
         raise LayerLabError(f"no such data file: {data}. Pass the path of a CSV file with --data.")
     out = Path(args.out)
-    dataset = prepare_csv(data.read_bytes(), data.name, args.target, task=args.task, seed=args.seed,
-                          root=out / "dataset")
+    raw = data.read_bytes()
+    plans = None
+    if args.text_column:
+        frame = read_table(raw, data.name).frame
+        if args.text_column not in frame.columns:
+            raise LayerLabError(f"--text-column '{args.text_column}' is not a column of {data.name}.")
+        plans = [p.model_copy(update={"kind": "text", "role": "feature", "missing": "constant"})
+                 if p.name == args.text_column else p.model_copy(update={"role": "ignore"})
+                 for p in suggest_columns(frame, args.target)]
+    dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
+                           root=out / "dataset")
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
@@ -42,8 +53,9 @@ def _train(args) -> int:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="prepare a CSV and train a model on it")
-    t.add_argument("--data", required=True, help="CSV file")
+    t = sub.add_parser("train", help="prepare a data file and train a model on it")
+    t.add_argument("--data", required=True, help="a table: CSV, TSV, Parquet, Excel .xlsx or JSON Lines")
+    t.add_argument("--text-column", help="a column of free text: the model's input becomes its tokens")
     t.add_argument("--target", required=True, help="the column to predict")
     t.add_argument("--task", choices=["classification", "regression"], help="override the detected task")
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")

@@ -5,12 +5,13 @@ import streamlit as st
 
 from engine.data.builtin import BUILTINS
 from engine.data.prepare import prepare_builtin, prepare_frame
+from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset, load_preview
-from engine.data.tabular import detect_task, read_csv_bytes
+from engine.data.tabular import TextOptions, detect_task
 from engine.errors import LayerLabError
 from ui import state
 from ui.common import page, show_error
-from ui.data_views import class_balance, image_grid, scatter_2d, token_preview
+from ui.data_views import class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
 page("Data", "Choose the data to learn from: a built-in set or your own CSV. "
              "Preprocessing is fitted on the training split only.")
@@ -39,16 +40,26 @@ with builtin_tab:
             use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
 
 with upload_tab:
-    upload = st.file_uploader("CSV file", type=["csv", "txt"], key="data.upload",
-                              help="A table with a header row; one column is what to predict.")
+    upload = st.file_uploader("Table file", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson"],
+                              key="data.upload", help="CSV, TSV, Parquet, Excel .xlsx or JSON Lines, with a header "
+                                                      "row; one column is what to predict.")
     if upload is not None:
+        o1, o2 = st.columns(2)
+        delimiter = o1.selectbox("Delimiter", ["auto", ",", "\t", ";", "|"], key="data.delimiter",
+                                 format_func=lambda d: {"auto": "detect", "\t": "tab"}.get(d, d),
+                                 help="Text files only: which character separates the columns.")
+        encoding = o2.selectbox("Encoding", ["auto", "utf-8", "latin-1"], key="data.encoding",
+                                format_func=lambda e: "detect (UTF-8, else Latin-1)" if e == "auto" else e,
+                                help="Text files only.")
         try:
-            frame = read_csv_bytes(upload.getvalue(), upload.name)
+            source = read_table(upload.getvalue(), upload.name, delimiter=None if delimiter == "auto" else delimiter,
+                                encoding=None if encoding == "auto" else encoding)
         except LayerLabError as e:
             show_error(e)
-            frame = None
-        if frame is not None:
-            st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns")
+            source = None
+        if source is not None:
+            frame = source.frame
+            st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns · read as {source.describe()}")
             st.dataframe(frame.head(50), width="stretch", height=220)
             c1, c2, c3 = st.columns([2, 2, 1])
             target = c1.selectbox("Target column (what to predict)", list(frame.columns),
@@ -58,13 +69,25 @@ with upload_tab:
                             index=["classification", "regression"].index(detected), horizontal=True,
                             key=f"data.task.{target}", help=f"Detected: {detected}. Change it if that is wrong.")
             split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
-            st.caption("Split: 70% train · 15% validation · 15% test (stratified for classification). Numbers are "
-                       "standardized, text columns one-hot encoded, missing values filled (median / most frequent).")
+            st.markdown("**Columns**")
+            st.caption("Suggested from the data: ID-like and constant columns are set to ignore. Change any cell.")
+            plans = column_editor(frame, target, key=f"data.columns.{upload.file_id}.{target}")
+            text = None
+            if any(p.role == "feature" and p.kind == "text" for p in plans):
+                t1, t2 = st.columns(2)
+                text = TextOptions(
+                    vocab_size=t1.number_input("Vocabulary size", 10, 200_000, 10_000, key="data.vocab",
+                                               help="Keep the most frequent words; the rest become <unk>."),
+                    max_length=t2.number_input("Tokens per row", 4, 2048, 64, key="data.maxlen",
+                                               help="Longer texts are cut, shorter ones padded with <pad>."))
+            st.caption("Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
+                       "statistic (medians, scales, categories, vocabulary) is fitted on the training split only.")
             if st.button("Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"):
                 try:
                     with st.spinner("Preparing…"):
                         ds = prepare_frame(frame, target, name=upload.name.rsplit(".", 1)[0],
-                                           source=f"upload:{upload.name}", task=task, seed=int(split_seed))
+                                           source=f"upload:{upload.name}", task=task, plans=plans, text=text,
+                                           seed=int(split_seed))
                     use(ds)
                 except LayerLabError as e:
                     show_error(e)
@@ -93,6 +116,8 @@ m[3].metric("Features", len(meta["feature_names"]))
 m[4].metric("Classes", ds.num_classes or "–")
 for note in meta.get("notices") or []:
     st.info(note, icon=":material/info:")
+if meta.get("health"):
+    health_panel(meta)
 left, right = st.columns(2)
 with left:
     if ds.task == "classification":

@@ -36,6 +36,10 @@ with settings:
                                help="SGD only: look ahead along the momentum before each step.")
         seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
                                help="Same seed, same data and settings: the same run.")
+        weighted = st.checkbox("Class weights", value=bool(saved["class_weights"]), key="train.class_weights",
+                               disabled=meta["task"] != "classification",
+                               help="Weight each class's loss by how rare it is in the training split; helps "
+                                    "with imbalanced classes.")
         budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
                                  step=256.0, key="train.budget", help="Models estimated to need more memory than "
                                                                       "this to train are refused before they start.")
@@ -61,7 +65,8 @@ with settings:
                           format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d)
     config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
               "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
-              "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget}
+              "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,
+              "class_weights": weighted}
     state.set_train(config)
     preflight_line(state.spec(), meta, config)
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):

@@ -3,9 +3,10 @@ import pandas as pd
 import pytest
 
 from engine.data.builtin import BUILTINS
-from engine.data.prepare import prepare_builtin, prepare_csv
+from engine.data.prepare import prepare_builtin, prepare_file
+from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset
-from engine.data.tabular import apply_preprocessing, detect_task, read_csv_bytes
+from engine.data.tabular import apply_preprocessing, detect_task
 from engine.errors import DataError
 
 
@@ -44,17 +45,17 @@ def _csv(rows: int = 60) -> bytes:
 
 
 def test_csv_preprocessing_fitted_on_training_split_only():
-    ds = prepare_csv(_csv(), "people.csv", "label")
+    ds = prepare_file(_csv(), "people.csv", "label")
     pre = ds.meta["preprocessing"]
     assert ds.task == "classification" and ds.meta["classes"] == ["no", "yes"]
-    assert ds.meta["feature_names"] == ["age", "score", "city=oslo", "city=paris", "city=rome"]
+    assert ds.meta["feature_names"] == ["age", "city=oslo", "city=paris", "city=rome", "score"]
     notices = " ".join(ds.meta["notices"])
     assert "'age': 3 missing value(s) filled with the median" in notices
     assert "'city': 2 missing value(s) filled with the most frequent value" in notices
     # Standardization statistics come from the training rows: the train split has mean 0, std 1.
     x = ds.tensors["x_train"].numpy()
-    assert abs(x[:, 1].mean()) < 1e-5 and abs(x[:, 1].std() - 1) < 1e-3
-    assert abs(ds.tensors["x_val"].numpy()[:, 1].mean()) > 1e-4  # other splits are not refitted
+    assert abs(x[:, 4].mean()) < 1e-5 and abs(x[:, 4].std() - 1) < 1e-3
+    assert abs(ds.tensors["x_val"].numpy()[:, 4].mean()) > 1e-4  # other splits are not refitted
     # The saved JSON replays exactly on raw rows.
     raw = pd.read_csv(ds.path / "preview.csv")
     again = apply_preprocessing(raw.drop(columns=["label"]), pre)
@@ -68,7 +69,7 @@ def test_task_detection_and_override():
     assert detect_task(pd.Series([0, 1, 2, 1])) == "classification"
     assert detect_task(pd.Series(np.linspace(0, 1, 50))) == "regression"
     df = pd.DataFrame({"x": range(40), "y": [i % 3 for i in range(40)]})
-    ds = prepare_csv(df.to_csv(index=False).encode(), "t.csv", "y", task="regression")
+    ds = prepare_file(df.to_csv(index=False).encode(), "t.csv", "y", task="regression")
     assert ds.task == "regression" and ds.meta["preprocessing"]["target"]["scale"] > 0
 
 
@@ -76,27 +77,27 @@ def test_task_detection_and_override():
     (b"", "is empty"),
     (b"   \n", "is empty"),
     (b"a,b,label\n", "no data rows"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "does not look like a CSV"),
+    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "holds binary data"),
     (b"a,label\n" + b"1,same\n" * 20, "only one class"),
 ])
 def test_bad_csv_inputs_say_what_to_do(data, words):
     with pytest.raises(DataError, match=words):
-        prepare_csv(data, "bad.csv", "label")
+        prepare_file(data, "bad.csv", "label")
 
 
 def test_non_numeric_target_for_regression():
     data = b"a,label\n" + b"".join(f"{i},v{i}\n".encode() for i in range(30))
     with pytest.raises(DataError, match="regression needs a numeric target"):
-        prepare_csv(data, "t.csv", "label", task="regression")
+        prepare_file(data, "t.csv", "label", task="regression")
 
 
 def test_missing_target_column_and_too_few_rows():
     with pytest.raises(DataError, match="no column 'nope'"):
-        prepare_csv(b"a,b\n1,2\n3,4\n", "t.csv", "nope")
+        prepare_file(b"a,b\n1,2\n3,4\n", "t.csv", "nope")
     with pytest.raises(DataError, match="at least 10"):
-        prepare_csv(b"a,b\n1,0\n2,1\n3,0\n", "t.csv", "b")
+        prepare_file(b"a,b\n1,0\n2,1\n3,0\n", "t.csv", "b")
 
 
 def test_latin1_csv_is_read():
-    df = read_csv_bytes("name,v\ncafé,1\nnaïve,2\n".encode("latin-1"), "l.csv")
+    df = read_table("name,v\ncafé,1\nnaïve,2\n".encode("latin-1"), "l.csv").frame
     assert list(df["name"]) == ["café", "naïve"]

@@ -73,7 +73,7 @@ def test_csv_upload_preview_target_and_prepare():
 @pytest.mark.parametrize("content, words", [
     (b"", "is empty"),
     (b"a,b,c\n", "no data rows"),
-    (b"\x00\x01\x02\x03binary", "does not look like a CSV"),
+    (b"\x00\x01\x02\x03binary", "holds binary data"),
 ])
 def test_bad_uploads_show_a_message_and_keep_the_dataset(content, words):
     at = app()

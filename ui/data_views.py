@@ -50,3 +50,46 @@ def token_preview(ds: Dataset, n: int = 6) -> None:
             for ids, label in zip(ds.tensors["x_train"][:n], ds.tensors["y_train"][:n], strict=True)]
     st.caption(f"Rows as tokens (vocabulary of {len(vocab)} words, id 0 pads, padded to {ds.input_shape[0]})")
     st.dataframe(rows, hide_index=True, width="stretch")
+
+
+def column_editor(frame, target: str, key: str) -> list:
+    """The column plan as an editable table; returns the edited plans."""
+    from engine.data.tabular import ColumnPlan, suggest_columns
+
+    suggested = [p.model_dump() for p in suggest_columns(frame, target)]
+    cfg = st.column_config
+    edited = st.data_editor(
+        suggested, key=key, hide_index=True, width="stretch", num_rows="fixed",
+        disabled=["name", "note"],
+        column_config={
+            "name": cfg.TextColumn("column"),
+            "role": cfg.SelectboxColumn("role", options=["feature", "ignore"], required=True),
+            "kind": cfg.SelectboxColumn("type", options=["numeric", "categorical", "boolean", "text"], required=True),
+            "missing": cfg.SelectboxColumn("missing values", options=["median", "mean", "most_frequent", "constant",
+                                                                      "drop"], required=True,
+                                           help="drop removes the rows; the others fill the gaps"),
+            "fill_value": cfg.TextColumn("constant", help="The value used by the 'constant' strategy."),
+            "scaling": cfg.SelectboxColumn("scaling", options=["standard", "minmax", "none"], required=True,
+                                           help="Numbers only: standard = mean 0, std 1; minmax = 0..1."),
+            "encoding": cfg.SelectboxColumn("encoding", options=["onehot", "index"], required=True,
+                                            help="Categories only: one-hot columns, or one index (for an embedding)."),
+            "note": cfg.TextColumn("why"),
+        })
+    return [ColumnPlan.model_validate(row) for row in edited]
+
+
+def health_panel(meta: dict) -> None:
+    from ui import state
+
+    health = meta["health"]
+    with st.container(border=True):
+        icon = ":material/check_circle:" if not health["warnings"] else ":material/warning:"
+        st.markdown(f"{icon} **Data health: {health['verdict']}** {health['implies']}")
+        for w in health["warnings"]:
+            st.warning(w)
+        if health.get("class_weights") and health.get("imbalance_ratio", 1) >= 1.5:
+            weights = ", ".join(f"{c}: {w:.2f}" for c, w in zip(meta["classes"], health["class_weights"], strict=True))
+            on = bool(state.train_settings().get("class_weights"))
+            if st.toggle(f"Use class weights in training ({weights})", value=on, key="data.class_weights",
+                         help="Weights each class's loss by how rare it is, so rare classes count as much.") != on:
+                state.set_train({**state.train_settings(), "class_weights": not on})

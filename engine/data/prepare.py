@@ -6,24 +6,34 @@ import numpy as np
 import pandas as pd
 
 from engine.data.builtin import BUILTINS, load_builtin
+from engine.data.health import health_report
+from engine.data.readers import read_table
 from engine.data.store import Dataset, save_dataset
-from engine.data.tabular import _split, prepare_table, read_csv_bytes
+from engine.data.tabular import ColumnPlan, TextOptions, prepare_table, split_indices
 from engine.errors import DataError
 
 
 def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task: str | None = None,
-                  seed: int = 0, root: Path | None = None) -> Dataset:
-    info = prepare_table(df, target, task, seed=seed, name=name)
+                  plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
+                  root: Path | None = None) -> Dataset:
+    info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name)
+    health = health_report(info.frame, target, info.task, info.x, info.y, info.classes)
+    extra = {"health": health}
+    if info.preprocessing.get("text"):
+        vocab = info.preprocessing["text"]["vocab"]
+        extra.update(vocab=vocab, vocab_size=len(vocab))
     return save_dataset(name=name, source=source, task=info.task, x=info.x, y=info.y, classes=info.classes,
                         feature_names=info.feature_names, preprocessing=info.preprocessing,
-                        notices=info.notices, preview=df, root=root)
+                        notices=info.notices, preview=df, root=root, extra=extra)
 
 
-def prepare_csv(data: bytes, filename: str, target: str, *, task: str | None = None, seed: int = 0,
-                root: Path | None = None) -> Dataset:
-    df = read_csv_bytes(data, filename)
-    return prepare_frame(df, target, name=Path(filename).stem, source=f"upload:{filename}", task=task,
-                         seed=seed, root=root)
+def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,
+                 plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
+                 delimiter: str | None = None, encoding: str | None = None, root: Path | None = None) -> Dataset:
+    """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines)."""
+    df = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame
+    return prepare_frame(df, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
+                         plans=plans, text=text, seed=seed, root=root)
 
 
 def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0,
@@ -39,7 +49,7 @@ def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, see
         return prepare_frame(loaded["frame"], loaded["target"], name=title, source=f"builtin:{name}", seed=seed,
                              root=root)
     labels = loaded["labels"]
-    splits = _split(len(labels), labels, True, 0.15, 0.15, seed)
+    splits = split_indices(len(labels), labels, True, 0.15, 0.15, seed)
     y = {k: labels[v] for k, v in splits.items()}
     if "tokens" in loaded:  # text: token ids per position, with the vocabulary saved alongside
         tokens, vocab = loaded["tokens"], loaded["vocab"]

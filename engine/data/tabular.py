@@ -1,47 +1,86 @@
-"""Tables -> tensors: read a CSV, detect the task, split, and preprocess.
+"""Tables -> tensors: column plan, task detection, split, preprocessing.
 
-Preprocessing is fitted on the training split alone with scikit-learn's transformers, saved as
-plain JSON, and applied from that JSON (`apply_preprocessing`) for training and prediction alike.
+Each feature column has a plan (role, type, missing-value strategy, scaling, encoding), suggested from the
+data and editable on the Data page. Preprocessing is fitted on the training split alone with
+scikit-learn's transformers, saved as plain JSON, and applied from that JSON (`apply_preprocessing`) for
+training and prediction alike. A table with a text column becomes token ids (a word-level vocabulary
+fitted on the training split).
 """
 
-import io
+import re
+from collections import Counter
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict
 from sklearn.impute import SimpleImputer
 from sklearn.model_selection import train_test_split
-from sklearn.preprocessing import OneHotEncoder, StandardScaler
+from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, OrdinalEncoder, StandardScaler
 
 from engine.errors import DataError
 
 MAX_CLASSES = 1000
+TOKEN = re.compile(r"[\w']+", re.UNICODE)
 
 
-def read_csv_bytes(data: bytes, name: str = "the file") -> pd.DataFrame:
-    """Parse CSV bytes, turning every way it can fail into a message that says what to do."""
-    if not data or not data.strip():
-        raise DataError(f"'{name}' is empty. Choose a CSV file with a header row and at least one data row.")
-    head = data[:65536]
-    if b"\x00" in head or sum(b < 9 or 13 < b < 32 for b in head) > len(head) * 0.05:
-        raise DataError(f"'{name}' does not look like a CSV text file (it holds binary data). "
-                        "Export your table as CSV (comma-separated text) and upload that.")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = data.decode("latin-1")
-    try:
-        df = pd.read_csv(io.StringIO(text))
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeError, ValueError) as e:
-        raise DataError(f"'{name}' could not be read as CSV ({str(e).splitlines()[0]}). "
-                        "Check that every row has the same number of comma-separated fields.") from None
-    if df.shape[1] == 0:
-        raise DataError(f"'{name}' has no columns. Choose a CSV file with a header row.")
-    if len(df) == 0:
-        raise DataError(f"'{name}' has a header ({', '.join(map(str, df.columns[:5]))}) but no data rows. "
-                        "Add rows below the header.")
-    df.columns = [str(c).strip() for c in df.columns]
-    return df
+class ColumnPlan(BaseModel):
+    """How one feature column is prepared."""
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    role: Literal["feature", "ignore"] = "feature"
+    kind: Literal["numeric", "categorical", "boolean", "text"] = "numeric"
+    missing: Literal["drop", "mean", "median", "most_frequent", "constant"] = "median"
+    fill_value: str = ""
+    scaling: Literal["standard", "minmax", "none"] = "standard"
+    encoding: Literal["onehot", "index"] = "onehot"
+    note: str = ""
+
+
+class TextOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    vocab_size: int = 10000
+    max_length: int = 64
+    lowercase: bool = True
+
+
+def _is_bool(s: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(s):
+        return True
+    values = {str(v).strip().lower() for v in s.dropna().unique()}
+    return bool(values) and values <= {"true", "false", "yes", "no", "y", "n", "t", "f"}
+
+
+def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
+    """A plan per feature column: its type, sensible defaults, and ID-like or constant columns set to ignore."""
+    plans = []
+    n = len(df)
+    for col in df.columns:
+        if col == target:
+            continue
+        s = df[col]
+        unique = s.nunique(dropna=True)
+        if _is_bool(s):
+            kind = "boolean"
+        elif pd.api.types.is_numeric_dtype(s):
+            kind = "numeric"
+        else:
+            words = s.dropna().astype(str).head(500).map(lambda t: len(TOKEN.findall(t)))
+            kind = "text" if len(words) and words.mean() >= 4 and unique > 0.5 * s.notna().sum() else "categorical"
+        plan = ColumnPlan(name=col, kind=kind, missing="median" if kind == "numeric" else
+                          "constant" if kind == "text" else "most_frequent",
+                          scaling="standard" if kind == "numeric" else "none")
+        name_says_id = bool(re.search(r"(^|_|\b)(id|uuid|key|index)$|^unnamed", col.lower()))
+        if unique <= 1:  # kept (positions can matter, e.g. pixel columns), but flagged
+            plan.note = "constant: carries no information; ignore it unless column positions matter"
+        elif n > 10 and unique == s.notna().sum() == n and kind in ("numeric", "categorical") and (
+                name_says_id if kind == "numeric" else True):
+            plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
+        elif s.isna().mean() > 0.5:
+            plan.note = f"{s.isna().mean():.0%} missing"
+        plans.append(plan)
+    return plans
 
 
 def detect_task(y: pd.Series) -> str:
@@ -65,9 +104,11 @@ class TableInfo:
     classes: list[str] | None
     preprocessing: dict
     notices: list[str] = field(default_factory=list)
+    splits: dict[str, np.ndarray] = field(default_factory=dict)
+    frame: pd.DataFrame | None = None  # the rows used, in their original form
 
 
-def _split(n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int):
+def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int):
     idx = np.arange(n)
     strat = y if stratify else None
     try:
@@ -81,67 +122,135 @@ def _split(n: int, y, stratify: bool, val_fraction: float, test_fraction: float,
     return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
 
 
-def fit_preprocessing(frame: pd.DataFrame) -> dict:
-    """Fit imputers, scaler and one-hot encoder on the training rows; return their state as JSON."""
-    numeric = [c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
-    categorical = [c for c in frame.columns if c not in numeric]
-    state = {"numeric": [], "categorical": []}
-    if numeric:
-        values = frame[numeric].to_numpy(dtype=float)
-        imputer = SimpleImputer(strategy="median", keep_empty_features=True).fit(values)
-        scaler = StandardScaler().fit(imputer.transform(values))
-        for i, col in enumerate(numeric):
-            state["numeric"].append({"name": col, "median": float(imputer.statistics_[i]),
-                                     "mean": float(scaler.mean_[i]), "scale": float(scaler.scale_[i])})
-    if categorical:
-        values = frame[categorical].astype("string").astype(object).where(frame[categorical].notna(), None)
-        imputer = SimpleImputer(strategy="most_frequent", missing_values=None, keep_empty_features=True).fit(values)
-        filled = imputer.transform(values)
-        encoder = OneHotEncoder(handle_unknown="ignore").fit(filled)
-        for i, col in enumerate(categorical):
-            state["categorical"].append({"name": col, "most_frequent": str(imputer.statistics_[i]),
-                                         "categories": [str(c) for c in encoder.categories_[i]]})
+def _tokens(text: str, lowercase: bool) -> list[str]:
+    return TOKEN.findall(text.lower() if lowercase else text)
+
+
+def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions) -> dict:
+    """Fit each column's imputer, scaler and encoder on the training rows; return their state as JSON."""
+    state: dict = {"columns": [], "text": None}
+    text_cols = [p for p in plans if p.role == "feature" and p.kind == "text"]
+    if text_cols:
+        counts = Counter()
+        for row in frame[[p.name for p in text_cols]].fillna("").astype(str).agg(" ".join, axis=1):
+            counts.update(_tokens(row, text.lowercase))
+        vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
+        state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
+                         "lowercase": text.lowercase}
+        return state
+    for p in plans:
+        if p.role != "feature":
+            continue
+        col = frame[p.name]
+        entry = p.model_dump()
+        if p.kind in ("numeric", "boolean"):
+            values = _numeric(col, p.kind).reshape(-1, 1)
+            strategy = "median" if p.missing == "drop" else p.missing
+            fill = float(p.fill_value) if strategy == "constant" and p.fill_value.strip() else 0.0
+            imputer = SimpleImputer(strategy=strategy, fill_value=fill, keep_empty_features=True).fit(values)
+            filled = imputer.transform(values)
+            entry["fill"] = float(imputer.statistics_[0])
+            if p.kind == "numeric" and p.scaling == "standard":
+                scaler = StandardScaler().fit(filled)
+                entry["shift"], entry["scale"] = float(scaler.mean_[0]), float(scaler.scale_[0])
+            elif p.kind == "numeric" and p.scaling == "minmax":
+                scaler = MinMaxScaler().fit(filled)
+                entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
+            else:
+                entry["shift"], entry["scale"] = 0.0, 1.0
+        else:
+            values = col.astype("string").astype(object).where(col.notna(), None).to_frame()
+            strategy = "constant" if p.missing == "constant" else "most_frequent"
+            imputer = SimpleImputer(strategy=strategy, fill_value=p.fill_value or "missing", missing_values=None,
+                                    keep_empty_features=True).fit(values)
+            filled = imputer.transform(values)
+            entry["fill"] = str(imputer.statistics_[0])
+            encoder = (OneHotEncoder(handle_unknown="ignore") if p.encoding == "onehot" else
+                       OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1)).fit(filled)
+            entry["categories"] = [str(c) for c in encoder.categories_[0]]
+        state["columns"].append(entry)
     return state
 
 
-def preprocessing_feature_names(state: dict) -> list[str]:
-    return [c["name"] for c in state["numeric"]] + [
-        f"{c['name']}={cat}" for c in state["categorical"] for cat in c["categories"]]
+def _numeric(col: pd.Series, kind: str) -> np.ndarray:
+    if kind == "boolean" and not pd.api.types.is_numeric_dtype(col):
+        lookup = {"true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0}
+        return col.map(lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan).to_numpy(float)
+    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+
+
+def feature_names(state: dict) -> list[str]:
+    if state.get("text"):
+        return [f"token{i}" for i in range(state["text"]["max_length"])]
+    names = []
+    for c in state["columns"]:
+        if c["kind"] == "categorical" and c["encoding"] == "onehot":
+            names += [f"{c['name']}={cat}" for cat in c["categories"]]
+        else:
+            names.append(c["name"])
+    return names
 
 
 def apply_preprocessing(frame: pd.DataFrame, state: dict) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did (missing columns are an error)."""
-    needed = [c["name"] for c in state["numeric"] + state["categorical"]]
+    needed = state["text"]["columns"] if state.get("text") else [c["name"] for c in state["columns"]]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
                         "Add them (same names as in training).")
+    if state.get("text"):
+        t = state["text"]
+        index = {w: i for i, w in enumerate(t["vocab"])}
+        out = np.zeros((len(frame), t["max_length"]), np.float32)
+        rows = frame[t["columns"]].fillna("").astype(str).agg(" ".join, axis=1)
+        for r, row in enumerate(rows):
+            ids = [index.get(w, 1) for w in _tokens(row, t["lowercase"])][: t["max_length"]]
+            out[r, :len(ids)] = ids
+        return out
     parts = []
-    for c in state["numeric"]:
-        col = pd.to_numeric(frame[c["name"]], errors="coerce").to_numpy(dtype=float)
-        col = np.where(np.isnan(col), c["median"], col)
-        parts.append(((col - c["mean"]) / c["scale"])[:, None])
-    for c in state["categorical"]:
-        col = frame[c["name"]].astype("string").fillna(c["most_frequent"]).to_numpy(dtype=object)
-        cats = np.asarray(c["categories"], dtype=object)
-        parts.append((col[:, None] == cats[None, :]).astype(np.float64))
+    for c in state["columns"]:
+        col = frame[c["name"]]
+        if c["kind"] in ("numeric", "boolean"):
+            values = _numeric(col, c["kind"])
+            if c["missing"] == "drop" and np.isnan(values).any():
+                raise DataError(f"column '{c['name']}' has missing values, and its rows were dropped in training: "
+                                "fill them in, or choose another missing-value strategy for it.")
+            values = np.where(np.isnan(values), c["fill"], values)
+            parts.append(((values - c["shift"]) / c["scale"])[:, None])
+        else:
+            values = col.astype("string").fillna(c["fill"]).to_numpy(dtype=object)
+            cats = np.asarray(c["categories"], dtype=object)
+            if c["encoding"] == "onehot":
+                parts.append((values[:, None] == cats[None, :]).astype(np.float64))
+            else:  # 0 = unseen, 1.. = the categories: an index for an embedding
+                lookup = {v: i + 1 for i, v in enumerate(c["categories"])}
+                parts.append(np.array([lookup.get(v, 0) for v in values], dtype=np.float64)[:, None])
     return np.concatenate(parts, axis=1).astype(np.float32) if parts else np.zeros((len(frame), 0), np.float32)
 
 
-def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, val_fraction: float = 0.15,
-                  test_fraction: float = 0.15, seed: int = 0, name: str = "the table") -> TableInfo:
+def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,
+                  text: TextOptions | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
+                  seed: int = 0, name: str = "the table") -> TableInfo:
     """Split the table, fit preprocessing on the training split, and return arrays for every split."""
     if target not in df.columns:
         raise DataError(f"'{name}' has no column '{target}'. Columns: {', '.join(map(str, df.columns[:20]))}.")
-    if df.shape[1] < 2:
-        raise DataError(f"'{name}' has only the target column '{target}': a model needs at least one feature column.")
-    notices = []
+    plans = plans if plans is not None else suggest_columns(df, target)
+    text = text or TextOptions()
+    features = [p for p in plans if p.role == "feature"]
+    notices = [f"Ignoring '{p.name}': {p.note}." for p in plans if p.role == "ignore" and p.note]
+    if any(p.kind == "text" for p in features) and any(p.kind != "text" for p in features):
+        others = [p.name for p in features if p.kind != "text"]
+        notices.append(f"Text columns become the model's token input; the other features ({', '.join(others)}) "
+                       "are not used. Set them to ignore, or the text columns to categorical.")
     missing_target = int(df[target].isna().sum())
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")
         df = df[df[target].notna()]
-    detected = detect_task(df[target])
-    task = task or detected
+    for p in features:
+        if p.missing == "drop" and p.kind != "text" and df[p.name].isna().any():
+            notices.append(f"Dropped {int(df[p.name].isna().sum())} row(s) with no value in '{p.name}'.")
+            df = df[df[p.name].notna()]
+    task = task or detect_task(df[target])
     y_raw = df[target]
     if task == "regression":
         y_num = pd.to_numeric(y_raw, errors="coerce")
@@ -165,25 +274,28 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, val
         classes = [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in classes_raw]
     else:
         raise DataError(f"unknown task {task!r}: choose classification or regression.")
+    if not features:
+        raise DataError(f"'{name}' has no feature columns left (all are ignored or only the target exists): set at "
+                        "least one column's role to feature.")
     if len(df) < 10:
         raise DataError(f"'{name}' has only {len(df)} usable rows; LayerLab needs at least 10 to split into "
                         "train, validation and test sets. Add rows.")
-    features = df.drop(columns=[target])
-    splits = _split(len(df), y_all, task == "classification", val_fraction, test_fraction, seed)
-    train_frame = features.iloc[splits["train"]]
-    for col in features.columns:
-        n_missing = int(features[col].isna().sum())
-        if n_missing:
-            how = ("the median" if pd.api.types.is_numeric_dtype(features[col]) and
-                   not pd.api.types.is_bool_dtype(features[col]) else "the most frequent value")
-            notices.append(f"Column '{col}': {n_missing} missing value(s) filled with {how} of the training split.")
-    state = fit_preprocessing(train_frame)
+    df = df.reset_index(drop=True)
+    splits = split_indices(len(df), y_all, task == "classification", val_fraction, test_fraction, seed)
+    for p in features:
+        n_missing = int(df[p.name].isna().sum())
+        if n_missing and p.missing != "drop" and p.kind != "text":
+            how = {"median": "the median", "mean": "the mean", "most_frequent": "the most frequent value",
+                   "constant": f"the constant {p.fill_value or ('0' if p.kind == 'numeric' else 'missing')!r}"}[p.missing]
+            notices.append(f"Column '{p.name}': {n_missing} missing value(s) filled with {how}"
+                           f"{'' if p.missing == 'constant' else ' of the training split'}.")
+    state = fit_preprocessing(df.iloc[splits["train"]], features, text)
     if task == "regression":
         mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
         state["target"] = {"name": target, "task": task, "mean": mean, "scale": std}
         y_all = ((y_all - mean) / std).astype(np.float32)
     else:
         state["target"] = {"name": target, "task": task, "classes": classes}
-    x = {k: apply_preprocessing(features.iloc[v], state) for k, v in splits.items()}
+    x = {k: apply_preprocessing(df.iloc[v], state) for k, v in splits.items()}
     y = {k: y_all[v] for k, v in splits.items()}
-    return TableInfo(task, x, y, preprocessing_feature_names(state), classes, state, notices)
+    return TableInfo(task, x, y, feature_names(state), classes, state, notices, splits, df)

@@ -33,6 +33,8 @@ class TrainConfig(BaseModel):
     seed: int = Field(0, ge=0)
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     threads: int | None = Field(None, ge=1, description="CPU threads; None picks the fastest for the model.")
+    class_weights: bool = Field(False, description="Weight each class's loss by how rare it is in the training "
+                                                   "split (classification).")
     target: Literal["label", "input"] = Field("label", description="label: predict the dataset's target; input: "
                                                                     "reconstruct the input (autoencoder).")
     memory_budget_mb: float = Field(4096, gt=0, description="Refuse models whose estimated training memory "

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.compiler import compile_spec
+from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.export import save_weights
 from engine.train.config import TrainConfig, preflight, resolve_device
@@ -51,7 +52,12 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.opti
     return kinds[cfg.optimizer](params, **kwargs)
 
 
-def loss_function(name: str) -> Callable:
+def loss_function(name: str, weight: torch.Tensor | None = None) -> Callable:
+    """The loss by name; `weight` holds per-class weights (cross-entropy) or the positive class's (BCE)."""
+    if weight is not None and name == "cross_entropy":
+        return lambda out, y: F.cross_entropy(out, y, weight=weight)
+    if weight is not None and name == "bce_with_logits":
+        return lambda out, y: F.binary_cross_entropy_with_logits(out, y, pos_weight=weight[1:] / weight[0])
     return {
         "cross_entropy": F.cross_entropy,
         "bce_with_logits": F.binary_cross_entropy_with_logits,
@@ -115,7 +121,11 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
     target_scale = float(target.get("scale", 1.0)) if cfg.target == "label" else 1.0
     train_model = model.with_output(plan.train_output) if plan.train_output != model.spec.output_id() else model
-    criterion = loss_function(loss_name)
+    weight = None
+    if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
+        weight = torch.tensor(class_weights(dataset.split("train")[1].numpy(), dataset.num_classes),
+                              dtype=torch.float32, device=device)
+    criterion = loss_function(loss_name, weight)
     optimizer = make_optimizer(cfg, model.parameters(), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
 

@@ -1,0 +1,63 @@
+"""A data-health report: class balance (with suggested class weights), duplicates, leakage between splits,
+constant and mostly-missing columns, and the output layer and loss the task implies."""
+
+import hashlib
+
+import numpy as np
+import pandas as pd
+
+
+def class_weights(y_train: np.ndarray, n_classes: int) -> list[float]:
+    """Inverse-frequency weights, n / (k * count), as scikit-learn's 'balanced'; 0 for an absent class."""
+    counts = np.bincount(y_train, minlength=n_classes).astype(float)
+    return [float(len(y_train) / (n_classes * c)) if c else 0.0 for c in counts]
+
+
+def _row_hashes(x: np.ndarray) -> list[bytes]:
+    x = np.ascontiguousarray(x.reshape(len(x), -1))
+    return [hashlib.blake2b(row.tobytes(), digest_size=12).digest() for row in x]
+
+
+def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict, classes) -> dict:
+    warnings: list[str] = []
+    report: dict = {"rows": len(frame)}
+    features = frame.drop(columns=[target], errors="ignore")
+
+    if task == "classification":
+        counts = np.bincount(y["train"], minlength=len(classes))
+        report["class_counts"] = {str(c): int(n) for c, n in zip(classes, counts, strict=True)}
+        report["class_weights"] = class_weights(y["train"], len(classes))
+        ratio = counts.max() / max(counts.min(), 1)
+        report["imbalance_ratio"] = float(ratio)
+        if ratio >= 3:
+            warnings.append(f"Classes are imbalanced: the largest has {ratio:.1f}× the rows of the smallest. Turn on "
+                            "class weights for training, or collect more rows of the rare classes.")
+        report["implies"] = (f"Output: Dense({len(classes)}) giving logits, with cross-entropy"
+                             + (" (or Dense(1) with BCE-with-logits)." if len(classes) == 2 else "."))
+    else:
+        report["implies"] = "Output: Dense(1) with mean squared error (or L1 / Huber for outliers)."
+
+    duplicates = int(frame.duplicated().sum())
+    report["duplicate_rows"] = duplicates
+    if duplicates:
+        warnings.append(f"{duplicates} row(s) are exact duplicates of another row; they weigh twice in training.")
+
+    train = set(_row_hashes(x["train"]))
+    leaked = {s: sum(h in train for h in _row_hashes(x[s])) for s in ("val", "test")}
+    report["leakage"] = leaked
+    if leaked["val"] or leaked["test"]:
+        warnings.append(f"{leaked['val']} validation and {leaked['test']} test row(s) also appear in the training "
+                        "split (same inputs): their scores overstate how well the model generalizes. Remove "
+                        "duplicates first.")
+
+    constant = [c for c in features.columns if features[c].nunique(dropna=False) <= 1]
+    mostly_missing = [c for c in features.columns if features[c].isna().mean() > 0.5]
+    report["constant_columns"], report["mostly_missing_columns"] = constant, mostly_missing
+    if constant:
+        warnings.append(f"Constant column(s) carry no information: {', '.join(constant)}. Ignore them.")
+    if mostly_missing:
+        warnings.append(f"Mostly missing (over half empty): {', '.join(mostly_missing)}. Consider ignoring them.")
+
+    report["warnings"] = warnings
+    report["verdict"] = "Looks healthy." if not warnings else f"{len(warnings)} thing(s) to check."
+    return report

@@ -1,0 +1,120 @@
+"""Read a table from uploaded bytes: CSV/TSV (delimiter and encoding detected), Parquet, Excel .xlsx, JSON Lines.
+
+The format comes from the file's content, checked against its extension; every failure is a DataError that
+names the file and says what to do. Nothing here unpickles or executes anything from the file.
+"""
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from engine.errors import DataError
+
+MAX_COLUMNS = 2000
+TEXT_EXTENSIONS = {".csv", ".tsv", ".txt", ".tab"}
+EXTENSIONS = TEXT_EXTENSIONS | {".parquet", ".pq", ".xlsx", ".jsonl", ".ndjson"}
+DELIMITERS = {",": "comma", "\t": "tab", ";": "semicolon", "|": "pipe"}
+
+
+@dataclass
+class TableSource:
+    frame: pd.DataFrame
+    format: str
+    encoding: str | None = None
+    delimiter: str | None = None
+
+    def describe(self) -> str:
+        extra = [self.encoding, DELIMITERS.get(self.delimiter or "", None) and f"{DELIMITERS[self.delimiter]}-separated"]
+        return " · ".join([self.format, *[e for e in extra if e]])
+
+
+def _sniff_format(data: bytes) -> str:
+    if data[:4] == b"PAR1":
+        return "parquet"
+    if data[:4] == b"PK\x03\x04":
+        return "zip"
+    head = data[:65536]
+    if b"\x00" in head or sum(b < 9 or 13 < b < 32 for b in head) > len(head) * 0.05:
+        return "binary"
+    return "text"
+
+
+def decode_text(data: bytes, name: str, encoding: str | None = None) -> tuple[str, str]:
+    """UTF-8 (with or without BOM), else Latin-1; text that is neither is refused."""
+    if encoding:
+        try:
+            return data.decode(encoding), encoding
+        except (UnicodeDecodeError, LookupError) as e:
+            raise DataError(f"'{name}' cannot be read as {encoding} ({e}). Choose another encoding.") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        return data[3:].decode("utf-8", errors="strict"), "utf-8-sig"
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    # Latin-1 decodes any byte; C1 control bytes (0x80-0x9f) almost never occur in real Latin-1 text.
+    if sum(0x80 <= b <= 0x9F for b in data[:65536]) > 0:
+        raise DataError(f"'{name}' is neither UTF-8 nor Latin-1 text. Save it as UTF-8 (in Excel: 'CSV UTF-8') "
+                        "and upload it again.")
+    return data.decode("latin-1"), "latin-1"
+
+
+def sniff_delimiter(text: str) -> str:
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters="".join(DELIMITERS)).delimiter
+    except csv.Error:
+        first = sample.splitlines()[0] if sample else ""
+        return max(DELIMITERS, key=first.count) if first else ","
+
+
+def read_table(data: bytes, filename: str, *, delimiter: str | None = None, encoding: str | None = None) -> TableSource:
+    name = Path(filename).name
+    ext = Path(filename).suffix.lower()
+    if not data or not data.strip():
+        raise DataError(f"'{name}' is empty. Choose a file with a header row and at least one data row.")
+    if ext not in EXTENSIONS:
+        raise DataError(f"'{name}' has the extension '{ext or '(none)'}', which LayerLab does not read as a table. "
+                        "Use CSV, TSV, Parquet, Excel .xlsx or JSON Lines.")
+    kind = _sniff_format(data)
+    expected = {".parquet": "parquet", ".pq": "parquet", ".xlsx": "zip"}.get(ext, "text")
+    if kind != expected:
+        what = {"parquet": "a Parquet file", "zip": "a zip archive (or an Excel workbook)", "binary": "binary data",
+                "text": "text"}[kind]
+        raise DataError(f"'{name}' is named {ext} but holds {what}: its contents do not match its extension. "
+                        "Rename it to its real type, or export the data again.")
+    try:
+        if kind == "parquet":
+            source = TableSource(pd.read_parquet(io.BytesIO(data)), "Parquet")
+        elif ext == ".xlsx":
+            # openpyxl parses the workbook's XML with defusedxml when it is installed (it is a dependency).
+            source = TableSource(pd.read_excel(io.BytesIO(data), engine="openpyxl"), "Excel")
+        elif ext in (".jsonl", ".ndjson"):
+            text, enc = decode_text(data, name, encoding)
+            source = TableSource(pd.read_json(io.StringIO(text), lines=True), "JSON Lines", enc)
+        else:
+            text, enc = decode_text(data, name, encoding)
+            sep = delimiter or ("\t" if ext in (".tsv", ".tab") else sniff_delimiter(text))
+            source = TableSource(pd.read_csv(io.StringIO(text), sep=sep), "CSV" if sep != "\t" else "TSV", enc, sep)
+    except DataError:
+        raise
+    except (ValueError, KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise DataError(f"'{name}' could not be read ({str(e).splitlines()[0][:200]}). Check that it is a valid "
+                        f"{ext} file with one header row.") from None
+    except Exception as e:  # noqa: BLE001 - parsers of foreign formats raise their own types; none may escape
+        raise DataError(f"'{name}' could not be read as {ext} ({type(e).__name__}). Export the data again.") from None
+    frame = source.frame
+    if frame.shape[1] == 0:
+        raise DataError(f"'{name}' has no columns. Choose a file with a header row.")
+    if frame.shape[1] > MAX_COLUMNS:
+        raise DataError(f"'{name}' has {frame.shape[1]:,} columns; LayerLab reads at most {MAX_COLUMNS:,}. Drop "
+                        "columns you do not need, or reduce the data first.")
+    if len(frame) == 0:
+        raise DataError(f"'{name}' has a header ({', '.join(map(str, frame.columns[:5]))}) but no data rows. "
+                        "Add rows below the header.")
+    frame.columns = [str(c).strip() for c in frame.columns]
+    source.frame = frame
+    return source

@@ -1,0 +1,207 @@
+"""Real data in: every table format, column plans, text, the health report, class weights, replayed preprocessing."""
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from engine.data.health import class_weights
+from engine.data.prepare import prepare_file, prepare_frame
+from engine.data.readers import MAX_COLUMNS, read_table
+from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, suggest_columns
+from engine.errors import DataError
+from engine.train import TrainConfig, fit
+from tests.conftest import mlp_spec
+
+
+def frame(rows: int = 80, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    df = pd.DataFrame({"customer_id": np.arange(1000, 1000 + rows), "age": rng.normal(40, 10, rows).round(1),
+                       "city": rng.choice(["Paris", "Oslo", "Zürich"], rows), "member": rng.choice([True, False], rows),
+                       "country": ["FR"] * rows, "spend": rng.gamma(2, 50, rows).round(2)})
+    df["bought"] = np.where(df["age"] + rng.normal(0, 5, rows) > 40, "yes", "no")
+    df.loc[[3, 7], "age"] = np.nan
+    return df
+
+
+def as_bytes(df: pd.DataFrame, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "csv":
+        return df.to_csv(index=False).encode()
+    if fmt == "csv-bom":
+        return b"\xef\xbb\xbf" + df.to_csv(index=False).encode()
+    if fmt == "latin1-semicolon":
+        return df.to_csv(index=False, sep=";").encode("latin-1")
+    if fmt == "tsv":
+        return df.to_csv(index=False, sep="\t").encode()
+    if fmt == "parquet":
+        df.to_parquet(buf)
+    elif fmt == "xlsx":
+        df.to_excel(buf, index=False)
+    elif fmt == "jsonl":
+        return df.to_json(orient="records", lines=True).encode()
+    return buf.getvalue()
+
+
+EXT = {"csv": "csv", "csv-bom": "csv", "latin1-semicolon": "csv", "tsv": "tsv", "parquet": "parquet", "xlsx": "xlsx",
+       "jsonl": "jsonl"}
+
+
+@pytest.mark.parametrize("fmt", sorted(EXT))
+def test_every_table_format_reads_the_same_table(fmt):
+    df = frame()
+    source = read_table(as_bytes(df, fmt), f"people.{EXT[fmt]}")
+    got = source.frame
+    assert list(got.columns) == list(df.columns) and len(got) == len(df)
+    assert list(got["city"]) == list(df["city"])  # "Zürich" survives every encoding
+    assert np.allclose(got["spend"], df["spend"])
+    if fmt == "latin1-semicolon":
+        assert source.encoding == "latin-1" and source.delimiter == ";"
+    if fmt == "csv-bom":
+        assert source.encoding == "utf-8-sig"
+    ds = prepare_file(as_bytes(df, fmt), f"people.{EXT[fmt]}", "bought")
+    assert ds.meta["classes"] == ["no", "yes"]
+
+
+def test_delimiter_and_encoding_overrides():
+    data = "a|b|y\n" + "".join(f"{i}|{i * 2}|{i % 2}\n" for i in range(20))
+    assert list(read_table(data.encode(), "t.csv").frame.columns) == ["a", "b", "y"]
+    assert read_table(data.encode(), "t.csv", delimiter=",").frame.shape[1] == 1  # the user's choice wins
+    with pytest.raises(DataError, match="cannot be read as ascii"):
+        read_table("é,y\n1,2\n".encode(), "t.csv", encoding="ascii")
+
+
+@pytest.mark.parametrize("data, name, words", [
+    (b"PAR1 not really", "t.csv", "holds a Parquet file"),
+    (b"a,b\n1,2\n", "t.parquet", "holds text"),
+    (b"PK\x03\x04garbage", "t.xlsx", "could not be read"),
+    (b"\x80\x81\x82,b\n\x83,1\n", "t.csv", "neither UTF-8 nor Latin-1"),
+    (b"a,b\n1,2\n", "t.exe", "does not read as a table"),
+    (("," .join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n").encode(),
+     "wide.csv", "reads at most"),
+])
+def test_bad_files_name_the_file_and_the_fix(data, name, words):
+    with pytest.raises(DataError, match=words) as e:
+        read_table(data, name)
+    assert name in str(e.value)
+
+
+def test_column_suggestions_flag_ids_and_constants():
+    plans = {p.name: p for p in suggest_columns(frame(), "bought")}
+    assert plans["customer_id"].role == "ignore" and "ID" in plans["customer_id"].note
+    assert plans["country"].role == "feature" and "constant" in plans["country"].note
+    assert plans["age"].kind == "numeric" and plans["city"].kind == "categorical"
+    assert plans["member"].kind == "boolean"
+
+
+def test_column_plan_strategies_and_replay_on_new_rows():
+    df = frame(120)
+    plans = [ColumnPlan(name="customer_id", role="ignore"), ColumnPlan(name="country", role="ignore"),
+             ColumnPlan(name="age", kind="numeric", missing="mean", scaling="minmax"),
+             ColumnPlan(name="city", kind="categorical", missing="most_frequent", scaling="none", encoding="index"),
+             ColumnPlan(name="member", kind="boolean", missing="most_frequent", scaling="none"),
+             ColumnPlan(name="spend", kind="numeric", missing="constant", fill_value="0", scaling="standard")]
+    ds = prepare_frame(df, "bought", name="people", source="test", plans=plans)
+    pre = ds.meta["preprocessing"]
+    assert ds.meta["feature_names"] == ["age", "city", "member", "spend"]
+    x = ds.tensors["x_train"].numpy()
+    assert x[:, 0].min() >= 0 and abs(x[:, 0].max() - 1) < 1e-6  # min-max fitted on the training rows
+    assert set(np.unique(x[:, 1])) <= {1.0, 2.0, 3.0}  # category indices, 0 kept for unseen
+    assert set(np.unique(x[:, 2])) <= {0.0, 1.0}
+    # The JSON state replays: the same rows give the same tensors, unseen categories give index 0.
+    train_rows = df.iloc[:0]
+    assert apply_preprocessing(train_rows, pre).shape == (0, 4)
+    new = pd.DataFrame({"age": [30.0, None], "city": ["Rome", "Oslo"], "member": [True, False], "spend": [10.0, None]})
+    out = apply_preprocessing(new, json.loads(json.dumps(pre)))
+    assert out[0, 1] == 0 and out[1, 1] == pre["columns"][1]["categories"].index("Oslo") + 1
+    assert out[1, 0] == pytest.approx((pre["columns"][0]["fill"] - pre["columns"][0]["shift"]) /
+                                      pre["columns"][0]["scale"])
+
+
+def test_saved_preprocessing_on_the_original_rows_equals_the_training_tensors():
+    df = frame(100)
+    ds = prepare_frame(df, "bought", name="people", source="test")
+    raw = pd.read_csv(ds.path / "preview.csv")
+    full = apply_preprocessing(raw, ds.meta["preprocessing"])
+    # Every training tensor row is exactly what the saved JSON gives for some original row.
+    rows = {r.tobytes() for r in full}
+    assert all(r.tobytes() in rows for r in ds.tensors["x_train"].numpy())
+
+
+def test_drop_strategy_removes_rows_and_refuses_gaps_later():
+    df = frame(100)
+    plans = [p.model_copy(update={"missing": "drop"}) if p.name == "age" else p for p in suggest_columns(df, "bought")]
+    ds = prepare_frame(df, "bought", name="p", source="t", plans=plans)
+    assert sum(ds.meta["sizes"].values()) == 98 and any("Dropped 2 row(s)" in n for n in ds.meta["notices"])
+    with pytest.raises(DataError, match="rows were dropped in training"):
+        apply_preprocessing(pd.DataFrame({"age": [None], "city": ["Oslo"], "member": [True], "country": ["FR"],
+                                          "spend": [1.0]}),
+                            ds.meta["preprocessing"])
+
+
+def test_text_column_becomes_tokens_with_a_saved_vocabulary():
+    rng = np.random.default_rng(0)
+    good, bad = ["great", "love", "fine"], ["awful", "hate", "broken"]
+    texts, labels = [], []
+    for _ in range(300):
+        pos = rng.random() < 0.5
+        words = list(rng.choice(good if pos else bad, 3)) + list(rng.choice(["the", "film", "was", "a", "plot"], 6))
+        rng.shuffle(words)
+        texts.append(" ".join(words).capitalize() + "!")
+        labels.append("pos" if pos else "neg")
+    df = pd.DataFrame({"review": texts, "label": labels})
+    assert {p.name: p.kind for p in suggest_columns(df, "label")}["review"] == "text"
+    ds = prepare_frame(df, "label", name="reviews", source="t", text=TextOptions(vocab_size=50, max_length=12))
+    assert ds.input_shape == (12,) and ds.meta["vocab"][:2] == ["<pad>", "<unk>"]
+    assert "great" in ds.meta["vocab"] and ds.meta["vocab_size"] == len(ds.meta["vocab"]) <= 50
+    ids = apply_preprocessing(pd.DataFrame({"review": ["GREAT film, zebra"]}), ds.meta["preprocessing"])[0]
+    vocab = ds.meta["vocab"]
+    assert [vocab[int(i)] for i in ids[:3]] == ["great", "film", "<unk>"] and ids[3:].sum() == 0
+    from engine.templates import build
+    result = fit(build("lstm_text", ds.meta), ds, TrainConfig(epochs=8, lr=0.005), emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] > 0.9
+
+
+def test_health_report_finds_imbalance_duplicates_leakage_and_dead_columns():
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200), "const": 1.0,
+                       "sparse": [np.nan] * 150 + list(range(50)), "y": ["rare"] * 20 + ["common"] * 180})
+    df = pd.concat([df, df.iloc[:30]], ignore_index=True)  # exact duplicates: some land in different splits
+    plans = [p.model_copy(update={"role": "feature"}) for p in suggest_columns(df, "y")]
+    ds = prepare_frame(df, "y", name="h", source="t", plans=plans)
+    h = ds.meta["health"]
+    assert h["duplicate_rows"] == 30 and h["leakage"]["val"] + h["leakage"]["test"] > 0
+    assert h["constant_columns"] == ["const"] and h["mostly_missing_columns"] == ["sparse"]
+    assert h["imbalance_ratio"] > 3 and "imbalanced" in " ".join(h["warnings"])
+    counts = h["class_counts"]
+    weights = dict(zip(ds.meta["classes"], h["class_weights"], strict=True))
+    assert weights["rare"] > weights["common"]
+    n = sum(counts.values())
+    assert weights["rare"] == pytest.approx(n / (2 * counts["rare"]))
+    healthy = prepare_frame(frame(), "bought", name="ok", source="t").meta["health"]
+    assert healthy["duplicate_rows"] == 0 and healthy["leakage"] == {"val": 0, "test": 0}
+
+
+def test_class_weights_shift_predictions_toward_the_rare_class(tmp_path):
+    from engine.export import load_model
+    assert class_weights(np.array([0, 0, 0, 1]), 2) == [pytest.approx(4 / 6), pytest.approx(2.0)]
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1500, 2))
+    y = np.where(x[:, 0] + rng.normal(0, 0.7, 1500) > 1.3, "rare", "common")
+    ds = prepare_frame(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": y}), "y", name="imb", source="t")
+    rare = ds.meta["classes"].index("rare")
+    x_val, y_val = ds.split("val")
+    predicted_rare = {}
+    for weighted in (False, True):
+        fit(mlp_spec(2), ds, TrainConfig(epochs=15, lr=0.01, class_weights=weighted), emit=lambda e: None,
+            out_dir=tmp_path / str(weighted))
+        model, _ = load_model(tmp_path / str(weighted) / "model.safetensors")
+        with torch.no_grad():
+            pred = model(x_val).argmax(1)
+        predicted_rare[weighted] = ((pred == rare).sum().item(), ((pred == rare) & (y_val == rare)).sum().item())
+    # Weighting the rare class makes the model predict it more often and find more of the true rare rows.
+    assert predicted_rare[True][0] > predicted_rare[False][0]
+    assert predicted_rare[True][1] >= predicted_rare[False][1]
