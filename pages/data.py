@@ -13,8 +13,8 @@ from ui import state
 from ui.common import page, show_error
 from ui.data_views import class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
-page("Data", "Choose the data to learn from: a built-in set or your own CSV. "
-             "Preprocessing is fitted on the training split only.")
+page("Data", "Choose the data to learn from: a built-in set or your own table (CSV, TSV, Parquet, Excel, "
+             "JSON Lines). Preprocessing is fitted on the training split only.")
 
 
 def use(ds) -> None:
@@ -23,8 +23,9 @@ def use(ds) -> None:
     st.rerun()
 
 
-builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload CSV",
-                                              ":material/folder_open: Your datasets"])
+builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload table",
+                                              ":material/folder_open: Your datasets"],
+                                             key="data.tab")
 with builtin_tab:
     name = st.selectbox("Dataset", list(BUILTINS), format_func=lambda k: BUILTINS[k].title, key="data.builtin")
     b = BUILTINS[name]

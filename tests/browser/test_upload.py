@@ -1,0 +1,36 @@
+"""Bring your own data in a real browser: a Latin-1, semicolon-separated CSV is read, planned and prepared."""
+
+import numpy as np
+import pandas as pd
+from playwright.sync_api import expect
+
+from tests.browser.conftest import no_exceptions, settle, shot
+
+
+def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
+    rng = np.random.default_rng(0)
+    n = 300
+    df = pd.DataFrame({"order_id": [f"A{i:05d}" for i in range(n)], "age": rng.normal(40, 10, n).round(1),
+                       "city": rng.choice(["Zürich", "Málaga", "Oslo"], n), "spend": rng.gamma(2, 30, n).round(2)})
+    df["churned"] = np.where(df["spend"] < 40, "yes", "no")
+    df.loc[::17, "age"] = np.nan
+    path = tmp_path / "customers.csv"
+    path.write_bytes(df.to_csv(index=False, sep=";").encode("latin-1"))
+
+    page.goto(server.url)
+    settle(page)
+    page.get_by_role("tab", name="Upload table").click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+    settle(page)
+    expect(page.get_by_text("read as CSV · latin-1 · semicolon-separated")).to_be_visible()
+    expect(page.get_by_text("300 rows × 5 columns")).to_be_visible()
+    shot(page, "upload-1-planned")
+    page.get_by_role("button", name="Prepare dataset").click()
+    settle(page)
+    expect(page.get_by_text("In use: customers")).to_be_visible()
+    expect(page.get_by_role("tab", name="Upload table")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_text("Ignoring 'order_id': looks like an ID")).to_be_visible()
+    expect(page.get_by_text("Column 'age': 18 missing value(s) filled with the median")).to_be_visible()
+    expect(page.get_by_text("Data health:")).to_be_visible()
+    no_exceptions(page)
+    shot(page, "upload-2-prepared")
