@@ -4,6 +4,7 @@ The format comes from the file's content, checked against its extension; every f
 names the file and says what to do. Nothing here unpickles or executes anything from the file.
 """
 
+import codecs
 import csv
 import io
 from dataclasses import dataclass
@@ -62,6 +63,31 @@ def decode_text(data: bytes, name: str, encoding: str | None = None) -> tuple[st
     return data.decode("latin-1"), "latin-1"
 
 
+def _validate(data: bytes, encoding: str) -> None:
+    """Decode chunk by chunk, keeping nothing: no decoded copy of a large file in memory."""
+    decoder = codecs.getincrementaldecoder(encoding)()
+    for i in range(0, len(data), 1 << 20):
+        decoder.decode(data[i:i + (1 << 20)])
+    decoder.decode(b"", final=True)
+
+
+def detect_encoding(data: bytes, name: str, encoding: str | None = None) -> str:
+    """The user's encoding if it fits the bytes; else utf-8-sig, utf-8 or latin-1 (see decode_text)."""
+    if encoding:
+        try:
+            _validate(data, encoding)
+            return encoding
+        except (UnicodeDecodeError, LookupError) as e:
+            raise DataError(f"'{name}' cannot be read as {encoding} ({e}). Choose another encoding.") from None
+    if data.startswith(b"\xef\xbb\xbf"):
+        return "utf-8-sig"
+    try:
+        _validate(data, "utf-8")
+        return "utf-8"
+    except UnicodeDecodeError:
+        return decode_text(data[:1 << 20], name)[1]  # Latin-1, unless it holds C1 control bytes
+
+
 def sniff_delimiter(text: str) -> str:
     sample = "\n".join(text.splitlines()[:50])
     try:
@@ -96,9 +122,12 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
             text, enc = decode_text(data, name, encoding)
             source = TableSource(pd.read_json(io.StringIO(text), lines=True), "JSON Lines", enc)
         else:
-            text, enc = decode_text(data, name, encoding)
-            sep = delimiter or ("\t" if ext in (".tsv", ".tab") else sniff_delimiter(text))
-            source = TableSource(pd.read_csv(io.StringIO(text), sep=sep), "CSV" if sep != "\t" else "TSV", enc, sep)
+            enc = detect_encoding(data, name, encoding)
+            sample = data[:65536].decode(enc, errors="ignore")
+            sep = delimiter or ("\t" if ext in (".tsv", ".tab") else sniff_delimiter(sample))
+            # pandas' C parser decodes the bytes itself: no second copy of the file as a Python string.
+            frame = pd.read_csv(io.BytesIO(data), sep=sep, encoding="utf-8" if enc == "utf-8-sig" else enc)
+            source = TableSource(frame, "CSV" if sep != "\t" else "TSV", enc, sep)
     except DataError:
         raise
     except (ValueError, KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
