@@ -1,9 +1,10 @@
 """Tables -> tensors: column plan, task detection, split, preprocessing.
 
 Each feature column has a plan (role, type, missing-value strategy, scaling, encoding), suggested from the
-data and editable on the Data page. Preprocessing is fitted on the training split alone with
-scikit-learn's transformers, saved as plain JSON, and applied from that JSON (`apply_preprocessing`) for
-training and prediction alike. A table with a text column becomes token ids (a word-level vocabulary
+data and editable on the Data page. Preprocessing is fitted on the training split alone (numbers with
+scikit-learn's imputers and scalers; categories with pandas' hashing, which is far faster than comparing
+strings), saved as plain JSON, and applied from that JSON (`apply_preprocessing`) for training and
+prediction alike. A table with a text column becomes token ids (a word-level vocabulary
 fitted on the training split).
 """
 
@@ -107,7 +108,6 @@ class TableInfo:
     classes: list[str] | None
     preprocessing: dict
     notices: list[str] = field(default_factory=list)
-    splits: dict[str, np.ndarray] = field(default_factory=dict)
     frame: pd.DataFrame | None = None  # the rows used, in their original form
 
 
@@ -317,4 +317,4 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     x = {k: x_all[v] for k, v in splits.items()}
     del x_all
     y = {k: y_all[v] for k, v in splits.items()}
-    return TableInfo(task, x, y, feature_names(state), classes, state, notices, splits, df)
+    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df)
