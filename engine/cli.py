@@ -13,17 +13,21 @@ from engine.errors import LayerLabError
 
 
 def _train(args) -> int:
-    from engine.data.prepare import prepare_file
+    from engine.data.prepare import prepare_file, prepare_images
     from engine.data.readers import read_table
     from engine.data.tabular import suggest_columns
-    from engine.runs import create_run, execute
-    from engine.spec import starter_spec
 
     data = Path(args.data)
     if not data.is_file():
-        raise LayerLabError(f"no such data file: {data}. Pass the path of a CSV file with --data.")
+        raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image zip with --data.")
     out = Path(args.out)
     raw = data.read_bytes()
+    if data.suffix.lower() == ".zip":  # images: the folder names are the labels
+        dataset = prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale, seed=args.seed,
+                                 root=out / "dataset")
+        return _run(args, dataset, out)
+    if not args.target:
+        raise LayerLabError("--target is required for a table: name the column to predict.")
     plans = None
     if args.text_column:
         frame = read_table(raw, data.name).frame
@@ -34,6 +38,12 @@ def _train(args) -> int:
                  for p in suggest_columns(frame, args.target)]
     dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
                            root=out / "dataset")
+    return _run(args, dataset, out)
+
+
+def _run(args, dataset, out: Path) -> int:
+    from engine.runs import create_run, execute
+    from engine.spec import starter_spec
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
@@ -54,9 +64,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="prepare a data file and train a model on it")
-    t.add_argument("--data", required=True, help="a table: CSV, TSV, Parquet, Excel .xlsx or JSON Lines")
+    t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines) or a zip of "
+                                                 "images in one folder per class")
     t.add_argument("--text-column", help="a column of free text: the model's input becomes its tokens")
-    t.add_argument("--target", required=True, help="the column to predict")
+    t.add_argument("--target", help="the column to predict (tables)")
+    t.add_argument("--image-size", type=int, default=32, help="images: resize to this many pixels square")
+    t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument("--task", choices=["classification", "regression"], help="override the detected task")
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
     t.add_argument("--epochs", type=int, default=20)

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.builtin import BUILTINS
-from engine.data.prepare import prepare_builtin, prepare_frame
+from engine.data.prepare import prepare_builtin, prepare_frame, prepare_images
 from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset, load_preview
 from engine.data.tabular import TextOptions, detect_task
@@ -41,10 +41,22 @@ with builtin_tab:
             use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
 
 with upload_tab:
-    upload = st.file_uploader("Table file", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson"],
-                              key="data.upload", help="CSV, TSV, Parquet, Excel .xlsx or JSON Lines, with a header "
-                                                      "row; one column is what to predict.")
-    if upload is not None:
+    upload = st.file_uploader("Table or images", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson", "zip"],
+                              key="data.upload", help="A table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines) with a "
+                                                      "header row, or a zip of images with one folder per class.")
+    if upload is not None and upload.name.lower().endswith(".zip"):
+        st.caption("Images: one folder per class (cats/…, dogs/…); PNG, JPEG, BMP, GIF or WebP.")
+        i1, i2 = st.columns(2)
+        size = i1.selectbox("Resize to", [16, 28, 32, 64, 96], index=2, key="data.img_size",
+                            format_func=lambda n: f"{n}×{n} pixels")
+        grayscale = i2.radio("Colour", ["RGB", "grayscale"], horizontal=True, key="data.img_mode") == "grayscale"
+        if st.button("Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"):
+            try:
+                with st.spinner("Reading the images…"):
+                    use(prepare_images(upload.getvalue(), upload.name, size=size, grayscale=grayscale))
+            except LayerLabError as e:
+                show_error(e)
+    elif upload is not None:
         o1, o2 = st.columns(2)
         delimiter = o1.selectbox("Delimiter", ["auto", ",", "\t", ";", "|"], key="data.delimiter",
                                  format_func=lambda d: {"auto": "detect", "\t": "tab"}.get(d, d),

@@ -36,6 +36,7 @@ def scatter_2d(ds: Dataset) -> go.Figure:
 
 def image_grid(ds: Dataset, n: int = 16) -> None:
     x, y = ds.tensors["x_train"][:n], ds.tensors["y_train"][:n]
+    x = x.float() / 255 if x.dtype == torch.uint8 else x
     cols = st.columns(8)
     for i in range(len(x)):
         img = x[i][0] if x[i].shape[0] == 1 else x[i].permute(1, 2, 0)

@@ -56,7 +56,9 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
                  root: Path | None = None, extra: dict | None = None) -> Dataset:
     tensors = {}
     for split in SPLITS:
-        tensors[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(x[split], dtype=np.float32))
+        xv = np.asarray(x[split])  # uint8 images stay uint8 (scaled on the device when training)
+        tensors[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(xv, dtype=np.uint8 if xv.dtype == np.uint8
+                                                                      else np.float32))
         yv = np.asarray(y[split])
         tensors[f"y_{split}"] = torch.from_numpy(np.ascontiguousarray(yv, dtype=np.int64 if task == "classification"
                                                                       else np.float32))

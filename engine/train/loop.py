@@ -67,13 +67,19 @@ def loss_function(name: str, weight: torch.Tensor | None = None) -> Callable:
     }[name]
 
 
+def as_input(x: torch.Tensor) -> torch.Tensor:
+    """Images are stored as uint8: scaled to [0, 1] here, on the device, one batch at a time."""
+    return x.float().div_(255) if x.dtype == torch.uint8 else x
+
+
 @torch.no_grad()
 def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0) -> dict[str, float]:
     """Loss and the task's metrics over a whole split (eval mode, big batches)."""
     was_training = model.training
     model.eval()
-    outs = torch.cat([model(x[i:i + EVAL_BATCH]) for i in range(0, len(x), EVAL_BATCH)])
+    outs = torch.cat([model(as_input(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)])
     model.train(was_training)
+    y = as_input(y)
     metrics = {"loss": loss_function(loss_name)(outs, y).item()}
     if loss_name == "cross_entropy":
         metrics["accuracy"] = (outs.argmax(1) == y).float().mean().item()
@@ -160,7 +166,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             perm = torch.randperm(n, device=device, generator=gen)
             for start in range(0, n, bs):
                 idx = perm[start:start + bs]
-                loss = criterion(train_model(x_train[idx]), y_train[idx])
+                loss = criterion(train_model(as_input(x_train[idx])), as_input(y_train[idx]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
