@@ -11,7 +11,7 @@ from engine.data.tabular import TextOptions, detect_task
 from engine.errors import LayerLabError
 from ui import state
 from ui.common import page, show_error
-from ui.data_views import class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
+from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
 page("Data", "Choose the data to learn from: a built-in set or your own table (CSV, TSV, Parquet, Excel, "
              "JSON Lines). Preprocessing is fitted on the training split only.")
@@ -148,6 +148,8 @@ with right:
         image_grid(ds)
     elif ds.input_shape == (2,):
         st.plotly_chart(scatter_2d(ds), width="stretch")
+if len(ds.input_shape) == 3:
+    augmentation_panel(ds)
 preview = load_preview(ds.id)
 if preview is not None:
     with st.expander("Raw rows (first 200)"):

@@ -175,3 +175,15 @@ def test_a_diverging_run_ends_as_diverged_with_advice():
     assert wait_finished(at.session_state["ll.run_id"]) == "diverged"
     at.run()
     assert any("diverged" in e.value and "Lower the learning rate" in e.value for e in at.error)
+
+
+def test_augmentation_settings_on_the_data_page_reach_training():
+    at = app()
+    at.selectbox(key="data.builtin").set_value("shapes").run()
+    button(at, "Use this dataset").click().run()
+    at.number_input(key="aug.rotation").set_value(15.0).run()
+    at.toggle(key="aug.flip").set_value(True).run()
+    assert at.session_state["ll.train"]["rotation"] == 15.0 and at.session_state["ll.train"]["flip"] is True
+    assert any("Augmentation for training: flip, rotation." in c.value for c in at.caption)
+    goto(at, "train")
+    assert not at.exception

@@ -16,8 +16,9 @@ def page(title: str, purpose: str) -> None:
     st.title(title)
     st.caption(purpose)
     status_strip()
+    slot = st.empty()  # always present, so a one-time notice never shifts (and resets) the elements below it
     if text := state.pop_notice():
-        st.info(text)
+        slot.info(text)
 
 
 def link(page_key: str, label: str, icon: str) -> None:

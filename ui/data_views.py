@@ -34,9 +34,11 @@ def scatter_2d(ds: Dataset) -> go.Figure:
     return fig
 
 
-def image_grid(ds: Dataset, n: int = 16) -> None:
+def image_grid(ds: Dataset, n: int = 16, transform=None) -> None:
     x, y = ds.tensors["x_train"][:n], ds.tensors["y_train"][:n]
     x = x.float() / 255 if x.dtype == torch.uint8 else x
+    if transform is not None:
+        x = transform(x)
     cols = st.columns(8)
     for i in range(len(x)):
         img = x[i][0] if x[i].shape[0] == 1 else x[i].permute(1, 2, 0)
@@ -94,3 +96,33 @@ def health_panel(meta: dict) -> None:
             if st.toggle(f"Use class weights in training ({weights})", value=on, key="data.class_weights",
                          help="Weights each class's loss by how rare it is, so rare classes count as much.") != on:
                 state.set_train({**state.train_settings(), "class_weights": not on})
+
+
+def augmentation_panel(ds: Dataset) -> None:
+    """Augmentation settings (saved with the training settings) and the same images as training will see them."""
+    from engine.train.augment import augment
+    from engine.train.config import TrainConfig
+    from ui import state
+
+    saved = state.train_settings()
+    summary = st.empty()  # filled once the widgets below have given this run's settings
+    # A constant label and `expanded`: the expander keeps its open state while the settings change.
+    with st.expander(":material/auto_fix_high: Augmentation for training"):
+        c = st.columns(4)
+        settings = {"flip": c[0].toggle("Random flip", value=bool(saved["flip"]), key="aug.flip",
+                                        help="Mirror left-right; fine for photos, wrong for digits or text."),
+                    "crop_padding": c[1].number_input("Crop padding (px)", 0, 16, int(saved["crop_padding"]),
+                                                      key="aug.crop", help="Pad, then crop at a random offset."),
+                    "rotation": c[2].number_input("Rotation (°)", 0.0, 45.0, float(saved["rotation"]), step=5.0,
+                                                  key="aug.rotation", help="Up to this angle either way."),
+                    "noise": c[3].number_input("Noise (std)", 0.0, 1.0, float(saved["noise"]), step=0.05,
+                                               key="aug.noise", help="Gaussian noise added to the pixels.")}
+        state.set_train({**saved, **settings})
+        on = [name for name, value in (("flip", settings["flip"]), ("crop", settings["crop_padding"]),
+                                       ("rotation", settings["rotation"]), ("noise", settings["noise"])) if value]
+        summary.caption(f"Augmentation for training: {', '.join(on) if on else 'off'}.")
+        st.caption("Applied to each training batch on the device; validation and test images are left as they are. "
+                   "The same 16 images, augmented:")
+        cfg = TrainConfig.parse({**saved, **settings})
+        gen = torch.Generator().manual_seed(0)
+        image_grid(ds, transform=lambda x: augment(x, cfg, gen).clamp(0, 1))

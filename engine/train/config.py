@@ -37,6 +37,11 @@ class TrainConfig(BaseModel):
                                                    "split (classification).")
     target: Literal["label", "input"] = Field("label", description="label: predict the dataset's target; input: "
                                                                     "reconstruct the input (autoencoder).")
+    flip: bool = Field(False, description="Augmentation: mirror images left-right at random.")
+    crop_padding: int = Field(0, ge=0, le=16, description="Augmentation: pad images by this many pixels and crop "
+                                                         "back at a random offset (0 = off).")
+    rotation: float = Field(0.0, ge=0, le=45, description="Augmentation: rotate images by up to this many degrees.")
+    noise: float = Field(0.0, ge=0, le=1, description="Augmentation: add Gaussian noise of this standard deviation.")
     memory_budget_mb: float = Field(4096, gt=0, description="Refuse models whose estimated training memory "
                                                             "exceeds this.")
 

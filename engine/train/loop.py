@@ -18,6 +18,8 @@ from engine.compiler import compile_spec
 from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.export import save_weights
+from engine.train.augment import active as augment_active
+from engine.train.augment import augment
 from engine.train.config import TrainConfig, preflight, resolve_device
 
 SYNC_EVERY_S = 0.25
@@ -134,6 +136,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     criterion = loss_function(loss_name, weight)
     optimizer = make_optimizer(cfg, model.parameters(), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    augmenting = augment_active(cfg) and cfg.target == "label"
 
     n, bs = len(y_train), cfg.batch_size
     steps_per_epoch = math.ceil(n / bs)
@@ -166,7 +169,10 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             perm = torch.randperm(n, device=device, generator=gen)
             for start in range(0, n, bs):
                 idx = perm[start:start + bs]
-                loss = criterion(train_model(as_input(x_train[idx])), as_input(y_train[idx]))
+                xb = as_input(x_train[idx])
+                if augmenting:
+                    xb = augment(xb, cfg, gen)
+                loss = criterion(train_model(xb), as_input(y_train[idx]))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
