@@ -70,9 +70,10 @@ def _last_linear(spec, inputs, out_id):
     return node if node in by_id else None
 
 
-def lint(spec: dict, meta: dict, train: dict) -> list[Finding]:
+def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> list[Finding]:
+    """`analysed`: the (infos, error) of `analyse(spec, ...)` when the caller already has them."""
     try:
-        infos, error = analyse(spec, meta["input_shape"])
+        infos, error = analysed if analysed is not None else analyse(spec, meta["input_shape"])
     except SpecError:
         return []
     model = ModelSpec.model_validate(spec)

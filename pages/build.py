@@ -77,7 +77,7 @@ with st.expander(":material/auto_awesome: Start from a template", expanded=st.se
 
 infos, error = analyse(spec, meta["input_shape"])
 shape_of = {i.id: i for i in infos}
-findings = lint(spec, meta, train)
+findings = lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
 explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 

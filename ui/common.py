@@ -84,7 +84,7 @@ def preflight_line(spec: dict, meta: dict, train: dict) -> None:
     st.caption(f"{sum(i.params for i in infos):,} parameters · {sum(i.macs for i in infos):,} multiply-adds per "
                f"sample · about {memory['total'] / 2**20:,.2f} MB to train at batch {train['batch_size']} "
                f"({parts} MB)")
-    findings = lint(spec, meta, train)
+    findings = lint(spec, meta, train, (infos, error))
     if findings:
         st.warning(f"{len(findings)} finding(s) about this model: " + " ".join(f.message for f in findings[:2])
                    + " One-click fixes are on the Build page.", icon=":material/lightbulb:")
