@@ -45,7 +45,8 @@ with upload_tab:
                               key="data.upload", help="A table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines) with a "
                                                       "header row, or a zip of images with one folder per class.")
     if upload is not None and upload.name.lower().endswith(".zip"):
-        st.caption("Images: one folder per class (cats/…, dogs/…); PNG, JPEG, BMP, GIF or WebP.")
+        st.caption("Images: one folder per class (cats/…, dogs/…) of PNG, JPEG, BMP, GIF or WebP files; or MNIST's "
+                   "idx files (gzipped or not), which keep their own size.")
         i1, i2 = st.columns(2)
         size = i1.selectbox("Resize to", [16, 28, 32, 64, 96], index=2, key="data.img_size",
                             format_func=lambda n: f"{n}×{n} pixels")

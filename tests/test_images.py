@@ -116,3 +116,27 @@ def test_cli_trains_on_an_image_zip(tmp_path):
     assert proc.returncode == 0, proc.stderr
     final = json.loads(proc.stdout.splitlines()[-1])
     assert final["status"] == "completed" and "val/accuracy" in final["metrics"]
+
+
+def idx_bytes(arr: np.ndarray) -> bytes:
+    header = bytes([0, 0, 8, arr.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in arr.shape)
+    return header + arr.astype(np.uint8).tobytes()
+
+
+def test_mnist_idx_files_in_a_zip_gzipped_or_not():
+    import gzip
+    digits = load_builtin("digits")
+    x = (digits["images"][:, 0] * 255).astype(np.uint8)  # (N, 8, 8)
+    y = digits["labels"].astype(np.uint8)
+    data = _zip([("mnist/train-images-idx3-ubyte.gz", gzip.compress(idx_bytes(x[:1500]))),
+                 ("mnist/train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(y[:1500]))),
+                 ("mnist/t10k-images-idx3-ubyte", idx_bytes(x[1500:])),
+                 ("mnist/t10k-labels-idx1-ubyte", idx_bytes(y[1500:]))])
+    ds = prepare_images(data, "mnist.zip")
+    assert ds.input_shape == (1, 8, 8) and ds.meta["classes"] == [str(i) for i in range(10)]
+    assert sum(ds.meta["sizes"].values()) == len(x)
+    result = fit(build("lenet", ds.meta), ds, TrainConfig(epochs=10, lr=0.003), emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] > 0.9
+    broken = _zip([("train-images-idx3-ubyte", idx_bytes(x[:50])[:-10]), ("train-labels-idx1-ubyte", idx_bytes(y[:50]))])
+    with pytest.raises(DataError, match="truncated"):
+        prepare_images(broken, "broken.zip")

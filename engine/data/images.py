@@ -7,6 +7,7 @@ image, or one over the pixel limit, is skipped and listed, and the rest are used
 (the training loop scales them to [0, 1] on the device).
 """
 
+import gzip
 import io
 import stat
 import warnings
@@ -59,13 +60,66 @@ def _check_entries(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
     return [i for i in infos if not i.is_dir()]
 
 
+def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
+    raw = zf.read(info)
+    if not info.filename.endswith(".gz"):
+        return raw
+    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:  # bounded: a gzip bomb stops at the cap
+        out = gz.read(MAX_TOTAL_BYTES + 1)
+    if len(out) > MAX_TOTAL_BYTES:
+        raise DataError(f"'{name}': '{info.filename}' expands beyond {MAX_TOTAL_BYTES / 2**30:,.0f} GiB; not read.")
+    return out
+
+
+def _idx(data: bytes, dims: int, member: str, name: str) -> np.ndarray:
+    """An MNIST idx file: magic 0x0000080{dims}, big-endian sizes, then uint8 values."""
+    if len(data) < 4 + 4 * dims or data[:3] != b"\x00\x00\x08" or data[3] != dims:
+        raise DataError(f"'{name}': '{member}' is not an idx file with {dims} dimension(s) of unsigned bytes.")
+    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims))
+    body = np.frombuffer(data, np.uint8, offset=4 + 4 * dims)
+    if body.size != int(np.prod(shape)):
+        raise DataError(f"'{name}': '{member}' says {shape} but holds {body.size:,} values; the file is truncated.")
+    return body.reshape(shape)
+
+
+def _read_idx_pairs(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], name: str) -> ImageSet | None:
+    """MNIST-style idx files (images idx3 + labels idx1, optionally gzipped), train and test pairs together."""
+    by_kind: dict[str, dict[str, zipfile.ZipInfo]] = {}
+    for info in files:
+        base = PurePosixPath(info.filename).name.lower().removesuffix(".gz")
+        for kind, marker in (("images", "idx3-ubyte"), ("labels", "idx1-ubyte")):
+            if base.endswith(marker):
+                prefix = base.split("-")[0]  # "train" / "t10k"
+                by_kind.setdefault(prefix, {})[kind] = info
+    pairs = [v for v in by_kind.values() if len(v) == 2]
+    if not pairs:
+        return None
+    images, labels = [], []
+    for pair in pairs:
+        x = _idx(_read_member(zf, pair["images"], name), 3, pair["images"].filename, name)
+        y = _idx(_read_member(zf, pair["labels"], name), 1, pair["labels"].filename, name)
+        if len(x) != len(y):
+            raise DataError(f"'{name}': {len(x):,} images but {len(y):,} labels in "
+                            f"'{pair['images'].filename}' / '{pair['labels'].filename}'.")
+        images.append(x[:, None])
+        labels.append(y.astype(np.int64))
+    y = np.concatenate(labels)
+    classes = [str(c) for c in np.unique(y)]
+    lookup = {int(c): i for i, c in enumerate(np.unique(y))}
+    return ImageSet(np.concatenate(images), np.array([lookup[int(v)] for v in y], np.int64), classes)
+
+
 def read_image_zip(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:
+    """Class folders of image files, or MNIST idx files (kept at their own size, one channel)."""
     try:
         zf = zipfile.ZipFile(io.BytesIO(data))
     except zipfile.BadZipFile:
         raise DataError(f"'{name}' is not a valid zip archive. Zip a folder with one sub-folder per class.") from None
     with zf:
         files = _check_entries(zf, name)
+        idx = _read_idx_pairs(zf, files, name)
+        if idx is not None:
+            return idx
         entries = [(i, PurePosixPath(i.filename).parts) for i in files]
         entries = [(i, p) for i, p in entries if not (p[0].startswith("__MACOSX") or p[-1].startswith("."))]
         pictures = [p for _, p in entries if PurePosixPath(p[-1]).suffix.lower() in IMAGE_EXTENSIONS]
