@@ -8,14 +8,8 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
+from engine.layers.recurrent import require_sequence
 from engine.registry import OpParams, register
-
-
-def _sequence(shape, title):
-    if len(shape) != 2:
-        raise SpecError(None, f"{title} needs a sequence (time, features) but got {tuple(shape)}: "
-                              + ("add an Embedding before it for token ids." if len(shape) == 1 else
-                                 "add a Reshape or Permute to (time, features)."))
 
 
 def _heads(features, heads):
@@ -44,7 +38,7 @@ class SelfAttention(nn.Module):
           doc="Multi-head self-attention: every time step looks at every other and mixes in what is relevant.")
 def build_attention(p: AttentionParams, shapes):
     (shape,) = shapes
-    _sequence(shape, "Self-attention")
+    require_sequence(shape, "Self-attention")
     _heads(shape[1], p.num_heads)
     return SelfAttention(shape[1], p)
 
@@ -61,7 +55,7 @@ class TransformerParams(OpParams):
           doc="Stacked blocks of self-attention and a feed-forward MLP with residuals and layer norm (as in BERT).")
 def build_transformer_encoder(p: TransformerParams, shapes):
     (shape,) = shapes
-    _sequence(shape, "A transformer encoder")
+    require_sequence(shape, "A transformer encoder")
     _heads(shape[1], p.num_heads)
     layer = nn.TransformerEncoderLayer(shape[1], p.num_heads, p.dim_feedforward, p.dropout, batch_first=True)
     return nn.TransformerEncoder(layer, p.num_layers, enable_nested_tensor=False)
@@ -96,5 +90,5 @@ class PositionalEncoding(nn.Module):
           doc="Adds each position's signature to a sequence so attention knows the order of the steps.")
 def build_positional_encoding(p: PositionalParams, shapes):
     (shape,) = shapes
-    _sequence(shape, "Positional encoding")
+    require_sequence(shape, "Positional encoding")
     return PositionalEncoding(shape[0], shape[1], p)

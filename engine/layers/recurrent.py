@@ -61,12 +61,17 @@ class Recurrent(nn.Module):
         return out[:, -1]
 
 
-def _recurrent(kind, p: RecurrentParams, shapes, title):
-    (shape,) = shapes
+def require_sequence(shape, title: str) -> None:
+    """Sequence ops take (time, features); say how to get there from what arrived."""
     if len(shape) != 2:
         raise SpecError(None, f"{title} needs a sequence (time, features) but got {tuple(shape)}: "
                               + ("add an Embedding before it for token ids." if len(shape) == 1 else
                                  "add a Reshape or Permute to (time, features)."))
+
+
+def _recurrent(kind, p: RecurrentParams, shapes, title):
+    (shape,) = shapes
+    require_sequence(shape, title)
     return Recurrent(kind, shape[1], p)
 
 
@@ -111,6 +116,5 @@ class SeqPool(nn.Module):
           doc="Turns a sequence (time, features) into one vector (features,), e.g. after a transformer encoder.")
 def build_seq_pool(p: SeqPoolParams, shapes):
     (shape,) = shapes
-    if len(shape) != 2:
-        raise SpecError(None, f"sequence pooling needs (time, features) input but got {tuple(shape)}.")
+    require_sequence(shape, "Sequence pooling")
     return SeqPool(p.mode)
