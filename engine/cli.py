@@ -13,16 +13,17 @@ from engine.errors import LayerLabError
 
 
 def _train(args) -> int:
+    from engine.data.images import is_archive
     from engine.data.prepare import prepare_file, prepare_images
     from engine.data.readers import read_table
     from engine.data.tabular import suggest_columns
 
     data = Path(args.data)
     if not data.is_file():
-        raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image zip with --data.")
+        raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image archive with --data.")
     out = Path(args.out)
     raw = data.read_bytes()
-    if data.suffix.lower() == ".zip":  # images: the folder names are the labels
+    if is_archive(data.name):  # images: folder names, MNIST or CIFAR labels
         dataset = prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale, seed=args.seed,
                                  root=out / "dataset")
         return _run(args, dataset, out)
@@ -64,8 +65,9 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="prepare a data file and train a model on it")
-    t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines) or a zip of "
-                                                 "images in one folder per class")
+    t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines), or a zip or "
+                                                 "tar of images in one folder per class, MNIST idx files or CIFAR-10 "
+                                                 "python batches")
     t.add_argument("--text-column", help="a column of free text: the model's input becomes its tokens")
     t.add_argument("--target", help="the column to predict (tables)")
     t.add_argument("--image-size", type=int, default=32, help="images: resize to this many pixels square")

@@ -4,6 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.builtin import BUILTINS
+from engine.data.images import ARCHIVE_TYPES, is_archive
 from engine.data.prepare import prepare_builtin, prepare_frame, prepare_images
 from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset, load_preview
@@ -13,8 +14,8 @@ from ui import state
 from ui.common import page, show_error
 from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
-page("Data", "Choose the data to learn from: a built-in set or your own table (CSV, TSV, Parquet, Excel, "
-             "JSON Lines). Preprocessing is fitted on the training split only.")
+page("Data", "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
+             "JSON Lines) or an archive of images. Preprocessing is fitted on the training split only.")
 
 
 def use(ds) -> None:
@@ -23,7 +24,7 @@ def use(ds) -> None:
     st.rerun()
 
 
-builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload table",
+builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload a file",
                                               ":material/folder_open: Your datasets"],
                                              key="data.tab")
 with builtin_tab:
@@ -41,12 +42,14 @@ with builtin_tab:
             use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
 
 with upload_tab:
-    upload = st.file_uploader("Table or images", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson", "zip"],
+    upload = st.file_uploader("Table or images", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson",
+                                                       *ARCHIVE_TYPES],
                               key="data.upload", help="A table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines) with a "
-                                                      "header row, or a zip of images with one folder per class.")
-    if upload is not None and upload.name.lower().endswith(".zip"):
-        st.caption("Images: one folder per class (cats/…, dogs/…) of PNG, JPEG, BMP, GIF or WebP files; or MNIST's "
-                   "idx files (gzipped or not), which keep their own size.")
+                                                      "header row, or a zip or tar archive of images.")
+    if upload is not None and is_archive(upload.name):
+        st.caption("Images: one folder per class (cats/…, dogs/…) of PNG, JPEG, BMP, GIF or WebP files; MNIST's "
+                   "idx files (gzipped or not); or CIFAR-10's python batches (cifar-10-python.tar.gz as downloaded). "
+                   "MNIST and CIFAR keep their own size and colour.")
         i1, i2 = st.columns(2)
         size = i1.selectbox("Resize to", [16, 28, 32, 64, 96], index=2, key="data.img_size",
                             format_func=lambda n: f"{n}×{n} pixels")

@@ -1,23 +1,32 @@
-"""Images in: a zip of class folders (cats/..., dogs/...), checked before anything is decoded.
+"""Images in: an archive (zip or tar) of class folders (cats/..., dogs/...), MNIST's idx files or CIFAR-10's
+python batches, checked before anything is decoded.
 
-Refused, naming the file: absolute or ../ paths, symlinks, more than MAX_ENTRIES entries, more than
-MAX_TOTAL_BYTES uncompressed, or an entry whose expansion ratio exceeds MAX_RATIO (a zip bomb). Nothing is
+Refused, naming the file: absolute or ../ paths, links, more than MAX_ENTRIES entries, more than
+MAX_TOTAL_BYTES uncompressed, or a zip entry whose expansion ratio exceeds MAX_RATIO (a zip bomb). Nothing is
 written to disk: each image is decoded from memory with Pillow. PNG, JPEG, BMP, GIF and WebP only; a corrupt
-image, or one over the pixel limit, is skipped and listed, and the rest are used. Pixels are stored as uint8
-(the training loop scales them to [0, 1] on the device).
+image, or one over the pixel limit, is skipped and listed, and the rest are used. CIFAR batches are pickles and
+are read with `pickle_walk` (never unpickled). Pixels are stored as uint8 (the training loop scales them to
+[0, 1] on the device).
 """
 
 import gzip
 import io
+import re
 import stat
+import tarfile
 import warnings
 import zipfile
+import zlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePosixPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from engine.data.pickle_walk import read_pickle
 from engine.errors import DataError
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
@@ -26,6 +35,16 @@ MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 2 * 2**30
 MAX_RATIO = 200
 MAX_PIXELS = 40_000_000  # per image, before resizing
+ARCHIVE_TYPES = ("zip", "tar", "gz", "tgz", "bz2", "xz")  # cifar-10-python.tar.gz, images.zip, …
+
+
+def is_archive(filename: str) -> bool:
+    return filename.lower().rsplit(".", 1)[-1] in ARCHIVE_TYPES
+
+
+def archive_stem(filename: str) -> str:
+    """'cifar-10-python.tar.gz' -> 'cifar-10-python'."""
+    return re.sub(r"(\.tar)?\.(zip|tar|gz|tgz|bz2|xz)$", "", PurePosixPath(filename).name, flags=re.I)
 
 
 @dataclass
@@ -36,17 +55,35 @@ class ImageSet:
     skipped: list[str] = field(default_factory=list)
 
 
-def _check_entries(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
-    infos = zf.infolist()
-    if len(infos) > MAX_ENTRIES:
-        raise DataError(f"'{name}' holds {len(infos):,} entries; LayerLab reads at most {MAX_ENTRIES:,}. Split it "
+@dataclass
+class _Member:
+    filename: str
+    size: int
+    read: Callable[[], bytes]
+
+
+def _check_path(path: str, name: str) -> None:
+    parts = PurePosixPath(path).parts
+    if path.startswith(("/", "\\")) or ".." in parts or (parts and ":" in parts[0]):
+        raise DataError(f"'{name}' contains the unsafe path '{path}' (absolute or with '..'). Rebuild the archive "
+                        "from the folder itself.")
+
+
+def _check_count_and_total(count: int, total: int, name: str) -> None:
+    if count > MAX_ENTRIES:
+        raise DataError(f"'{name}' holds {count:,} entries; LayerLab reads at most {MAX_ENTRIES:,}. Split it "
                         "into smaller archives.")
+    if total > MAX_TOTAL_BYTES:
+        raise DataError(f"'{name}' would unpack to {total / 2**30:,.1f} GiB; LayerLab reads at most "
+                        f"{MAX_TOTAL_BYTES / 2**30:,.0f} GiB. Use fewer or smaller images.")
+
+
+def _zip_members(zf: zipfile.ZipFile, name: str) -> list[_Member]:
+    infos = zf.infolist()
+    _check_count_and_total(len(infos), 0, name)
     total = 0
     for info in infos:
-        path = PurePosixPath(info.filename)
-        if info.filename.startswith(("/", "\\")) or ".." in path.parts or (path.parts and ":" in path.parts[0]):
-            raise DataError(f"'{name}' contains the unsafe path '{info.filename}' (absolute or with '..'). Rebuild "
-                            "the zip from the folder itself.")
+        _check_path(info.filename, name)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise DataError(f"'{name}' contains a symbolic link ('{info.filename}'); links are not accepted. Zip the "
                             "real files instead.")
@@ -54,20 +91,61 @@ def _check_entries(zf: zipfile.ZipFile, name: str) -> list[zipfile.ZipInfo]:
         if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
             raise DataError(f"'{name}': the entry '{info.filename}' expands {info.file_size / info.compress_size:,.0f}"
                             f"× (over {MAX_RATIO}×), as a zip bomb does. The archive was not unpacked.")
-    if total > MAX_TOTAL_BYTES:
-        raise DataError(f"'{name}' would unpack to {total / 2**30:,.1f} GiB; LayerLab reads at most "
-                        f"{MAX_TOTAL_BYTES / 2**30:,.0f} GiB. Use fewer or smaller images.")
-    return [i for i in infos if not i.is_dir()]
+    _check_count_and_total(len(infos), total, name)
+    return [_Member(i.filename, i.file_size, partial(zf.read, i)) for i in infos if not i.is_dir()]
 
 
-def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, name: str) -> bytes:
-    raw = zf.read(info)
-    if not info.filename.endswith(".gz"):
+def _tar_members(tf: tarfile.TarFile, name: str) -> list[_Member]:
+    """Headers are checked one by one as the (possibly gzipped) stream is walked, so a huge or hostile member
+    is refused before its contents are decompressed."""
+    members, count, total = [], 0, 0
+    while (info := tf.next()) is not None:
+        count += 1
+        _check_path(info.name, name)
+        if info.issym() or info.islnk():
+            raise DataError(f"'{name}' contains a link ('{info.name}'); links are not accepted. Archive the real "
+                            "files instead.")
+        if not (info.isfile() or info.isdir()):
+            raise DataError(f"'{name}' contains '{info.name}', which is not a regular file or folder.")
+        total += info.size
+        _check_count_and_total(count, total, name)
+        if info.isfile():
+            members.append(_Member(info.name, info.size, partial(_tar_read, tf, info)))
+    return members
+
+
+def _tar_read(tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+    with tf.extractfile(info) as f:
+        return f.read(info.size)
+
+
+@contextmanager
+def _open_archive(data: bytes, name: str) -> Iterator[list[_Member]]:
+    """A zip, or a tar (plain, gzip, bzip2 or xz), checked before anything is decoded; nothing touches disk."""
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            yield _zip_members(zf, name)
+        return
+    try:
+        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except (tarfile.TarError, EOFError, OSError):
+        raise DataError(f"'{name}' is not a valid zip or tar archive. Zip a folder with one sub-folder per "
+                        "class.") from None
+    with tf:
+        try:
+            yield _tar_members(tf, name)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            raise DataError(f"'{name}' is a damaged tar archive ({str(e)[:80]}).") from None
+
+
+def _read_member(member: _Member, name: str) -> bytes:
+    raw = member.read()
+    if not member.filename.endswith(".gz"):
         return raw
     with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:  # bounded: a gzip bomb stops at the cap
         out = gz.read(MAX_TOTAL_BYTES + 1)
     if len(out) > MAX_TOTAL_BYTES:
-        raise DataError(f"'{name}': '{info.filename}' expands beyond {MAX_TOTAL_BYTES / 2**30:,.0f} GiB; not read.")
+        raise DataError(f"'{name}': '{member.filename}' expands beyond {MAX_TOTAL_BYTES / 2**30:,.0f} GiB; not read.")
     return out
 
 
@@ -82,84 +160,118 @@ def _idx(data: bytes, dims: int, member: str, name: str) -> np.ndarray:
     return body.reshape(shape)
 
 
-def _read_idx_pairs(zf: zipfile.ZipFile, files: list[zipfile.ZipInfo], name: str) -> ImageSet | None:
+def _read_idx_pairs(files: list[_Member], name: str) -> ImageSet | None:
     """MNIST-style idx files (images idx3 + labels idx1, optionally gzipped), train and test pairs together."""
-    by_kind: dict[str, dict[str, zipfile.ZipInfo]] = {}
-    for info in files:
-        base = PurePosixPath(info.filename).name.lower().removesuffix(".gz")
+    by_kind: dict[str, dict[str, _Member]] = {}
+    for member in files:
+        base = PurePosixPath(member.filename).name.lower().removesuffix(".gz")
         for kind, marker in (("images", "idx3-ubyte"), ("labels", "idx1-ubyte")):
             if base.endswith(marker):
                 prefix = base.split("-")[0]  # "train" / "t10k"
-                by_kind.setdefault(prefix, {})[kind] = info
+                by_kind.setdefault(prefix, {})[kind] = member
     pairs = [v for v in by_kind.values() if len(v) == 2]
     if not pairs:
         return None
     images, labels = [], []
     for pair in pairs:
-        x = _idx(_read_member(zf, pair["images"], name), 3, pair["images"].filename, name)
-        y = _idx(_read_member(zf, pair["labels"], name), 1, pair["labels"].filename, name)
+        x = _idx(_read_member(pair["images"], name), 3, pair["images"].filename, name)
+        y = _idx(_read_member(pair["labels"], name), 1, pair["labels"].filename, name)
         if len(x) != len(y):
             raise DataError(f"'{name}': {len(x):,} images but {len(y):,} labels in "
                             f"'{pair['images'].filename}' / '{pair['labels'].filename}'.")
         images.append(x[:, None])
         labels.append(y.astype(np.int64))
-    y = np.concatenate(labels)
-    classes = [str(c) for c in np.unique(y)]
-    lookup = {int(c): i for i, c in enumerate(np.unique(y))}
-    return ImageSet(np.concatenate(images), np.array([lookup[int(v)] for v in y], np.int64), classes)
+    return _indexed(np.concatenate(images), np.concatenate(labels))
 
 
-def read_image_zip(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:
-    """Class folders of image files, or MNIST idx files (kept at their own size, one channel)."""
-    try:
-        zf = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
-        raise DataError(f"'{name}' is not a valid zip archive. Zip a folder with one sub-folder per class.") from None
-    with zf:
-        files = _check_entries(zf, name)
-        idx = _read_idx_pairs(zf, files, name)
-        if idx is not None:
-            return idx
-        entries = [(i, PurePosixPath(i.filename).parts) for i in files]
-        entries = [(i, p) for i, p in entries if not (p[0].startswith("__MACOSX") or p[-1].startswith("."))]
-        pictures = [p for _, p in entries if PurePosixPath(p[-1]).suffix.lower() in IMAGE_EXTENSIONS]
-        # One shared top folder (a zip of "animals/" holding "cats/", "dogs/") is stripped.
-        strip = 1 if pictures and len({p[0] for p in pictures}) == 1 and all(len(p) > 2 for p in pictures) else 0
-        skipped, items = [], []
-        for info, p in entries:
-            if PurePosixPath(p[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append(f"{info.filename}: not a PNG, JPEG, BMP, GIF or WebP file")
+def _indexed(images: np.ndarray, labels: np.ndarray, names: list[str] | None = None) -> ImageSet:
+    """Labels renumbered 0..K-1 over the values present; class names from `names` where the file gives them."""
+    present, y = np.unique(labels, return_inverse=True)
+    classes = [names[c] if names and 0 <= c < len(names) else str(c) for c in present.tolist()]
+    return ImageSet(images, y.astype(np.int64), classes)
+
+
+def _field(record: dict, key: str):
+    return record.get(key.encode(), record.get(key))
+
+
+def _read_cifar_batches(files: list[_Member], name: str) -> ImageSet | None:
+    """CIFAR-10's python batches (data_batch_1..5, test_batch, batches.meta): pickles, read by walking their
+    opcodes, never unpickled. Each holds `data` (N×3072 uint8, the red, green and blue planes of 32×32 images)
+    and `labels`."""
+    batches = sorted((m for m in files if re.fullmatch(r"data_batch_\d+|test_batch", PurePosixPath(m.filename).name)),
+                     key=lambda m: PurePosixPath(m.filename).name)
+    if not batches:
+        return None
+    images, labels = [], []
+    for member in batches:
+        record = read_pickle(_read_member(member, name), f"{name}: {member.filename}")
+        data, y = (_field(record, k) if isinstance(record, dict) else None for k in ("data", "labels"))
+        if not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072 \
+                or not isinstance(y, list) or len(y) != len(data):
+            raise DataError(f"'{name}': '{member.filename}' is not a CIFAR-10 batch (expected 'data', N×3072 bytes, "
+                            "and N 'labels').")
+        images.append(data.reshape(-1, 3, 32, 32))
+        labels.append(np.asarray(y, np.int64))
+    names = None
+    meta = next((m for m in files if PurePosixPath(m.filename).name == "batches.meta"), None)
+    if meta is not None:
+        found = _field(read_pickle(_read_member(meta, name), f"{name}: {meta.filename}"), "label_names")
+        if isinstance(found, list):
+            names = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in found]
+    return _indexed(np.concatenate(images), np.concatenate(labels), names)
+
+
+def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: bool) -> ImageSet:
+    entries = [(m, PurePosixPath(m.filename).parts) for m in files]
+    entries = [(m, p) for m, p in entries if not (p[0].startswith("__MACOSX") or p[-1].startswith("."))]
+    pictures = [p for _, p in entries if PurePosixPath(p[-1]).suffix.lower() in IMAGE_EXTENSIONS]
+    # One shared top folder (a zip of "animals/" holding "cats/", "dogs/") is stripped.
+    strip = 1 if pictures and len({p[0] for p in pictures}) == 1 and all(len(p) > 2 for p in pictures) else 0
+    skipped, items = [], []
+    for member, p in entries:
+        if PurePosixPath(p[-1]).suffix.lower() not in IMAGE_EXTENSIONS:
+            skipped.append(f"{member.filename}: not a PNG, JPEG, BMP, GIF or WebP file")
+            continue
+        p = p[strip:]
+        if len(p) < 2:
+            skipped.append(f"{member.filename}: not inside a class folder")
+            continue
+        items.append((member, p[0]))
+    classes = sorted({c for _, c in items})
+    if len(classes) < 2:
+        raise DataError(f"'{name}' has images in {len(classes)} class folder(s); a classifier needs at least two "
+                        "(e.g. cats/ and dogs/ at the top of the archive).")
+    mode, channels = ("L", 1) if grayscale else ("RGB", 3)
+    images = np.empty((len(items), channels, size, size), np.uint8)
+    labels = np.empty(len(items), np.int64)
+    n = 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        for member, cls in items:
+            try:
+                with Image.open(io.BytesIO(member.read())) as img:
+                    if img.format not in FORMATS:
+                        raise UnidentifiedImageError(f"format {img.format}")
+                    if img.width * img.height > MAX_PIXELS:
+                        raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
+                    arr = np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR))
+            except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+                    OSError, ValueError, SyntaxError) as e:
+                skipped.append(f"{member.filename}: unreadable or too large ({str(e)[:80]})")
                 continue
-            p = p[strip:]
-            if len(p) < 2:
-                skipped.append(f"{info.filename}: not inside a class folder")
-                continue
-            items.append((info, p[0]))
-        classes = sorted({c for _, c in items})
-        if len(classes) < 2:
-            raise DataError(f"'{name}' has images in {len(classes)} class folder(s); a classifier needs at least two "
-                            "(e.g. cats/ and dogs/ at the top of the zip).")
-        mode, channels = ("L", 1) if grayscale else ("RGB", 3)
-        images = np.empty((len(items), channels, size, size), np.uint8)
-        labels = np.empty(len(items), np.int64)
-        n = 0
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            for info, cls in items:
-                try:
-                    with Image.open(io.BytesIO(zf.read(info))) as img:
-                        if img.format not in FORMATS:
-                            raise UnidentifiedImageError(f"format {img.format}")
-                        if img.width * img.height > MAX_PIXELS:
-                            raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
-                        arr = np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR))
-                except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-                        OSError, ValueError, SyntaxError) as e:
-                    skipped.append(f"{info.filename}: unreadable or too large ({str(e)[:80]})")
-                    continue
-                images[n] = arr[None] if grayscale else arr.transpose(2, 0, 1)
-                labels[n] = classes.index(cls)
-                n += 1
-    if n < 10:
-        raise DataError(f"'{name}' has only {n} readable image(s); LayerLab needs at least 10.")
+            images[n] = arr[None] if grayscale else arr.transpose(2, 0, 1)
+            labels[n] = classes.index(cls)
+            n += 1
     return ImageSet(images[:n], labels[:n], classes, skipped)
+
+
+def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:
+    """Class folders of image files, MNIST idx files or CIFAR-10 python batches (the last two keep their own
+    size and colour), from a zip or a tar archive."""
+    with _open_archive(data, name) as files:
+        found = _read_idx_pairs(files, name) or _read_cifar_batches(files, name) \
+            or _read_class_folders(files, name, size, grayscale)
+    if len(found.labels) < 10:
+        raise DataError(f"'{name}' has only {len(found.labels)} readable image(s); LayerLab needs at least 10.")
+    return found

@@ -7,7 +7,7 @@ import pandas as pd
 
 from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
-from engine.data.images import read_image_zip
+from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import read_table
 from engine.data.store import Dataset, save_dataset
 from engine.data.tabular import ColumnPlan, TextOptions, prepare_table, split_indices
@@ -73,17 +73,18 @@ def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, see
 
 def prepare_images(data: bytes, filename: str, *, size: int = 32, grayscale: bool = False, seed: int = 0,
                    root: Path | None = None) -> Dataset:
-    """A zip of class folders: images resized, stored as uint8, split stratified; skipped files are listed."""
-    found = read_image_zip(data, Path(filename).name, size=size, grayscale=grayscale)
+    """An image archive (class folders, MNIST idx or CIFAR-10 batches): stored as uint8, split stratified;
+    skipped files are listed."""
+    found = read_image_archive(data, Path(filename).name, size=size, grayscale=grayscale)
     splits = split_indices(len(found.labels), found.labels, True, 0.15, 0.15, seed)
     notices = [f"Skipped {len(found.skipped)} file(s): " + "; ".join(found.skipped[:10])
                + (" …" if len(found.skipped) > 10 else "")] if found.skipped else []
     counts = np.bincount(found.labels, minlength=len(found.classes))
     preview = pd.DataFrame({"class": found.classes, "images": counts})
-    return save_dataset(name=Path(filename).stem, source=f"upload:{Path(filename).name}", task="classification",
+    return save_dataset(name=archive_stem(filename), source=f"upload:{Path(filename).name}", task="classification",
                         x={k: found.images[v] for k, v in splits.items()},
                         y={k: found.labels[v] for k, v in splits.items()}, classes=found.classes,
                         feature_names=[f"px{i}" for i in range(int(np.prod(found.images.shape[1:])))],
-                        preprocessing={"kind": "image", "size": size, "mode": "L" if grayscale else "RGB",
-                                       "scale": 255}, notices=notices, preview=preview, root=root,
-                        extra={"skipped": found.skipped})
+                        preprocessing={"kind": "image", "size": int(found.images.shape[-1]),
+                                       "mode": "L" if found.images.shape[1] == 1 else "RGB", "scale": 255},
+                        notices=notices, preview=preview, root=root, extra={"skipped": found.skipped})

@@ -1,10 +1,12 @@
-"""Bring your own data in a real browser: a Latin-1, semicolon-separated CSV is read, planned and prepared."""
+"""Bring your own data in a real browser: a Latin-1, semicolon-separated CSV is read, planned and prepared; CIFAR-10
+as downloaded (a .tar.gz of pickled batches) becomes an image dataset."""
 
 import numpy as np
 import pandas as pd
 from playwright.sync_api import expect
 
 from tests.browser.conftest import no_exceptions, settle, shot
+from tests.test_images import cifar_archive
 
 
 def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
@@ -19,7 +21,7 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
 
     page.goto(server.url)
     settle(page)
-    page.get_by_role("tab", name="Upload table").click()
+    page.get_by_role("tab", name="Upload a file").click()
     page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
     settle(page)
     expect(page.get_by_text("read as CSV · latin-1 · semicolon-separated")).to_be_visible()
@@ -28,9 +30,26 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     page.get_by_role("button", name="Prepare dataset").click()
     settle(page)
     expect(page.get_by_text("In use: customers")).to_be_visible()
-    expect(page.get_by_role("tab", name="Upload table")).to_have_attribute("aria-selected", "true")
+    expect(page.get_by_role("tab", name="Upload a file")).to_have_attribute("aria-selected", "true")
     expect(page.get_by_text("Ignoring 'order_id': looks like an ID")).to_be_visible()
     expect(page.get_by_text("Column 'age': 18 missing value(s) filled with the median")).to_be_visible()
     expect(page.get_by_text("Data health:")).to_be_visible()
     no_exceptions(page)
     shot(page, "upload-2-prepared")
+
+
+def test_upload_cifar10_as_downloaded(server, page, tmp_path):
+    path = tmp_path / "cifar-10-python.tar.gz"
+    path.write_bytes(cifar_archive("tar", 100))
+    page.goto(server.url)
+    settle(page)
+    page.get_by_role("tab", name="Upload a file").click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+    settle(page)
+    expect(page.get_by_text("CIFAR-10's python batches")).to_be_visible()
+    page.get_by_role("button", name="Prepare images").click()
+    settle(page)
+    expect(page.get_by_text("In use: cifar-10-python")).to_be_visible()
+    expect(page.get_by_text("input shape (3, 32, 32)")).to_be_visible()
+    no_exceptions(page)
+    shot(page, "upload-3-cifar")
