@@ -12,11 +12,28 @@ def class_weights(y_train: np.ndarray, n_classes: int) -> list[float]:
 
 
 def _row_keys(x: np.ndarray) -> np.ndarray:
-    """Two random projections per row (float64): identical rows give identical keys, different rows practically
-    never do. A BLAS matrix-vector product instead of hashing each row's bytes in Python."""
-    flat = x.reshape(len(x), -1).astype(np.float64, copy=False)
+    """One 64-bit key per row: identical rows give identical keys, different rows practically never do. Two
+    random projections (a BLAS product, in float64, a block of rows at a time to bound memory), then hashed."""
+    flat = x.reshape(len(x), -1)
     proj = np.random.default_rng(12345).normal(size=(flat.shape[1], 2))
-    return flat @ proj
+    keys = np.empty((len(flat), 2))
+    for i in range(0, len(flat), 16384):
+        np.matmul(flat[i:i + 16384].astype(np.float64), proj, out=keys[i:i + 16384])
+    return pd.util.hash_array(keys[:, 0]) * np.uint64(1_000_003) ^ pd.util.hash_array(keys[:, 1])
+
+
+def _constant_and_missing(col: pd.Series) -> tuple[bool, float]:
+    """Whether the column holds at most one distinct value (a gap counting as one), and its missing fraction;
+    from min/max or category codes rather than hashing every value."""
+    gaps = col.isna().to_numpy()
+    missing = float(gaps.mean()) if len(gaps) else 0.0
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()
+        return bool(codes.min() == codes.max()) if len(codes) else True, missing
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        values = col.to_numpy(dtype=float)
+        return bool(gaps.all() or (not gaps.any() and values.min() == values.max())), missing
+    return col.nunique(dropna=False) <= 1, missing
 
 
 def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict, classes) -> dict:
@@ -40,21 +57,22 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
 
     # Duplicates and leakage are judged on the prepared inputs (and the target, for duplicates).
     keys = {s: _row_keys(x[s]) for s in ("train", "val", "test")}
-    labelled = pd.DataFrame(np.concatenate([np.c_[k, np.asarray(y[s], dtype=np.float64)] for s, k in keys.items()]))
-    duplicates = int(labelled.duplicated().sum())
+    labelled = np.concatenate([k ^ pd.util.hash_array(np.asarray(y[s], dtype=np.float64)) for s, k in keys.items()])
+    duplicates = int(pd.Series(labelled).duplicated().sum())
     report["duplicate_rows"] = duplicates
     if duplicates:
         warnings.append(f"{duplicates} row(s) are exact duplicates of another row; they weigh twice in training.")
 
-    leaked = {s: int(np.isin(keys[s][:, 0], keys["train"][:, 0]).sum()) for s in ("val", "test")}
+    leaked = {s: int(pd.Index(keys[s]).isin(keys["train"]).sum()) for s in ("val", "test")}
     report["leakage"] = leaked
     if leaked["val"] or leaked["test"]:
         warnings.append(f"{leaked['val']} validation and {leaked['test']} test row(s) also appear in the training "
                         "split (same inputs): their scores overstate how well the model generalizes. Remove "
                         "duplicates first.")
 
-    constant = [c for c in features.columns if features[c].nunique(dropna=False) <= 1]
-    mostly_missing = [c for c in features.columns if features[c].isna().mean() > 0.5]
+    profile = {c: _constant_and_missing(features[c]) for c in features.columns}
+    constant = [c for c, (const, _) in profile.items() if const]
+    mostly_missing = [c for c, (_, gaps) in profile.items() if gaps > 0.5]
     report["constant_columns"], report["mostly_missing_columns"] = constant, mostly_missing
     if constant:
         warnings.append(f"Constant column(s) carry no information: {', '.join(constant)}. Ignore them.")

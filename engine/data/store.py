@@ -2,6 +2,9 @@
 
 import hashlib
 import re
+import shutil
+import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,21 +65,32 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
         yv = np.asarray(y[split])
         tensors[f"y_{split}"] = torch.from_numpy(np.ascontiguousarray(yv, dtype=np.int64 if task == "classification"
                                                                       else np.float32))
+    # The content hash names the folder; it is computed on a second thread while the file is written.
     digest = hashlib.sha256()
-    for k in sorted(tensors):
-        digest.update(tensors[k].numpy().tobytes())
-    ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
-    path = datasets_dir(root) / ds_id
-    meta = {"id": ds_id, "name": name, "source": source, "task": task,
-            "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
-            "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
-            "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
-            **(extra or {})}
-    path.mkdir(parents=True, exist_ok=True)
-    save_file(tensors, str(path / "data.safetensors"))
-    if preview is not None:
-        preview.head(200).to_csv(path / "preview.csv", index=False)
-    atomic_write_json(path / "meta.json", meta)  # written last: a folder without meta.json is incomplete
+    hasher = threading.Thread(target=lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
+    hasher.start()
+    base = datasets_dir(root)
+    base.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
+    try:
+        save_file(tensors, str(staging / "data.safetensors"))
+        if preview is not None:
+            preview.head(200).to_csv(staging / "preview.csv", index=False)
+        hasher.join()
+        ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
+        path = base / ds_id
+        meta = {"id": ds_id, "name": name, "source": source, "task": task,
+                "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
+                "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
+                "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
+                **(extra or {})}
+        atomic_write_json(staging / "meta.json", meta)
+        if path.exists():  # the same data prepared again: the new folder replaces the old
+            shutil.rmtree(path)
+        staging.rename(path)
+    finally:
+        hasher.join()
+        shutil.rmtree(staging, ignore_errors=True)
     return Dataset(path, meta, tensors)
 
 

@@ -2,9 +2,9 @@
 
 Each feature column has a plan (role, type, missing-value strategy, scaling, encoding), suggested from the
 data and editable on the Data page. Preprocessing is fitted on the training split alone (numbers with
-scikit-learn's imputers and scalers; categories with pandas' hashing, which is far faster than comparing
-strings), saved as plain JSON, and applied from that JSON (`apply_preprocessing`) for training and
-prediction alike. A table with a text column becomes token ids (a word-level vocabulary
+scikit-learn's scalers and imputers, medians with NumPy; categories by their codes, hashed once by pandas or
+dictionary-encoded by the CSV reader), saved as plain JSON, and applied from that JSON (`apply_preprocessing`)
+for training and prediction alike. A table with a text column becomes token ids (a word-level vocabulary
 fitted on the training split).
 """
 
@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 from sklearn.impute import SimpleImputer
-from sklearn.model_selection import train_test_split
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
@@ -111,31 +110,81 @@ class TableInfo:
     frame: pd.DataFrame | None = None  # the rows used, in their original form
 
 
-def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int):
-    idx = np.arange(n)
-    strat = y if stratify else None
-    try:
-        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed, stratify=strat)
-        rel = val_fraction / (1 - test_fraction)
-        train, val = train_test_split(rest, test_size=rel, random_state=seed,
-                                      stratify=None if strat is None else y[rest])
-    except ValueError:  # a class too small to stratify: fall back to a plain shuffle split
-        rest, test = train_test_split(idx, test_size=test_fraction, random_state=seed)
-        train, val = train_test_split(rest, test_size=val_fraction / (1 - test_fraction), random_state=seed)
-    return {"train": np.sort(train), "val": np.sort(val), "test": np.sort(test)}
+def _apportion(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
+    """`total` spread over classes in proportion to `counts`: floors, then the largest remainders (ties broken
+    at random), never more than a class holds. The same rounding scikit-learn's StratifiedShuffleSplit uses."""
+    quota = counts * total / max(counts.sum(), 1)
+    share = np.minimum(np.floor(quota).astype(np.int64), counts)
+    left = total - int(share.sum())
+    if left > 0:
+        room = np.flatnonzero(share < counts)
+        rank = np.lexsort((rng.random(len(room)), -(quota[room] - share[room])))
+        share[room[rank[:left]]] += 1
+    return share
+
+
+def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int) -> dict:
+    """Seeded train / validation / test row indices, each in the table's order. Stratified: each class is split
+    in the same proportions, so every split sees every class it can. Linear time (1M rows in tens of ms)."""
+    rng = np.random.default_rng(seed)
+    n_test = max(1, round(n * test_fraction))
+    n_val = max(1, round(n * val_fraction))
+    which = np.zeros(n, np.int8)  # 0 train, 1 validation, 2 test
+    if stratify:
+        y = np.asarray(y)
+        small = np.issubdtype(y.dtype, np.integer) and len(y) and 0 <= y.min() and y.max() < 65536
+        inverse = y.astype(np.uint16) if small else np.unique(y, return_inverse=True)[1].ravel()
+        counts = np.bincount(inverse)
+        order = np.argsort(inverse, kind="stable")  # rows grouped by class (a radix sort for uint16)
+        test = _apportion(counts, n_test, rng)
+        val = _apportion(counts - test, n_val, rng)
+        start = 0
+        for c, count in enumerate(counts.tolist()):
+            rows = rng.permutation(order[start:start + count])
+            which[rows[:test[c]]] = 2
+            which[rows[test[c]:test[c] + val[c]]] = 1
+            start += count
+    else:
+        rows = rng.permutation(n)
+        which[rows[:n_test]] = 2
+        which[rows[n_test:n_test + n_val]] = 1
+    return {"train": np.flatnonzero(which == 0), "val": np.flatnonzero(which == 1), "test": np.flatnonzero(which == 2)}
 
 
 def _tokens(text: str, lowercase: bool) -> list[str]:
     return TOKEN.findall(text.lower() if lowercase else text)
 
 
-def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions) -> dict:
-    """Fit each column's imputer, scaler and encoder on the training rows; return their state as JSON."""
+def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> float:
+    """The value that fills a numeric column's gaps, from its training rows."""
+    if strategy == "constant":
+        return float(fill_value) if fill_value.strip() else 0.0
+    if np.isnan(values).all():
+        return 0.0
+    if strategy == "median":  # the same value as SimpleImputer's, which sorts a masked copy: 4x slower here
+        return float(np.nanmedian(values))
+    return float(SimpleImputer(strategy=strategy).fit(values.reshape(-1, 1)).statistics_[0])
+
+
+def _category_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Each row's position in the column's distinct values (-1: missing) and those values as text. A
+    categorical column (as the CSV reader gives) costs nothing; others are hashed once by pandas."""
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        return np.asarray(col.cat.codes), col.cat.categories.astype(str)
+    codes, uniques = pd.factorize(col)
+    return codes, pd.Index(uniques).astype(str)
+
+
+def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions,
+                      rows: np.ndarray | None = None) -> dict:
+    """Fit each column's imputer, scaler and encoder on the training rows (`rows` of `frame`, or all of it);
+    return their state as JSON."""
     state: dict = {"columns": [], "text": None}
     text_cols = [p for p in plans if p.role == "feature" and p.kind == "text"]
     if text_cols:
         counts = Counter()
-        for row in frame[[p.name for p in text_cols]].fillna("").astype(str).agg(" ".join, axis=1):
+        texts = frame[[p.name for p in text_cols]] if rows is None else frame[[p.name for p in text_cols]].iloc[rows]
+        for row in _joined_text(texts):
             counts.update(_tokens(row, text.lowercase))
         vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
         state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
@@ -147,41 +196,38 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
         col = frame[p.name]
         entry = p.model_dump()
         if p.kind in ("numeric", "boolean"):
-            values = _numeric(col, p.kind).reshape(-1, 1)
-            strategy = "median" if p.missing == "drop" else p.missing
-            fill = float(p.fill_value) if strategy == "constant" and p.fill_value.strip() else 0.0
-            imputer = SimpleImputer(strategy=strategy, fill_value=fill, keep_empty_features=True).fit(values)
-            filled = imputer.transform(values)
-            entry["fill"] = float(imputer.statistics_[0])
-            if p.kind == "numeric" and p.scaling == "standard":
+            values = _numeric(col, p.kind)
+            values = values if rows is None else values[rows]
+            entry["fill"] = _impute_statistic(values, "median" if p.missing == "drop" else p.missing, p.fill_value)
+            filled = np.where(np.isnan(values), entry["fill"], values).reshape(-1, 1)
+            if p.kind == "numeric" and p.scaling == "standard" and len(filled):
                 scaler = StandardScaler().fit(filled)
                 entry["shift"], entry["scale"] = float(scaler.mean_[0]), float(scaler.scale_[0])
-            elif p.kind == "numeric" and p.scaling == "minmax":
+            elif p.kind == "numeric" and p.scaling == "minmax" and len(filled):
                 scaler = MinMaxScaler().fit(filled)
                 entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
             else:
                 entry["shift"], entry["scale"] = 0.0, 1.0
         else:
-            # Categories are hashed with pandas (factorize), not compared as Python strings: 1M rows in
-            # tens of milliseconds. The fill value is the training split's most frequent category.
-            values = _as_text(col)
-            codes, uniques = pd.factorize(values, sort=True)
-            if p.missing == "constant" or not len(uniques):
+            codes, labels = _category_codes(col)
+            codes = codes if rows is None else codes[rows]
+            counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+            seen = labels[counts > 0]
+            if p.missing == "constant" or not len(seen):
                 entry["fill"] = p.fill_value or "missing"
-            else:
-                entry["fill"] = str(uniques[np.bincount(codes[codes >= 0]).argmax()])
-            cats = set(map(str, uniques))
-            cats.add(entry["fill"]) if values.isna().any() else None
+            else:  # the training split's most frequent category (the first in sorted order on a tie)
+                entry["fill"] = str(min(labels[counts == counts.max()]))
+            cats = set(seen)
+            if (codes < 0).any():
+                cats.add(entry["fill"])
             entry["categories"] = sorted(cats)
         state["columns"].append(entry)
     return state
 
 
-def _as_text(col: pd.Series) -> pd.Series:
-    """Category values as strings, missing kept as NaN (a column of strings is returned as it is)."""
-    if pd.api.types.infer_dtype(col, skipna=True) == "string":
-        return col
-    return col.astype(object).where(col.isna(), col.astype(str))
+def _joined_text(frame: pd.DataFrame) -> pd.Series:
+    """The text columns of each row joined by spaces, missing values as empty text."""
+    return frame.astype(object).fillna("").astype(str).agg(" ".join, axis=1)
 
 
 def _numeric(col: pd.Series, kind: str) -> np.ndarray:
@@ -203,41 +249,51 @@ def feature_names(state: dict) -> list[str]:
     return names
 
 
-def apply_preprocessing(frame: pd.DataFrame, state: dict) -> np.ndarray:
-    """Turn raw rows into model inputs exactly as training did (missing columns are an error)."""
+def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None) -> np.ndarray:
+    """Turn raw rows into model inputs exactly as training did (missing columns are an error). `rows` picks and
+    orders the rows to encode (all of them by default), so a table is encoded once, split by split."""
     needed = state["text"]["columns"] if state.get("text") else [c["name"] for c in state["columns"]]
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise DataError(f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
                         "Add them (same names as in training).")
+    n = len(frame) if rows is None else len(rows)
     if state.get("text"):
         t = state["text"]
         index = {w: i for i, w in enumerate(t["vocab"])}
-        out = np.zeros((len(frame), t["max_length"]), np.float32)
-        rows = frame[t["columns"]].fillna("").astype(str).agg(" ".join, axis=1)
-        for r, row in enumerate(rows):
+        out = np.zeros((n, t["max_length"]), np.float32)
+        texts = frame[t["columns"]] if rows is None else frame[t["columns"]].iloc[rows]
+        for r, row in enumerate(_joined_text(texts)):
             ids = [index.get(w, 1) for w in _tokens(row, t["lowercase"])][: t["max_length"]]
             out[r, :len(ids)] = ids
         return out
     width = sum(len(c["categories"]) if c["kind"] == "categorical" and c["encoding"] == "onehot" else 1
                 for c in state["columns"])
-    out = np.zeros((len(frame), width), np.float32)
+    out = np.zeros((n, width), np.float32)
     j = 0
     for c in state["columns"]:
         col = frame[c["name"]]
         if c["kind"] in ("numeric", "boolean"):
             values = _numeric(col, c["kind"])
-            if c["missing"] == "drop" and np.isnan(values).any():
+            values = values[rows] if rows is not None else values.copy()
+            gaps = np.isnan(values)
+            if c["missing"] == "drop" and gaps.any():
                 raise DataError(f"column '{c['name']}' has missing values, and its rows were dropped in training: "
                                 "fill them in, or choose another missing-value strategy for it.")
-            values = np.where(np.isnan(values), c["fill"], values)
-            out[:, j] = (values - c["shift"]) / c["scale"]
+            np.copyto(values, c["fill"], where=gaps)
+            values -= c["shift"]
+            values /= c["scale"]
+            out[:, j] = values
             j += 1
             continue
-        codes = pd.Categorical(_as_text(col).fillna(c["fill"]), categories=c["categories"]).codes  # -1: unseen
-        if c["encoding"] == "onehot":
-            rows = np.flatnonzero(codes >= 0)
-            out[rows, j + codes[rows]] = 1.0
+        codes, labels = _category_codes(col)
+        # Each distinct value's place among the fitted categories (-1: unseen); a missing value takes the fill's.
+        lookup = pd.Index(c["categories"]).get_indexer(labels)
+        fill = c["categories"].index(c["fill"]) if c["fill"] in c["categories"] else -1
+        codes = np.append(lookup, fill)[codes if rows is None else codes[rows]]  # code -1 picks the appended fill
+        if c["encoding"] == "onehot":  # one flat scatter: row * width + column
+            hit = np.flatnonzero(codes >= 0)
+            out.reshape(-1)[hit * width + (j + codes[hit])] = 1.0
             j += len(c["categories"])
         else:  # 0 = unseen, 1.. = the categories: an index for an embedding
             out[:, j] = codes + 1
@@ -286,8 +342,7 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
         if len(classes_raw) > MAX_CLASSES:
             raise DataError(f"the target '{target}' has {len(classes_raw)} distinct values, too many classes "
                             f"(at most {MAX_CLASSES}). If it is a number to predict, choose regression.")
-        lookup = {v: i for i, v in enumerate(classes_raw)}
-        y_all = labels.map(lookup).to_numpy(dtype=np.int64)
+        y_all = pd.Index(classes_raw).get_indexer(labels).astype(np.int64)
         classes = [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in classes_raw]
     else:
         raise DataError(f"unknown task {task!r}: choose classification or regression.")
@@ -306,15 +361,16 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
                    "constant": f"the constant {p.fill_value or ('0' if p.kind == 'numeric' else 'missing')!r}"}[p.missing]
             notices.append(f"Column '{p.name}': {n_missing} missing value(s) filled with {how}"
                            f"{'' if p.missing == 'constant' else ' of the training split'}.")
-    state = fit_preprocessing(df.iloc[splits["train"]], features, text)
+    state = fit_preprocessing(df, features, text, rows=splits["train"])
     if task == "regression":
         mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
         state["target"] = {"name": target, "task": task, "mean": mean, "scale": std}
         y_all = ((y_all - mean) / std).astype(np.float32)
     else:
         state["target"] = {"name": target, "task": task, "classes": classes}
-    x_all = apply_preprocessing(df, state)  # encode once, then split
-    x = {k: x_all[v] for k, v in splits.items()}
-    del x_all
+    # Encoded once, in split order (train rows, then validation, then test): each split is a slice, not a copy.
+    x_all = apply_preprocessing(df, state, rows=np.concatenate([splits[k] for k in ("train", "val", "test")]))
+    bounds = np.cumsum([0] + [len(splits[k]) for k in ("train", "val", "test")])
+    x = {k: x_all[bounds[i]:bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
     y = {k: y_all[v] for k, v in splits.items()}
     return TableInfo(task, x, y, feature_names(state), classes, state, notices, df)
