@@ -107,7 +107,7 @@ TEMPLATES = {t.name: t for t in [
              "(32×32, 3 channels).", "shapes", "image", cifar_cnn, {"epochs": 8, "lr": 0.002}),
     Template("resnet", "Small residual CNN", "A conv stem and one residual block (two convs with batch norm and "
              "a skip connection), global average pooling, a Dense head.", "digits", "image", resnet,
-             {"epochs": 20, "lr": 0.005}),
+             {"epochs": 20, "lr": 0.002}),
     Template("lstm_text", "Embedding + LSTM text classifier", "Token ids become learned vectors; an LSTM reads "
              "them in order; its last state is classified.", "reviews", "text", lstm_text,
              {"epochs": 12, "lr": 0.005}),

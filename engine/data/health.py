@@ -4,6 +4,8 @@ constant and mostly-missing columns, and the output layer and loss the task impl
 import numpy as np
 import pandas as pd
 
+from engine.data.parallel import threaded
+
 
 def class_weights(y_train: np.ndarray, n_classes: int) -> list[float]:
     """Inverse-frequency weights, n / (k * count), as scikit-learn's 'balanced'; 0 for an absent class."""
@@ -17,8 +19,8 @@ def _row_keys(x: np.ndarray) -> np.ndarray:
     flat = x.reshape(len(x), -1)
     proj = np.random.default_rng(12345).normal(size=(flat.shape[1], 2))
     keys = np.empty((len(flat), 2))
-    for i in range(0, len(flat), 16384):
-        np.matmul(flat[i:i + 16384].astype(np.float64), proj, out=keys[i:i + 16384])
+    threaded(lambda i: np.matmul(flat[i:i + 16384].astype(np.float64), proj, out=keys[i:i + 16384]),
+             range(0, len(flat), 16384))
     return pd.util.hash_array(keys[:, 0]) * np.uint64(1_000_003) ^ pd.util.hash_array(keys[:, 1])
 
 

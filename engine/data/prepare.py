@@ -18,14 +18,15 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
                   plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
                   root: Path | None = None) -> Dataset:
     info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name)
-    health = health_report(info.frame, target, info.task, info.x, info.y, info.classes)
-    extra = {"health": health}
+    extra = {}
     if info.preprocessing.get("text"):
         vocab = info.preprocessing["text"]["vocab"]
         extra.update(vocab=vocab, vocab_size=len(vocab))
     return save_dataset(name=name, source=source, task=info.task, x=info.x, y=info.y, classes=info.classes,
                         feature_names=info.feature_names, preprocessing=info.preprocessing,
-                        notices=info.notices, preview=df, root=root, extra=extra)
+                        notices=info.notices, preview=df, root=root, extra=extra,
+                        meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
+                                                                   info.classes)})
 
 
 def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,

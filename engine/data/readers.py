@@ -6,6 +6,7 @@ names the file and says what to do. Nothing here unpickles or executes anything 
 
 import codecs
 import csv
+import ctypes
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,7 +108,7 @@ def _arrow_csv(data: bytes, sep: str, encoding: str) -> pd.DataFrame | None:
     headers, bytes that are not text in this encoding); pandas' parser then reads it, or says what is wrong."""
     body = memoryview(data)[3:] if data.startswith(b"\xef\xbb\xbf") else memoryview(data)
     try:
-        table = pacsv.read_csv(pa.py_buffer(body),
+        table = pacsv.read_csv(pa.py_buffer(body), memory_pool=pa.system_memory_pool(),  # freed memory goes back
                                read_options=pacsv.ReadOptions(encoding="utf8" if encoding.startswith("utf-8") else encoding),
                                parse_options=pacsv.ParseOptions(delimiter=sep),
                                convert_options=pacsv.ConvertOptions(auto_dict_encode=True, strings_can_be_null=True,
@@ -123,7 +124,19 @@ def _arrow_csv(data: bytes, sep: str, encoding: str) -> pd.DataFrame | None:
             return None  # not text in this encoding
         if pa.types.is_temporal(f.type):  # dates stay text, as pandas reads them
             table = table.set_column(i, f.name, table.column(i).cast(pa.string()).dictionary_encode())
-    return table.to_pandas(split_blocks=True, self_destruct=True)
+    frame = table.to_pandas(split_blocks=True, self_destruct=True)
+    del table
+    _return_freed_memory()
+    return frame
+
+
+def _return_freed_memory() -> None:
+    """glibc keeps what the parser's threads freed in per-thread arenas (a few hundred MB for a large file);
+    hand it back to the system so that encoding the table does not stack on top of it."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to hand back
+        pass
 
 
 def _read_delimited(data: bytes, name: str, sep: str, encoding: str | None) -> tuple[pd.DataFrame, str]:

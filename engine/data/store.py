@@ -4,8 +4,9 @@ import hashlib
 import re
 import shutil
 import tempfile
-import threading
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,10 @@ def _slug(name: str) -> str:
 
 def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes, feature_names,
                  preprocessing: dict | None, notices: list[str], preview: pd.DataFrame | None,
-                 root: Path | None = None, extra: dict | None = None) -> Dataset:
+                 root: Path | None = None, extra: dict | None = None,
+                 meanwhile: Callable[[], dict] | None = None) -> Dataset:
+    """Write the tensors, preview and meta into a folder named by the content hash. `meanwhile` computes more
+    meta (e.g. the data-health report) while the file is written and hashed on other threads."""
     tensors = {}
     for split in SPLITS:
         xv = np.asarray(x[split])  # uint8 images stay uint8 (scaled on the device when training)
@@ -65,31 +69,33 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
         yv = np.asarray(y[split])
         tensors[f"y_{split}"] = torch.from_numpy(np.ascontiguousarray(yv, dtype=np.int64 if task == "classification"
                                                                       else np.float32))
-    # The content hash names the folder; it is computed on a second thread while the file is written.
-    digest = hashlib.sha256()
-    hasher = threading.Thread(target=lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
-    hasher.start()
     base = datasets_dir(root)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
+    digest = hashlib.sha256()
+    # Both release the GIL: the hash (which names the folder) and the write run beside `meanwhile`.
+    with ThreadPoolExecutor(2) as pool:
+        hashed = pool.submit(lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
+        written = pool.submit(save_file, tensors, str(staging / "data.safetensors"))
+        try:
+            more = meanwhile() if meanwhile else {}
+        finally:
+            hashed.result(), written.result()
     try:
-        save_file(tensors, str(staging / "data.safetensors"))
         if preview is not None:
             preview.head(200).to_csv(staging / "preview.csv", index=False)
-        hasher.join()
         ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
         path = base / ds_id
         meta = {"id": ds_id, "name": name, "source": source, "task": task,
                 "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
                 "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
                 "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
-                **(extra or {})}
+                **(extra or {}), **more}
         atomic_write_json(staging / "meta.json", meta)
         if path.exists():  # the same data prepared again: the new folder replaces the old
             shutil.rmtree(path)
         staging.rename(path)
     finally:
-        hasher.join()
         shutil.rmtree(staging, ignore_errors=True)
     return Dataset(path, meta, tensors)
 

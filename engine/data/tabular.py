@@ -19,9 +19,11 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+from engine.data.parallel import threaded
 from engine.errors import DataError
 
 MAX_CLASSES = 1000
+ENCODE_BLOCK = 16384
 TOKEN = re.compile(r"[\w']+", re.UNICODE)
 
 
@@ -190,39 +192,40 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
         state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
                          "lowercase": text.lowercase}
         return state
-    for p in plans:
-        if p.role != "feature":
-            continue
-        col = frame[p.name]
-        entry = p.model_dump()
-        if p.kind in ("numeric", "boolean"):
-            values = _numeric(col, p.kind)
-            values = values if rows is None else values[rows]
-            entry["fill"] = _impute_statistic(values, "median" if p.missing == "drop" else p.missing, p.fill_value)
-            filled = np.where(np.isnan(values), entry["fill"], values).reshape(-1, 1)
-            if p.kind == "numeric" and p.scaling == "standard" and len(filled):
-                scaler = StandardScaler().fit(filled)
-                entry["shift"], entry["scale"] = float(scaler.mean_[0]), float(scaler.scale_[0])
-            elif p.kind == "numeric" and p.scaling == "minmax" and len(filled):
-                scaler = MinMaxScaler().fit(filled)
-                entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
-            else:
-                entry["shift"], entry["scale"] = 0.0, 1.0
-        else:
-            codes, labels = _category_codes(col)
-            codes = codes if rows is None else codes[rows]
-            counts = np.bincount(codes[codes >= 0], minlength=len(labels))
-            seen = labels[counts > 0]
-            if p.missing == "constant" or not len(seen):
-                entry["fill"] = p.fill_value or "missing"
-            else:  # the training split's most frequent category (the first in sorted order on a tie)
-                entry["fill"] = str(min(labels[counts == counts.max()]))
-            cats = set(seen)
-            if (codes < 0).any():
-                cats.add(entry["fill"])
-            entry["categories"] = sorted(cats)
-        state["columns"].append(entry)
+    features = [p for p in plans if p.role == "feature"]
+    state["columns"] = threaded(lambda p: _fit_column(frame[p.name], p, rows), features)
     return state
+
+
+def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
+    entry = p.model_dump()
+    if p.kind in ("numeric", "boolean"):
+        values = _numeric(col, p.kind)
+        values = values if rows is None else values[rows]
+        entry["fill"] = _impute_statistic(values, "median" if p.missing == "drop" else p.missing, p.fill_value)
+        filled = np.where(np.isnan(values), entry["fill"], values).reshape(-1, 1)
+        if p.kind == "numeric" and p.scaling == "standard" and len(filled):
+            scaler = StandardScaler().fit(filled)
+            entry["shift"], entry["scale"] = float(scaler.mean_[0]), float(scaler.scale_[0])
+        elif p.kind == "numeric" and p.scaling == "minmax" and len(filled):
+            scaler = MinMaxScaler().fit(filled)
+            entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
+        else:
+            entry["shift"], entry["scale"] = 0.0, 1.0
+        return entry
+    codes, labels = _category_codes(col)
+    codes = codes if rows is None else codes[rows]
+    counts = np.bincount(codes[codes >= 0], minlength=len(labels))
+    seen = labels[counts > 0]
+    if p.missing == "constant" or not len(seen):
+        entry["fill"] = p.fill_value or "missing"
+    else:  # the training split's most frequent category (the first in sorted order on a tie)
+        entry["fill"] = str(min(labels[counts == counts.max()]))
+    cats = set(seen)
+    if (codes < 0).any():
+        cats.add(entry["fill"])
+    entry["categories"] = sorted(cats)
+    return entry
 
 
 def _joined_text(frame: pd.DataFrame) -> pd.Series:
@@ -234,6 +237,8 @@ def _numeric(col: pd.Series, kind: str) -> np.ndarray:
     if kind == "boolean" and not pd.api.types.is_numeric_dtype(col):
         lookup = {"true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0}
         return col.map(lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan).to_numpy(float)
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return col.to_numpy(dtype=float, na_value=np.nan)  # a float64 column is returned as it is, not copied
     return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
 
 
@@ -267,38 +272,56 @@ def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | Non
             ids = [index.get(w, 1) for w in _tokens(row, t["lowercase"])][: t["max_length"]]
             out[r, :len(ids)] = ids
         return out
-    width = sum(len(c["categories"]) if c["kind"] == "categorical" and c["encoding"] == "onehot" else 1
-                for c in state["columns"])
+    encoders, width = _column_encoders(frame, state)
     out = np.zeros((n, width), np.float32)
-    j = 0
+    rows = np.arange(n) if rows is None else np.asarray(rows)
+    # Blocks of rows small enough that their output stays in cache while each column is written, on all cores.
+    threaded(lambda b: _encode_block(encoders, rows[b:b + ENCODE_BLOCK], out[b:b + ENCODE_BLOCK]),
+             range(0, n, ENCODE_BLOCK))
+    return out
+
+
+def _column_encoders(frame: pd.DataFrame, state: dict) -> tuple[list[tuple], int]:
+    """Per fitted column, its full-length source (numbers, or codes among the fitted categories) and output
+    position; the width of the encoded rows."""
+    encoders, j = [], 0
     for c in state["columns"]:
         col = frame[c["name"]]
         if c["kind"] in ("numeric", "boolean"):
             values = _numeric(col, c["kind"])
-            values = values[rows] if rows is not None else values.copy()
-            gaps = np.isnan(values)
-            if c["missing"] == "drop" and gaps.any():
+            if c["missing"] == "drop" and np.isnan(values).any():
                 raise DataError(f"column '{c['name']}' has missing values, and its rows were dropped in training: "
                                 "fill them in, or choose another missing-value strategy for it.")
-            np.copyto(values, c["fill"], where=gaps)
-            values -= c["shift"]
-            values /= c["scale"]
-            out[:, j] = values
+            encoders.append(("number", j, values, c["fill"], c["shift"], c["scale"]))
             j += 1
             continue
         codes, labels = _category_codes(col)
         # Each distinct value's place among the fitted categories (-1: unseen); a missing value takes the fill's.
         lookup = pd.Index(c["categories"]).get_indexer(labels)
         fill = c["categories"].index(c["fill"]) if c["fill"] in c["categories"] else -1
-        codes = np.append(lookup, fill)[codes if rows is None else codes[rows]]  # code -1 picks the appended fill
-        if c["encoding"] == "onehot":  # one flat scatter: row * width + column
+        codes = np.append(lookup, fill).astype(np.int32)[codes]  # a code of -1 (missing) picks the appended fill
+        onehot = c["encoding"] == "onehot"
+        encoders.append(("onehot" if onehot else "index", j, codes))
+        j += len(c["categories"]) if onehot else 1
+    return encoders, j
+
+
+def _encode_block(encoders: list[tuple], rows: np.ndarray, out: np.ndarray) -> None:
+    width = out.shape[1]
+    for kind, j, source, *numbers in encoders:
+        if kind == "number":
+            fill, shift, scale = numbers
+            values = source[rows]
+            np.copyto(values, fill, where=np.isnan(values))
+            values -= shift
+            values /= scale
+            out[:, j] = values
+        elif kind == "onehot":  # one flat scatter: row * width + column
+            codes = source[rows]
             hit = np.flatnonzero(codes >= 0)
             out.reshape(-1)[hit * width + (j + codes[hit])] = 1.0
-            j += len(c["categories"])
         else:  # 0 = unseen, 1.. = the categories: an index for an embedding
-            out[:, j] = codes + 1
-            j += 1
-    return out
+            out[:, j] = source[rows] + 1
 
 
 def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,
