@@ -11,7 +11,7 @@ import torch
 from engine.data.health import class_weights
 from engine.data.prepare import prepare_file, prepare_frame
 from engine.data.readers import MAX_COLUMNS, read_table
-from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, suggest_columns
+from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, split_indices, suggest_columns
 from engine.errors import DataError
 from engine.train import TrainConfig, fit
 from tests.conftest import mlp_spec
@@ -64,6 +64,30 @@ def test_every_table_format_reads_the_same_table(fmt):
         assert source.encoding == "utf-8-sig"
     ds = prepare_file(as_bytes(df, fmt), f"people.{EXT[fmt]}", "bought")
     assert ds.meta["classes"] == ["no", "yes"]
+    # The CSV reader gives categories as pandas categoricals, the others as strings: the tensors are the same.
+    reference = prepare_frame(df.astype({"city": object}), "bought", name="people", source="test")
+    for key, tensor in reference.tensors.items():
+        assert torch.equal(ds.tensors[key], tensor), key
+
+
+def test_quoted_newlines_and_late_odd_values_are_read_as_pandas_reads_them():
+    rows = "".join(f'{i},"note {i}\nsecond line",{i % 3}\n' for i in range(30))
+    got = read_table(("n,note,y\n" + rows).encode(), "notes.csv").frame
+    assert got.shape == (30, 3) and got["note"][4] == "note 4\nsecond line"
+    late = "v,y\n" + "".join(f"{i},{i % 2}\n" for i in range(5000)) + "unknown,1\n"
+    got = read_table(late.encode(), "late.csv").frame
+    assert len(got) == 5001 and got["v"].iloc[-1] == "unknown"
+
+
+def test_split_is_stratified_seeded_and_disjoint():
+    y = np.repeat([0, 1, 2], [700, 250, 50])
+    a, b = split_indices(len(y), y, True, 0.15, 0.15, seed=3), split_indices(len(y), y, True, 0.15, 0.15, seed=3)
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(len(y)))
+    for k, fraction in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
+        counts = np.bincount(y[a[k]], minlength=3)
+        assert np.abs(counts - fraction * np.array([700, 250, 50])).max() <= 1, (k, counts)
+    assert not np.array_equal(split_indices(len(y), y, True, 0.15, 0.15, seed=4)["test"], a["test"])
 
 
 def test_delimiter_and_encoding_overrides():
