@@ -11,6 +11,10 @@ from pathlib import Path
 
 from engine.errors import LayerLabError
 
+# Optional flags passed to train.json under the same names (unset: TrainConfig's default).
+TRAIN_FLAGS = ("scheduler", "warmup_epochs", "step_size", "gamma", "early_stopping", "monitor", "min_delta", "l1", "l2",
+               "weight_decay", "clip_grad_norm", "clip_grad_value", "accumulate", "class_weights", "label_smoothing")
+
 
 def _train(args) -> int:
     from engine.data.images import is_archive
@@ -56,6 +60,8 @@ def _run(args, dataset, out: Path) -> int:
         spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
+    optional = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    train.update(optional)
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
     result = execute(run_dir, echo=True)
     return 0 if result["status"] in ("completed", "stopped") else 1
@@ -81,6 +87,23 @@ def main(argv=None) -> int:
     t.add_argument("--loss", default=None, choices=["cross_entropy", "bce_with_logits", "mse", "l1", "huber"])
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
+    g = t.add_argument_group("schedule, early stopping and regularization (defaults: off)")
+    g.add_argument("--scheduler", choices=["none", "step", "exponential", "cosine", "onecycle", "plateau"])
+    g.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up")
+    g.add_argument("--step-size", type=int, help="step: epochs between drops (default 10)")
+    g.add_argument("--gamma", type=float, help="step/plateau: factor per drop; exponential: per epoch (0.1)")
+    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
+                                                                         "improvement, keeping the best weights")
+    g.add_argument("--monitor", choices=["val/loss", "val/accuracy", "val/mae"], help="what early stopping watches")
+    g.add_argument("--min-delta", type=float, help="the least change that counts as an improvement")
+    g.add_argument("--l1", type=float, help="L1 penalty on the weight matrices")
+    g.add_argument("--l2", type=float, help="L2 penalty on the weight matrices")
+    g.add_argument("--weight-decay", type=float, help="decoupled (AdamW) or L2-style (others) weight decay")
+    g.add_argument("--clip-grad-norm", type=float, help="rescale gradients to at most this total norm")
+    g.add_argument("--clip-grad-value", type=float, help="clamp each gradient to +/- this")
+    g.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step")
+    g.add_argument("--class-weights", action="store_true", default=None, help="weight classes by rarity")
+    g.add_argument("--label-smoothing", type=float, help="classification: e.g. 0.1")
     t.add_argument("--out", required=True, help="run folder to write")
     args = parser.parse_args(argv)
     try:

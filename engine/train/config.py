@@ -44,6 +44,28 @@ class TrainConfig(BaseModel):
     noise: float = Field(0.0, ge=0, le=1, description="Augmentation: add Gaussian noise of this standard deviation.")
     memory_budget_mb: float = Field(4096, gt=0, description="Refuse models whose estimated training memory "
                                                             "exceeds this.")
+    # Learning-rate schedule (torch's schedulers; per optimizer step for cosine and one-cycle, per epoch else)
+    scheduler: Literal["none", "step", "exponential", "cosine", "onecycle", "plateau"] = "none"
+    step_size: int = Field(10, ge=1, description="step: epochs between drops.")
+    gamma: float = Field(0.1, gt=0, le=1, description="step / plateau: the factor each drop multiplies the "
+                                                     "rate by; exponential: the factor per epoch.")
+    warmup_epochs: int = Field(0, ge=0, description="cosine: epochs of linear warm-up before the decay.")
+    plateau_patience: int = Field(3, ge=0, description="plateau: epochs without a better validation loss "
+                                                       "before the rate drops.")
+    # Early stopping
+    early_stopping: int = Field(0, ge=0, description="Patience: stop after this many epochs without "
+                                                     "improvement (0 = off).")
+    monitor: Literal["val/loss", "val/accuracy", "val/mae"] = "val/loss"
+    min_delta: float = Field(0.0, ge=0, description="The least change that counts as an improvement.")
+    restore_best: bool = Field(True, description="End with the weights of the best epoch.")
+    # Regularization and gradients
+    l1: float = Field(0.0, ge=0, description="L1 penalty: this times the sum of |w| over the weight matrices.")
+    l2: float = Field(0.0, ge=0, description="L2 penalty: this times the sum of w² over the weight matrices.")
+    clip_grad_norm: float | None = Field(None, gt=0, description="Rescale gradients whose total norm exceeds this.")
+    clip_grad_value: float | None = Field(None, gt=0, description="Clamp each gradient to ± this.")
+    accumulate: int = Field(1, ge=1, le=1024, description="Batches per optimizer step (gradient accumulation).")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="Classification: move this much of each target's "
+                                                                "probability evenly onto all classes.")
 
     @classmethod
     def parse(cls, data: dict) -> "TrainConfig":
@@ -111,6 +133,11 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
     if task == "regression" and cfg.target == "label" and out != (1,):
         raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
                           "units to 1.")
+    maximize = cfg.monitor == "val/accuracy"
+    if (maximize and LOSSES[loss][1] != "classification") or (cfg.monitor == "val/mae" and task != "regression"):
+        watch = "val/accuracy" if task == "classification" and cfg.target == "label" else "val/mae"
+        raise ConfigError(f"early stopping watches {cfg.monitor}, which this run does not report: watch val/loss "
+                          f"or {watch}.")
     if cfg.batch_size > n_train:
         raise ConfigError(f"the batch size {cfg.batch_size} is larger than the {n_train} training rows: choose a "
                           f"batch size of at most {n_train} (32 or 64 is usual).")

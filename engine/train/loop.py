@@ -54,12 +54,37 @@ def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.opti
     return kinds[cfg.optimizer](params, **kwargs)
 
 
-def loss_function(name: str, weight: torch.Tensor | None = None) -> Callable:
+def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """torch's scheduler for the chosen schedule, and when it steps: "step" (each optimizer step), "epoch" or
+    "plateau" (each epoch, given the validation loss); (None, None) for a constant rate."""
+    sched = torch.optim.lr_scheduler
+    total = steps_per_epoch * cfg.epochs
+    if cfg.scheduler == "step":
+        return sched.StepLR(optimizer, cfg.step_size, cfg.gamma), "epoch"
+    if cfg.scheduler == "exponential":
+        return sched.ExponentialLR(optimizer, cfg.gamma), "epoch"
+    if cfg.scheduler == "plateau":
+        return sched.ReduceLROnPlateau(optimizer, factor=cfg.gamma, patience=cfg.plateau_patience), "plateau"
+    if cfg.scheduler == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total), "step"
+    if cfg.scheduler == "cosine":
+        warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+        cosine = sched.CosineAnnealingLR(optimizer, T_max=max(total - warm, 1))
+        if not warm:
+            return cosine, "step"
+        warmup = sched.LinearLR(optimizer, start_factor=1 / (warm + 1), total_iters=warm)
+        return sched.SequentialLR(optimizer, [warmup, cosine], milestones=[warm]), "step"
+    return None, None
+
+
+def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> Callable:
     """The loss by name; `weight` holds per-class weights (cross-entropy) or the positive class's (BCE)."""
-    if weight is not None and name == "cross_entropy":
-        return lambda out, y: F.cross_entropy(out, y, weight=weight)
-    if weight is not None and name == "bce_with_logits":
-        return lambda out, y: F.binary_cross_entropy_with_logits(out, y, pos_weight=weight[1:] / weight[0])
+    if name == "cross_entropy" and (weight is not None or label_smoothing):
+        return lambda out, y: F.cross_entropy(out, y, weight=weight, label_smoothing=label_smoothing)
+    if name == "bce_with_logits" and (weight is not None or label_smoothing):
+        pos_weight = None if weight is None else weight[1:] / weight[0]
+        return lambda out, y: F.binary_cross_entropy_with_logits(
+            out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight)
     return {
         "cross_entropy": F.cross_entropy,
         "bce_with_logits": F.binary_cross_entropy_with_logits,
@@ -133,17 +158,20 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
         weight = torch.tensor(class_weights(dataset.split("train")[1].numpy(), dataset.num_classes),
                               dtype=torch.float32, device=device)
-    criterion = loss_function(loss_name, weight)
+    criterion = loss_function(loss_name, weight, cfg.label_smoothing if cfg.target == "label" else 0.0)
     optimizer = make_optimizer(cfg, model.parameters(), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     augmenting = augment_active(cfg) and cfg.target == "label"
+    params = [p for p in model.parameters() if p.requires_grad]
+    penalized = [p for p in params if p.dim() > 1] if (cfg.l1 or cfg.l2) else []  # weight matrices, not biases
 
-    n, bs = len(y_train), cfg.batch_size
+    n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
     steps_per_epoch = math.ceil(n / bs)
     total_steps = steps_per_epoch * cfg.epochs
+    scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))
     emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params, "loss": loss_name,
           "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_train": n,
-          "batch_size": bs, "memory_bytes": plan.memory["total"]})
+          "batch_size": bs, "memory_bytes": plan.memory["total"], "lr": cfg.lr, "scheduler": cfg.scheduler})
     for text in plan.notices:
         emit({"type": "notice", "message": text})
 
@@ -152,9 +180,13 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
         if out_dir is not None:
             save_weights(state if state is not None else model, Path(out_dir) / name, spec_full, dataset.meta)
 
-    status, message, step, epoch = "completed", "", 0, 0
-    best = {"epoch": None, "val/loss": math.inf}
-    best_state = None
+    def lr_now() -> float:
+        return float(optimizer.param_groups[0]["lr"])
+
+    status, message, step, epoch, early_stopped = "completed", "", 0, 0, False
+    sign = -1.0 if cfg.monitor == "val/accuracy" else 1.0  # lower is better, except accuracy
+    best = {"epoch": None, cfg.monitor: math.inf * sign}
+    best_state, waited = None, 0
     last_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
     next_sync = t_start + SYNC_EVERY_S
@@ -173,13 +205,22 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
                 if augmenting:
                     xb = augment(xb, cfg, gen)
                 loss = criterion(train_model(xb), as_input(y_train[idx]))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                if penalized:
+                    loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in penalized)
+                (loss / accumulate if accumulate > 1 else loss).backward()
                 epoch_loss += loss.detach()
                 epoch_steps += 1
                 window_steps += 1
                 step += 1
+                if accumulate == 1 or epoch_steps % accumulate == 0 or start + bs >= n:
+                    if cfg.clip_grad_value is not None:
+                        torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
+                    if cfg.clip_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    if schedule_every == "step":
+                        scheduler.step()
                 now = time.perf_counter()
                 if now >= next_sync:
                     next_sync = now + SYNC_EVERY_S
@@ -187,7 +228,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
                     value = (total - synced_loss) / window_steps
                     synced_loss, window_steps = total, 0
                     elapsed = now - t_start
-                    emit({"type": "batch_end", "epoch": epoch, "step": step, "loss": value,
+                    emit({"type": "batch_end", "epoch": epoch, "step": step, "loss": value, "lr": lr_now(),
                           "progress": step / total_steps, "samples_per_second": step * bs / elapsed,
                           "eta_s": elapsed / step * (total_steps - step)})
                     if not math.isfinite(value):
@@ -204,19 +245,30 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             if not math.isfinite(val["loss"]):
                 raise FloatingPointError
             last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
-            if val["loss"] < best["val/loss"]:
-                best = {"epoch": epoch, **{f"val/{k}": v for k, v in val.items()}}
-                best_state = _state_on_cpu(model)
+            lr_used = lr_now()
+            if schedule_every == "epoch":
+                scheduler.step()
+            elif schedule_every == "plateau":
+                scheduler.step(val["loss"])
+            watched = last_metrics[cfg.monitor]
+            if sign * (best[cfg.monitor] - watched) > cfg.min_delta or best["epoch"] is None:
+                best = {"epoch": epoch, **last_metrics}
+                best_state, waited = _state_on_cpu(model), 0
+            else:
+                waited += 1
             now = time.perf_counter()
             elapsed = now - t_start
-            emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": last_metrics,
-                  "seconds": now - t_epoch, "progress": step / total_steps,
+            emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": last_metrics, "lr": lr_used,
+                  "best_epoch": best["epoch"], "seconds": now - t_epoch, "progress": step / total_steps,
                   "samples_per_second": step * bs / elapsed, "eta_s": elapsed / step * (total_steps - step)})
             if now - last_ckpt >= CHECKPOINT_EVERY_S:
                 last_ckpt = now
                 save("checkpoints/last.safetensors")
                 save("checkpoints/best.safetensors", best_state)
                 emit({"type": "checkpoint_saved", "epoch": epoch, "step": step})
+            if cfg.early_stopping and waited >= cfg.early_stopping and epoch < cfg.epochs:
+                early_stopped = True
+                break
             if should_stop():
                 status = "stopped"
                 break
@@ -228,8 +280,18 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             message += f" The weights of epoch {best['epoch']}, the best before it diverged, were kept."
     elapsed = time.perf_counter() - t_start
     if status != "diverged":
-        save("model.safetensors")
         save("checkpoints/last.safetensors")
+    if early_stopped:
+        message = (f"Stopped early after epoch {epoch}: {cfg.monitor} did not improve by more than {cfg.min_delta:g} "
+                   f"for {cfg.early_stopping} epoch(s). Its best was {best[cfg.monitor]:.4g} at epoch {best['epoch']}")
+        if cfg.restore_best:
+            model.load_state_dict(best_state)
+            last_metrics = {k: v for k, v in best.items() if k != "epoch"}
+            message += "; the model keeps that epoch's weights."
+        else:
+            message += "; the model keeps the last epoch's weights."
+    if status != "diverged":
+        save("model.safetensors")
     elif best_state is not None:
         save("model.safetensors", best_state)
     if best_state is not None:
@@ -238,6 +300,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
         message = f"Stopped at epoch {epoch}, step {step}; the weights at that point were kept."
     final = {"type": "run_finished", "status": status, "message": message, "epochs_completed": epoch
              if status == "completed" else epoch - 1, "step": step, "metrics": last_metrics, "best": best,
-             "seconds": elapsed, "samples_per_second": step * bs / elapsed if elapsed > 0 else 0.0}
+             "early_stopped": early_stopped, "seconds": elapsed,
+             "samples_per_second": step * bs / elapsed if elapsed > 0 else 0.0}
     emit(final)
     return final
