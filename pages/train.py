@@ -13,6 +13,7 @@ from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_tas
 from ui import state
 from ui.common import format_metrics, page, preflight_line, show_error
 from ui.run_view import fmt_seconds, live_panel
+from ui.train_controls import schedule_and_regularization
 
 page("Train", "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.")
 meta = state.dataset_meta()
@@ -63,10 +64,11 @@ with settings:
     device = st.selectbox("Device", devices, index=devices.index(saved["device"]) if saved["device"] in devices else 0,
                           key="train.device", help="auto picks CUDA, then Apple MPS, then the CPU.",
                           format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d)
+    controls = schedule_and_regularization(saved, meta["task"], meta["task"] == "classification" and target == "label")
     config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
               "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
               "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,
-              "class_weights": weighted}
+              "class_weights": weighted, **controls}
     state.set_train(config)
     preflight_line(state.spec(), meta, config)
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):

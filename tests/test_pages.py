@@ -1,5 +1,6 @@
 """Page tests with Streamlit's AppTest: every page renders, widgets drive the session state."""
 
+import json
 import time
 
 import pytest
@@ -187,3 +188,28 @@ def test_augmentation_settings_on_the_data_page_reach_training():
     assert any("Augmentation for training: flip, rotation." in c.value for c in at.caption)
     goto(at, "train")
     assert not at.exception
+
+
+def test_schedule_early_stopping_and_clipping_reach_the_run():
+    at = goto(app(), "train")
+    at.selectbox(key="train.scheduler").set_value("cosine").run()
+    at.number_input(key="train.warmup").set_value(1).run()
+    at.checkbox(key="train.early").check().run()
+    at.number_input(key="train.patience").set_value(2).run()
+    at.selectbox(key="train.monitor").set_value("val/accuracy").run()
+    at.number_input(key="train.clip_norm").set_value(1.0).run()
+    at.number_input(key="train.smoothing").set_value(0.1).run()
+    at.number_input(key="train.epochs").set_value(4).run()
+    button(at, "Start training").click().run()
+    from engine.runs import runs_dir
+    run_dir = runs_dir() / at.session_state["ll.run_id"]
+    config = json.loads((run_dir / "train.json").read_text())["config"]
+    assert (config["scheduler"], config["warmup_epochs"], config["early_stopping"], config["monitor"]) == \
+        ("cosine", 1, 2, "val/accuracy")
+    assert config["clip_grad_norm"] == 1.0 and config["label_smoothing"] == 0.1
+    assert wait_finished(run_dir.name) == "completed"
+    at.run()
+    assert not at.exception
+    lrs = [json.loads(line).get("lr") for line in (run_dir / "events.jsonl").read_text().splitlines()
+           if '"epoch_end"' in line]
+    assert len(lrs) >= 2 and lrs[-1] < lrs[0]

@@ -74,7 +74,7 @@ def draw(run_dir: Path) -> bool:
             cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
         else:
             cards[3].metric("Samples / s", f"{epochs[-1]['samples_per_second']:,.0f}")
-    best_epoch = min(epochs, key=lambda e: e["metrics"]["val/loss"])["epoch"] if epochs else None
+    best_epoch = epochs[-1].get("best_epoch") if epochs else None
     xs = [e["epoch"] for e in epochs]
     c1, c2 = st.columns(2)
     with c1:
@@ -92,9 +92,17 @@ def draw(run_dir: Path) -> bool:
         st.plotly_chart(fig, width="stretch", key=f"metric.{run_dir.name}")
     steps = [b["step"] for b in batches]
     losses = [b["loss"] for b in batches]
-    st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
-                           "Training loss by step (sampled a few times a second)", "step", "loss"),
-                    width="stretch", key=f"batch.{run_dir.name}")
+    c3, c4 = st.columns(2)
+    with c3:
+        st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
+                               "Training loss by step (sampled a few times a second)", "step", "loss"),
+                        width="stretch", key=f"batch.{run_dir.name}")
+    with c4:
+        rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [(e["step"], e["lr"]) for e in epochs if "lr" in e]
+        rates.sort()
+        st.plotly_chart(curves({"learning rate": ([s for s, _ in rates], [r for _, r in rates])},
+                               "Learning rate by step", "step", "learning rate"),
+                        width="stretch", key=f"lr.{run_dir.name}")
     return live
 
 

@@ -133,8 +133,8 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
     if task == "regression" and cfg.target == "label" and out != (1,):
         raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
                           "units to 1.")
-    maximize = cfg.monitor == "val/accuracy"
-    if (maximize and LOSSES[loss][1] != "classification") or (cfg.monitor == "val/mae" and task != "regression"):
+    accuracy_elsewhere = cfg.monitor == "val/accuracy" and LOSSES[loss][1] != "classification"
+    if cfg.early_stopping and (accuracy_elsewhere or (cfg.monitor == "val/mae" and task != "regression")):
         watch = "val/accuracy" if task == "classification" and cfg.target == "label" else "val/mae"
         raise ConfigError(f"early stopping watches {cfg.monitor}, which this run does not report: watch val/loss "
                           f"or {watch}.")

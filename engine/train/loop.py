@@ -184,8 +184,10 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
         return float(optimizer.param_groups[0]["lr"])
 
     status, message, step, epoch, early_stopped = "completed", "", 0, 0, False
-    sign = -1.0 if cfg.monitor == "val/accuracy" else 1.0  # lower is better, except accuracy
-    best = {"epoch": None, cfg.monitor: math.inf * sign}
+    monitor = cfg.monitor if cfg.early_stopping else "val/loss"  # what "best" means
+    min_delta = cfg.min_delta if cfg.early_stopping else 0.0
+    sign = -1.0 if monitor == "val/accuracy" else 1.0  # lower is better, except accuracy
+    best = {"epoch": None, monitor: math.inf * sign}
     best_state, waited = None, 0
     last_metrics: dict[str, float] = {}
     t_start = time.perf_counter()
@@ -250,8 +252,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
                 scheduler.step()
             elif schedule_every == "plateau":
                 scheduler.step(val["loss"])
-            watched = last_metrics[cfg.monitor]
-            if sign * (best[cfg.monitor] - watched) > cfg.min_delta or best["epoch"] is None:
+            if sign * (best[monitor] - last_metrics[monitor]) > min_delta or best["epoch"] is None:
                 best = {"epoch": epoch, **last_metrics}
                 best_state, waited = _state_on_cpu(model), 0
             else:
@@ -283,7 +284,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
         save("checkpoints/last.safetensors")
     if early_stopped:
         message = (f"Stopped early after epoch {epoch}: {cfg.monitor} did not improve by more than {cfg.min_delta:g} "
-                   f"for {cfg.early_stopping} epoch(s). Its best was {best[cfg.monitor]:.4g} at epoch {best['epoch']}")
+                   f"for {cfg.early_stopping} epoch(s). Its best was {best[monitor]:.4g} at epoch {best['epoch']}")
         if cfg.restore_best:
             model.load_state_dict(best_state)
             last_metrics = {k: v for k, v in best.items() if k != "epoch"}
