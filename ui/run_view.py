@@ -95,7 +95,7 @@ def draw(run_dir: Path) -> bool:
     c3, c4 = st.columns(2)
     with c3:
         st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
-                               "Training loss by step (sampled a few times a second)", "step", "loss"),
+                               "Training loss by step (sampled)", "step", "loss"),
                         width="stretch", key=f"batch.{run_dir.name}")
     with c4:
         rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [(e["step"], e["lr"]) for e in epochs if "lr" in e]

@@ -13,33 +13,36 @@ def schedule_and_regularization(saved: dict, task: str, classification: bool) ->
         out["scheduler"] = st.selectbox("Learning-rate schedule", list(SCHEDULES), format_func=SCHEDULES.get,
                                         index=list(SCHEDULES).index(saved["scheduler"]), key="train.scheduler",
                                         help="How the learning rate changes while training; plotted live.")
-        c1, c2 = st.columns(2)
+        c1, c2 = st.columns(2) if out["scheduler"] in ("step", "exponential", "plateau") else (None, None)
         if out["scheduler"] == "step":
             out["step_size"] = c1.number_input("Every (epochs)", 1, 10000, int(saved["step_size"]), key="train.step")
+        if out["scheduler"] == "plateau":
+            out["plateau_patience"] = c1.number_input("Patience", 0, 1000, int(saved["plateau_patience"]),
+                                                      key="train.plateau_patience",
+                                                      help="Epochs without a better validation loss before a drop.")
         if out["scheduler"] in ("step", "exponential", "plateau"):
             out["gamma"] = c2.number_input("Multiply by", 0.001, 1.0, float(saved["gamma"]), format="%g",
                                            key="train.gamma", help="The factor applied at each drop (per epoch "
                                                                    "for exponential decay).")
         if out["scheduler"] == "cosine":
-            out["warmup_epochs"] = c1.number_input("Warm-up epochs", 0, 1000, int(saved["warmup_epochs"]),
+            out["warmup_epochs"] = st.number_input("Warm-up epochs", 0, 1000, int(saved["warmup_epochs"]),
                                                    key="train.warmup", help="Rise linearly to the learning rate "
                                                                             "first, then decay along a cosine.")
-        if out["scheduler"] == "plateau":
-            out["plateau_patience"] = c1.number_input("Patience (epochs)", 0, 1000, int(saved["plateau_patience"]),
-                                                      key="train.plateau_patience")
         stop = st.checkbox("Early stopping", value=saved["early_stopping"] > 0, key="train.early",
                            help="Stop when the validation score stops improving, keeping the best epoch.")
         out["early_stopping"] = 0
         if stop:
-            e1, e2 = st.columns(2)
-            out["early_stopping"] = e1.number_input("Patience (epochs)", 1, 1000, max(int(saved["early_stopping"]), 5),
-                                                    key="train.patience")
             watch = ["val/loss", "val/accuracy" if classification else "val/mae"]
-            out["monitor"] = e2.selectbox("Watch", watch, key="train.monitor",
+            out["monitor"] = st.selectbox("Watch", watch, key="train.monitor",
                                           index=watch.index(saved["monitor"]) if saved["monitor"] in watch else 0)
-            out["min_delta"] = e1.number_input("Min. improvement", 0.0, value=float(saved["min_delta"]), format="%g",
-                                               key="train.min_delta")
-            out["restore_best"] = e2.checkbox("Keep the best epoch's weights", value=saved["restore_best"],
+            e1, e2 = st.columns(2)
+            out["early_stopping"] = e1.number_input("Patience", 1, 1000, max(int(saved["early_stopping"]), 5),
+                                                    key="train.patience", help="Epochs without improvement before "
+                                                                               "training stops.")
+            out["min_delta"] = e2.number_input("Min. change", 0.0, value=float(saved["min_delta"]), format="%g",
+                                               key="train.min_delta", help="The least change that counts as an "
+                                                                           "improvement.")
+            out["restore_best"] = st.checkbox("Keep the best epoch's weights", value=saved["restore_best"],
                                               key="train.restore_best")
     with st.expander("Regularization and gradients"):
         r1, r2 = st.columns(2)
@@ -47,15 +50,16 @@ def schedule_and_regularization(saved: dict, task: str, classification: bool) ->
                                     key="train.l1", help="Adds this times Σ|w| over the weight matrices.")
         out["l2"] = r2.number_input("L2 penalty", 0.0, value=float(saved["l2"]), format="%g", step=1e-5,
                                     key="train.l2", help="Adds this times Σw² over the weight matrices.")
-        clip = r1.number_input("Clip gradient norm (0 = off)", 0.0, value=float(saved["clip_grad_norm"] or 0),
+        clip = r1.number_input("Max grad norm", 0.0, value=float(saved["clip_grad_norm"] or 0),
                                format="%g", key="train.clip_norm", help="Rescale the gradients when their total "
-                                                                       "norm exceeds this; 1.0 is common.")
-        value = r2.number_input("Clip gradient value (0 = off)", 0.0, value=float(saved["clip_grad_value"] or 0),
-                                format="%g", key="train.clip_value", help="Clamp each gradient entry to ± this.")
+                                                                       "norm exceeds this; 1.0 is common. 0 = off.")
+        value = r2.number_input("Max grad value", 0.0, value=float(saved["clip_grad_value"] or 0),
+                                format="%g", key="train.clip_value", help="Clamp each gradient entry to ± this. "
+                                                                         "0 = off.")
         out["clip_grad_norm"], out["clip_grad_value"] = clip or None, value or None
-        out["accumulate"] = r1.number_input("Accumulate batches", 1, 1024, int(saved["accumulate"]),
-                                            key="train.accumulate", help="Sum the gradients of this many batches "
-                                                                         "per update: a larger effective batch.")
+        out["accumulate"] = r1.number_input("Accumulate", 1, 1024, int(saved["accumulate"]),
+                                            key="train.accumulate", help="Batches per update (gradient "
+                                                                         "accumulation): a larger effective batch.")
         out["label_smoothing"] = r2.number_input("Label smoothing", 0.0, 0.99, float(saved["label_smoothing"]),
                                                  format="%g", step=0.05, key="train.smoothing",
                                                  disabled=not classification,
