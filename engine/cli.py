@@ -60,8 +60,7 @@ def _run(args, dataset, out: Path) -> int:
         spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
-    optional = {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
-    train.update(optional)
+    train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
     result = execute(run_dir, echo=True)
     return 0 if result["status"] in ("completed", "stopped") else 1

@@ -19,7 +19,7 @@ _ALLOWED = _RECONSTRUCT | _FROMBUFFER | {("numpy", "ndarray"), ("numpy", "dtype"
 
 _PUSH_ARG = {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT", "STRING", "BINSTRING",
              "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BINUNICODE", "SHORT_BINUNICODE",
-             "BINUNICODE8", "UNICODE"}
+             "BINUNICODE8", "UNICODE", "INT"}
 _CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 _TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 _IGNORED = {"PROTO", "FRAME"}
@@ -115,8 +115,6 @@ def read_pickle(data: bytes, name: str):
                 return stack[0]
             if code in _PUSH_ARG:
                 stack.append(arg)
-            elif code == "INT":
-                stack.append(arg)
             elif code in _CONST:
                 stack.append(_CONST[code])
             elif code == "MARK":
@@ -161,13 +159,8 @@ def read_pickle(data: bytes, name: str):
                 memo[len(memo)] = stack[-1]
             elif code in ("GET", "BINGET", "LONG_BINGET"):
                 stack.append(memo[arg])
-            elif code == "GLOBAL":
-                module, _, attr = arg.partition(" ")
-                if (module, attr) not in _ALLOWED:
-                    raise _refuse(name, f"names '{module}.{attr}'")
-                stack.append(_Global(module, attr))
-            elif code == "STACK_GLOBAL":
-                attr, module = stack.pop(), stack.pop()
+            elif code in ("GLOBAL", "STACK_GLOBAL"):  # a name is only recorded, never imported
+                module, attr = arg.split(" ", 1) if code == "GLOBAL" else reversed([stack.pop(), stack.pop()])
                 if (module, attr) not in _ALLOWED:
                     raise _refuse(name, f"names '{module}.{attr}'")
                 stack.append(_Global(module, attr))

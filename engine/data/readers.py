@@ -142,12 +142,12 @@ def _return_freed_memory() -> None:
 def _read_delimited(data: bytes, name: str, sep: str, encoding: str | None) -> tuple[pd.DataFrame, str]:
     """CSV/TSV: pyarrow first (UTF-8 unless told otherwise; checking the encoding costs nothing extra there),
     pandas' C parser for what pyarrow declines, with the encoding detected from the bytes."""
-    if encoding or not data.startswith(b"\xef\xbb\xbf"):
-        frame = _arrow_csv(data, sep, encoding or "utf-8")
-        if frame is not None:
-            return frame, encoding or "utf-8"
+    guess = encoding or ("utf-8-sig" if data.startswith(b"\xef\xbb\xbf") else "utf-8")
+    frame = _arrow_csv(data, sep, guess)
+    if frame is not None:
+        return frame, guess
     enc = detect_encoding(data, name, encoding)
-    if enc != (encoding or "utf-8"):
+    if enc != guess:
         frame = _arrow_csv(data, sep, enc)
         if frame is not None:
             return frame, enc

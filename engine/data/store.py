@@ -73,15 +73,15 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
     digest = hashlib.sha256()
-    # Both release the GIL: the hash (which names the folder) and the write run beside `meanwhile`.
-    with ThreadPoolExecutor(2) as pool:
-        hashed = pool.submit(lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
-        written = pool.submit(save_file, tensors, str(staging / "data.safetensors"))
-        try:
-            more = meanwhile() if meanwhile else {}
-        finally:
-            hashed.result(), written.result()
     try:
+        # Both release the GIL: the hash (which names the folder) and the write run beside `meanwhile`.
+        with ThreadPoolExecutor(2) as pool:
+            hashed = pool.submit(lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
+            written = pool.submit(save_file, tensors, str(staging / "data.safetensors"))
+            try:
+                more = meanwhile() if meanwhile else {}
+            finally:
+                hashed.result(), written.result()
         if preview is not None:
             preview.head(200).to_csv(staging / "preview.csv", index=False)
         ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"

@@ -133,11 +133,10 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
     if task == "regression" and cfg.target == "label" and out != (1,):
         raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
                           "units to 1.")
-    accuracy_elsewhere = cfg.monitor == "val/accuracy" and LOSSES[loss][1] != "classification"
-    if cfg.early_stopping and (accuracy_elsewhere or (cfg.monitor == "val/mae" and task != "regression")):
-        watch = "val/accuracy" if task == "classification" and cfg.target == "label" else "val/mae"
+    reported = "val/accuracy" if task == "classification" else "val/mae"  # task: what the loss trains for here
+    if cfg.early_stopping and cfg.monitor not in ("val/loss", reported):
         raise ConfigError(f"early stopping watches {cfg.monitor}, which this run does not report: watch val/loss "
-                          f"or {watch}.")
+                          f"or {reported}.")
     if cfg.batch_size > n_train:
         raise ConfigError(f"the batch size {cfg.batch_size} is larger than the {n_train} training rows: choose a "
                           f"batch size of at most {n_train} (32 or 64 is usual).")

@@ -9,6 +9,15 @@ from tests.browser.conftest import no_exceptions, settle, shot
 from tests.test_images import cifar_archive
 
 
+def upload(server, page, path) -> None:
+    """Open the app, pick the upload tab and choose the file, as a person would."""
+    page.goto(server.url)
+    settle(page)
+    page.get_by_role("tab", name="Upload a file").click()
+    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
+    settle(page)
+
+
 def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     rng = np.random.default_rng(0)
     n = 300
@@ -19,11 +28,7 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     path = tmp_path / "customers.csv"
     path.write_bytes(df.to_csv(index=False, sep=";").encode("latin-1"))
 
-    page.goto(server.url)
-    settle(page)
-    page.get_by_role("tab", name="Upload a file").click()
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
-    settle(page)
+    upload(server, page, path)
     expect(page.get_by_text("read as CSV · latin-1 · semicolon-separated")).to_be_visible()
     expect(page.get_by_text("300 rows × 5 columns")).to_be_visible()
     shot(page, "upload-1-planned")
@@ -41,11 +46,7 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
 def test_upload_cifar10_as_downloaded(server, page, tmp_path):
     path = tmp_path / "cifar-10-python.tar.gz"
     path.write_bytes(cifar_archive("tar", 100))
-    page.goto(server.url)
-    settle(page)
-    page.get_by_role("tab", name="Upload a file").click()
-    page.locator('[data-testid="stFileUploader"] input[type="file"]').set_input_files(str(path))
-    settle(page)
+    upload(server, page, path)
     expect(page.get_by_text("CIFAR-10's python batches")).to_be_visible()
     page.get_by_role("button", name="Prepare images").click()
     settle(page)
