@@ -1,4 +1,5 @@
-"""Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`.
+"""Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`, and
+`python -m engine resume RUN_DIR` to continue a stopped or killed run.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
 the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
@@ -13,7 +14,8 @@ from engine.errors import LayerLabError
 
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
 TRAIN_FLAGS = ("scheduler", "warmup_epochs", "step_size", "gamma", "early_stopping", "monitor", "min_delta", "l1", "l2",
-               "weight_decay", "clip_grad_norm", "clip_grad_value", "accumulate", "class_weights", "label_smoothing")
+               "weight_decay", "clip_grad_norm", "clip_grad_value", "accumulate", "class_weights", "label_smoothing",
+               "precision", "compile", "channels_last", "diagnostics")
 
 
 def _train(args) -> int:
@@ -66,6 +68,16 @@ def _run(args, dataset, out: Path) -> int:
     return 0 if result["status"] in ("completed", "stopped") else 1
 
 
+def _resume(args) -> int:
+    from engine.runs import execute, prepare_resume
+
+    run_dir = Path(args.run_dir)
+    if not (run_dir / "train.json").exists():
+        raise LayerLabError(f"{run_dir} is not a run folder (it has no train.json).")
+    result = execute(prepare_resume(run_dir), echo=True, resume=True)
+    return 0 if result["status"] in ("completed", "stopped") else 1
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -103,10 +115,20 @@ def main(argv=None) -> int:
     g.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step")
     g.add_argument("--class-weights", action="store_true", default=None, help="weight classes by rarity")
     g.add_argument("--label-smoothing", type=float, help="classification: e.g. 0.1")
+    s = t.add_argument_group("speed and diagnostics")
+    s.add_argument("--precision", choices=["auto", "32", "bf16", "16"], help="auto (default): bf16 on a CUDA GPU, "
+                                                                           "32 elsewhere; 16 is fp16 (CUDA only)")
+    s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
+    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="channels-last image batches (default: on for images on a CUDA GPU)")
+    s.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=None,
+                   help="skip the sampled gradient norms and histograms")
     t.add_argument("--out", required=True, help="run folder to write")
+    r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
+    r.add_argument("run_dir", metavar="RUN_DIR")
     args = parser.parse_args(argv)
     try:
-        return _train(args)
+        return _train(args) if args.command == "train" else _resume(args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -4,13 +4,16 @@
         spec.json  train.json   what was asked (model, training config, dataset)
         events.jsonl            append-only typed events: the single source of truth for every chart
         status.json             state, pid, heartbeat; replaced atomically
-        model.safetensors       final weights; checkpoints/ holds last and best
+        model.safetensors       final weights; checkpoints/ holds last and best, and state.pt to resume from
+        init.safetensors        a branch's starting weights (a copy of its parent's checkpoint)
+        boundary.json           2-D data: the latest decision boundary / regression surface
         stop                    present = a stop was requested (the loop checks it a few times a second)
 """
 
 import json
 import os
 import secrets
+import shutil
 import subprocess
 import sys
 import time
@@ -21,6 +24,7 @@ from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.spec import parse_spec
+from engine.train.checkpoint import STATE, load_state
 from engine.train.config import TrainConfig, preflight
 from engine.workspace import atomic_write_json, home, read_json
 
@@ -43,8 +47,13 @@ def validate(spec: dict, train: dict, dataset) -> tuple:
     return spec_obj, cfg
 
 
-def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | None = None, name: str = "") -> Path:
-    """Validate and write a queued run folder (nothing runs yet)."""
+CHECKPOINTS = {"best": "checkpoints/best.safetensors", "last": "checkpoints/last.safetensors",
+               "final": "model.safetensors"}
+
+
+def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | None = None, name: str = "",
+               parent: dict | None = None) -> Path:
+    """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch came from."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset)
     if run_dir is None:
@@ -56,15 +65,72 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
     atomic_write_json(run_dir / "spec.json", spec_obj.to_dict())
     atomic_write_json(run_dir / "train.json", {"config": cfg.model_dump(mode="json"), "dataset_dir": str(dataset.path),
                                                "dataset_id": dataset.id, "dataset_name": dataset.meta["name"],
-                                               "name": name or run_dir.name, "created": time.time()})
+                                               "name": name or run_dir.name, "created": time.time(),
+                                               "parent": parent})
     atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()})
     return run_dir
 
 
-def launch(run_dir: Path) -> int:
+def saved_checkpoints(run_dir: Path) -> list[str]:
+    """The weights a branch can start from, of "best", "last", "final"."""
+    return [k for k, rel in CHECKPOINTS.items() if (Path(run_dir) / rel).exists()]
+
+
+def branch_run(parent_dir: Path, checkpoint: str, train: dict, *, run_dir: Path | None = None) -> Path:
+    """A new run of the parent's model and data with new settings, starting from one of its checkpoints."""
+    parent_dir = Path(parent_dir)
+    if checkpoint not in saved_checkpoints(parent_dir):
+        raise LayerLabError(f"run {parent_dir.name} has no '{checkpoint}' checkpoint; choose one of: "
+                            f"{', '.join(saved_checkpoints(parent_dir)) or 'none yet (let it train an epoch)'}.")
+    info = run_info(parent_dir)
+    origin = {"run": parent_dir.name, "name": info["name"], "checkpoint": checkpoint,
+              "epoch": (info.get("best") or {}).get("epoch") if checkpoint == "best" else info.get("epoch")}
+    run_dir = create_run(read_json(parent_dir / "spec.json"), train, read_json(parent_dir / "train.json")["dataset_dir"],
+                         run_dir=run_dir, parent=origin)
+    shutil.copyfile(parent_dir / CHECKPOINTS[checkpoint], run_dir / "init.safetensors")
+    return run_dir
+
+
+def resumable(run_dir: Path, status: dict | None = None) -> bool:
+    status = status or read_status(run_dir)
+    return status.get("state") in ("stopped", "failed") and (Path(run_dir) / STATE).exists()
+
+
+def prepare_resume(run_dir: Path) -> Path:
+    """Make a stopped or killed run ready to continue from its resume checkpoint: refuse one that is alive or
+    finished, cut its events back to that checkpoint (so the curves continue from it) and queue it."""
+    run_dir = Path(run_dir)
+    status = read_json(run_dir / "status.json", {})
+    if status.get("state") in ACTIVE and _pid_alive(status.get("pid")):
+        raise LayerLabError(f"run {run_dir.name} is still training: stop it first.")
+    if status.get("state") in ("completed", "diverged"):
+        raise LayerLabError(f"run {run_dir.name} has {status['state']}, so there is nothing to resume: branch from "
+                            "its best or last weights to train it further.")
+    state = load_state(run_dir)
+    path = run_dir / "events.jsonl"
+    data = path.read_bytes()
+    cut, pos = None, 0
+    for line in data.splitlines(keepends=True):
+        pos += len(line)
+        if not line.endswith(b"\n"):
+            break
+        event = json.loads(line)
+        if event.get("step") == state["step"] and event["type"] in ("checkpoint_saved", "epoch_end"):
+            cut = pos if cut is None or event["type"] == "checkpoint_saved" else cut
+    with open(path, "r+b") as f:
+        f.truncate(cut if cut is not None else len(data))
+    (run_dir / "stop").unlink(missing_ok=True)
+    atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time(),
+                                                "started": status.get("started"), "epoch": state["epoch"] - 1,
+                                                "resumes": status.get("resumes", 0) + 1})
+    return run_dir
+
+
+def launch(run_dir: Path, resume: bool = False) -> int:
     """Start the worker as its own process (its own session, so a page rerun never kills it)."""
     log = open(Path(run_dir) / "worker.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)], stdout=log, stderr=subprocess.STDOUT,
+    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
+                            stdout=log, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL, start_new_session=True,
                             cwd=str(Path(__file__).resolve().parent.parent))
     status = read_json(Path(run_dir) / "status.json", {})
@@ -122,7 +188,7 @@ def run_info(run_dir: Path) -> dict:
     return {"id": run_dir.name, "path": str(run_dir), "name": train.get("name", run_dir.name),
             "dataset": train.get("dataset_name"), "dataset_id": train.get("dataset_id"),
             "layers": len(spec.get("nodes", [])), "created": train.get("created", 0), "config": train.get("config", {}),
-            **status}
+            "parent": train.get("parent"), **status}
 
 
 def list_runs() -> list[dict]:
@@ -159,19 +225,26 @@ class RunWriter:
             self.set_status(progress=event.get("progress", self.status.get("progress", 0.0)))
 
 
-def execute(run_dir: Path, echo: bool = False) -> dict:
-    """The worker body: train the run described by the folder. `run_finished` is always the last event."""
+def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
+    """The worker body: train the run described by the folder (from its resume checkpoint if `resume`; call
+    `prepare_resume` first). `run_finished` is always the last event."""
+    from engine.export import read_weights
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
     run_dir = Path(run_dir)
     writer = RunWriter(run_dir, echo=echo)
-    writer.set_status(state="running", started=time.time())
+    before = read_json(run_dir / "status.json", {})
+    writer.status.update({k: before[k] for k in ("resumes", "epoch") if k in before})
+    writer.set_status(state="running", started=before.get("started") if resume else time.time())
     try:
         train = read_json(run_dir / "train.json")
         spec = read_json(run_dir / "spec.json")
         dataset = load_dataset(train["dataset_dir"])
+        init = run_dir / "init.safetensors"
         result = fit(spec, dataset, TrainConfig.parse(train["config"]), emit=writer.emit,
-                     should_stop=(run_dir / "stop").exists, out_dir=run_dir)
+                     should_stop=(run_dir / "stop").exists, out_dir=run_dir,
+                     resume=load_state(run_dir) if resume else None,
+                     init_weights=read_weights(init.read_bytes())[0] if init.exists() and not resume else None)
     except LayerLabError as e:
         result = {"type": "run_finished", "status": "failed", "message": str(e), "metrics": {}}
         writer.emit(result)
@@ -190,4 +263,4 @@ def execute(run_dir: Path, echo: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    execute(Path(sys.argv[1]))
+    execute(Path(sys.argv[1]), resume="--resume" in sys.argv[2:])

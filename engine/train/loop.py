@@ -5,6 +5,8 @@ batch on the device. Losses accumulate on the device and the loop syncs with the
 times per second (to emit `batch_end`, check for NaN and for a stop request), never every step.
 """
 
+import contextlib
+import gc
 import math
 import os
 import time
@@ -18,12 +20,18 @@ from engine.compiler import compile_spec
 from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.export import save_weights
+from engine.train import boundary
 from engine.train.augment import active as augment_active
 from engine.train.augment import augment
-from engine.train.config import TrainConfig, preflight, resolve_device
+from engine.train.checkpoint import save_state
+from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
+from engine.train.diagnostics import Coach, inspect_model
+from engine.workspace import atomic_write_json
 
 SYNC_EVERY_S = 0.25
-CHECKPOINT_EVERY_S = 5.0
+DIAGNOSE_EVERY_S = 2.0
+BOUNDARY_EVERY_S = 0.5
+CHECKPOINT_SHARE = 0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
 EVAL_BATCH = 4096
 
 
@@ -100,11 +108,12 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0) -> dict[str, float]:
+def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0, autocast=contextlib.nullcontext) -> dict[str, float]:
     """Loss and the task's metrics over a whole split (eval mode, big batches)."""
     was_training = model.training
     model.eval()
-    outs = torch.cat([model(as_input(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)])
+    with autocast():
+        outs = torch.cat([model(as_input(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]).float()
     model.train(was_training)
     y = as_input(y)
     metrics = {"loss": loss_function(loss_name)(outs, y).item()}
@@ -125,15 +134,55 @@ def _state_on_cpu(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+def try_compile(model, sample: torch.Tensor, device: torch.device, notices: list[str]):
+    """torch.compile'd `model`, tried once on `sample` (random streams and batch-norm statistics put back
+    after); the model itself, with a notice, where compiling fails (no C compiler, an unsupported layer)."""
+    buffers = [b.clone() for b in model.buffers()]
+    try:
+        fast = torch.compile(model)
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+            fast(sample)
+        return fast
+    except Exception as e:  # noqa: BLE001 - any compile failure falls back to eager
+        notices.append(f"torch.compile is not available here ({type(e).__name__}: {str(e)[:120]}), so this run "
+                       "trains uncompiled.")
+        return model
+    finally:
+        for b, saved in zip(model.buffers(), buffers, strict=True):
+            b.copy_(saved)
+
+
 def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None],
-        should_stop: Callable[[], bool] = lambda: False, out_dir: Path | None = None) -> dict:
+        should_stop: Callable[[], bool] = lambda: False, out_dir: Path | None = None, resume: dict | None = None,
+        init_weights: dict[str, torch.Tensor] | None = None) -> dict:
     """Train `spec` on `dataset`; report through `emit`; write weights under `out_dir` if given.
 
-    Returns the `run_finished` event (also emitted). Bad settings raise ConfigError/SpecError before
-    any step runs.
+    `resume` (a checkpoint from `engine.train.checkpoint.load_state`) continues a run exactly where it was;
+    `init_weights` starts from saved weights (a branch). Returns the `run_finished` event (also emitted).
+    Bad settings raise ConfigError/SpecError before any step runs. A CUDA out-of-memory error ends the run as
+    failed, with the batch size and what to change, and gives the GPU memory back.
     """
+    try:
+        return _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights)
+    except torch.OutOfMemoryError:
+        pass  # handled outside the except block, so the traceback's frames (and their tensors) are gone first
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    final = {"type": "run_finished", "status": "failed", "metrics": {}, "out_of_memory": True,
+             "message": f"The GPU ran out of memory at batch size {cfg.batch_size}. Lower the batch size (try "
+                        f"{max(cfg.batch_size // 2, 1)}), choose bf16 precision, or make the model smaller. The GPU's "
+                        "memory was released."}
+    emit(final)
+    return final
+
+
+def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -> dict:
     device = resolve_device(cfg.device)
+    amp_dtype, precision = resolve_precision(cfg, device)
     model, infos = compile_spec(spec, dataset.input_shape, seed=cfg.seed)
+    if init_weights is not None:
+        model.load_state_dict(init_weights)
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape, len(y_train))
@@ -143,7 +192,9 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     if device.type == "cpu":
         threads = cfg.threads or pick_threads(n_params, cfg.batch_size)
         torch.set_num_threads(threads)
-    model.to(device)
+    images = len(dataset.input_shape) == 3
+    channels_last = images and (cfg.channels_last if cfg.channels_last is not None else device.type == "cuda")
+    model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     x_train, x_val = x_train.to(device), x_val.to(device)
     if cfg.target == "input":  # autoencoder: the input is the target
         y_train, y_val = x_train, x_val
@@ -164,16 +215,52 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     augmenting = augment_active(cfg) and cfg.target == "label"
     params = [p for p in model.parameters() if p.requires_grad]
     penalized = [p for p in params if p.dim() > 1] if (cfg.l1 or cfg.l2) else []  # weight matrices, not biases
+    autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
+    scaler = torch.amp.GradScaler(device.type) if precision == "16" else None
+    coach = Coach(resume and resume["coach"])
+    grid = boundary.grid_axes(x_train) if out_dir is not None and cfg.target == "label" and \
+        boundary.applies(dataset) else None
 
     n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
     steps_per_epoch = math.ceil(n / bs)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))
-    emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params, "loss": loss_name,
-          "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_train": n,
-          "batch_size": bs, "memory_bytes": plan.memory["total"], "lr": cfg.lr, "scheduler": cfg.scheduler})
-    for text in plan.notices:
-        emit({"type": "notice", "message": text})
+    notices = list(plan.notices)
+    forward = try_compile(train_model, as_input(x_train[:bs]), device, notices) if cfg.compile else train_model
+    compiled = forward is not train_model
+
+    status, message, early_stopped = "completed", "", False
+    monitor = cfg.monitor if cfg.early_stopping else "val/loss"  # what "best" means
+    min_delta = cfg.min_delta if cfg.early_stopping else 0.0
+    sign = -1.0 if monitor == "val/accuracy" else 1.0  # lower is better, except accuracy
+    best = {"epoch": None, monitor: math.inf * sign}
+    best_state, waited, last_metrics = None, 0, {}
+    step, first_epoch, first_start, perm, elapsed_before = 0, 1, 0, None, 0.0
+    if resume:
+        model.load_state_dict(resume["model"])
+        optimizer.load_state_dict(resume["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(resume["scheduler"])
+        if scaler is not None and resume.get("scaler"):
+            scaler.load_state_dict(resume["scaler"])
+        gen.set_state(resume["generator"])
+        torch.set_rng_state(resume["torch_rng"])
+        if device.type == "cuda" and resume.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(resume["cuda_rng"])
+        step, first_epoch, first_start = resume["step"], resume["epoch"], resume["start"]
+        perm = resume["perm"].to(device) if resume["perm"] is not None else None
+        best, best_state, waited, last_metrics = resume["best"], resume["best_state"], resume["waited"], \
+            resume["metrics"]
+        elapsed_before = resume["elapsed"]
+        emit({"type": "run_resumed", "epoch": first_epoch, "step": step, "device": str(device)})
+    else:
+        emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params,
+              "loss": loss_name, "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
+              "n_train": n, "batch_size": bs, "memory_bytes": plan.memory["total"], "lr": cfg.lr,
+              "scheduler": cfg.scheduler, "precision": precision, "compiled": compiled,
+              "channels_last": channels_last})
+        for text in notices:
+            emit({"type": "notice", "message": text})
 
     spec_full = model.spec
     def save(name: str, state=None):
@@ -183,43 +270,81 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     def lr_now() -> float:
         return float(optimizer.param_groups[0]["lr"])
 
-    status, message, step, epoch, early_stopped = "completed", "", 0, 0, False
-    monitor = cfg.monitor if cfg.early_stopping else "val/loss"  # what "best" means
-    min_delta = cfg.min_delta if cfg.early_stopping else 0.0
-    sign = -1.0 if monitor == "val/accuracy" else 1.0  # lower is better, except accuracy
-    best = {"epoch": None, monitor: math.inf * sign}
-    best_state, waited = None, 0
-    last_metrics: dict[str, float] = {}
-    t_start = time.perf_counter()
-    next_sync = t_start + SYNC_EVERY_S
-    last_ckpt = t_start
+    def checkpoint(epoch_next: int, start_next: int, order, epoch_loss: float, epoch_steps: int) -> None:
+        """The resume state at a position: the epoch in progress and the offset of its next batch."""
+        if out_dir is None:
+            return
+        save("checkpoints/last.safetensors")
+        if best_state is not None:
+            save("checkpoints/best.safetensors", best_state)
+        save_state(out_dir, {
+            "model": _state_on_cpu(model), "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict() if scheduler is not None else None,
+            "scaler": scaler.state_dict() if scaler is not None else None,
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+            "step": step, "epoch": epoch_next, "start": start_next,
+            "perm": order.cpu() if order is not None else None, "epoch_loss": epoch_loss, "epoch_steps": epoch_steps,
+            "best": best, "best_state": best_state, "waited": waited, "metrics": last_metrics,
+            "elapsed": time.perf_counter() - t_start, "coach": coach.state()})
+        emit({"type": "checkpoint_saved", "epoch": epoch_next - (start_next == 0), "step": step})
+
+    def look_inside(epoch: int, xb, yb) -> None:
+        diag = inspect_model(train_model, xb, yb, criterion, autocast)
+        emit({"type": "diagnostics", "epoch": epoch, "step": step, **diag})
+        for event in coach.gradients(diag, epoch=epoch, step=step):
+            emit(event)
+
+    def draw_boundary(epoch: int) -> None:
+        surface = boundary.surface(train_model, *grid, loss_name, target)
+        atomic_write_json(Path(out_dir) / boundary.BOUNDARY, {"epoch": epoch, "step": step, **surface})
+
+    t_start = time.perf_counter() - elapsed_before
+    next_sync = time.perf_counter() + SYNC_EVERY_S
+    next_diag = next_sync if cfg.diagnostics else math.inf
+    next_boundary = time.perf_counter() if grid is not None else math.inf
+    ckpt_at, ckpt_cost = -math.inf, 0.0
+    epoch = first_epoch
     model.train()
     try:
-        for epoch in range(1, cfg.epochs + 1):
+        for epoch in range(first_epoch, cfg.epochs + 1):
             t_epoch = time.perf_counter()
-            epoch_loss = torch.zeros((), device=device)
-            epoch_steps = window_steps = 0
-            synced_loss = 0.0
-            perm = torch.randperm(n, device=device, generator=gen)
-            for start in range(0, n, bs):
+            if epoch == first_epoch and first_start:  # resuming mid-epoch: its shuffle and running loss
+                epoch_loss = torch.tensor(resume["epoch_loss"], device=device)
+                epoch_steps = resume["epoch_steps"]
+            else:
+                perm = torch.randperm(n, device=device, generator=gen)
+                epoch_loss, epoch_steps = torch.zeros((), device=device), 0
+            window_steps, synced_loss = 0, epoch_loss.item()
+            for start in range(first_start if epoch == first_epoch else 0, n, bs):
                 idx = perm[start:start + bs]
-                xb = as_input(x_train[idx])
+                xb, yb = as_input(x_train[idx]), as_input(y_train[idx])
                 if augmenting:
                     xb = augment(xb, cfg, gen)
-                loss = criterion(train_model(xb), as_input(y_train[idx]))
+                if channels_last:
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                with autocast():
+                    loss = criterion(forward(xb), yb)
                 if penalized:
                     loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in penalized)
-                (loss / accumulate if accumulate > 1 else loss).backward()
+                scaled = loss / accumulate if accumulate > 1 else loss
+                (scaler.scale(scaled) if scaler is not None else scaled).backward()
                 epoch_loss += loss.detach()
                 epoch_steps += 1
                 window_steps += 1
                 step += 1
                 if accumulate == 1 or epoch_steps % accumulate == 0 or start + bs >= n:
+                    if scaler is not None and (cfg.clip_grad_value or cfg.clip_grad_norm):
+                        scaler.unscale_(optimizer)
                     if cfg.clip_grad_value is not None:
                         torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
                     if cfg.clip_grad_norm is not None:
                         torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                    optimizer.step()
+                    if scaler is not None:
+                        scaler.step(optimizer)
+                        scaler.update()
+                    else:
+                        optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
                     if schedule_every == "step":
                         scheduler.step()
@@ -235,15 +360,22 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
                           "eta_s": elapsed / step * (total_steps - step)})
                     if not math.isfinite(value):
                         raise FloatingPointError
+                    if now >= next_diag:
+                        look_inside(epoch, xb, yb)
+                        next_diag = time.perf_counter() + DIAGNOSE_EVERY_S
+                    if now >= next_boundary:
+                        draw_boundary(epoch)
+                        next_boundary = time.perf_counter() + BOUNDARY_EVERY_S
                     if should_stop():
                         status = "stopped"
+                        checkpoint(epoch, start + bs, perm, epoch_loss.item(), epoch_steps)
                         break
             train_loss = epoch_loss.item() / epoch_steps
             if not math.isfinite(train_loss):
                 raise FloatingPointError
             if status == "stopped":
                 break
-            val = evaluate(train_model, x_val, y_val, loss_name, target_scale)
+            val = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast)
             if not math.isfinite(val["loss"]):
                 raise FloatingPointError
             last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
@@ -262,16 +394,22 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
             emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": last_metrics, "lr": lr_used,
                   "best_epoch": best["epoch"], "seconds": now - t_epoch, "progress": step / total_steps,
                   "samples_per_second": step * bs / elapsed, "eta_s": elapsed / step * (total_steps - step)})
-            if now - last_ckpt >= CHECKPOINT_EVERY_S:
-                last_ckpt = now
-                save("checkpoints/last.safetensors")
-                save("checkpoints/best.safetensors", best_state)
-                emit({"type": "checkpoint_saved", "epoch": epoch, "step": step})
+            for event in coach.epoch(train_loss, val["loss"], epoch=epoch, step=step):
+                emit(event)
+            if now >= next_diag:
+                look_inside(epoch, xb, yb)
+                next_diag = time.perf_counter() + DIAGNOSE_EVERY_S
+            if now - ckpt_at >= ckpt_cost / CHECKPOINT_SHARE:  # every epoch, unless writing costs over 5%
+                ckpt_at = time.perf_counter()
+                checkpoint(epoch + 1, 0, None, 0.0, 0)
+                ckpt_cost = time.perf_counter() - ckpt_at
             if cfg.early_stopping and waited >= cfg.early_stopping and epoch < cfg.epochs:
                 early_stopped = True
                 break
             if should_stop():
                 status = "stopped"
+                if epoch < cfg.epochs:
+                    checkpoint(epoch + 1, 0, None, 0.0, 0)
                 break
     except FloatingPointError:
         status = "diverged"
@@ -297,8 +435,12 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
         save("model.safetensors", best_state)
     if best_state is not None:
         save("checkpoints/best.safetensors", best_state)
+    if grid is not None and status != "diverged":
+        draw_boundary(epoch)
     if status == "stopped":
         message = f"Stopped at epoch {epoch}, step {step}; the weights at that point were kept."
+        if out_dir is not None:
+            message += " Resume continues from here."
     final = {"type": "run_finished", "status": status, "message": message, "epochs_completed": epoch
              if status == "completed" else epoch - 1, "step": step, "metrics": last_metrics, "best": best,
              "early_stopped": early_stopped, "seconds": elapsed,

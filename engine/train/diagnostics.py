@@ -1,0 +1,127 @@
+"""Seeing inside a model while it trains, and the coach that turns what it sees into advice.
+
+`inspect_model` samples one batch: the gradient norm of each layer, histograms of its weights and of its
+output, and the share of dead units after each ReLU. It runs in eval mode and with `torch.autograd.grad`,
+so it changes nothing the training sees (no `.grad`, no batch-norm statistics, no random numbers): a run
+is the same with diagnostics on or off.
+"""
+
+import math
+
+import torch
+
+BINS = 24
+SAMPLE = 4096  # values per histogram: a strided sample keeps the cost flat for big layers
+VANISHING_RATIO = 1e-4  # first layer's gradient norm / last layer's, below this: vanishing
+EXPLODING_NORM = 1e3  # total gradient norm above this: exploding
+OVERFIT_EPOCHS = 3  # validation loss rising this many epochs in a row while training loss falls
+PLATEAU_EPOCHS = 5  # training loss within PLATEAU_TOLERANCE of its best for this many epochs
+PLATEAU_TOLERANCE = 0.01
+
+
+def histogram(t: torch.Tensor) -> dict:
+    v = t.detach().flatten()
+    if v.numel() > SAMPLE:
+        v = v[:: v.numel() // SAMPLE]
+    v = v.float()
+    lo, hi = v.min().item(), v.max().item()
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return {"lo": lo, "hi": hi, "counts": []}
+    if hi <= lo:
+        hi = lo + 1e-6
+    return {"lo": lo, "hi": hi, "counts": torch.histc(v, BINS, lo, hi).int().tolist()}
+
+
+def inspect_model(model, xb: torch.Tensor, yb: torch.Tensor, criterion, autocast) -> dict:
+    """Per-layer gradient norms, weight and output histograms and dead-ReLU shares on one batch."""
+    outputs: dict[str, torch.Tensor] = {}
+    ids = [nid for nid, _ in model._plan]
+    hooks = [model.layers[nid].register_forward_hook(lambda m, i, o, nid=nid: outputs.__setitem__(nid, o))
+             for nid in ids]
+    was_training = model.training
+    model.eval()
+    try:
+        with autocast():
+            loss = criterion(model(xb), yb)
+        params = {nid: [p for p in model.layers[nid].parameters() if p.requires_grad] for nid in ids}
+        flat = [p for nid in ids for p in params[nid]]
+        grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat else []
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was_training)
+    grad_of = dict(zip(map(id, flat), grads, strict=True))
+    nodes = {n.id: n for n in model.spec.nodes}
+    layers, total_sq = [], 0.0
+    for nid in ids:
+        node, out = nodes[nid], outputs.get(nid)
+        entry = {"id": nid, "op": node.op}
+        weights = [p for p in params[nid] if p.dim() > 1]
+        if params[nid]:
+            sq = sum(float(g.float().square().sum()) for p in params[nid] if (g := grad_of[id(p)]) is not None)
+            total_sq += sq
+            entry["grad_norm"] = math.sqrt(sq)
+        if weights:
+            entry["weights"] = histogram(torch.cat([w.detach().flatten() for w in weights]))
+        if isinstance(out, torch.Tensor) and out.is_floating_point():
+            entry["activations"] = histogram(out)
+            if node.op == "activation" and node.params.get("kind") == "relu" and out.dim() > 1:
+                entry["dead"] = float((out <= 0).all(0).float().mean())
+        layers.append(entry)
+    return {"loss": float(loss.detach()), "grad_norm": math.sqrt(total_sq), "layers": layers}
+
+
+class Coach:
+    """Advice in plain words, each kind at most once a run: vanishing or exploding gradients (from
+    `inspect_model`), overfitting and plateaus (from the epoch curves). Its state goes into checkpoints."""
+
+    def __init__(self, state: dict | None = None):
+        state = state or {}
+        self.fired: list[str] = list(state.get("fired", []))
+        self.train: list[float] = list(state.get("train", []))
+        self.val: list[float] = list(state.get("val", []))
+
+    def state(self) -> dict:
+        return {"fired": self.fired, "train": self.train, "val": self.val}
+
+    def _say(self, kind: str, message: str, **where) -> list[dict]:
+        if kind in self.fired:
+            return []
+        self.fired.append(kind)
+        return [{"type": "coach", "kind": kind, "message": message, **where}]
+
+    def gradients(self, diag: dict, **where) -> list[dict]:
+        norms = [(layer["id"], layer["grad_norm"]) for layer in diag["layers"] if layer.get("grad_norm") is not None]
+        said = []
+        if diag["grad_norm"] > EXPLODING_NORM or not math.isfinite(diag["grad_norm"]):
+            said += self._say("exploding", f"Exploding gradients: their total norm is {diag['grad_norm']:.3g}. "
+                              "Lower the learning rate, clip the gradient norm (Regularization and gradients, "
+                              "e.g. 1.0), or add batch norm.", **where)
+        if len(norms) >= 2 and norms[-1][1] > 0 and norms[0][1] / norms[-1][1] < VANISHING_RATIO:
+            (first, g0), (last, g1) = norms[0], norms[-1]
+            said += self._say("vanishing", f"Vanishing gradients: the first layer '{first}' gets a gradient "
+                              f"{g1 / max(g0, 1e-30):.2g}x smaller than the last layer '{last}', so it hardly "
+                              "learns. Use relu instead of sigmoid or tanh, add batch norm or residual connections, "
+                              "or use fewer layers.", **where)
+        return said
+
+    def epoch(self, train_loss: float, val_loss: float, **where) -> list[dict]:
+        self.train.append(train_loss)
+        self.val.append(val_loss)
+        said, k = [], OVERFIT_EPOCHS
+        if len(self.val) > k:
+            v, t = self.val[-k - 1:], self.train[-k - 1:]
+            if all(b > a for a, b in zip(v, v[1:], strict=False)) and all(b < a for a, b in zip(t, t[1:], strict=False)) \
+                    and v[-1] > min(self.val) * 1.05:
+                said += self._say("overfitting", f"Overfitting: the validation loss rose for {k} epochs in a row "
+                                  f"(to {v[-1]:.4g}, its best was {min(self.val):.4g}) while the training loss kept "
+                                  "falling. Add dropout, weight decay or L2, get more data, or turn on early "
+                                  "stopping.", **where)
+        k = PLATEAU_EPOCHS
+        if len(self.train) > k:
+            before, recent = min(self.train[:-k]), min(self.train[-k:])
+            if recent > before * (1 - PLATEAU_TOLERANCE) and recent > 0.1 * self.train[0]:
+                said += self._say("plateau", f"Plateau: the training loss has not improved by {PLATEAU_TOLERANCE:.0%} "
+                                  f"in {k} epochs (best {before:.4g}) and is still high. Try a larger learning rate, "
+                                  "a schedule such as one-cycle, or a bigger model.", **where)
+        return said
