@@ -50,12 +50,12 @@ def surface(model, xs: torch.Tensor, ys: torch.Tensor, loss_name: str, target_me
     shape = (len(ys), len(xs))
     result = {"x": xs.tolist(), "y": ys.tolist()}
     if loss_name == "cross_entropy":
-        probs = F.softmax(out, 1)
-        conf, z = probs.max(1)
-        return {**result, "kind": "classes", "z": z.reshape(shape).tolist(), "confidence": conf.reshape(shape).tolist()}
+        conf = F.softmax(out, 1).max(1).values
+        return {**result, "kind": "classes", "z": out.argmax(1).reshape(shape).tolist(),
+                "confidence": conf.reshape(shape).tolist()}
     if loss_name == "bce_with_logits":
         p = torch.sigmoid(out[:, 0])
-        return {**result, "kind": "classes", "z": (p > 0.5).long().reshape(shape).tolist(),
+        return {**result, "kind": "classes", "z": (out[:, 0] > 0).long().reshape(shape).tolist(),
                 "confidence": torch.maximum(p, 1 - p).reshape(shape).tolist()}
     target_meta = target_meta or {}
     value = out[:, 0] * float(target_meta.get("scale", 1.0)) + float(target_meta.get("mean", 0.0))

@@ -14,8 +14,10 @@ BINS = 24
 SAMPLE = 4096  # values per histogram: a strided sample keeps the cost flat for big layers
 VANISHING_RATIO = 1e-4  # first layer's gradient norm / last layer's, below this: vanishing
 EXPLODING_NORM = 1e3  # total gradient norm above this: exploding
-OVERFIT_EPOCHS = 3  # validation loss rising this many epochs in a row while training loss falls
-PLATEAU_EPOCHS = 5  # training loss within PLATEAU_TOLERANCE of its best for this many epochs
+OVERFIT_EPOCHS = 3  # the best validation loss this many epochs back,
+OVERFIT_RISE = 1.1  # the validation loss now this much above it, and the training loss lower than then,
+OVERFIT_GAP = 1.2  # and the validation loss this much above the training loss
+PLATEAU_EPOCHS = 5  # neither loss better than PLATEAU_TOLERANCE below its earlier best for this many epochs
 PLATEAU_TOLERANCE = 0.01
 
 
@@ -95,8 +97,9 @@ class Coach:
         said = []
         if diag["grad_norm"] > EXPLODING_NORM or not math.isfinite(diag["grad_norm"]):
             said += self._say("exploding", f"Exploding gradients: their total norm is {diag['grad_norm']:.3g}. "
-                              "Lower the learning rate, clip the gradient norm (Regularization and gradients, "
-                              "e.g. 1.0), or add batch norm.", **where)
+                              "Scale the input features (Data page: standard scaling), lower the learning rate, "
+                              "clip the gradient norm (Regularization and gradients, e.g. 1.0), or add batch norm.",
+                              **where)
         if len(norms) >= 2 and norms[-1][1] > 0 and norms[0][1] / norms[-1][1] < VANISHING_RATIO:
             (first, g0), (last, g1) = norms[0], norms[-1]
             said += self._say("vanishing", f"Vanishing gradients: the first layer '{first}' gets a gradient "
@@ -108,20 +111,18 @@ class Coach:
     def epoch(self, train_loss: float, val_loss: float, **where) -> list[dict]:
         self.train.append(train_loss)
         self.val.append(val_loss)
-        said, k = [], OVERFIT_EPOCHS
-        if len(self.val) > k:
-            v, t = self.val[-k - 1:], self.train[-k - 1:]
-            if all(b > a for a, b in zip(v, v[1:], strict=False)) and all(b < a for a, b in zip(t, t[1:], strict=False)) \
-                    and v[-1] > min(self.val) * 1.05:
-                said += self._say("overfitting", f"Overfitting: the validation loss rose for {k} epochs in a row "
-                                  f"(to {v[-1]:.4g}, its best was {min(self.val):.4g}) while the training loss kept "
-                                  "falling. Add dropout, weight decay or L2, get more data, or turn on early "
-                                  "stopping.", **where)
+        said, best = [], min(range(len(self.val)), key=self.val.__getitem__)
+        if len(self.val) - 1 - best >= OVERFIT_EPOCHS and val_loss > OVERFIT_RISE * self.val[best] \
+                and train_loss < self.train[best] and val_loss > OVERFIT_GAP * train_loss:
+            said += self._say("overfitting", f"Overfitting: the validation loss rose to {val_loss:.4g} from its best, "
+                              f"{self.val[best]:.4g} at epoch {best + 1}, while the training loss kept falling. Add "
+                              "dropout, weight decay or L2, get more data, or turn on early stopping.", **where)
         k = PLATEAU_EPOCHS
-        if len(self.train) > k:
-            before, recent = min(self.train[:-k]), min(self.train[-k:])
-            if recent > before * (1 - PLATEAU_TOLERANCE) and recent > 0.1 * self.train[0]:
-                said += self._say("plateau", f"Plateau: the training loss has not improved by {PLATEAU_TOLERANCE:.0%} "
-                                  f"in {k} epochs (best {before:.4g}) and is still high. Try a larger learning rate, "
-                                  "a schedule such as one-cycle, or a bigger model.", **where)
+        if len(self.train) > k and "overfitting" not in self.fired:
+            stalled = [min(c[-k:]) > min(c[:-k]) * (1 - PLATEAU_TOLERANCE) for c in (self.train, self.val)]
+            if all(stalled) and min(self.train[-k:]) > 0.1 * self.train[0]:
+                said += self._say("plateau", f"Plateau: neither the training nor the validation loss improved by "
+                                  f"{PLATEAU_TOLERANCE:.0%} in {k} epochs, and the training loss is still "
+                                  f"{min(self.train[-k:]) / self.train[0]:.0%} of its first epoch's. Try a larger "
+                                  "learning rate, a schedule such as one-cycle, or a bigger model.", **where)
         return said

@@ -301,7 +301,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
 
     t_start = time.perf_counter() - elapsed_before
     next_sync = time.perf_counter() + SYNC_EVERY_S
-    next_diag = next_sync if cfg.diagnostics else math.inf
+    next_diag = -math.inf if cfg.diagnostics else math.inf  # the first look: at epoch 1 at the latest
     next_boundary = time.perf_counter() if grid is not None else math.inf
     ckpt_at, ckpt_cost = -math.inf, 0.0
     epoch = first_epoch
