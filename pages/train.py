@@ -12,7 +12,8 @@ from engine.runs import create_run, launch, list_runs, runs_dir
 from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
 from ui import state
 from ui.common import format_metrics, page, preflight_line, show_error
-from ui.run_view import fmt_seconds, live_panel
+from ui.compare import compare
+from ui.run_view import fmt_seconds, live_panel, origin
 from ui.train_controls import schedule_and_regularization
 
 page("Train", "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.")
@@ -85,7 +86,7 @@ with charts:
     run_dir = runs_dir() / run_id if run_id else None
     if run_dir and run_dir.exists():
         st.subheader(f"Run {run_id}")
-        live_panel(Path(run_dir))
+        live_panel(Path(run_dir), config)
     else:
         st.info("No run yet. The settings on the left already fit this dataset and model: press **Start training**.")
 
@@ -96,7 +97,8 @@ if runs:
     for r in runs:
         m = r.get("metrics") or {}
         took = (r.get("finished") or 0) - (r.get("started") or 0)
-        rows.append({"run": r["id"], "status": r["state"], "dataset": r["dataset"], "layers": r["layers"],
+        rows.append({"run": r["id"], "status": r["state"], "from": origin(r.get("parent")), "dataset": r["dataset"],
+                     "layers": r["layers"],
                      "epochs": r["config"].get("epochs"), "result": format_metrics(m),
                      "samples/s": round(r["samples_per_second"]) if r.get("samples_per_second") else None,
                      "duration": fmt_seconds(took) if took > 0 else ""})
@@ -106,5 +108,6 @@ if runs:
     if pick != run_id and st.button("Open", key="train.open"):
         state.set_run(pick)
         st.rerun()
+    compare(runs)
 else:
     st.caption("Runs you start appear here, newest first.")

@@ -9,8 +9,18 @@ import pytest
 from safetensors.torch import load_file
 
 from engine.errors import LayerLabError
-from engine.runs import (branch_run, create_run, execute, launch, list_runs, prepare_resume, read_events, read_status,
-                         request_stop, resumable)
+from engine.runs import (
+    branch_run,
+    create_run,
+    execute,
+    launch,
+    list_runs,
+    prepare_resume,
+    read_events,
+    read_status,
+    request_stop,
+    resumable,
+)
 from tests.conftest import ROOT
 from tests.test_runs import wait_for
 

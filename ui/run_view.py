@@ -4,20 +4,61 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.runs import read_events, read_status, request_stop
+from engine.errors import LayerLabError
+from engine.runs import branch_run, launch, prepare_resume, read_events, read_status, request_stop, resumable, saved_checkpoints
+from ui import state
 from ui.charts import curves, smooth
-from ui.common import format_metrics
+from ui.common import format_metrics, show_error
+from ui.inside import boundary_chart, gradient_chart, inside_panel
 
-_CACHE = "run_view.events"  # run path -> (byte offset, events so far): each poll reads only new bytes
+_CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
 
-def events(run_dir: Path) -> list[dict]:
+def events(run_dir: Path, resumes: int = 0) -> list[dict]:
+    """The run's events; a resume cuts the file back to its checkpoint, so each resume starts a fresh read."""
     cache = st.session_state.setdefault(_CACHE, {})
-    offset, seen = cache.get(str(run_dir), (0, []))
+    key = f"{run_dir}#{resumes}"
+    offset, seen = cache.get(key, (0, []))
     new, offset = read_events(run_dir, offset)
     seen = seen + new
-    cache[str(run_dir)] = (offset, seen)
+    cache[key] = (offset, seen)
     return seen
+
+
+def origin(parent: dict | None) -> str:
+    """Where a branched run came from, in words."""
+    if not parent:
+        return ""
+    epoch = f", epoch {parent['epoch']}" if parent.get("epoch") else ""
+    return f"{parent.get('name') or parent['run']} · {parent['checkpoint']}{epoch}"
+
+
+def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
+    """Resume a stopped or killed run; branch a new run from one of its checkpoints with the page's settings."""
+    checkpoints = saved_checkpoints(run_dir)
+    c1, c2, c3 = st.columns([1, 1, 1.3], vertical_alignment="bottom")
+    if resumable(run_dir, status) and c1.button("Resume", icon=":material/resume:", key=f"resume.{run_dir.name}",
+                                                help="Continue from the last checkpoint with the same settings, "
+                                                     "optimizer and schedule state, to the planned epochs."):
+        try:
+            launch(prepare_resume(run_dir), resume=True)
+            st.rerun(scope="app")
+        except LayerLabError as e:
+            show_error(e)
+    if settings is None or not checkpoints:
+        return
+    which = c2.selectbox("Branch from", checkpoints, key=f"branch.pick.{run_dir.name}",
+                         help="best: the best epoch's weights; last: the latest checkpoint; final: where it ended.")
+    if c3.button("Branch with these settings", icon=":material/call_split:", key=f"branch.{run_dir.name}",
+                 help="A new run of this model and data, starting from these weights, trained with the settings "
+                      "on the left."):
+        try:
+            child = branch_run(run_dir, which, settings)
+            launch(child)
+            state.set_run(child.name)
+            st.rerun(scope="app")
+        except LayerLabError as e:
+            show_error(e)
 
 
 def fmt_seconds(s: float) -> str:
@@ -25,10 +66,11 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
-def draw(run_dir: Path) -> bool:
-    """Everything about one run; while it is live a fragment redraws it every second. Returns whether it is live."""
+def draw(run_dir: Path, settings: dict | None = None) -> bool:
+    """Everything about one run; while it is live a fragment redraws it every second. Returns whether it is live.
+    `settings`: the Train page's settings, offered for branching."""
     status = read_status(run_dir)
-    evs = events(run_dir)
+    evs = events(run_dir, status.get("resumes", 0))
     epochs = [e for e in evs if e["type"] == "epoch_end"]
     batches = [e for e in evs if e["type"] == "batch_end"]
     started = next((e for e in evs if e["type"] == "run_started"), None)
@@ -50,6 +92,10 @@ def draw(run_dir: Path) -> bool:
     for e in evs:
         if e["type"] == "notice":
             st.info(e["message"], icon=":material/info:")
+        elif e["type"] == "coach":
+            st.warning(f"**Epoch {e['epoch']}.** {e['message']}", icon=":material/school:")
+        elif e["type"] == "run_resumed":
+            st.caption(f"Resumed at epoch {e['epoch']}, step {e['step']:,}.")
     if finished:
         kind = {"completed": st.success, "stopped": st.warning}.get(finished["status"], st.error)
         kind(f"Run {finished['status']}. {finished.get('message', '')} "
@@ -61,6 +107,8 @@ def draw(run_dir: Path) -> bool:
                                key=f"dl.{run_dir.name}", help="More formats on the Export page.")
     elif status["state"] == "failed":
         st.error(status.get("message", "The run failed."))
+    if not live:
+        run_actions(run_dir, status, settings)
 
     if epochs:
         m = epochs[-1]["metrics"]
@@ -103,15 +151,24 @@ def draw(run_dir: Path) -> bool:
         st.plotly_chart(curves({"learning rate": ([s for s, _ in rates], [r for _, r in rates])},
                                "Learning rate by step", "step", "learning rate"),
                         width="stretch", key=f"lr.{run_dir.name}")
+    looks = [e for e in evs if e["type"] == "diagnostics"]
+    c5, c6 = st.columns(2)
+    with c5:
+        drawn = boundary_chart(run_dir)
+    if looks:
+        with c6 if drawn else c5:
+            gradient_chart(looks, key=f"grad.{run_dir.name}")
+        with st.expander("Inside the model: histograms and dead ReLUs"):
+            inside_panel(looks, key=f"inside.{run_dir.name}")
     return live
 
 
-def live_panel(run_dir: Path) -> None:
+def live_panel(run_dir: Path, settings: dict | None = None) -> None:
     """Poll the run once a second while it is live; one full rerun when it ends (to stop polling)."""
     active = read_status(run_dir)["state"] in ("queued", "running")
 
     def body():
-        still_live = draw(run_dir)
+        still_live = draw(run_dir, settings)
         if active and not still_live:
             st.rerun(scope="app")
 

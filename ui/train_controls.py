@@ -1,7 +1,11 @@
-"""Train page: the learning-rate schedule, early stopping and regularization settings (all off by default)."""
+"""Train page: the learning-rate schedule, early stopping, regularization, speed and diagnostics settings."""
 
 import streamlit as st
+import torch
 
+PRECISIONS = {"auto": "auto (bf16 on a GPU, 32-bit on the CPU)", "32": "32-bit", "bf16": "bf16 mixed",
+              "16": "fp16 mixed (CUDA)"}
+LAYOUTS = {None: "auto (on a GPU)", True: "on", False: "off"}
 SCHEDULES = {"none": "Constant", "step": "Step decay", "exponential": "Exponential decay",
              "cosine": "Cosine (with warm-up)", "onecycle": "One-cycle", "plateau": "Reduce on plateau"}
 
@@ -64,4 +68,21 @@ def schedule_and_regularization(saved: dict, task: str, classification: bool) ->
                                                  format="%g", step=0.05, key="train.smoothing",
                                                  disabled=not classification,
                                                  help="Classification: soften the targets (0.1 is usual).")
+    with st.expander("Speed and diagnostics"):
+        choices = list(PRECISIONS) if torch.cuda.is_available() else ["auto", "32", "bf16"]
+        out["precision"] = st.selectbox("Precision", choices, format_func=PRECISIONS.get, key="train.precision",
+                                        index=choices.index(saved["precision"]) if saved["precision"] in choices else 0,
+                                        help="Mixed precision runs most layers in 16-bit floats on a GPU: faster, "
+                                             "less memory. fp16 uses loss scaling.")
+        s1, s2 = st.columns(2)
+        out["compile"] = s1.checkbox("torch.compile", value=saved["compile"], key="train.compile",
+                                     help="Compile the model first: a slower start, faster steps on a GPU.")
+        out["diagnostics"] = s2.checkbox("Diagnostics", value=saved["diagnostics"], key="train.diagnostics",
+                                         help="Every 2 s, sample each layer's gradient norm, weight and output "
+                                              "histograms and dead ReLUs, and coach on what they show.")
+        layouts = list(LAYOUTS)
+        out["channels_last"] = st.selectbox("Channels-last images", layouts, format_func=LAYOUTS.get,
+                                            index=layouts.index(saved["channels_last"]), key="train.channels_last",
+                                            help="Memory order of image batches; channels-last is faster for "
+                                                 "convolutions on recent GPUs.")
     return out

@@ -304,7 +304,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     next_diag = -math.inf if cfg.diagnostics else math.inf  # the first look: at epoch 1 at the latest
     next_boundary = time.perf_counter() if grid is not None else math.inf
     ckpt_at, ckpt_cost = -math.inf, 0.0
-    epoch = first_epoch
+    epoch, xb, yb = first_epoch, None, None
     model.train()
     try:
         for epoch in range(first_epoch, cfg.epochs + 1):
@@ -435,8 +435,11 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         save("model.safetensors", best_state)
     if best_state is not None:
         save("checkpoints/best.safetensors", best_state)
-    if grid is not None and status != "diverged":
-        draw_boundary(epoch)
+    if status != "diverged" and xb is not None:  # the last look: the weights the run ends with
+        if cfg.diagnostics:
+            look_inside(epoch, xb, yb)
+        if grid is not None:
+            draw_boundary(epoch)
     if status == "stopped":
         message = f"Stopped at epoch {epoch}, step {step}; the weights at that point were kept."
         if out_dir is not None:
