@@ -1,5 +1,6 @@
 """Resume a stopped or killed run exactly where it was; branch a new run from a checkpoint."""
 
+import itertools
 import os
 import signal
 import subprocess
@@ -8,8 +9,10 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+import engine.train.loop as loop
 from engine.errors import LayerLabError
 from engine.runs import (
+    RunWriter,
     branch_run,
     create_run,
     execute,
@@ -21,6 +24,7 @@ from engine.runs import (
     request_stop,
     resumable,
 )
+from engine.train.config import TrainConfig
 from tests.conftest import ROOT
 from tests.test_runs import wait_for
 
@@ -86,21 +90,21 @@ def test_killed_worker_resumes_from_its_checkpoint_to_the_same_weights(big_moons
         assert (tensor - reference[name]).abs().max() < 1e-6, name
 
 
-def test_stopped_run_resumes_mid_epoch_in_the_app_worker(big_moons, tmp_path):
+def test_run_stopped_mid_epoch_resumes_from_its_next_batch(big_moons, tmp_path, monkeypatch):
+    monkeypatch.setattr(loop, "SYNC_EVERY_S", 0.0)  # the loop asks whether to stop after every step
     run = create_run(SPEC, TRAIN, big_moons.path)
-    launch(run)
-    wait_for(lambda: any(e["type"] == "batch_end" and e["epoch"] == 2 for e in read_events(run)[0]), timeout=120,
-             every=0.02)
-    request_stop(run)
-    wait_for(lambda: read_status(run)["state"] == "stopped")
+    writer, calls = RunWriter(run), itertools.count(1)
+    steps_per_epoch = -(-big_moons.meta["sizes"]["train"] // 32)
+    stop_at = steps_per_epoch + 1 + 100  # epoch 1's steps and its end, then 100 steps into epoch 2
+    result = loop.fit(SPEC, big_moons, TrainConfig.parse(TRAIN), emit=writer.emit, out_dir=run,
+                      should_stop=lambda: next(calls) == stop_at)
+    writer.set_status(state=result["status"])
+    assert result["status"] == "stopped" and result["step"] == steps_per_epoch + 100
+    assert "Resume continues from here" in result["message"]
     assert resumable(run)
-    stopped = read_events(run)[0]
-    assert "Resume continues from here" in stopped[-1]["message"]
-    launch(prepare_resume(run), resume=True)
-    wait_for(lambda: read_status(run)["state"] not in ("queued", "running"), timeout=180)
-    events = assert_continuous(run, stopped[0]["steps_per_epoch"])
-    resumed = next(e for e in events if e["type"] == "run_resumed")
-    assert resumed["step"] % stopped[0]["steps_per_epoch"] != 0  # it went on from the middle of an epoch
+    execute(prepare_resume(run), resume=True)
+    events = assert_continuous(run, steps_per_epoch)
+    assert next(e for e in events if e["type"] == "run_resumed")["step"] == steps_per_epoch + 100
     reference = uninterrupted(big_moons, tmp_path)
     for name, tensor in load_file(run / "model.safetensors").items():
         assert (tensor - reference[name]).abs().max() < 1e-6, name

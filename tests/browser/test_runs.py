@@ -48,7 +48,7 @@ def test_resume_branch_and_compare(server, page):
     events = read_events(long)[0]
     assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == list(range(1, 301))
     assert next(e for e in events if e["type"] == "run_resumed")["step"] == stopped_at
-    assert page.get_by_text(f"Resumed at epoch").count() == 1
+    assert page.get_by_text("Resumed at epoch").count() == 1
     settle(page)
     shot(page, "runs-1-resumed")
 
