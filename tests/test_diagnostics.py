@@ -43,6 +43,7 @@ def coached(events) -> list[str]:
 @pytest.fixture
 def every_epoch(monkeypatch):
     monkeypatch.setattr(loop, "DIAGNOSE_EVERY_S", 0.0)  # a look at every epoch end, so short runs are seen
+    monkeypatch.setattr(loop, "DIAGNOSE_SHARE", float("inf"))
 
 
 def test_inspection_matches_autograd_and_sees_dead_units():

@@ -190,7 +190,7 @@ def test_augmentation_settings_on_the_data_page_reach_training():
     assert not at.exception
 
 
-def test_schedule_early_stopping_and_clipping_reach_the_run():
+def test_schedule_early_stopping_clipping_and_precision_reach_the_run():
     at = goto(app(), "train")
     at.selectbox(key="train.scheduler").set_value("cosine").run()
     at.number_input(key="train.warmup").set_value(1).run()
@@ -199,6 +199,8 @@ def test_schedule_early_stopping_and_clipping_reach_the_run():
     at.selectbox(key="train.monitor").set_value("val/accuracy").run()
     at.number_input(key="train.clip_norm").set_value(1.0).run()
     at.number_input(key="train.smoothing").set_value(0.1).run()
+    at.selectbox(key="train.precision").set_value("bf16").run()
+    at.checkbox(key="train.diagnostics").uncheck().run()
     at.number_input(key="train.epochs").set_value(4).run()
     button(at, "Start training").click().run()
     from engine.runs import runs_dir
@@ -207,6 +209,7 @@ def test_schedule_early_stopping_and_clipping_reach_the_run():
     assert (config["scheduler"], config["warmup_epochs"], config["early_stopping"], config["monitor"]) == \
         ("cosine", 1, 2, "val/accuracy")
     assert config["clip_grad_norm"] == 1.0 and config["label_smoothing"] == 0.1
+    assert config["precision"] == "bf16" and config["diagnostics"] is False
     assert wait_finished(run_dir.name) == "completed"
     at.run()
     assert not at.exception

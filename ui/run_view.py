@@ -1,5 +1,6 @@
 """A run drawn from its events.jsonl: live curves, progress, stop, and the finished state."""
 
+import os
 from pathlib import Path
 
 import streamlit as st
@@ -11,6 +12,11 @@ from ui.charts import curves, smooth
 from ui.common import format_metrics, show_error
 from ui.inside import boundary_chart, gradient_chart, inside_panel
 
+# The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
+# 2-core machine, the Train page open while a run trains: redrawn every 1 s, training ran 33% slower; every 2 s,
+# 16%; every 5 s, 3-6%. (A status line redrawn every second apart from the charts, or static charts without
+# hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
+LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
 
@@ -164,7 +170,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
 
 
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:
-    """Poll the run once a second while it is live; one full rerun when it ends (to stop polling)."""
+    """Redraw the run every LIVE_EVERY_S while it is live; one full rerun when it ends (to stop polling)."""
     active = read_status(run_dir)["state"] in ("queued", "running")
 
     def body():
@@ -172,4 +178,4 @@ def live_panel(run_dir: Path, settings: dict | None = None) -> None:
         if active and not still_live:
             st.rerun(scope="app")
 
-    st.fragment(body, run_every=1.0 if active else None)()
+    st.fragment(body, run_every=LIVE_EVERY_S if active else None)()

@@ -30,9 +30,12 @@ from engine.workspace import atomic_write_json
 
 SYNC_EVERY_S = 0.25
 DIAGNOSE_EVERY_S = 2.0
+DIAGNOSE_SHARE = 0.02  # diagnostics are sampled less often than every 2 s when a look would cost more than this
 BOUNDARY_EVERY_S = 0.5
 CHECKPOINT_SHARE = 0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
 EVAL_BATCH = 4096
+EVAL_VALUES = 2**22  # evaluation batches hold at most about this many values in the widest layer's output (cache-
+#                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
 
 
 def pick_threads(n_params: int, batch_size: int) -> int:
@@ -108,12 +111,13 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0, autocast=contextlib.nullcontext) -> dict[str, float]:
+def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0, autocast=contextlib.nullcontext,
+             batch: int = EVAL_BATCH) -> dict[str, float]:
     """Loss and the task's metrics over a whole split (eval mode, big batches)."""
     was_training = model.training
     model.eval()
     with autocast():
-        outs = torch.cat([model(as_input(x[i:i + EVAL_BATCH])) for i in range(0, len(x), EVAL_BATCH)]).float()
+        outs = torch.cat([model(as_input(x[i:i + batch])) for i in range(0, len(x), batch)]).float()
     model.train(was_training)
     y = as_input(y)
     metrics = {"loss": loss_function(loss_name)(outs, y).item()}
@@ -222,6 +226,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         boundary.applies(dataset) else None
 
     n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
+    eval_batch = max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
     steps_per_epoch = math.ceil(n / bs)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))
@@ -289,11 +294,15 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
             "elapsed": time.perf_counter() - t_start, "coach": coach.state()})
         emit({"type": "checkpoint_saved", "epoch": epoch_next - (start_next == 0), "step": step})
 
-    def look_inside(epoch: int, xb, yb) -> None:
+    def look_inside(epoch: int, xb, yb) -> float:
+        """Sample the diagnostics; returns when to look next (every 2 s, or less often if a look costs over 2%)."""
+        t = time.perf_counter()
         diag = inspect_model(train_model, xb, yb, criterion, autocast)
         emit({"type": "diagnostics", "epoch": epoch, "step": step, **diag})
         for event in coach.gradients(diag, epoch=epoch, step=step):
             emit(event)
+        now = time.perf_counter()
+        return now + max(DIAGNOSE_EVERY_S, (now - t) / DIAGNOSE_SHARE)
 
     def draw_boundary(epoch: int) -> None:
         surface = boundary.surface(train_model, *grid, loss_name, target)
@@ -361,8 +370,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
                     if not math.isfinite(value):
                         raise FloatingPointError
                     if now >= next_diag:
-                        look_inside(epoch, xb, yb)
-                        next_diag = time.perf_counter() + DIAGNOSE_EVERY_S
+                        next_diag = look_inside(epoch, xb, yb)
                     if now >= next_boundary:
                         draw_boundary(epoch)
                         next_boundary = time.perf_counter() + BOUNDARY_EVERY_S
@@ -375,7 +383,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
                 raise FloatingPointError
             if status == "stopped":
                 break
-            val = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast)
+            val = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast, eval_batch)
             if not math.isfinite(val["loss"]):
                 raise FloatingPointError
             last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
@@ -397,8 +405,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
             for event in coach.epoch(train_loss, val["loss"], epoch=epoch, step=step):
                 emit(event)
             if now >= next_diag:
-                look_inside(epoch, xb, yb)
-                next_diag = time.perf_counter() + DIAGNOSE_EVERY_S
+                next_diag = look_inside(epoch, xb, yb)
             if now - ckpt_at >= ckpt_cost / CHECKPOINT_SHARE:  # every epoch, unless writing costs over 5%
                 ckpt_at = time.perf_counter()
                 checkpoint(epoch + 1, 0, None, 0.0, 0)
