@@ -44,6 +44,9 @@ def curves(series: dict[str, tuple[list, list]], title: str, xaxis: str, yaxis: 
         fig.add_vline(x=best_x, line=dict(color="#94A3B8", dash="dot"), annotation_text="best",
                       annotation_position="top left")
     fig = layout(fig, title, xaxis_title=xaxis, yaxis_title=yaxis)
+    values = {y for _, ys in series.values() for y in ys if y is not None}
+    if len(values) == 1 and (v := values.pop()) > 0:  # a constant: a flat line at its value above zero, not ±1
+        fig.update_yaxes(range=[0, v * 1.1])
     if percent:
         fig.update_yaxes(tickformat=".0%")
     return fig

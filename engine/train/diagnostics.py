@@ -16,7 +16,8 @@ VANISHING_RATIO = 1e-4  # first layer's gradient norm / last layer's, below this
 EXPLODING_NORM = 1e3  # total gradient norm above this: exploding
 OVERFIT_EPOCHS = 3  # the best validation loss this many epochs back,
 OVERFIT_RISE = 1.1  # the validation loss now this much above it, and the training loss lower than then,
-OVERFIT_GAP = 1.2  # and the validation loss this much above the training loss
+OVERFIT_GAP = 1.2  # and the validation loss this much above the training loss,
+OVERFIT_ABS = 0.05  # and the rise over its best at least this share of the first epoch's validation loss
 PLATEAU_EPOCHS = 5  # neither loss better than PLATEAU_TOLERANCE below its earlier best for this many epochs
 PLATEAU_TOLERANCE = 0.01
 
@@ -113,7 +114,8 @@ class Coach:
         self.val.append(val_loss)
         said, best = [], min(range(len(self.val)), key=self.val.__getitem__)
         if len(self.val) - 1 - best >= OVERFIT_EPOCHS and val_loss > OVERFIT_RISE * self.val[best] \
-                and train_loss < self.train[best] and val_loss > OVERFIT_GAP * train_loss:
+                and train_loss < self.train[best] and val_loss > OVERFIT_GAP * train_loss \
+                and val_loss - self.val[best] > OVERFIT_ABS * self.val[0]:
             said += self._say("overfitting", f"Overfitting: the validation loss rose to {val_loss:.4g} from its best, "
                               f"{self.val[best]:.4g} at epoch {best + 1}, while the training loss kept falling. Add "
                               "dropout, weight decay or L2, get more data, or turn on early stopping.", **where)
