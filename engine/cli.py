@@ -1,5 +1,5 @@
-"""Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`, and
-`python -m engine resume RUN_DIR` to continue a stopped or killed run.
+"""Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`,
+`python -m engine resume RUN_DIR` to continue a stopped or killed run, and `python -m engine evaluate RUN_DIR`.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
 the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
@@ -78,6 +78,17 @@ def _resume(args) -> int:
     return 0 if result["status"] in ("completed", "stopped") else 1
 
 
+def _evaluate(args) -> int:
+    from engine.evaluate import evaluate_run
+
+    if not (Path(args.run_dir) / "train.json").exists():
+        raise LayerLabError(f"{args.run_dir} is not a run folder (it has no train.json).")
+    report = evaluate_run(Path(args.run_dir), args.split)
+    keep = ("run", "split", "dataset", "task", "n", "summary", "per_class", "averages", "confusion", "classes")
+    print(json.dumps({k: report[k] for k in keep if k in report}, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -126,9 +137,12 @@ def main(argv=None) -> int:
     t.add_argument("--out", required=True, help="run folder to write")
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
+    e = sub.add_parser("evaluate", help="the metrics of a run's final model on its test split, as JSON")
+    e.add_argument("run_dir", metavar="RUN_DIR")
+    e.add_argument("--split", default="test", choices=["test", "val", "train"])
     args = parser.parse_args(argv)
     try:
-        return _train(args) if args.command == "train" else _resume(args)
+        return {"train": _train, "resume": _resume, "evaluate": _evaluate}[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

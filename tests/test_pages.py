@@ -30,7 +30,7 @@ def button(at, label):
     return next(b for b in at.button if b.label == label)
 
 
-@pytest.mark.parametrize("page", ["data", "build", "train", "export"])
+@pytest.mark.parametrize("page", ["data", "build", "train", "evaluate", "export"])
 def test_every_page_renders_on_the_default_dataset_and_model(page):
     at = goto(app(), page)
     assert at.title[0].value == page.capitalize()
@@ -40,7 +40,7 @@ def test_every_page_renders_on_the_default_dataset_and_model(page):
 
 
 def test_each_page_is_safe_to_run_on_its_own():
-    for page in ["data", "build", "train", "export"]:
+    for page in ["data", "build", "train", "evaluate", "export"]:
         at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
         at.run()
         assert not at.exception, (page, at.exception)
@@ -216,3 +216,23 @@ def test_schedule_early_stopping_clipping_and_precision_reach_the_run():
     lrs = [json.loads(line).get("lr") for line in (run_dir / "events.jsonl").read_text().splitlines()
            if '"epoch_end"' in line]
     assert len(lrs) >= 2 and lrs[-1] < lrs[0]
+
+
+def test_evaluate_page_scores_a_finished_run_on_its_test_split():
+    from engine.evaluate import evaluate_run
+    from engine.runs import runs_dir
+    at = goto(app(), "train")
+    at.number_input(key="train.epochs").set_value(10).run()
+    at.number_input(key="train.lr").set_value(0.01).run()
+    button(at, "Start training").click().run()
+    run_id = at.session_state["ll.run_id"]
+    assert wait_finished(run_id) == "completed"
+    goto(at, "evaluate")
+    expected = evaluate_run(runs_dir() / run_id)["summary"]
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["Accuracy"] == f"{expected['accuracy']:.1%}" and cards["ROC AUC"] == f"{expected['roc_auc']:.3f}"
+    at.toggle(key="evaluate.normalized").set_value(True).run()
+    at.selectbox(key="evaluate.split").set_value("val").run()
+    assert not at.exception and not at.error
+    assert {m.label: m.value for m in at.metric}["Accuracy"] == \
+        f"{evaluate_run(runs_dir() / run_id, 'val')['summary']['accuracy']:.1%}"

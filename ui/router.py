@@ -4,7 +4,8 @@ import streamlit as st
 
 from ui import sidebar
 
-PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py", "export": "pages/export.py"}
+PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py",
+         "evaluate": "pages/evaluate.py", "export": "pages/export.py"}
 
 
 def run() -> None:
@@ -13,6 +14,7 @@ def run() -> None:
         st.Page(PAGES["data"], title="Data", icon=":material/table_chart:", default=True),
         st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),
         st.Page(PAGES["train"], title="Train", icon=":material/monitoring:"),
+        st.Page(PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
         st.Page(PAGES["export"], title="Export", icon=":material/download:"),
     ])
     sidebar.render()

@@ -1,0 +1,80 @@
+"""Evaluate: how a trained model does on rows it never trained on (its test split by default)."""
+
+from pathlib import Path
+
+import streamlit as st
+
+from engine.data.store import load_dataset
+from engine.errors import LayerLabError
+from engine.evaluate import evaluate_run
+from engine.runs import list_runs
+from ui import state
+from ui.common import format_metrics, link, page, show_error
+from ui.evaluate_views import class_table, confusion_figure, regression_figures, roc_pr_figures, worst_rows
+
+page("Evaluate", "How a trained model does on data it never saw: its test split, with every metric, the confusion "
+                 "matrix, the curves and its worst mistakes.")
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring the split…")
+def report(path: str, split: str, weights_mtime: float) -> dict:
+    return evaluate_run(Path(path), split)
+
+
+runs = [r for r in list_runs() if (Path(r["path"]) / "model.safetensors").exists()]
+if not runs:
+    st.info("No trained model yet: start a run on the Train page.")
+    link("train", "Go to Train", ":material/monitoring:")
+    st.stop()
+by_id = {r["id"]: r for r in runs}
+current = st.session_state.get(state.RUN)
+c1, c2 = st.columns([3, 1])
+run_id = c1.selectbox("Run", list(by_id), index=list(by_id).index(current) if current in by_id else 0,
+                      format_func=lambda i: f"{by_id[i]['name']} · {by_id[i]['state']} · {by_id[i]['dataset']} · "
+                                            f"{format_metrics(by_id[i].get('metrics') or {})}", key="evaluate.run")
+split = c2.selectbox("Split", ["test", "val", "train"], key="evaluate.split",
+                     help="test: rows held out from training and from choosing the best epoch.")
+run = by_id[run_id]
+weights = Path(run["path"]) / "model.safetensors"
+try:
+    result = report(run["path"], split, weights.stat().st_mtime)
+    dataset = load_dataset(run["dataset_id"])
+except LayerLabError as e:
+    show_error(e)
+    st.stop()
+st.caption(f"{result['n']:,} rows of the {split} split of {result['dataset']}.")
+summary = result["summary"]
+
+if result["task"] == "classification":
+    cards = st.columns(4)
+    cards[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
+    cards[1].metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each counting the same.")
+    cards[2].metric("Weighted F1", f"{summary['weighted_f1']:.3f}", help="F1 averaged over classes by their rows.")
+    if "roc_auc" in summary:
+        cards[3].metric("ROC AUC", f"{summary['roc_auc']:.3f}", help="Area under the ROC curve (one vs rest, "
+                                                                     "averaged over classes, when more than two).")
+    left, right = st.columns([1.2, 1])
+    with left:
+        st.dataframe(class_table(result), hide_index=True, width="stretch")
+    with right:
+        normalized = st.toggle("Normalize by true class", key="evaluate.normalized")
+        st.plotly_chart(confusion_figure(result, normalized), width="stretch", key="evaluate.confusion")
+    if result["curves"]:
+        roc, pr = roc_pr_figures(result)
+        c3, c4 = st.columns(2)
+        c3.plotly_chart(roc, width="stretch", key="evaluate.roc")
+        c4.plotly_chart(pr, width="stretch", key="evaluate.pr")
+    st.subheader("Misclassified, most confident first")
+else:
+    target = ((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("name", "target")
+    cards = st.columns(3)
+    cards[0].metric("MAE", f"{summary['mae']:.4g}", help="Mean absolute error, in the target's units.")
+    cards[1].metric("RMSE", f"{summary['rmse']:.4g}", help="Root mean squared error: big misses count more.")
+    cards[2].metric("R²", f"{summary['r2']:.3f}", help="1 is perfect; 0 is no better than always predicting the "
+                                                       "mean.")
+    scatter, hist = regression_figures(result, target)
+    c3, c4 = st.columns(2)
+    c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")
+    c4.plotly_chart(hist, width="stretch", key="evaluate.residuals")
+    st.subheader("Worst predictions")
+worst_rows(result, dataset, split)
