@@ -78,8 +78,9 @@ def server(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def settle(page, timeout: float = 60_000) -> None:
-    """Wait until the app has rendered and no script run is in progress."""
+def settle(page, timeout: float = 120_000) -> None:
+    """Wait until the app has rendered and no script run is in progress (a cold first load of a fresh server, which
+    imports torch, has taken over 60 s on a busy 2-core machine)."""
     page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
     page.wait_for_selector("h1", timeout=timeout)
     page.wait_for_timeout(300)
