@@ -1,5 +1,6 @@
 """Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`,
-`python -m engine resume RUN_DIR` to continue a stopped or killed run, and `python -m engine evaluate RUN_DIR`.
+`python -m engine resume RUN_DIR` to continue a stopped or killed run, `python -m engine evaluate RUN_DIR`, and
+`python -m engine export RUN_DIR --format onnx|torchscript|safetensors|state_dict --out PATH`.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
 the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
@@ -89,6 +90,24 @@ def _evaluate(args) -> int:
     return 0
 
 
+def _export(args) -> int:
+    from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
+    from engine.workspace import atomic_write_bytes
+
+    weights = Path(args.run_dir) / "model.safetensors"
+    if not weights.exists():
+        raise LayerLabError(f"{args.run_dir} has no model.safetensors: pass a finished run's folder.")
+    if args.format == "safetensors":
+        data = weights.read_bytes()
+    else:
+        model, _ = load_model(weights)
+        data = {"onnx": onnx_bytes, "torchscript": torchscript_bytes,
+                "state_dict": lambda m: state_dict_bytes(m)}[args.format](model)
+    atomic_write_bytes(Path(args.out), data)
+    print(json.dumps({"format": args.format, "out": str(args.out), "bytes": len(data)}))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -140,9 +159,13 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate", help="the metrics of a run's final model on its test split, as JSON")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", default="test", choices=["test", "val", "train"])
+    x = sub.add_parser("export", help="write a run's model as ONNX, TorchScript, safetensors or a state_dict")
+    x.add_argument("run_dir", metavar="RUN_DIR")
+    x.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors", "state_dict"])
+    x.add_argument("--out", required=True, help="the file to write")
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "resume": _resume, "evaluate": _evaluate}[args.command](args)
+        return {"train": _train, "resume": _resume, "evaluate": _evaluate, "export": _export}[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -1,12 +1,15 @@
-"""Weights out and in: safetensors with the spec in its metadata, and a plain state_dict .pt.
+"""Weights out and in: safetensors with the spec in its metadata, a plain state_dict .pt, and the model as
+ONNX (dynamic batch, checked with onnxruntime) or TorchScript.
 
 Nothing is ever unpickled: `.pt` files are read with `weights_only=True` only.
 """
 
 import io
 import json
+import warnings
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load, save
@@ -77,3 +80,58 @@ def load_model(data_or_path: bytes | Path | str) -> tuple[GraphModel, dict]:
     model.load_state_dict(tensors, strict=True)
     model.eval()
     return model, metadata
+
+
+def example_input(model: GraphModel, batch: int) -> torch.Tensor:
+    """A batch the model accepts: token ids below the vocabulary size for an embedding first, else floats in
+    [0, 1) (images arrive scaled, tables standardized)."""
+    shape = (batch, *model.spec.input.shape)
+    first = model.layers[model._plan[0][0]] if model._plan else None
+    if isinstance(first, torch.nn.Embedding):
+        return torch.randint(0, first.num_embeddings, shape, generator=torch.Generator().manual_seed(0))
+    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
+
+
+def _check(run, model: GraphModel, fmt: str) -> None:
+    """The exported model's outputs at batch 1 and 7 against the PyTorch model's."""
+    for batch in (1, 7):
+        x = example_input(model, batch)
+        with torch.no_grad():
+            expected = model(x).numpy()
+        got = run(x)
+        if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
+            raise LayerLabError(f"the {fmt} export does not reproduce the model's outputs at batch {batch} (largest "
+                                f"difference {np.abs(got - expected).max():.3g}); use safetensors instead.")
+
+
+def onnx_bytes(model: GraphModel) -> bytes:
+    """ONNX (opset of torch's exporter) with a dynamic batch dimension, checked with onnxruntime at batch 1 and 7."""
+    import onnxruntime as ort
+
+    model.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example_input(model, 2),), dynamo=True, input_names=["input"],
+                                        output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+                                        verbose=False)
+        data = program.model_proto.SerializeToString()
+    except Exception as e:  # noqa: BLE001 - an op the exporter cannot express
+        raise LayerLabError(f"this model cannot be exported to ONNX ({type(e).__name__}: {str(e)[:200]}); use "
+                            "safetensors or TorchScript instead.") from None
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
+    _check(lambda x: session.run(None, {"input": x.numpy()})[0], model, "ONNX")
+    return data
+
+
+def torchscript_bytes(model: GraphModel) -> bytes:
+    """TorchScript by tracing (loads with torch.jit.load, also from C++), checked at batch 1 and 7."""
+    model.eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch marks jit as deprecated in favour of torch.export; it still works
+        traced = torch.jit.trace(model, (example_input(model, 2),), check_trace=False)
+        buf = io.BytesIO()
+        torch.jit.save(traced, buf)
+        loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
+    _check(lambda x: loaded(x).detach().numpy(), model, "TorchScript")
+    return buf.getvalue()

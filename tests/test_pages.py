@@ -236,3 +236,16 @@ def test_evaluate_page_scores_a_finished_run_on_its_test_split():
     assert not at.exception and not at.error
     assert {m.label: m.value for m in at.metric}["Accuracy"] == \
         f"{evaluate_run(runs_dir() / run_id, 'val')['summary']['accuracy']:.1%}"
+
+
+def test_export_page_offers_checked_onnx_and_torchscript():
+    at = goto(app(), "train")
+    at.number_input(key="train.epochs").set_value(2).run()
+    button(at, "Start training").click().run()
+    assert wait_finished(at.session_state["ll.run_id"]) == "completed"
+    goto(at, "export")
+    for label in ("Export ONNX", "Export TorchScript"):
+        button(at, label).click().run()
+        assert not at.exception and not at.error
+    downloads = [d.proto.label for d in at.get("download_button")]
+    assert "Download model.onnx" in downloads and "Download model.torchscript.pt" in downloads

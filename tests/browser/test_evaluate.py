@@ -1,0 +1,42 @@
+"""Evaluate in the browser: a finished run's test-split metrics, confusion matrix and curves."""
+
+from engine.data.prepare import prepare_builtin
+from engine.evaluate import evaluate_run
+from engine.runs import create_run, execute
+from engine.spec import starter_spec
+from engine.train.config import TrainConfig
+from engine.workspace import atomic_write_json
+from tests.browser.conftest import no_exceptions, open_page, settle, shot
+
+TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.layout.title || {}).text || '')"""
+
+
+def test_evaluate_a_run(server, page):
+    dataset = prepare_builtin("iris")
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    run = create_run(spec, {"epochs": 40, "lr": 0.01}, dataset.path, name="iris-run")
+    execute(run)
+    expected = evaluate_run(run)
+    atomic_write_json(server.home / "session.json", {
+        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run.name,
+        "ll.train": TrainConfig().model_dump(mode="json")})
+    page.goto(server.url)
+    settle(page)
+    open_page(page, "Evaluate")
+    page.get_by_text("rows of the test split").wait_for()
+    cards = page.locator('[data-testid="stMetric"]')
+    accuracy = cards.filter(has_text="Accuracy").locator('[data-testid="stMetricValue"]').inner_text()
+    assert accuracy == f"{expected['summary']['accuracy']:.1%}"
+    page.wait_for_function(f"({TITLES})().some(t => t.includes('ROC curve'))")
+    titles = page.evaluate(TITLES)
+    assert any("Confusion matrix" in t for t in titles) and any("Precision-recall" in t for t in titles)
+    cells = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+        .find(p => (p.layout.title || {}).text.includes('Confusion')).data[0].text"""
+    assert page.evaluate(cells) == [[str(v) for v in row] for row in expected["confusion"]]
+    page.get_by_text("Normalize by true class").click()
+    settle(page)
+    page.wait_for_function(f"({cells})()[0][0].endsWith('%')")
+    shares = [[float(v.rstrip("%")) for v in row] for row in page.evaluate(cells)]
+    assert all(abs(sum(row) - 100) <= 2 for row in shares)  # each true class's row adds up to 100% (rounded)
+    no_exceptions(page)
+    shot(page, "evaluate-iris")
