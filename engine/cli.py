@@ -1,6 +1,7 @@
 """Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`,
 `python -m engine resume RUN_DIR` to continue a stopped or killed run, `python -m engine evaluate RUN_DIR`, and
-`python -m engine export RUN_DIR --format onnx|torchscript|safetensors|state_dict --out PATH`.
+`python -m engine export RUN_DIR --format onnx|torchscript|safetensors|state_dict --out PATH`, and
+`python -m engine predict --model PATH --data FILE --out FILE.csv`.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
 the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
@@ -108,6 +109,26 @@ def _export(args) -> int:
     return 0
 
 
+def _predict(args) -> int:
+    from engine.data.images import IMAGE_EXTENSIONS
+    from engine.data.readers import read_table
+    from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
+    from engine.workspace import atomic_write_bytes
+
+    model, meta = load_predictor(args.model)
+    data = Path(args.data)
+    if data.is_dir():  # a folder of images
+        files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        table = predict_images(model, meta, [(p.name, p.read_bytes()) for p in files])
+    elif data.is_file():
+        table = predict_table(model, meta, read_table(data.read_bytes(), data.name).frame)
+    else:
+        raise LayerLabError(f"no such file or folder: {data}. Pass a table, or a folder of images, with --data.")
+    atomic_write_bytes(Path(args.out), csv_bytes(table))
+    print(json.dumps({"rows": len(table), "out": str(args.out)}))
+    return 0
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,9 +184,14 @@ def main(argv=None) -> int:
     x.add_argument("run_dir", metavar="RUN_DIR")
     x.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors", "state_dict"])
     x.add_argument("--out", required=True, help="the file to write")
+    p = sub.add_parser("predict", help="predict new rows (a table) or images (a folder) with a trained model")
+    p.add_argument("--model", required=True, help="a LayerLab .safetensors file or a finished run's folder")
+    p.add_argument("--data", required=True, help="a table in any format the Data page reads, or a folder of images")
+    p.add_argument("--out", required=True, help="the CSV to write")
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "resume": _resume, "evaluate": _evaluate, "export": _export}[args.command](args)
+        return {"train": _train, "resume": _resume, "evaluate": _evaluate, "export": _export,
+                "predict": _predict}[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -30,7 +30,7 @@ def button(at, label):
     return next(b for b in at.button if b.label == label)
 
 
-@pytest.mark.parametrize("page", ["data", "build", "train", "evaluate", "export"])
+@pytest.mark.parametrize("page", ["data", "build", "train", "evaluate", "predict", "export"])
 def test_every_page_renders_on_the_default_dataset_and_model(page):
     at = goto(app(), page)
     assert at.title[0].value == page.capitalize()
@@ -40,7 +40,7 @@ def test_every_page_renders_on_the_default_dataset_and_model(page):
 
 
 def test_each_page_is_safe_to_run_on_its_own():
-    for page in ["data", "build", "train", "evaluate", "export"]:
+    for page in ["data", "build", "train", "evaluate", "predict", "export"]:
         at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
         at.run()
         assert not at.exception, (page, at.exception)

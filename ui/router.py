@@ -5,7 +5,7 @@ import streamlit as st
 from ui import sidebar
 
 PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py",
-         "evaluate": "pages/evaluate.py", "export": "pages/export.py"}
+         "evaluate": "pages/evaluate.py", "predict": "pages/predict.py", "export": "pages/export.py"}
 
 
 def run() -> None:
@@ -15,6 +15,7 @@ def run() -> None:
         st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),
         st.Page(PAGES["train"], title="Train", icon=":material/monitoring:"),
         st.Page(PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
+        st.Page(PAGES["predict"], title="Predict", icon=":material/online_prediction:"),
         st.Page(PAGES["export"], title="Export", icon=":material/download:"),
     ])
     sidebar.render()

@@ -18,6 +18,6 @@ def _device_line() -> str:
 def render() -> None:
     with st.sidebar:
         st.markdown("### LayerLab")
-        st.caption("Data → Build → Train → Evaluate → Export")
+        st.caption("Data → Build → Train → Evaluate → Predict → Export")
         st.markdown(f":material/memory: **Trains on** {_device_line()}")
         st.caption(f"Workspace: `{home()}`")

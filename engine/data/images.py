@@ -242,28 +242,36 @@ def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: b
     if len(classes) < 2:
         raise DataError(f"'{name}' has images in {len(classes)} class folder(s); a classifier needs at least two "
                         "(e.g. cats/ and dogs/ at the top of the archive).")
-    mode, channels = ("L", 1) if grayscale else ("RGB", 3)
-    images = np.empty((len(items), channels, size, size), np.uint8)
+    images = np.empty((len(items), 1 if grayscale else 3, size, size), np.uint8)
     labels = np.empty(len(items), np.int64)
     n = 0
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        for member, cls in items:
-            try:
-                with Image.open(io.BytesIO(member.read())) as img:
-                    if img.format not in FORMATS:
-                        raise UnidentifiedImageError(f"format {img.format}")
-                    if img.width * img.height > MAX_PIXELS:
-                        raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
-                    arr = np.asarray(img.convert(mode).resize((size, size), Image.BILINEAR))
-            except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-                    OSError, ValueError, SyntaxError) as e:
-                skipped.append(f"{member.filename}: unreadable or too large ({str(e)[:80]})")
-                continue
-            images[n] = arr[None] if grayscale else arr.transpose(2, 0, 1)
-            labels[n] = classes.index(cls)
-            n += 1
+    for member, cls in items:
+        try:
+            images[n] = decode_image(member.read(), member.filename, size, grayscale)
+        except DataError as e:
+            skipped.append(str(e))
+            continue
+        labels[n] = classes.index(cls)
+        n += 1
     return ImageSet(images[:n], labels[:n], classes, skipped)
+
+
+def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarray:
+    """One PNG, JPEG, BMP, GIF or WebP file as a (channels, size, size) uint8 array; DataError if it cannot be
+    read or is too large (decompression bombs are refused before decoding)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as img:
+                if img.format not in FORMATS:
+                    raise UnidentifiedImageError(f"format {img.format}")
+                if img.width * img.height > MAX_PIXELS:
+                    raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
+                arr = np.asarray(img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR))
+    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
+            OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"{name}: unreadable or too large ({str(e)[:80]})") from None
+    return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
 
 def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:

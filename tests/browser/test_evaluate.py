@@ -40,3 +40,34 @@ def test_evaluate_a_run(server, page):
     assert all(abs(sum(row) - 100) <= 2 for row in shares)  # each true class's row adds up to 100% (rounded)
     no_exceptions(page)
     shot(page, "evaluate-iris")
+
+
+def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
+    from engine.data.prepare import prepare_file
+    from engine.data.readers import read_table
+    from engine.predict import csv_bytes, load_predictor, predict_table
+
+    rows = "a,b,label\n" + "\n".join(f"{i % 7},{(i * 3) % 11},{'hi' if i % 7 > 3 else 'lo'}" for i in range(200))
+    dataset = prepare_file(rows.encode(), "small.csv", "label")
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    run = create_run(spec, {"epochs": 30, "lr": 0.01}, dataset.path, name="small-run")
+    execute(run)
+    new = tmp_path / "new.csv"
+    new.write_text("b,a,extra\n1,6,=SUM(A1)\n2,0,x\n")
+    model, meta = load_predictor(run)
+    expected = csv_bytes(predict_table(model, meta, read_table(new.read_bytes(), new.name).frame))
+    atomic_write_json(server.home / "session.json", {
+        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run.name,
+        "ll.train": TrainConfig().model_dump(mode="json")})
+    page.goto(server.url)
+    settle(page)
+    open_page(page, "Predict")
+    page.locator('input[type="file"]').set_input_files(str(new))
+    page.get_by_text("2 prediction(s).").wait_for()
+    with page.expect_download() as dl:
+        page.get_by_role("button", name="Download predictions (CSV)").click()
+    dl.value.save_as(tmp_path / "got.csv")
+    assert (tmp_path / "got.csv").read_bytes() == expected
+    assert b"'=SUM(A1)" in expected
+    no_exceptions(page)
+    shot(page, "predict-rows")

@@ -23,7 +23,7 @@ def test_fresh_server_shows_exactly_our_pages(server, page, path):
     page.goto(f"{server.url}/{path}")
     settle(page)
     page.get_by_text("Trains on").wait_for()  # the shared sidebar: app.py ran
-    assert nav_labels(page) == ["Data", "Build", "Train", "Evaluate", "Export"]
+    assert nav_labels(page) == ["Data", "Build", "Train", "Evaluate", "Predict", "Export"]
     assert page.locator("h1").first.inner_text() == (path or "data").capitalize()
     no_exceptions(page)
 

@@ -1,0 +1,93 @@
+"""Predictions on new data with a trained model and the preprocessing saved in its weights file (no Streamlit).
+
+New rows go through exactly the preprocessing fitted in training (`apply_preprocessing`); images are decoded,
+resized and scaled as the training images were. The result is a table: the prediction, its confidence and
+each class's probability (classification), or the predicted value in the target's own units (regression).
+"""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from engine.compiler import GraphModel
+from engine.data.images import decode_image
+from engine.data.tabular import apply_preprocessing
+from engine.errors import LayerLabError
+from engine.evaluate import outputs
+from engine.export import load_model
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+
+
+def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
+    """The model in a .safetensors file (or a run folder's model.safetensors) and the data facts it needs."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.safetensors"
+    if not path.exists():
+        raise LayerLabError(f"no trained model at {path}: pass a LayerLab .safetensors file or a finished run's folder.")
+    model, metadata = load_model(path)
+    if "dataset" not in metadata:
+        raise LayerLabError(f"{path.name} carries no preprocessing in its metadata, so new data cannot be prepared "
+                            "for it: export it from LayerLab again.")
+    return model, json.loads(metadata["dataset"])
+
+
+def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:
+    if isinstance(model.layers[model._plan[0][0]], torch.nn.Embedding):
+        x = x.long()
+    out = outputs(model, x)
+    last = model.spec.nodes[-1]
+    squashed = last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
+    if meta["task"] == "classification":
+        if out.shape[1] == 1:
+            p = out[:, 0] if squashed else torch.sigmoid(out[:, 0])
+            probs = torch.stack([1 - p, p], 1)
+        else:
+            probs = out if squashed else torch.softmax(out, 1)
+        classes = [str(c) for c in meta["classes"]]
+        confidence, index = probs.max(1)
+        table = pd.DataFrame({"prediction": np.array(classes, dtype=object)[index.numpy()],
+                              "confidence": confidence.numpy()})
+        for i, c in enumerate(classes):
+            table[f"p({c})"] = probs[:, i].numpy()
+        return table
+    target = (meta.get("preprocessing") or {}).get("target") or {}
+    value = out[:, 0] * float(target.get("scale", 1.0)) + float(target.get("mean", 0.0))
+    return pd.DataFrame({"prediction": value.numpy()})
+
+
+def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.DataFrame:
+    """The predictions for each row of `frame` (the training columns, any order; others are ignored), beside
+    the rows themselves."""
+    if (meta.get("preprocessing") or {}).get("kind") == "image":
+        raise LayerLabError("this model was trained on images: upload images, not a table.")
+    if not len(frame):
+        raise LayerLabError("the table has no rows to predict.")
+    x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
+    return pd.concat([_table(model, meta, x), frame.reset_index(drop=True)], axis=1)
+
+
+def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:
+    """Predictions for image files, decoded and resized as the training images were."""
+    prep = meta.get("preprocessing") or {}
+    if prep.get("kind") != "image":
+        raise LayerLabError("this model was trained on a table: upload rows (CSV, Parquet, Excel, JSON Lines).")
+    size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
+    arrays = [decode_image(data, name, size, grayscale=channels == 1) for name, data in files]
+    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, channels, size, size), dtype=torch.uint8)
+    return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), _table(model, meta, x)], axis=1)
+
+
+def csv_bytes(table: pd.DataFrame) -> bytes:
+    """CSV for a spreadsheet: text cells that start like a formula get a leading apostrophe, so they stay text."""
+    safe = table.copy()
+    for col in safe.columns:
+        if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_bool_dtype(safe[col])):  # text,
+            safe[col] = safe[col].astype(object).map(  # categories, dates
+                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+    safe.columns = [f"'{c}" if str(c).startswith(FORMULA_START) else c for c in safe.columns]
+    return safe.to_csv(index=False).encode("utf-8")

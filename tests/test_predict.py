@@ -1,0 +1,80 @@
+"""Predictions on new data: the saved preprocessing reproduces training's inputs; CSV cells cannot become
+formulas; images predict like the dataset's own; the CLI writes the same table."""
+
+import csv
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from engine.data.prepare import prepare_builtin, prepare_file
+from engine.errors import LayerLabError
+from engine.evaluate import evaluate_run
+from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
+from engine.runs import create_run, execute
+from engine.templates import build
+from tests.conftest import ROOT, mlp_spec
+
+
+def test_new_rows_get_the_training_preprocessing_and_the_models_predictions(workspace, tmp_path):
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"size": rng.normal(100, 20, 400), "colour": rng.choice(["red", "green", "blue"], 400),
+                          "note": ["=HYPERLINK(\"x\")" if i % 50 == 0 else "ok" for i in range(400)]})
+    frame["label"] = np.where((frame["size"] > 100) ^ (frame["colour"] == "red"), "yes", "no")
+    data = frame.to_csv(index=False).encode()
+    dataset = prepare_file(data, "shop.csv", "label")
+    run = create_run(mlp_spec(2), {"epochs": 40, "lr": 0.01}, dataset.path)
+    execute(run)
+    model, meta = load_predictor(run)
+    table = predict_table(model, meta, frame.drop(columns="label").sample(frac=1, random_state=0))
+    assert list(table.columns[:4]) == ["prediction", "confidence", "p(no)", "p(yes)"]
+    assert np.allclose(table[["p(no)", "p(yes)"]].sum(1), 1)
+    # The same rows through the stored test split give the same probabilities.
+    x_test = dataset.split("test")[0]
+    with torch.no_grad():
+        stored = torch.softmax(model(x_test), 1).numpy()
+    again = predict_table(model, meta, frame.drop(columns="label"))
+    as_rows = again[["p(no)", "p(yes)"]].to_numpy()
+    matches = [np.abs(as_rows - row).max(1).min() < 1e-6 for row in stored]
+    assert all(matches)
+    accuracy = (again["prediction"] == frame["label"]).mean()
+    assert accuracy >= evaluate_run(run)["summary"]["accuracy"] - 0.1
+    written = csv_bytes(again).decode()
+    notes = [row["note"] for row in csv.DictReader(io.StringIO(written))]
+    assert notes[0] == "'=HYPERLINK(\"x\")" and notes[1] == "ok"  # a formula stays text in a spreadsheet
+    with pytest.raises(LayerLabError, match="lacks the column"):
+        predict_table(model, meta, frame.drop(columns=["label", "size"]))
+
+    (tmp_path / "new.csv").write_bytes(frame.drop(columns="label").to_csv(index=False).encode())
+    out = subprocess.run([sys.executable, "-m", "engine", "predict", "--model", str(run / "model.safetensors"),
+                          "--data", str(tmp_path / "new.csv"), "--out", str(tmp_path / "p.csv")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "p.csv").read_bytes() == written.encode()
+
+
+def test_images_predict_like_the_training_images(workspace, tmp_path):
+    from PIL import Image
+
+    shapes = prepare_builtin("shapes", n_samples=300)
+    run = create_run(build("lenet", shapes.meta), {"epochs": 3}, shapes.path)
+    execute(run)
+    model, meta = load_predictor(run)
+    x = (shapes.split("test")[0][:5] * 255).round().to(torch.uint8)  # the test images as 8-bit PNG files
+    files = []
+    for i, img in enumerate(x):
+        buf = io.BytesIO()
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(buf, format="PNG")
+        files.append((f"img{i}.png", buf.getvalue()))
+    table = predict_images(model, meta, files)
+    with torch.no_grad():
+        expected = torch.softmax(model(x.float() / 255), 1).numpy()
+    assert np.allclose(table[[f"p({c})" for c in meta["classes"]]].to_numpy(), expected, atol=1e-5)
+    with pytest.raises(LayerLabError, match="unreadable"):
+        predict_images(model, meta, [("bad.png", b"not an image")])
+    with pytest.raises(LayerLabError, match="trained on images"):
+        predict_table(model, meta, pd.DataFrame({"a": [1]}))
