@@ -5,7 +5,7 @@
         events.jsonl            append-only typed events: the single source of truth for every chart
         status.json             state, pid, heartbeat; replaced atomically
         model.safetensors       final weights; checkpoints/ holds last and best, and state.pt to resume from
-        init.safetensors        a branch's starting weights (a copy of its parent's checkpoint)
+        init.safetensors        a branch's or an import's starting weights
         boundary.json           2-D data: the latest decision boundary / regression surface
         stop                    present = a stop was requested (the loop checks it a few times a second)
 """
@@ -19,6 +19,8 @@ import sys
 import time
 import traceback
 from pathlib import Path
+
+from safetensors.torch import save_file
 
 from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
@@ -52,8 +54,9 @@ CHECKPOINTS = {"best": "checkpoints/best.safetensors", "last": "checkpoints/last
 
 
 def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | None = None, name: str = "",
-               parent: dict | None = None) -> Path:
-    """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch came from."""
+               parent: dict | None = None, init: dict | None = None) -> Path:
+    """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
+    from; `init`: the tensors to start from (an import's matching tensors)."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset)
     if run_dir is None:
@@ -67,6 +70,8 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
                                                "dataset_id": dataset.id, "dataset_name": dataset.meta["name"],
                                                "name": name or run_dir.name, "created": time.time(),
                                                "parent": parent})
+    if init:
+        save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
     atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()})
     return run_dir
 

@@ -1,20 +1,24 @@
 """Build: drag layers into a model, set each one up, see every shape, parameter count and finding."""
 
+import hashlib
 import json
 
 import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
+from safetensors.torch import save_file
 from streamlit_agraph import Config, Edge, Node, agraph
 
 from engine import spec as specs
 from engine.compiler import analyse, memory_estimate
 from engine.data.builtin import BUILTINS
 from engine.data.prepare import prepare_builtin
-from engine.errors import SpecError
+from engine.errors import LayerLabError, SpecError
 from engine.linter import lint
 from engine.registry import FAMILIES, get_op, ops
 from engine.templates import TEMPLATES, build, suits
+from engine.transfer import match_weights, read_any_weights
+from engine.workspace import home
 from ui import state
 from ui.common import page, show_error
 from ui.forms import params_form, pending_params, reset_widgets
@@ -252,3 +256,34 @@ if s3.button("Reset to starter model", icon=":material/restart_alt:", width="str
     state.save()
     st.session_state[state.SELECTED] = None
     st.rerun()
+
+st.subheader("Start from saved weights")
+st.caption("Transfer learning: load a .safetensors file (from LayerLab or with `layers.<node id>.<tensor>` names) or "
+           "a .pt state_dict into this model. Tensors are matched by layer id and shape; the next run on the Train "
+           "page starts from them, and can freeze the loaded layers there.")
+weights = st.file_uploader("Weights", type=["safetensors", "pt", "pth"], key="build.weights")
+if weights is not None and st.session_state.get("build.weights_loaded") != weights.file_id:
+    st.session_state["build.weights_loaded"] = weights.file_id
+    try:
+        report = match_weights(spec, meta["input_shape"], read_any_weights(weights.getvalue(), weights.name))
+        path = home() / "imports" / f"{hashlib.sha256(weights.getvalue()).hexdigest()[:12]}.safetensors"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in report["state"].items()}, str(path))
+        state.set_init({"path": str(path), "name": weights.name, "loaded": report["loaded"],
+                        "skipped": report["skipped"], "missing": report["missing"]})
+    except (LayerLabError, SpecError) as e:
+        show_error(e)
+imported = st.session_state.get(state.INIT)
+if imported:
+    i1, i2, i3, i4 = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
+    i1.metric("Loaded tensors", len(imported["loaded"]))
+    i2.metric("Skipped", len(imported["skipped"]), help="In the file, but no layer of this model has that id and shape.")
+    i3.metric("Left fresh", len(imported["missing"]), help="This model's tensors the file did not fill.")
+    if i4.button("Don't start from these weights", icon=":material/close:", width="stretch"):
+        state.set_init(None)
+        st.rerun()
+    rows = [{"tensor": n, "result": "loaded"} for n in imported["loaded"]] + \
+        [{"tensor": n, "result": f"skipped: {why}"} for n, why in imported["skipped"]] + \
+        [{"tensor": n, "result": "left fresh"} for n in imported["missing"]]
+    with st.expander(f"Match report for {imported['name']}", expanded=not imported["loaded"]):
+        st.dataframe(rows, hide_index=True, width="stretch")

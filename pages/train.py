@@ -5,11 +5,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 import torch
+from safetensors.torch import load_file
 
+from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.runs import create_run, launch, list_runs, runs_dir
 from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
+from engine.transfer import match_weights
 from ui import state
 from ui.common import format_metrics, page, preflight_line, show_error
 from ui.compare import compare
@@ -42,6 +45,10 @@ with settings:
                                disabled=meta["task"] != "classification",
                                help="Weight each class's loss by how rare it is in the training split; helps "
                                     "with imbalanced classes.")
+        trainable = [i.id for i in analyse(state.spec(), meta["input_shape"])[0] if i.params]
+        freeze = st.multiselect("Freeze layers", trainable, default=[n for n in saved["freeze"] if n in trainable],
+                                key="train.freeze", help="Their weights stay as they are: fine-tune the rest, e.g. "
+                                                         "after starting from saved weights (Build page).")
         budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
                                  step=256.0, key="train.budget", help="Models estimated to need more memory than "
                                                                       "this to train are refused before they start.")
@@ -69,12 +76,19 @@ with settings:
     config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
               "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
               "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,
-              "class_weights": weighted, **controls}
+              "class_weights": weighted, "freeze": freeze, **controls}
     state.set_train(config)
     preflight_line(state.spec(), meta, config)
+    imported = st.session_state.get(state.INIT)
+    if imported:
+        st.info(f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
+                f"{len(imported['missing'])} left fresh (Build page).", icon=":material/input:")
     if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):
         try:
-            run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path)
+            init = match_weights(state.spec(), meta["input_shape"], load_file(imported["path"]))["state"] \
+                if imported else None
+            origin = {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"} if imported else None
+            run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=origin)
             launch(run_dir)
             state.set_run(run_dir.name)
             st.rerun()

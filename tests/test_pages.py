@@ -4,6 +4,7 @@ import json
 import time
 
 import pytest
+import torch
 from streamlit.testing.v1 import AppTest
 
 from tests.conftest import ROOT
@@ -249,3 +250,21 @@ def test_export_page_offers_checked_onnx_and_torchscript():
         assert not at.exception and not at.error
     downloads = [d.proto.label for d in at.get("download_button")]
     assert "Download model.onnx" in downloads and "Download model.torchscript.pt" in downloads
+
+
+def test_frozen_layers_chosen_on_the_train_page_stay_fixed():
+    from safetensors.torch import load_file
+
+    from engine.compiler import compile_spec
+    from engine.runs import runs_dir
+    at = goto(app(), "train")
+    at.multiselect(key="train.freeze").set_value(["dense_1"]).run()
+    at.number_input(key="train.epochs").set_value(3).run()
+    button(at, "Start training").click().run()
+    run_dir = runs_dir() / at.session_state["ll.run_id"]
+    assert json.loads((run_dir / "train.json").read_text())["config"]["freeze"] == ["dense_1"]
+    assert wait_finished(run_dir.name) == "completed"
+    fresh, _ = compile_spec(at.session_state[SPEC], (2,), seed=0)
+    after = load_file(run_dir / "model.safetensors")
+    assert torch.equal(after["layers.dense_1.weight"], fresh.state_dict()["layers.dense_1.weight"])
+    assert not torch.equal(after["layers.dense_2.weight"], fresh.state_dict()["layers.dense_2.weight"])

@@ -15,9 +15,10 @@ SELECTED = "ll.selected_node"  # node id whose form is open on the Build page
 RUN = "ll.run_id"              # the run shown on the Train page
 TRAIN = "ll.train"             # training settings (train.json's config), shared by Build's linter and Train
 NOTICE = "ll.notice"           # a one-shot message for the next page render
+INIT = "ll.init"               # imported weights to start the next run from: {"path", "name", "loaded", ...}
 
 DEFAULT_DATASET = "moons"
-_PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN)
+_PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN, INIT)
 
 
 def _session_file():
@@ -101,6 +102,11 @@ def set_train(settings: dict) -> None:
     if settings != st.session_state.get(TRAIN):
         st.session_state[TRAIN] = settings
         save()
+
+
+def set_init(imported: dict | None) -> None:
+    st.session_state[INIT] = imported
+    save()
 
 
 def set_run(run_id: str | None) -> None:

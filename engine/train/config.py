@@ -73,6 +73,8 @@ class TrainConfig(BaseModel):
     compile: bool = Field(False, description="torch.compile the model: slower start, faster steps on a GPU.")
     channels_last: bool | None = Field(None, description="Image batches in channels-last memory order (None: on for "
                                                          "images on a CUDA GPU).")
+    freeze: list[str] = Field(default_factory=list, description="Node ids whose weights stay fixed (fine-tuning: "
+                                                                 "freeze the imported layers, train the rest).")
     diagnostics: bool = Field(True, description="Sample gradient norms, histograms and dead ReLUs every few seconds.")
 
     @classmethod
@@ -179,6 +181,9 @@ def preflight(spec, infos, cfg: TrainConfig, task: str, num_classes: int | None,
     out_id = spec.output_id()
     loss = check_compatible(cfg, task, num_classes, shapes[out_id], n_train, input_shape)
     resolve_precision(cfg, resolve_device(cfg.device))
+    unknown = [nid for nid in cfg.freeze if nid not in shapes]
+    if unknown:
+        raise ConfigError(f"freeze names layer(s) this model does not have: {', '.join(unknown)}.")
     memory = memory_estimate(infos, cfg.batch_size, cfg.optimizer)
     budget = cfg.memory_budget_mb * 2**20
     if memory["total"] > budget:

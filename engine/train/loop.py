@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from engine.compiler import compile_spec
 from engine.data.health import class_weights
 from engine.data.store import Dataset
+from engine.errors import ConfigError
 from engine.export import save_weights
 from engine.train import boundary
 from engine.train.augment import active as augment_active
@@ -162,7 +163,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     """Train `spec` on `dataset`; report through `emit`; write weights under `out_dir` if given.
 
     `resume` (a checkpoint from `engine.train.checkpoint.load_state`) continues a run exactly where it was;
-    `init_weights` starts from saved weights (a branch). Returns the `run_finished` event (also emitted).
+    `init_weights` starts from saved weights (a branch, or imported tensors). Returns the `run_finished` event (also emitted).
     Bad settings raise ConfigError/SpecError before any step runs. A CUDA out-of-memory error ends the run as
     failed, with the batch size and what to change, and gives the GPU memory back.
     """
@@ -185,11 +186,17 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     device = resolve_device(cfg.device)
     amp_dtype, precision = resolve_precision(cfg, device)
     model, infos = compile_spec(spec, dataset.input_shape, seed=cfg.seed)
-    if init_weights is not None:
-        model.load_state_dict(init_weights)
+    if init_weights is not None:  # a branch's full state, or an import's matching tensors (the rest stay fresh)
+        unexpected = model.load_state_dict(init_weights, strict=False).unexpected_keys
+        if unexpected:
+            raise ConfigError(f"the starting weights hold tensors this model lacks ({', '.join(unexpected[:3])}); "
+                              "match them again on the Build page.")
+
     x_train, y_train = dataset.split("train")
     x_val, y_val = dataset.split("val")
     plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape, len(y_train))
+    for nid in cfg.freeze:
+        model.layers[nid].requires_grad_(False)
     loss_name = plan.loss
     n_params = sum(p.numel() for p in model.parameters())
     threads = None
@@ -214,7 +221,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         weight = torch.tensor(class_weights(dataset.split("train")[1].numpy(), dataset.num_classes),
                               dtype=torch.float32, device=device)
     criterion = loss_function(loss_name, weight, cfg.label_smoothing if cfg.target == "label" else 0.0)
-    optimizer = make_optimizer(cfg, model.parameters(), device)
+    optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad), device)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
     augmenting = augment_active(cfg) and cfg.target == "label"
     params = [p for p in model.parameters() if p.requires_grad]

@@ -1,0 +1,53 @@
+"""Transfer learning in the browser: upload saved weights on Build, see the match report, freeze a layer on
+Train, and the run starts from those weights with that layer unchanged."""
+
+import torch
+from safetensors.torch import load_file
+
+from engine.data.prepare import prepare_builtin
+from engine.runs import create_run, execute, list_runs
+from engine.spec import starter_spec
+from engine.train.config import TrainConfig
+from engine.workspace import atomic_write_json
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
+
+
+def test_import_weights_freeze_and_fine_tune(server, page):
+    dataset = prepare_builtin("moons")
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    source = create_run(spec, {"epochs": 5, "lr": 0.01}, dataset.path, name="source")
+    execute(source)
+    atomic_write_json(server.home / "session.json", {
+        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": None,
+        "ll.train": TrainConfig().model_dump(mode="json")})
+    page.goto(server.url)
+    settle(page)
+    open_page(page, "Build")
+    page.get_by_text("Start from saved weights").scroll_into_view_if_needed()
+    page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator('input[type="file"]').set_input_files(
+        str(source / "model.safetensors"))
+    settle(page)
+    loaded = page.locator('[data-testid="stMetric"]', has_text="Loaded tensors")
+    loaded.wait_for()
+    assert loaded.locator('[data-testid="stMetricValue"]').inner_text() == "6"
+    shot(page, "transfer-1-report")
+
+    open_page(page, "Train")
+    page.get_by_text("Starts from the weights in model.safetensors").wait_for()
+    page.get_by_text("Advanced").click()
+    box = page.get_by_role("combobox", name="Freeze layers")
+    box.click()
+    box.press_sequentially("dense_1")
+    page.get_by_role("option", name="dense_1").wait_for()
+    page.keyboard.press("Enter")
+    page.keyboard.press("Escape")
+    settle(page)
+    start_training(page, 3)
+    page.get_by_text("Run completed").wait_for(timeout=120_000)
+    no_exceptions(page)
+    run = next(r for r in list_runs() if r["id"] != source.name)
+    assert run["config"]["freeze"] == ["dense_1"] and run["parent"]["checkpoint"] == "imported"
+    before, after = load_file(source / "model.safetensors"), load_file(f"{run['path']}/model.safetensors")
+    assert torch.equal(after["layers.dense_1.weight"], before["layers.dense_1.weight"])
+    assert not torch.equal(after["layers.dense_2.weight"], before["layers.dense_2.weight"])
+    shot(page, "transfer-2-trained")
