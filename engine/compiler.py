@@ -47,6 +47,11 @@ class GraphModel(nn.Module):
         self._chain = chain and self._output == self._plan[-1][0]
         self._seq = [self.layers[nid] for nid, _ in self._plan]
 
+    @property
+    def takes_tokens(self) -> bool:
+        """Whether the first layer is an Embedding, so the input is token ids (integers)."""
+        return bool(self._plan) and isinstance(self.layers[self._plan[0][0]], nn.Embedding)
+
     def with_output(self, node_id: str) -> "GraphModel":
         """The same modules (shared weights) with another node as the output, e.g. the logits before a softmax."""
         spec = self.spec.model_copy(deep=True)

@@ -102,10 +102,30 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
 
 @torch.no_grad()
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
+    """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
     from engine.train.loop import as_input
 
+    if model.takes_tokens:
+        x = x.long()
     return torch.cat([model(as_input(x[i:i + BATCH])).float() for i in range(0, len(x), BATCH)]) if len(x) else \
         torch.zeros(0)
+
+
+def class_probabilities(model, out: torch.Tensor) -> torch.Tensor:
+    """Each class's probability from a classifier's outputs: softmax (or sigmoid for one output, giving two
+    classes) unless the model already ends in it."""
+    last = model.spec.nodes[-1] if model.spec.nodes else None
+    squashed = last is not None and last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
+    if out.shape[1] == 1:  # binary with one logit (or probability) per row
+        p = out[:, 0] if squashed else torch.sigmoid(out[:, 0])
+        return torch.stack([1 - p, p], 1)
+    return out if squashed else torch.softmax(out, 1)
+
+
+def target_units(meta: dict) -> tuple[float, float]:
+    """(scale, shift) that turn a regression model's output into the target's own units."""
+    target = (meta.get("preprocessing") or {}).get("target") or {}
+    return float(target.get("scale", 1.0)), float(target.get("mean", 0.0))
 
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict:
@@ -126,20 +146,13 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     x, y = dataset.split(split)
     config = train.get("config", {})
     out = outputs(model, x)
-    last = model.spec.nodes[-1] if model.spec.nodes else None
-    squashed = last is not None and last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
     if config.get("target") == "input":
         result = regression_metrics(x.float().flatten().numpy(), out.flatten().numpy())
         result["worst"] = []  # per value, not per row: no row list
     elif dataset.task == "classification":
-        if out.shape[1] == 1:  # binary with one logit (or probability) per row
-            p = out[:, 0] if squashed else torch.sigmoid(out[:, 0])
-            probs = torch.stack([1 - p, p], 1)
-        else:
-            probs = out if squashed else torch.softmax(out, 1)
+        probs = class_probabilities(model, out)
         result = classification_metrics(y.long().numpy(), probs.numpy(), dataset.meta["classes"])
     else:
-        target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
-        scale, shift = float(target.get("scale", 1.0)), float(target.get("mean", 0.0))
+        scale, shift = target_units(dataset.meta)
         result = regression_metrics(y.float().numpy() * scale + shift, out[:, 0].numpy() * scale + shift)
     return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **result}

@@ -86,9 +86,9 @@ def example_input(model: GraphModel, batch: int) -> torch.Tensor:
     """A batch the model accepts: token ids below the vocabulary size for an embedding first, else floats in
     [0, 1) (images arrive scaled, tables standardized)."""
     shape = (batch, *model.spec.input.shape)
-    first = model.layers[model._plan[0][0]] if model._plan else None
-    if isinstance(first, torch.nn.Embedding):
-        return torch.randint(0, first.num_embeddings, shape, generator=torch.Generator().manual_seed(0))
+    if model.takes_tokens:
+        vocab = model.layers[model._plan[0][0]].num_embeddings
+        return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0))
     return torch.rand(shape, generator=torch.Generator().manual_seed(0))
 
 

@@ -16,7 +16,7 @@ from engine.compiler import GraphModel
 from engine.data.images import decode_image
 from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
-from engine.evaluate import outputs
+from engine.evaluate import class_probabilities, outputs, target_units
 from engine.export import load_model
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
@@ -37,17 +37,9 @@ def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:
-    if isinstance(model.layers[model._plan[0][0]], torch.nn.Embedding):
-        x = x.long()
     out = outputs(model, x)
-    last = model.spec.nodes[-1]
-    squashed = last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
     if meta["task"] == "classification":
-        if out.shape[1] == 1:
-            p = out[:, 0] if squashed else torch.sigmoid(out[:, 0])
-            probs = torch.stack([1 - p, p], 1)
-        else:
-            probs = out if squashed else torch.softmax(out, 1)
+        probs = class_probabilities(model, out)
         classes = [str(c) for c in meta["classes"]]
         confidence, index = probs.max(1)
         table = pd.DataFrame({"prediction": np.array(classes, dtype=object)[index.numpy()],
@@ -55,9 +47,8 @@ def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:
         for i, c in enumerate(classes):
             table[f"p({c})"] = probs[:, i].numpy()
         return table
-    target = (meta.get("preprocessing") or {}).get("target") or {}
-    value = out[:, 0] * float(target.get("scale", 1.0)) + float(target.get("mean", 0.0))
-    return pd.DataFrame({"prediction": value.numpy()})
+    scale, shift = target_units(meta)
+    return pd.DataFrame({"prediction": (out[:, 0] * scale + shift).numpy()})
 
 
 def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.DataFrame:

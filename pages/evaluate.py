@@ -7,9 +7,7 @@ import streamlit as st
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.evaluate import evaluate_run
-from engine.runs import list_runs
-from ui import state
-from ui.common import format_metrics, link, page, show_error
+from ui.common import page, show_error, trained_run
 from ui.evaluate_views import class_table, confusion_figure, regression_figures, roc_pr_figures, worst_rows
 
 page("Evaluate", "How a trained model does on data it never saw: its test split, with every metric, the confusion "
@@ -21,20 +19,10 @@ def report(path: str, split: str, weights_mtime: float) -> dict:
     return evaluate_run(Path(path), split)
 
 
-runs = [r for r in list_runs() if (Path(r["path"]) / "model.safetensors").exists()]
-if not runs:
-    st.info("No trained model yet: start a run on the Train page.")
-    link("train", "Go to Train", ":material/monitoring:")
-    st.stop()
-by_id = {r["id"]: r for r in runs}
-current = st.session_state.get(state.RUN)
 c1, c2 = st.columns([3, 1])
-run_id = c1.selectbox("Run", list(by_id), index=list(by_id).index(current) if current in by_id else 0,
-                      format_func=lambda i: f"{by_id[i]['name']} · {by_id[i]['state']} · {by_id[i]['dataset']} · "
-                                            f"{format_metrics(by_id[i].get('metrics') or {})}", key="evaluate.run")
+run = trained_run("Run", "evaluate.run", c1)
 split = c2.selectbox("Split", ["test", "val", "train"], key="evaluate.split",
                      help="test: rows held out from training and from choosing the best epoch.")
-run = by_id[run_id]
 weights = Path(run["path"]) / "model.safetensors"
 try:
     result = report(run["path"], split, weights.stat().st_mtime)

@@ -6,9 +6,8 @@ import streamlit as st
 
 from engine.errors import LayerLabError
 from engine.export import load_model, onnx_bytes, read_weights, state_dict_bytes, torchscript_bytes
-from engine.runs import list_runs, runs_dir
-from ui import state
-from ui.common import format_metrics, link, page, show_error
+from engine.runs import runs_dir
+from ui.common import page, show_error, trained_run
 
 page("Export", "Download a trained model: weights as safetensors (the model spec travels inside) or a "
                "PyTorch state_dict, the spec as JSON, and the whole model as ONNX or TorchScript.")
@@ -20,17 +19,7 @@ def exported(path: str, fmt: str, weights_mtime: float) -> bytes:
     return onnx_bytes(model) if fmt == "onnx" else torchscript_bytes(model)
 
 
-runs = [r for r in list_runs() if (runs_dir() / r["id"] / "model.safetensors").exists()]
-if not runs:
-    st.info("No trained weights yet: start a run on the Train page.")
-    link("train", "Go to Train", ":material/monitoring:")
-    st.stop()
-ids = [r["id"] for r in runs]
-current = st.session_state.get(state.RUN)
-run_id = st.selectbox("Run", ids, index=ids.index(current) if current in ids else 0,
-                      format_func=lambda i: (lambda r: f"{i} · {r['state']} · {r['dataset']} · "
-                                                       f"{format_metrics(r.get('metrics') or {})}")(
-                          next(r for r in runs if r["id"] == i)), key="export.run")
+run_id = trained_run("Run", "export.run")["id"]
 weights = (runs_dir() / run_id / "model.safetensors").read_bytes()
 try:
     tensors, metadata = read_weights(weights)

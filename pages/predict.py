@@ -8,9 +8,7 @@ from engine.data.images import IMAGE_EXTENSIONS
 from engine.data.readers import EXTENSIONS, read_table
 from engine.errors import LayerLabError
 from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
-from engine.runs import list_runs
-from ui import state
-from ui.common import format_metrics, link, page, show_error
+from ui.common import page, show_error, trained_run
 
 page("Predict", "Upload new rows or images: the model prepares them exactly as in training and predicts, with "
                 "each class's probability. Download the predictions as CSV.")
@@ -21,17 +19,8 @@ def predictor(path: str, weights_mtime: float):
     return load_predictor(path)
 
 
-runs = [r for r in list_runs() if (Path(r["path"]) / "model.safetensors").exists()]
-if not runs:
-    st.info("No trained model yet: start a run on the Train page.")
-    link("train", "Go to Train", ":material/monitoring:")
-    st.stop()
-by_id = {r["id"]: r for r in runs}
-current = st.session_state.get(state.RUN)
-run_id = st.selectbox("Model", list(by_id), index=list(by_id).index(current) if current in by_id else 0,
-                      format_func=lambda i: f"{by_id[i]['name']} · {by_id[i]['dataset']} · "
-                                            f"{format_metrics(by_id[i].get('metrics') or {})}", key="predict.run")
-weights = Path(by_id[run_id]["path"]) / "model.safetensors"
+run = trained_run("Model", "predict.run")
+run_id, weights = run["id"], Path(run["path"]) / "model.safetensors"
 try:
     model, meta = predictor(str(weights), weights.stat().st_mtime)
 except LayerLabError as e:

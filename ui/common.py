@@ -1,5 +1,7 @@
 """Page scaffolding: the header line and the status strip shown on every page."""
 
+from pathlib import Path
+
 import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
@@ -88,3 +90,18 @@ def preflight_line(spec: dict, meta: dict, train: dict) -> None:
     if findings:
         st.warning(f"{len(findings)} finding(s) about this model: " + " ".join(f.message for f in findings[:2])
                    + " One-click fixes are on the Build page.", icon=":material/lightbulb:")
+
+
+def trained_run(label: str, key: str, where=st) -> dict:
+    """Pick one of the runs that have trained weights, the run open on the Train page first; with none, a hint
+    to train one and the page stops."""
+    runs = {r["id"]: r for r in list_runs() if (Path(r["path"]) / "model.safetensors").exists()}
+    if not runs:
+        st.info("No trained model yet: start a run on the Train page.")
+        link("train", "Go to Train", ":material/monitoring:")
+        st.stop()
+    ids, current = list(runs), st.session_state.get(state.RUN)
+    run_id = where.selectbox(label, ids, index=ids.index(current) if current in ids else 0, key=key,
+                             format_func=lambda i: f"{runs[i]['name']} · {runs[i]['state']} · {runs[i]['dataset']} · "
+                                                   f"{format_metrics(runs[i].get('metrics') or {})}")
+    return runs[run_id]

@@ -78,6 +78,17 @@ def server(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
+def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> None:
+    """Start the server's next browser session on this dataset, model, open run and training settings (as a
+    refresh after the user chose them would)."""
+    from engine.train.config import TrainConfig
+    from engine.workspace import atomic_write_json
+
+    atomic_write_json(server.home / "session.json", {
+        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run_id,
+        "ll.train": {**TrainConfig().model_dump(mode="json"), **train}})
+
+
 def settle(page, timeout: float = 120_000) -> None:
     """Wait until the app has rendered and no script run is in progress (a cold first load of a fresh server, which
     imports torch, has taken over 60 s on a busy 2-core machine)."""

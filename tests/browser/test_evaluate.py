@@ -4,9 +4,7 @@ from engine.data.prepare import prepare_builtin
 from engine.evaluate import evaluate_run
 from engine.runs import create_run, execute
 from engine.spec import starter_spec
-from engine.train.config import TrainConfig
-from engine.workspace import atomic_write_json
-from tests.browser.conftest import no_exceptions, open_page, settle, shot
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, use_session
 
 TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.layout.title || {}).text || '')"""
 
@@ -17,9 +15,7 @@ def test_evaluate_a_run(server, page):
     run = create_run(spec, {"epochs": 40, "lr": 0.01}, dataset.path, name="iris-run")
     execute(run)
     expected = evaluate_run(run)
-    atomic_write_json(server.home / "session.json", {
-        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run.name,
-        "ll.train": TrainConfig().model_dump(mode="json")})
+    use_session(server, dataset, spec, run.name)
     page.goto(server.url)
     settle(page)
     open_page(page, "Evaluate")
@@ -56,9 +52,7 @@ def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
     new.write_text("b,a,extra\n1,6,=SUM(A1)\n2,0,x\n")
     model, meta = load_predictor(run)
     expected = csv_bytes(predict_table(model, meta, read_table(new.read_bytes(), new.name).frame))
-    atomic_write_json(server.home / "session.json", {
-        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run.name,
-        "ll.train": TrainConfig().model_dump(mode="json")})
+    use_session(server, dataset, spec, run.name)
     page.goto(server.url)
     settle(page)
     open_page(page, "Predict")

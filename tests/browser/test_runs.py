@@ -5,9 +5,7 @@ import time
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, launch, list_runs, read_events, read_status, request_stop
 from engine.spec import starter_spec
-from engine.train.config import TrainConfig
-from engine.workspace import atomic_write_json
-from tests.browser.conftest import no_exceptions, settle, shot
+from tests.browser.conftest import no_exceptions, settle, shot, use_session
 
 TRACES = """(title) => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
     .find(p => p.layout && p.layout.title && (p.layout.title.text || "").includes(title));
@@ -35,9 +33,7 @@ def test_resume_branch_and_compare(server, page):
     request_stop(long)
     wait_until(lambda: read_status(long)["state"] == "stopped")
     stopped_at = read_events(long)[0][-1]["step"]
-    atomic_write_json(server.home / "session.json", {
-        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": long.name,
-        "ll.train": {**TrainConfig().model_dump(mode="json"), "epochs": 4, "lr": 0.0005}})
+    use_session(server, dataset, spec, long.name, epochs=4, lr=0.0005)
 
     page.goto(f"{server.url}/train")
     settle(page)

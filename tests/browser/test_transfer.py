@@ -7,9 +7,7 @@ from safetensors.torch import load_file
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, list_runs
 from engine.spec import starter_spec
-from engine.train.config import TrainConfig
-from engine.workspace import atomic_write_json
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training, use_session
 
 
 def test_import_weights_freeze_and_fine_tune(server, page):
@@ -17,9 +15,7 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     source = create_run(spec, {"epochs": 5, "lr": 0.01}, dataset.path, name="source")
     execute(source)
-    atomic_write_json(server.home / "session.json", {
-        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": None,
-        "ll.train": TrainConfig().model_dump(mode="json")})
+    use_session(server, dataset, spec, None)
     page.goto(server.url)
     settle(page)
     open_page(page, "Build")
