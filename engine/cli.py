@@ -110,9 +110,9 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    from engine.data.images import IMAGE_EXTENSIONS
     from engine.data.readers import read_table
-    from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
+    from engine.portable import IMAGE_EXTENSIONS, csv_bytes
+    from engine.predict import load_predictor, predict_images, predict_table
     from engine.workspace import atomic_write_bytes
 
     model, meta = load_predictor(args.model)

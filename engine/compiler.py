@@ -37,20 +37,20 @@ class GraphModel(nn.Module):
             if nid != "input" and nid not in needed:
                 needed.add(nid)
                 stack.extend(inputs[nid])
-        self._plan = [(n.id, tuple(inputs[n.id])) for n in spec.execution_order() if n.id in needed]
+        self.plan = [(n.id, tuple(inputs[n.id])) for n in spec.execution_order() if n.id in needed]
         prev = "input"
         chain = True
-        for nid, ins in self._plan:
+        for nid, ins in self.plan:
             chain &= ins == (prev,)
             prev = nid
         # A plain stack skips the dict of intermediate values: one less lookup per layer.
-        self._chain = chain and self._output == self._plan[-1][0]
-        self._seq = [self.layers[nid] for nid, _ in self._plan]
+        self.chain = chain and self._output == self.plan[-1][0]
+        self._seq = [self.layers[nid] for nid, _ in self.plan]
 
     @property
     def takes_tokens(self) -> bool:
         """Whether the first layer is an Embedding, so the input is token ids (integers)."""
-        return bool(self._plan) and isinstance(self.layers[self._plan[0][0]], nn.Embedding)
+        return bool(self.plan) and isinstance(self.layers[self.plan[0][0]], nn.Embedding)
 
     def with_output(self, node_id: str) -> "GraphModel":
         """The same modules (shared weights) with another node as the output, e.g. the logits before a softmax."""
@@ -59,12 +59,12 @@ class GraphModel(nn.Module):
         return GraphModel(spec, dict(self.layers.items()))
 
     def forward(self, x):
-        if self._chain:
+        if self.chain:
             for m in self._seq:
                 x = m(x)
             return x
         values = {"input": x}
-        for nid, ins in self._plan:
+        for nid, ins in self.plan:
             values[nid] = self.layers[nid](*[values[i] for i in ins])
         return values[self._output]
 

@@ -15,11 +15,11 @@ import torch
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
+from engine.portable import model_outputs, probabilities, target_units
 from engine.workspace import read_json
 
 CURVE_POINTS = 400  # points kept per ROC / PR curve
 WORST = 50  # misclassified or worst-predicted rows listed
-BATCH = 1024
 
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
@@ -100,32 +100,20 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
                        "error": float(err[i])} for i in worst]}
 
 
-@torch.no_grad()
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
-    from engine.train.loop import as_input
+    return model_outputs(model, x, model.takes_tokens)
 
-    if model.takes_tokens:
-        x = x.long()
-    return torch.cat([model(as_input(x[i:i + BATCH])).float() for i in range(0, len(x), BATCH)]) if len(x) else \
-        torch.zeros(0)
+
+def ends_in_squash(model) -> bool:
+    """Whether the model's last layer already turns outputs into probabilities (softmax or sigmoid)."""
+    last = model.spec.nodes[-1] if model.spec.nodes else None
+    return last is not None and last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
 
 
 def class_probabilities(model, out: torch.Tensor) -> torch.Tensor:
-    """Each class's probability from a classifier's outputs: softmax (or sigmoid for one output, giving two
-    classes) unless the model already ends in it."""
-    last = model.spec.nodes[-1] if model.spec.nodes else None
-    squashed = last is not None and last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
-    if out.shape[1] == 1:  # binary with one logit (or probability) per row
-        p = out[:, 0] if squashed else torch.sigmoid(out[:, 0])
-        return torch.stack([1 - p, p], 1)
-    return out if squashed else torch.softmax(out, 1)
-
-
-def target_units(meta: dict) -> tuple[float, float]:
-    """(scale, shift) that turn a regression model's output into the target's own units."""
-    target = (meta.get("preprocessing") or {}).get("target") or {}
-    return float(target.get("scale", 1.0)), float(target.get("mean", 0.0))
+    """Each class's probability from a classifier's outputs (softmax, or sigmoid for one output)."""
+    return probabilities(out, ends_in_squash(model))
 
 
 def evaluate_run(run_dir: Path, split: str = "test") -> dict:

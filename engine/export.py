@@ -87,7 +87,7 @@ def example_input(model: GraphModel, batch: int) -> torch.Tensor:
     [0, 1) (images arrive scaled, tables standardized)."""
     shape = (batch, *model.spec.input.shape)
     if model.takes_tokens:
-        vocab = model.layers[model._plan[0][0]].num_embeddings
+        vocab = model.layers[model.plan[0][0]].num_embeddings
         return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0))
     return torch.rand(shape, generator=torch.Generator().manual_seed(0))
 

@@ -16,10 +16,9 @@ from engine.compiler import GraphModel
 from engine.data.images import decode_image
 from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
-from engine.evaluate import class_probabilities, outputs, target_units
+from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model
-
-FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet would run such a cell as a formula
+from engine.portable import prediction_table
 
 
 def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
@@ -37,18 +36,7 @@ def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:
-    out = outputs(model, x)
-    if meta["task"] == "classification":
-        probs = class_probabilities(model, out)
-        classes = [str(c) for c in meta["classes"]]
-        confidence, index = probs.max(1)
-        table = pd.DataFrame({"prediction": np.array(classes, dtype=object)[index.numpy()],
-                              "confidence": confidence.numpy()})
-        for i, c in enumerate(classes):
-            table[f"p({c})"] = probs[:, i].numpy()
-        return table
-    scale, shift = target_units(meta)
-    return pd.DataFrame({"prediction": (out[:, 0] * scale + shift).numpy()})
+    return prediction_table(outputs(model, x), meta, ends_in_squash(model))
 
 
 def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.DataFrame:
@@ -71,14 +59,3 @@ def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]
     arrays = [decode_image(data, name, size, grayscale=channels == 1) for name, data in files]
     x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, channels, size, size), dtype=torch.uint8)
     return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), _table(model, meta, x)], axis=1)
-
-
-def csv_bytes(table: pd.DataFrame) -> bytes:
-    """CSV for a spreadsheet: text cells that start like a formula get a leading apostrophe, so they stay text."""
-    safe = table.copy()
-    for col in safe.columns:
-        if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_bool_dtype(safe[col])):  # text,
-            safe[col] = safe[col].astype(object).map(  # categories, dates
-                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v)
-    safe.columns = [f"'{c}" if str(c).startswith(FORMULA_START) else c for c in safe.columns]
-    return safe.to_csv(index=False).encode("utf-8")

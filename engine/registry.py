@@ -5,6 +5,7 @@ dimension) and returns an nn.Module, so nobody ever types `in_features`. The Bui
 each op's form from `params.model_json_schema()`.
 """
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -42,6 +43,23 @@ def register(name: str, *, family: str, title: str, doc: str, params: type[OpPar
         _REGISTRY[name] = Op(name, family, title, doc, params, build, min_inputs, max_inputs)
         return build
     return wrap
+
+
+def _code(value) -> str:
+    """Python source that makes `value` again: a module made by `make`, a class, or a literal."""
+    if isinstance(value, nn.Module):
+        return value.source
+    if inspect.isclass(value):
+        return f"nn.{value.__name__}" if value.__module__.startswith("torch.nn") else value.__name__
+    return repr(value)
+
+
+def make(cls: type[nn.Module], *args, **kwargs) -> nn.Module:
+    """`cls(*args, **kwargs)`, remembering the call as source code (`module.source`), so a built model can be
+    written out as plain PyTorch (engine.codegen). Build functions construct their modules through this."""
+    module = cls(*args, **kwargs)
+    module.source = f"{_code(cls)}({', '.join([*map(_code, args), *(f'{k}={_code(v)}' for k, v in kwargs.items())])})"
+    return module
 
 
 def ops() -> dict[str, Op]:

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.data.images import IMAGE_EXTENSIONS
 from engine.data.readers import EXTENSIONS, read_table
 from engine.errors import LayerLabError
-from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
+from engine.portable import IMAGE_EXTENSIONS, csv_bytes
+from engine.predict import load_predictor, predict_images, predict_table
 from ui.common import page, show_error, trained_run
 
 page("Predict", "Upload new rows or images: the model prepares them exactly as in training and predicts, with "

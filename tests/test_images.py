@@ -19,6 +19,7 @@ import pytest
 import torch
 from PIL import Image
 
+from engine import portable
 from engine.data import images as image_module
 from engine.data.builtin import load_builtin
 from engine.data.prepare import prepare_images
@@ -104,7 +105,7 @@ def test_too_many_entries_and_too_large(monkeypatch):
 
 
 def test_an_image_over_the_pixel_limit_is_skipped_and_listed(monkeypatch):
-    monkeypatch.setattr(image_module, "MAX_PIXELS", 1100)  # the 32×32 shapes pass, a 40×40 image does not
+    monkeypatch.setattr(portable, "MAX_PIXELS", 1100)  # the 32×32 shapes pass, a 40×40 image does not
     big = png(np.zeros((40, 40, 3), np.uint8))
     ds = prepare_images(shapes_zip(60, {"shapes/circle/huge.png": big}), "s.zip", size=8)
     assert any("huge.png" in s and "too large" in s for s in ds.meta["skipped"])

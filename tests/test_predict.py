@@ -14,7 +14,8 @@ import torch
 from engine.data.prepare import prepare_builtin, prepare_file
 from engine.errors import LayerLabError
 from engine.evaluate import evaluate_run
-from engine.predict import csv_bytes, load_predictor, predict_images, predict_table
+from engine.portable import csv_bytes
+from engine.predict import load_predictor, predict_images, predict_table
 from engine.runs import create_run, execute
 from engine.templates import build
 from tests.conftest import ROOT, mlp_spec

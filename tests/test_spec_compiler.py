@@ -102,13 +102,13 @@ def test_branches_joined_by_concat():
                       {"id": "b", "op": "linear", "params": {"out_features": 6}, "inputs": ["input"]},
                       {"id": "j", "op": "concat", "inputs": ["a", "b"]}]}
     model, infos = compile_spec(spec, (3,))
-    assert not model._chain
+    assert not model.chain
     x = torch.randn(2, 3)
     assert torch.equal(model(x), torch.cat([model.layers["a"](x), model.layers["b"](x)], 1))
     assert {i.id: i.output_shape for i in infos} == {"a": (5,), "b": (6,), "j": (11,)}
     # An unused branch does not run: with `a` as the output the model is a plain chain again.
     spec["output"] = "a"
-    assert compile_spec(spec, (3,))[0]._chain
+    assert compile_spec(spec, (3,))[0].chain
 
 
 def test_with_output_shares_weights():

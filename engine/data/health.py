@@ -4,7 +4,7 @@ constant and mostly-missing columns, and the output layer and loss the task impl
 import numpy as np
 import pandas as pd
 
-from engine.data.parallel import threaded
+from engine.portable import threaded
 
 
 def class_weights(y_train: np.ndarray, n_classes: int) -> list[float]:

@@ -14,7 +14,6 @@ import io
 import re
 import stat
 import tarfile
-import warnings
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
@@ -24,17 +23,15 @@ from functools import partial
 from pathlib import PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
 
+from engine import portable
 from engine.data.pickle_walk import read_pickle
 from engine.errors import DataError
+from engine.portable import IMAGE_EXTENSIONS
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
-FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "MPO"}
 MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 2 * 2**30
 MAX_RATIO = 200
-MAX_PIXELS = 40_000_000  # per image, before resizing
 ARCHIVE_TYPES = ("zip", "tar", "gz", "tgz", "bz2", "xz")  # cifar-10-python.tar.gz, images.zip, …
 
 
@@ -257,21 +254,12 @@ def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: b
 
 
 def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarray:
-    """One PNG, JPEG, BMP, GIF or WebP file as a (channels, size, size) uint8 array; DataError if it cannot be
-    read or is too large (decompression bombs are refused before decoding)."""
+    """One image file as a (channels, size, size) uint8 array (`engine.portable.decode_image`, which a bundle's
+    predict.py runs too); DataError if it cannot be read or is too large."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(io.BytesIO(data)) as img:
-                if img.format not in FORMATS:
-                    raise UnidentifiedImageError(f"format {img.format}")
-                if img.width * img.height > MAX_PIXELS:
-                    raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
-                arr = np.asarray(img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            OSError, ValueError, SyntaxError) as e:
-        raise DataError(f"{name}: unreadable or too large ({str(e)[:80]})") from None
-    return arr[None] if grayscale else arr.transpose(2, 0, 1)
+        return portable.decode_image(data, name, size, grayscale)
+    except portable.InputError as e:
+        raise DataError(str(e)) from None
 
 
 def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:

@@ -19,12 +19,10 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
-from engine.data.parallel import threaded
 from engine.errors import DataError
+from engine.portable import TOKEN, InputError, category_codes, encode_rows, joined_text, numeric, threaded, tokens
 
 MAX_CLASSES = 1000
-ENCODE_BLOCK = 16384
-TOKEN = re.compile(r"[\w']+", re.UNICODE)
 
 
 class ColumnPlan(BaseModel):
@@ -153,10 +151,6 @@ def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction:
     return {"train": np.flatnonzero(which == 0), "val": np.flatnonzero(which == 1), "test": np.flatnonzero(which == 2)}
 
 
-def _tokens(text: str, lowercase: bool) -> list[str]:
-    return TOKEN.findall(text.lower() if lowercase else text)
-
-
 def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> float:
     """The value that fills a numeric column's gaps, from its training rows."""
     if strategy == "constant":
@@ -168,15 +162,6 @@ def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> flo
     return float(SimpleImputer(strategy=strategy).fit(values.reshape(-1, 1)).statistics_[0])
 
 
-def _category_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Each row's position in the column's distinct values (-1: missing) and those values as text. A
-    categorical column (as the CSV reader gives) costs nothing; others are hashed once by pandas."""
-    if isinstance(col.dtype, pd.CategoricalDtype):
-        return np.asarray(col.cat.codes), col.cat.categories.astype(str)
-    codes, uniques = pd.factorize(col)
-    return codes, pd.Index(uniques).astype(str)
-
-
 def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions,
                       rows: np.ndarray | None = None) -> dict:
     """Fit each column's imputer, scaler and encoder on the training rows (`rows` of `frame`, or all of it);
@@ -186,8 +171,8 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
     if text_cols:
         counts = Counter()
         texts = frame[[p.name for p in text_cols]] if rows is None else frame[[p.name for p in text_cols]].iloc[rows]
-        for row in _joined_text(texts):
-            counts.update(_tokens(row, text.lowercase))
+        for row in joined_text(texts):
+            counts.update(tokens(row, text.lowercase))
         vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
         state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
                          "lowercase": text.lowercase}
@@ -200,7 +185,7 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
 def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
     entry = p.model_dump()
     if p.kind in ("numeric", "boolean"):
-        values = _numeric(col, p.kind)
+        values = numeric(col, p.kind)
         values = values if rows is None else values[rows]
         entry["fill"] = _impute_statistic(values, "median" if p.missing == "drop" else p.missing, p.fill_value)
         filled = np.where(np.isnan(values), entry["fill"], values).reshape(-1, 1)
@@ -213,7 +198,7 @@ def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
         else:
             entry["shift"], entry["scale"] = 0.0, 1.0
         return entry
-    codes, labels = _category_codes(col)
+    codes, labels = category_codes(col)
     codes = codes if rows is None else codes[rows]
     counts = np.bincount(codes[codes >= 0], minlength=len(labels))
     seen = labels[counts > 0]
@@ -226,20 +211,6 @@ def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
         cats.add(entry["fill"])
     entry["categories"] = sorted(cats)
     return entry
-
-
-def _joined_text(frame: pd.DataFrame) -> pd.Series:
-    """The text columns of each row joined by spaces, missing values as empty text."""
-    return frame.astype(object).fillna("").astype(str).agg(" ".join, axis=1)
-
-
-def _numeric(col: pd.Series, kind: str) -> np.ndarray:
-    if kind == "boolean" and not pd.api.types.is_numeric_dtype(col):
-        lookup = {"true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0}
-        return col.map(lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan).to_numpy(float)
-    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        return col.to_numpy(dtype=float, na_value=np.nan)  # a float64 column is returned as it is, not copied
-    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
 
 
 def feature_names(state: dict) -> list[str]:
@@ -255,73 +226,12 @@ def feature_names(state: dict) -> list[str]:
 
 
 def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None) -> np.ndarray:
-    """Turn raw rows into model inputs exactly as training did (missing columns are an error). `rows` picks and
-    orders the rows to encode (all of them by default), so a table is encoded once, split by split."""
-    needed = state["text"]["columns"] if state.get("text") else [c["name"] for c in state["columns"]]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise DataError(f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
-                        "Add them (same names as in training).")
-    n = len(frame) if rows is None else len(rows)
-    if state.get("text"):
-        t = state["text"]
-        index = {w: i for i, w in enumerate(t["vocab"])}
-        out = np.zeros((n, t["max_length"]), np.float32)
-        texts = frame[t["columns"]] if rows is None else frame[t["columns"]].iloc[rows]
-        for r, row in enumerate(_joined_text(texts)):
-            ids = [index.get(w, 1) for w in _tokens(row, t["lowercase"])][: t["max_length"]]
-            out[r, :len(ids)] = ids
-        return out
-    encoders, width = _column_encoders(frame, state)
-    out = np.zeros((n, width), np.float32)
-    rows = np.arange(n) if rows is None else np.asarray(rows)
-    # Blocks of rows small enough that their output stays in cache while each column is written, on all cores.
-    threaded(lambda b: _encode_block(encoders, rows[b:b + ENCODE_BLOCK], out[b:b + ENCODE_BLOCK]),
-             range(0, n, ENCODE_BLOCK))
-    return out
-
-
-def _column_encoders(frame: pd.DataFrame, state: dict) -> tuple[list[tuple], int]:
-    """Per fitted column, its full-length source (numbers, or codes among the fitted categories) and output
-    position; the width of the encoded rows."""
-    encoders, j = [], 0
-    for c in state["columns"]:
-        col = frame[c["name"]]
-        if c["kind"] in ("numeric", "boolean"):
-            values = _numeric(col, c["kind"])
-            if c["missing"] == "drop" and np.isnan(values).any():
-                raise DataError(f"column '{c['name']}' has missing values, and its rows were dropped in training: "
-                                "fill them in, or choose another missing-value strategy for it.")
-            encoders.append(("number", j, values, c["fill"], c["shift"], c["scale"]))
-            j += 1
-            continue
-        codes, labels = _category_codes(col)
-        # Each distinct value's place among the fitted categories (-1: unseen); a missing value takes the fill's.
-        lookup = pd.Index(c["categories"]).get_indexer(labels)
-        fill = c["categories"].index(c["fill"]) if c["fill"] in c["categories"] else -1
-        codes = np.append(lookup, fill).astype(np.int32)[codes]  # a code of -1 (missing) picks the appended fill
-        onehot = c["encoding"] == "onehot"
-        encoders.append(("onehot" if onehot else "index", j, codes))
-        j += len(c["categories"]) if onehot else 1
-    return encoders, j
-
-
-def _encode_block(encoders: list[tuple], rows: np.ndarray, out: np.ndarray) -> None:
-    width = out.shape[1]
-    for kind, j, source, *numbers in encoders:
-        if kind == "number":
-            fill, shift, scale = numbers
-            values = source[rows]
-            np.copyto(values, fill, where=np.isnan(values))
-            values -= shift
-            values /= scale
-            out[:, j] = values
-        elif kind == "onehot":  # one flat scatter: row * width + column
-            codes = source[rows]
-            hit = np.flatnonzero(codes >= 0)
-            out.reshape(-1)[hit * width + (j + codes[hit])] = 1.0
-        else:  # 0 = unseen, 1.. = the categories: an index for an embedding
-            out[:, j] = source[rows] + 1
+    """Turn raw rows into model inputs exactly as training did (`engine.portable.encode_rows`, which a bundle's
+    predict.py runs too); DataError when the rows cannot be prepared."""
+    try:
+        return encode_rows(frame, state, rows)
+    except InputError as e:
+        raise DataError(str(e)) from None
 
 
 def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,

@@ -9,7 +9,7 @@ from torch import nn
 
 from engine.errors import SpecError
 from engine.layers.recurrent import require_sequence
-from engine.registry import OpParams, register
+from engine.registry import OpParams, make, register
 
 
 def _heads(features, heads):
@@ -26,9 +26,11 @@ class AttentionParams(OpParams):
 
 
 class SelfAttention(nn.Module):
-    def __init__(self, features, p: AttentionParams):
+    """Multi-head self-attention on (batch, time, features): queries, keys and values are the input."""
+
+    def __init__(self, features: int, num_heads: int, dropout: float):
         super().__init__()
-        self.attn = nn.MultiheadAttention(features, p.num_heads, dropout=p.dropout, batch_first=True)
+        self.attn = nn.MultiheadAttention(features, num_heads, dropout=dropout, batch_first=True)
 
     def forward(self, x):
         return self.attn(x, x, x, need_weights=False)[0]
@@ -40,7 +42,7 @@ def build_attention(p: AttentionParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Self-attention")
     _heads(shape[1], p.num_heads)
-    return SelfAttention(shape[1], p)
+    return make(SelfAttention, shape[1], p.num_heads, p.dropout)
 
 
 class TransformerParams(OpParams):
@@ -57,8 +59,8 @@ def build_transformer_encoder(p: TransformerParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "A transformer encoder")
     _heads(shape[1], p.num_heads)
-    layer = nn.TransformerEncoderLayer(shape[1], p.num_heads, p.dim_feedforward, p.dropout, batch_first=True)
-    return nn.TransformerEncoder(layer, p.num_layers, enable_nested_tensor=False)
+    layer = make(nn.TransformerEncoderLayer, shape[1], p.num_heads, p.dim_feedforward, p.dropout, batch_first=True)
+    return make(nn.TransformerEncoder, layer, p.num_layers, enable_nested_tensor=False)
 
 
 class PositionalParams(OpParams):
@@ -69,9 +71,11 @@ class PositionalParams(OpParams):
 
 
 class PositionalEncoding(nn.Module):
-    def __init__(self, length, features, p: PositionalParams):
+    """Adds a position signature to (batch, time, features): fixed sine waves, or one learned vector per step."""
+
+    def __init__(self, length: int, features: int, kind: str, dropout: float):
         super().__init__()
-        if p.kind == "learned":
+        if kind == "learned":
             self.pe = nn.Parameter(torch.randn(length, features) * 0.02)
         else:
             pos = torch.arange(length, dtype=torch.float32)[:, None]
@@ -80,7 +84,7 @@ class PositionalEncoding(nn.Module):
             pe[:, 0::2] = torch.sin(pos * div)
             pe[:, 1::2] = torch.cos(pos * div)[:, : features // 2]
             self.register_buffer("pe", pe, persistent=False)
-        self.drop = nn.Dropout(p.dropout)
+        self.drop = nn.Dropout(dropout)
 
     def forward(self, x):
         return self.drop(x + self.pe)
@@ -91,4 +95,4 @@ class PositionalEncoding(nn.Module):
 def build_positional_encoding(p: PositionalParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Positional encoding")
-    return PositionalEncoding(shape[0], shape[1], p)
+    return make(PositionalEncoding, shape[0], shape[1], p.kind, p.dropout)

@@ -6,7 +6,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
-from engine.registry import OpParams, register
+from engine.registry import OpParams, make, register
 
 
 def _need(shape, rank: int, op: str):
@@ -40,8 +40,8 @@ def _conv(kind, p: ConvParams, shapes, rank, op):
     if shape[0] % p.groups or p.out_channels % p.groups:
         raise SpecError(None, f"groups={p.groups} must divide both the input channels ({shape[0]}) and the "
                               f"filters ({p.out_channels}).")
-    return kind(shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding, dilation=p.dilation,
-                groups=p.groups, bias=p.bias)
+    return make(kind, shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding,
+                dilation=p.dilation, groups=p.groups, bias=p.bias)
 
 
 @register("conv1d", family="convolution", title="Conv 1D", params=ConvParams,
@@ -68,7 +68,7 @@ class ConvTransposeParams(OpParams):
 def build_conv_transpose2d(p: ConvTransposeParams, shapes):
     (shape,) = shapes
     _need(shape, 3, "Conv transpose 2D")
-    return nn.ConvTranspose2d(shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding)
+    return make(nn.ConvTranspose2d, shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding)
 
 
 class PoolParams(OpParams):
@@ -83,7 +83,7 @@ def _pool(kind, p: PoolParams, shapes, rank, op):
     if any(d < p.kernel_size for d in shape[1:]):
         raise SpecError(None, f"the window {p.kernel_size} is larger than the input {tuple(shape)}: use a smaller "
                               "window or fewer pooling layers before it.")
-    return kind(p.kernel_size, stride=p.stride)
+    return make(kind, p.kernel_size, stride=p.stride)
 
 
 @register("maxpool1d", family="pooling", title="Max pool 1D", params=PoolParams,
@@ -123,7 +123,7 @@ def build_global_avgpool(p, shapes):
     if len(shape) not in (2, 3):
         raise SpecError(None, f"global average pooling needs (channels, length) or (channels, height, width) input "
                               f"but got {tuple(shape)}.")
-    return GlobalAvgPool()
+    return make(GlobalAvgPool)
 
 
 class UpsampleParams(OpParams):
@@ -142,4 +142,4 @@ def build_upsample(p: UpsampleParams, shapes):
     mode = p.mode
     if mode != "nearest":
         mode = "linear" if len(shape) == 2 else "bilinear"
-    return nn.Upsample(scale_factor=p.scale_factor, mode=mode)
+    return make(nn.Upsample, scale_factor=p.scale_factor, mode=mode)

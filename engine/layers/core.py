@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
-from engine.registry import OpParams, register
+from engine.registry import OpParams, make, register
 
 
 class LinearParams(OpParams):
@@ -24,23 +24,23 @@ def build_linear(p: LinearParams, shapes):
     if len(shape) > 2:
         raise SpecError(None, f"Dense needs a flat vector of features but got shape {tuple(shape)}: "
                               "add a Flatten layer before it.")
-    return nn.Linear(shape[-1], p.out_features, bias=p.bias)
+    return make(nn.Linear, shape[-1], p.out_features, bias=p.bias)
 
 
 ACTIVATIONS = {
-    "relu": lambda p: nn.ReLU(),
-    "prelu": lambda p: nn.PReLU(),
-    "selu": lambda p: nn.SELU(),
-    "silu": lambda p: nn.SiLU(),
-    "mish": lambda p: nn.Mish(),
-    "softplus": lambda p: nn.Softplus(),
-    "log_softmax": lambda p: nn.LogSoftmax(dim=1),
-    "leaky_relu": lambda p: nn.LeakyReLU(p.negative_slope),
-    "sigmoid": lambda p: nn.Sigmoid(),
-    "tanh": lambda p: nn.Tanh(),
-    "gelu": lambda p: nn.GELU(),
-    "elu": lambda p: nn.ELU(),
-    "softmax": lambda p: nn.Softmax(dim=1),
+    "relu": lambda p: make(nn.ReLU),
+    "prelu": lambda p: make(nn.PReLU),
+    "selu": lambda p: make(nn.SELU),
+    "silu": lambda p: make(nn.SiLU),
+    "mish": lambda p: make(nn.Mish),
+    "softplus": lambda p: make(nn.Softplus),
+    "log_softmax": lambda p: make(nn.LogSoftmax, dim=1),
+    "leaky_relu": lambda p: make(nn.LeakyReLU, p.negative_slope),
+    "sigmoid": lambda p: make(nn.Sigmoid),
+    "tanh": lambda p: make(nn.Tanh),
+    "gelu": lambda p: make(nn.GELU),
+    "elu": lambda p: make(nn.ELU),
+    "softmax": lambda p: make(nn.Softmax, dim=1),
 }
 
 
@@ -69,7 +69,7 @@ class DropoutParams(OpParams):
 @register("dropout", family="regularization", title="Dropout", params=DropoutParams,
           doc="Randomly zeroes values while training (never at evaluation) so the model cannot rely on any one.")
 def build_dropout(p: DropoutParams, shapes):
-    return nn.Dropout(p.p)
+    return make(nn.Dropout, p.p)
 
 
 class BatchNormParams(OpParams):
@@ -83,9 +83,9 @@ class BatchNormParams(OpParams):
 def build_batchnorm(p: BatchNormParams, shapes):
     (shape,) = shapes
     if len(shape) in (1, 2):
-        return nn.BatchNorm1d(shape[0], eps=p.eps, momentum=p.momentum)
+        return make(nn.BatchNorm1d, shape[0], eps=p.eps, momentum=p.momentum)
     if len(shape) == 3:
-        return nn.BatchNorm2d(shape[0], eps=p.eps, momentum=p.momentum)
+        return make(nn.BatchNorm2d, shape[0], eps=p.eps, momentum=p.momentum)
     raise SpecError(None, f"batch norm works on (features,), (channels, length) or (channels, height, width) "
                           f"input but got {tuple(shape)}: add a flatten before it.")
 
@@ -93,7 +93,7 @@ def build_batchnorm(p: BatchNormParams, shapes):
 @register("flatten", family="reshape", title="Flatten",
           doc="Turns an image or sequence into one long feature vector, e.g. before Dense layers.")
 def build_flatten(p: OpParams, shapes):
-    return nn.Flatten()
+    return make(nn.Flatten)
 
 
 @register("dropout2d", family="regularization", title="Dropout 2D", params=DropoutParams,
@@ -103,7 +103,7 @@ def build_dropout2d(p: DropoutParams, shapes):
     if len(shape) != 3:
         raise SpecError(None, f"Dropout 2D works on (channels, height, width) input but got {tuple(shape)}: "
                               "use Dropout instead.")
-    return nn.Dropout2d(p.p)
+    return make(nn.Dropout2d, p.p)
 
 
 class LayerNormParams(OpParams):
@@ -114,7 +114,7 @@ class LayerNormParams(OpParams):
           doc="Normalizes each sample's features (the last dimension). The norm of transformers and RNNs.")
 def build_layernorm(p: LayerNormParams, shapes):
     (shape,) = shapes
-    return nn.LayerNorm(shape[-1], eps=p.eps)
+    return make(nn.LayerNorm, shape[-1], eps=p.eps)
 
 
 class GroupNormParams(OpParams):
@@ -133,7 +133,7 @@ def build_groupnorm(p: GroupNormParams, shapes):
     if shape[0] % p.num_groups:
         raise SpecError(None, f"{shape[0]} channels cannot be split into {p.num_groups} groups: choose a number "
                               f"of groups that divides {shape[0]}.")
-    return nn.GroupNorm(p.num_groups, shape[0], eps=p.eps)
+    return make(nn.GroupNorm, p.num_groups, shape[0], eps=p.eps)
 
 
 class Reshape(nn.Module):
@@ -161,7 +161,7 @@ def build_reshape(p: ReshapeParams, shapes):
     if (-1 in p.shape and size % known) or (-1 not in p.shape and known != size):
         raise SpecError(None, f"cannot reshape {tuple(shape)} ({size} values) into {p.shape}: the new shape must "
                               f"hold exactly {size} values.")
-    return Reshape(p.shape)
+    return make(Reshape, list(p.shape))
 
 
 class Permute(nn.Module):
@@ -186,4 +186,4 @@ def build_permute(p: PermuteParams, shapes):
     if sorted(p.dims) != list(range(len(shape))):
         raise SpecError(None, f"order {p.dims} must list each of the dimensions 0..{len(shape) - 1} of input "
                               f"{tuple(shape)} once.")
-    return Permute(p.dims)
+    return make(Permute, list(p.dims))

@@ -5,7 +5,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
-from engine.registry import OpParams, register
+from engine.registry import OpParams, make, register
 
 
 class Add(nn.Module):
@@ -23,7 +23,7 @@ def build_add(p, shapes):
         raise SpecError(None, f"add needs inputs of the same shape but got {', '.join(str(tuple(s)) for s in shapes)}: "
                               "change the layers feeding it so their output shapes match (e.g. a Dense or 1x1 Conv "
                               "on the skip path).")
-    return Add()
+    return make(Add)
 
 
 class ConcatParams(OpParams):
@@ -53,4 +53,4 @@ def build_concat(p: ConcatParams, shapes):
         if any(a != b for i, (a, b) in enumerate(zip(s, shapes[0], strict=True)) if i != axis):
             raise SpecError(None, f"cannot concatenate {', '.join(str(tuple(s)) for s in shapes)} along axis "
                                   f"{p.dim}: all other dimensions must match.")
-    return Concat(p.dim)
+    return make(Concat, p.dim)

@@ -7,7 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
-from engine.registry import OpParams, register
+from engine.registry import OpParams, make, register
 
 
 class EmbeddingParams(OpParams):
@@ -29,7 +29,7 @@ def build_embedding(p: EmbeddingParams, shapes):
     (shape,) = shapes
     if len(shape) != 1:
         raise SpecError(None, f"an embedding needs a sequence of token ids (time,) but got {tuple(shape)}.")
-    return Embedding(p.num_embeddings, p.embedding_dim)
+    return make(Embedding, p.num_embeddings, p.embedding_dim)
 
 
 class RecurrentParams(OpParams):
@@ -45,12 +45,15 @@ class RecurrentParams(OpParams):
 
 
 class Recurrent(nn.Module):
-    def __init__(self, kind, in_features: int, p: RecurrentParams):
+    """An RNN, LSTM or GRU (`kind`) on (batch, time, features) that returns every step or only the last."""
+
+    def __init__(self, kind, in_features: int, hidden_size: int, num_layers: int, bidirectional: bool,
+                 dropout: float, return_sequences: bool):
         super().__init__()
-        self.rnn = kind(in_features, p.hidden_size, num_layers=p.num_layers, bidirectional=p.bidirectional,
-                        dropout=p.dropout if p.num_layers > 1 else 0.0, batch_first=True)
-        self.return_sequences = p.return_sequences
-        self.hidden = p.hidden_size
+        self.rnn = kind(in_features, hidden_size, num_layers=num_layers, bidirectional=bidirectional,
+                        dropout=dropout if num_layers > 1 else 0.0, batch_first=True)
+        self.return_sequences = return_sequences
+        self.hidden = hidden_size
 
     def forward(self, x):
         out, _ = self.rnn(x)
@@ -72,7 +75,8 @@ def require_sequence(shape, title: str) -> None:
 def _recurrent(kind, p: RecurrentParams, shapes, title):
     (shape,) = shapes
     require_sequence(shape, title)
-    return Recurrent(kind, shape[1], p)
+    return make(Recurrent, kind, shape[1], p.hidden_size, p.num_layers, p.bidirectional, p.dropout,
+                p.return_sequences)
 
 
 @register("rnn", family="recurrent", title="Simple RNN", params=RecurrentParams,
@@ -117,4 +121,4 @@ class SeqPool(nn.Module):
 def build_seq_pool(p: SeqPoolParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Sequence pooling")
-    return SeqPool(p.mode)
+    return make(SeqPool, p.mode)

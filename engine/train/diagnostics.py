@@ -38,7 +38,7 @@ def histogram(t: torch.Tensor) -> dict:
 def inspect_model(model, xb: torch.Tensor, yb: torch.Tensor, criterion, autocast) -> dict:
     """Per-layer gradient norms, weight and output histograms and dead-ReLU shares on one batch."""
     outputs: dict[str, torch.Tensor] = {}
-    ids = [nid for nid, _ in model._plan]
+    ids = [nid for nid, _ in model.plan]
     hooks = [model.layers[nid].register_forward_hook(lambda m, i, o, nid=nid: outputs.__setitem__(nid, o))
              for nid in ids]
     was_training = model.training

@@ -21,6 +21,7 @@ from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.errors import ConfigError
 from engine.export import save_weights
+from engine.portable import as_input
 from engine.train import boundary
 from engine.train.augment import active as augment_active
 from engine.train.augment import augment
@@ -104,11 +105,6 @@ def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing
         "l1": F.l1_loss,
         "huber": F.huber_loss,
     }[name]
-
-
-def as_input(x: torch.Tensor) -> torch.Tensor:
-    """Images are stored as uint8: scaled to [0, 1] here, on the device, one batch at a time."""
-    return x.float().div_(255) if x.dtype == torch.uint8 else x
 
 
 @torch.no_grad()

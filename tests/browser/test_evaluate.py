@@ -41,7 +41,8 @@ def test_evaluate_a_run(server, page):
 def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
     from engine.data.prepare import prepare_file
     from engine.data.readers import read_table
-    from engine.predict import csv_bytes, load_predictor, predict_table
+    from engine.portable import csv_bytes
+    from engine.predict import load_predictor, predict_table
 
     rows = "a,b,label\n" + "\n".join(f"{i % 7},{(i * 3) % 11},{'hi' if i % 7 > 3 else 'lo'}" for i in range(200))
     dataset = prepare_file(rows.encode(), "small.csv", "label")

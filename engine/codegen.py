@@ -1,0 +1,108 @@
+"""A model as plain PyTorch source: `model.py` with an `nn.Module` class and no LayerLab import.
+
+Every layer module was made through `engine.registry.make`, which keeps its constructor call as source; the
+few layers of LayerLab's own (self-attention, the recurrent wrapper, reshape…) are copied in from their
+definitions, which import only torch. The module keys are the spec's node ids, as in LayerLab, so the
+`weights.safetensors` of a run loads into the class unchanged, and the modules are listed in build order, so
+`torch.manual_seed(seed)` before `Model()` gives the same initial weights as a LayerLab run with that seed.
+"""
+
+import inspect
+import keyword
+import re
+import textwrap
+
+from engine.compiler import GraphModel
+
+HEADER = '''"""{name}: the model as plain PyTorch, written by LayerLab. It needs torch (and safetensors to load
+the weights), not LayerLab.
+
+    from model import load
+    model = load("weights.safetensors")  # in eval mode
+    outputs = model(batch)               # batch: a tensor of shape (N, {shape})
+{output_note}"""
+
+{imports}
+INPUT_SHAPE = {input_shape!r}  # one sample, without the batch dimension
+'''
+
+LOADER = '''
+
+def load(path="weights.safetensors", device="cpu") -> Model:
+    """The model with the trained weights from `path`, in eval mode."""
+    from safetensors.torch import load_file
+
+    model = Model()
+    model.load_state_dict(load_file(str(path)))
+    return model.to(device).eval()
+
+
+if __name__ == "__main__":
+    import sys
+
+    model = load(sys.argv[1] if len(sys.argv) > 1 else "weights.safetensors")
+    print(model)
+    with torch.no_grad():
+        print("output shape for a batch of 2:", tuple(model(torch.zeros(2, *INPUT_SHAPE)).shape))
+'''
+
+
+def _variable(node_id: str, taken: set[str]) -> str:
+    """A Python name for a node's output."""
+    name = re.sub(r"\W", "_", node_id)
+    if not name or name[0].isdigit() or keyword.iskeyword(name) or name in ("x", "self"):
+        name = f"n_{name}"
+    base, i = name, 2
+    while name in taken:
+        name, i = f"{base}_{i}", i + 1
+    taken.add(name)
+    return name
+
+
+def _helpers(model: GraphModel) -> list[type]:
+    """LayerLab's own layer classes the model uses (their definitions import only torch)."""
+    classes = {type(m) for m in model.layers.values() if not type(m).__module__.startswith("torch")}
+    return sorted(classes, key=lambda c: c.__name__)
+
+
+def model_code(model: GraphModel, name: str = "Model") -> str:
+    """`model.py` for a compiled model (any weights: the file holds the architecture, the weights load into it)."""
+    helpers = [textwrap.dedent(inspect.getsource(c)).strip() for c in _helpers(model)]
+    imports = ("import math\n\n" if any("math." in h for h in helpers) else "") + "import torch\nfrom torch import nn\n"
+    last = model.spec.nodes[-1] if model.spec.nodes else None
+    squash = last.params.get("kind") if last is not None and last.op == "activation" else None
+    note = f"\nThe outputs have been through {squash} already.\n" if squash in ("softmax", "sigmoid") else ""
+    shape = ", ".join(map(str, model.spec.input.shape))
+    parts = [HEADER.format(name=name.replace('"', "'"), shape=shape, output_note=note, imports=imports,
+                           input_shape=tuple(model.spec.input.shape))]
+    parts += [f"\n\n{h}\n" for h in helpers]
+    layers = "\n".join(f"            {nid!r}: {module.source}," for nid, module in model.layers.items())
+    parts.append(f'''
+
+class Model(nn.Module):
+    """{len(model.layers)} layers; `layers[node id]` holds each one, as in LayerLab's state_dict."""
+
+    def __init__(self):
+        super().__init__()
+        self.layers = nn.ModuleDict({{
+{layers}
+        }})
+
+    def forward(self, x):
+{textwrap.indent(_forward(model), " " * 8)}
+''')
+    parts.append(LOADER)
+    return "".join(parts)
+
+
+def _forward(model: GraphModel) -> str:
+    if model.chain:
+        return "\n".join(f"x = self.layers[{nid!r}](x)" for nid, _ in model.plan) + "\nreturn x"
+    taken: set[str] = set()
+    names = {"input": "x"}
+    lines = []
+    for nid, ins in model.plan:
+        names[nid] = _variable(nid, taken)
+        lines.append(f"{names[nid]} = self.layers[{nid!r}]({', '.join(names[i] for i in ins)})")
+    lines.append(f"return {names[model.spec.output_id()]}")
+    return "\n".join(lines)
