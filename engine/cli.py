@@ -1,6 +1,6 @@
 """Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`,
 `python -m engine resume RUN_DIR` to continue a stopped or killed run, `python -m engine evaluate RUN_DIR`, and
-`python -m engine export RUN_DIR --format onnx|torchscript|safetensors|state_dict --out PATH`, and
+`python -m engine export RUN_DIR --format bundle|onnx|torchscript|safetensors|state_dict --out PATH`, and
 `python -m engine predict --model PATH --data FILE --out FILE.csv`.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
@@ -98,7 +98,11 @@ def _export(args) -> int:
     weights = Path(args.run_dir) / "model.safetensors"
     if not weights.exists():
         raise LayerLabError(f"{args.run_dir} has no model.safetensors: pass a finished run's folder.")
-    if args.format == "safetensors":
+    if args.format == "bundle":
+        from engine.bundle import bundle_bytes
+
+        data = bundle_bytes(Path(args.run_dir))
+    elif args.format == "safetensors":
         data = weights.read_bytes()
     else:
         model, _ = load_model(weights)
@@ -180,9 +184,11 @@ def main(argv=None) -> int:
     e = sub.add_parser("evaluate", help="the metrics of a run's final model on its test split, as JSON")
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", default="test", choices=["test", "val", "train"])
-    x = sub.add_parser("export", help="write a run's model as ONNX, TorchScript, safetensors or a state_dict")
+    x = sub.add_parser("export", help="write a run's model as a bundle (zip), ONNX, TorchScript, safetensors or a "
+                                       "state_dict")
     x.add_argument("run_dir", metavar="RUN_DIR")
-    x.add_argument("--format", required=True, choices=["onnx", "torchscript", "safetensors", "state_dict"])
+    x.add_argument("--format", required=True, choices=["bundle", "onnx", "torchscript", "safetensors", "state_dict"],
+                   help="bundle: a zip of model.py, the weights in every format, predict.py, train.py and a manifest")
     x.add_argument("--out", required=True, help="the file to write")
     p = sub.add_parser("predict", help="predict new rows (a table) or images (a folder) with a trained model")
     p.add_argument("--model", required=True, help="a LayerLab .safetensors file or a finished run's folder")

@@ -5,6 +5,7 @@ import json
 import pytest
 import torch
 
+from engine.codegen import model_code
 from engine.compiler import compile_spec, infer_shapes
 from engine.errors import SpecError
 from engine.layers.core import ActivationParams
@@ -59,11 +60,28 @@ def test_op_contract(name):
             assert x.grad is not None and torch.isfinite(x.grad).all()
         for pname, p in model.named_parameters():
             assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reaches {pname}"
+        _same_as_plain_pytorch(spec, shape, model, x.detach())
 
     # Params round-trip through JSON with every default explicit.
     parsed = parse_spec(_spec(name))
     again = parse_spec(json.loads(parsed.to_json()))
     assert again.nodes[0].params == parsed.nodes[0].params == op.params().model_dump(mode="json")
+
+
+def _same_as_plain_pytorch(spec, shape, model, x):
+    """The model written as plain PyTorch (model.py) starts from the same weights under the same seed and, with
+    the trained model's weights loaded, gives the same outputs."""
+    namespace = {}
+    exec(compile(model_code(model), "model.py", "exec"), namespace)  # noqa: S102 - our own generated code
+    torch.manual_seed(0)
+    plain = namespace["Model"]()
+    ours, theirs = compile_spec(spec, shape, seed=0)[0].state_dict(), plain.state_dict()
+    assert list(ours) == list(theirs)
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    plain.load_state_dict(model.state_dict())
+    model.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.equal(model(x), plain(x))
 
 
 def test_activation_kinds_all_build():

@@ -1,0 +1,394 @@
+"""A run as one zip that works without LayerLab: the model as plain PyTorch code with its weights, the other
+export formats, the preprocessing, a predict.py and a train.py, and a manifest.
+
+The scripts are made of LayerLab's own code, not copies: predict.py carries `engine.portable` (the
+preprocessing and prediction functions the Predict page runs) and train.py carries the training loop's
+optimizer, schedule, loss, augmentation and evaluation functions, so what runs outside is what ran inside.
+"""
+
+import hashlib
+import inspect
+import io
+import json
+import math
+import platform
+import time
+import zipfile
+from importlib import metadata as package_metadata
+from pathlib import Path
+
+import torch
+
+from engine import __version__, portable
+from engine.codegen import model_code
+from engine.compiler import infer_shapes
+from engine.data.health import class_weights
+from engine.data.store import load_dataset, prediction_meta
+from engine.errors import LayerLabError
+from engine.evaluate import ends_in_squash
+from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
+from engine.runs import read_events, run_info
+from engine.train import augment, loop
+from engine.train.config import TrainConfig, preflight
+
+DATA_LIMIT_MB = 64  # the prepared splits go into the bundle (for train.py) up to this size
+PACKAGES = ("numpy", "pandas", "safetensors", "pillow", "onnx", "onnxruntime", "streamlit")
+
+PREDICT_MAIN = '''
+
+# --- the command line ---------------------------------------------------------------------------------------
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_rows(path: Path) -> pd.DataFrame:
+    """A table by its extension: CSV/TSV (delimiter sniffed), Parquet, Excel or JSON Lines."""
+    ext = path.suffix.lower()
+    if ext in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    if ext == ".xlsx":
+        return pd.read_excel(path)
+    if ext in (".jsonl", ".ndjson"):
+        return pd.read_json(path, lines=True)
+    return pd.read_csv(path, sep=None, engine="python", encoding="utf-8-sig")
+
+
+def predict(data: Path) -> pd.DataFrame:
+    """The predictions for a table of rows, or for an image file or a folder of images."""
+    sys.path.insert(0, str(HERE))
+    from model import load
+
+    info = json.loads((HERE / "preprocessing.json").read_text())
+    info["classes"] = json.loads((HERE / "labels.json").read_text())["classes"]
+    model = load(HERE / "weights.safetensors")
+    if (info["preprocessing"] or {}).get("kind") == "image":
+        files = [data] if data.is_file() else sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        if not files:
+            raise InputError(f"{data} holds no PNG, JPEG, BMP, GIF or WebP images.")
+        channels, size = int(info["input_shape"][0]), int(info["input_shape"][-1])
+        x = torch.from_numpy(np.stack([decode_image(p.read_bytes(), p.name, size, channels == 1) for p in files]))
+        out = model_outputs(model, x, info["takes_tokens"])
+        return pd.concat([pd.DataFrame({"file": [p.name for p in files]}),
+                          prediction_table(out, info, info["outputs_are_probabilities"])], axis=1)
+    if data.is_dir():
+        raise InputError("this model was trained on a table: pass a CSV, Parquet, Excel or JSON Lines file.")
+    frame = read_rows(data)
+    if not len(frame):
+        raise InputError("the table has no rows to predict.")
+    out = model_outputs(model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"])
+    return pd.concat([prediction_table(out, info, info["outputs_are_probabilities"]), frame.reset_index(drop=True)],
+                     axis=1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Predict with this bundle's model, preparing the data exactly as "
+                                                 "training did.")
+    parser.add_argument("data", type=Path, help="a table (CSV, Parquet, Excel, JSON Lines) with the training "
+                                                "columns, or an image file or folder of images")
+    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="the CSV to write")
+    args = parser.parse_args()
+    if not args.data.exists():
+        print(f"error: no such file or folder: {args.data}", file=sys.stderr)
+        return 2
+    try:
+        table = predict(args.data)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    args.out.write_bytes(csv_bytes(table))
+    print(f"{len(table)} prediction(s) written to {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+TRAIN_HEAD = '''"""Retrain this bundle's model from scratch with the run's settings and seed: `python train.py`.
+
+It needs torch and safetensors, not LayerLab. The data is the run's prepared splits (data.safetensors in this
+bundle, or --data for the dataset's data.safetensors in LayerLab's workspace when it was too large to include).
+On the same kind of device, in 32-bit precision, it gives the run's weights again; mixed precision and
+torch.compile are not applied here. The functions below are LayerLab's own training-loop functions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from model import Model  # noqa: E402
+
+EVAL_BATCH = 4096
+'''
+
+TRAIN_MAIN = '''
+
+def dataset_hash(tensors: dict) -> str:
+    """The dataset's content hash as LayerLab computes it (the tensors in key order)."""
+    digest = hashlib.sha256()
+    for key in sorted(tensors):
+        digest.update(tensors[key].numpy())
+    return digest.hexdigest()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description="Retrain this bundle's model with the run's settings and seed.")
+    parser.add_argument("--data", type=Path, default=HERE / "data.safetensors", help="the prepared splits")
+    parser.add_argument("--out", type=Path, default=Path("retrained.safetensors"), help="the weights to write")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
+    args = parser.parse_args()
+    manifest = json.loads((HERE / "manifest.json").read_text())
+    recipe, cfg = manifest["recipe"], SimpleNamespace(**manifest["config"])
+    if not args.data.exists():
+        print(f"error: {args.data} is missing. The prepared data was too large to include; pass --data with "
+              f"datasets/{manifest['dataset']['id']}/data.safetensors from LayerLab's workspace.", file=sys.stderr)
+        return 2
+    tensors = load_file(str(args.data))
+    if dataset_hash(tensors) != manifest["dataset"]["hash"]:
+        print("warning: this data is not the data the run trained on (its hash differs).", file=sys.stderr)
+    device = torch.device(args.device)
+    torch.manual_seed(cfg.seed)  # before the model is built: the same initial weights as the run
+    model = Model()
+    if (HERE / "init.safetensors").exists():  # the run started from imported or a parent run's weights
+        model.load_state_dict(load_file(str(HERE / "init.safetensors")), strict=False)
+    for node in cfg.freeze:
+        model.layers[node].requires_grad_(False)
+    if device.type == "cpu" and recipe["threads"]:
+        torch.set_num_threads(recipe["threads"])
+    model.to(device)
+    if recipe["train_output"] != recipe["output"]:  # the loss applies the final softmax / sigmoid itself
+        model.layers[recipe["output"]] = torch.nn.Identity()
+    x_train, x_val = tensors["x_train"].to(device), tensors["x_val"].to(device)
+    y_train, y_val = tensors["y_train"], tensors["y_val"]
+    loss_name = recipe["loss"]
+    if cfg.target == "input":
+        y_train, y_val = x_train, x_val
+    elif loss_name == "cross_entropy":
+        y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
+    else:
+        y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]
+    weight = torch.tensor(recipe["class_weights"], device=device) if recipe["class_weights"] else None
+    criterion = loss_function(loss_name, weight, cfg.label_smoothing if cfg.target == "label" else 0.0)
+    optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad), device)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    augmenting = active(cfg) and cfg.target == "label"
+    params = [p for p in model.parameters() if p.requires_grad]
+    penalized = [p for p in params if p.dim() > 1] if (cfg.l1 or cfg.l2) else []
+    n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
+    steps_per_epoch = math.ceil(n / bs)
+    scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))
+    monitor = cfg.monitor if cfg.early_stopping else "val/loss"
+    min_delta = cfg.min_delta if cfg.early_stopping else 0.0
+    sign = -1.0 if monitor == "val/accuracy" else 1.0
+    best, best_state, waited, metrics = {"epoch": None, monitor: math.inf * sign}, None, 0, {}
+    model.train()
+    for epoch in range(1, cfg.epochs + 1):
+        perm = torch.randperm(n, device=device, generator=gen)
+        epoch_loss, epoch_steps = torch.zeros((), device=device), 0
+        for start in range(0, n, bs):
+            idx = perm[start:start + bs]
+            xb, yb = as_input(x_train[idx]), as_input(y_train[idx])
+            if augmenting:
+                xb = augment(xb, cfg, gen)
+            loss = criterion(model(xb), yb)
+            if penalized:
+                loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in penalized)
+            (loss / accumulate if accumulate > 1 else loss).backward()
+            epoch_loss += loss.detach()
+            epoch_steps += 1
+            if accumulate == 1 or epoch_steps % accumulate == 0 or start + bs >= n:
+                if cfg.clip_grad_value is not None:
+                    torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
+                if cfg.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if schedule_every == "step":
+                    scheduler.step()
+        train_loss = epoch_loss.item() / epoch_steps
+        val = evaluate(model, x_val, y_val, loss_name, recipe["target_scale"], batch=recipe["eval_batch"])
+        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
+            print(f"error: the loss became NaN or infinite at epoch {epoch}.", file=sys.stderr)
+            return 1
+        metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
+        print(json.dumps({"epoch": epoch, **{k: round(v, 6) for k, v in metrics.items()}}), flush=True)
+        if schedule_every == "epoch":
+            scheduler.step()
+        elif schedule_every == "plateau":
+            scheduler.step(val["loss"])
+        if sign * (best[monitor] - metrics[monitor]) > min_delta or best["epoch"] is None:
+            best, waited = {"epoch": epoch, **metrics}, 0
+            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            waited += 1
+        if cfg.early_stopping and waited >= cfg.early_stopping and epoch < cfg.epochs:
+            print(f"stopped early after epoch {epoch}; the best was epoch {best['epoch']}", flush=True)
+            if cfg.restore_best:
+                model.load_state_dict(best_state)
+                metrics = {k: v for k, v in best.items() if k != "epoch"}
+            break
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, str(args.out))
+    print(json.dumps({"written": str(args.out), "metrics": metrics, "run_metrics": manifest["metrics"]}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+'''
+
+README = """# {name}
+
+A model trained with LayerLab {version} on *{dataset}* ({task}), exported {created}.
+It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is enough.
+
+| file | what it is |
+|---|---|
+| `model.py` | the model as a plain PyTorch `nn.Module` (`from model import load; model = load()`) |
+| `weights.safetensors` | the trained weights (the LayerLab spec and preprocessing are in its metadata) |
+| `state_dict.pt` | the same weights as a PyTorch state_dict (`torch.load(..., weights_only=True)`) |
+{optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
+| `labels.json` | the class names, in output order |
+| `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
+| `train.py` | `python train.py`: retrains the model with the run's settings and seed |
+| `manifest.json` | versions, seed, dataset hash, the full configuration and the final metrics |
+
+Final metrics: {metrics}.
+{skipped}"""
+
+
+def _versions() -> dict:
+    found = {"python": platform.python_version(), "layerlab": __version__, "torch": torch.__version__}
+    for name in PACKAGES:
+        try:
+            found[name] = package_metadata.version(name)
+        except package_metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def _source(*objects) -> str:
+    return "\n\n".join(inspect.getsource(o).strip() for o in objects)
+
+
+def predict_script() -> str:
+    """predict.py: engine.portable (verbatim) and a command line."""
+    body = inspect.getsource(portable)
+    doc_end = body.index('"""', 3) + 3
+    header = ('"""Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the '
+              'training columns\n(CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch, '
+              'safetensors, numpy, pandas, pillow.\n\nThe functions below are LayerLab\'s own preprocessing and '
+              'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport json\nimport sys\n'
+              'from pathlib import Path\n')
+    return header + body[doc_end:] + PREDICT_MAIN
+
+
+def train_script() -> str:
+    """train.py: the training loop's own functions and a loop that follows `engine.train.loop.fit`."""
+    functions = _source(portable.as_input, augment.active, augment.augment, augment._crop, loop.make_optimizer,
+                        loop.make_scheduler, loop.loss_function, loop.evaluate)
+    return TRAIN_HEAD + "\n\n" + functions + "\n" + TRAIN_MAIN
+
+
+def _recipe(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
+    """What train.py needs beyond the config: the choices the loop made for this model and data."""
+    infos = infer_shapes(model.spec, dataset.input_shape)
+    plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
+                     len(dataset.split("train")[1]))
+    started = next((e for e in events if e["type"] == "run_started"), {})
+    weights = None
+    if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
+        weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes)
+    target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
+    return {"loss": plan.loss, "output": model.spec.output_id(), "train_output": plan.train_output,
+            "threads": started.get("threads"), "class_weights": weights,
+            "target_scale": float(target.get("scale", 1.0)) if cfg.target == "label" else 1.0,
+            "eval_batch": max(64, min(loop.EVAL_BATCH, loop.EVAL_VALUES // max(math.prod(i.output_shape)
+                                                                                  for i in infos)))}
+
+
+def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
+    """The zip of a finished run (see the module docstring); LayerLabError if the run has no weights."""
+    run_dir = Path(run_dir)
+    weights_path = run_dir / "model.safetensors"
+    if not weights_path.exists():
+        raise LayerLabError(f"run {run_dir.name} has no trained weights yet: let it finish an epoch first.")
+    weights = weights_path.read_bytes()
+    model, metadata = load_model(weights)
+    meta = json.loads(metadata.get("dataset", "{}"))
+    info = run_info(run_dir)
+    events = read_events(run_dir)[0]
+    final = next((e for e in reversed(events) if e["type"] == "run_finished"), {})
+    cfg = TrainConfig.parse(info["config"])
+    files: dict[str, bytes] = {"model.py": model_code(model, info["name"]).encode(), "weights.safetensors": weights,
+                               "state_dict.pt": state_dict_bytes(model)}
+    skipped = {}
+    for name, build in (("model.onnx", onnx_bytes), ("model.torchscript.pt", torchscript_bytes)):
+        try:
+            files[name] = build(model)
+        except LayerLabError as e:
+            skipped[name] = str(e)
+    prediction = {k: v for k, v in prediction_meta(meta).items() if k != "classes"}
+    files["preprocessing.json"] = json.dumps({**prediction, "takes_tokens": model.takes_tokens,
+                                              "outputs_are_probabilities": ends_in_squash(model)}, indent=1).encode()
+    files["labels.json"] = json.dumps({"classes": meta.get("classes")}, indent=1).encode()
+    files["predict.py"] = predict_script().encode()
+    manifest = {"format": "layerlab-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "versions": _versions(), "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
+                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "spec": json.loads(model.spec.to_json()),
+                "metrics": final.get("metrics", {}), "best": final.get("best"), "status": final.get("status")}
+    try:
+        dataset = load_dataset(json.loads((run_dir / "train.json").read_text())["dataset_dir"])
+    except (KeyError, OSError, LayerLabError):
+        dataset = None
+        skipped["train.py"] = "the run's dataset is no longer in the workspace"
+    if dataset is not None:
+        manifest["dataset"] = {k: dataset.meta.get(k) for k in ("id", "name", "source", "hash", "sizes", "task")}
+        manifest["recipe"] = _recipe(model, dataset, cfg, events)
+        files["train.py"] = train_script().encode()
+        data_path = dataset.path / "data.safetensors"
+        if data_path.stat().st_size <= data_limit_mb * 2**20:
+            files["data.safetensors"] = data_path.read_bytes()
+        else:
+            skipped["data.safetensors"] = (f"the prepared data is {data_path.stat().st_size / 2**20:,.0f} MB, over "
+                                           f"{data_limit_mb:g} MB: pass train.py --data {data_path}")
+    if (run_dir / "init.safetensors").exists():
+        files["init.safetensors"] = (run_dir / "init.safetensors").read_bytes()
+    manifest["skipped"] = skipped
+    manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
+    files["manifest.json"] = json.dumps(manifest, indent=1).encode()
+    files["README.md"] = _readme(manifest, meta, files, skipped).encode()
+    buf = io.BytesIO()
+    now = time.localtime()[:6]
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            entry = zipfile.ZipInfo(name, date_time=now)
+            entry.external_attr = 0o644 << 16  # readable files once unzipped (the default is owner-only)
+            zf.writestr(entry, data, zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def _readme(manifest: dict, meta: dict, files: dict, skipped: dict) -> str:
+    optional = {"model.onnx": "ONNX, dynamic batch, checked with onnxruntime (input `input`, output `output`)",
+                "model.torchscript.pt": "TorchScript (`torch.jit.load`)",
+                "data.safetensors": "the prepared train/val/test splits that train.py reads",
+                "init.safetensors": "the weights the run started from"}
+    rows = "".join(f"| `{name}` | {text} |\n" for name, text in optional.items() if name in files)
+    metrics = ", ".join(f"{k} {v:.4g}" for k, v in manifest["metrics"].items()) or "none recorded"
+    left_out = "".join(f"\nNot included: `{name}` ({why}).\n" for name, why in skipped.items())
+    return README.format(name=manifest["run"]["name"], version=__version__, dataset=meta.get("name", "?"),
+                         task=meta.get("task", "?"), created=manifest["created"], optional_rows=rows, metrics=metrics,
+                         skipped=left_out)

@@ -1,0 +1,162 @@
+"""The bundle works without LayerLab: model.py loads the weights and matches the engine, predict.py writes the
+Predict page's CSV, train.py retrains to the run's weights; each script runs in a fresh interpreter where
+`engine` cannot be imported."""
+
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from engine.bundle import bundle_bytes
+from engine.data.prepare import prepare_builtin, prepare_file
+from engine.data.readers import read_table
+from engine.errors import LayerLabError
+from engine.export import example_input, load_model
+from engine.portable import csv_bytes
+from engine.predict import load_predictor, predict_images, predict_table
+from engine.runs import create_run, execute, read_events
+from engine.templates import build
+from tests.conftest import ROOT
+
+# Runs a bundle's script as its user would, with LayerLab made unimportable (-I: no cwd or user site on the path).
+ISOLATED = "import runpy, sys; sys.modules['engine'] = None; sys.argv = sys.argv[1:]; " \
+           "runpy.run_path(sys.argv[0], run_name='__main__')"
+
+
+def run_isolated(folder, *args, timeout=300):
+    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, *map(str, args)], cwd=folder, capture_output=True,
+                          text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def unzip(data: bytes, folder):
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        zf.extractall(folder)
+        return set(zf.namelist())
+
+
+def shop_table(n=400, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({"size": rng.normal(100, 20, n), "colour": rng.choice(["red", "green", "=blue"], n),
+                          "member": rng.choice(["yes", "no"], n)})
+    frame.loc[::13, "size"] = np.nan
+    frame["label"] = np.where((frame["size"].fillna(100) > 100) ^ (frame["colour"] == "red"), "buy", "skip")
+    return frame
+
+
+SOFTMAX_MLP = {"nodes": [{"id": "fc1", "op": "linear", "params": {"out_features": 16}},
+                         {"id": "act", "op": "activation", "params": {"kind": "relu"}},
+                         {"id": "drop", "op": "dropout", "params": {"p": 0.2}},
+                         {"id": "fc2", "op": "linear", "params": {"out_features": 2}},
+                         {"id": "probs", "op": "activation", "params": {"kind": "softmax"}}]}
+
+
+def test_a_table_bundle_runs_without_layerlab(workspace, tmp_path):
+    frame = shop_table()
+    dataset = prepare_file(frame.to_csv(index=False).encode(), "shop.csv", "label")
+    train = {"epochs": 6, "lr": 0.01, "scheduler": "cosine", "class_weights": True, "label_smoothing": 0.05,
+             "clip_grad_norm": 1.0}
+    run = create_run(SOFTMAX_MLP, train, dataset.path, name="shop model")
+    final = execute(run)
+    folder = tmp_path / "bundle"
+    names = unzip(bundle_bytes(run), folder)
+    assert {"model.py", "weights.safetensors", "state_dict.pt", "model.onnx", "model.torchscript.pt",
+            "preprocessing.json", "labels.json", "predict.py", "train.py", "manifest.json", "README.md",
+            "data.safetensors"} <= names
+    for script in ("model.py", "predict.py", "train.py"):
+        assert "engine" not in [line.split()[1].split(".")[0] for line in (folder / script).read_text().splitlines()
+                                if line.startswith(("import ", "from "))]
+
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["config"]["scheduler"] == "cosine"
+    assert manifest["dataset"]["hash"] == dataset.meta["hash"]
+    assert manifest["metrics"] == final["metrics"] and manifest["versions"]["torch"] == torch.__version__
+    assert manifest["recipe"]["train_output"] == "fc2"  # cross-entropy sees the logits, not the softmax
+    for name, digest in manifest["files"].items():
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+    assert json.loads((folder / "labels.json").read_text())["classes"] == ["buy", "skip"]
+
+    # model.py + weights.safetensors, in a fresh interpreter with only torch and safetensors, match the engine.
+    model, _ = load_model(run / "model.safetensors")
+    x = example_input(model, 7)
+    torch.save(x, tmp_path / "x.pt")
+    check = ("import sys, torch; sys.path.insert(0, '.'); from model import load; "
+             f"torch.save(load()(torch.load({str(tmp_path / 'x.pt')!r})).detach(), 'y.pt')")
+    proc = subprocess.run([sys.executable, "-I", "-c", "import sys; sys.modules['engine'] = None; exec(sys.argv[1])",
+                           check], cwd=folder, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    with torch.no_grad():
+        assert torch.allclose(torch.load(folder / "y.pt"), model(x), atol=1e-6)
+
+    # predict.py on new rows writes exactly the Predict page's CSV (formula cells escaped).
+    new = shop_table(60, seed=1).drop(columns="label")
+    new.to_csv(tmp_path / "new.csv", index=False)
+    run_isolated(folder, "predict.py", tmp_path / "new.csv", "--out", tmp_path / "bundle.csv")
+    model, meta = load_predictor(run)
+    uploaded = read_table((tmp_path / "new.csv").read_bytes(), "new.csv").frame  # as the Predict page reads it
+    page = csv_bytes(predict_table(model, meta, uploaded))
+    assert (tmp_path / "bundle.csv").read_bytes() == page
+    assert b"'=blue" in page
+
+    # train.py retrains to the run's weights and metrics.
+    proc = run_isolated(folder, "train.py", "--out", tmp_path / "retrained.safetensors")
+    assert json.loads(proc.stdout.splitlines()[-1])["metrics"] == pytest.approx(final["metrics"], abs=1e-6)
+    again, original = load_file(tmp_path / "retrained.safetensors"), load_file(run / "model.safetensors")
+    assert again.keys() == original.keys()
+    assert max((again[k] - original[k]).abs().max().item() for k in again) < 1e-6
+
+
+def test_an_image_bundle_predicts_a_folder_like_the_predict_page(workspace, tmp_path):
+    from PIL import Image
+
+    shapes = prepare_builtin("shapes", n_samples=300)
+    run = create_run(build("lenet", shapes.meta), {"epochs": 2}, shapes.path)
+    execute(run)
+    folder = tmp_path / "bundle"
+    unzip(bundle_bytes(run), folder)
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, img in enumerate((shapes.split("test")[0][:6] * 255).round().to(torch.uint8)):
+        Image.fromarray(img.permute(1, 2, 0).numpy()).save(images / f"img{i}.png")
+    run_isolated(folder, "predict.py", images, "--out", tmp_path / "bundle.csv")
+    model, meta = load_predictor(run)
+    files = [(p.name, p.read_bytes()) for p in sorted(images.iterdir())]
+    page = pd.read_csv(io.BytesIO(csv_bytes(predict_images(model, meta, files))))
+    bundle = pd.read_csv(tmp_path / "bundle.csv")
+    # The same table; probabilities to float rounding (a conv sums in another order on another thread count).
+    pd.testing.assert_frame_equal(bundle, page, check_exact=False, atol=1e-6, rtol=0)
+    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "predict.py", tmp_path / "missing"], cwd=folder,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "no such file" in proc.stderr
+
+
+def test_bundle_from_the_command_line_and_a_run_without_weights(workspace, tmp_path):
+    frame = shop_table(200)
+    dataset = prepare_file(frame.to_csv(index=False).encode(), "shop.csv", "label")
+    run = create_run(SOFTMAX_MLP, {"epochs": 1}, dataset.path)
+    with pytest.raises(LayerLabError, match="no trained weights"):
+        bundle_bytes(run)
+    execute(run)
+    assert any(e["type"] == "run_finished" for e in read_events(run)[0])
+    out = subprocess.run([sys.executable, "-m", "engine", "export", str(run), "--format", "bundle", "--out",
+                          str(tmp_path / "b.zip")], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    names = unzip((tmp_path / "b.zip").read_bytes(), tmp_path / "b")
+    assert "model.py" in names and "train.py" in names
+    # Too large to include: train.py is told where the data is.
+    small = unzip(bundle_bytes(run, data_limit_mb=0), tmp_path / "small")
+    assert "data.safetensors" not in small
+    manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())
+    assert "data.safetensors" in manifest["skipped"] and "--data" in manifest["skipped"]["data.safetensors"]
+    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "train.py"], cwd=tmp_path / "small",
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--data" in proc.stderr
