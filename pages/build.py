@@ -258,10 +258,10 @@ if s3.button("Reset to starter model", icon=":material/restart_alt:", width="str
     st.rerun()
 
 st.subheader("Start from saved weights")
-st.caption("Transfer learning: load a .safetensors file (from LayerLab or with `layers.<node id>.<tensor>` names) or "
-           "a .pt state_dict into this model. Tensors are matched by layer id and shape; the next run on the Train "
-           "page starts from them, and can freeze the loaded layers there.")
-weights = st.file_uploader("Weights", type=["safetensors", "pt", "pth"], key="build.weights")
+st.caption("Transfer learning: load a .safetensors file (from LayerLab or with `layers.<node id>.<tensor>` names), "
+           "a LayerLab bundle (.zip) or a .pt state_dict into this model. Tensors are matched by layer id and shape; "
+           "the next run on the Train page starts from them, and can freeze the loaded layers there.")
+weights = st.file_uploader("Weights", type=["safetensors", "zip", "pt", "pth"], key="build.weights")
 if weights is not None and st.session_state.get("build.weights_loaded") != weights.file_id:
     st.session_state["build.weights_loaded"] = weights.file_id
     try:

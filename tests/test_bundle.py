@@ -24,6 +24,7 @@ from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_images, predict_table
 from engine.runs import create_run, execute, read_events
 from engine.templates import build
+from engine.transfer import read_any_weights
 from tests.conftest import ROOT
 
 # Runs a bundle's script as its user would, with LayerLab made unimportable (-I: no cwd or user site on the path).
@@ -152,6 +153,15 @@ def test_bundle_from_the_command_line_and_a_run_without_weights(workspace, tmp_p
     assert out.returncode == 0, out.stderr
     names = unzip((tmp_path / "b.zip").read_bytes(), tmp_path / "b")
     assert "model.py" in names and "train.py" in names
+    # A bundle is also something to start from on the Build page: its weights.safetensors is read.
+    imported = read_any_weights((tmp_path / "b.zip").read_bytes(), "b.zip")
+    original = load_file(run / "model.safetensors")
+    assert imported.keys() == original.keys() and all(torch.equal(imported[k], original[k]) for k in original)
+    other = io.BytesIO()
+    with zipfile.ZipFile(other, "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    with pytest.raises(LayerLabError, match="not a LayerLab bundle"):
+        read_any_weights(other.getvalue(), "notes.zip")
     # Too large to include: train.py is told where the data is.
     small = unzip(bundle_bytes(run, data_limit_mb=0), tmp_path / "small")
     assert "data.safetensors" not in small

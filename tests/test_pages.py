@@ -239,17 +239,18 @@ def test_evaluate_page_scores_a_finished_run_on_its_test_split():
         f"{evaluate_run(runs_dir() / run_id, 'val')['summary']['accuracy']:.1%}"
 
 
-def test_export_page_offers_checked_onnx_and_torchscript():
+def test_export_page_offers_code_a_bundle_and_checked_onnx_and_torchscript():
     at = goto(app(), "train")
     at.number_input(key="train.epochs").set_value(2).run()
     button(at, "Start training").click().run()
     assert wait_finished(at.session_state["ll.run_id"]) == "completed"
     goto(at, "export")
-    for label in ("Export ONNX", "Export TorchScript"):
+    assert "Download model.py" in [d.proto.label for d in at.get("download_button")]
+    for label in ("Build ONNX", "Build TorchScript", "Build bundle (.zip)"):
         button(at, label).click().run()
         assert not at.exception and not at.error
     downloads = [d.proto.label for d in at.get("download_button")]
-    assert "Download model.onnx" in downloads and "Download model.torchscript.pt" in downloads
+    assert {"Download ONNX", "Download TorchScript", "Download bundle (.zip)"} <= set(downloads)
 
 
 def test_frozen_layers_chosen_on_the_train_page_stay_fixed():
