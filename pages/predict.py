@@ -2,16 +2,19 @@
 
 from pathlib import Path
 
+import numpy as np
 import streamlit as st
 
+from engine.data.images import decode_image
 from engine.data.readers import EXTENSIONS, read_table
 from engine.errors import LayerLabError
 from engine.portable import IMAGE_EXTENSIONS, csv_bytes
 from engine.predict import load_predictor, predict_images, predict_table
 from ui.common import page, show_error, trained_run
+from ui.draw import drawing_pad
 
-page("Predict", "Upload new rows or images: the model prepares them exactly as in training and predicts, with "
-                "each class's probability. Download the predictions as CSV.")
+page("Predict", "Upload new rows or images, or draw one: the model prepares them exactly as in training and "
+                "predicts, with each class's probability. Download the predictions as CSV.")
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -26,12 +29,70 @@ try:
 except LayerLabError as e:
     show_error(e)
     st.stop()
+
+
+def draw_and_predict() -> None:
+    """A drawing pad beside the model's prediction for the drawing."""
+    c1, c2, c3 = st.columns(3)
+    pen = c1.color_picker("Pen", "#FFFFFF", key="predict.pen")
+    background = c2.color_picker("Background", "#000000", key="predict.background",
+                                 help="The built-in image sets are light shapes on a dark background.")
+    width = c3.slider("Pen width", 4, 48, 22, key="predict.pen_width")
+    left, right = st.columns([1, 1.2])
+    with left:
+        png = drawing_pad("predict.draw", pen, background, width)
+    with right:
+        if png is None:
+            st.info("Draw on the pad: the prediction appears when you lift the pen.", icon=":material/draw:")
+            return
+        try:
+            row = predict_images(model, meta, [("drawing.png", png)]).iloc[0]
+        except LayerLabError as e:
+            show_error(e)
+            return
+        st.metric("Prediction", str(row["prediction"]))
+        st.caption(f"{row['confidence']:.0%} confident")
+        st.bar_chart({c: float(row[f"p({c})"]) for c in meta["classes"]}, horizontal=True,
+                     height=max(160, 28 * len(meta["classes"])), x_label="class", y_label="probability")
+        size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
+        seen = decode_image(png, "drawing.png", size, grayscale=channels == 1).transpose(1, 2, 0)
+        zoom = max(1, 128 // size)  # nearest-neighbour, so each input pixel shows as a square
+        st.image(np.kron(seen, np.ones((zoom, zoom, 1), np.uint8)), caption=f"What the model sees ({size}×{size})")
+
+
+def show_predictions(uploads) -> None:
+    """The uploaded rows or images through the model: a table, thumbnails for images, and the CSV download."""
+    try:
+        if images:
+            table = predict_images(model, meta, [(f.name, f.getvalue()) for f in uploads])
+        else:
+            table = predict_table(model, meta, read_table(uploads.getvalue(), uploads.name).frame)
+    except LayerLabError as e:
+        show_error(e)
+        return
+    st.success(f"{len(table):,} prediction(s).")
+    if images:
+        cols = st.columns(6)
+        for i, (f, (_, row)) in enumerate(zip(uploads[:12], table.iterrows(), strict=False)):
+            cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("Download predictions (CSV)", csv_bytes(table), file_name=f"predictions-{run_id}.csv",
+                       mime="text/csv", on_click="ignore", icon=":material/download:", type="primary",
+                       key="predict.download")
+
+
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
 if images:
     st.caption(f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "
                f"{'grayscale' if meta['input_shape'][0] == 1 else 'RGB'}; classes {', '.join(meta['classes'])}.")
-    uploads = st.file_uploader("Images", type=[e.lstrip(".") for e in sorted(IMAGE_EXTENSIONS)],
-                               accept_multiple_files=True, key="predict.images")
+    upload_tab, draw_tab = st.tabs(["Upload images", "Draw one"])
+    with upload_tab:
+        uploads = st.file_uploader("Images", type=[e.lstrip(".") for e in sorted(IMAGE_EXTENSIONS)],
+                                   accept_multiple_files=True, key="predict.images")
+        if uploads:
+            show_predictions(uploads)
+    with draw_tab:
+        draw_and_predict()
 else:
     columns = [c["name"] for c in (meta.get("preprocessing") or {}).get("columns", [])] or \
         (meta.get("preprocessing") or {}).get("text", {}).get("columns", [])
@@ -39,22 +100,5 @@ else:
                "columns are kept beside the predictions).")
     uploads = st.file_uploader("Rows to predict", type=[e.lstrip(".") for e in sorted(EXTENSIONS)],
                                key="predict.table")
-if not uploads:
-    st.stop()
-try:
-    if images:
-        table = predict_images(model, meta, [(f.name, f.getvalue()) for f in uploads])
-    else:
-        table = predict_table(model, meta, read_table(uploads.getvalue(), uploads.name).frame)
-except LayerLabError as e:
-    show_error(e)
-    st.stop()
-st.success(f"{len(table):,} prediction(s).")
-if images:
-    cols = st.columns(6)
-    for i, (f, (_, row)) in enumerate(zip(uploads[:12], table.iterrows(), strict=False)):
-        cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
-st.dataframe(table, hide_index=True, width="stretch")
-st.download_button("Download predictions (CSV)", csv_bytes(table), file_name=f"predictions-{run_id}.csv",
-                   mime="text/csv", on_click="ignore", icon=":material/download:", type="primary",
-                   key="predict.download")
+    if uploads:
+        show_predictions(uploads)

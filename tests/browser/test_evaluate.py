@@ -66,3 +66,37 @@ def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
     assert b"'=SUM(A1)" in expected
     no_exceptions(page)
     shot(page, "predict-rows")
+
+
+def test_draw_a_digit_and_see_the_prediction(server, page):
+    import base64
+
+    from engine.data.prepare import prepare_builtin
+    from engine.predict import load_predictor, predict_images
+
+    dataset = prepare_builtin("digits")
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    run = create_run(spec, {"epochs": 5, "lr": 0.01}, dataset.path, name="digits-run")
+    execute(run)
+    use_session(server, dataset, spec, run.name)
+    page.goto(server.url)
+    settle(page)
+    open_page(page, "Predict")
+    page.get_by_role("tab", name="Draw one").click()
+    pad = page.locator("canvas[aria-label='Drawing pad']")
+    pad.wait_for()
+    box = pad.bounding_box()
+    page.mouse.move(box["x"] + 140, box["y"] + 40)
+    page.mouse.down()
+    for step in range(20):  # a "1": one vertical stroke
+        page.mouse.move(box["x"] + 140, box["y"] + 40 + step * 10)
+    page.mouse.up()
+    metric = page.locator('[data-testid="stMetric"]', has_text="Prediction")
+    metric.wait_for(timeout=60_000)
+    drawn = base64.b64decode(pad.evaluate("c => c.toDataURL('image/png')").split(",", 1)[1])
+    model, meta = load_predictor(run)
+    expected = predict_images(model, meta, [("drawing.png", drawn)]).iloc[0]
+    assert metric.locator('[data-testid="stMetricValue"]').inner_text() == str(expected["prediction"])
+    page.get_by_text(f"{expected['confidence']:.0%} confident").wait_for()
+    no_exceptions(page)
+    shot(page, "predict-draw")
