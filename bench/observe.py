@@ -27,8 +27,7 @@ os.environ["LAYERLAB_HOME"] = tempfile.mkdtemp(prefix="layerlab-observe-")
 from engine.data.prepare import prepare_builtin  # noqa: E402
 from engine.runs import create_run, launch, read_events, read_status  # noqa: E402
 from engine.spec import starter_spec  # noqa: E402
-from engine.train.config import TrainConfig  # noqa: E402
-from engine.workspace import atomic_write_json, home  # noqa: E402
+from ui.state import write_session  # noqa: E402
 
 CHROMIUM = os.environ.get("LAYERLAB_CHROMIUM", "/usr/bin/chromium")
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -79,9 +78,7 @@ def main():
                 launch(run)
                 speeds["headless"].append(wait_done(run)["samples_per_second"])
                 run = create_run(spec, train, dataset.path, name=f"observed-{i}")
-                atomic_write_json(home() / "session.json", {
-                    "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run.name,
-                    "ll.train": {**TrainConfig().model_dump(mode="json"), **train}})
+                write_session(dataset.id, spec, run.name, train)
                 page = browser.new_page(viewport={"width": 1280, "height": 900})
                 page.goto(f"{url}/train")
                 page.wait_for_selector("h1", timeout=60_000)

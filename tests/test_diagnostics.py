@@ -138,7 +138,7 @@ def test_boundary_grid_of_a_known_model():
     with torch.no_grad():
         regression.layers["out"].weight.copy_(torch.tensor([[2.0, -1.0]]))
         regression.layers["out"].bias.fill_(0.5)
-    surf = boundary.surface(regression, xs, ys, "mse", {"mean": 10.0, "scale": 3.0})
+    surf = boundary.surface(regression, xs, ys, "mse", (3.0, 10.0))
     assert surf["kind"] == "value"
     assert surf["z"][4][0] == pytest.approx((2 * -1 - 1 * 2 + 0.5) * 3 + 10)
 

@@ -269,3 +269,19 @@ def test_frozen_layers_chosen_on_the_train_page_stay_fixed():
     after = load_file(run_dir / "model.safetensors")
     assert torch.equal(after["layers.dense_1.weight"], fresh.state_dict()["layers.dense_1.weight"])
     assert not torch.equal(after["layers.dense_2.weight"], fresh.state_dict()["layers.dense_2.weight"])
+
+
+def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
+    from engine.data.prepare import prepare_builtin
+    from engine.runs import create_run, execute
+    from engine.spec import starter_spec
+    from ui.state import write_session
+    dataset = prepare_builtin("digits")
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    run = create_run(spec, {"epochs": 1}, dataset.path)
+    execute(run)
+    write_session(dataset.id, spec, run.name)
+    at = goto(app(), "predict")
+    assert [t.label for t in at.tabs] == ["Upload images", "Draw one"]
+    assert at.slider(key="predict.pen_width").value == 22 and not at.error
+    assert any("Draw on the pad" in i.value for i in at.info)  # nothing drawn yet: how to start

@@ -29,6 +29,17 @@ def save() -> None:
     atomic_write_json(_session_file(), {k: st.session_state.get(k) for k in _PERSISTED})
 
 
+def write_session(dataset_id: str, spec: dict, run_id: str | None = None, train: dict | None = None,
+                  path=None) -> None:
+    """The session the next browser visit starts from, as if the user had chosen this dataset, model, open run
+    and training settings (browser tests and benchmarks prepare a visit this way)."""
+    from engine.train.config import TrainConfig
+
+    atomic_write_json(path or _session_file(), {
+        DATASET: dataset_id, SPEC: spec, SPEC_IS_STARTER: True, RUN: run_id,
+        TRAIN: {**TrainConfig().model_dump(mode="json"), **(train or {})}})
+
+
 def ensure() -> None:
     """Fill the session from disk, or on a first visit prepare the default dataset and starter model."""
     if st.session_state.get(DATASET) and load_meta(st.session_state[DATASET]):

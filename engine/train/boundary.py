@@ -37,7 +37,7 @@ def axes(meta: dict) -> list[dict]:
 
 
 @torch.no_grad()
-def surface(model, xs: torch.Tensor, ys: torch.Tensor, loss_name: str, target_meta: dict | None = None) -> dict:
+def surface(model, xs: torch.Tensor, ys: torch.Tensor, loss_name: str, units: tuple[float, float] = (1.0, 0.0)) -> dict:
     """z[i][j] is the prediction at (xs[j], ys[i]): the class index (with the model's confidence in it), or
     the predicted value in the target's own units."""
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
@@ -57,6 +57,6 @@ def surface(model, xs: torch.Tensor, ys: torch.Tensor, loss_name: str, target_me
         p = torch.sigmoid(out[:, 0])
         return {**result, "kind": "classes", "z": (out[:, 0] > 0).long().reshape(shape).tolist(),
                 "confidence": torch.maximum(p, 1 - p).reshape(shape).tolist()}
-    target_meta = target_meta or {}
-    value = out[:, 0] * float(target_meta.get("scale", 1.0)) + float(target_meta.get("mean", 0.0))
+    scale, shift = units
+    value = out[:, 0] * scale + shift
     return {**result, "kind": "value", "z": value.reshape(shape).tolist()}

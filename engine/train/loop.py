@@ -21,7 +21,7 @@ from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.errors import ConfigError
 from engine.export import save_weights
-from engine.portable import as_input
+from engine.portable import as_input, target_units
 from engine.train import boundary
 from engine.train.augment import active as augment_active
 from engine.train.augment import augment
@@ -209,8 +209,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
     else:  # one output per row: targets shaped (N, 1) like the model's output
         y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]
-    target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
-    target_scale = float(target.get("scale", 1.0)) if cfg.target == "label" else 1.0
+    units = target_units(dataset.meta)  # (scale, shift) of a regression target's own units
+    target_scale = units[0] if cfg.target == "label" else 1.0
     train_model = model.with_output(plan.train_output) if plan.train_output != model.spec.output_id() else model
     weight = None
     if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
@@ -308,7 +308,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         return now + max(DIAGNOSE_EVERY_S, (now - t) / DIAGNOSE_SHARE)
 
     def draw_boundary(epoch: int) -> None:
-        surface = boundary.surface(train_model, *grid, loss_name, target)
+        surface = boundary.surface(train_model, *grid, loss_name, units)
         atomic_write_json(Path(out_dir) / boundary.BOUNDARY, {"epoch": epoch, "step": step, **surface})
 
     t_start = time.perf_counter() - elapsed_before

@@ -81,12 +81,9 @@ def server(tmp_path):
 def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> None:
     """Start the server's next browser session on this dataset, model, open run and training settings (as a
     refresh after the user chose them would)."""
-    from engine.train.config import TrainConfig
-    from engine.workspace import atomic_write_json
+    from ui.state import write_session
 
-    atomic_write_json(server.home / "session.json", {
-        "ll.dataset_id": dataset.id, "ll.spec": spec, "ll.spec_is_starter": True, "ll.run_id": run_id,
-        "ll.train": {**TrainConfig().model_dump(mode="json"), **train}})
+    write_session(dataset.id, spec, run_id, train, path=server.home / "session.json")
 
 
 def settle(page, timeout: float = 120_000) -> None:
