@@ -42,8 +42,10 @@ st.caption(f"{len(tensors)} tensors · {n_params:,} values · {len(weights) / 10
 
 def build_then_download(fmt: str, label: str, file_name: str) -> None:
     """A button that builds the export (it is checked, which takes a few seconds), then its download."""
-    if st.button(f"Build {label}", key=f"make.{fmt}", icon=":material/build:", type="primary" if fmt == "bundle"
-                 else "secondary"):
+    # Built already, or being built in this rerun (a clicked button's value is set before the script runs).
+    built = st.session_state.get(f"export.{fmt}") == run_id or st.session_state.get(f"make.{fmt}")
+    if st.button(f"Build {label}", key=f"make.{fmt}", icon=":material/build:",
+                 type="primary" if fmt == "bundle" and not built else "secondary"):
         st.session_state[f"export.{fmt}"] = run_id
     if st.session_state.get(f"export.{fmt}") == run_id:
         try:
@@ -100,8 +102,8 @@ with c6:
 st.subheader("Use it elsewhere")
 st.code(f'''# Plain PyTorch, no LayerLab: model.py and the safetensors file side by side.
 from model import load
-model = load("{run_id}.safetensors")        # eval mode
-outputs = model(batch)                      # batch: shape (N, {", ".join(map(str, model.spec.input.shape))})
+model = load("{run_id}.safetensors")  # in eval mode
+outputs = model(batch)  # batch: a tensor of shape (N, {", ".join(map(str, model.spec.input.shape))})
 
 # From the bundle: predictions with the training preprocessing, or a retrain with the same settings.
 #   python predict.py new_rows.csv --out predictions.csv
