@@ -50,7 +50,12 @@ def read_rows(path: Path) -> pd.DataFrame:
         return pd.read_excel(path)
     if ext in (".jsonl", ".ndjson"):
         return pd.read_json(path, lines=True)
-    return pd.read_csv(path, sep=None, engine="python", encoding="utf-8-sig")
+    head = path.open(encoding="utf-8-sig", errors="replace").read(65536)
+    try:
+        sep = csv.Sniffer().sniff(head, delimiters=",\t;|").delimiter
+    except csv.Error:  # one column, or nothing to tell from
+        sep = "\t" if ext in (".tsv", ".tab") else ","
+    return pd.read_csv(path, sep=sep, encoding="utf-8-sig")
 
 
 def predict(data: Path) -> pd.DataFrame:
@@ -94,6 +99,9 @@ def main() -> int:
         table = predict(args.data)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (ValueError, OSError) as e:  # a file pandas cannot parse
+        print(f"error: {args.data} could not be read ({str(e)[:200]}).", file=sys.stderr)
         return 2
     args.out.write_bytes(csv_bytes(table))
     print(f"{len(table)} prediction(s) written to {args.out}")
@@ -291,7 +299,7 @@ def predict_script() -> str:
     header = ('"""Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the '
               'training columns\n(CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch, '
               'safetensors, numpy, pandas, pillow.\n\nThe functions below are LayerLab\'s own preprocessing and '
-              'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport json\nimport sys\n'
+              'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport csv\nimport json\nimport sys\n'
               'from pathlib import Path\n')
     return header + body[doc_end:] + PREDICT_MAIN
 

@@ -170,3 +170,60 @@ def test_bundle_from_the_command_line_and_a_run_without_weights(workspace, tmp_p
     proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "train.py"], cwd=tmp_path / "small",
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--data" in proc.stderr
+
+
+def test_a_text_bundle_predicts_raw_text_like_the_stored_tokens(workspace, tmp_path):
+    from engine.data.builtin import load_builtin
+
+    reviews = prepare_builtin("reviews", n_samples=400)
+    run = create_run(build("lstm_text", reviews.meta), {"epochs": 2}, reviews.path)
+    execute(run)
+    folder = tmp_path / "bundle"
+    unzip(bundle_bytes(run), folder)
+    raw = load_builtin("reviews", n_samples=400)
+    texts = [" ".join(raw["vocab"][t] for t in row if t) for row in raw["tokens"][:30]]
+    pd.DataFrame({"text": texts}).to_csv(tmp_path / "reviews.csv", index=False)
+    run_isolated(folder, "predict.py", tmp_path / "reviews.csv", "--out", tmp_path / "bundle.csv")
+    model, meta = load_predictor(run)
+    table = predict_table(model, meta, read_table((tmp_path / "reviews.csv").read_bytes(), "reviews.csv").frame)
+    assert (tmp_path / "bundle.csv").read_bytes() == csv_bytes(table)
+    with torch.no_grad():  # the words are encoded back into exactly the generated token ids
+        stored = torch.softmax(model(torch.from_numpy(raw["tokens"][:30]).float()), 1).numpy()
+    assert np.allclose(table[["p(negative)", "p(positive)"]].to_numpy(), stored, atol=1e-6)
+
+
+def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
+    from engine.codegen import model_code
+    from engine.compiler import compile_spec
+    from engine.export import save_weights
+    from engine.templates import TEMPLATES
+
+    metas = {"any": {"input_shape": [8], "classes": ["a", "b", "c"]},
+             "image": {"input_shape": [3, 32, 32], "classes": ["a", "b", "c", "d"]},
+             "text": {"input_shape": [20], "classes": ["neg", "pos"], "vocab_size": 50}}
+    expected = {}
+    for name, template in TEMPLATES.items():
+        meta = metas[template.kind]
+        model, _ = compile_spec(build(template, meta), meta["input_shape"], seed=1)
+        model.eval()
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "model.py").write_text(model_code(model, name))
+        save_weights(model, folder / "weights.safetensors", model.spec)
+        x = example_input(model, 5)
+        torch.save(x, folder / "x.pt")
+        with torch.no_grad():
+            expected[name] = model(x)
+    script = ("import importlib.util, pathlib, sys, torch\nsys.modules['engine'] = None\n"
+              "for folder in sorted(pathlib.Path('.').iterdir()):\n"
+              "    spec = importlib.util.spec_from_file_location(f'model_{folder.name}', folder / 'model.py')\n"
+              "    module = importlib.util.module_from_spec(spec)\n"
+              "    spec.loader.exec_module(module)\n"
+              "    model = module.load(folder / 'weights.safetensors')\n"
+              "    with torch.no_grad():\n"
+              "        torch.save(model(torch.load(folder / 'x.pt')), folder / 'y.pt')\n")
+    proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name, out in expected.items():
+        assert torch.allclose(torch.load(tmp_path / name / "y.pt"), out, atol=1e-5), name

@@ -60,7 +60,11 @@ def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, see
         return save_dataset(name=title, source=f"builtin:{name}", task="classification",
                             x={k: tokens[v] for k, v in splits.items()}, y=y, classes=loaded["classes"],
                             feature_names=[f"token{i}" for i in range(tokens.shape[1])],
-                            preprocessing={"kind": "tokens", "vocab_size": len(vocab)}, notices=[], preview=preview,
+                            # as a fitted text column: new rows with a "text" column are encoded by the same code
+                            preprocessing={"columns": [], "text": {"columns": ["text"], "vocab": vocab,
+                                                                   "max_length": int(tokens.shape[1]),
+                                                                   "lowercase": True}},
+                            notices=[], preview=preview,
                             root=root, extra={"vocab": vocab, "vocab_size": len(vocab)})
     # Images: already scaled to [0, 1]; no fitted preprocessing needed.
     images = loaded["images"]
