@@ -74,6 +74,9 @@ def category_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
 def encode_rows(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did, from the fitted preprocessing `state` (missing
     columns are an error). `rows` picks and orders the rows to encode (all of them by default)."""
+    if not state.get("text") and "columns" not in state:
+        raise InputError("this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
+                         "ids by an older LayerLab): prepare the dataset again on the Data page and retrain.")
     needed = state["text"]["columns"] if state.get("text") else [c["name"] for c in state["columns"]]
     missing = [c for c in needed if c not in frame.columns]
     if missing:

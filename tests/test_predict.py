@@ -79,3 +79,10 @@ def test_images_predict_like_the_training_images(workspace, tmp_path):
         predict_images(model, meta, [("bad.png", b"not an image")])
     with pytest.raises(LayerLabError, match="trained on images"):
         predict_table(model, meta, pd.DataFrame({"a": [1]}))
+
+
+def test_rows_for_a_model_without_a_fitted_vocabulary_get_a_message():
+    from engine.data.tabular import apply_preprocessing
+
+    with pytest.raises(LayerLabError, match="prepare the dataset again"):
+        apply_preprocessing(pd.DataFrame({"text": ["good film"]}), {"kind": "tokens", "vocab_size": 40})
