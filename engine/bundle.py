@@ -10,7 +10,6 @@ import hashlib
 import inspect
 import io
 import json
-import math
 import platform
 import time
 import zipfile
@@ -320,12 +319,10 @@ def _recipe(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
     weights = None
     if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
         weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes)
-    target = (dataset.meta.get("preprocessing") or {}).get("target") or {}
     return {"loss": plan.loss, "output": model.spec.output_id(), "train_output": plan.train_output,
             "threads": started.get("threads"), "class_weights": weights,
-            "target_scale": float(target.get("scale", 1.0)) if cfg.target == "label" else 1.0,
-            "eval_batch": max(64, min(loop.EVAL_BATCH, loop.EVAL_VALUES // max(math.prod(i.output_shape)
-                                                                                  for i in infos)))}
+            "target_scale": portable.target_units(dataset.meta)[0] if cfg.target == "label" else 1.0,
+            "eval_batch": loop.eval_batch_size(infos)}
 
 
 def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:

@@ -32,11 +32,20 @@ ISOLATED = "import runpy, sys; sys.modules['engine'] = None; sys.argv = sys.argv
            "runpy.run_path(sys.argv[0], run_name='__main__')"
 
 
-def run_isolated(folder, *args, timeout=300):
+def run_isolated(folder, *args, returncode=0, timeout=300):
+    """A bundle script run as its user would, with LayerLab unimportable; it must exit with `returncode`."""
     proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, *map(str, args)], cwd=folder, capture_output=True,
                           text=True, timeout=timeout)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.returncode == returncode, proc.stderr[-3000:]
     return proc
+
+
+def bundled_run(dataset, template: str, epochs: int, folder):
+    """A finished run of a template on `dataset`, and its bundle unzipped into `folder`."""
+    run = create_run(build(template, dataset.meta), {"epochs": epochs}, dataset.path)
+    execute(run)
+    unzip(bundle_bytes(run), folder)
+    return run
 
 
 def unzip(data: bytes, folder):
@@ -120,10 +129,8 @@ def test_an_image_bundle_predicts_a_folder_like_the_predict_page(workspace, tmp_
     from PIL import Image
 
     shapes = prepare_builtin("shapes", n_samples=300)
-    run = create_run(build("lenet", shapes.meta), {"epochs": 2}, shapes.path)
-    execute(run)
     folder = tmp_path / "bundle"
-    unzip(bundle_bytes(run), folder)
+    run = bundled_run(shapes, "lenet", 2, folder)
     images = tmp_path / "images"
     images.mkdir()
     for i, img in enumerate((shapes.split("test")[0][:6] * 255).round().to(torch.uint8)):
@@ -135,9 +142,7 @@ def test_an_image_bundle_predicts_a_folder_like_the_predict_page(workspace, tmp_
     bundle = pd.read_csv(tmp_path / "bundle.csv")
     # The same table; probabilities to float rounding (a conv sums in another order on another thread count).
     pd.testing.assert_frame_equal(bundle, page, check_exact=False, atol=1e-6, rtol=0)
-    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "predict.py", tmp_path / "missing"], cwd=folder,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "no such file" in proc.stderr
+    assert "no such file" in run_isolated(folder, "predict.py", tmp_path / "missing", returncode=2).stderr
 
 
 def test_bundle_from_the_command_line_and_a_run_without_weights(workspace, tmp_path):
@@ -167,19 +172,15 @@ def test_bundle_from_the_command_line_and_a_run_without_weights(workspace, tmp_p
     assert "data.safetensors" not in small
     manifest = json.loads((tmp_path / "small" / "manifest.json").read_text())
     assert "data.safetensors" in manifest["skipped"] and "--data" in manifest["skipped"]["data.safetensors"]
-    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "train.py"], cwd=tmp_path / "small",
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "--data" in proc.stderr
+    assert "--data" in run_isolated(tmp_path / "small", "train.py", returncode=2).stderr
 
 
 def test_a_text_bundle_predicts_raw_text_like_the_stored_tokens(workspace, tmp_path):
     from engine.data.builtin import load_builtin
 
     reviews = prepare_builtin("reviews", n_samples=400)
-    run = create_run(build("lstm_text", reviews.meta), {"epochs": 2}, reviews.path)
-    execute(run)
     folder = tmp_path / "bundle"
-    unzip(bundle_bytes(run), folder)
+    run = bundled_run(reviews, "lstm_text", 2, folder)
     raw = load_builtin("reviews", n_samples=400)
     texts = [" ".join(raw["vocab"][t] for t in row if t) for row in raw["tokens"][:30]]
     pd.DataFrame({"text": texts}).to_csv(tmp_path / "reviews.csv", index=False)

@@ -131,6 +131,11 @@ def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0, autocast=co
     return metrics
 
 
+def eval_batch_size(infos) -> int:
+    """Rows per evaluation batch: cache-sized for the widest layer's output (see EVAL_VALUES)."""
+    return max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
+
+
 def _state_on_cpu(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -229,7 +234,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         boundary.applies(dataset) else None
 
     n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
-    eval_batch = max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
+    eval_batch = eval_batch_size(infos)
     steps_per_epoch = math.ceil(n / bs)
     total_steps = steps_per_epoch * cfg.epochs
     scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))

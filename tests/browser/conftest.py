@@ -86,6 +86,27 @@ def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> Non
     write_session(dataset.id, spec, run_id, train, path=server.home / "session.json")
 
 
+def trained_starter(builtin: str, run_name: str, **train):
+    """A built-in dataset, its starter model and a finished run of it: (dataset, spec, run folder)."""
+    from engine.data.prepare import prepare_builtin
+    from engine.runs import create_run, execute
+    from engine.spec import starter_spec
+
+    dataset = prepare_builtin(builtin)
+    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+    run = create_run(spec, train, dataset.path, name=run_name)
+    execute(run)
+    return dataset, spec, run
+
+
+def visit(server, page, dataset, spec: dict, run_id: str | None, label: str) -> None:
+    """Open a fresh browser session on this dataset, model and run, at the page named `label`."""
+    use_session(server, dataset, spec, run_id)
+    page.goto(server.url)
+    settle(page)
+    open_page(page, label)
+
+
 def settle(page, timeout: float = 120_000) -> None:
     """Wait until the app has rendered and no script run is in progress (a cold first load of a fresh server, which
     imports torch, has taken over 60 s on a busy 2-core machine)."""

@@ -1,28 +1,17 @@
 """The bundle in the browser: build it on the Export page, download and unzip it, run its predict.py outside
 LayerLab, and upload it on the Build page to start a new model from its weights."""
 
-import subprocess
-import sys
 import zipfile
 
-from engine.data.prepare import prepare_builtin
 from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_table
-from engine.runs import create_run, execute
-from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, use_session
-from tests.test_bundle import ISOLATED
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, trained_starter, visit
+from tests.test_bundle import run_isolated
 
 
 def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
-    dataset = prepare_builtin("iris")
-    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
-    run = create_run(spec, {"epochs": 20, "lr": 0.01}, dataset.path, name="iris-run")
-    execute(run)
-    use_session(server, dataset, spec, run.name)
-    page.goto(server.url)
-    settle(page)
-    open_page(page, "Export")
+    dataset, spec, run = trained_starter("iris", "iris-run", epochs=20, lr=0.01)
+    visit(server, page, dataset, spec, run.name, "Export")
     page.get_by_role("button", name="Build bundle (.zip)").click()
     download = page.get_by_role("button", name="Download bundle (.zip)")
     download.wait_for(timeout=120_000)
@@ -41,9 +30,7 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
     rows = tmp_path / "rows.csv"
     rows.write_text("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n"
                     "6.7,3.0,5.2,2.3\n")
-    proc = subprocess.run([sys.executable, "-I", "-c", ISOLATED, "predict.py", rows, "--out", tmp_path / "p.csv"],
-                          cwd=tmp_path / "bundle", capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
+    run_isolated(tmp_path / "bundle", "predict.py", rows, "--out", tmp_path / "p.csv")
     import pandas as pd
     model, meta = load_predictor(run)
     assert (tmp_path / "p.csv").read_bytes() == csv_bytes(predict_table(model, meta, pd.read_csv(rows)))

@@ -1,24 +1,17 @@
 """Evaluate in the browser: a finished run's test-split metrics, confusion matrix and curves."""
 
-from engine.data.prepare import prepare_builtin
 from engine.evaluate import evaluate_run
 from engine.runs import create_run, execute
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, use_session
+from tests.browser.conftest import no_exceptions, settle, shot, trained_starter, visit
 
 TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.layout.title || {}).text || '')"""
 
 
 def test_evaluate_a_run(server, page):
-    dataset = prepare_builtin("iris")
-    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
-    run = create_run(spec, {"epochs": 40, "lr": 0.01}, dataset.path, name="iris-run")
-    execute(run)
+    dataset, spec, run = trained_starter("iris", "iris-run", epochs=40, lr=0.01)
     expected = evaluate_run(run)
-    use_session(server, dataset, spec, run.name)
-    page.goto(server.url)
-    settle(page)
-    open_page(page, "Evaluate")
+    visit(server, page, dataset, spec, run.name, "Evaluate")
     page.get_by_text("rows of the test split").wait_for()
     cards = page.locator('[data-testid="stMetric"]')
     accuracy = cards.filter(has_text="Accuracy").locator('[data-testid="stMetricValue"]').inner_text()
@@ -53,10 +46,7 @@ def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
     new.write_text("b,a,extra\n1,6,=SUM(A1)\n2,0,x\n")
     model, meta = load_predictor(run)
     expected = csv_bytes(predict_table(model, meta, read_table(new.read_bytes(), new.name).frame))
-    use_session(server, dataset, spec, run.name)
-    page.goto(server.url)
-    settle(page)
-    open_page(page, "Predict")
+    visit(server, page, dataset, spec, run.name, "Predict")
     page.locator('input[type="file"]').set_input_files(str(new))
     page.get_by_text("2 prediction(s).").wait_for()
     with page.expect_download() as dl:
@@ -71,17 +61,10 @@ def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
 def test_draw_a_digit_and_see_the_prediction(server, page):
     import base64
 
-    from engine.data.prepare import prepare_builtin
     from engine.predict import load_predictor, predict_images
 
-    dataset = prepare_builtin("digits")
-    spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
-    run = create_run(spec, {"epochs": 5, "lr": 0.01}, dataset.path, name="digits-run")
-    execute(run)
-    use_session(server, dataset, spec, run.name)
-    page.goto(server.url)
-    settle(page)
-    open_page(page, "Predict")
+    dataset, spec, run = trained_starter("digits", "digits-run", epochs=5, lr=0.01)
+    visit(server, page, dataset, spec, run.name, "Predict")
     page.get_by_role("tab", name="Draw one").click()
     pad = page.locator("canvas[aria-label='Drawing pad']")
     pad.wait_for()

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, list_runs
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training, use_session
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training, visit
 
 
 def test_import_weights_freeze_and_fine_tune(server, page):
@@ -15,10 +15,7 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     source = create_run(spec, {"epochs": 5, "lr": 0.01}, dataset.path, name="source")
     execute(source)
-    use_session(server, dataset, spec, None)
-    page.goto(server.url)
-    settle(page)
-    open_page(page, "Build")
+    visit(server, page, dataset, spec, None, "Build")
     page.get_by_text("Start from saved weights").scroll_into_view_if_needed()
     page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator('input[type="file"]').set_input_files(
         str(source / "model.safetensors"))
