@@ -39,14 +39,41 @@ def runs_dir() -> Path:
     return home() / "runs"
 
 
-def validate(spec: dict, train: dict, dataset) -> tuple:
-    """Everything that can be checked before a worker starts; raises LayerLabError with advice."""
+def validate(spec: dict, train: dict, meta: dict) -> tuple:
+    """Everything that can be checked before a worker starts, from the dataset's meta (no tensors are read), so
+    the Train page can say why a run would be refused before Start is pressed; raises LayerLabError with advice."""
     spec_obj = parse_spec(spec)
     cfg = TrainConfig.parse(train)
-    infos = infer_shapes(spec_obj, dataset.input_shape)
-    preflight(spec_obj, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
-              dataset.meta["sizes"]["train"])
+    input_shape = tuple(meta["input_shape"])
+    infos = infer_shapes(spec_obj, input_shape)
+    preflight(spec_obj, infos, cfg, meta["task"], len(meta["classes"] or []) or None, input_shape,
+              meta["sizes"]["train"])
     return spec_obj, cfg
+
+
+MODEL_KINDS = (("transformer", ("transformer_encoder", "attention")), ("RNN", ("lstm", "gru", "rnn")),
+               ("CNN", ("conv1d", "conv2d", "conv_transpose2d")))
+
+
+def model_label(spec: dict) -> str:
+    """A few words for a model: "4-layer CNN"."""
+    ops = {n["op"] for n in spec.get("nodes", [])}
+    kind = next((name for name, members in MODEL_KINDS if ops & set(members)), "MLP")
+    return f"{len(spec.get('nodes', []))}-layer {kind}"
+
+
+def default_run_name(dataset_name: str, spec: dict) -> str:
+    """dataset · model · time: readable in run lists, pickers and the status strip (renamed on the Train page)."""
+    return f"{dataset_name} · {model_label(spec)} · {time.strftime('%H:%M:%S')}"
+
+
+def rename_run(run_dir: Path, name: str) -> str:
+    name = " ".join(str(name).split())[:80]
+    if not name:
+        raise LayerLabError("a run needs a name: type a few words, such as 'moons, lr 0.01'.")
+    train = read_json(Path(run_dir) / "train.json")
+    atomic_write_json(Path(run_dir) / "train.json", {**train, "name": name})
+    return name
 
 
 CHECKPOINTS = {"best": "checkpoints/best.safetensors", "last": "checkpoints/last.safetensors",
@@ -58,7 +85,7 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
     """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
     from; `init`: the tensors to start from (an import's matching tensors)."""
     dataset = load_dataset(dataset_dir)
-    spec_obj, cfg = validate(spec, train, dataset)
+    spec_obj, cfg = validate(spec, train, dataset.meta)
     if run_dir is None:
         run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
         run_dir = runs_dir() / run_id
@@ -68,7 +95,8 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
     atomic_write_json(run_dir / "spec.json", spec_obj.to_dict())
     atomic_write_json(run_dir / "train.json", {"config": cfg.model_dump(mode="json"), "dataset_dir": str(dataset.path),
                                                "dataset_id": dataset.id, "dataset_name": dataset.meta["name"],
-                                               "name": name or run_dir.name, "created": time.time(),
+                                               "name": name or default_run_name(dataset.meta["name"], spec),
+                                               "created": time.time(),
                                                "parent": parent})
     if init:
         save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
@@ -156,18 +184,32 @@ def _pid_alive(pid) -> bool:
     except (ProcessLookupError, PermissionError):
         return False
     try:  # a finished child of this process stays a zombie until reaped
-        return os.waitpid(int(pid), os.WNOHANG) == (0, 0)
+        if os.waitpid(int(pid), os.WNOHANG) != (0, 0):
+            return False
     except ChildProcessError:
+        pass
+    try:  # another process's child that died and waits to be reaped (Linux)
+        return Path(f"/proc/{int(pid)}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
         return True
 
 
 def read_status(run_dir: Path) -> dict:
-    """The run's status; a queued/running run whose worker is gone (stale heartbeat) reads as failed."""
+    """The run's status. A queued/running run whose worker process is gone reads as failed at once (a worker that
+    was never given a pid: once its heartbeat is stale), with what to do next: Resume when it left a checkpoint."""
     status = read_json(Path(run_dir) / "status.json", {"state": "failed", "message": "status.json is missing"})
-    if status.get("state") in ACTIVE and time.time() - status.get("heartbeat", 0) > STALE_AFTER_S \
-            and not _pid_alive(status.get("pid")):
-        status = {**status, "state": "failed", "message": "The training process stopped unexpectedly "
-                                                          "(its heartbeat went stale). Start the run again."}
+    if status.get("state") not in ACTIVE:
+        return status
+    pid = status.get("pid")
+    if (_pid_alive(pid) if pid else time.time() - status.get("heartbeat", 0) <= STALE_AFTER_S):
+        return status
+    status = {**status, "state": "failed", "worker_lost": True}
+    if (Path(run_dir) / STATE).exists():
+        status["message"] = ("The training process stopped unexpectedly (it was killed or crashed). Resume "
+                             "continues from its last checkpoint.")
+    else:
+        status["message"] = ("The training process stopped unexpectedly (it was killed or crashed) before its first "
+                             "checkpoint. Start the run again.")
     return status
 
 
@@ -225,6 +267,8 @@ class RunWriter:
         if event["type"] == "epoch_end":
             self.status["metrics"] = event["metrics"]
             self.status["epoch"] = event["epoch"]
+        if "samples_per_second" in event and event["type"] in ("batch_end", "epoch_end"):
+            self.status["samples_per_second"] = event["samples_per_second"]
         if time.time() - self.last_beat >= HEARTBEAT_S:
             self.last_beat = time.time()
             self.set_status(progress=event.get("progress", self.status.get("progress", 0.0)))

@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 import torch
 from safetensors.torch import load_file
@@ -10,13 +9,13 @@ from safetensors.torch import load_file
 from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.runs import create_run, launch, list_runs, runs_dir
+from engine.runs import create_run, launch, list_runs, runs_dir, validate
 from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
 from engine.transfer import match_weights
 from ui import state
-from ui.common import format_metrics, page, preflight_line, show_error
+from ui.common import page, preflight_line, show_error
 from ui.compare import compare
-from ui.run_view import fmt_seconds, live_panel, origin
+from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import schedule_and_regularization
 
 page("Train", "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.")
@@ -26,32 +25,10 @@ saved = state.train_settings()
 
 settings, charts = st.columns([1, 2.2], gap="large")
 with settings:
-    st.subheader("Settings")
-    with st.expander("Advanced"):
-        reconstruct = st.checkbox("Reconstruct the input (autoencoder)", value=saved["target"] == "input",
-                                  key="train.reconstruct", help="Train the model to output its own input, e.g. "
-                                  "the MLP autoencoder template, instead of predicting the target.")
-        target = "input" if reconstruct else "label"
-        weight_decay = st.number_input("Weight decay", min_value=0.0, max_value=1.0, value=saved["weight_decay"],
-                                       format="%g", step=1e-4, key="train.wd", help="L2 penalty on the weights; "
-                                                                                     "try 1e-4.")
-        momentum = st.number_input("Momentum", 0.0, 0.99, saved["momentum"], key="train.momentum",
-                                   help="SGD and RMSprop only.")
-        nesterov = st.checkbox("Nesterov momentum", value=saved["nesterov"], key="train.nesterov",
-                               help="SGD only: look ahead along the momentum before each step.")
-        seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
-                               help="Same seed, same data and settings: the same run.")
-        weighted = st.checkbox("Class weights", value=bool(saved["class_weights"]), key="train.class_weights",
-                               disabled=meta["task"] != "classification",
-                               help="Weight each class's loss by how rare it is in the training split; helps "
-                                    "with imbalanced classes.")
-        trainable = [i.id for i in analyse(state.spec(), meta["input_shape"])[0] if i.params]
-        freeze = st.multiselect("Freeze layers", trainable, default=[n for n in saved["freeze"] if n in trainable],
-                                key="train.freeze", help="Their weights stay as they are: fine-tune the rest, e.g. "
-                                                         "after starting from saved weights (Build page).")
-        budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
-                                 step=256.0, key="train.budget", help="Models estimated to need more memory than "
-                                                                      "this to train are refused before they start.")
+    start_slot = st.container()  # Start sits on top; it is drawn once the settings below say whether it can run
+    # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
+    reconstruct = st.session_state.get("train.reconstruct", saved["target"] == "input")
+    target = "input" if reconstruct else "label"
     loss_options = losses_for_task(meta["task"], n_classes, target)
     default = saved["loss"] if saved["loss"] in loss_options else default_loss(meta["task"], target)
     loss = st.selectbox("Loss", loss_options, index=loss_options.index(default), format_func=lambda k: LOSSES[k][0],
@@ -72,54 +49,84 @@ with settings:
     device = st.selectbox("Device", devices, index=devices.index(saved["device"]) if saved["device"] in devices else 0,
                           key="train.device", help="auto picks CUDA, then Apple MPS, then the CPU.",
                           format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d)
+    with st.expander("Advanced"):
+        st.checkbox("Reconstruct the input (autoencoder)", value=reconstruct, key="train.reconstruct",
+                    help="Train the model to output its own input, e.g. the MLP autoencoder template, instead of "
+                         "predicting the target.")
+        weight_decay = st.number_input("Weight decay", min_value=0.0, max_value=1.0, value=saved["weight_decay"],
+                                       format="%g", step=1e-4, key="train.wd", help="L2 penalty on the weights; "
+                                                                                     "try 1e-4.")
+        momentum = st.number_input("Momentum", 0.0, 0.99, saved["momentum"], key="train.momentum",
+                                   help="SGD and RMSprop only.")
+        nesterov = st.checkbox("Nesterov momentum", value=saved["nesterov"], key="train.nesterov",
+                               help="SGD only: look ahead along the momentum before each step.")
+        seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
+                               help="Same seed, same data and settings: the same run.")
+        weighted = st.checkbox("Class weights", value=bool(saved["class_weights"]), key="train.class_weights",
+                               disabled=meta["task"] != "classification",
+                               help="Weight each class's loss by how rare it is in the training split; helps "
+                                    "with imbalanced classes.")
+        trainable = [i.id for i in analyse(state.spec(), meta["input_shape"])[0] if i.params]
+        freeze = st.multiselect("Freeze layers", trainable, default=[n for n in saved["freeze"] if n in trainable],
+                                key="train.freeze", help="Their weights stay as they are: fine-tune the rest, e.g. "
+                                                         "after starting from saved weights (Build page).")
+        budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
+                                 step=256.0, key="train.budget", help="Models estimated to need more memory than "
+                                                                      "this to train are refused before they start.")
     controls = schedule_and_regularization(saved, meta["task"], meta["task"] == "classification" and target == "label")
     config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
               "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
               "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,
               "class_weights": weighted, "freeze": freeze, **controls}
     state.set_train(config)
-    preflight_line(state.spec(), meta, config)
+    try:  # the checks a run gets when it is created, so Start is only offered when it would be accepted
+        validate(state.spec(), config, meta)
+        refused = None
+    except LayerLabError as e:
+        refused = str(e)
     imported = st.session_state.get(state.INIT)
-    if imported:
-        st.info(f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
-                f"{len(imported['missing'])} left fresh (Build page).", icon=":material/input:")
-    if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch"):
-        try:
-            init = match_weights(state.spec(), meta["input_shape"], load_file(imported["path"]))["state"] \
-                if imported else None
-            origin = {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"} if imported else None
-            run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=origin)
-            launch(run_dir)
-            state.set_run(run_dir.name)
-            st.rerun()
-        except LayerLabError as e:
-            show_error(e)
+    with start_slot:
+        if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
+                     disabled=refused is not None, help=refused and f"Can't start: {refused}"):
+            try:
+                init = match_weights(state.spec(), meta["input_shape"], load_file(imported["path"]))["state"] \
+                    if imported else None
+                parent = {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"} \
+                    if imported else None
+                run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=parent)
+                launch(run_dir)
+                state.set_run(run_dir.name)
+                st.rerun()
+            except LayerLabError as e:
+                show_error(e)
+        if refused:
+            st.error(f"**Can't start yet.** {refused.rstrip('.')}. Change it here or on the Build page.",
+                     icon=":material/block:")
+        preflight_line(state.spec(), meta, config)
+        if imported:
+            st.info(f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
+                    f"{len(imported['missing'])} left fresh (Build page).", icon=":material/input:")
 
 with charts:
     run_id = st.session_state.get(state.RUN)
     run_dir = runs_dir() / run_id if run_id else None
     if run_dir and run_dir.exists():
-        st.subheader(f"Run {run_id}")
+        rename_box(run_dir)
         live_panel(Path(run_dir), config)
     else:
-        st.info("No run yet. The settings on the left already fit this dataset and model: press **Start training**.")
+        st.info("No run in this session yet. The settings on the left already fit this dataset and model: press "
+                "**Start training**.")
 
 st.subheader("Runs")
 runs = list_runs()
 if runs:
-    rows = []
-    for r in runs:
-        m = r.get("metrics") or {}
-        took = (r.get("finished") or 0) - (r.get("started") or 0)
-        rows.append({"run": r["id"], "status": r["state"], "from": origin(r.get("parent")), "dataset": r["dataset"],
-                     "layers": r["layers"],
-                     "epochs": r["config"].get("epochs"), "result": format_metrics(m),
-                     "samples/s": round(r["samples_per_second"]) if r.get("samples_per_second") else None,
-                     "duration": fmt_seconds(took) if took > 0 else ""})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    runs_table()
     ids = [r["id"] for r in runs]
-    pick = st.selectbox("Show run", ids, index=ids.index(run_id) if run_id in ids else 0, key="train.pick")
-    if pick != run_id and st.button("Open", key="train.open"):
+    names = {r["id"]: r["name"] for r in runs}
+    c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
+    pick = c1.selectbox("Show run", ids, index=ids.index(run_id) if run_id in ids else 0, key="train.pick",
+                        format_func=names.get)
+    if c2.button("Open", key="train.open", disabled=pick == run_id, width="stretch"):
         state.set_run(pick)
         st.rerun()
     compare(runs)

@@ -18,7 +18,7 @@ from engine.runs import create_run, execute, read_events
 from engine.spec import parse_spec
 from engine.train import boundary
 from engine.train.config import TrainConfig
-from engine.train.diagnostics import inspect_model
+from engine.train.diagnostics import Coach, inspect_model
 from tests.conftest import mlp_spec
 
 
@@ -158,3 +158,28 @@ def test_run_on_2d_data_writes_the_boundary_of_its_final_model(moons):
     row = np.abs(np.array(saved["y"])[None, :] - x[:, 1:].numpy()).argmin(1)
     assert (np.array(saved["z"])[row, col] == y.numpy()).mean() >= 0.9
     assert [a["name"] for a in boundary.axes(moons.meta)] == ["x1", "x2"]
+
+
+def _diag(loss: float, first: float, last: float, dead: float = 0.0) -> dict:
+    return {"loss": loss, "grad_norm": 1.0, "layers": [{"id": "fc1", "grad_norm": first},
+                                                      {"id": "act1", "dead": dead}, {"id": "head", "grad_norm": last}]}
+
+
+def test_vanishing_advice_names_what_the_model_has():
+    relu = Coach(activations={"relu"}, lr=0.001)
+    said = relu.gradients(_diag(0.7, 1e-9, 1.0, dead=0.9))[0]["message"]
+    assert "relu instead" not in said and "90% of a ReLU layer's units are dead" in said and "leaky_relu" in said
+    sigmoid = Coach(activations={"sigmoid", "relu"}, lr=0.001)
+    said = sigmoid.gradients(_diag(0.7, 1e-9, 1.0))[0]["message"]
+    assert "use relu instead of sigmoid" in said and "dead" not in said
+
+
+def test_a_loss_far_above_the_untrained_models_names_the_learning_rate_first():
+    coach = Coach(activations={"relu"}, lr=1e6)
+    coach.loss_ref = 0.69
+    said = coach.gradients(_diag(18537.0, 1e-9, 1.0, dead=1.0))
+    assert [e["kind"] for e in said] == ["lr_too_high"]  # not "vanishing", though the gradients vanish too
+    assert "learning rate, 1e+06, is most likely too high" in said[0]["message"]
+    calm = Coach(activations={"relu"}, lr=1e-3)
+    calm.loss_ref = 0.69
+    assert calm.gradients(_diag(0.69, 1.0, 1.0)) == []

@@ -122,16 +122,29 @@ def test_build_shows_the_error_at_the_offending_layer():
     assert not at.exception
 
 
-def test_train_refuses_bad_settings_with_advice():
+def test_train_refuses_bad_settings_before_start_with_advice():
+    """Start is disabled with the reason beside it (the run would be refused), and the page, its run list
+    included, still renders: no error box."""
     at = goto(app(), "train")
+    at.number_input(key="train.epochs").set_value(1).run()
+    button(at, "Start training").click().run()
+    assert wait_finished(at.session_state["ll.run_id"]) == "completed"
     at.number_input(key="train.lr").set_value(0.0).run()
-    button(at, "Start training").click().run()
-    assert any("lr" in e.value and "greater than 0" in e.value for e in at.error)
+    assert button(at, "Start training").disabled
+    assert any("Can't start yet" in e.value and "greater than 0" in e.value for e in at.error)
+    assert not any(".." in e.value for e in at.error)
+    assert len(at.dataframe) >= 1 and not at.exception  # the runs table is drawn
     at.number_input(key="train.lr").set_value(0.001).run()
+    assert not button(at, "Start training").disabled and not at.error
     at.number_input(key="train.bs").set_value(5000).run()
-    button(at, "Start training").click().run()
+    assert button(at, "Start training").disabled
     assert any("larger than the 700 training rows" in e.value for e in at.error)
-    assert "ll.run_id" not in at.session_state or at.session_state["ll.run_id"] is None
+    spec = at.session_state[SPEC]
+    at.session_state[SPEC] = {**spec, "nodes": [{"id": "flat", "op": "flatten", "params": {}},
+                                                {"id": "conv", "op": "conv2d", "params": {}}, *spec["nodes"]]}
+    at.number_input(key="train.bs").set_value(32).run()
+    assert button(at, "Start training").disabled and not at.exception
+    assert any("conv" in e.value for e in at.error)
 
 
 def test_train_starts_a_worker_and_export_offers_its_weights():
@@ -176,7 +189,23 @@ def test_a_diverging_run_ends_as_diverged_with_advice():
     button(at, "Start training").click().run()
     assert wait_finished(at.session_state["ll.run_id"]) == "diverged"
     at.run()
-    assert any("diverged" in e.value and "Lower the learning rate" in e.value for e in at.error)
+    assert any("diverged" in e.value and "learning rate, 1000, is most likely too high" in e.value for e in at.error)
+
+
+def test_a_loss_that_explodes_without_nan_ends_as_diverged_naming_the_learning_rate():
+    """The issue's case: Adam at 1e6 on the default moons reached a training loss of 6e19 and a validation loss of
+    18537, finite, and ended as a green 'completed'."""
+    at = goto(app(), "train")
+    at.number_input(key="train.lr").set_value(1e6).run()
+    at.number_input(key="train.epochs").set_value(20).run()
+    button(at, "Start training").click().run()
+    run_id = at.session_state["ll.run_id"]
+    assert wait_finished(run_id) == "diverged"
+    at.run()
+    assert not at.success and any("exploded" in e.value and "learning rate, 1e+06" in e.value for e in at.error)
+    from engine.runs import read_events, runs_dir
+    coach = [e["message"] for e in read_events(runs_dir() / run_id)[0] if e["type"] == "coach"]
+    assert not any("relu instead" in m.lower() for m in coach), coach  # the starter model already uses ReLU
 
 
 def test_augmentation_settings_on_the_data_page_reach_training():

@@ -40,7 +40,23 @@ def test_diverging_run_stops_with_advice():
     ds = prepare_builtin("diabetes")
     result = fit(mlp_spec(1), ds, TrainConfig(epochs=5, lr=1e3, optimizer="sgd"), emit=lambda e: None)
     assert result["status"] == "diverged"
-    assert "Lower the learning rate" in result["message"]
+    assert "learning rate, 1000, is most likely too high for this model: try 0.01" in result["message"]
+
+
+def test_a_loss_that_explodes_but_stays_finite_is_diverged(moons):
+    """Adam at 1e6: the loss goes to ~1e19 and the accuracy to chance without ever being NaN."""
+    events = []
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=20, lr=1e6), emit=events.append)
+    assert result["status"] == "diverged" and result["epochs_completed"] < 20
+    started = events[0]
+    assert 0.3 < started["loss_ref"] < 1.5  # the untrained model's validation loss, about ln 2
+    assert "exploded" in result["message"] and "the untrained model's" in result["message"]
+    assert "try 0.001" in result["message"]
+
+
+def test_a_healthy_run_with_a_high_but_workable_learning_rate_is_not_diverged(moons):
+    result = fit(mlp_spec(2), moons, TrainConfig(epochs=15, lr=0.05), emit=lambda e: None)
+    assert result["status"] == "completed" and result["metrics"]["val/accuracy"] > 0.9
 
 
 def test_stop_request_keeps_weights(moons, tmp_path):

@@ -39,32 +39,91 @@ def model_summary_line(spec: dict, input_shape) -> str:
     return f"{len(infos)} layers · {sum(i.params for i in infos):,} parameters"
 
 
+def shape_text(shape) -> str:
+    """An input shape in words: "2 features", "3×32×32 image", "40 tokens × 8"."""
+    shape = tuple(shape)
+    if len(shape) == 1:
+        return f"{shape[0]:,} features"
+    if len(shape) == 3:
+        return f"{shape[0]}×{shape[1]}×{shape[2]} images"
+    return "×".join(str(d) for d in shape)
+
+
 def status_strip() -> None:
     meta = state.dataset_meta()
-    runs = list_runs()
     c1, c2, c3 = st.columns(3, border=True)
     with c1:
         link("data", f"Dataset: {meta['name']}", ":material/table_chart:")
-        st.caption(f"{meta['task']} · {sum(meta['sizes'].values()):,} rows · input {tuple(meta['input_shape'])}")
+        st.caption(f"{meta['task']} · {sum(meta['sizes'].values()):,} rows · {shape_text(meta['input_shape'])}")
     with c2:
         link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), meta["input_shape"]))
     with c3:
-        link("train", "Latest run", ":material/monitoring:")
-        if runs:
-            r = runs[0]
-            metric = format_metrics(r.get("metrics") or {})
-            st.caption(f"{r['name']} · {r['state']}" + (f" · {metric}" if metric else ""))
-        else:
-            st.caption("No runs yet: start one on the Train page.")
+        runs_cell()
+
+
+def runs_cell() -> None:
+    """This tab's run and every run training anywhere, each with Stop; redrawn while any run trains."""
+    from engine.runs import ACTIVE, request_stop
+    from ui.run_view import LIVE_EVERY_S
+
+    def body():
+        runs = list_runs()
+        training = [r for r in runs if r["state"] in ACTIVE]
+        mine = next((r for r in runs if r["id"] == st.session_state.get(state.RUN)), None)
+        link("train", "Run", ":material/monitoring:")
+        if mine and mine["state"] not in ACTIVE:
+            metric = format_metrics(mine.get("metrics") or {})
+            st.caption(f"{mine['name']} · {mine['state']}" + (f" · {metric}" if metric else ""))
+        elif not training:
+            st.caption("No run in this session yet: start one on the Train page.")
+        for r in training:
+            a, b = st.columns([5, 1], vertical_alignment="center")
+            epochs = f"epoch {r.get('epoch') or 0}/{r['config'].get('epochs')}"
+            a.caption(f":material/progress_activity: **{r['name']}** · {r['state']} · {epochs}")
+            if b.button("Stop", icon=":material/stop_circle:", key=f"strip.stop.{r['id']}", help=f"Stop {r['name']}; "
+                        "the weights at this point are kept.", type="tertiary"):
+                request_stop(r["path"])
+                st.toast(f"Stopping {r['name']}…")
+        if active and not training:  # a run ended: the page's buttons and lists follow
+            st.rerun(scope="app")
+
+    active = any(r["state"] in ACTIVE for r in list_runs())
+    st.fragment(body, run_every=LIVE_EVERY_S if active else None)()
+
+
+def fmt_value(x: float) -> str:
+    """A loss or metric for a card or a caption: 4 significant digits, thousands separated, tiny and huge values in
+    powers of ten ("3e-05", "18,537", "6.2e+19"), never rounded to zero."""
+    a = abs(x)
+    if a != a or a in (float("inf"),):
+        return str(x)
+    if a >= 1e6 or 0 < a < 1e-3:
+        return f"{x:.3g}"
+    if a >= 1000:
+        return f"{x:,.0f}"
+    return f"{x:.4g}"
+
+
+def fmt_seconds(s: float) -> str:
+    s = int(max(s, 0))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
+
+
+def origin(parent: dict | None) -> str:
+    """Where a branched run came from, in words."""
+    if not parent:
+        return ""
+    epoch = f", epoch {parent['epoch']}" if parent.get("epoch") else ""
+    return f"{parent.get('name') or parent['run']} · {parent['checkpoint']}{epoch}"
 
 
 def format_metrics(metrics: dict) -> str:
     parts = []
-    for key, label, fmt in (("val/accuracy", "val acc", "{:.1%}"), ("val/mae", "val MAE", "{:.3g}"),
-                            ("val/loss", "val loss", "{:.4f}")):
+    for key, label, fmt in (("val/accuracy", "val acc", "{:.1%}".format), ("val/mae", "val MAE", fmt_value),
+                            ("val/loss", "val loss", fmt_value)):
         if metrics.get(key) is not None:
-            parts.append(f"{label} {fmt.format(metrics[key])}")
+            parts.append(f"{label} {fmt(metrics[key])}")
     return " · ".join(parts[:2])
 
 
@@ -74,12 +133,12 @@ def show_error(err: Exception) -> None:
 
 
 def preflight_line(spec: dict, meta: dict, train: dict) -> None:
-    """Before training: the memory estimate for this batch size and the linter's findings, in one caption."""
+    """Before training: the memory estimate for this batch size and the linter's findings, in one caption (a
+    model whose shapes do not fit says nothing here: the Train page refuses Start with that reason)."""
     from engine.linter import lint
 
     infos, error = analyse(spec, meta["input_shape"])
     if error:
-        st.error(f"The model does not fit the data: {error}. Fix it on the Build page.")
         return
     memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
     parts = ", ".join(f"{k} {v / 2**20:,.2f}" for k, v in memory.items() if k != "total")

@@ -7,7 +7,7 @@ import streamlit as st
 
 from engine.runs import read_events
 from ui.charts import curves
-from ui.run_view import fmt_seconds, origin
+from ui.common import fmt_seconds, origin
 
 DIFFERS = "background-color: #FEF3C7; font-weight: 600"
 

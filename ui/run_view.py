@@ -1,15 +1,30 @@
 """A run drawn from its events.jsonl: live curves, progress, stop, and the finished state."""
 
 import os
+import time
 from pathlib import Path
 
+import pandas as pd
 import streamlit as st
 
 from engine.errors import LayerLabError
-from engine.runs import branch_run, launch, prepare_resume, read_events, read_status, request_stop, resumable, saved_checkpoints
+from engine.runs import (
+    ACTIVE,
+    branch_run,
+    launch,
+    list_runs,
+    prepare_resume,
+    read_events,
+    read_status,
+    rename_run,
+    request_stop,
+    resumable,
+    run_info,
+    saved_checkpoints,
+)
 from ui import state
 from ui.charts import curves, smooth
-from ui.common import format_metrics, show_error
+from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error
 from ui.inside import boundary_chart, gradient_chart, inside_panel
 
 # The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
@@ -17,6 +32,8 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # 16%; every 5 s, 3-6%. (A status line redrawn every second apart from the charts, or static charts without
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
+FAST_EVERY_S, FAST_FOR_S = 0.5, 12.0  # the first seconds of a run, as seen from this tab, redraw quickly
+MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
 
@@ -29,14 +46,6 @@ def events(run_dir: Path, resumes: int = 0) -> list[dict]:
     seen = seen + new
     cache[key] = (offset, seen)
     return seen
-
-
-def origin(parent: dict | None) -> str:
-    """Where a branched run came from, in words."""
-    if not parent:
-        return ""
-    epoch = f", epoch {parent['epoch']}" if parent.get("epoch") else ""
-    return f"{parent.get('name') or parent['run']} · {parent['checkpoint']}{epoch}"
 
 
 def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
@@ -67,11 +76,6 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
             show_error(e)
 
 
-def fmt_seconds(s: float) -> str:
-    s = int(max(s, 0))
-    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
-
-
 def draw(run_dir: Path, settings: dict | None = None) -> bool:
     """Everything about one run; while it is live a fragment redraws it every second. Returns whether it is live.
     `settings`: the Train page's settings, offered for branching."""
@@ -83,12 +87,18 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
     finished = next((e for e in evs if e["type"] == "run_finished"), None)
     live = status["state"] in ("queued", "running") and finished is None
 
-    last = batches[-1] if batches else (epochs[-1] if epochs else None)
+    # The newest of the sampled batch and the epoch events: the label and the cards below read the same snapshot.
+    last = max(batches[-1:] + epochs[-1:], key=lambda e: (e["step"], e["type"] == "epoch_end"), default=None)
     progress = (finished and finished["status"] == "completed" and 1.0) or (last or {}).get("progress", 0.0)
-    label = status["state"]
+    done = epochs[-1]["epoch"] if epochs else 0
+    total = started["epochs"] if started else "?"
+    label = {"queued": "Starting the worker…", "running": "Loading the data and building the model…"}.get(
+        status["state"], status["state"])
     if last and live:
-        label = (f"epoch {last['epoch']}/{started['epochs'] if started else '?'} · "
-                 f"{last['samples_per_second']:,.0f} samples/s · ETA {fmt_seconds(last['eta_s'])}")
+        label = (f"{done}/{total} epochs done · {last['samples_per_second']:,.0f} samples/s · "
+                 f"ETA {fmt_seconds(last['eta_s'])}")
+    elif not live:
+        label = f"{status['state']} · {done}/{total} epochs"
     st.progress(min(max(float(progress), 0.0), 1.0), text=label)
     if live:
         if st.button("Stop", icon=":material/stop_circle:", key=f"stop.{run_dir.name}"):
@@ -112,22 +122,22 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
                                mime="application/octet-stream", on_click="ignore", icon=":material/download:",
                                key=f"dl.{run_dir.name}", help="More formats on the Export page.")
     elif status["state"] == "failed":
-        st.error(status.get("message", "The run failed."))
+        st.error(status.get("message", "The run failed."), icon=":material/error:")
     if not live:
         run_actions(run_dir, status, settings)
 
     if epochs:
         m = epochs[-1]["metrics"]
         cards = st.columns(4)
-        cards[0].metric("Epoch", epochs[-1]["epoch"])
-        cards[1].metric("Validation loss", f"{m['val/loss']:.4f}")
+        cards[0].metric("Epochs done", f"{done}/{total}")
+        cards[1].metric("Validation loss", fmt_value(m["val/loss"]), help=f"{m['val/loss']:.8g}")
         if "val/accuracy" in m:
             cards[2].metric("Validation accuracy", f"{m['val/accuracy']:.1%}")
         if "val/mae" in m:
             cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
             cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
         else:
-            cards[3].metric("Samples / s", f"{epochs[-1]['samples_per_second']:,.0f}")
+            cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
     best_epoch = epochs[-1].get("best_epoch") if epochs else None
     xs = [e["epoch"] for e in epochs]
     c1, c2 = st.columns(2)
@@ -148,9 +158,13 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
     losses = [b["loss"] for b in batches]
     c3, c4 = st.columns(2)
     with c3:
-        st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
-                               "Training loss by step (sampled)", "step", "loss"),
-                        width="stretch", key=f"batch.{run_dir.name}")
+        if len(steps) >= MIN_STEP_POINTS:
+            st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
+                                   "Training loss by step (sampled)", "step", "loss"),
+                            width="stretch", key=f"batch.{run_dir.name}")
+        else:
+            st.caption("**Training loss by step** is sampled 4 times a second: it appears once the run has trained "
+                       "for a couple of seconds." + ("" if live else " This run was shorter: see the loss per epoch."))
     with c4:
         rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [(e["step"], e["lr"]) for e in epochs if "lr" in e]
         rates.sort()
@@ -170,12 +184,55 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
 
 
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:
-    """Redraw the run every LIVE_EVERY_S while it is live; one full rerun when it ends (to stop polling)."""
-    active = read_status(run_dir)["state"] in ("queued", "running")
+    """Redraw the run while it is live: every FAST_EVERY_S in its first seconds (as this tab sees it), then every
+    LIVE_EVERY_S; one full rerun when it ends (so the status strip, the run list and the buttons follow)."""
+    status = read_status(run_dir)
+    active = status["state"] in ACTIVE
+    fast = st.session_state.setdefault("run_view.fast_until", {})
+    key = f"{run_dir.name}#{status.get('resumes', 0)}"
+    if active:
+        fast.setdefault(key, time.time() + FAST_FOR_S)
+    quick = active and time.time() < fast.get(key, 0)
 
     def body():
         still_live = draw(run_dir, settings)
-        if active and not still_live:
+        if active and not still_live or quick and time.time() >= fast[key]:  # ended, or time to slow down
             st.rerun(scope="app")
 
+    st.fragment(body, run_every=(FAST_EVERY_S if quick else LIVE_EVERY_S) if active else None)()
+
+
+def rename_box(run_dir: Path) -> None:
+    """The run's name as the heading, with a rename field beside it."""
+    info = run_info(run_dir)
+    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
+    c1.subheader(info["name"])
+    with c2.popover("Rename", icon=":material/edit:", width="stretch"):
+        new = st.text_input("Run name", value=info["name"], key=f"rename.{run_dir.name}", max_chars=80)
+        if new != info["name"]:
+            try:
+                rename_run(run_dir, new)
+                st.rerun(scope="app")
+            except LayerLabError as e:
+                show_error(e)
+
+
+def runs_table() -> None:
+    """Every run, newest first, redrawn with the live view while any of them trains."""
+    def body():
+        runs = list_runs()
+        rows = []
+        for r in runs:
+            took = (r.get("finished") or time.time()) - (r.get("started") or time.time())
+            rows.append({"run": r["name"], "status": r["state"], "from": origin(r.get("parent")),
+                         "dataset": r["dataset"], "layers": r["layers"],
+                         "epochs": f"{r.get('epoch') or 0}/{r['config'].get('epochs')}",
+                         "result": format_metrics(r.get("metrics") or {}),
+                         "samples/s": f"{r['samples_per_second']:,.0f}" if r.get("samples_per_second") else "",
+                         "duration": fmt_seconds(took) if took > 0 else "", "id": r["id"]})
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        if active and not any(r["state"] in ACTIVE for r in runs):
+            st.rerun(scope="app")
+
+    active = any(r["state"] in ACTIVE for r in list_runs())
     st.fragment(body, run_every=LIVE_EVERY_S if active else None)()

@@ -1,5 +1,13 @@
-"""The session-state keys other pages rely on, in one place, mirrored to <workspace>/session.json
-so a refresh, a page switch or a second tab loses nothing."""
+"""The session-state keys other pages rely on, in one place, mirrored to <workspace>/sessions/<id>.json.
+
+Each browser tab has its own session: its id rides in the URL (`?s=<id>`), so a refresh comes back to the same
+dataset, model, settings and open run, while another tab keeps its own. A tab opened without an id starts from a
+copy of the latest work (the most recently saved session) under a new id; one opened with the id of a session
+that another tab has open right now also gets a copy, so two tabs never write over each other."""
+
+import re
+import secrets
+import threading
 
 import streamlit as st
 
@@ -17,40 +25,103 @@ TRAIN = "ll.train"             # training settings (train.json's config), shared
 NOTICE = "ll.notice"           # a one-shot message for the next page render
 INIT = "ll.init"               # imported weights to start the next run from: {"path", "name", "loaded", ...}
 
+SESSION = "ll.session"         # this tab's session id, also the URL's ?s=
+PARAM = "s"
+
 DEFAULT_DATASET = "moons"
+# The first run a new user sees: long enough on the default two moons to watch the curves and the boundary move.
+DEFAULT_TRAIN = {"epochs": 200}
 _PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN, INIT)
+_ID = re.compile(r"[0-9a-f]{8,32}")
+_OPEN: dict[str, str] = {}  # session id -> the Streamlit session (browser tab) that has it open, server-wide
+_OPEN_LOCK = threading.Lock()
 
 
-def _session_file():
-    return home() / "session.json"
+def _sessions_dir():
+    return home() / "sessions"
+
+
+def _session_file(sid: str):
+    return _sessions_dir() / f"{sid}.json"
+
+
+def _latest() -> dict:
+    """The most recently saved session of any tab: where a new tab starts."""
+    files = sorted(_sessions_dir().glob("*.json"), key=lambda p: p.stat().st_mtime) if _sessions_dir().exists() else []
+    return (read_json(files[-1], {}) or {}) if files else {}
 
 
 def save() -> None:
-    atomic_write_json(_session_file(), {k: st.session_state.get(k) for k in _PERSISTED})
+    atomic_write_json(_session_file(session_id()), {k: st.session_state.get(k) for k in _PERSISTED})
 
 
-def write_session(dataset_id: str, spec: dict, run_id: str | None = None, train: dict | None = None,
-                  path=None) -> None:
-    """The session the next browser visit starts from, as if the user had chosen this dataset, model, open run
-    and training settings (browser tests and benchmarks prepare a visit this way)."""
+def write_session(dataset_id: str, spec: dict, run_id: str | None = None, train: dict | None = None) -> str:
+    """A saved session as if a user had chosen this dataset, model, open run and training settings; the next tab
+    opened without an id starts from it (browser tests and benchmarks prepare a visit this way). Returns its id."""
     from engine.train.config import TrainConfig
 
-    atomic_write_json(path or _session_file(), {
+    sid = secrets.token_hex(6)
+    atomic_write_json(_session_file(sid), {
         DATASET: dataset_id, SPEC: spec, SPEC_IS_STARTER: True, RUN: run_id,
         TRAIN: {**TrainConfig().model_dump(mode="json"), **(train or {})}})
+    return sid
+
+
+def _tab() -> str:
+    """The Streamlit session (one per browser tab and page load) running this script."""
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    return ctx.session_id if ctx else ""
+
+
+def _tab_alive(tab: str) -> bool:
+    from streamlit import runtime
+
+    try:
+        return runtime.exists() and runtime.get_instance().is_active_session(tab)
+    except Exception:  # noqa: BLE001 - no runtime (AppTest): nothing else can hold it
+        return False
+
+
+def _claim(asked: str | None) -> tuple[str, dict]:
+    """This tab's session id and what it starts from: the asked session if no other open tab holds it, else a copy
+    of it (or of the latest work) under a new id."""
+    tab = _tab()
+    with _OPEN_LOCK:
+        if asked and _ID.fullmatch(asked) and _session_file(asked).exists():
+            holder = _OPEN.get(asked)
+            saved = read_json(_session_file(asked), {}) or {}
+            if holder in (None, tab) or not _tab_alive(holder):
+                _OPEN[asked] = tab
+                return asked, saved
+        else:
+            saved = _latest()
+        sid = secrets.token_hex(6)
+        _OPEN[sid] = tab
+        return sid, saved
+
+
+def session_id() -> str:
+    return st.session_state[SESSION]
 
 
 def ensure() -> None:
-    """Fill the session from disk, or on a first visit prepare the default dataset and starter model."""
+    """Bind this tab to its session (from the URL, or a new one from the latest work), then make sure it has a
+    dataset and a model: on a first visit, the default dataset and its starter model."""
+    if not st.session_state.get(SESSION):
+        sid, saved = _claim(st.query_params.get(PARAM))
+        st.session_state[SESSION] = sid
+        if saved.get(DATASET) and load_meta(saved[DATASET]):
+            for k in _PERSISTED:
+                st.session_state[k] = saved.get(k)
+    if st.query_params.get(PARAM) != session_id():  # page switches may drop it from the URL: put it back
+        st.query_params[PARAM] = session_id()
     if st.session_state.get(DATASET) and load_meta(st.session_state[DATASET]):
         return
-    saved = read_json(_session_file(), {}) or {}
-    if saved.get(DATASET) and load_meta(saved[DATASET]):
-        for k in _PERSISTED:
-            st.session_state[k] = saved.get(k)
-    else:
-        ds = prepare_builtin(DEFAULT_DATASET)
-        use_dataset(ds.meta)
+    ds = prepare_builtin(DEFAULT_DATASET)
+    st.session_state[TRAIN] = {**(st.session_state.get(TRAIN) or {}), **DEFAULT_TRAIN}
+    use_dataset(ds.meta)
     if not st.session_state.get(SPEC):
         meta = dataset_meta()
         st.session_state[SPEC] = starter_spec(meta["task"], meta["input_shape"], len(meta["classes"] or []) or None)
@@ -67,6 +138,8 @@ def use_dataset(meta: dict) -> None:
     from engine.compiler import infer_shapes
     from engine.errors import LayerLabError
 
+    if st.session_state.get(DATASET) != meta["id"]:  # the open run belongs to the old data: not shown as current
+        st.session_state[RUN] = None
     st.session_state[DATASET] = meta["id"]
     train = dict(st.session_state.get(TRAIN) or {})
     if train.get("loss") or train.get("target") == "input":

@@ -14,6 +14,9 @@ BINS = 24
 SAMPLE = 4096  # values per histogram: a strided sample keeps the cost flat for big layers
 VANISHING_RATIO = 1e-4  # first layer's gradient norm / last layer's, below this: vanishing
 EXPLODING_NORM = 1e3  # total gradient norm above this: exploding
+LR_TOO_HIGH = 10.0  # a sampled loss this many times the untrained model's: the learning rate is named first
+DEAD_SHARE = 0.5  # a ReLU layer with this share of dead units
+SATURATING = {"sigmoid", "tanh"}
 OVERFIT_EPOCHS = 3  # the best validation loss this many epochs back,
 OVERFIT_RISE = 1.1  # the validation loss now this much above it, and the training loss lower than then,
 OVERFIT_GAP = 1.2  # and the validation loss this much above the training loss,
@@ -78,8 +81,11 @@ class Coach:
     """Advice in plain words, each kind at most once a run: vanishing or exploding gradients (from
     `inspect_model`), overfitting and plateaus (from the epoch curves). Its state goes into checkpoints."""
 
-    def __init__(self, state: dict | None = None):
+    def __init__(self, state: dict | None = None, activations: set | None = None, lr: float | None = None):
         state = state or {}
+        self.activations = set(activations or ())  # the model's activation kinds: advice names what it lacks
+        self.lr = lr
+        self.loss_ref: float | None = None  # the untrained model's validation loss (set by the loop)
         self.fired: list[str] = list(state.get("fired", []))
         self.train: list[float] = list(state.get("train", []))
         self.val: list[float] = list(state.get("val", []))
@@ -96,6 +102,12 @@ class Coach:
     def gradients(self, diag: dict, **where) -> list[dict]:
         norms = [(layer["id"], layer["grad_norm"]) for layer in diag["layers"] if layer.get("grad_norm") is not None]
         said = []
+        if self.loss_ref is not None and not diag["loss"] <= LR_TOO_HIGH * max(self.loss_ref, 1e-3):
+            # A loss far above where it started: the learning rate comes first, whatever the gradients look like.
+            lr = f", {self.lr:g}," if self.lr is not None else ""
+            return self._say("lr_too_high", f"The loss is {diag['loss']:.3g}, {LR_TOO_HIGH:g}× or more the "
+                             f"untrained model's {self.loss_ref:.3g}: the learning rate{lr} is most likely too high. "
+                             "Lower it by 10×, or clip the gradient norm (Regularization and gradients).", **where)
         if diag["grad_norm"] > EXPLODING_NORM or not math.isfinite(diag["grad_norm"]):
             said += self._say("exploding", f"Exploding gradients: their total norm is {diag['grad_norm']:.3g}. "
                               "Scale the input features (Data page: standard scaling), lower the learning rate, "
@@ -103,10 +115,18 @@ class Coach:
                               **where)
         if len(norms) >= 2 and norms[-1][1] > 0 and norms[0][1] / norms[-1][1] < VANISHING_RATIO:
             (first, g0), (last, g1) = norms[0], norms[-1]
+            dead = max((layer.get("dead") or 0.0 for layer in diag["layers"]), default=0.0)
+            saturating = sorted(self.activations & SATURATING)
+            fixes = []
+            if dead >= DEAD_SHARE:
+                fixes.append(f"{dead:.0%} of a ReLU layer's units are dead (always 0): lower the learning rate or "
+                             "use leaky_relu")
+            if saturating:
+                fixes.append(f"use relu instead of {' or '.join(saturating)}")
+            fixes.append("add batch norm or residual connections, or use fewer layers")
             said += self._say("vanishing", f"Vanishing gradients: the first layer '{first}' gets a gradient "
                               f"{g1 / max(g0, 1e-30):.2g}x smaller than the last layer '{last}', so it hardly "
-                              "learns. Use relu instead of sigmoid or tanh, add batch norm or residual connections, "
-                              "or use fewer layers.", **where)
+                              f"learns. To fix it: {'; '.join(fixes)}.", **where)
         return said
 
     def epoch(self, train_loss: float, val_loss: float, **where) -> list[dict]:

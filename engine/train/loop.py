@@ -35,6 +35,8 @@ DIAGNOSE_EVERY_S = 2.0
 DIAGNOSE_SHARE = 0.02  # diagnostics are sampled less often than every 2 s when a look would cost more than this
 BOUNDARY_EVERY_S = 0.5
 CHECKPOINT_SHARE = 0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
+DIVERGE_FACTOR = 100.0  # a loss this many times the untrained model's validation loss (and above 1): diverged
+USUAL_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1e-2}
 EVAL_BATCH = 4096
 EVAL_VALUES = 2**22  # evaluation batches hold at most about this many values in the widest layer's output (cache-
 #                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
@@ -136,6 +138,28 @@ def eval_batch_size(infos) -> int:
     return max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
 
 
+class Diverged(Exception):
+    """The loss became NaN or infinite, or exploded far above the untrained model's."""
+
+    def __init__(self, value: float):
+        super().__init__(value)
+        self.value = value
+
+
+def diverged_message(value: float, ref: float | None, cfg: TrainConfig, epoch: int, step: int) -> str:
+    """What happened, the learning rate named first, and what to try."""
+    if math.isfinite(value):
+        what = f"The loss exploded to {value:.3g} at epoch {epoch}, step {step:,}"
+        if ref is not None:
+            what += f", {value / ref:,.0f}× the untrained model's {ref:.3g}"
+    else:
+        what = f"The loss became NaN or infinite at epoch {epoch}, step {step:,}"
+    suggest = min(cfg.lr / 10, USUAL_LR[cfg.optimizer])
+    return (f"{what}: training diverged. The learning rate, {cfg.lr:g}, is most likely too high for this model: try "
+            f"{suggest:g}. If it still diverges, clip the gradient norm (Regularization and gradients, e.g. 1.0), "
+            "scale the inputs, or add batch norm.")
+
+
 def _state_on_cpu(model) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -229,7 +253,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     penalized = [p for p in params if p.dim() > 1] if (cfg.l1 or cfg.l2) else []  # weight matrices, not biases
     autocast = (lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else contextlib.nullcontext
     scaler = torch.amp.GradScaler(device.type) if precision == "16" else None
-    coach = Coach(resume and resume["coach"])
+    kinds = {node.params.get("kind") for node in model.spec.nodes if node.op == "activation"}
+    coach = Coach(resume and resume["coach"], activations=kinds, lr=cfg.lr)
     grid = boundary.grid_axes(x_train) if out_dir is not None and cfg.target == "label" and \
         boundary.applies(dataset) else None
 
@@ -265,13 +290,18 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         best, best_state, waited, last_metrics = resume["best"], resume["best_state"], resume["waited"], \
             resume["metrics"]
         elapsed_before = resume["elapsed"]
+        loss_ref = resume.get("loss_ref")
         emit({"type": "run_resumed", "epoch": first_epoch, "step": step, "device": str(device)})
     else:
+        # The untrained model's validation loss: the yardstick for a loss that explodes without becoming NaN.
+        loss_ref = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast, eval_batch)["loss"] \
+            if len(x_val) else None
+        loss_ref = loss_ref if loss_ref is not None and math.isfinite(loss_ref) else None
         emit({"type": "run_started", "device": str(device), "threads": threads, "params": n_params,
               "loss": loss_name, "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch,
               "n_train": n, "batch_size": bs, "memory_bytes": plan.memory["total"], "lr": cfg.lr,
               "scheduler": cfg.scheduler, "precision": precision, "compiled": compiled,
-              "channels_last": channels_last})
+              "channels_last": channels_last, "loss_ref": loss_ref})
         for text in notices:
             emit({"type": "notice", "message": text})
 
@@ -299,7 +329,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
             "step": step, "epoch": epoch_next, "start": start_next,
             "perm": order.cpu() if order is not None else None, "epoch_loss": epoch_loss, "epoch_steps": epoch_steps,
             "best": best, "best_state": best_state, "waited": waited, "metrics": last_metrics,
-            "elapsed": time.perf_counter() - t_start, "coach": coach.state()})
+            "elapsed": time.perf_counter() - t_start, "coach": coach.state(), "loss_ref": loss_ref})
         emit({"type": "checkpoint_saved", "epoch": epoch_next - (start_next == 0), "step": step})
 
     def look_inside(epoch: int, xb, yb) -> float:
@@ -315,6 +345,13 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     def draw_boundary(epoch: int) -> None:
         surface = boundary.surface(train_model, *grid, loss_name, units)
         atomic_write_json(Path(out_dir) / boundary.BOUNDARY, {"epoch": epoch, "step": step, **surface})
+
+    coach.loss_ref = loss_ref
+    limit = DIVERGE_FACTOR * max(loss_ref, 1.0) if loss_ref is not None else math.inf
+
+    def check(value: float) -> None:
+        if not value <= limit:  # NaN, infinite, or exploded
+            raise Diverged(value)
 
     t_start = time.perf_counter() - elapsed_before
     next_sync = time.perf_counter() + SYNC_EVERY_S
@@ -375,8 +412,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
                     emit({"type": "batch_end", "epoch": epoch, "step": step, "loss": value, "lr": lr_now(),
                           "progress": step / total_steps, "samples_per_second": step * bs / elapsed,
                           "eta_s": elapsed / step * (total_steps - step)})
-                    if not math.isfinite(value):
-                        raise FloatingPointError
+                    check(value)
                     if now >= next_diag:
                         next_diag = look_inside(epoch, xb, yb)
                     if now >= next_boundary:
@@ -388,12 +424,11 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
                         break
             train_loss = epoch_loss.item() / epoch_steps
             if not math.isfinite(train_loss):
-                raise FloatingPointError
+                raise Diverged(train_loss)
             if status == "stopped":
                 break
             val = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast, eval_batch)
-            if not math.isfinite(val["loss"]):
-                raise FloatingPointError
+            check(val["loss"])
             last_metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
             lr_used = lr_now()
             if schedule_every == "epoch":
@@ -426,10 +461,9 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
                 if epoch < cfg.epochs:
                     checkpoint(epoch + 1, 0, None, 0.0, 0)
                 break
-    except FloatingPointError:
+    except Diverged as e:
         status = "diverged"
-        message = (f"The loss became NaN or infinite at epoch {epoch}, step {step}: training diverged. Lower the "
-                   f"learning rate (try {cfg.lr / 10:g}) or add batch norm.")
+        message = diverged_message(e.value, loss_ref, cfg, epoch, step)
         if best_state is not None:
             message += f" The weights of epoch {best['epoch']}, the best before it diverged, were kept."
     elapsed = time.perf_counter() - t_start

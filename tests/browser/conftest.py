@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 
@@ -78,12 +79,13 @@ def server(tmp_path):
         os.killpg(proc.pid, signal.SIGKILL)
 
 
-def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> None:
-    """Start the server's next browser session on this dataset, model, open run and training settings (as a
-    refresh after the user chose them would)."""
+def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> str:
+    """Start the server's next new browser tab on this dataset, model, open run and training settings (the latest
+    saved work, as if a user had just chosen them). Returns the session's id (`?s=` reopens it)."""
     from ui.state import write_session
 
-    write_session(dataset.id, spec, run_id, train, path=server.home / "session.json")
+    assert server.home == Path(os.environ["LAYERLAB_HOME"])  # the test's workspace is the server's
+    return write_session(dataset.id, spec, run_id, train)
 
 
 def trained_starter(builtin: str, run_name: str, **train):
