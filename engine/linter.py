@@ -47,13 +47,16 @@ def _embedding_size(node_id, vocab) -> Fix:
     return fix
 
 
-def _insert_flatten(node_id, explicit_inputs) -> Fix:
+def _insert_before(node_id, explicit_inputs, op: str, params: dict | None = None) -> Fix:
+    """Put a new `op` node between `node_id` and its input."""
     def fix(spec, train):
         index = [n["id"] for n in spec["nodes"]].index(node_id)
-        spec, flat = insert_node(spec, "flatten", index)
+        spec, new = insert_node(spec, op, index)
+        if params:
+            spec = set_params(spec, new, {**next(n for n in spec["nodes"] if n["id"] == new)["params"], **params})
         if explicit_inputs:
-            spec = set_inputs(spec, flat, explicit_inputs)
-            spec = set_inputs(spec, node_id, [flat])
+            spec = set_inputs(spec, new, explicit_inputs)
+            spec = set_inputs(spec, node_id, [new])
         return spec, train
     return fix
 
@@ -94,7 +97,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 "missing_flatten", error.node_id,
                 f"Dense layer '{error.node_id}' gets {shapes[src]} from '{src}', an image-shaped output: Dense needs a "
                 "flat vector. Add a Flatten between them.", "Insert Flatten",
-                _insert_flatten(error.node_id, nodes[error.node_id].inputs)))
+                _insert_before(error.node_id, nodes[error.node_id].inputs, "flatten")))
 
     if out.op == "activation" and out.params["kind"] == "softmax" and loss == "cross_entropy":
         findings.append(Finding(
@@ -112,6 +115,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
             "dropout_after_output", out_id,
             f"The model ends in dropout '{out_id}': it would randomly zero the predictions while training. Dropout "
             "belongs between hidden layers.", "Remove dropout", _remove(out_id)))
+    after_head = _after_head(model, inputs, target)
     for node in model.nodes:
         ins = inputs[node.id]
         if node.op == "activation" and len(ins) == 1 and ins[0] in nodes and nodes[ins[0]].op == "activation":
@@ -120,6 +124,22 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 f"'{node.id}' ({node.params['kind']}) comes right after another activation '{ins[0]}' "
                 f"({nodes[ins[0]].params['kind']}): two non-linearities in a row add nothing but cost.",
                 f"Remove '{node.id}'", _remove(node.id)))
+
+        if node.op == "linear" and len(ins) == 1 and ins[0] in nodes and nodes[ins[0]].op == "linear" \
+                and node.id not in after_head:
+            findings.append(Finding(
+                "dense_without_activation", node.id,
+                f"Dense '{node.id}' comes right after Dense '{ins[0]}' with no activation between them: two linear "
+                "maps in a row are just one linear map, so the extra layer adds parameters but no power. Put a ReLU "
+                "between them.", "Insert ReLU", _insert_before(node.id, node.inputs, "activation", {"kind": "relu"})))
+    for node_id in after_head:
+        if nodes[node_id].op not in ("dropout", "dropout2d"):  # dropout at the end has its own finding
+            findings.append(Finding(
+                "layer_after_output", node_id,
+                f"'{node_id}' ({nodes[node_id].op}) comes after the output layer '{_head(model, inputs)}': it changes "
+                "the predictions themselves (a ReLU there zeroes every negative score; another Dense hides the "
+                "output width). Remove it, or move it before the output layer.", f"Remove '{node_id}'",
+                _remove(node_id)))
 
     vocab = meta.get("vocab_size")
     for node in model.nodes:
@@ -163,6 +183,36 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 "output_shape", out_id, f"The model outputs {got} but the target has shape {want}: add a Reshape "
                 f"to {list(want)} at the end.", "Add Reshape", lambda s, t: (_append_reshape(s, want), t)))
     return findings
+
+
+SQUASH = {"softmax", "sigmoid", "log_softmax"}  # may follow the output layer: they turn scores into probabilities
+
+
+def _head(model: ModelSpec, inputs: dict) -> str | None:
+    """The output layer: the last Dense on the single-input chain that ends at the model's output."""
+    by_id = {n.id: n for n in model.nodes}
+    node = model.output_id()
+    while node in by_id and by_id[node].op != "linear":
+        if len(inputs[node]) != 1:
+            return None
+        node = inputs[node][0]
+    return node if node in by_id else None
+
+
+def _after_head(model: ModelSpec, inputs: dict, target: str) -> list[str]:
+    """Nodes between the output layer and the model's output, other than a final softmax/sigmoid (predicting a
+    label; an autoencoder may end in anything)."""
+    head = _head(model, inputs)
+    if head is None or target != "label":
+        return []
+    by_id = {n.id: n for n in model.nodes}
+    after, node = [], model.output_id()
+    while node != head:
+        n = by_id[node]
+        if not (n.op == "activation" and n.params.get("kind") in SQUASH and node == model.output_id()):
+            after.append(node)
+        node = inputs[node][0]
+    return after[::-1]
 
 
 def _append_reshape(spec: dict, shape) -> dict:

@@ -64,7 +64,8 @@ def model_label(spec: dict) -> str:
 
 def default_run_name(dataset_name: str, spec: dict) -> str:
     """dataset · model · time: readable in run lists, pickers and the status strip (renamed on the Train page)."""
-    return f"{dataset_name} · {model_label(spec)} · {time.strftime('%H:%M:%S')}"
+    short = dataset_name.split(" (")[0].strip() or dataset_name  # "Two moons (n=1000, noise=0.1)" -> "Two moons"
+    return f"{short} · {model_label(spec)} · {time.strftime('%H:%M:%S')}"
 
 
 def rename_run(run_dir: Path, name: str) -> str:
@@ -159,13 +160,46 @@ def prepare_resume(run_dir: Path) -> Path:
     return run_dir
 
 
+_ROOT = str(Path(__file__).resolve().parent.parent)
+_spare: subprocess.Popen | None = None  # a worker that has imported torch and the loop, waiting for a run
+
+
+def warm_spare() -> None:
+    """Start a spare worker if none waits: importing torch and the training loop takes a worker 3-6 s on a small
+    machine, and a spare has done it before Start is pressed. The app calls this when no run is training (so the
+    spare's start-up never competes with a run); a spare exits when this process does (its stdin closes)."""
+    global _spare
+    if _spare is not None and _spare.poll() is None:
+        return
+    log = open(home() / "spare-workers.log", "ab")
+    _spare = subprocess.Popen([sys.executable, "-m", "engine.runs", "--spare"], stdin=subprocess.PIPE, stdout=log,
+                              stderr=subprocess.STDOUT, start_new_session=True, cwd=_ROOT)
+    log.close()
+
+
+def _take_spare() -> subprocess.Popen | None:
+    global _spare
+    proc, _spare = _spare, None
+    return proc if proc is not None and proc.poll() is None else None
+
+
 def launch(run_dir: Path, resume: bool = False) -> int:
-    """Start the worker as its own process (its own session, so a page rerun never kills it)."""
-    log = open(Path(run_dir) / "worker.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
-                            stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True,
-                            cwd=str(Path(__file__).resolve().parent.parent))
+    """Start the worker as its own process (its own session, so a page rerun never kills it): hand the run to the
+    spare worker if one waits, else start a fresh one."""
+    proc = _take_spare()
+    try:
+        if proc is not None:
+            proc.stdin.write(json.dumps({"run_dir": str(Path(run_dir).resolve()), "resume": resume,
+                                         "home": str(home())}).encode() + b"\n")
+            proc.stdin.close()
+    except OSError:  # it died in the meantime
+        proc = None
+    if proc is None:
+        log = open(Path(run_dir) / "worker.log", "ab")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
+                                stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=_ROOT)
+        log.close()
     status = read_json(Path(run_dir) / "status.json", {})
     if status.get("state") == "queued":
         atomic_write_json(Path(run_dir) / "status.json", {**status, "pid": proc.pid, "heartbeat": time.time()})
@@ -311,5 +345,25 @@ def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
     return result
 
 
+def _serve_as_spare() -> None:
+    """A spare worker: import what training needs, wait for one run on stdin, then train it like a fresh worker
+    (its output goes to the run's worker.log). Exits quietly when stdin closes without a run."""
+    import engine.train.loop  # noqa: F401 - the slow imports, done before the run arrives
+
+    line = sys.stdin.buffer.readline()
+    if not line.strip():
+        return
+    job = json.loads(line)
+    os.environ["LAYERLAB_HOME"] = job["home"]
+    run_dir = Path(job["run_dir"])
+    log = os.open(run_dir / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    execute(run_dir, resume=job["resume"])
+
+
 if __name__ == "__main__":
-    execute(Path(sys.argv[1]), resume="--resume" in sys.argv[2:])
+    if sys.argv[1:] == ["--spare"]:
+        _serve_as_spare()
+    else:
+        execute(Path(sys.argv[1]), resume="--resume" in sys.argv[2:])

@@ -22,6 +22,7 @@ from engine.workspace import home
 from ui import state
 from ui.common import page, show_error
 from ui.forms import params_form, pending_params, reset_widgets
+from ui.layout import split
 from ui.stack import layer_stack
 
 FAMILY_COLORS = {"core": "#4F46E5", "activation": "#F97316", "convolution": "#0EA5E9", "pooling": "#06B6D4",
@@ -112,15 +113,20 @@ for n in spec["nodes"]:
                         "selected": n["id"] == selected, "color": FAMILY_COLORS[op.family],
                         "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else ""})
 
-left, right = st.columns([3, 2], gap="large")
+def add_position() -> int:
+    """Where Add and a double-click in the palette put a layer: after the selected one, else before the output."""
+    return node_ids.index(selected) + 1 if selected in node_ids else max(len(node_ids) - 1, 0)
+
+
+with split("build"):
+    left, right = st.columns([3, 2], gap="large")
 with left:
     event = layer_stack(palette, stack_nodes, str(tuple(meta["input_shape"])), key="stack")
     if event:
         action = event.get("action")
         if action == "insert" and get_op(event.get("op", "")):
             index = event.get("index")
-            new_spec, new_id = specs.insert_node(spec, event["op"], len(spec["nodes"]) if index is None else index,
-                                                 meta)
+            new_spec, new_id = specs.insert_node(spec, event["op"], add_position() if index is None else index, meta)
             commit(new_spec, new_id)
         elif action == "move" and event.get("id") in node_ids:
             index = event["index"]
@@ -184,9 +190,22 @@ with right:
         new_op = a1.selectbox("Add a layer", [p["op"] for p in palette], format_func=lambda o: get_op(o).title,
                               help="Added after the selected layer (or before the output layer).")
         if a2.button("Add", icon=":material/add:", width="stretch"):
-            at = node_ids.index(selected) + 1 if selected else max(len(node_ids) - 1, 0)
-            new_spec, new_id = specs.insert_node(spec, new_op, at, meta)
+            new_spec, new_id = specs.insert_node(spec, new_op, add_position(), meta)
             commit(new_spec, new_id)
+
+def diagram_config(rows: int) -> Config:
+    """Top to bottom, one row per level of the graph, tall enough that vis-network's fit keeps the labels at their
+    size (left to right, a 16-layer CNN's text shrank to about 5 px). Options go where vis-network takes them:
+    streamlit-agraph also copies its keyword arguments to the top level and sends `groups: null`, which vis-network
+    rejects with a console error on every render."""
+    cfg = Config(width=100, height=min(max(240, 84 * rows + 40), 4000), directed=True, physics=False,
+                 hierarchical=True, direction="UD", levelSeparation=84, nodeSpacing=190, sortMethod="directed")
+    for key in ("direction", "levelSeparation", "nodeSpacing", "sortMethod", "groups"):
+        cfg.__dict__.pop(key, None)
+    cfg.width = "100%"
+    cfg.interaction = {"zoomView": False, "dragView": False}  # the page scrolls; the diagram stays put
+    return cfg
+
 
 st.subheader("Architecture")
 graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", shape="box", color="#E2E8F0")]
@@ -207,9 +226,10 @@ edges = [Edge(source=src, target=node_id, label=out_shape.get(src, "?"), font={"
               **({} if src == previous[node_id] else
                  {"smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45}, "color": "#EC4899"}))
          for node_id, ins in wiring.items() for src in ins]
-clicked = agraph(graph_nodes, edges, Config(width="100%", height=260, directed=True, physics=False,
-                                            hierarchical=True, direction="LR", levelSeparation=150,
-                                            sortMethod="directed"))
+level = {"input": 0}
+for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
+    level[node_id] = 1 + max((level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0)
+clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
 # agraph keeps returning its last click on every rerun: act only on a new one.
 if clicked and clicked != st.session_state.get("build.last_graph_click"):
     st.session_state["build.last_graph_click"] = clicked

@@ -5,13 +5,13 @@ import streamlit as st
 
 from engine.data.builtin import BUILTINS
 from engine.data.images import ARCHIVE_TYPES, is_archive
-from engine.data.prepare import prepare_builtin, prepare_frame, prepare_images
+from engine.data.prepare import prepare_again, prepare_builtin, prepare_file, prepare_images
 from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset, load_preview
-from engine.data.tabular import TextOptions, detect_task
+from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
 from ui import state
-from ui.common import page, show_error
+from ui.common import page, shape_text, show_error
 from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
 page("Data", "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
@@ -28,16 +28,25 @@ builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":m
                                               ":material/folder_open: Your datasets"],
                                              key="data.tab")
 with builtin_tab:
-    name = st.selectbox("Dataset", list(BUILTINS), format_func=lambda k: BUILTINS[k].title, key="data.builtin")
+    # The picker opens on the set in use (with its samples, noise and seed), so "Use this dataset" changes nothing
+    # until the user picks something else.
+    current = state.dataset_meta().get("builtin") or {}
+    names = list(BUILTINS)
+    name = st.selectbox("Dataset", names, format_func=lambda k: BUILTINS[k].title, key="data.builtin",
+                        index=names.index(current["name"]) if current.get("name") in BUILTINS else 0)
     b = BUILTINS[name]
     st.caption(b.description)
     n_samples, noise, seed = 1000, 0.1, 0
     if b.generated:
         c1, c2, c3 = st.columns(3)
-        n_samples = c1.slider("Samples", 100, 10000, 1000, step=100, key="data.n_samples")
-        noise = c2.slider("Noise", 0.0, 0.5, 0.1, step=0.01, key="data.noise")
-        seed = c3.number_input("Seed", 0, 2**31 - 1, 0, key="data.seed")
-    if st.button("Use this dataset", type="primary", icon=":material/check:", key="data.use_builtin"):
+        n_samples = c1.slider("Samples", 100, 10000, int(current.get("n_samples", 1000)), step=100,
+                              key="data.n_samples")
+        noise = c2.slider("Noise", 0.0, 0.5, float(current.get("noise", 0.1)), step=0.01, key="data.noise")
+        seed = c3.number_input("Seed", 0, 2**31 - 1, int(current.get("seed", 0)), key="data.seed")
+    same = current == {"name": name, "n_samples": n_samples, "noise": noise, "seed": int(seed)} or (
+        not b.generated and current.get("name") == name)
+    if st.button("In use" if same else "Use this dataset", type="secondary" if same else "primary",
+                 icon=":material/check:", key="data.use_builtin", disabled=same):
         with st.spinner("Preparing…"):
             use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
 
@@ -79,15 +88,20 @@ with upload_tab:
             st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns · read as {source.describe()}")
             st.dataframe(frame.head(50), width="stretch", height=220)
             c1, c2, c3 = st.columns([2, 2, 1])
-            target = c1.selectbox("Target column (what to predict)", list(frame.columns),
-                                  index=len(frame.columns) - 1, key="data.target")
+            columns = list(frame.columns)
+            target = c1.selectbox("Target column (what to predict)", columns,
+                                  index=columns.index(suggest_target(frame)), key=f"data.target.{upload.file_id}",
+                                  help="Suggested: a column named like a target (label, class, target, …), else the "
+                                       "last column that is not mostly empty, free text or an ID.")
+            if problem := target_problem(frame[target]):
+                st.warning(f"'{target}' is an unlikely target: {problem}. Pick the column you want to predict.",
+                           icon=":material/warning:")
             detected = detect_task(frame[target])
             task = c2.radio("Task", ["classification", "regression"],
                             index=["classification", "regression"].index(detected), horizontal=True,
                             key=f"data.task.{target}", help=f"Detected: {detected}. Change it if that is wrong.")
             split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
             st.markdown("**Columns**")
-            st.caption("Suggested from the data: ID-like and constant columns are set to ignore. Change any cell.")
             plans = column_editor(frame, target, key=f"data.columns.{upload.file_id}.{target}")
             text = None
             if any(p.role == "feature" and p.kind == "text" for p in plans):
@@ -102,9 +116,10 @@ with upload_tab:
             if st.button("Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"):
                 try:
                     with st.spinner("Preparing…"):
-                        ds = prepare_frame(frame, target, name=upload.name.rsplit(".", 1)[0],
-                                           source=f"upload:{upload.name}", task=task, plans=plans, text=text,
-                                           seed=int(split_seed))
+                        ds = prepare_file(upload.getvalue(), upload.name, target, task=task, plans=plans, text=text,
+                                          seed=int(split_seed), frame=frame,
+                                          delimiter=None if delimiter == "auto" else delimiter,
+                                          encoding=None if encoding == "auto" else encoding)
                     use(ds)
                 except LayerLabError as e:
                     show_error(e)
@@ -129,12 +144,22 @@ m = st.columns(5)
 m[0].metric("Train rows", f"{meta['sizes']['train']:,}")
 m[1].metric("Validation rows", f"{meta['sizes']['val']:,}")
 m[2].metric("Test rows", f"{meta['sizes']['test']:,}")
-m[3].metric("Features", len(meta["feature_names"]))
+m[3].metric("Input", shape_text(meta["input_shape"]), help=f"shape {tuple(meta['input_shape'])} per row")
 m[4].metric("Classes", ds.num_classes or "–")
-for note in meta.get("notices") or []:
-    st.info(note, icon=":material/info:")
+notes = meta.get("notices") or []
+if notes:  # one summary line, the details folded
+    with st.expander(f":material/info: {len(notes)} preparation note(s): " + notes[0][:90]
+                     + ("…" if len(notes[0]) > 90 or len(notes) > 1 else "")):
+        st.markdown("\n".join(f"- {n}" for n in notes))
 if meta.get("health"):
-    health_panel(meta)
+    fix = health_panel(ds)
+    if fix:
+        try:
+            with st.spinner("Preparing again…"):
+                ds = prepare_again(ds, ignore=fix.get("columns", []), drop_duplicates=fix["kind"] == "drop_duplicates")
+            use(ds)
+        except LayerLabError as e:
+            show_error(e)
 left, right = st.columns(2)
 with left:
     if ds.task == "classification":

@@ -9,12 +9,13 @@ from safetensors.torch import load_file
 from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.runs import create_run, launch, list_runs, runs_dir, validate
+from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
 from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
 from engine.transfer import match_weights
 from ui import state
 from ui.common import page, preflight_line, show_error
 from ui.compare import compare
+from ui.layout import split
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import schedule_and_regularization
 
@@ -23,7 +24,8 @@ meta = state.dataset_meta()
 n_classes = len(meta["classes"] or []) or None
 saved = state.train_settings()
 
-settings, charts = st.columns([1, 2.2], gap="large")
+with split("train"):
+    settings, charts = st.columns([1, 2.2], gap="large")
 with settings:
     start_slot = st.container()  # Start sits on top; it is drawn once the settings below say whether it can run
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
@@ -119,6 +121,8 @@ with charts:
 
 st.subheader("Runs")
 runs = list_runs()
+if not any(r["state"] in ACTIVE for r in runs):
+    warm_spare()  # Start then trains at once, not after the worker's 3-6 s of imports
 if runs:
     runs_table()
     ids = [r["id"] for r in runs]

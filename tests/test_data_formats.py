@@ -11,7 +11,7 @@ import torch
 from engine.data.health import class_weights
 from engine.data.prepare import prepare_file, prepare_frame
 from engine.data.readers import MAX_COLUMNS, read_table
-from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, split_indices, suggest_columns
+from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, split_indices, suggest_columns, suggest_target, target_problem
 from engine.errors import DataError
 from engine.train import TrainConfig, fit
 from tests.conftest import mlp_spec
@@ -116,9 +116,55 @@ def test_bad_files_name_the_file_and_the_fix(data, name, words):
 def test_column_suggestions_flag_ids_and_constants():
     plans = {p.name: p for p in suggest_columns(frame(), "bought")}
     assert plans["customer_id"].role == "ignore" and "ID" in plans["customer_id"].note
-    assert plans["country"].role == "feature" and "constant" in plans["country"].note
+    assert plans["country"].role == "ignore" and "constant" in plans["country"].note
     assert plans["age"].kind == "numeric" and plans["city"].kind == "categorical"
     assert plans["member"].kind == "boolean"
+
+
+def test_constant_pixels_are_kept_where_positions_matter():
+    rng = np.random.default_rng(0)
+    pixels = pd.DataFrame(rng.integers(0, 255, (50, 64)), columns=[f"px{i}" for i in range(64)])
+    pixels["px0"] = 0  # a border pixel that is always dark
+    pixels["label"] = rng.integers(0, 3, 50)
+    plan = {p.name: p for p in suggest_columns(pixels, "label")}["px0"]
+    assert plan.role == "feature" and "pixels" in plan.note
+
+
+def test_the_suggested_target_is_never_mostly_empty_free_text_or_an_id():
+    rng = np.random.default_rng(0)
+    n = 200
+    df = pd.DataFrame({"passenger_id": [f"P{i:05d}" for i in range(n)], "age": rng.normal(30, 8, n),
+                       "species": rng.choice(["Adelie", "Gentoo"], n),
+                       "comments": [None] * 168 + [f"the bird looked tired on day {i} of the trip" for i in range(32)]})
+    assert suggest_target(df) == "species"  # the last column is 84%-empty free text
+    assert "84% empty" in target_problem(df["comments"])
+    df2 = df.rename(columns={"species": "kind"}).assign(notes=[f"seen near rock {i} with many others" for i in range(n)])
+    assert suggest_target(df2) == "kind"  # no target-like name: the last sound column, not the free text
+    assert "free text" in target_problem(df2["notes"])
+    assert "like an ID" in target_problem(df["passenger_id"])
+    assert target_problem(df["species"]) is None and target_problem(df["age"]) is None
+    with_label = df.assign(label=rng.choice(["a", "b"], n), extra=rng.normal(0, 1, n))
+    assert suggest_target(with_label) == "label"  # named like a target, though not last
+
+
+def test_health_fixes_prepare_the_kept_file_again(workspace):
+    from engine.data.prepare import can_prepare_again, prepare_again, prepare_file
+
+    df = frame(120).assign(blank=np.where(np.arange(120) < 100, np.nan, 1.0))
+    df = pd.concat([df, df.iloc[:10]], ignore_index=True)  # 10 duplicate rows
+    plans = [p.model_copy(update={"role": "feature"}) for p in suggest_columns(df, "bought")]  # keep everything
+    ds = prepare_file(as_bytes(df, "csv"), "people.csv", "bought", plans=plans)
+    assert can_prepare_again(ds)
+    fixes = {f["kind"] + ":" + ",".join(f.get("columns", [])): f for f in ds.meta["health"]["fixes"]}
+    assert set(fixes) == {"drop_duplicates:", "ignore:country", "ignore:blank"}, fixes
+    fixed = prepare_again(ds, ignore=fixes["ignore:country"]["columns"])
+    assert "country" not in fixed.meta["feature_names"] and "blank" in fixed.meta["feature_names"]
+    assert "country" not in fixed.meta["health"]["constant_columns"]
+    again = prepare_again(fixed, drop_duplicates=True)
+    assert again.meta["health"]["duplicate_rows"] == 0
+    assert sum(again.meta["sizes"].values()) == sum(fixed.meta["sizes"].values()) - 10
+    assert any("Dropped 10 duplicate row(s)" in n for n in again.meta["notices"])
+    assert "country" not in again.meta["feature_names"]  # the earlier fix is kept
 
 
 def test_column_plan_strategies_and_replay_on_new_rows():

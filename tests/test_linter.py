@@ -34,6 +34,10 @@ CASES = {
                                      n("a2", "activation", kind="tanh"), n("head", "linear", out_features=3)]},
                           CLASSES, {}),
     "dropout_after_output": (mlp(n("drop", "dropout")), CLASSES, {}),
+    "layer_after_output": (mlp(n("relu_out", "activation", kind="relu")), CLASSES, {}),
+    "dense_without_activation": ({"nodes": [n("fc1", "linear", out_features=16), n("fc2", "linear", out_features=16),
+                                            n("act", "activation", kind="relu"), n("head", "linear", out_features=3)]},
+                                 CLASSES, {}),
     "embedding_smaller_than_vocabulary": (
         {"nodes": [n("emb", "embedding", num_embeddings=10, embedding_dim=8), n("pool", "seq_pool"),
                    n("head", "linear", out_features=2)]},
@@ -60,6 +64,28 @@ def test_rule_fires_and_its_fix_silences_it(rule):
 def test_healthy_models_have_no_findings():
     assert lint(mlp(), CLASSES, {}) == []
     assert lint(mlp(out=1), NUMBERS, {}) == []
+    assert [f.rule for f in lint(mlp(n("soft", "activation", kind="softmax")), CLASSES, {})] == \
+        ["softmax_before_cross_entropy"]  # a final softmax is not "a layer after the output"
+
+
+def test_every_template_is_free_of_findings_on_the_data_it_suits():
+    from engine.data.prepare import prepare_builtin
+    from engine.templates import TEMPLATES
+
+    for template in TEMPLATES.values():
+        meta = prepare_builtin(template.dataset).meta
+        rules = [f.rule for f in lint({"nodes": template.nodes(meta)}, meta, template.train)]
+        assert set(rules) <= {"softmax_before_cross_entropy"}, (template.name, rules)  # Keras' MLP ends in softmax
+
+
+def test_a_fix_inserts_relu_between_two_dense_layers_with_explicit_inputs():
+    spec = {"nodes": [n("fc1", "linear", out_features=16), n("fc2", "linear", ["fc1"], out_features=16),
+                      n("act", "activation", kind="relu"), n("head", "linear", out_features=3)]}
+    (finding,) = [f for f in lint(spec, CLASSES, {}) if f.rule == "dense_without_activation"]
+    fixed, _ = finding.fix(spec, {})
+    relu = next(x for x in fixed["nodes"] if x["op"] == "activation" and x["id"] != "act")
+    assert relu["params"]["kind"] == "relu" and relu["inputs"] == ["fc1"]
+    assert next(x for x in fixed["nodes"] if x["id"] == "fc2")["inputs"] == [relu["id"]]
 
 
 def test_fix_keeps_explicit_inputs_wired():

@@ -102,3 +102,21 @@ def test_half_written_event_line_waits_for_the_next_read(tmp_path):
     (tmp_path / "events.jsonl").write_text('{"type": "a"}\n{"type": "b"')
     events, offset = read_events(tmp_path)
     assert events == [{"type": "a"}] and offset == len('{"type": "a"}\n')
+
+
+def test_a_spare_worker_takes_the_next_run(moons):
+    import engine.runs as runs
+
+    runs.warm_spare()
+    spare = runs._spare
+    time.sleep(3)  # it imports torch meanwhile (a run handed over earlier waits in its stdin all the same)
+    assert spare.poll() is None
+    run = create_run(mlp_spec(2), {"epochs": 3}, moons.path)
+    pid = launch(run)
+    assert pid == spare.pid and runs._spare is None  # handed over, not a fresh process
+    status = wait_for(lambda: (s := read_status(run))["state"] not in ("queued", "running") and s)
+    assert status["state"] == "completed", (run / "worker.log").read_text()[-2000:]
+    assert spare.wait(10) == 0
+    runs.warm_spare()
+    runs._spare.stdin.close()  # the app went away: an idle spare exits quietly
+    assert runs._spare.wait(30) == 0

@@ -9,12 +9,14 @@ from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
 from ui import router, state
+from ui.layout import narrow_layout
 
 
 def page(title: str, purpose: str) -> None:
     """Every page starts here: defaults loaded, the title, one line on what the page is for, the status strip."""
     router.ensure_routed()
     state.ensure()
+    narrow_layout()
     st.title(title)
     st.caption(purpose)
     status_strip()
@@ -78,11 +80,10 @@ def runs_cell() -> None:
         elif not training:
             st.caption("No run in this session yet: start one on the Train page.")
         for r in training:
-            a, b = st.columns([5, 1], vertical_alignment="center")
-            epochs = f"epoch {r.get('epoch') or 0}/{r['config'].get('epochs')}"
-            a.caption(f":material/progress_activity: **{r['name']}** · {r['state']} · {epochs}")
-            if b.button("Stop", icon=":material/stop_circle:", key=f"strip.stop.{r['id']}", help=f"Stop {r['name']}; "
-                        "the weights at this point are kept.", type="tertiary"):
+            epochs = f"{r.get('epoch') or 0}/{r['config'].get('epochs')} epochs"
+            st.caption(f":material/progress_activity: **{r['name']}** · {r['state']} · {epochs}")
+            if st.button("Stop", icon=":material/stop_circle:", key=f"strip.stop.{r['id']}", help=f"Stop {r['name']}; "
+                         "the weights at this point are kept.", type="tertiary"):
                 request_stop(r["path"])
                 st.toast(f"Stopping {r['name']}…")
         if active and not training:  # a run ended: the page's buttons and lists follow

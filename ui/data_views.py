@@ -60,6 +60,10 @@ def column_editor(frame, target: str, key: str) -> list:
     from engine.data.tabular import ColumnPlan, suggest_columns
 
     suggested = [p.model_dump() for p in suggest_columns(frame, target)]
+    ignored = [p for p in suggested if p["role"] == "ignore"]
+    kinds = {"ID-like": sum("ID" in p["note"] for p in ignored), "constant": sum("constant" in p["note"] for p in ignored)}
+    said = " and ".join(f"{n} {k} column(s)" for k, n in kinds.items() if n)
+    st.caption(f"Suggested from the data{f': {said} set to ignore' if said else ''}. Change any cell.")
     cfg = st.column_config
     edited = st.data_editor(
         suggested, key=key, hide_index=True, width="stretch", num_rows="fixed",
@@ -81,21 +85,36 @@ def column_editor(frame, target: str, key: str) -> list:
     return [ColumnPlan.model_validate(row) for row in edited]
 
 
-def health_panel(meta: dict) -> None:
+def health_panel(ds: Dataset) -> dict | None:
+    """The health verdict and findings, each fix a button; returns the fix clicked (the page prepares again)."""
+    from engine.data.prepare import can_prepare_again
     from ui import state
 
+    meta = ds.meta
     health = meta["health"]
+    clicked = None
     with st.container(border=True):
         icon = ":material/check_circle:" if not health["warnings"] else ":material/warning:"
         st.markdown(f"{icon} **Data health: {health['verdict']}** {health['implies']}")
         for w in health["warnings"]:
             st.warning(w)
+        fixes = health.get("fixes") or []
+        if fixes and can_prepare_again(ds):
+            cols = st.columns(len(fixes))
+            for i, (col, fix) in enumerate(zip(cols, fixes, strict=True)):
+                if col.button(fix["label"], key=f"health.fix.{i}", icon=":material/build:", width="stretch",
+                              help="Prepares the same file again with this change."):
+                    clicked = fix
+        elif fixes:
+            st.caption("To fix these, upload the file again and change the column plan (this dataset was not "
+                       "prepared from a kept file).")
         if health.get("class_weights") and health.get("imbalance_ratio", 1) >= 1.5:
             weights = ", ".join(f"{c}: {w:.2f}" for c, w in zip(meta["classes"], health["class_weights"], strict=True))
             on = bool(state.train_settings().get("class_weights"))
             if st.toggle(f"Use class weights in training ({weights})", value=on, key="data.class_weights",
                          help="Weights each class's loss by how rare it is, so rare classes count as much.") != on:
                 state.set_train({**state.train_settings(), "class_weights": not on})
+    return clicked
 
 
 def augmentation_panel(ds: Dataset) -> None:

@@ -1,15 +1,20 @@
 """The app's navigation: our pages, the shared sidebar, then the chosen page."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from ui import sidebar
 
+ICON = Path(__file__).resolve().parent / "favicon.png"
 PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py",
          "evaluate": "pages/evaluate.py", "predict": "pages/predict.py", "export": "pages/export.py"}
 
 
 def run() -> None:
-    st.set_page_config(page_title="LayerLab", page_icon=":material/hub:", layout="wide")
+    # A local icon: a material icon as page_icon makes every page load fetch the favicon from a font CDN (an error
+    # offline, and a request out of a local tool).
+    st.set_page_config(page_title="LayerLab", page_icon=str(ICON), layout="wide", initial_sidebar_state="auto")
     nav = st.navigation([
         st.Page(PAGES["data"], title="Data", icon=":material/table_chart:", default=True),
         st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),

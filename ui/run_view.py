@@ -138,7 +138,11 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
             cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
         else:
             cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
-    best_epoch = epochs[-1].get("best_epoch") if epochs else None
+    if not epochs:
+        st.caption("The curves appear after the first epoch.")
+        boundary_chart(run_dir)
+        return live
+    best_epoch = epochs[-1].get("best_epoch")
     xs = [e["epoch"] for e in epochs]
     c1, c2 = st.columns(2)
     with c1:
@@ -147,7 +151,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
                                "Loss per epoch", "epoch", "loss", best_x=best_epoch),
                         width="stretch", key=f"loss.{run_dir.name}")
     with c2:
-        if epochs and "val/accuracy" in epochs[0]["metrics"]:
+        if "val/accuracy" in epochs[0]["metrics"]:
             fig = curves({"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
                          "Accuracy per epoch", "epoch", "accuracy", percent=True, best_x=best_epoch)
         else:
@@ -205,9 +209,9 @@ def live_panel(run_dir: Path, settings: dict | None = None) -> None:
 def rename_box(run_dir: Path) -> None:
     """The run's name as the heading, with a rename field beside it."""
     info = run_info(run_dir)
-    c1, c2 = st.columns([4, 1], vertical_alignment="bottom")
-    c1.subheader(info["name"])
-    with c2.popover("Rename", icon=":material/edit:", width="stretch"):
+    c1, c2 = st.columns([5, 1], vertical_alignment="center")
+    c1.markdown(f"#### {info['name']}")
+    with c2.popover("", icon=":material/edit:", help="Rename this run"):
         new = st.text_input("Run name", value=info["name"], key=f"rename.{run_dir.name}", max_chars=80)
         if new != info["name"]:
             try:

@@ -38,10 +38,14 @@ def _constant_and_missing(col: pd.Series) -> tuple[bool, float]:
     return col.nunique(dropna=False) <= 1, missing
 
 
-def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict, classes) -> dict:
+def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict, classes,
+                  columns: list[str] | None = None) -> dict:
+    """The verdict on a prepared table, with `fixes`: what one click can do about a finding (ignore columns, drop
+    duplicate rows, weight the classes). `columns`: the feature columns used (ignored ones are not judged)."""
     warnings: list[str] = []
+    fixes: list[dict] = []
     report: dict = {"rows": len(frame)}
-    features = frame.drop(columns=[target], errors="ignore")
+    features = frame[columns] if columns is not None else frame.drop(columns=[target], errors="ignore")
 
     if task == "classification":
         counts = np.bincount(y["train"], minlength=len(classes))
@@ -64,6 +68,7 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
     report["duplicate_rows"] = duplicates
     if duplicates:
         warnings.append(f"{duplicates} row(s) are exact duplicates of another row; they weigh twice in training.")
+        fixes.append({"kind": "drop_duplicates", "label": f"Drop the {duplicates:,} duplicate row(s)"})
 
     leaked = {s: int(pd.Index(keys[s]).isin(keys["train"]).sum()) for s in ("val", "test")}
     report["leakage"] = leaked
@@ -71,6 +76,8 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
         warnings.append(f"{leaked['val']} validation and {leaked['test']} test row(s) also appear in the training "
                         "split (same inputs): their scores overstate how well the model generalizes. Remove "
                         "duplicates first.")
+        if not duplicates:
+            fixes.append({"kind": "drop_duplicates", "label": "Drop duplicate rows"})
 
     profile = {c: _constant_and_missing(features[c]) for c in features.columns}
     constant = [c for c, (const, _) in profile.items() if const]
@@ -78,9 +85,13 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
     report["constant_columns"], report["mostly_missing_columns"] = constant, mostly_missing
     if constant:
         warnings.append(f"Constant column(s) carry no information: {', '.join(constant)}. Ignore them.")
+        fixes.append({"kind": "ignore", "columns": constant, "label": f"Ignore {len(constant)} constant column(s)"})
     if mostly_missing:
         warnings.append(f"Mostly missing (over half empty): {', '.join(mostly_missing)}. Consider ignoring them.")
+        fixes.append({"kind": "ignore", "columns": mostly_missing,
+                      "label": f"Ignore {len(mostly_missing)} mostly-missing column(s)"})
 
     report["warnings"] = warnings
+    report["fixes"] = fixes
     report["verdict"] = "Looks healthy." if not warnings else f"{len(warnings)} thing(s) to check."
     return report

@@ -10,14 +10,19 @@ from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import read_table
 from engine.data.store import Dataset, save_dataset
-from engine.data.tabular import ColumnPlan, TextOptions, prepare_table, split_indices
+from engine.data.tabular import ColumnPlan, TextOptions, prepare_table, split_indices, suggest_columns
 from engine.errors import DataError
+from engine.workspace import atomic_write_bytes, atomic_write_json, read_json
+
+SOURCE, RECIPE = "source.bin", "recipe.json"  # an uploaded table kept beside its dataset, and how it was prepared
+KEEP_SOURCE_BYTES = 256 * 2**20
 
 
 def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task: str | None = None,
                   plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
-                  root: Path | None = None) -> Dataset:
-    info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name)
+                  root: Path | None = None, drop_duplicates: bool = False) -> Dataset:
+    info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name,
+                         drop_duplicates=drop_duplicates)
     extra = {}
     if info.preprocessing.get("text"):
         vocab = info.preprocessing["text"]["vocab"]
@@ -26,20 +31,58 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
                         feature_names=info.feature_names, preprocessing=info.preprocessing,
                         notices=info.notices, preview=df, root=root, extra=extra,
                         meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
-                                                                   info.classes)})
+                                                                   info.classes, info.columns)})
 
 
 def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,
                  plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
-                 delimiter: str | None = None, encoding: str | None = None, root: Path | None = None) -> Dataset:
-    """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines)."""
-    df = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame
-    return prepare_frame(df, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
-                         plans=plans, text=text, seed=seed, root=root)
+                 delimiter: str | None = None, encoding: str | None = None, root: Path | None = None,
+                 drop_duplicates: bool = False, frame: pd.DataFrame | None = None) -> Dataset:
+    """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines). The file and how it was prepared
+    are kept beside the dataset (up to KEEP_SOURCE_BYTES), so a health finding's fix can prepare it again.
+    `frame`: the file as already read with these options (the Data page has it), to save reading it twice."""
+    df = frame if frame is not None else read_table(data, filename, delimiter=delimiter, encoding=encoding).frame
+    ds = prepare_frame(df, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
+                       plans=plans, text=text, seed=seed, root=root, drop_duplicates=drop_duplicates)
+    if len(data) <= KEEP_SOURCE_BYTES:
+        atomic_write_bytes(ds.path / SOURCE, data)
+        atomic_write_json(ds.path / RECIPE, {
+            "filename": Path(filename).name, "target": target, "task": ds.task, "seed": seed,
+            "delimiter": delimiter, "encoding": encoding, "drop_duplicates": drop_duplicates,
+            "text": (text or TextOptions()).model_dump(),
+            "plans": [p.model_dump() for p in (plans if plans is not None else suggest_columns(df, target))]})
+    return ds
+
+
+def can_prepare_again(ds: Dataset) -> bool:
+    return (ds.path / RECIPE).exists() and (ds.path / SOURCE).exists()
+
+
+def prepare_again(ds: Dataset, *, ignore: list[str] = (), drop_duplicates: bool = False) -> Dataset:
+    """The same file prepared again as before, with more columns ignored or duplicate rows dropped (the health
+    report's one-click fixes)."""
+    recipe = read_json(ds.path / RECIPE)
+    if recipe is None or not (ds.path / SOURCE).exists():
+        raise DataError(f"'{ds.meta['name']}' was not prepared from a file LayerLab kept, so it cannot be prepared "
+                        "again here: upload the file on the Data page and change the column plan there.")
+    plans = [ColumnPlan.model_validate({**p, "role": "ignore", "note": "ignored by a health fix"}
+                                       if p["name"] in ignore else p) for p in recipe["plans"]]
+    return prepare_file((ds.path / SOURCE).read_bytes(), recipe["filename"], recipe["target"], task=recipe["task"],
+                        plans=plans, text=TextOptions.model_validate(recipe["text"]), seed=recipe["seed"],
+                        delimiter=recipe["delimiter"], encoding=recipe["encoding"],
+                        drop_duplicates=drop_duplicates or recipe["drop_duplicates"], root=ds.path.parent)
 
 
 def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0,
                     root: Path | None = None) -> Dataset:
+    """A built-in set; its meta records how it was made (`builtin`), so the Data page's picker shows the set in use."""
+    ds = _prepare_builtin(name, n_samples=n_samples, noise=noise, seed=seed, root=root)
+    ds.meta["builtin"] = {"name": name, "n_samples": n_samples, "noise": noise, "seed": seed}
+    atomic_write_json(ds.path / "meta.json", ds.meta)
+    return ds
+
+
+def _prepare_builtin(name: str, *, n_samples: int, noise: float, seed: int, root: Path | None) -> Dataset:
     if name not in BUILTINS:
         raise DataError(f"unknown built-in dataset '{name}'. Choose one of: {', '.join(BUILTINS)}.")
     b = BUILTINS[name]

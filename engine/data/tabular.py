@@ -59,6 +59,8 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
     plans = []
     n = len(df)
     sample = df.sample(min(n, 20_000), random_state=0) if n > 20_000 else df  # types from a sample: fast on 1M rows
+    others = df.drop(columns=[target], errors="ignore")
+    pixels = others.shape[1] >= PIXEL_COLUMNS and all(pd.api.types.is_numeric_dtype(t) for t in others.dtypes)
     for col in df.columns:
         if col == target:
             continue
@@ -75,8 +77,11 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
                           "constant" if kind == "text" else "most_frequent",
                           scaling="standard" if kind == "numeric" else "none")
         name_says_id = bool(re.search(r"(^|_|\b)(id|uuid|key|index)$|^unnamed", col.lower()))
-        if unique <= 1 and df[col].nunique(dropna=True) <= 1:  # kept (positions can matter, e.g. pixels), flagged
-            plan.note = "constant: carries no information; ignore it unless column positions matter"
+        if unique <= 1 and df[col].nunique(dropna=True) <= 1:
+            if pixels:  # a picture stored as a row: positions matter (a reshape to an image needs every pixel)
+                plan.note = "constant: carries no information; kept, as this table looks like pixels"
+            else:
+                plan.role, plan.note = "ignore", "constant: the same value in every row carries no information"
         elif n > 10 and unique == s.notna().sum() == len(s) and kind in ("numeric", "categorical") and (
                 name_says_id if kind == "numeric" else True) and df[col].is_unique:
             plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
@@ -84,6 +89,42 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
             plan.note = f"{s.isna().mean():.0%} missing"
         plans.append(plan)
     return plans
+
+
+PIXEL_COLUMNS = 64  # a table with at least this many columns, all numeric, may be images stored as rows
+TARGET_NAMES = re.compile(r"^(target|label|labels|class|classes|y|outcome|result|category|species|survived|"
+                          r"diagnosis|price|quality|churn|default|grade|score)$", re.IGNORECASE)
+
+
+def target_problem(y: pd.Series) -> str | None:
+    """Why a column makes a poor target, in words, or None: mostly empty, free text, an ID, or one value."""
+    n = len(y)
+    filled = y.notna().sum()
+    if n == 0 or filled == 0:
+        return "it is empty"
+    if filled < 0.5 * n:
+        return f"it is {1 - filled / n:.0%} empty (those rows would be dropped)"
+    values = y.dropna()
+    if values.nunique() <= 1:
+        return "it holds a single value"
+    if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        sample = values.astype(str).head(500)
+        if sample.map(lambda t: len(TOKEN.findall(t))).mean() >= 4 and values.nunique() > 0.5 * len(values):
+            return "it looks like free text (a sentence in most rows), not a label"
+        if values.nunique() == len(values) and len(values) > 20:
+            return "every row has its own value, like an ID"
+        if values.nunique() > MAX_CLASSES:
+            return f"it has {values.nunique():,} distinct values, too many classes"
+    return None
+
+
+def suggest_target(df: pd.DataFrame) -> str:
+    """The most likely target: a column named like one (label, target, class, y, …), else the last column that
+    makes a sound target (not mostly empty, not free text, not an ID, not constant), else the last column."""
+    columns = list(df.columns)
+    sound = [c for c in columns if target_problem(df[c]) is None]
+    named = [c for c in sound if TARGET_NAMES.match(str(c).strip())]
+    return (named or sound or columns)[-1]
 
 
 def detect_task(y: pd.Series) -> str:
@@ -108,6 +149,7 @@ class TableInfo:
     preprocessing: dict
     notices: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = None  # the rows used, in their original form
+    columns: list[str] = field(default_factory=list)  # the feature columns used (before encoding)
 
 
 def _apportion(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -236,8 +278,9 @@ def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | Non
 
 def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,
                   text: TextOptions | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                  seed: int = 0, name: str = "the table") -> TableInfo:
-    """Split the table, fit preprocessing on the training split, and return arrays for every split."""
+                  seed: int = 0, name: str = "the table", drop_duplicates: bool = False) -> TableInfo:
+    """Split the table, fit preprocessing on the training split, and return arrays for every split.
+    `drop_duplicates`: keep one of each set of rows that agree on the used columns and the target."""
     if target not in df.columns:
         raise DataError(f"'{name}' has no column '{target}'. Columns: {', '.join(map(str, df.columns[:20]))}.")
     plans = plans if plans is not None else suggest_columns(df, target)
@@ -252,6 +295,11 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")
         df = df[df[target].notna()]
+    if drop_duplicates:
+        before = len(df)
+        df = df.drop_duplicates(subset=[p.name for p in features] + [target])
+        if before > len(df):
+            notices.append(f"Dropped {before - len(df):,} duplicate row(s) (the same inputs and target).")
     for p in features:
         if p.missing == "drop" and p.kind != "text" and df[p.name].isna().any():
             notices.append(f"Dropped {int(df[p.name].isna().sum())} row(s) with no value in '{p.name}'.")
@@ -306,4 +354,4 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     bounds = np.cumsum([0] + [len(splits[k]) for k in ("train", "val", "test")])
     x = {k: x_all[bounds[i]:bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
     y = {k: y_all[v] for k, v in splits.items()}
-    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df)
+    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df, [p.name for p in features])
