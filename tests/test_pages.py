@@ -65,11 +65,43 @@ def test_csv_upload_preview_target_and_prepare():
     at.file_uploader(key="data.upload").set_value(("people.csv", f"id,group,score,bought\n{rows}".encode(),
                                                     "text/csv")).run()
     assert not at.exception
-    assert at.selectbox(key="data.target").value == "bought"
+    target = next(s for s in at.selectbox if s.label.startswith("Target column"))
+    assert target.value == "bought" and not at.warning
     assert at.radio(key="data.task.bought").value == "classification"
     button(at, "Prepare dataset").click().run()
     assert at.session_state[DATASET].startswith("people")
-    assert any("'score': 7 missing value(s) filled with the median" in i.value for i in at.info)
+    notes = next(e for e in at.expander if "preparation note(s)" in e.label)  # folded into one summary line
+    assert any("'score': 7 missing value(s) filled with the median" in m.value for m in notes.markdown)
+    assert any("Ignoring 'id': looks like an ID" in m.value for m in notes.markdown)
+    assert [i.value for i in at.info] == ["Now using 'people'. The Build page holds a model that fits it."]
+
+
+def test_picking_an_unlikely_target_warns_and_health_fixes_are_buttons():
+    at = app()
+    rows = "".join(f"{i % 20},{i * 0.3 if i % 7 == 0 else ''},FR,{'ab'[i % 2]},"
+                   f"{f'great trip {i} with lots of birds' if i % 7 == 0 else ''}\n" for i in range(60))
+    at.file_uploader(key="data.upload").set_value(("birds.csv", f"n,depth,country,group,comment\n{rows}".encode(),
+                                                    "text/csv")).run()
+    target = next(s for s in at.selectbox if s.label.startswith("Target column"))
+    assert target.value == "group"  # the last column is mostly empty free text; the one before it constant
+    target.set_value("comment").run()
+    assert any("unlikely target" in w.value and "empty" in w.value for w in at.warning)
+    next(s for s in at.selectbox if s.label.startswith("Target column")).set_value("group").run()
+    assert not at.warning
+    button(at, "Prepare dataset").click().run()
+    first = at.session_state[DATASET]
+    assert not at.exception and first.startswith("birds")
+    from engine.data.store import load_meta
+    meta = load_meta(first)
+    assert "country" not in meta["feature_names"]  # constant: ignored from the start
+    assert meta["feature_names"] == ["n", "depth"]  # the mostly empty free text is ignored too
+    assert meta["health"]["mostly_missing_columns"] == ["depth"] and meta["health"]["duplicate_rows"] > 0
+    button(at, "Ignore 1 mostly-missing column(s)").click().run()
+    assert not at.exception and at.session_state[DATASET] != first
+    meta = load_meta(at.session_state[DATASET])
+    assert not meta["health"]["mostly_missing_columns"] and meta["feature_names"] == ["n"]
+    button(at, next(b.label for b in at.button if b.label.startswith("Drop the "))).click().run()
+    assert load_meta(at.session_state[DATASET])["health"]["duplicate_rows"] == 0
 
 
 @pytest.mark.parametrize("content, words", [
@@ -165,6 +197,8 @@ def test_non_numeric_target_for_regression_is_explained():
     at = app()
     rows = "".join(f"{i},kind{i}\n" for i in range(30))
     at.file_uploader(key="data.upload").set_value(("t.csv", f"x,y\n{rows}".encode(), "text/csv")).run()
+    next(s for s in at.selectbox if s.label.startswith("Target column")).set_value("y").run()
+    assert any("like an ID" in w.value for w in at.warning)
     at.radio(key="data.task.y").set_value("regression").run()
     button(at, "Prepare dataset").click().run()
     assert any("regression needs a numeric target" in e.value for e in at.error)

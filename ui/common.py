@@ -67,7 +67,7 @@ def status_strip() -> None:
 def runs_cell() -> None:
     """This tab's run and every run training anywhere, each with Stop; redrawn while any run trains."""
     from engine.runs import ACTIVE, request_stop
-    from ui.run_view import LIVE_EVERY_S
+    from ui.run_view import live_fragment
 
     def body():
         runs = list_runs()
@@ -86,11 +86,9 @@ def runs_cell() -> None:
                          "the weights at this point are kept.", type="tertiary"):
                 request_stop(r["path"])
                 st.toast(f"Stopping {r['name']}…")
-        if active and not training:  # a run ended: the page's buttons and lists follow
-            st.rerun(scope="app")
+        return {r["id"]: r["state"] for r in runs}
 
-    active = any(r["state"] in ACTIVE for r in list_runs())
-    st.fragment(body, run_every=LIVE_EVERY_S if active else None)()
+    live_fragment(body, list_runs())
 
 
 def fmt_value(x: float) -> str:

@@ -76,9 +76,9 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
             show_error(e)
 
 
-def draw(run_dir: Path, settings: dict | None = None) -> bool:
-    """Everything about one run; while it is live a fragment redraws it every second. Returns whether it is live.
-    `settings`: the Train page's settings, offered for branching."""
+def draw(run_dir: Path, settings: dict | None = None) -> str:
+    """Everything about one run; while it is live a fragment redraws it. Returns the state it drew (its status,
+    or "completed" etc. once `run_finished` is read). `settings`: the Train page's settings, offered for branching."""
     status = read_status(run_dir)
     evs = events(run_dir, status.get("resumes", 0))
     epochs = [e for e in evs if e["type"] == "epoch_end"]
@@ -86,6 +86,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
     started = next((e for e in evs if e["type"] == "run_started"), None)
     finished = next((e for e in evs if e["type"] == "run_finished"), None)
     live = status["state"] in ("queued", "running") and finished is None
+    drawn_state = status["state"] if live else (finished or {}).get("status", status["state"])
 
     # The newest of the sampled batch and the epoch events: the label and the cards below read the same snapshot.
     last = max(batches[-1:] + epochs[-1:], key=lambda e: (e["step"], e["type"] == "epoch_end"), default=None)
@@ -141,7 +142,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
     if not epochs:
         st.caption("The curves appear after the first epoch.")
         boundary_chart(run_dir)
-        return live
+        return drawn_state
     best_epoch = epochs[-1].get("best_epoch")
     xs = [e["epoch"] for e in epochs]
     c1, c2 = st.columns(2)
@@ -184,26 +185,44 @@ def draw(run_dir: Path, settings: dict | None = None) -> bool:
             gradient_chart(looks, key=f"grad.{run_dir.name}")
         with st.expander("Inside the model: histograms and dead ReLUs"):
             inside_panel(looks, key=f"inside.{run_dir.name}")
-    return live
+    return drawn_state
+
+
+def live_every(runs: list[dict]) -> float | None:
+    """How often the live parts of a page redraw: None with no run training; every FAST_EVERY_S in a run's first
+    seconds as this tab sees it (one interval for the run view, the status strip and the run list, so they move
+    together); every LIVE_EVERY_S after that."""
+    fast = st.session_state.setdefault("run_view.fast_until", {})
+    now, every = time.time(), None
+    for r in runs:
+        if r["state"] in ACTIVE:
+            until = fast.setdefault(f"{r['id']}#{r.get('resumes', 0)}", now + FAST_FOR_S)
+            every = FAST_EVERY_S if now < until else (every or LIVE_EVERY_S)
+    return every
+
+
+def live_fragment(body, runs: list[dict]) -> None:
+    """Run `body()` in a fragment redrawn at `live_every(runs)`. `body` returns the states it drew; the whole page
+    reruns when they change (a run started, ended or was lost, so every part of the page says the same) or when
+    the quick first seconds are over (to slow the polling down)."""
+    every = live_every(runs)
+    before = {r["id"]: r["state"] for r in runs}
+
+    def run():
+        drawn = body()
+        if every is None:
+            return
+        changed = any(drawn.get(k, v) != v for k, v in before.items()) or any(k not in before for k in drawn)
+        if changed or live_every([r for r in runs if drawn.get(r["id"]) in ACTIVE]) != every:
+            st.rerun(scope="app")
+
+    st.fragment(run, run_every=every)()
 
 
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:
-    """Redraw the run while it is live: every FAST_EVERY_S in its first seconds (as this tab sees it), then every
-    LIVE_EVERY_S; one full rerun when it ends (so the status strip, the run list and the buttons follow)."""
-    status = read_status(run_dir)
-    active = status["state"] in ACTIVE
-    fast = st.session_state.setdefault("run_view.fast_until", {})
-    key = f"{run_dir.name}#{status.get('resumes', 0)}"
-    if active:
-        fast.setdefault(key, time.time() + FAST_FOR_S)
-    quick = active and time.time() < fast.get(key, 0)
-
-    def body():
-        still_live = draw(run_dir, settings)
-        if active and not still_live or quick and time.time() >= fast[key]:  # ended, or time to slow down
-            st.rerun(scope="app")
-
-    st.fragment(body, run_every=(FAST_EVERY_S if quick else LIVE_EVERY_S) if active else None)()
+    """The run, redrawn while it is live."""
+    info = run_info(run_dir)
+    live_fragment(lambda: {run_dir.name: draw(run_dir, settings)}, [info])
 
 
 def rename_box(run_dir: Path) -> None:
@@ -235,8 +254,6 @@ def runs_table() -> None:
                          "samples/s": f"{r['samples_per_second']:,.0f}" if r.get("samples_per_second") else "",
                          "duration": fmt_seconds(took) if took > 0 else "", "id": r["id"]})
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
-        if active and not any(r["state"] in ACTIVE for r in runs):
-            st.rerun(scope="app")
+        return {r["id"]: r["state"] for r in runs}
 
-    active = any(r["state"] in ACTIVE for r in list_runs())
-    st.fragment(body, run_every=LIVE_EVERY_S if active else None)()
+    live_fragment(body, list_runs())

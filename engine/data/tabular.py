@@ -85,6 +85,8 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
         elif n > 10 and unique == s.notna().sum() == len(s) and kind in ("numeric", "categorical") and (
                 name_says_id if kind == "numeric" else True) and df[col].is_unique:
             plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
+        elif s.isna().mean() > 0.5 and kind == "text":  # it would become the model's whole input
+            plan.role, plan.note = "ignore", f"mostly empty text ({s.isna().mean():.0%} missing)"
         elif s.isna().mean() > 0.5:
             plan.note = f"{s.isna().mean():.0%} missing"
         plans.append(plan)
@@ -92,8 +94,7 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
 
 
 PIXEL_COLUMNS = 64  # a table with at least this many columns, all numeric, may be images stored as rows
-TARGET_NAMES = re.compile(r"^(target|label|labels|class|classes|y|outcome|result|category|species|survived|"
-                          r"diagnosis|price|quality|churn|default|grade|score)$", re.IGNORECASE)
+TARGET_NAMES = re.compile(r"^(target|label|labels|class|y|outcome|species|survived|diagnosis|churn)$", re.IGNORECASE)
 
 
 def target_problem(y: pd.Series) -> str | None:
