@@ -80,8 +80,7 @@ def predict(data: Path) -> pd.DataFrame:
     if not len(frame):
         raise InputError("the table has no rows to predict.")
     out = model_outputs(model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"])
-    return pd.concat([prediction_table(out, info, info["outputs_are_probabilities"]), frame.reset_index(drop=True)],
-                     axis=1)
+    return with_rows(prediction_table(out, info, info["outputs_are_probabilities"]), frame, info["preprocessing"])
 
 
 def main() -> int:

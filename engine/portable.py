@@ -212,6 +212,22 @@ def prediction_table(out: torch.Tensor, meta: dict, squashed: bool) -> pd.DataFr
     return pd.DataFrame({"prediction": (out[:, 0] * scale + shift).numpy()})
 
 
+KEY_NAME = re.compile(r"(^|[_\W])(id|uuid|key|index|name|code)$|^(id|name)([_\W]|$)", re.IGNORECASE)
+
+
+def with_rows(predictions: pd.DataFrame, frame: pd.DataFrame, preprocessing: dict) -> pd.DataFrame:
+    """The predictions beside the rows they came from: the user's key columns first (columns the model does not
+    read that are named like a key, such as `id` or `passenger_name`, or hold a different value in every row),
+    then the predictions, then the other columns."""
+    used = {c["name"] for c in preprocessing.get("columns") or []} | \
+        set((preprocessing.get("text") or {}).get("columns") or [])
+    frame = frame.reset_index(drop=True)
+    keys = [c for c in frame.columns if c not in used and (KEY_NAME.search(str(c)) or (
+        len(frame) >= 10 and not pd.api.types.is_float_dtype(frame[c]) and frame[c].is_unique))]
+    rest = [c for c in frame.columns if c not in keys]
+    return pd.concat([frame[keys], predictions, frame[rest]], axis=1)
+
+
 def csv_bytes(table: pd.DataFrame) -> bytes:
     """CSV for a spreadsheet: text cells that start like a formula get a leading apostrophe, so they stay text."""
     safe = table.copy()

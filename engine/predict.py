@@ -6,6 +6,7 @@ each class's probability (classification), or the predicted value in the target'
 """
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model
-from engine.portable import prediction_table
+from engine.portable import prediction_table, with_rows
 
 
 def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
@@ -47,7 +48,7 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
     if not len(frame):
         raise LayerLabError("the table has no rows to predict.")
     x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
-    return pd.concat([_table(model, meta, x), frame.reset_index(drop=True)], axis=1)
+    return with_rows(_table(model, meta, x), frame, meta["preprocessing"])
 
 
 def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:
@@ -59,3 +60,27 @@ def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]
     arrays = [decode_image(data, name, size, grayscale=channels == 1) for name, data in files]
     x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, channels, size, size), dtype=torch.uint8)
     return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), _table(model, meta, x)], axis=1)
+
+
+NOVELTY_REFERENCE = 2000  # training images a new one is compared with
+NOVELTY_QUANTILE = 0.99
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return (x.float() / 255 if x.dtype == torch.uint8 else x.float()).flatten(1)
+
+
+def novelty_reference(dataset) -> dict:
+    """What "like the training images" means for a dataset: up to NOVELTY_REFERENCE training images, and the
+    distance from a validation image to its nearest training image that 99% of validation images stay within."""
+    train = _flat(dataset.split("train")[0][:NOVELTY_REFERENCE])
+    val = _flat(dataset.split("val")[0][:500])
+    nearest = torch.cdist(val, train).min(1).values
+    return {"train": train, "limit": float(torch.quantile(nearest, NOVELTY_QUANTILE)) if len(nearest) else math.inf}
+
+
+def novelty(image: np.ndarray, reference: dict) -> tuple[float, bool]:
+    """How far a prepared image (C, H, W, uint8) is from its nearest training image, and whether that is farther
+    than real images are: a drawing unlike the training data, whose prediction means little."""
+    distance = float(torch.cdist(_flat(torch.from_numpy(image)[None]), reference["train"]).min())
+    return distance, distance > reference["limit"]

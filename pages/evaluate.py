@@ -8,7 +8,14 @@ from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.evaluate import evaluate_run
 from ui.common import page, show_error, trained_run
-from ui.evaluate_views import class_table, confusion_figure, regression_figures, roc_pr_figures, worst_rows
+from ui.evaluate_views import (
+    class_table,
+    confusion_figure,
+    regression_figures,
+    roc_pr_figures,
+    wide_confusion,
+    worst_rows,
+)
 
 page("Evaluate", "How a trained model does on data it never saw: its test split, with every metric, the confusion "
                  "matrix, the curves and its worst mistakes.")
@@ -41,7 +48,8 @@ if result["task"] == "classification":
     if "roc_auc" in summary:
         cards[3].metric("ROC AUC", f"{summary['roc_auc']:.3f}", help="Area under the ROC curve (one vs rest, "
                                                                      "averaged over classes, when more than two).")
-    left, right = st.columns([1.2, 1])
+    wide = wide_confusion(result)  # many or long class names: table above, the matrix across the page
+    left, right = (st.container(), st.container()) if wide else st.columns([1.2, 1])
     with left:
         st.dataframe(class_table(result), hide_index=True, width="stretch")
     with right:

@@ -7,10 +7,12 @@ import streamlit as st
 
 from engine.data.images import decode_image
 from engine.data.readers import EXTENSIONS, read_table
+from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.portable import IMAGE_EXTENSIONS, csv_bytes
-from engine.predict import load_predictor, predict_images, predict_table
+from engine.predict import load_predictor, novelty, novelty_reference, predict_images, predict_table
 from ui.common import page, show_error, trained_run
+from ui.data_views import image_grid
 from ui.draw import drawing_pad
 
 page("Predict", "Upload new rows or images, or draw one: the model prepares them exactly as in training and "
@@ -20,6 +22,16 @@ page("Predict", "Upload new rows or images, or draw one: the model prepares them
 @st.cache_resource(max_entries=4, show_spinner=False)
 def predictor(path: str, weights_mtime: float):
     return load_predictor(path)
+
+
+@st.cache_resource(max_entries=4, show_spinner=False)
+def training_images(dataset_id: str):
+    """The run's dataset and what its images look like (for the drawing pad's comparison), or None if it is gone."""
+    try:
+        dataset = load_dataset(dataset_id)
+    except LayerLabError:
+        return None
+    return dataset, novelty_reference(dataset)
 
 
 run = trained_run("Model", "predict.run")
@@ -38,9 +50,13 @@ def draw_and_predict() -> None:
     background = c2.color_picker("Background", "#000000", key="predict.background",
                                  help="The built-in image sets are light shapes on a dark background.")
     width = c3.slider("Pen width", 4, 48, 22, key="predict.pen_width")
+    known = training_images(run["dataset_id"])
     left, right = st.columns([1, 1.2])
     with left:
         png = drawing_pad("predict.draw", pen, background, width)
+        if known is not None:
+            st.caption("What the model learned from (training images):")
+            image_grid(known[0], n=8, per_row=4)
     with right:
         if png is None:
             st.info("Draw on the pad: the prediction appears when you lift the pen.", icon=":material/draw:")
@@ -50,12 +66,17 @@ def draw_and_predict() -> None:
         except LayerLabError as e:
             show_error(e)
             return
+        size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
+        seen = decode_image(png, "drawing.png", size, grayscale=channels == 1)
+        if known is not None and novelty(seen, known[1])[1]:
+            st.warning("This drawing is unlike the training images (farther from all of them than 99% of real "
+                       "images are), so the prediction means little. Draw it the way the samples below look: "
+                       "filled shapes, same colours, similar size.", icon=":material/warning:")
         st.metric("Prediction", str(row["prediction"]))
         st.caption(f"{row['confidence']:.0%} confident")
         st.bar_chart({c: float(row[f"p({c})"]) for c in meta["classes"]}, horizontal=True,
                      height=max(160, 28 * len(meta["classes"])), x_label="class", y_label="probability")
-        size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
-        seen = decode_image(png, "drawing.png", size, grayscale=channels == 1).transpose(1, 2, 0)
+        seen = seen.transpose(1, 2, 0)
         zoom = max(1, 128 // size)  # nearest-neighbour, so each input pixel shows as a square
         st.image(np.kron(seen, np.ones((zoom, zoom, 1), np.uint8)), caption=f"What the model sees ({size}×{size})")
 
@@ -75,7 +96,10 @@ def show_predictions(uploads) -> None:
         cols = st.columns(6)
         for i, (f, (_, row)) in enumerate(zip(uploads[:12], table.iterrows(), strict=False)):
             cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
-    st.dataframe(table, hide_index=True, width="stretch")
+    percent = st.column_config.NumberColumn(format="percent")
+    st.dataframe(table, hide_index=True, width="stretch", column_config={
+        c: percent for c in table.columns if c == "confidence" or str(c).startswith("p(")})
+    st.caption("Probabilities are shown as percentages; the CSV keeps them as numbers from 0 to 1.")
     st.download_button("Download predictions (CSV)", csv_bytes(table), file_name=f"predictions-{run_id}.csv",
                        mime="text/csv", on_click="ignore", icon=":material/download:", type="primary",
                        key="predict.download")

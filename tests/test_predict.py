@@ -86,3 +86,44 @@ def test_rows_for_a_model_without_a_fitted_vocabulary_get_a_message():
 
     with pytest.raises(LayerLabError, match="prepare the dataset again"):
         apply_preprocessing(pd.DataFrame({"text": ["good film"]}), {"kind": "tokens", "vocab_size": 40})
+
+
+def test_key_columns_come_first_and_the_users_rows_are_kept_for_evaluate(workspace):
+    from engine.data.prepare import kept_rows
+    from engine.portable import with_rows
+
+    rng = np.random.default_rng(0)
+    n = 120
+    df = pd.DataFrame({"size": rng.normal(0, 1, n), "colour": rng.choice(["red", "blue"], n),
+                       "passenger_id": [f"P{i:04d}" for i in range(n)]})
+    df["label"] = np.where(df["size"] > 0, "yes", "no")
+    ds = prepare_file(df.to_csv(index=False).encode(), "people.csv", "label")
+    run = create_run(mlp_spec(2), {"epochs": 2}, ds.path)
+    execute(run)
+    model, meta = load_predictor(run)
+    table = predict_table(model, meta, df.drop(columns=["label"]).assign(note="x"))
+    assert list(table.columns[:3]) == ["passenger_id", "prediction", "confidence"]  # the key first
+    assert list(table.columns[-3:]) == ["size", "colour", "note"]
+    assert list(with_rows(table[["prediction"]], df.head(3), meta["preprocessing"]).columns) == \
+        ["passenger_id", "prediction", "size", "colour", "label"]
+    # Evaluate's misclassified rows come back as the user's own rows, not scaled numbers
+    report = evaluate_run(run, "test")
+    rows = [r["row"] for r in report["misclassified"]] or [0, 1]
+    own = kept_rows(ds, "test", rows)
+    x_test = ds.split("test")[0].numpy()
+    size = meta["preprocessing"]["columns"][0]
+    assert np.allclose((own["size"] - size["shift"]) / size["scale"], x_test[rows, 0], atol=1e-5)
+    assert set(own.columns) == {"size", "colour", "passenger_id", "label"}
+
+
+def test_a_drawing_unlike_the_training_images_is_flagged(workspace):
+    from engine.predict import novelty, novelty_reference
+
+    ds = prepare_builtin("digits")
+    reference = novelty_reference(ds)
+    test_image = ds.split("test")[0][0].numpy()
+    assert not novelty(test_image, reference)[1]  # a real digit is like the training images
+    outline = np.zeros_like(test_image)
+    outline[..., 0, :] = outline[..., -1, :] = outline[..., :, 0] = outline[..., :, -1] = 255  # a square's outline
+    assert novelty(outline, reference)[1]
+    assert novelty(np.full_like(test_image, 255), reference)[1]  # all white

@@ -34,15 +34,15 @@ def scatter_2d(ds: Dataset) -> go.Figure:
     return fig
 
 
-def image_grid(ds: Dataset, n: int = 16, transform=None) -> None:
+def image_grid(ds: Dataset, n: int = 16, transform=None, per_row: int = 8) -> None:
     x, y = ds.tensors["x_train"][:n], ds.tensors["y_train"][:n]
     x = x.float() / 255 if x.dtype == torch.uint8 else x
     if transform is not None:
         x = transform(x)
-    cols = st.columns(8)
+    cols = st.columns(per_row)
     for i in range(len(x)):
         img = x[i][0] if x[i].shape[0] == 1 else x[i].permute(1, 2, 0)
-        with cols[i % 8]:
+        with cols[i % per_row]:
             st.image(img.clamp(0, 1).numpy(), caption=ds.meta["classes"][int(y[i])], width=64, clamp=True)
 
 

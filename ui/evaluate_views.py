@@ -6,21 +6,43 @@ import plotly.graph_objects as go
 import streamlit as st
 import torch
 
+from engine.data.prepare import kept_rows
 from engine.data.store import Dataset
+from engine.portable import with_rows
 from ui.charts import COLORS, curves, layout
+
+LABEL_CHARS = 18  # class names longer than this are shortened on the axes (the hover shows them whole)
+
+
+def short_labels(names: list[str]) -> list[str]:
+    """Axis labels: long names cut with an ellipsis, kept distinct."""
+    out = []
+    for i, name in enumerate(map(str, names)):
+        label = name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+        out.append(label if label not in out else f"{label} ({i})")
+    return out
+
+
+def wide_confusion(report: dict) -> bool:
+    """Many or long class names: the matrix gets the page's full width."""
+    return len(report["classes"]) > 5 or max(len(str(c)) for c in report["classes"]) > 12
 
 
 def confusion_figure(report: dict, normalized: bool) -> go.Figure:
     cm = np.array(report["confusion"], dtype=float)
     z = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalized else cm
     text = [[f"{v:.0%}" if normalized else f"{int(v)}" for v in row] for row in z]
-    classes = report["classes"]
-    fig = go.Figure(go.Heatmap(z=z, x=classes, y=classes, text=text, texttemplate="%{text}", colorscale="Blues",
-                               showscale=False, hovertemplate="true %{y}, predicted %{x}: %{text}<extra></extra>"))
+    classes = [str(c) for c in report["classes"]]
+    labels = short_labels(classes)
+    names = [[(t, p) for p in classes] for t in classes]
+    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
+                               showscale=False, customdata=names, textfont=dict(size=13 if len(classes) <= 12 else 10),
+                               hovertemplate="true %{customdata[0]}, predicted %{customdata[1]}: %{text}"
+                                             "<extra></extra>"))
     fig = layout(fig, "Confusion matrix" + (" (share of each true class)" if normalized else " (rows)"),
-                 height=max(300, 40 * len(classes) + 120), xaxis_title="predicted", yaxis_title="true")
-    fig.update_yaxes(autorange="reversed", type="category")
-    fig.update_xaxes(type="category")
+                 height=max(320, 44 * len(classes) + 160), xaxis_title="predicted", yaxis_title="true")
+    fig.update_yaxes(autorange="reversed", type="category", automargin=True)
+    fig.update_xaxes(type="category", automargin=True, tickangle=-35 if len(classes) > 4 else 0)
     return fig
 
 
@@ -74,6 +96,14 @@ def worst_rows(report: dict, dataset: Dataset, split: str) -> None:
                          caption=f"{r['true']} → {r['predicted']} ({r['confidence']:.0%})")
         return
     frame = pd.DataFrame(rows).round(4)
+    own = kept_rows(dataset, split, frame["row"])
+    if own is not None:  # the user's own columns, keys first, as read from their file
+        target = ((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("name")
+        table = with_rows(frame, own.drop(columns=[target], errors="ignore"), dataset.meta.get("preprocessing") or {})
+        st.caption(f"row: its place in the {split} split; the other columns as in your data.")
+        st.dataframe(table, hide_index=True, width="stretch",
+                     column_config={"confidence": st.column_config.NumberColumn(format="percent")})
+        return
     names = dataset.meta.get("feature_names") or []
     if x.dim() == 2 and x.is_floating_point() and len(names) == x.shape[1] and len(names) <= 30:
         inputs = pd.DataFrame(x[frame["row"].to_numpy()].numpy(), columns=names).round(3)

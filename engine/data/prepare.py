@@ -16,6 +16,7 @@ from engine.workspace import atomic_write_bytes, atomic_write_json, read_json
 
 SOURCE, RECIPE = "source.bin", "recipe.json"  # an uploaded table kept beside its dataset, and how it was prepared
 KEEP_SOURCE_BYTES = 256 * 2**20
+ROWS, KEEP_ROWS_BYTES = "rows.parquet", 64 * 2**20
 
 
 def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task: str | None = None,
@@ -27,11 +28,36 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
     if info.preprocessing.get("text"):
         vocab = info.preprocessing["text"]["vocab"]
         extra.update(vocab=vocab, vocab_size=len(vocab))
-    return save_dataset(name=name, source=source, task=info.task, x=info.x, y=info.y, classes=info.classes,
-                        feature_names=info.feature_names, preprocessing=info.preprocessing,
-                        notices=info.notices, preview=df, root=root, extra=extra,
-                        meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
-                                                                   info.classes, info.columns)})
+    ds = save_dataset(name=name, source=source, task=info.task, x=info.x, y=info.y, classes=info.classes,
+                      feature_names=info.feature_names, preprocessing=info.preprocessing,
+                      notices=info.notices, preview=df, root=root, extra=extra,
+                      meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
+                                                                 info.classes, info.columns)})
+    keep_rows(ds, info.frame, info.order)
+    return ds
+
+
+def keep_rows(ds: Dataset, frame: pd.DataFrame, order) -> None:
+    """The user's own rows (every column, as read) in split order, beside the tensors, when they are small enough
+    (KEEP_ROWS_BYTES): Evaluate shows a misclassified row as the user knows it, not as scaled numbers."""
+    if frame.memory_usage(deep=False).sum() > KEEP_ROWS_BYTES or frame.memory_usage(deep=True).sum() > KEEP_ROWS_BYTES:
+        return
+    rows = frame.iloc[order].reset_index(drop=True)
+    rows.columns = [str(c) for c in rows.columns]
+    try:
+        rows.to_parquet(ds.path / ROWS, index=False)
+    except (ValueError, TypeError, ArithmeticError):  # mixed-type object columns pyarrow will not write
+        rows.astype({c: str for c in rows.columns if rows[c].dtype == object}).to_parquet(ds.path / ROWS, index=False)
+
+
+def kept_rows(ds: Dataset, split: str, rows) -> pd.DataFrame | None:
+    """The user's rows `rows` (positions in the split) as read, or None where they were not kept."""
+    path = ds.path / ROWS
+    if not path.exists():
+        return None
+    start = {"train": 0, "val": ds.meta["sizes"]["train"],
+             "test": ds.meta["sizes"]["train"] + ds.meta["sizes"]["val"]}[split]
+    return pd.read_parquet(path).iloc[[start + int(r) for r in rows]].reset_index(drop=True)
 
 
 def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,

@@ -151,6 +151,7 @@ class TableInfo:
     notices: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = None  # the rows used, in their original form
     columns: list[str] = field(default_factory=list)  # the feature columns used (before encoding)
+    order: np.ndarray | None = None  # rows of `frame` in split order (train, then validation, then test)
 
 
 def _apportion(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -351,8 +352,9 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     else:
         state["target"] = {"name": target, "task": task, "classes": classes}
     # Encoded once, in split order (train rows, then validation, then test): each split is a slice, not a copy.
-    x_all = apply_preprocessing(df, state, rows=np.concatenate([splits[k] for k in ("train", "val", "test")]))
+    order = np.concatenate([splits[k] for k in ("train", "val", "test")])
+    x_all = apply_preprocessing(df, state, rows=order)
     bounds = np.cumsum([0] + [len(splits[k]) for k in ("train", "val", "test")])
     x = {k: x_all[bounds[i]:bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
     y = {k: y_all[v] for k, v in splits.items()}
-    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df, [p.name for p in features])
+    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df, [p.name for p in features], order)
