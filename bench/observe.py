@@ -1,10 +1,13 @@
-"""What watching costs: the same run trained headless, and with the Train page open in Chromium, polling live.
+"""What watching costs: the same run trained headless, with the Train page open in Chromium following it live, and
+with a user clicking from page to page while it trains; and how long a page switch takes meanwhile.
 
     python bench/observe.py [--repeats 3] [--rows 20000] [--epochs 40]
 
-Both runs are the app's own worker process (`python -m engine.runs RUN_DIR`) on the starter MLP for two moons;
-the observed one is launched while a Streamlit server serves the Train page to a headless Chromium that stays
-on it until the run ends. Prints each run's samples/s (from its run_finished event), medians and the ratio.
+Every run is the app's own worker process (`python -m engine.runs RUN_DIR`) on the starter MLP for two moons; the
+observed ones are launched while a Streamlit server serves the app to a headless Chromium. "clicking" switches
+pages (Data, Build, Train, Evaluate, Export, Train, …) for as long as the run trains and times each switch, from
+the click until the new page has drawn and no script runs. Prints each run's samples/s (from its run_finished
+event), medians, the ratios to headless, and the median and 90th percentile page-switch time.
 """
 
 import argparse
@@ -57,6 +60,28 @@ def server() -> tuple[subprocess.Popen, str]:
     raise RuntimeError("streamlit did not start")
 
 
+def settle(page) -> None:
+    page.wait_for_selector("h1", timeout=60_000)
+    page.wait_for_timeout(100)
+    page.wait_for_selector('[data-testid="stStatusWidget"]', state="detached", timeout=60_000)
+
+
+def click_around(page, run: Path) -> list[float]:
+    """Switch pages until the run ends; the seconds each switch took."""
+    times, order = [], ["Data", "Build", "Train", "Evaluate", "Export", "Train"]
+    i = 0
+    while read_status(run)["state"] in ("queued", "running"):
+        t = time.perf_counter()
+        page.locator('[data-testid="stSidebarNav"] a', has_text=order[i % len(order)]).click()
+        page.wait_for_function(f"document.querySelector('h1')?.innerText === {order[i % len(order)]!r}",
+                               timeout=60_000)
+        settle(page)
+        times.append(time.perf_counter() - t)
+        i += 1
+        page.wait_for_timeout(500)  # a person reads for a moment
+    return times
+
+
 def main():
     from playwright.sync_api import sync_playwright
 
@@ -69,7 +94,8 @@ def main():
     spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     train = {"epochs": args.epochs}
     proc, url = server()
-    speeds = {"headless": [], "observed": []}
+    speeds = {"headless": [], "observed": [], "clicking": []}
+    switches: list[float] = []
     try:
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -83,16 +109,30 @@ def main():
                 page.goto(f"{url}/train")
                 page.wait_for_selector("h1", timeout=60_000)
                 launch(run)
-                page.get_by_text(re.compile(r"epoch \d+/\d+")).first.wait_for(timeout=60_000)  # following it live
+                page.get_by_text(re.compile(r"\d+/\d+ epochs done")).first.wait_for(timeout=60_000)  # live
                 speeds["observed"].append(wait_done(run)["samples_per_second"])
                 page.close()
-                print(f"repeat {i + 1}: headless {speeds['headless'][-1]:,.0f}, observed {speeds['observed'][-1]:,.0f} "
-                      "samples/s", flush=True)
+                run = create_run(spec, train, dataset.path, name=f"clicking-{i}")
+                write_session(dataset.id, spec, run.name, train)
+                page = browser.new_page(viewport={"width": 1280, "height": 900})
+                page.goto(f"{url}/train")
+                settle(page)
+                launch(run)
+                switches += click_around(page, run)
+                speeds["clicking"].append(wait_done(run)["samples_per_second"])
+                page.close()
+                print(f"repeat {i + 1}: headless {speeds['headless'][-1]:,.0f}, observed {speeds['observed'][-1]:,.0f}, "
+                      f"clicking {speeds['clicking'][-1]:,.0f} samples/s; {len(switches)} page switches so far",
+                      flush=True)
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
-    h, o = statistics.median(speeds["headless"]), statistics.median(speeds["observed"])
-    print(f"| headless | Train page open | observed / headless |\n|---:|---:|---:|\n| {h:,.0f} | {o:,.0f} | {o / h:.3f} |")
+    h, o, c = (statistics.median(speeds[k]) for k in ("headless", "observed", "clicking"))
+    switches.sort()
+    p50, p90 = statistics.median(switches), switches[int(0.9 * (len(switches) - 1))]
+    print("| headless | Train page open | clicking around | open / headless | clicking / headless | page switch, "
+          "median | page switch, 90th pct |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+          f"| {h:,.0f} | {o:,.0f} | {c:,.0f} | {o / h:.3f} | {c / h:.3f} | {p50:.2f} s | {p90:.2f} s |")
 
 
 if __name__ == "__main__":

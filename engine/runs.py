@@ -185,24 +185,29 @@ def _take_spare() -> subprocess.Popen | None:
 
 def launch(run_dir: Path, resume: bool = False) -> int:
     """Start the worker as its own process (its own session, so a page rerun never kills it): hand the run to the
-    spare worker if one waits, else start a fresh one."""
+    spare worker if one waits, else start a fresh one. The queued status gets the worker's pid first (so a worker
+    that dies before it starts is noticed); the worker itself then writes "running"."""
+    def note_pid(pid: int) -> None:
+        status = read_json(Path(run_dir) / "status.json", {})
+        if status.get("state") == "queued":
+            atomic_write_json(Path(run_dir) / "status.json", {**status, "pid": pid, "heartbeat": time.time()})
+
     proc = _take_spare()
-    try:
-        if proc is not None:
+    if proc is not None:
+        note_pid(proc.pid)  # before the hand-over: the spare writes "running" at once, and must not be overwritten
+        try:
             proc.stdin.write(json.dumps({"run_dir": str(Path(run_dir).resolve()), "resume": resume,
                                          "home": str(home())}).encode() + b"\n")
             proc.stdin.close()
-    except OSError:  # it died in the meantime
-        proc = None
-    if proc is None:
-        log = open(Path(run_dir) / "worker.log", "ab")
-        proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
-                                stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, cwd=_ROOT)
-        log.close()
-    status = read_json(Path(run_dir) / "status.json", {})
-    if status.get("state") == "queued":
-        atomic_write_json(Path(run_dir) / "status.json", {**status, "pid": proc.pid, "heartbeat": time.time()})
+            return proc.pid
+        except OSError:  # it died in the meantime
+            pass
+    log = open(Path(run_dir) / "worker.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
+                            stdout=log, stderr=subprocess.STDOUT,
+                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=_ROOT)
+    log.close()
+    note_pid(proc.pid)  # a fresh worker spends seconds importing torch before it writes anything
     return proc.pid
 
 
@@ -261,10 +266,36 @@ def read_events(run_dir: Path, offset: int = 0) -> tuple[list[dict], int]:
     return events, offset + end
 
 
+def _latest_progress(run_dir: Path) -> dict:
+    """A live run's epochs done and samples/s from the end of its events (what the live charts read), so run
+    lists and the status strip agree with the run view rather than with the once-a-second heartbeat."""
+    path = Path(run_dir) / "events.jsonl"
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, path.stat().st_size - 16384))
+            tail = f.read().splitlines()
+    except OSError:
+        return {}
+    found: dict = {}
+    for line in reversed(tail[1:] if len(tail) > 1 else tail):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if "samples_per_second" in event and "samples_per_second" not in found:
+            found["samples_per_second"] = event["samples_per_second"]
+        if event.get("type") == "epoch_end":
+            found.setdefault("epoch", event["epoch"])
+            break
+    return found
+
+
 def run_info(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     train = read_json(run_dir / "train.json", {})
     status = read_status(run_dir)
+    if status.get("state") == "running":
+        status = {**status, **_latest_progress(run_dir)}
     spec = read_json(run_dir / "spec.json", {})
     return {"id": run_dir.name, "path": str(run_dir), "name": train.get("name", run_dir.name),
             "dataset": train.get("dataset_name"), "dataset_id": train.get("dataset_id"),

@@ -84,7 +84,7 @@ def test_runs_get_readable_names_and_can_be_renamed(moons):
 
     run = create_run(mlp_spec(2), {"epochs": 1}, moons.path)
     name = run_info(run)["name"]
-    assert name.startswith(f"{moons.meta['name']} · 5-layer MLP · ") and run.name not in name
+    assert name.startswith("Two moons · 5-layer MLP · ") and run.name not in name  # the set's name, short
     assert rename_run(run, "  moons,   lr 0.01 ") == "moons, lr 0.01"
     assert run_info(run)["name"] == "moons, lr 0.01"
     with pytest.raises(LayerLabError, match="needs a name"):

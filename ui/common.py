@@ -62,6 +62,9 @@ def status_strip() -> None:
         st.caption(model_summary_line(state.spec(), meta["input_shape"]))
     with c3:
         runs_cell()
+    from ui.run_view import watch_runs
+
+    watch_runs()
 
 
 def runs_cell() -> None:

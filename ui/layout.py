@@ -25,7 +25,7 @@ export default function(component) {{
   const fold = (tries) => {{
     const sidebar = document.querySelector('[data-testid="stSidebar"]');
     const button = document.querySelector('[data-testid="stSidebarCollapseButton"] button');
-    if (sidebar && button && sidebar.getAttribute('aria-expanded') !== 'false') button.click();
+    if (sidebar && button && sidebar.getAttribute('data-collapsed') !== 'true') button.click();
     else if (tries > 0) setTimeout(() => fold(tries - 1), 100);
   }};
   fold(30);

@@ -33,6 +33,7 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
 FAST_EVERY_S, FAST_FOR_S = 0.5, 12.0  # the first seconds of a run, as seen from this tab, redraw quickly
+WATCH_EVERY_S = 1.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
 MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
@@ -217,6 +218,23 @@ def live_fragment(body, runs: list[dict]) -> None:
             st.rerun(scope="app")
 
     st.fragment(run, run_every=every)()
+
+
+def watch_runs() -> None:
+    """Every page: while a run trains, check the runs' states every WATCH_EVERY_S without drawing anything, and
+    rerun the page when one changes (a killed worker shows with its Resume button within a second or two, not at
+    the next chart redraw)."""
+    runs = list_runs()
+    before = {r["id"]: r["state"] for r in runs}
+    if not any(state in ACTIVE for state in before.values()):
+        return
+
+    def check():
+        now = {r["id"]: r["state"] for r in list_runs()}
+        if now != before:
+            st.rerun(scope="app")
+
+    st.fragment(check, run_every=WATCH_EVERY_S)()
 
 
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:

@@ -74,7 +74,7 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
             break
     assert growth >= 3, f"the live chart grew only {growth} times"
     shot(page, "journey-3-train-live")
-    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop").first.click()
     page.get_by_text("Run stopped").wait_for(timeout=15_000)
     settle(page)
     no_exceptions(page)
@@ -108,6 +108,6 @@ def test_refresh_mid_run_reattaches(server, page):
     page.reload()
     settle(page)
     page.get_by_text("samples/s").first.wait_for(timeout=30_000)
-    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Stop").first.click()
     page.get_by_text("Run stopped").wait_for(timeout=15_000)
     no_exceptions(page)

@@ -54,7 +54,7 @@ def test_resume_branch_and_compare(server, page):
     child = next(r for r in list_runs() if r.get("parent"))
     assert child["parent"]["run"] == long.name and child["parent"]["checkpoint"] == "best"
     assert child["config"]["epochs"] == 4 and child["config"]["lr"] == 0.0005
-    assert page.get_by_role("heading", name=f"Run {child['id']}").count() == 1
+    assert page.get_by_role("heading", name=child["name"]).count() == 1
     page.get_by_text("long · best").first.wait_for(state="attached")  # the run list says where it came from
 
     box = page.get_by_role("combobox", name="Compare runs")
