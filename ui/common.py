@@ -69,8 +69,8 @@ def status_strip() -> None:
 
 def runs_cell() -> None:
     """This tab's run and every run training anywhere, each with Stop; redrawn while any run trains."""
-    from engine.runs import ACTIVE, request_stop
-    from ui.run_view import live_fragment
+    from engine.runs import ACTIVE
+    from ui.run_view import live_fragment, stop_button
 
     def body():
         runs = list_runs()
@@ -85,10 +85,7 @@ def runs_cell() -> None:
         for r in training:
             epochs = f"{r.get('epoch') or 0}/{r['config'].get('epochs')} epochs"
             st.caption(f":material/progress_activity: **{r['name']}** · {r['state']} · {epochs}")
-            if st.button("Stop", icon=":material/stop_circle:", key=f"strip.stop.{r['id']}", help=f"Stop {r['name']}; "
-                         "the weights at this point are kept.", type="tertiary"):
-                request_stop(r["path"])
-                st.toast(f"Stopping {r['name']}…")
+            stop_button(r["path"], r["name"], f"strip.stop.{r['id']}", "tertiary")
         return {r["id"]: r["state"] for r in runs}
 
     live_fragment(body, list_runs())

@@ -6,12 +6,12 @@ Streamlit folds its sidebar by itself only below 768 px ("auto"), and its column
 import streamlit as st
 
 NARROW = 900
-SPLIT = "ll-split"  # the key prefix of containers whose columns stack when the window is narrow
+SPLIT = "ll-split"  # the key prefix of containers whose columns (nested ones too) stack when the window is narrow
 
 CSS = f"""<style>
 @media (max-width: {NARROW}px) {{
-  [class*="st-key-{SPLIT}"] > [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; }}
-  [class*="st-key-{SPLIT}"] > [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{
+  [class*="st-key-{SPLIT}"] [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; }}
+  [class*="st-key-{SPLIT}"] [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{
     min-width: 100%; width: 100%; flex: 1 1 100%; }}
   .block-container, [data-testid="stMainBlockContainer"] {{ padding-left: 1rem; padding-right: 1rem; }}
 }}

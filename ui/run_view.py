@@ -103,9 +103,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         label = f"{status['state']} · {done}/{total} epochs"
     st.progress(min(max(float(progress), 0.0), 1.0), text=label)
     if live:
-        if st.button("Stop", icon=":material/stop_circle:", key=f"stop.{run_dir.name}"):
-            request_stop(run_dir)
-            st.toast("Stopping… the weights at this point are kept.")
+        stop_button(run_dir, "Stop", f"stop.{run_dir.name}", "secondary")
 
     for e in evs:
         if e["type"] == "notice":
@@ -218,6 +216,17 @@ def live_fragment(body, runs: list[dict]) -> None:
             st.rerun(scope="app")
 
     st.fragment(run, run_every=every)()
+
+
+def stop_button(run_dir, name: str, key: str, kind: str) -> None:
+    """Stop a run. The stop is requested in the click's callback: the button sits in a fragment that redraws
+    several times a second, and a click read from the button's return value could be lost to the next redraw."""
+    def stop():
+        request_stop(Path(run_dir))
+        st.toast(f"Stopping {name}… the weights at this point are kept.")
+
+    st.button("Stop", icon=":material/stop_circle:", key=key, type=kind, on_click=stop,
+              help=f"Stop {name}; the weights at this point are kept.")
 
 
 def watch_runs() -> None:
