@@ -109,7 +109,7 @@ def main():
                 page.goto(f"{url}/train")
                 page.wait_for_selector("h1", timeout=60_000)
                 launch(run)
-                page.get_by_text(re.compile(r"\d+/\d+ epochs done")).first.wait_for(timeout=60_000)  # live
+                page.get_by_text(re.compile(r"\d+/\d+ epochs done|epoch \d+/\d+")).first.wait_for(timeout=60_000)
                 speeds["observed"].append(wait_done(run)["samples_per_second"])
                 page.close()
                 run = create_run(spec, train, dataset.path, name=f"clicking-{i}")

@@ -11,6 +11,7 @@ from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.portable import IMAGE_EXTENSIONS, csv_bytes
 from engine.predict import load_predictor, novelty, novelty_reference, predict_images, predict_table
+from ui.charts import probability_bars
 from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
 from ui.draw import drawing_pad
@@ -74,8 +75,8 @@ def draw_and_predict() -> None:
                        "filled shapes, same colours, similar size.", icon=":material/warning:")
         st.metric("Prediction", str(row["prediction"]))
         st.caption(f"{row['confidence']:.0%} confident")
-        st.bar_chart({c: float(row[f"p({c})"]) for c in meta["classes"]}, horizontal=True,
-                     height=max(160, 28 * len(meta["classes"])), x_label="class", y_label="probability")
+        st.plotly_chart(probability_bars({c: float(row[f"p({c})"]) for c in meta["classes"]}), width="stretch",
+                        key="predict.draw.probabilities")
         seen = seen.transpose(1, 2, 0)
         zoom = max(1, 128 // size)  # nearest-neighbour, so each input pixel shows as a square
         st.image(np.kron(seen, np.ones((zoom, zoom, 1), np.uint8)), caption=f"What the model sees ({size}×{size})")

@@ -50,3 +50,14 @@ def curves(series: dict[str, tuple[list, list]], title: str, xaxis: str, yaxis: 
     if percent:
         fig.update_yaxes(tickformat=".0%")
     return fig
+
+
+def probability_bars(probs: dict[str, float]) -> go.Figure:
+    """Each class's probability as a horizontal bar, in percent, the app's theme."""
+    names = list(probs)
+    fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h", marker_color=PRIMARY,
+                           text=[f"{probs[n]:.0%}" for n in names], textposition="auto"))
+    fig = layout(fig, "Probability per class", height=max(180, 26 * len(names) + 70), xaxis_title="probability")
+    fig.update_xaxes(range=[0, 1], tickformat=".0%")
+    fig.update_yaxes(type="category", autorange="reversed", automargin=True)
+    return fig

@@ -81,7 +81,7 @@ def gradient_chart(looks: list[dict], key: str) -> None:
                 xs.append(look["step"])
                 ys.append(max(layer["grad_norm"], 1e-12))
     fig = curves(series, "Gradient norm per layer", "step", "norm")
-    fig.update_yaxes(type="log")
+    fig.update_yaxes(type="log", dtick=1, exponentformat="power", showexponent="all")  # one labelled tick a decade
     st.plotly_chart(fig, width="stretch", key=key)
 
 

@@ -102,6 +102,19 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
     elif not live:
         label = f"{status['state']} · {done}/{total} epochs"
     st.progress(min(max(float(progress), 0.0), 1.0), text=label)
+    # The cards come right after the label, so the browser shows both from the same redraw.
+    if epochs:
+        m = epochs[-1]["metrics"]
+        cards = st.columns(4)
+        cards[0].metric("Epochs done", f"{done}/{total}")
+        cards[1].metric("Validation loss", fmt_value(m["val/loss"]), help=f"{m['val/loss']:.8g}")
+        if "val/accuracy" in m:
+            cards[2].metric("Validation accuracy", f"{m['val/accuracy']:.1%}")
+        if "val/mae" in m:
+            cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
+            cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
+        else:
+            cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
     if live:
         stop_button(run_dir, "Stop", f"stop.{run_dir.name}", "secondary")
 
@@ -126,18 +139,6 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
     if not live:
         run_actions(run_dir, status, settings)
 
-    if epochs:
-        m = epochs[-1]["metrics"]
-        cards = st.columns(4)
-        cards[0].metric("Epochs done", f"{done}/{total}")
-        cards[1].metric("Validation loss", fmt_value(m["val/loss"]), help=f"{m['val/loss']:.8g}")
-        if "val/accuracy" in m:
-            cards[2].metric("Validation accuracy", f"{m['val/accuracy']:.1%}")
-        if "val/mae" in m:
-            cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
-            cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
-        else:
-            cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
     if not epochs:
         st.caption("The curves appear after the first epoch.")
         boundary_chart(run_dir)

@@ -164,6 +164,9 @@ def test_the_live_labels_agree_with_the_cards_while_training(server, page):
     strip = page.locator('[data-testid="stColumn"]', has=page.locator('a[data-testid="stPageLink-NavLink"]', has_text="Run"))
     while read_status(run)["state"] in ("queued", "running") and len(samples) < 12:
         seen = page.evaluate(LIVE)
+        if seen["card"] and seen["card"] not in seen["label"]:  # caught in the middle of a redraw: look again
+            page.wait_for_timeout(300)
+            seen = page.evaluate(LIVE)
         if seen["card"]:
             samples.append(seen)
             done = re.search(r"(\d+)/1000 epochs done", seen["label"])
