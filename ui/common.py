@@ -68,27 +68,23 @@ def status_strip() -> None:
 
 
 def runs_cell() -> None:
-    """This tab's run and every run training anywhere, each with Stop; redrawn while any run trains."""
+    """This tab's run and every run training anywhere, each with Stop (the app-wide indicator). It shows states,
+    not counts, so it needs no redraws of its own: the page reruns when a state changes (ui.run_view.watch_runs)."""
     from engine.runs import ACTIVE
-    from ui.run_view import live_fragment, stop_button
+    from ui.run_view import stop_button
 
-    def body():
-        runs = list_runs()
-        training = [r for r in runs if r["state"] in ACTIVE]
-        mine = next((r for r in runs if r["id"] == st.session_state.get(state.RUN)), None)
-        link("train", "Run", ":material/monitoring:")
-        if mine and mine["state"] not in ACTIVE:
-            metric = format_metrics(mine.get("metrics") or {})
-            st.caption(f"{mine['name']} · {mine['state']}" + (f" · {metric}" if metric else ""))
-        elif not training:
-            st.caption("No run in this session yet: start one on the Train page.")
-        for r in training:
-            epochs = f"{r.get('epoch') or 0}/{r['config'].get('epochs')} epochs"
-            st.caption(f":material/progress_activity: **{r['name']}** · {r['state']} · {epochs}")
-            stop_button(r["path"], r["name"], f"strip.stop.{r['id']}", "tertiary")
-        return {r["id"]: r["state"] for r in runs}
-
-    live_fragment(body, list_runs())
+    runs = list_runs()
+    training = [r for r in runs if r["state"] in ACTIVE]
+    mine = next((r for r in runs if r["id"] == st.session_state.get(state.RUN)), None)
+    link("train", "Run", ":material/monitoring:")
+    if mine and mine["state"] not in ACTIVE:
+        metric = format_metrics(mine.get("metrics") or {})
+        st.caption(f"{mine['name']} · {mine['state']}" + (f" · {metric}" if metric else ""))
+    elif not training:
+        st.caption("No run in this session yet: start one on the Train page.")
+    for r in training:
+        st.caption(f":material/progress_activity: **{r['name']}** · {'training' if r['state'] == 'running' else r['state']}")
+        stop_button(r["path"], r["name"], f"strip.stop.{r['id']}", "tertiary")
 
 
 def fmt_value(x: float) -> str:

@@ -32,8 +32,8 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # 16%; every 5 s, 3-6%. (A status line redrawn every second apart from the charts, or static charts without
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
-FAST_EVERY_S, FAST_FOR_S = 0.5, 12.0  # the first seconds of a run, as seen from this tab, redraw quickly
-WATCH_EVERY_S = 1.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
+FAST_EVERY_S, FAST_FOR_S = 1.0, 10.0  # the run view redraws this often in a run's first seconds (as this tab sees it)
+WATCH_EVERY_S = 1.5  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
 MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
@@ -188,24 +188,24 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
     return drawn_state
 
 
-def live_every(runs: list[dict]) -> float | None:
-    """How often the live parts of a page redraw: None with no run training; every FAST_EVERY_S in a run's first
-    seconds as this tab sees it (one interval for the run view, the status strip and the run list, so they move
-    together); every LIVE_EVERY_S after that."""
+def live_every(runs: list[dict], quick: bool = False) -> float | None:
+    """How often a live part of a page redraws: None with no run training, else every LIVE_EVERY_S; `quick` (the
+    run view): every FAST_EVERY_S in a run's first seconds as this tab sees it."""
     fast = st.session_state.setdefault("run_view.fast_until", {})
     now, every = time.time(), None
     for r in runs:
         if r["state"] in ACTIVE:
             until = fast.setdefault(f"{r['id']}#{r.get('resumes', 0)}", now + FAST_FOR_S)
-            every = FAST_EVERY_S if now < until else (every or LIVE_EVERY_S)
+            every = FAST_EVERY_S if quick and now < until else (every or LIVE_EVERY_S)
     return every
 
 
-def live_fragment(body, runs: list[dict]) -> None:
-    """Run `body()` in a fragment redrawn at `live_every(runs)`. `body` returns the states it drew; the whole page
-    reruns when they change (a run started, ended or was lost, so every part of the page says the same) or when
-    the quick first seconds are over (to slow the polling down)."""
-    every = live_every(runs)
+def live_fragment(body, runs: list[dict], quick: bool = False) -> None:
+    """Run `body()` in a fragment redrawn at `live_every(runs, quick)`. `body` returns the states it drew; the whole
+    page reruns when they change (a run started, ended or was lost, so every part of the page says the same) or
+    when the quick first seconds are over (to slow the polling down). Redraws cost the training CPU on a small
+    machine (README benchmarks), so only the run view is ever quick."""
+    every = live_every(runs, quick)
     before = {r["id"]: r["state"] for r in runs}
 
     def run():
@@ -213,7 +213,7 @@ def live_fragment(body, runs: list[dict]) -> None:
         if every is None:
             return
         changed = any(drawn.get(k, v) != v for k, v in before.items()) or any(k not in before for k in drawn)
-        if changed or live_every([r for r in runs if drawn.get(r["id"]) in ACTIVE]) != every:
+        if changed or live_every([r for r in runs if drawn.get(r["id"]) in ACTIVE], quick) != every:
             st.rerun(scope="app")
 
     st.fragment(run, run_every=every)()
@@ -250,7 +250,7 @@ def watch_runs() -> None:
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:
     """The run, redrawn while it is live."""
     info = run_info(run_dir)
-    live_fragment(lambda: {run_dir.name: draw(run_dir, settings)}, [info])
+    live_fragment(lambda: {run_dir.name: draw(run_dir, settings)}, [info], quick=True)
 
 
 def rename_box(run_dir: Path) -> None:

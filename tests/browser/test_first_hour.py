@@ -172,9 +172,9 @@ def test_the_live_labels_agree_with_the_cards_while_training(server, page):
             done = re.search(r"(\d+)/1000 epochs done", seen["label"])
             assert done, seen  # a live run's label counts epochs, like the card
             assert f"{done.group(1)}/1000" == seen["card"], seen  # drawn from one snapshot: they agree
-            # the status strip and the run list say "running", never "queued", beside live curves
-            wait_until(lambda: " running " in strip.inner_text() or read_status(run)["state"] != "running", 3)
-            assert " queued " not in strip.inner_text()
+            # the status strip says "training", never "queued", beside live curves
+            wait_until(lambda: "· training" in strip.inner_text() or read_status(run)["state"] != "running", 3)
+            assert "queued" not in strip.inner_text()
         page.wait_for_timeout(400)
     assert len(samples) >= 3, samples
     assert len({s["card"] for s in samples}) >= 2  # it moved while we watched
