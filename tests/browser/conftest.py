@@ -119,6 +119,15 @@ def settle(page, timeout: float = 120_000) -> None:
     page.wait_for_timeout(300)
 
 
+def wait_until(predicate, timeout: float = 60.0):
+    """Poll `predicate` until it returns something true (returned), failing after `timeout` seconds."""
+    end = time.time() + timeout
+    while not (value := predicate()):
+        assert time.time() < end, "timed out"
+        time.sleep(0.05)
+    return value
+
+
 def no_exceptions(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, \
         page.locator('[data-testid="stException"]').all_inner_texts()

@@ -6,22 +6,15 @@ import os
 import re
 import signal
 import time
+from pathlib import Path
 
 import pytest
 
 from engine.runs import list_runs, read_status, runs_dir
 from engine.workspace import read_json
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, trained_starter, use_session
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, trained_starter, use_session, wait_until
 
 PAGES = ["data", "build", "train", "evaluate", "predict", "export"]
-
-
-def wait_until(predicate, timeout=60.0):
-    end = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < end, "timed out"
-        time.sleep(0.1)
-    return value
 
 
 def set_number(page, label: str, value) -> None:
@@ -37,6 +30,17 @@ def session_of(page) -> str:
 
 def new_run_id(before: set) -> str:
     return wait_until(lambda: next((r["id"] for r in list_runs() if r["id"] not in before), None))
+
+
+def start_run(server, page, **numbers) -> Path:
+    """On a fresh Train page: set these fields (label: value), press Start and return the new run's folder."""
+    page.goto(f"{server.url}/train")
+    settle(page)
+    for label, value in numbers.items():
+        set_number(page, label.replace("_", " ").capitalize(), value)
+    before = {r["id"] for r in list_runs()}
+    page.get_by_role("button", name="Start training").click()
+    return runs_dir() / new_run_id(before)
 
 
 def test_a_refused_start_says_why_and_keeps_the_page(server, page):
@@ -101,12 +105,7 @@ def test_two_tabs_keep_their_own_runs_and_settings_after_a_refresh(server, page,
 
 
 def test_a_killed_worker_is_shown_as_resumable_within_5_seconds(server, page):
-    page.goto(f"{server.url}/train")
-    settle(page)
-    set_number(page, "Epochs", 5000)
-    before = {r["id"] for r in list_runs()}
-    page.get_by_role("button", name="Start training").click()
-    run = runs_dir() / new_run_id(before)
+    run = start_run(server, page, epochs=5000)
     wait_until(lambda: (run / "checkpoints" / "state.pt").exists())
     page.wait_for_timeout(13_000)  # past the quick first seconds: the charts now redraw every few seconds
     page.get_by_text("epochs done").first.wait_for()
@@ -126,13 +125,7 @@ def test_a_killed_worker_is_shown_as_resumable_within_5_seconds(server, page):
 
 
 def test_a_run_at_a_huge_learning_rate_ends_as_diverged(server, page):
-    page.goto(f"{server.url}/train")
-    settle(page)
-    set_number(page, "Learning rate", 1000000)
-    set_number(page, "Epochs", 50)
-    before = {r["id"] for r in list_runs()}
-    page.get_by_role("button", name="Start training").click()
-    run = runs_dir() / new_run_id(before)
+    run = start_run(server, page, learning_rate=1000000, epochs=50)
     page.get_by_text("Run diverged").wait_for(timeout=60_000)
     assert read_status(run)["state"] == "diverged"
     alert = page.locator('[data-testid="stAlertContentError"]', has_text="Run diverged").inner_text()
@@ -153,12 +146,7 @@ LIVE = """() => {
 
 
 def test_the_live_labels_agree_with_the_cards_while_training(server, page):
-    page.goto(f"{server.url}/train")
-    settle(page)
-    set_number(page, "Epochs", 1000)
-    before = {r["id"] for r in list_runs()}
-    page.get_by_role("button", name="Start training").click()
-    run = runs_dir() / new_run_id(before)
+    run = start_run(server, page, epochs=1000)
     page.get_by_text("Starting the worker").or_(page.get_by_text("epochs done")).first.wait_for(timeout=30_000)
     samples = []
     strip = page.locator('[data-testid="stColumn"]', has=page.locator('a[data-testid="stPageLink-NavLink"]', has_text="Run"))

@@ -1,23 +1,14 @@
 """Runs in the browser: resume a stopped run, branch from it, compare runs side by side."""
 
-import time
 
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, launch, list_runs, read_events, read_status, request_stop
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, settle, shot, use_session
+from tests.browser.conftest import no_exceptions, settle, shot, use_session, wait_until
 
 TRACES = """(title) => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
     .find(p => p.layout && p.layout.title && (p.layout.title.text || "").includes(title));
     return p ? p.data.map(t => [t.name, t.y.length]) : null; }"""
-
-
-def wait_until(predicate, timeout=60.0):
-    end = time.time() + timeout
-    while not (value := predicate()):
-        assert time.time() < end, "timed out"
-        time.sleep(0.05)
-    return value
 
 
 def test_resume_branch_and_compare(server, page):
