@@ -1,5 +1,6 @@
-"""Narrow windows (up to NARROW px, a laptop split in half): the sidebar folds away once per page load, and the
-two-pane areas (Build's stack and form, Train's settings and charts) stack, so no page scrolls sideways.
+"""The app's own CSS: metric values sized to fit their cards; and narrow windows (up to NARROW px, a laptop split
+in half): the sidebar folds away once per page load, and the two-pane areas (Build's stack and form, Train's
+settings and charts) stack, so no page scrolls sideways.
 
 Streamlit folds its sidebar by itself only below 768 px ("auto"), and its columns stack only below 640 px."""
 
@@ -9,6 +10,8 @@ NARROW = 900
 SPLIT = "ll-split"  # the key prefix of containers whose columns (nested ones too) stack when the window is narrow
 
 CSS = f"""<style>
+/* Metric cards sit four to a row beside the settings: values like 6.52e-05 or 227/5000 fit whole */
+[data-testid="stMetricValue"] {{ font-size: 1.6rem; }}
 @media (max-width: {NARROW}px) {{
   [class*="st-key-{SPLIT}"] [data-testid="stHorizontalBlock"] {{ flex-wrap: wrap; }}
   [class*="st-key-{SPLIT}"] [data-testid="stHorizontalBlock"] > [data-testid="stColumn"] {{

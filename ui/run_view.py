@@ -140,7 +140,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         run_actions(run_dir, status, settings)
 
     if not epochs:
-        st.caption("The curves appear after the first epoch.")
+        st.caption("The curves appear after the first epoch." if live else "No epoch finished, so there are no curves.")
         boundary_chart(run_dir)
         return drawn_state
     best_epoch = epochs[-1].get("best_epoch")

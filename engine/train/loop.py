@@ -151,7 +151,8 @@ def diverged_message(value: float, ref: float | None, cfg: TrainConfig, epoch: i
     if math.isfinite(value):
         what = f"The loss exploded to {value:.3g} at epoch {epoch}, step {step:,}"
         if ref is not None:
-            what += f", {value / ref:,.0f}× the untrained model's {ref:.3g}"
+            ratio = value / ref
+            what += f", {f'{ratio:.2g}' if ratio >= 1e6 else f'{ratio:,.0f}'}× the untrained model's {ref:.3g}"
     else:
         what = f"The loss became NaN or infinite at epoch {epoch}, step {step:,}"
     suggest = min(cfg.lr / 10, USUAL_LR[cfg.optimizer])
