@@ -167,9 +167,11 @@ _spare: subprocess.Popen | None = None  # a worker that has imported torch and t
 def warm_spare() -> None:
     """Start a spare worker if none waits: importing torch and the training loop takes a worker 3-6 s on a small
     machine, and a spare has done it before Start is pressed. The app calls this when no run is training (so the
-    spare's start-up never competes with a run); a spare exits when this process does (its stdin closes)."""
+    spare's start-up never competes with a run); a spare exits when this process does (its stdin closes).
+    LAYERLAB_SPARE_WORKER=0 turns it off (the test suite does, but for the test of the spare itself: on a 2-core CI
+    machine every spare's imports compete with the test that runs)."""
     global _spare
-    if _spare is not None and _spare.poll() is None:
+    if os.environ.get("LAYERLAB_SPARE_WORKER") == "0" or (_spare is not None and _spare.poll() is None):
         return
     log = open(home() / "spare-workers.log", "ab")
     _spare = subprocess.Popen([sys.executable, "-m", "engine.runs", "--spare"], stdin=subprocess.PIPE, stdout=log,

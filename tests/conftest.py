@@ -32,3 +32,4 @@ def mlp_spec(out: int, hidden: int = 32) -> dict:
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
+os.environ.setdefault("LAYERLAB_SPARE_WORKER", "0")  # see engine.runs.warm_spare; its own test turns it on

@@ -104,9 +104,10 @@ def test_half_written_event_line_waits_for_the_next_read(tmp_path):
     assert events == [{"type": "a"}] and offset == len('{"type": "a"}\n')
 
 
-def test_a_spare_worker_takes_the_next_run(moons):
+def test_a_spare_worker_takes_the_next_run(moons, monkeypatch):
     import engine.runs as runs
 
+    monkeypatch.setenv("LAYERLAB_SPARE_WORKER", "1")
     runs.warm_spare()
     spare = runs._spare
     time.sleep(3)  # it imports torch meanwhile (a run handed over earlier waits in its stdin all the same)

@@ -33,7 +33,7 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
 FAST_EVERY_S, FAST_FOR_S = 1.0, 10.0  # the run view redraws this often in a run's first seconds (as this tab sees it)
-WATCH_EVERY_S = 1.5  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
+WATCH_EVERY_S = 1.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
 MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 

@@ -36,8 +36,11 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     settle(page)
     expect(page.get_by_text("In use: customers")).to_be_visible()
     expect(page.get_by_role("tab", name="Upload a file")).to_have_attribute("aria-selected", "true")
-    expect(page.get_by_text("Ignoring 'order_id': looks like an ID")).to_be_visible()
-    expect(page.get_by_text("Column 'age': 18 missing value(s) filled with the median")).to_be_visible()
+    notes = page.locator('[data-testid="stExpander"]', has_text="preparation note(s)")
+    notes.locator("summary").click()  # the notes are folded into one line: open it
+    expect(notes.get_by_role("listitem").filter(has_text="Ignoring 'order_id': looks like an ID")).to_be_visible()
+    expect(notes.get_by_role("listitem").filter(has_text="Column 'age': 18 missing value(s) filled with the median")) \
+        .to_be_visible()
     expect(page.get_by_text("Data health:")).to_be_visible()
     no_exceptions(page)
     shot(page, "upload-2-prepared")
