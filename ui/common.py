@@ -1,5 +1,6 @@
 """Page scaffolding: the header line and the status strip shown on every page."""
 
+import math
 from pathlib import Path
 
 import streamlit as st
@@ -90,9 +91,9 @@ def runs_cell() -> None:
 def fmt_value(x: float) -> str:
     """A loss or metric for a card or a caption: 4 significant digits, thousands separated, tiny and huge values in
     powers of ten ("3e-05", "18,537", "6.2e+19"), never rounded to zero."""
-    a = abs(x)
-    if a != a or a in (float("inf"),):
+    if not math.isfinite(x):
         return str(x)
+    a = abs(x)
     if a >= 1e6 or 0 < a < 1e-3:
         return f"{x:.3g}"
     if a >= 1000:
