@@ -1,5 +1,6 @@
 """ModelSpec -> nn.Module, with shape inference on the meta device and a per-node summary."""
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -12,7 +13,7 @@ from engine.registry import get_op
 from engine.spec import ModelSpec, parse_spec
 
 
-@dataclass
+@dataclass(frozen=True)
 class NodeInfo:
     id: str
     op: str
@@ -114,19 +115,30 @@ def _build(spec: ModelSpec, input_shape, device):
 
 def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
     """Every node's output shape and parameter count, at no memory cost (meta device)."""
+    infos, error = analyse(spec, input_shape)
+    if error is not None:
+        raise SpecError(error.node_id, error.message)  # a fresh one: the remembered error is shared
+    return infos
+
+
+def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], SpecError | None]:
+    """Shapes of the nodes up to the first error, and that error (None when the whole model fits). Every page
+    shows the model's summary, so results are remembered per (spec, input shape)."""
     spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
-    return [info for _, info in _build(spec, input_shape, "meta")]
+    shape = None if input_shape is None else tuple(input_shape)
+    infos, error = _analysed(spec.model_dump_json(), shape)
+    return list(infos), error
 
 
-def analyse(spec: dict, input_shape=None) -> tuple[list[NodeInfo], SpecError | None]:
-    """Shapes of the nodes up to the first error, and that error (None when the whole model fits)."""
+@functools.lru_cache(maxsize=64)
+def _analysed(spec_json: str, input_shape) -> tuple[tuple[NodeInfo, ...], SpecError | None]:
     infos: list[NodeInfo] = []
     try:
-        for _, info in _build(parse_spec(spec), input_shape, "meta"):
+        for _, info in _build(parse_spec(spec_json), input_shape, "meta"):
             infos.append(info)
     except SpecError as e:
-        return infos, e
-    return infos, None
+        return tuple(infos), e
+    return tuple(infos), None
 
 
 def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = None) -> tuple[GraphModel, list[NodeInfo]]:

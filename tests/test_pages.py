@@ -188,6 +188,12 @@ def test_train_starts_a_worker_and_export_offers_its_weights():
     assert wait_finished(run_id) == "completed"
     at.run()
     assert any("Run completed" in s.value for s in at.success)
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Loss per epoch" in titles and "Learning rate by step" not in titles  # detail charts: drawn when opened
+    at.session_state[f"more.{run_id}"] = True
+    at.run()
+    titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
+    assert "Learning rate by step" in titles and "Gradient norm per layer" in titles
     goto(at, "export")
     assert at.selectbox(key="export.run").value == run_id
     assert not at.exception

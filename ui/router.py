@@ -1,5 +1,6 @@
 """The app's navigation: our pages, the shared sidebar, then the chosen page."""
 
+import gc
 from pathlib import Path
 
 import streamlit as st
@@ -24,7 +25,25 @@ def run() -> None:
         st.Page(PAGES["export"], title="Export", icon=":material/download:"),
     ])
     sidebar.render()
-    nav.run()
+    try:
+        nav.run()
+    finally:
+        _freeze_imports()
+
+
+def _freeze_imports() -> None:
+    """Once, after the first page: move what is alive (torch, pandas, plotly and the rest of the imports, about a
+    million objects) out of the garbage collector's sight. A full collection over them takes about 0.6 s on a small
+    machine, which would stall page switches and live redraws (.streamlit/config.toml turns off Streamlit's
+    collection after every script run for the same reason)."""
+    global _frozen
+    if not _frozen:
+        _frozen = True
+        gc.collect()
+        gc.freeze()
+
+
+_frozen = False
 
 
 def ensure_routed() -> None:

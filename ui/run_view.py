@@ -33,7 +33,7 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
 FAST_EVERY_S, FAST_FOR_S = 1.0, 10.0  # the run view redraws this often in a run's first seconds (as this tab sees it)
-WATCH_EVERY_S = 1.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
+WATCH_EVERY_S = 2.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
 MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
@@ -159,10 +159,25 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             fig = curves({"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])},
                          "Mean absolute error per epoch", "epoch", "MAE", best_x=best_epoch)
         st.plotly_chart(fig, width="stretch", key=f"metric.{run_dir.name}")
+    c3, _ = st.columns(2)
+    with c3:
+        boundary_chart(run_dir)
+    # Each live chart costs the browser a redraw per tick, and on a small machine that CPU comes out of training
+    # (README benchmarks): the detail charts are drawn only while their section is open.
+    more = st.expander("More charts: loss by step, learning rate, gradients, inside the model",
+                       key=f"more.{run_dir.name}", on_change="rerun", icon=":material/insights:")
+    if more.open:
+        with more:
+            detail_charts(run_dir, batches, epochs, [e for e in evs if e["type"] == "diagnostics"], live)
+    return drawn_state
+
+
+def detail_charts(run_dir: Path, batches: list[dict], epochs: list[dict], looks: list[dict], live: bool) -> None:
+    """Training loss by step, the learning rate, each layer's gradient norm, histograms and dead ReLUs."""
     steps = [b["step"] for b in batches]
     losses = [b["loss"] for b in batches]
-    c3, c4 = st.columns(2)
-    with c3:
+    c1, c2 = st.columns(2)
+    with c1:
         if len(steps) >= MIN_STEP_POINTS:
             st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
                                    "Training loss by step (sampled)", "step", "loss"),
@@ -170,22 +185,18 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         else:
             st.caption("**Training loss by step** is sampled 4 times a second: it appears once the run has trained "
                        "for a couple of seconds." + ("" if live else " This run was shorter: see the loss per epoch."))
-    with c4:
+    with c2:
         rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [(e["step"], e["lr"]) for e in epochs if "lr" in e]
         rates.sort()
         st.plotly_chart(curves({"learning rate": ([s for s, _ in rates], [r for _, r in rates])},
                                "Learning rate by step", "step", "learning rate"),
                         width="stretch", key=f"lr.{run_dir.name}")
-    looks = [e for e in evs if e["type"] == "diagnostics"]
-    c5, c6 = st.columns(2)
-    with c5:
-        drawn = boundary_chart(run_dir)
     if looks:
-        with c6 if drawn else c5:
+        c3, _ = st.columns(2)
+        with c3:
             gradient_chart(looks, key=f"grad.{run_dir.name}")
-        with st.expander("Inside the model: histograms and dead ReLUs"):
-            inside_panel(looks, key=f"inside.{run_dir.name}")
-    return drawn_state
+        st.markdown("**Inside the model: histograms and dead ReLUs**")
+        inside_panel(looks, key=f"inside.{run_dir.name}")
 
 
 def live_every(runs: list[dict], quick: bool = False) -> float | None:
