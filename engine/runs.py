@@ -305,10 +305,19 @@ def run_info(run_dir: Path) -> dict:
             "parent": train.get("parent"), **status}
 
 
-def list_runs() -> list[dict]:
+def _run_dirs() -> list[Path]:
     base = runs_dir()
-    runs = [run_info(p) for p in base.iterdir() if (p / "train.json").exists()] if base.exists() else []
-    return sorted(runs, key=lambda r: r["created"], reverse=True)
+    return [p for p in base.iterdir() if (p / "train.json").exists()] if base.exists() else []
+
+
+def list_runs() -> list[dict]:
+    return sorted((run_info(p) for p in _run_dirs()), key=lambda r: r["created"], reverse=True)
+
+
+def run_states() -> dict[str, str]:
+    """Every run's state and nothing else (one small file per run): what a page polls to notice a run that
+    started, ended or lost its worker."""
+    return {p.name: read_status(p)["state"] for p in _run_dirs()}
 
 
 class RunWriter:

@@ -124,7 +124,7 @@ runs = list_runs()
 if not any(r["state"] in ACTIVE for r in runs):
     warm_spare()  # Start then trains at once, not after the worker's 3-6 s of imports
 if runs:
-    runs_table()
+    runs_table(runs)
     ids = [r["id"] for r in runs]
     names = {r["id"]: r["name"] for r in runs}
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")

@@ -4,7 +4,7 @@ import time
 
 import pytest
 
-from engine.runs import create_run, launch, list_runs, read_events, read_status, request_stop
+from engine.runs import create_run, launch, list_runs, read_events, read_status, request_stop, run_states
 from engine.workspace import atomic_write_json, read_json
 from tests.conftest import mlp_spec
 
@@ -58,7 +58,7 @@ def test_killed_worker_is_detected_at_once_and_offered_resume(moons):
     status = wait_for(lambda: (s := read_status(run))["state"] == "failed" and s, timeout=2)
     assert time.time() - read_json(run / "status.json")["heartbeat"] < 3
     assert "stopped unexpectedly" in status["message"] and "Resume continues" in status["message"]
-    assert list_runs()[0]["state"] == "failed"
+    assert list_runs()[0]["state"] == "failed" and run_states() == {run.name: "failed"}
 
 
 def test_a_queued_run_that_never_got_a_worker_fails_once_its_heartbeat_is_stale(moons):

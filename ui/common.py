@@ -61,20 +61,20 @@ def status_strip() -> None:
     with c2:
         link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), meta["input_shape"]))
+    runs = list_runs()
     with c3:
-        runs_cell()
+        runs_cell(runs)
     from ui.run_view import watch_runs
 
-    watch_runs()
+    watch_runs(runs)
 
 
-def runs_cell() -> None:
+def runs_cell(runs: list[dict]) -> None:
     """This tab's run and every run training anywhere, each with Stop (the app-wide indicator). It shows states,
     not counts, so it needs no redraws of its own: the page reruns when a state changes (ui.run_view.watch_runs)."""
     from engine.runs import ACTIVE
     from ui.run_view import stop_button
 
-    runs = list_runs()
     training = [r for r in runs if r["state"] in ACTIVE]
     mine = next((r for r in runs if r["id"] == st.session_state.get(state.RUN)), None)
     link("train", "Run", ":material/monitoring:")

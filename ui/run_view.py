@@ -20,6 +20,7 @@ from engine.runs import (
     request_stop,
     resumable,
     run_info,
+    run_states,
     saved_checkpoints,
 )
 from ui import state
@@ -223,9 +224,9 @@ def live_fragment(body, runs: list[dict], quick: bool = False) -> None:
         drawn = body()
         if every is None:
             return
-        changed = any(drawn.get(k, v) != v for k, v in before.items()) or any(k not in before for k in drawn)
-        if changed or live_every([r for r in runs if drawn.get(r["id"]) in ACTIVE], quick) != every:
-            st.rerun(scope="app")
+        rerun_if_changed(before, drawn)
+        if live_every([r for r in runs if drawn.get(r["id"]) in ACTIVE], quick) != every:
+            st.rerun(scope="app")  # the quick first seconds are over: poll slower from now on
 
     st.fragment(run, run_every=every)()
 
@@ -241,21 +242,19 @@ def stop_button(run_dir, name: str, key: str, kind: str) -> None:
               help=f"Stop {name}; the weights at this point are kept.")
 
 
-def watch_runs() -> None:
-    """Every page: while a run trains, check the runs' states every WATCH_EVERY_S without drawing anything, and
-    rerun the page when one changes (a killed worker shows with its Resume button within a second or two, not at
-    the next chart redraw)."""
-    runs = list_runs()
+def rerun_if_changed(before: dict[str, str], now: dict[str, str]) -> None:
+    """Rerun the whole page when a run's state differs from the one the page was drawn with, or a run appeared,
+    so the strip, the runs table, the buttons and the run view all say the same."""
+    if any(now.get(k, v) != v for k, v in before.items()) or any(k not in before for k in now):
+        st.rerun(scope="app")
+
+
+def watch_runs(runs: list[dict]) -> None:
+    """Every page: while a run trains, check the runs' states every WATCH_EVERY_S without drawing anything (a
+    killed worker shows with its Resume button within a couple of seconds, not at the next chart redraw)."""
     before = {r["id"]: r["state"] for r in runs}
-    if not any(state in ACTIVE for state in before.values()):
-        return
-
-    def check():
-        now = {r["id"]: r["state"] for r in list_runs()}
-        if now != before:
-            st.rerun(scope="app")
-
-    st.fragment(check, run_every=WATCH_EVERY_S)()
+    if any(state in ACTIVE for state in before.values()):
+        st.fragment(lambda: rerun_if_changed(before, run_states()), run_every=WATCH_EVERY_S)()
 
 
 def live_panel(run_dir: Path, settings: dict | None = None) -> None:
@@ -279,10 +278,12 @@ def rename_box(run_dir: Path) -> None:
                 show_error(e)
 
 
-def runs_table() -> None:
-    """Every run, newest first, redrawn with the live view while any of them trains."""
+def runs_table(runs: list[dict]) -> None:
+    """Every run, newest first (`runs`: as the page read them), redrawn with the live view while any trains."""
+    first = [runs]  # the page's own read for the first draw; the fragment's redraws read again
+
     def body():
-        runs = list_runs()
+        runs = first.pop() if first else list_runs()
         rows = []
         for r in runs:
             took = (r.get("finished") or time.time()) - (r.get("started") or time.time())
@@ -295,4 +296,4 @@ def runs_table() -> None:
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         return {r["id"]: r["state"] for r in runs}
 
-    live_fragment(body, list_runs())
+    live_fragment(body, runs)
