@@ -60,7 +60,8 @@ if selected:
         except ValidationError as e:
             st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
 
-with st.expander(":material/auto_awesome: Start from a template", expanded=st.session_state.get(state.SPEC_IS_STARTER)):
+# Folded: open, it would push the model below the fold on a laptop screen; its label says what it holds.
+with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"):
     cols = st.columns(4)
     for i, t in enumerate(TEMPLATES.values()):
         with cols[i % 4].container(border=True):
