@@ -29,7 +29,7 @@ def _train(args) -> int:
     data = Path(args.data)
     if not data.is_file():
         raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image archive with --data.")
-    out = Path(args.out)
+    out = Path(args.out).resolve()
     raw = data.read_bytes()
     if is_archive(data.name):  # images: folder names, MNIST or CIFAR labels
         dataset = prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale, seed=args.seed,

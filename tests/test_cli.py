@@ -127,3 +127,15 @@ def test_cli_graph_errors_name_the_node(moons_csv, tmp_path, capsys, nodes, word
     code, err = cli_here(capsys, "train", "--data", moons_csv, "--target", "label", "--spec", tmp_path / "bad.json",
                          "--out", tmp_path / "r")
     assert code == 2 and words in err and "Traceback" not in err, err
+
+
+def test_cli_trains_into_a_relative_folder_and_the_run_is_found_from_elsewhere(moons_csv, tmp_path, capsys,
+                                                                             monkeypatch):
+    """`--out run1` from the data's folder: the prepared dataset under run1/dataset was then looked up as a
+    dataset id in the workspace ("not in the workspace any more"), and the run recorded relative paths."""
+    monkeypatch.chdir(moons_csv.parent)
+    code, err = cli_here(capsys, "train", "--data", moons_csv.name, "--target", "label", "--epochs", 2, "--out", "run1")
+    assert code == 0, err
+    monkeypatch.chdir(ROOT)
+    code, err = cli_here(capsys, "evaluate", tmp_path / "run1")
+    assert code == 0, err

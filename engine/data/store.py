@@ -102,8 +102,9 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
 
 def load_dataset(ds_id_or_path: str | Path, root: Path | None = None) -> Dataset:
     path = Path(ds_id_or_path)
-    if not path.is_absolute() or not path.exists():
+    if not (path / "meta.json").is_file():  # not a dataset folder (absolute, or relative to here): a dataset id
         path = datasets_dir(root) / str(ds_id_or_path)
+    path = path.resolve()  # runs record this folder, and are read from other working directories
     meta = read_json(path / "meta.json")
     if meta is None:
         raise DataError(f"the dataset '{ds_id_or_path}' is not in the workspace any more. Prepare it again on the Data page.")
