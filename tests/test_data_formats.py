@@ -121,6 +121,31 @@ def test_column_suggestions_flag_ids_and_constants():
     assert plans["member"].kind == "boolean"
 
 
+def test_names_and_codes_that_repeat_now_and_then_are_ignored_but_free_text_and_categories_stay():
+    """Real tables (Titanic, Palmer penguins' raw file): a passenger's full name, a ticket code, an individual's ID
+    that recurs a few times. None is unique per row, so the ID rule missed them; one-hot or as tokens they let the
+    model memorise rows."""
+    rng = np.random.default_rng(0)
+    rows = 300
+    first = ["Anna", "Karl", "Mia", "Olof", "Lena", "Ivar", "Sara", "Nils"]
+    df = pd.DataFrame({
+        "Name": [f"{rng.choice(first)} {i}, Mr. {rng.choice(first)} Holm" for i in range(rows)],
+        "Ticket": [f"PC {rng.integers(100, 99999)}" for _ in range(rows)],
+        "Individual ID": [f"N{i // 2}A{i % 2 + 1}" if i % 3 else f"N{i // 3}A1" for i in range(rows)],
+        "Embarked": rng.choice(["S", "C", "Q"], rows),
+        "Review": [" ".join(rng.choice(["good", "bad", "fine", "tasty", "cold", "the", "food", "was"], 14))
+                   for _ in range(rows)],
+        "Fare": rng.gamma(2, 20, rows),
+        "Survived": rng.integers(0, 2, rows)})
+    plans = {p.name: p for p in suggest_columns(df, "Survived")}
+    for col in ("Name", "Ticket", "Individual ID"):
+        assert plans[col].role == "ignore" and ("ID" in plans[col].note or "names or codes" in plans[col].note), \
+            (col, plans[col])
+    assert plans["Embarked"].role == "feature" and plans["Embarked"].kind == "categorical"
+    assert plans["Review"].role == "feature" and plans["Review"].kind == "text"
+    assert plans["Fare"].role == "feature"
+
+
 def test_constant_pixels_are_kept_where_positions_matter():
     rng = np.random.default_rng(0)
     pixels = pd.DataFrame(rng.integers(0, 255, (50, 64)), columns=[f"px{i}" for i in range(64)])

@@ -60,10 +60,9 @@ def column_editor(frame, target: str, key: str) -> list:
     from engine.data.tabular import ColumnPlan, suggest_columns
 
     suggested = [p.model_dump() for p in suggest_columns(frame, target)]
-    ignored = [p for p in suggested if p["role"] == "ignore"]
-    kinds = {"ID-like": sum("ID" in p["note"] for p in ignored), "constant": sum("constant" in p["note"] for p in ignored)}
-    said = " and ".join(f"{n} {k} column(s)" for k, n in kinds.items() if n)
-    st.caption(f"Suggested from the data{f': {said} set to ignore' if said else ''}. Change any cell.")
+    ignored = [p["name"] for p in suggested if p["role"] == "ignore"]
+    said = f": {', '.join(ignored)} set to ignore (the note says why)" if ignored else ""
+    st.caption(f"Suggested from the data{said}. Change any cell.")
     cfg = st.column_config
     edited = st.data_editor(
         suggested, key=key, hide_index=True, width="stretch", num_rows="fixed",

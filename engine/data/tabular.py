@@ -66,13 +66,13 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
             continue
         s = sample[col]
         unique = s.nunique(dropna=True)
-        if _is_bool(s):
-            kind = "boolean"
-        elif pd.api.types.is_numeric_dtype(s):
-            kind = "numeric"
-        else:
-            words = s.dropna().astype(str).head(500).map(lambda t: len(TOKEN.findall(t)))
-            kind = "text" if len(words) and words.mean() >= 4 and unique > 0.5 * s.notna().sum() else "categorical"
+        kind = "boolean" if _is_bool(s) else "numeric" if pd.api.types.is_numeric_dtype(s) else "categorical"
+        filled = s.notna().sum()
+        words = 0.0
+        if kind not in ("boolean", "numeric"):
+            counts = s.dropna().astype(str).head(500).map(lambda t: len(TOKEN.findall(t)))
+            words = counts.mean() if len(counts) else 0.0
+            kind = "text" if words >= 4 and unique > 0.5 * filled else "categorical"
         plan = ColumnPlan(name=col, kind=kind, missing="median" if kind == "numeric" else
                           "constant" if kind == "text" else "most_frequent",
                           scaling="standard" if kind == "numeric" else "none")
@@ -85,6 +85,12 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
         elif n > 10 and unique == s.notna().sum() == len(s) and kind in ("numeric", "categorical") and (
                 name_says_id if kind == "numeric" else True) and df[col].is_unique:
             plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
+        elif kind == "categorical" and unique > 20 and unique > 0.5 * filled:  # one-hot, rows would be memorised
+            plan.role, plan.note = "ignore", (f"looks like an ID or a code: {unique:,} different values in {filled:,} "
+                                              "rows, too many to learn from")
+        elif kind == "text" and words < 8 and unique > 0.9 * filled:
+            plan.role, plan.note = "ignore", ("looks like names or codes: a few words, different in almost every row "
+                                              "(free text to learn from is longer)")
         elif s.isna().mean() > 0.5 and kind == "text":  # it would become the model's whole input
             plan.role, plan.note = "ignore", f"mostly empty text ({s.isna().mean():.0%} missing)"
         elif s.isna().mean() > 0.5:
