@@ -56,8 +56,9 @@ def status_strip() -> None:
     meta = state.dataset_meta()
     c1, c2, c3 = st.columns(3, border=True)
     with c1:
-        link("data", f"Dataset: {meta['name']}", ":material/table_chart:")
-        st.caption(f"{meta['task']} · {sum(meta['sizes'].values()):,} rows · {shape_text(meta['input_shape'])}")
+        link("data", "Dataset", ":material/table_chart:")  # a link's label does not wrap: the name goes below
+        st.caption(f"**{meta['name']}** · {meta['task']} · {sum(meta['sizes'].values()):,} rows · "
+                   f"{shape_text(meta['input_shape'])}")
     with c2:
         link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), meta["input_shape"]))
