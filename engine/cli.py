@@ -1,7 +1,7 @@
 """Headless entry: `python -m engine train --data FILE.csv --target COLUMN --out DIR [...]`,
 `python -m engine resume RUN_DIR` to continue a stopped or killed run, `python -m engine evaluate RUN_DIR`, and
 `python -m engine export RUN_DIR --format bundle|onnx|torchscript|safetensors|state_dict --out PATH`, and
-`python -m engine predict --model PATH --data FILE --out FILE.csv`.
+`python -m engine predict --model BUNDLE.zip|RUN_DIR|MODEL.safetensors --data FILE --out FILE.csv`.
 
 Prepares the data as the Data page does, trains in this process, writes the same run folder as
 the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
@@ -191,7 +191,8 @@ def main(argv=None) -> int:
                    help="bundle: a zip of model.py, the weights in every format, predict.py, train.py and a manifest")
     x.add_argument("--out", required=True, help="the file to write")
     p = sub.add_parser("predict", help="predict new rows (a table) or images (a folder) with a trained model")
-    p.add_argument("--model", required=True, help="a LayerLab .safetensors file or a finished run's folder")
+    p.add_argument("--model", required=True, help="a bundle (.zip from the Export page or `export --format bundle`), a "
+                                                  "finished run's folder or a LayerLab .safetensors file")
     p.add_argument("--data", required=True, help="a table in any format the Data page reads, or a folder of images")
     p.add_argument("--out", required=True, help="the CSV to write")
     args = parser.parse_args(argv)

@@ -7,6 +7,8 @@ each class's probability (classification), or the predicted value in the target'
 
 import json
 import math
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,19 +23,49 @@ from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model
 from engine.portable import prediction_table, with_rows
 
+MAX_MODEL_BYTES = 4 * 2**30  # a weights file larger than this is refused before it is read
+EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
+
 
 def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
-    """The model in a .safetensors file (or a run folder's model.safetensors) and the data facts it needs."""
+    """The model in a bundle, a run folder or a .safetensors file, and the data facts it needs (its weights'
+    metadata carries the spec and the preprocessing, in all three)."""
     path = Path(path)
     if path.is_dir():
         path = path / "model.safetensors"
-    if not path.exists():
-        raise LayerLabError(f"no trained model at {path}: pass a LayerLab .safetensors file or a finished run's folder.")
-    model, metadata = load_model(path)
+    if not path.is_file():
+        raise LayerLabError(f"no trained model at {path}: pass {EXPECTED}.")
+    data = _weights(path)
+    try:
+        model, metadata = load_model(data)
+    except LayerLabError:
+        raise LayerLabError(f"{path.name} is not a model LayerLab can read: pass {EXPECTED}.") from None
     if "dataset" not in metadata:
         raise LayerLabError(f"{path.name} carries no preprocessing in its metadata, so new data cannot be prepared "
                             "for it: export it from LayerLab again.")
     return model, json.loads(metadata["dataset"])
+
+
+def _weights(path: Path) -> bytes:
+    """The safetensors bytes of a weights file, or of the weights.safetensors inside a bundle; both size-checked."""
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+                if "weights.safetensors" not in names:
+                    raise LayerLabError(f"{path.name} is a zip without weights.safetensors, so not a LayerLab bundle: "
+                                        f"pass {EXPECTED}.")
+                size = zf.getinfo("weights.safetensors").file_size
+                if size <= MAX_MODEL_BYTES:
+                    return zf.read("weights.safetensors")
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
+            raise LayerLabError(f"{path.name} is a damaged zip ({e}): download the bundle again.") from None
+    else:
+        size = path.stat().st_size
+        if size <= MAX_MODEL_BYTES:
+            return path.read_bytes()
+    raise LayerLabError(f"{path.name} holds {size / 2**30:.1f} GiB of weights, over the {MAX_MODEL_BYTES / 2**30:.0f} GiB "
+                        "that LayerLab reads.")
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:

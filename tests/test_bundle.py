@@ -228,3 +228,43 @@ def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     for name, out in expected.items():
         assert torch.allclose(torch.load(tmp_path / name / "y.pt"), out, atol=1e-5), name
+
+
+def test_predict_takes_a_bundle_a_run_folder_or_a_weights_file_and_names_them_otherwise(workspace, tmp_path, capsys):
+    """`python -m engine predict --model bundle.zip` said "not a valid .safetensors file (header too large).
+    Download the weights again" of the bundle the Export page offers first."""
+    from engine.cli import main
+
+    dataset = prepare_file(shop_table().to_csv(index=False).encode(), "shop.csv", "label")
+    run = create_run(SOFTMAX_MLP, {"epochs": 2}, dataset.path, name="shop model")
+    execute(run)
+    (tmp_path / "bundle.zip").write_bytes(bundle_bytes(run))
+    shop_table(20, seed=1).drop(columns="label").to_csv(tmp_path / "new.csv", index=False)
+
+    def predict(model) -> tuple[int, str]:
+        try:
+            code = main(["predict", "--model", str(model), "--data", str(tmp_path / "new.csv"),
+                         "--out", str(tmp_path / "out.csv")])
+        except SystemExit as e:
+            code = e.code
+        return code, capsys.readouterr().err
+
+    outputs = []
+    for model in (tmp_path / "bundle.zip", run, run / "model.safetensors"):
+        code, err = predict(model)
+        assert code == 0, err
+        outputs.append((tmp_path / "out.csv").read_bytes())
+    assert outputs[0] == outputs[1] == outputs[2] and outputs[0].count(b"\n") == 21
+
+    (tmp_path / "random.bin").write_bytes(b"\x00" * 64 + bytes(range(256)))
+    with zipfile.ZipFile(tmp_path / "other.zip", "w") as zf:
+        zf.writestr("notes.txt", "hello")
+    whole = (tmp_path / "bundle.zip").read_bytes()
+    (tmp_path / "cut.zip").write_bytes(whole[:-4000])  # its directory cut off: no longer a zip
+    (tmp_path / "bent.zip").write_bytes(whole[:200] + bytes(2000) + whole[2200:])  # a zip whose data is damaged
+    for bad, words in (("random.bin", "is not a model LayerLab can read: pass a bundle"),
+                       ("cut.zip", "is not a model LayerLab can read: pass a bundle"),
+                       ("other.zip", "a zip without weights.safetensors"), ("bent.zip", "download the bundle again"),
+                       ("nowhere.zip", "no trained model at")):
+        code, err = predict(tmp_path / bad)
+        assert code == 2 and words in err and "Traceback" not in err and "header too large" not in err, (bad, err)
