@@ -5,6 +5,7 @@ resized and scaled as the training images were. The result is a table: the predi
 each class's probability (classification), or the predicted value in the target's own units (regression).
 """
 
+import io
 import json
 import math
 import zipfile
@@ -27,44 +28,46 @@ MAX_MODEL_BYTES = 4 * 2**30  # a weights file larger than this is refused before
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
 
 
-def load_predictor(path: Path | str) -> tuple[GraphModel, dict]:
-    """The model in a bundle, a run folder or a .safetensors file, and the data facts it needs (its weights'
-    metadata carries the spec and the preprocessing, in all three)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "model.safetensors"
-    if not path.is_file():
-        raise LayerLabError(f"no trained model at {path}: pass {EXPECTED}.")
-    data = _weights(path)
+def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphModel, dict]:
+    """The model in a bundle, a run folder or a .safetensors file (a path, or an upload's bytes and file name), and
+    the data facts it needs: its weights' metadata carries the spec and the preprocessing, in all three."""
+    if not isinstance(source, bytes):
+        source = Path(source)
+        if source.is_dir():
+            source = source / "model.safetensors"
+        if not source.is_file():
+            raise LayerLabError(f"no trained model at {source}: pass {EXPECTED}.")
+        name = source.name
+    data = _weights(source, name)
     try:
         model, metadata = load_model(data)
     except LayerLabError:
-        raise LayerLabError(f"{path.name} is not a model LayerLab can read: pass {EXPECTED}.") from None
+        raise LayerLabError(f"{name} is not a model LayerLab can read: pass {EXPECTED}.") from None
     if "dataset" not in metadata:
-        raise LayerLabError(f"{path.name} carries no preprocessing in its metadata, so new data cannot be prepared "
+        raise LayerLabError(f"{name} carries no preprocessing in its metadata, so new data cannot be prepared "
                             "for it: export it from LayerLab again.")
     return model, json.loads(metadata["dataset"])
 
 
-def _weights(path: Path) -> bytes:
+def _weights(source: Path | bytes, name: str) -> bytes:
     """The safetensors bytes of a weights file, or of the weights.safetensors inside a bundle; both size-checked."""
-    if zipfile.is_zipfile(path):
+    file = io.BytesIO(source) if isinstance(source, bytes) else source
+    if zipfile.is_zipfile(file):
         try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-                if "weights.safetensors" not in names:
-                    raise LayerLabError(f"{path.name} is a zip without weights.safetensors, so not a LayerLab bundle: "
+            with zipfile.ZipFile(file) as zf:
+                if "weights.safetensors" not in zf.namelist():
+                    raise LayerLabError(f"{name} is a zip without weights.safetensors, so not a LayerLab bundle: "
                                         f"pass {EXPECTED}.")
                 size = zf.getinfo("weights.safetensors").file_size
                 if size <= MAX_MODEL_BYTES:
                     return zf.read("weights.safetensors")
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
-            raise LayerLabError(f"{path.name} is a damaged zip ({e}): download the bundle again.") from None
+            raise LayerLabError(f"{name} is a damaged zip ({e}): download the bundle again.") from None
     else:
-        size = path.stat().st_size
+        size = len(source) if isinstance(source, bytes) else source.stat().st_size
         if size <= MAX_MODEL_BYTES:
-            return path.read_bytes()
-    raise LayerLabError(f"{path.name} holds {size / 2**30:.1f} GiB of weights, over the {MAX_MODEL_BYTES / 2**30:.0f} GiB "
+            return source if isinstance(source, bytes) else source.read_bytes()
+    raise LayerLabError(f"{name} holds {size / 2**30:.1f} GiB of weights, over the {MAX_MODEL_BYTES / 2**30:.0f} GiB "
                         "that LayerLab reads.")
 
 

@@ -25,20 +25,39 @@ def predictor(path: str, weights_mtime: float):
     return load_predictor(path)
 
 
+@st.cache_resource(max_entries=2, show_spinner="Reading the model…")
+def uploaded_predictor(data: bytes, name: str):
+    return load_predictor(data, name)
+
+
 @st.cache_resource(max_entries=4, show_spinner=False)
-def training_images(dataset_id: str):
+def training_images(dataset_id: str | None):
     """The run's dataset and what its images look like (for the drawing pad's comparison), or None if it is gone."""
     try:
-        dataset = load_dataset(dataset_id)
+        dataset = load_dataset(dataset_id) if dataset_id else None
     except LayerLabError:
         return None
-    return dataset, novelty_reference(dataset)
+    return dataset and (dataset, novelty_reference(dataset))
 
 
-run = trained_run("Model", "predict.run")
-run_id, weights = run["id"], Path(run["path"]) / "model.safetensors"
+FROM_FILE = "A bundle or weights file"
+source = st.segmented_control("Model from", ["A run here", FROM_FILE], default="A run here", key="predict.source",
+                              help="A file: the bundle (.zip) from the Export page or a LayerLab .safetensors, for "
+                                   "example of a model trained on another machine. No run needed.")
 try:
-    model, meta = predictor(str(weights), weights.stat().st_mtime)
+    if source == FROM_FILE:
+        upload = st.file_uploader("Bundle (.zip) or weights (.safetensors)", type=["zip", "safetensors"],
+                                  key="predict.model_file")
+        if upload is None:
+            st.info("Upload the bundle from the Export page (or `python -m engine export RUN --format bundle`), or a "
+                    "LayerLab .safetensors file.", icon=":material/upload_file:")
+            st.stop()
+        model, meta = uploaded_predictor(upload.getvalue(), upload.name)
+        run_id, dataset_id = Path(upload.name).stem, None
+    else:
+        run = trained_run("Run", "predict.run")
+        run_id, dataset_id, weights = run["id"], run["dataset_id"], Path(run["path"]) / "model.safetensors"
+        model, meta = predictor(str(weights), weights.stat().st_mtime)
 except LayerLabError as e:
     show_error(e)
     st.stop()
@@ -51,7 +70,7 @@ def draw_and_predict() -> None:
     background = c2.color_picker("Background", "#000000", key="predict.background",
                                  help="The built-in image sets are light shapes on a dark background.")
     width = c3.slider("Pen width", 4, 48, 22, key="predict.pen_width")
-    known = training_images(run["dataset_id"])
+    known = training_images(dataset_id)
     left, right = st.columns([1, 1.2])
     with left:
         png = drawing_pad("predict.draw", pen, background, width)

@@ -354,3 +354,32 @@ def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
     assert [t.label for t in at.tabs] == ["Upload images", "Draw one"]
     assert at.slider(key="predict.pen_width").value == 22 and not at.error
     assert any("Draw on the pad" in i.value for i in at.info)  # nothing drawn yet: how to start
+
+
+def test_predict_page_takes_an_uploaded_bundle_without_any_run():
+    """A model trained elsewhere: its bundle uploaded on the Predict page predicts rows; no run in the workspace."""
+    import shutil
+
+    import pandas as pd
+
+    from engine.bundle import bundle_bytes
+    from engine.data.prepare import prepare_file
+    from engine.runs import create_run, execute, runs_dir
+    frame = pd.DataFrame({"a": range(60), "b": [i % 7 for i in range(60)], "y": ["lo", "hi"] * 30})
+    dataset = prepare_file(frame.to_csv(index=False).encode(), "t.csv", "y")
+    run = create_run({"nodes": [{"id": "fc", "op": "linear", "params": {"out_features": 2}}]}, {"epochs": 1},
+                     dataset.path)
+    execute(run)
+    bundle = bundle_bytes(run)
+    shutil.rmtree(runs_dir())
+    at = goto(app(), "predict")
+    assert any("No trained model yet" in i.value for i in at.info)
+    at.session_state["predict.source"] = "A bundle or weights file"
+    at.run()
+    at.file_uploader(key="predict.model_file").set_value(("elsewhere.zip", b"PK\x03\x04 not really", "application/zip"))
+    at.run()
+    assert any("is not a model LayerLab can read" in e.value for e in at.error) and not at.exception
+    at.file_uploader(key="predict.model_file").set_value(("elsewhere.zip", bundle, "application/zip")).run()
+    new = frame.drop(columns="y").head(20).to_csv(index=False).encode()
+    at.file_uploader(key="predict.table").set_value(("new.csv", new, "text/csv")).run()
+    assert not at.exception and any("20 prediction(s)." in s.value for s in at.success)
