@@ -52,7 +52,7 @@ def _train(args) -> int:
 
 def _run(args, dataset, out: Path) -> int:
     from engine.runs import create_run, execute
-    from engine.spec import starter_spec
+    from engine.spec import starter_for
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
@@ -61,7 +61,7 @@ def _run(args, dataset, out: Path) -> int:
         except json.JSONDecodeError as e:
             raise LayerLabError(f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno}).") from None
     else:
-        spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
+        spec = starter_for(dataset.meta)
     train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
     train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})

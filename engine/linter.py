@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from engine.compiler import analyse
 from engine.errors import SpecError
-from engine.spec import ModelSpec, insert_node, remove_node, set_inputs, set_params
+from engine.spec import ModelSpec, insert_node, remove_node, set_inputs, set_params, token_vocab
 from engine.train.config import LOSSES, default_loss
 
 Fix = Callable[[dict, dict], tuple[dict, dict]]
@@ -57,6 +57,20 @@ def _insert_before(node_id, explicit_inputs, op: str, params: dict | None = None
         if explicit_inputs:
             spec = set_inputs(spec, new, explicit_inputs)
             spec = set_inputs(spec, node_id, [new])
+        return spec, train
+    return fix
+
+
+def _embed_tokens(node_id, explicit_inputs, vocab) -> Fix:
+    """Embedding (sized to the vocabulary) then a mean Sequence pool, between `node_id` and its token input."""
+    def fix(spec, train):
+        index = [n["id"] for n in spec["nodes"]].index(node_id)
+        spec, embed = insert_node(spec, "embedding", index, {"vocab_size": vocab})
+        spec, pool = insert_node(spec, "seq_pool", index + 1)
+        if explicit_inputs:
+            spec = set_inputs(spec, embed, explicit_inputs)
+            spec = set_inputs(spec, pool, [embed])
+            spec = set_inputs(spec, node_id, [pool])
         return spec, train
     return fix
 
@@ -142,6 +156,15 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 _remove(node_id)))
 
     vocab = meta.get("vocab_size")
+    if token_vocab(meta):  # the input is token ids, and only them
+        for node in model.nodes:
+            if node.op == "linear" and "input" in inputs[node.id]:
+                findings.append(Finding(
+                    "tokens_without_embedding", node.id,
+                    f"Dense '{node.id}' reads the token ids as if they were numbers (id 57 is not 'more' than id 3): "
+                    "it cannot learn from text that way. Put an Embedding (a learned vector per token) and a "
+                    "Sequence pool (the mean over the tokens) before it.", "Insert Embedding and pooling",
+                    _embed_tokens(node.id, node.inputs, vocab)))
     for node in model.nodes:
         if node.op == "embedding" and vocab and node.params["num_embeddings"] < vocab:
             findings.append(Finding(

@@ -155,9 +155,21 @@ def default_params(op: str) -> dict:
     return get_op(op).params().model_dump(mode="json")
 
 
-def starter_spec(task: str, input_shape, num_classes: int | None) -> dict:
-    """A small MLP that fits the dataset: [flatten] Dense 64 relu, Dense 64 relu, Dense (classes or 1)."""
-    nodes = [{"id": "flatten", "op": "flatten"}] if len(input_shape) > 1 else []
+def token_vocab(meta: dict) -> int | None:
+    """The vocabulary size when a dataset's input is token ids and nothing else (a text column alone), else None."""
+    if meta.get("vocab_size") and not (meta.get("preprocessing") or {}).get("columns"):
+        return int(meta["vocab_size"])
+    return None
+
+
+def starter_spec(task: str, input_shape, num_classes: int | None, vocab_size: int | None = None) -> dict:
+    """A small model that fits the dataset: [flatten] Dense 64 relu, Dense 64 relu, Dense (classes or 1); for token
+    ids (`vocab_size`), an Embedding and the mean over the tokens first, so no Dense reads ids as numbers."""
+    if vocab_size and len(input_shape) == 1:
+        nodes = [{"id": "embedding", "op": "embedding", "params": {"num_embeddings": vocab_size, "embedding_dim": 32}},
+                 {"id": "pool", "op": "seq_pool", "params": {"mode": "mean"}}]
+    else:
+        nodes = [{"id": "flatten", "op": "flatten"}] if len(input_shape) > 1 else []
     nodes += [{"id": "dense_1", "op": "linear", "params": {"out_features": 64}},
               {"id": "relu_1", "op": "activation", "params": {"kind": "relu"}},
               {"id": "dense_2", "op": "linear", "params": {"out_features": 64}},
@@ -165,6 +177,21 @@ def starter_spec(task: str, input_shape, num_classes: int | None) -> dict:
               {"id": "output", "op": "linear",
                "params": {"out_features": num_classes if task == "classification" else 1}}]
     return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()
+
+
+def starter_reason(meta: dict) -> str:
+    """Why the starter model for this data looks as it does, in one line."""
+    if token_vocab(meta):
+        return ("text: an Embedding turns each token into a learned vector, the mean over the tokens feeds a small "
+                "MLP (token ids are not numbers a Dense layer could read).")
+    if len(meta["input_shape"]) > 1:
+        return "images: a small MLP on the flattened pixels, quick to train; the CNN templates learn images better."
+    return "a table of numbers: a small MLP, two hidden layers of 64 ReLU units."
+
+
+def starter_for(meta: dict) -> dict:
+    """The starter model for a prepared dataset's meta (see starter_reason)."""
+    return starter_spec(meta["task"], meta["input_shape"], len(meta.get("classes") or []) or None, token_vocab(meta))
 
 
 # Editing a spec dict (what the Build page does). Each returns a new dict; none validates.

@@ -60,6 +60,9 @@ if selected:
         except ValidationError as e:
             st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
 
+if st.session_state.get(state.SPEC_IS_STARTER):
+    st.caption(f":material/lightbulb: The starter model for {specs.starter_reason(meta)} Start from a template below "
+               "for more.")
 # Folded: open, it would push the model below the fold on a laptop screen; its label says what it holds.
 with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"):
     cols = st.columns(4)
@@ -272,7 +275,7 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
         show_error(e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec."))
 if s3.button("Reset to starter model", icon=":material/restart_alt:", width="stretch"):
     reset_widgets()
-    state.set_spec(specs.starter_spec(meta["task"], meta["input_shape"], len(meta["classes"] or []) or None))
+    state.set_spec(specs.starter_for(meta))
     st.session_state[state.SPEC_IS_STARTER] = True
     state.save()
     st.session_state[state.SELECTED] = None

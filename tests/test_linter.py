@@ -42,6 +42,9 @@ CASES = {
         {"nodes": [n("emb", "embedding", num_embeddings=10, embedding_dim=8), n("pool", "seq_pool"),
                    n("head", "linear", out_features=2)]},
         {"task": "classification", "input_shape": [12], "classes": ["neg", "pos"], "vocab_size": 40}, {}),
+    "tokens_without_embedding": (  # the starter MLP on a text column: token ids fed to Dense as numbers
+        mlp(out=2), {"task": "classification", "input_shape": [12], "classes": ["neg", "pos"], "vocab_size": 40,
+                     "preprocessing": {"columns": [], "text": {"columns": ["review"]}}}, {}),
 }
 
 

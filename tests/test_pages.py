@@ -57,6 +57,13 @@ def test_choosing_a_builtin_dataset_brings_its_starter_model():
     assert any("Now using 'Iris'" in i.value for i in at.info)
     goto(at, "build")
     assert any(m.label == "Parameters" and m.value == "4,675" for m in at.metric)
+    assert any("starter model for a table of numbers" in c.value for c in at.caption)
+    goto(at, "data")
+    at.selectbox(key="data.builtin").set_value("reviews").run()
+    button(at, "Use this dataset").click().run()
+    assert [n["op"] for n in at.session_state[SPEC]["nodes"][:2]] == ["embedding", "seq_pool"]
+    goto(at, "build")
+    assert any("starter model for text: an Embedding" in c.value for c in at.caption) and not at.exception
 
 
 def test_csv_upload_preview_target_and_prepare():

@@ -40,3 +40,19 @@ def test_templates_refuse_datasets_they_do_not_fit():
     assert suits(TEMPLATES["keras_mlp"], iris) and suits(TEMPLATES["autoencoder"], iris)
     diabetes = prepare_builtin("diabetes").meta
     assert not suits(TEMPLATES["keras_mlp"], diabetes)
+
+
+def test_the_starter_model_for_text_embeds_the_tokens_and_learns():
+    """Token ids fed to Dense as numbers stayed at chance (0.52 on the reviews set); the starter for a text input
+    embeds and pools them first, and the linter flags the old way."""
+    from engine.linter import lint
+    from engine.spec import starter_for, starter_spec
+
+    ds = prepare_builtin("reviews")
+    spec = starter_for(ds.meta)
+    assert [n["op"] for n in spec["nodes"][:2]] == ["embedding", "seq_pool"]
+    assert spec["nodes"][0]["params"]["num_embeddings"] == ds.meta["vocab_size"] and not lint(spec, ds.meta, {})
+    result = fit(spec, ds, TrainConfig.parse({"epochs": 20}), emit=lambda e: None)
+    assert result["metrics"]["val/accuracy"] >= 0.8, result["metrics"]
+    as_numbers = starter_spec(ds.meta["task"], ds.meta["input_shape"], 2)
+    assert [f.rule for f in lint(as_numbers, ds.meta, {})] == ["tokens_without_embedding"]

@@ -13,7 +13,7 @@ import streamlit as st
 
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
-from engine.spec import starter_spec
+from engine.spec import starter_for
 from engine.workspace import atomic_write_json, home, read_json
 
 DATASET = "ll.dataset_id"      # id of the prepared dataset in use
@@ -124,7 +124,7 @@ def ensure() -> None:
     use_dataset(ds.meta)
     if not st.session_state.get(SPEC):
         meta = dataset_meta()
-        st.session_state[SPEC] = starter_spec(meta["task"], meta["input_shape"], len(meta["classes"] or []) or None)
+        st.session_state[SPEC] = starter_for(meta)
         st.session_state[SPEC_IS_STARTER] = True
         save()
 
@@ -157,7 +157,7 @@ def use_dataset(meta: dict) -> None:
         except LayerLabError:
             keep = False
     if not keep:
-        st.session_state[SPEC] = starter_spec(meta["task"], meta["input_shape"], classes)
+        st.session_state[SPEC] = starter_for(meta)
         st.session_state[SPEC_IS_STARTER] = True
         st.session_state[SELECTED] = None
         if edited:
