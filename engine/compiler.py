@@ -124,7 +124,10 @@ def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
 def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], SpecError | None]:
     """Shapes of the nodes up to the first error, and that error (None when the whole model fits). Every page
     shows the model's summary, so results are remembered per (spec, input shape)."""
-    spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    try:
+        spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
+    except SpecError as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
+        return [], e
     shape = None if input_shape is None else tuple(input_shape)
     infos, error = _analysed(spec.model_dump_json(), shape)
     return list(infos), error

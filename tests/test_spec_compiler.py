@@ -86,6 +86,20 @@ def test_stack_that_does_not_fit_errors_at_the_offending_layer():
     assert err is None and infos[-1].output_shape == (64,) and infos[0].output_shape == (64,)
 
 
+def test_a_graph_that_does_not_parse_is_reported_not_raised_and_shapes_are_remembered_per_spec():
+    """The Build page draws a merge left with one input (while its inputs are being picked): analyse reports it."""
+    spec = mlp_spec(3)
+    spec["nodes"].append({"id": "sum", "op": "add", "inputs": ["fc2"]})
+    infos, err = analyse(spec, (4,))
+    assert infos == [] and err.node_id == "sum" and "takes 2-8 inputs" in err.message
+    with pytest.raises(SpecError, match="takes 2-8 inputs"):
+        infer_shapes(spec, (4,))
+    first, _ = analyse(mlp_spec(3), (4,))
+    again, _ = analyse(mlp_spec(3), (4,))
+    assert first == again and first is not again  # the same shapes, in a list of the caller's own
+    assert analyse(mlp_spec(3), (5,))[0][0].params == 5 * 32 + 32  # another input shape: analysed again
+
+
 def test_compiled_model_equals_hand_written_sequential():
     model, _ = compile_spec(mlp_spec(3), (4,), seed=1)
     ref = nn.Sequential(nn.Linear(4, 32), nn.ReLU(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 3))

@@ -8,6 +8,7 @@ that another tab has open right now also gets a copy, so two tabs never write ov
 import re
 import secrets
 import threading
+import time
 
 import streamlit as st
 
@@ -35,6 +36,7 @@ _PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN, INIT)
 _ID = re.compile(r"[0-9a-f]{8,32}")
 _OPEN: dict[str, str] = {}  # session id -> the Streamlit session (browser tab) that has it open, server-wide
 _OPEN_LOCK = threading.Lock()
+RELOAD_GRACE_S = 1.5
 
 
 def _sessions_dir():
@@ -86,20 +88,27 @@ def _tab_alive(tab: str) -> bool:
 
 def _claim(asked: str | None) -> tuple[str, dict]:
     """This tab's session id and what it starts from: the asked session if no other open tab holds it, else a copy
-    of it (or of the latest work) under a new id."""
+    of it (or of the latest work) under a new id. A reloaded tab's old connection may still count as open for a
+    moment: the asked session is waited for up to RELOAD_GRACE_S before a copy is made."""
     tab = _tab()
+    if asked and _ID.fullmatch(asked) and _session_file(asked).exists():
+        deadline = time.monotonic() + RELOAD_GRACE_S
+        while True:
+            with _OPEN_LOCK:
+                holder = _OPEN.get(asked)
+                if holder in (None, tab) or not _tab_alive(holder):
+                    _OPEN[asked] = tab
+                    return asked, read_json(_session_file(asked), {}) or {}
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        saved = read_json(_session_file(asked), {}) or {}
+    else:
+        saved = _latest()
     with _OPEN_LOCK:
-        if asked and _ID.fullmatch(asked) and _session_file(asked).exists():
-            holder = _OPEN.get(asked)
-            saved = read_json(_session_file(asked), {}) or {}
-            if holder in (None, tab) or not _tab_alive(holder):
-                _OPEN[asked] = tab
-                return asked, saved
-        else:
-            saved = _latest()
         sid = secrets.token_hex(6)
         _OPEN[sid] = tab
-        return sid, saved
+    return sid, saved
 
 
 def session_id() -> str:
