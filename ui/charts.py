@@ -11,7 +11,7 @@ MAX_POINTS = 2000  # per trace: keeps each chart update cheap (DESIGN.md: ~9 ms 
 def layout(fig: go.Figure, title: str = "", height: int = 300, **kw) -> go.Figure:
     fig.update_layout(title=dict(text=title, font=dict(size=15)), height=height, font=FONT, colorway=COLORS,
                       margin=dict(l=10, r=10, t=40 if title else 10, b=10), plot_bgcolor="#FFFFFF",
-                      paper_bgcolor="rgba(0,0,0,0)", legend=dict(orientation="h", y=-0.25), **kw)
+                      paper_bgcolor="rgba(0,0,0,0)", legend=dict(orientation="h", y=-0.3, yanchor="top"), **kw)
     fig.update_xaxes(gridcolor="#ECEEF5", zeroline=False)
     fig.update_yaxes(gridcolor="#ECEEF5", zeroline=False)
     return fig
@@ -43,7 +43,8 @@ def curves(series: dict[str, tuple[list, list]], title: str, xaxis: str, yaxis: 
     if best_x is not None:
         fig.add_vline(x=best_x, line=dict(color="#94A3B8", dash="dot"), annotation_text="best",
                       annotation_position="top left")
-    fig = layout(fig, title, xaxis_title=xaxis, yaxis_title=yaxis)
+    # The legend sits below the plot, one line per long name: the chart grows with it rather than the plot shrinking.
+    fig = layout(fig, title, height=300 + 24 * max(0, len(series) - 1), xaxis_title=xaxis, yaxis_title=yaxis)
     values = {y for _, ys in series.values() for y in ys if y is not None}
     if len(values) == 1 and (v := values.pop()) > 0:  # a constant: a flat line at its value above zero, not ±1
         fig.update_yaxes(range=[0, v * 1.1])
@@ -61,3 +62,15 @@ def probability_bars(probs: dict[str, float]) -> go.Figure:
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(type="category", autorange="reversed", automargin=True)
     return fig
+
+
+LABEL_CHARS = 18  # class names longer than this are shortened on the axes (the hover shows them whole)
+
+
+def short_labels(names: list[str]) -> list[str]:
+    """Axis labels: long names cut with an ellipsis, kept distinct."""
+    out = []
+    for i, name in enumerate(map(str, names)):
+        label = name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+        out.append(label if label not in out else f"{label} ({i})")
+    return out

@@ -5,12 +5,14 @@ import streamlit as st
 import torch
 
 from engine.data.store import Dataset
-from ui.charts import COLORS, layout
+from ui.charts import COLORS, layout, short_labels
 
 
 def class_balance(ds: Dataset) -> go.Figure:
     counts = torch.bincount(ds.tensors["y_train"], minlength=ds.num_classes).tolist()
-    fig = go.Figure(go.Bar(x=ds.meta["classes"], y=counts,
+    classes = [str(c) for c in ds.meta["classes"]]
+    fig = go.Figure(go.Bar(x=short_labels(classes), y=counts, customdata=classes,  # the hover names them whole
+                           hovertemplate="%{customdata}: %{y} rows<extra></extra>",
                            marker_color=[COLORS[k % len(COLORS)] for k in range(len(counts))]))
     fig = layout(fig, "Class balance (training split)", height=300, xaxis_title="class", yaxis_title="rows")
     fig.update_xaxes(type="category")

@@ -9,18 +9,7 @@ import torch
 from engine.data.prepare import kept_rows
 from engine.data.store import Dataset
 from engine.portable import with_rows
-from ui.charts import COLORS, curves, layout
-
-LABEL_CHARS = 18  # class names longer than this are shortened on the axes (the hover shows them whole)
-
-
-def short_labels(names: list[str]) -> list[str]:
-    """Axis labels: long names cut with an ellipsis, kept distinct."""
-    out = []
-    for i, name in enumerate(map(str, names)):
-        label = name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
-        out.append(label if label not in out else f"{label} ({i})")
-    return out
+from ui.charts import COLORS, curves, layout, short_labels
 
 
 def wide_confusion(report: dict) -> bool:
