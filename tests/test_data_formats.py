@@ -135,6 +135,8 @@ def test_names_and_codes_that_repeat_now_and_then_are_ignored_but_free_text_and_
         "Embarked": rng.choice(["S", "C", "Q"], rows),
         "Review": [" ".join(rng.choice(["good", "bad", "fine", "tasty", "cold", "the", "food", "was"], 14))
                    for _ in range(rows)],
+        "Tip": [" ".join(rng.choice(["great", "slow", "friendly", "staff", "cold", "soup", "nice"], 6)) + f" {i}"
+                for i in range(rows)],  # short reviews, different in every row: still text to learn from
         "Fare": rng.gamma(2, 20, rows),
         "Survived": rng.integers(0, 2, rows)})
     plans = {p.name: p for p in suggest_columns(df, "Survived")}
@@ -143,6 +145,7 @@ def test_names_and_codes_that_repeat_now_and_then_are_ignored_but_free_text_and_
             (col, plans[col])
     assert plans["Embarked"].role == "feature" and plans["Embarked"].kind == "categorical"
     assert plans["Review"].role == "feature" and plans["Review"].kind == "text"
+    assert plans["Tip"].role == "feature" and plans["Tip"].kind == "text"
     assert plans["Fare"].role == "feature"
 
 

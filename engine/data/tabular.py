@@ -88,7 +88,7 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
         elif kind == "categorical" and unique > 20 and unique > 0.5 * filled:  # one-hot, rows would be memorised
             plan.role, plan.note = "ignore", (f"looks like an ID or a code: {unique:,} different values in {filled:,} "
                                               "rows, too many to learn from")
-        elif kind == "text" and words < 8 and unique > 0.9 * filled:
+        elif kind == "text" and words < 6 and unique > 0.9 * filled:  # names, e-mails (short reviews run longer)
             plan.role, plan.note = "ignore", ("looks like names or codes: a few words, different in almost every row "
                                               "(free text to learn from is longer)")
         elif s.isna().mean() > 0.5 and kind == "text":  # it would become the model's whole input
