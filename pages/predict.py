@@ -26,8 +26,9 @@ def predictor(path: str, weights_mtime: float):
 
 
 @st.cache_resource(max_entries=2, show_spinner="Reading the model…")
-def uploaded_predictor(data: bytes, name: str):
-    return load_predictor(data, name)
+def uploaded_predictor(file_id: str, name: str, _data: bytes):
+    """Keyed by the upload's id: hashing the bytes (up to the upload limit) on every rerun of the page costs time."""
+    return load_predictor(_data, name)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -52,7 +53,7 @@ try:
             st.info("Upload the bundle from the Export page (or `python -m engine export RUN --format bundle`), or a "
                     "LayerLab .safetensors file.", icon=":material/upload_file:")
             st.stop()
-        model, meta = uploaded_predictor(upload.getvalue(), upload.name)
+        model, meta = uploaded_predictor(upload.file_id, upload.name, upload.getvalue())
         run_id, dataset_id = Path(upload.name).stem, None
     else:
         run = trained_run("Run", "predict.run")

@@ -82,7 +82,7 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
                 plan.note = "constant: carries no information; kept, as this table looks like pixels"
             else:
                 plan.role, plan.note = "ignore", "constant: the same value in every row carries no information"
-        elif n > 10 and unique == s.notna().sum() == len(s) and kind in ("numeric", "categorical") and (
+        elif n > 10 and unique == filled == len(s) and kind in ("numeric", "categorical") and (
                 name_says_id if kind == "numeric" else True) and df[col].is_unique:
             plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
         elif kind == "categorical" and unique > 20 and unique > 0.5 * filled:  # one-hot, rows would be memorised
