@@ -44,6 +44,7 @@ export default function(component) {
     canvas.onpointerup = () => { if (last) { last = null; setStateValue('png', canvas.toDataURL('image/png')); } };
     canvas.onpointerleave = canvas.onpointerup;
     parentElement.querySelector('.clear').onclick = () => { paint(); setStateValue('png', null); };
+    canvas.dataset.live = '1';  // the handlers are in place: strokes from now on reach Python
 }
 """
 
