@@ -27,6 +27,7 @@ from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
 from engine.runs import read_events, run_info
+from engine.spec import data_inputs
 from engine.train import augment, loop
 from engine.train.config import TrainConfig, preflight
 
@@ -311,7 +312,7 @@ def train_script() -> str:
 
 def _recipe(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
     """What train.py needs beyond the config: the choices the loop made for this model and data."""
-    infos = infer_shapes(model.spec, dataset.input_shape)
+    infos = infer_shapes(model.spec, data_inputs(dataset.meta))
     plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
                      len(dataset.split("train")[1]))
     started = next((e for e in events if e["type"] == "run_started"), {})

@@ -52,7 +52,7 @@ def _train(args) -> int:
 
 def _run(args, dataset, out: Path) -> int:
     from engine.runs import create_run, execute
-    from engine.spec import starter_for
+    from engine.templates import starter_for, starter_train
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
@@ -62,7 +62,9 @@ def _run(args, dataset, out: Path) -> int:
             raise LayerLabError(f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno}).") from None
     else:
         spec = starter_for(dataset.meta)
-    train = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "optimizer": args.optimizer,
+    proposed = starter_train(dataset.meta)
+    train = {"epochs": proposed["epochs"] if args.epochs is None else args.epochs, "batch_size": args.batch_size,
+             "lr": proposed["lr"] if args.lr is None else args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
     train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
@@ -140,15 +142,17 @@ def main(argv=None) -> int:
     t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines), or a zip or "
                                                  "tar of images in one folder per class, MNIST idx files or CIFAR-10 "
                                                  "python batches")
-    t.add_argument("--text-column", help="a column of free text: the model's input becomes its tokens")
+    t.add_argument("--text-column", help="a column of free text: its tokens become an input of their own (with "
+                                         "other columns, the model has two inputs)")
     t.add_argument("--target", help="the column to predict (tables)")
     t.add_argument("--image-size", type=int, default=32, help="images: resize to this many pixels square")
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument("--task", choices=["classification", "regression"], help="override the detected task")
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
-    t.add_argument("--epochs", type=int, default=20)
+    t.add_argument("--epochs", type=int, help="default: what the proposed model for the data is meant to train "
+                                               "with (e.g. 200 on a few hundred rows, 10 on 40,000 or more)")
     t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--lr", type=float, help="default: the proposed model's (0.001 for most)")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     t.add_argument("--loss", default=None, choices=["cross_entropy", "bce_with_logits", "mse", "l1", "huber"])
     t.add_argument("--seed", type=int, default=0)

@@ -9,6 +9,7 @@ definitions, which import only torch. The module keys are the spec's node ids, a
 
 import inspect
 import keyword
+import math
 import re
 import textwrap
 
@@ -19,11 +20,11 @@ the weights), not LayerLab.
 
     from model import load
     model = load("weights.safetensors")  # in eval mode
-    outputs = model(batch)               # batch: a tensor of shape (N, {shape})
+    {usage}
 {output_note}"""
 
 {imports}
-INPUT_SHAPE = {input_shape!r}  # one sample, without the batch dimension
+INPUTS = {inputs!r}  # each input's shape for one sample, without the batch dimension
 '''
 
 LOADER = '''
@@ -43,7 +44,7 @@ if __name__ == "__main__":
     model = load(sys.argv[1] if len(sys.argv) > 1 else "weights.safetensors")
     print(model)
     with torch.no_grad():
-        print("output shape for a batch of 2:", tuple(model(torch.zeros(2, *INPUT_SHAPE)).shape))
+        print("output shape for a batch of 2:", tuple(model(*[torch.zeros(2, *s) for s in INPUTS.values()]).shape))
 '''
 
 
@@ -68,13 +69,15 @@ def _helpers(model: GraphModel) -> list[type]:
 def model_code(model: GraphModel, name: str = "Model") -> str:
     """`model.py` for a compiled model (any weights: the file holds the architecture, the weights load into it)."""
     helpers = [textwrap.dedent(inspect.getsource(c)).strip() for c in _helpers(model)]
-    imports = ("import math\n\n" if any("math." in h for h in helpers) else "") + "import torch\nfrom torch import nn\n"
+    packed = len(model.spec.inputs) > 1
+    imports = ("import math\n\n" if packed or any("math." in h for h in helpers) else "") + \
+        "import torch\nfrom torch import nn\n"
     last = model.spec.nodes[-1] if model.spec.nodes else None
     squash = last.params.get("kind") if last is not None and last.op == "activation" else None
     note = f"\nThe outputs have been through {squash} already.\n" if squash in ("softmax", "sigmoid") else ""
-    shape = ", ".join(map(str, model.spec.input.shape))
-    parts = [HEADER.format(name=name.replace('"', "'"), shape=shape, output_note=note, imports=imports,
-                           input_shape=tuple(model.spec.input.shape))]
+    inputs = {name: tuple(i.shape) for name, i in model.spec.inputs.items()}
+    parts = [HEADER.format(name=name.replace('"', "'"), usage=usage(model), output_note=note, imports=imports,
+                           inputs=inputs)]
     parts += [f"\n\n{h}\n" for h in helpers]
     layers = "\n".join(f"            {nid!r}: {module.source}," for nid, module in model.layers.items())
     parts.append(f'''
@@ -88,19 +91,38 @@ class Model(nn.Module):
 {layers}
         }})
 
-    def forward(self, x):
+    def forward(self, {"x" if model.chain else "*inputs"}):
 {textwrap.indent(_forward(model), " " * 8)}
 ''')
     parts.append(LOADER)
     return "".join(parts)
 
 
+def usage(model: GraphModel) -> str:
+    """The line that calls the model, with what it takes."""
+    shapes = [tuple(i.shape) for i in model.spec.inputs.values()]
+    if len(shapes) == 1:
+        return f"outputs = model(batch)  # batch: a tensor of shape (N, {', '.join(map(str, shapes[0]))})"
+    width = sum(math.prod(s) for s in shapes)
+    return (f"outputs = model({', '.join(model.spec.inputs)})  # a batch per input, shaped (N, *INPUTS[name]); or "
+            f"model(rows), rows (N, {width}): each row's inputs flattened side by side in INPUTS' order")
+
+
 def _forward(model: GraphModel) -> str:
     if model.chain:
         return "\n".join(f"x = self.layers[{nid!r}](x)" for nid, _ in model.plan) + "\nreturn x"
     taken: set[str] = set()
-    names = {"input": "x"}
+    names = {ref: _variable(name, taken) for name, ref in model.spec.input_refs().items()}
     lines = []
+    if len(names) > 1:
+        lines += ["if len(inputs) == 1:  # one packed tensor: each row's inputs flattened side by side",
+                  "    at, parts = 0, []",
+                  "    for shape in INPUTS.values():",
+                  "        width = math.prod(shape)",
+                  "        parts.append(inputs[0][:, at:at + width].reshape(-1, *shape))",
+                  "        at += width",
+                  "    inputs = parts"]
+    lines.append(f"{', '.join(names.values())}, = inputs")
     for nid, ins in model.plan:
         names[nid] = _variable(nid, taken)
         lines.append(f"{names[nid]} = self.layers[{nid!r}]({', '.join(names[i] for i in ins)})")

@@ -1,6 +1,7 @@
 """ModelSpec -> nn.Module, with shape inference on the meta device and a per-node summary."""
 
 import functools
+import json
 import math
 from dataclasses import dataclass
 
@@ -10,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import SpecError
 from engine.registry import get_op
-from engine.spec import ModelSpec, parse_spec
+from engine.spec import InputSpec, ModelSpec, input_ref, parse_spec
 
 
 @dataclass(frozen=True)
@@ -24,7 +25,10 @@ class NodeInfo:
 
 
 class GraphModel(nn.Module):
-    """Runs the nodes in order; each node's module lives at `layers.<node id>`."""
+    """Runs the nodes in order; each node's module lives at `layers.<node id>`.
+
+    It takes one tensor per input (`model(features, review)`), or, for several inputs, one packed tensor with
+    each row's parts flattened side by side in the order of `spec.inputs` (how LayerLab stores such rows)."""
 
     def __init__(self, spec: ModelSpec, modules: dict[str, nn.Module]):
         super().__init__()
@@ -32,10 +36,13 @@ class GraphModel(nn.Module):
         self.layers = nn.ModuleDict(modules)
         inputs = spec.input_ids()
         self._output = spec.output_id()
+        refs = spec.input_refs()
+        # (how nodes name it, its shape) per input; shapes are filled once compiled against data
+        self.layout = [(refs[name], tuple(i.shape or ())) for name, i in spec.inputs.items()]
         needed, stack = set(), [self._output]  # only the output's ancestors run
         while stack:
             nid = stack.pop()
-            if nid != "input" and nid not in needed:
+            if nid in inputs and nid not in needed:
                 needed.add(nid)
                 stack.extend(inputs[nid])
         self.plan = [(n.id, tuple(inputs[n.id])) for n in spec.execution_order() if n.id in needed]
@@ -45,13 +52,22 @@ class GraphModel(nn.Module):
             chain &= ins == (prev,)
             prev = nid
         # A plain stack skips the dict of intermediate values: one less lookup per layer.
-        self.chain = chain and self._output == self.plan[-1][0]
+        self.chain = chain and self._output == self.plan[-1][0] and len(self.layout) == 1
         self._seq = [self.layers[nid] for nid, _ in self.plan]
 
     @property
     def takes_tokens(self) -> bool:
-        """Whether the first layer is an Embedding, so the input is token ids (integers)."""
-        return bool(self.plan) and isinstance(self.layers[self.plan[0][0]], nn.Embedding)
+        """Whether the one input is token ids (integers): its first layer is an Embedding."""
+        return len(self.layout) == 1 and bool(self.plan) and isinstance(self.layers[self.plan[0][0]], nn.Embedding)
+
+    def unpack(self, x):
+        """One packed tensor (N, total width) as one tensor per input, each in its own shape (views, no copies)."""
+        parts, at = [], 0
+        for _, shape in self.layout:
+            width = math.prod(shape)
+            parts.append(x[:, at:at + width].reshape(-1, *shape))
+            at += width
+        return parts
 
     def with_output(self, node_id: str) -> "GraphModel":
         """The same modules (shared weights) with another node as the output, e.g. the logits before a softmax."""
@@ -59,27 +75,59 @@ class GraphModel(nn.Module):
         spec.output = node_id
         return GraphModel(spec, dict(self.layers.items()))
 
-    def forward(self, x):
+    def forward(self, *xs):
         if self.chain:
+            (x,) = xs
             for m in self._seq:
                 x = m(x)
             return x
-        values = {"input": x}
+        if len(xs) == 1 and len(self.layout) > 1:
+            xs = self.unpack(xs[0])
+        values = {ref: x for (ref, _), x in zip(self.layout, xs, strict=True)}
         for nid, ins in self.plan:
             values[nid] = self.layers[nid](*[values[i] for i in ins])
         return values[self._output]
 
 
-def _resolve_input_shape(spec: ModelSpec, input_shape) -> tuple[int, ...]:
-    shape = spec.input.shape if spec.input.shape is not None else input_shape
-    if shape is None:
-        raise SpecError(None, "the model's input shape is unknown: choose a dataset or set input.shape in the spec.")
-    if input_shape is not None and spec.input.shape is not None and list(input_shape) != list(spec.input.shape):
-        raise SpecError(None, f"the spec expects input of shape {tuple(spec.input.shape)} but the data has "
-                              f"{tuple(input_shape)}: remove input.shape from the spec or choose matching data.")
-    if not shape or any(int(d) < 1 for d in shape):
-        raise SpecError(None, f"input shape {tuple(shape)} is not valid: every dimension must be at least 1.")
-    return tuple(int(d) for d in shape)
+def _resolve_inputs(spec: ModelSpec, data) -> ModelSpec:
+    """The spec with every input's shape (and token flag) filled from `data`: None (the spec's own shapes), one
+    shape (data with one part) or {name: shape or {"shape", "tokens"}} (data with named parts). With named parts,
+    the inputs follow the data's order (how its rows are packed), and data parts the model does not read are
+    listed too; nodes that read an input name it explicitly when the first input changes."""
+    if data is not None and not isinstance(data, dict):
+        if len(spec.inputs) > 1:
+            raise SpecError(None, f"the model has {len(spec.inputs)} inputs ({', '.join(spec.inputs)}) but the data "
+                                  "has one: choose a table with text and other columns, or a one-input model.")
+        data = {spec.first_input: data}
+    data = {k: v if isinstance(v, dict) else {"shape": v} for k, v in (data or {}).items()}
+    missing = [n for n in spec.inputs if data and n not in data]
+    if missing:
+        raise SpecError(None, f"the model reads the input(s) {', '.join(missing)}, which the data does not have "
+                              f"(its parts: {', '.join(data)}). Rename the model's inputs to match.")
+    filled: dict[str, InputSpec] = {}
+    for name in (data or spec.inputs):
+        own = spec.inputs.get(name, InputSpec())
+        given = data.get(name, {}).get("shape") if data else None
+        shape = own.shape if own.shape is not None else given
+        if shape is None:
+            raise SpecError(None, f"the shape of the input '{name}' is unknown: choose a dataset or set its shape in "
+                                  "the spec.")
+        if given is not None and own.shape is not None and list(given) != list(own.shape):
+            raise SpecError(None, f"the spec expects input '{name}' of shape {tuple(own.shape)} but the data has "
+                                  f"{tuple(given)}: remove its shape from the spec or choose matching data.")
+        if not shape or any(int(d) < 1 for d in shape):
+            raise SpecError(None, f"input shape {tuple(shape)} is not valid: every dimension must be at least 1.")
+        tokens = bool(data.get(name, {}).get("tokens", own.tokens)) if data else own.tokens
+        filled[name] = InputSpec(shape=[int(d) for d in shape], tokens=tokens)
+    spec = spec.model_copy(deep=True)
+    if next(iter(filled)) != spec.first_input:  # "input" would name another input: name them all explicitly
+        refs, old = spec.input_refs(), spec.input_ids()
+        by_old = {ref: input_ref(name, next(iter(filled))) for name, ref in refs.items()}
+        for node in spec.nodes:
+            if any(i in by_old for i in old[node.id]):
+                node.inputs = [by_old.get(i, i) for i in old[node.id]]
+    spec.inputs = filled
+    return spec
 
 
 def _build(spec: ModelSpec, input_shape, device):
@@ -87,8 +135,10 @@ def _build(spec: ModelSpec, input_shape, device):
 
     Yields (module, NodeInfo) per node; raises SpecError at the first node that does not fit.
     """
+    spec = _resolve_inputs(spec, input_shape)
     inputs = spec.input_ids()
-    shapes = {"input": _resolve_input_shape(spec, input_shape)}
+    refs = spec.input_refs()
+    shapes = {refs[name]: tuple(i.shape) for name, i in spec.inputs.items()}
     for node in spec.execution_order():
         op = get_op(node.op)
         in_shapes = [shapes[i] for i in inputs[node.id]]
@@ -128,16 +178,15 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
         spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     except SpecError as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
         return [], e
-    shape = None if input_shape is None else tuple(input_shape)
-    infos, error = _analysed(spec.model_dump_json(), shape)
+    infos, error = _analysed(spec.model_dump_json(), json.dumps(input_shape))  # as text: hashable, for the cache
     return list(infos), error
 
 
 @functools.lru_cache(maxsize=64)
-def _analysed(spec_json: str, input_shape) -> tuple[tuple[NodeInfo, ...], SpecError | None]:
+def _analysed(spec_json: str, inputs_json: str) -> tuple[tuple[NodeInfo, ...], SpecError | None]:
     infos: list[NodeInfo] = []
     try:
-        for _, info in _build(parse_spec(spec_json), input_shape, "meta"):
+        for _, info in _build(parse_spec(spec_json), json.loads(inputs_json), "meta"):
             infos.append(info)
     except SpecError as e:
         return tuple(infos), e
@@ -152,9 +201,7 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     built = list(_build(spec, input_shape, "cpu"))
     modules = {info.id: module for module, info in built}
     infos = [info for _, info in built]
-    spec = spec.model_copy(deep=True)
-    spec.input.shape = list(_resolve_input_shape(spec, input_shape))
-    return GraphModel(spec, modules), infos
+    return GraphModel(_resolve_inputs(spec, input_shape), modules), infos
 
 
 OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 2}  # tensors of optimizer state per parameter

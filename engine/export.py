@@ -82,14 +82,25 @@ def load_model(data_or_path: bytes | Path | str) -> tuple[GraphModel, dict]:
     return model, metadata
 
 
-def example_input(model: GraphModel, batch: int) -> torch.Tensor:
-    """A batch the model accepts: token ids below the vocabulary size for an embedding first, else floats in
-    [0, 1) (images arrive scaled, tables standardized)."""
-    shape = (batch, *model.spec.input.shape)
-    if model.takes_tokens:
-        vocab = model.layers[model.plan[0][0]].num_embeddings
-        return torch.randint(0, vocab, shape, generator=torch.Generator().manual_seed(0))
-    return torch.rand(shape, generator=torch.Generator().manual_seed(0))
+def example_input(model: GraphModel, batch: int) -> tuple[torch.Tensor, ...]:
+    """A batch the model accepts, one tensor per input: token ids below the vocabulary of the Embedding that reads
+    them, else floats in [0, 1) (images arrive scaled, tables standardized)."""
+    generator = torch.Generator().manual_seed(0)
+    readers = {ins[0]: model.layers[nid] for nid, ins in model.plan if len(ins) == 1}
+    xs = []
+    for (ref, shape), spec in zip(model.layout, model.spec.inputs.values(), strict=True):
+        reader = readers.get(ref)
+        if isinstance(reader, torch.nn.Embedding) or spec.tokens:
+            vocab = reader.num_embeddings if isinstance(reader, torch.nn.Embedding) else 2
+            xs.append(torch.randint(0, vocab, (batch, *shape), generator=generator))
+        else:
+            xs.append(torch.rand((batch, *shape), generator=generator))
+    return tuple(xs)
+
+
+def input_names(model: GraphModel) -> list[str]:
+    """The exported model's input names: `input` for a one-input model, else each input's own name."""
+    return ["input"] if len(model.layout) == 1 else list(model.spec.inputs)
 
 
 def _check(run, model: GraphModel, fmt: str) -> None:
@@ -97,7 +108,7 @@ def _check(run, model: GraphModel, fmt: str) -> None:
     for batch in (1, 7):
         x = example_input(model, batch)
         with torch.no_grad():
-            expected = model(x).numpy()
+            expected = model(*x).numpy()
         got = run(x)
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
             raise LayerLabError(f"the {fmt} export does not reproduce the model's outputs at batch {batch} (largest "
@@ -112,15 +123,17 @@ def onnx_bytes(model: GraphModel) -> bytes:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            program = torch.onnx.export(model, (example_input(model, 2),), dynamo=True, input_names=["input"],
-                                        output_names=["output"], dynamic_shapes=({0: torch.export.Dim("batch")},),
+            batch = torch.export.Dim("batch")
+            program = torch.onnx.export(model, example_input(model, 2), dynamo=True, input_names=input_names(model),
+                                        output_names=["output"], dynamic_shapes=(tuple({0: batch} for _ in model.layout),),
                                         verbose=False)
         data = program.model_proto.SerializeToString()
     except Exception as e:  # noqa: BLE001 - an op the exporter cannot express
         raise LayerLabError(f"this model cannot be exported to ONNX ({type(e).__name__}: {str(e)[:200]}); use "
                             "safetensors or TorchScript instead.") from None
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    _check(lambda x: session.run(None, {"input": x.numpy()})[0], model, "ONNX")
+    _check(lambda xs: session.run(None, {n: x.numpy() for n, x in zip(input_names(model), xs, strict=True)})[0], model,
+           "ONNX")
     return data
 
 
@@ -129,9 +142,9 @@ def torchscript_bytes(model: GraphModel) -> bytes:
     model.eval()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch marks jit as deprecated in favour of torch.export; it still works
-        traced = torch.jit.trace(model, (example_input(model, 2),), check_trace=False)
+        traced = torch.jit.trace(model, example_input(model, 2), check_trace=False)
         buf = io.BytesIO()
         torch.jit.save(traced, buf)
         loaded = torch.jit.load(io.BytesIO(buf.getvalue()))
-    _check(lambda x: loaded(x).detach().numpy(), model, "TorchScript")
+    _check(lambda xs: loaded(*xs).detach().numpy(), model, "TorchScript")
     return buf.getvalue()

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 from engine.compiler import analyse
 from engine.errors import SpecError
-from engine.spec import ModelSpec, insert_node, remove_node, set_inputs, set_params, token_vocab
+from engine.spec import ModelSpec, data_inputs, insert_node, remove_node, set_inputs, set_params, token_vocab
+from engine.templates import starter_for
 from engine.train.config import LOSSES, default_loss
 
 Fix = Callable[[dict, dict], tuple[dict, dict]]
@@ -67,6 +68,7 @@ def _embed_tokens(node_id, explicit_inputs, vocab) -> Fix:
         index = [n["id"] for n in spec["nodes"]].index(node_id)
         spec, embed = insert_node(spec, "embedding", index, {"vocab_size": vocab})
         spec, pool = insert_node(spec, "seq_pool", index + 1)
+        spec = set_params(spec, pool, {"mode": "masked_mean"})
         if explicit_inputs:
             spec = set_inputs(spec, embed, explicit_inputs)
             spec = set_inputs(spec, pool, [embed])
@@ -90,13 +92,16 @@ def _last_linear(spec, inputs, out_id):
 def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> list[Finding]:
     """`analysed`: the (infos, error) of `analyse(spec, ...)` when the caller already has them."""
     try:
-        infos, error = analysed if analysed is not None else analyse(spec, meta["input_shape"])
+        infos, error = analysed if analysed is not None else analyse(spec, data_inputs(meta))
     except SpecError:
         return []
     model = ModelSpec.model_validate(spec)
     nodes = {n.id: n for n in model.nodes}
     inputs = model.input_ids()
-    shapes = {"input": tuple(meta["input_shape"]), **{i.id: i.output_shape for i in infos}}
+    parts = meta.get("inputs") or {model.first_input: {"shape": meta["input_shape"], "tokens": bool(token_vocab(meta))}}
+    refs = model.input_refs()
+    shapes = {refs[n]: tuple(p["shape"]) for n, p in parts.items() if n in refs}
+    shapes.update({i.id: i.output_shape for i in infos})
     task, target = meta["task"], train.get("target", "label")
     loss = train.get("loss") or default_loss(task, target)
     classes = len(meta.get("classes") or []) or None
@@ -156,15 +161,23 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 _remove(node_id)))
 
     vocab = meta.get("vocab_size")
-    if token_vocab(meta):  # the input is token ids, and only them
-        for node in model.nodes:
-            if node.op == "linear" and "input" in inputs[node.id]:
-                findings.append(Finding(
-                    "tokens_without_embedding", node.id,
-                    f"Dense '{node.id}' reads the token ids as if they were numbers (id 57 is not 'more' than id 3): "
-                    "it cannot learn from text that way. Put an Embedding (a learned vector per token) and a "
-                    "Sequence pool (the mean over the tokens) before it.", "Insert Embedding and pooling",
-                    _embed_tokens(node.id, node.inputs, vocab)))
+    token_refs = {refs[n] for n, p in parts.items() if p.get("tokens") and n in refs}
+    for node in model.nodes:
+        if node.op in ("linear", "conv1d") and token_refs & set(inputs[node.id]):
+            findings.append(Finding(
+                "tokens_without_embedding", node.id,
+                f"'{node.id}' ({node.op}) reads the token ids as if they were numbers (id 57 is not 'more' than id "
+                "3): it cannot learn from text that way. Put an Embedding (a learned vector per token) and a "
+                "Sequence pool (the mean over the tokens) before it.", "Insert Embedding and pooling",
+                _embed_tokens(node.id, node.inputs, vocab)))
+    read = {i for ins in inputs.values() for i in ins}
+    unread = [n for n in parts if n not in refs or refs[n] not in read]
+    if meta.get("inputs") and unread:
+        findings.append(Finding(
+            "input_not_read", None,
+            f"The data has the input(s) {', '.join(unread)} (of {', '.join(parts)}), but no layer reads them, so the "
+            f"model learns without them. Wire a layer to input:{unread[0]}, or use the proposed two-input model.",
+            "Use the proposed two-input model", lambda spec, train: (starter_for(meta), train)))
     for node in model.nodes:
         if node.op == "embedding" and vocab and node.params["num_embeddings"] < vocab:
             findings.append(Finding(

@@ -77,28 +77,29 @@ def encode_rows(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
     if not state.get("text") and "columns" not in state:
         raise InputError("this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
                          "ids by an older LayerLab): prepare the dataset again on the Data page and retrain.")
-    needed = state["text"]["columns"] if state.get("text") else [c["name"] for c in state["columns"]]
+    needed = [c["name"] for c in state.get("columns") or []] + (state["text"]["columns"] if state.get("text") else [])
     missing = [c for c in needed if c not in frame.columns]
     if missing:
         raise InputError(f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
                          "Add them (same names as in training).")
     n = len(frame) if rows is None else len(rows)
-    if state.get("text"):
-        t = state["text"]
-        index = {w: i for i, w in enumerate(t["vocab"])}
-        out = np.zeros((n, t["max_length"]), np.float32)
-        texts = frame[t["columns"]] if rows is None else frame[t["columns"]].iloc[rows]
-        for r, row in enumerate(joined_text(texts)):
-            ids = [index.get(w, 1) for w in tokens(row, t["lowercase"])][: t["max_length"]]
-            out[r, :len(ids)] = ids
-        return out
-    encoders, width = _column_encoders(frame, state)
+    # The other columns first, then the text's token ids: side by side in one row (a model's two inputs).
+    encoders, width = _column_encoders(frame, state) if state.get("columns") else ([], 0)
     out = np.zeros((n, width), np.float32)
-    rows = np.arange(n) if rows is None else np.asarray(rows)
+    order = np.arange(n) if rows is None else np.asarray(rows)
     # Blocks of rows small enough that their output stays in cache while each column is written, on all cores.
-    threaded(lambda b: _encode_block(encoders, rows[b:b + ENCODE_BLOCK], out[b:b + ENCODE_BLOCK]),
+    threaded(lambda b: _encode_block(encoders, order[b:b + ENCODE_BLOCK], out[b:b + ENCODE_BLOCK]),
              range(0, n, ENCODE_BLOCK))
-    return out
+    if not state.get("text"):
+        return out
+    t = state["text"]
+    index = {w: i for i, w in enumerate(t["vocab"])}
+    ids = np.zeros((n, t["max_length"]), np.float32)
+    texts = frame[t["columns"]] if rows is None else frame[t["columns"]].iloc[rows]
+    for r, row in enumerate(joined_text(texts)):
+        found = [index.get(w, 1) for w in tokens(row, t["lowercase"])][: t["max_length"]]
+        ids[r, :len(found)] = found
+    return np.hstack([out, ids]) if width else ids
 
 
 def _column_encoders(frame: pd.DataFrame, state: dict) -> tuple[list[tuple], int]:

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.spec import parse_spec
+from engine.spec import data_inputs, parse_spec
 from engine.train.checkpoint import STATE, load_state
 from engine.train.config import TrainConfig, preflight
 from engine.workspace import atomic_write_json, home, read_json
@@ -45,7 +45,7 @@ def validate(spec: dict, train: dict, meta: dict) -> tuple:
     spec_obj = parse_spec(spec)
     cfg = TrainConfig.parse(train)
     input_shape = tuple(meta["input_shape"])
-    infos = infer_shapes(spec_obj, input_shape)
+    infos = infer_shapes(spec_obj, data_inputs(meta))
     preflight(spec_obj, infos, cfg, meta["task"], len(meta["classes"] or []) or None, input_shape,
               meta["sizes"]["train"])
     return spec_obj, cfg

@@ -1,9 +1,12 @@
 """ModelSpec: a versioned, validated graph of nodes that round-trips through JSON.
 
-{"version": 1, "input": {"shape": [...]}, "nodes": [{"id", "op", "params", "inputs"}], "output": id}
+{"version": 2, "inputs": {"features": {"shape": [...]}, "review": {"shape": [64], "tokens": true}},
+ "nodes": [{"id", "op", "params", "inputs"}], "output": id}
 
-The model's input is the node id `input`; a node without `inputs` takes the previous node's
-output. Saved specs carry every default explicitly.
+A model has one or more named inputs (like Keras' functional API). A node takes one as `input:<name>`; `input`
+alone is the first one, and the first node without `inputs` takes it too (a node without `inputs` takes the
+previous node's output). An input without a shape takes the dataset's. Saved specs carry every default
+explicitly. Version 1 had one unnamed input (`"input": {"shape": ...}`): it loads as the input `features`.
 """
 
 import json
@@ -15,8 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from engine.errors import SpecError
 from engine.registry import get_op, ops
 
-SPEC_VERSION = 1
+SPEC_VERSION = 2
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+FIRST_INPUT = "features"  # a single-input model's input, and what version 1's one input became
+INPUT_PREFIX = "input:"
 
 
 class NodeSpec(BaseModel):
@@ -30,14 +35,35 @@ class NodeSpec(BaseModel):
 class InputSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     shape: list[int] | None = None
+    tokens: bool = False  # token ids (integers below a vocabulary size), for an Embedding
+
+
+def _one_input() -> dict[str, InputSpec]:
+    return {FIRST_INPUT: InputSpec()}
+
+
+def input_ref(name: str, first: str) -> str:
+    """How a node names the input `name`: `input` for the first one, else `input:<name>`."""
+    return "input" if name == first else INPUT_PREFIX + name
 
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     version: int = SPEC_VERSION
-    input: InputSpec = Field(default_factory=InputSpec)
+    inputs: dict[str, InputSpec] = Field(default_factory=_one_input)
     nodes: list[NodeSpec]
     output: str | None = None
+
+    @property
+    def first_input(self) -> str:
+        return next(iter(self.inputs))
+
+    def input_refs(self) -> dict[str, str]:
+        """Each input's name → how nodes name it (the first one is `input`)."""
+        return {name: input_ref(name, self.first_input) for name in self.inputs}
+
+    def is_input(self, ref: str) -> bool:
+        return ref in self.input_refs().values()
 
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
@@ -46,10 +72,11 @@ class ModelSpec(BaseModel):
         return json.dumps(self.to_dict(), indent=2)
 
     def input_ids(self) -> dict[str, list[str]]:
-        """Each node's inputs, with the implicit 'previous node' made explicit."""
+        """Each node's inputs, with the implicit 'previous node' made explicit (`input:<first>` reads `input`)."""
         out, prev = {}, "input"
+        same = {INPUT_PREFIX + self.first_input: "input"}
         for node in self.nodes:
-            out[node.id] = list(node.inputs) if node.inputs else [prev]
+            out[node.id] = [same.get(i, i) for i in node.inputs] if node.inputs else [prev]
             prev = node.id
         return out
 
@@ -72,7 +99,7 @@ class ModelSpec(BaseModel):
                                      "of these inputs.")
             state[nid] = 1
             for src in inputs[nid]:
-                if src != "input":
+                if src in by_id:
                     visit(src, path + [nid])
             state[nid] = 2
             order.append(by_id[nid])
@@ -91,9 +118,15 @@ def _pretty_validation(err: ValidationError) -> str:
 
 
 def _migrate(data: dict) -> dict:
-    version = data.get("version", SPEC_VERSION)
+    """An older spec in today's format: version 1's one unnamed input becomes the input `features`."""
+    version = data.get("version", 1 if "input" in data and "inputs" not in data else SPEC_VERSION)
+    if version == 1:
+        one = data.get("input")
+        data = {k: v for k, v in data.items() if k != "input"}
+        data["inputs"] = {FIRST_INPUT: one if isinstance(one, dict) else {}}
+        version = data["version"] = SPEC_VERSION
     if version != SPEC_VERSION:
-        raise SpecError(None, f"this spec has version {version!r}, but LayerLab reads version {SPEC_VERSION}. "
+        raise SpecError(None, f"this spec has version {version!r}, but LayerLab reads versions 1 and {SPEC_VERSION}. "
                               f"Save it again from the Build page or set \"version\": {SPEC_VERSION}.")
     return data
 
@@ -114,6 +147,14 @@ def parse_spec(data: dict | str) -> ModelSpec:
         raise SpecError(None, f"the spec is malformed: {_pretty_validation(e)}.") from None
     if not spec.nodes:
         raise SpecError(None, "the model has no layers: add at least one layer (the last one is the output).")
+    if not spec.inputs:
+        raise SpecError(None, f"the model has no inputs: give it at least one, e.g. \"inputs\": "
+                              f"{{\"{FIRST_INPUT}\": {{}}}}.")
+    for name in spec.inputs:
+        if not _ID.match(name):
+            raise SpecError(None, f"input name '{name}' is not valid: start with a letter or _, use only letters, "
+                                  "digits and _.")
+    refs = set(spec.input_refs().values()) | {INPUT_PREFIX + spec.first_input}
     seen: set[str] = set()
     for node in spec.nodes:
         if not _ID.match(node.id) or node.id == "input":
@@ -134,9 +175,10 @@ def parse_spec(data: dict | str) -> ModelSpec:
         seen.add(node.id)
     for node in spec.nodes:
         for src in node.inputs or []:
-            if src != "input" and src not in seen:
-                raise SpecError(node.id, f"takes its input from '{src}', which is not a node of this model. Use "
-                                         f"'input' or one of: {', '.join(sorted(seen - {node.id}))}.")
+            if src not in refs and src not in seen:
+                raise SpecError(node.id, f"takes its input from '{src}', which is neither an input nor a node of "
+                                         f"this model. Use one of: "
+                                         f"{', '.join(sorted(spec.input_refs().values()) + sorted(seen - {node.id}))}.")
     if spec.output is not None and spec.output not in seen:
         raise SpecError(None, f"the output '{spec.output}' is not a node of this model. Name one of its nodes.")
     spec.execution_order()  # raises on a cycle
@@ -155,6 +197,12 @@ def default_params(op: str) -> dict:
     return get_op(op).params().model_dump(mode="json")
 
 
+def data_inputs(meta: dict):
+    """What a dataset feeds a model, for the compiler: its one shape, or {name: {"shape", "tokens"}} for a table
+    with text and other columns (its rows hold the parts side by side, in this order)."""
+    return meta.get("inputs") or tuple(meta["input_shape"])
+
+
 def token_vocab(meta: dict) -> int | None:
     """The vocabulary size when a dataset's input is token ids and nothing else (a text column alone), else None."""
     if meta.get("vocab_size") and not (meta.get("preprocessing") or {}).get("columns"):
@@ -167,7 +215,7 @@ def starter_spec(task: str, input_shape, num_classes: int | None, vocab_size: in
     ids (`vocab_size`), an Embedding and the mean over the tokens first, so no Dense reads ids as numbers."""
     if vocab_size and len(input_shape) == 1:
         nodes = [{"id": "embedding", "op": "embedding", "params": {"num_embeddings": vocab_size, "embedding_dim": 32}},
-                 {"id": "pool", "op": "seq_pool", "params": {"mode": "mean"}}]
+                 {"id": "pool", "op": "seq_pool", "params": {"mode": "masked_mean"}}]
     else:
         nodes = [{"id": "flatten", "op": "flatten"}] if len(input_shape) > 1 else []
     nodes += [{"id": "dense_1", "op": "linear", "params": {"out_features": 64}},
@@ -177,21 +225,6 @@ def starter_spec(task: str, input_shape, num_classes: int | None, vocab_size: in
               {"id": "output", "op": "linear",
                "params": {"out_features": num_classes if task == "classification" else 1}}]
     return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()
-
-
-def starter_reason(meta: dict) -> str:
-    """Why the starter model for this data looks as it does, in one line."""
-    if token_vocab(meta):
-        return ("text: an Embedding turns each token into a learned vector, the mean over the tokens feeds a small "
-                "MLP (token ids are not numbers a Dense layer could read).")
-    if len(meta["input_shape"]) > 1:
-        return "images: a small MLP on the flattened pixels, quick to train; the CNN templates learn images better."
-    return "a table of numbers: a small MLP, two hidden layers of 64 ReLU units."
-
-
-def starter_for(meta: dict) -> dict:
-    """The starter model for a prepared dataset's meta (see starter_reason)."""
-    return starter_spec(meta["task"], meta["input_shape"], len(meta.get("classes") or []) or None, token_vocab(meta))
 
 
 # Editing a spec dict (what the Build page does). Each returns a new dict; none validates.

@@ -8,7 +8,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from engine.spec import SPEC_VERSION, parse_spec
+from engine.spec import FIRST_INPUT, SPEC_VERSION, input_ref, parse_spec, starter_spec, token_vocab
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class Template:
     kind: str                         # "any", "image" or "text": what input it needs
     nodes: Callable[[dict], list[dict]]
     train: dict = field(default_factory=dict)
+    inputs: Callable[[dict], dict] | None = None  # the spec's inputs, for a model with several
 
 
 def _n(node_id, op, inputs=None, **params):
@@ -85,6 +86,37 @@ def transformer_text(meta):
             _n("pool", "seq_pool", mode="mean"), _n("output", "linear", out_features=_classes(meta))]
 
 
+def small_cnn(meta):
+    """Two conv, batch norm, relu and pool blocks, global average pooling, a Dense head."""
+    return [_n("conv_1", "conv2d", out_channels=32, bias=False), _n("bn_1", "batchnorm"),
+            _n("relu_1", "activation", kind="relu"), _n("pool_1", "maxpool2d"),
+            _n("conv_2", "conv2d", out_channels=64, bias=False), _n("bn_2", "batchnorm"),
+            _n("relu_2", "activation", kind="relu"), _n("pool_2", "maxpool2d"),
+            _n("gap", "global_avgpool"), _n("output", "linear", out_features=_classes(meta))]
+
+
+def text_part(meta) -> str:
+    """The name of a two-part dataset's token input (its text column's)."""
+    return next(name for name, part in meta["inputs"].items() if part.get("tokens"))
+
+
+def two_inputs(meta) -> dict:
+    return {name: {"tokens": bool(part.get("tokens"))} for name, part in meta["inputs"].items()}
+
+
+def text_and_numbers(meta):
+    """A text branch (Embedding, masked mean) and a numbers branch (Dense) joined, then the head."""
+    first = next(iter(meta["inputs"]))
+    text = input_ref(text_part(meta), first)
+    numbers = input_ref(next(n for n in meta["inputs"] if not meta["inputs"][n].get("tokens")), first)
+    return [_n("embed", "embedding", inputs=[text], num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
+            _n("text_pool", "seq_pool", mode="masked_mean"),
+            _n("numbers", "linear", inputs=[numbers], out_features=32), _n("numbers_relu", "activation", kind="relu"),
+            _n("join", "concat", inputs=["text_pool", "numbers_relu"]), _n("drop", "dropout", p=0.3),
+            _n("dense_1", "linear", out_features=64), _n("relu_1", "activation", kind="relu"),
+            _n("output", "linear", out_features=_classes(meta))]
+
+
 def autoencoder(meta):
     shape = meta["input_shape"]
     size = math.prod(shape)
@@ -108,6 +140,13 @@ TEMPLATES = {t.name: t for t in [
     Template("resnet", "Small residual CNN", "A conv stem and one residual block (two convs with batch norm and "
              "a skip connection), global average pooling, a Dense head.", "digits", "image", resnet,
              {"epochs": 20, "lr": 0.002}),
+    Template("small_cnn", "Small CNN", "Two blocks of conv, batch norm, ReLU and max-pool, global average "
+             "pooling, a Dense head: the proposed model for images.", "shapes", "image", small_cnn,
+             {"epochs": 10, "lr": 0.003}),
+    Template("text_and_numbers", "Text and numbers (two inputs)", "A table with a text column and other columns: "
+             "the text through an Embedding and a masked mean, the numbers through a Dense layer, joined by "
+             "Concatenate, then a Dense head.", "orders", "mixed", text_and_numbers, {"epochs": 20, "lr": 0.003},
+             two_inputs),
     Template("lstm_text", "Embedding + LSTM text classifier", "Token ids become learned vectors; an LSTM reads "
              "them in order; its last state is classified.", "reviews", "text", lstm_text,
              {"epochs": 12, "lr": 0.005}),
@@ -122,6 +161,8 @@ TEMPLATES = {t.name: t for t in [
 
 def suits(template: Template, meta: dict) -> bool:
     rank = len(meta["input_shape"])
+    if (template.kind == "mixed") != bool(meta.get("inputs")):  # a two-part table takes two-input models only
+        return False
     if template.kind == "image":
         return rank == 3 and min(meta["input_shape"][1:]) >= 8
     if template.kind == "text":
@@ -134,4 +175,51 @@ def suits(template: Template, meta: dict) -> bool:
 def build(template: Template | str, meta: dict) -> dict:
     """The template's spec for this dataset, every default explicit."""
     template = TEMPLATES[template] if isinstance(template, str) else template
-    return parse_spec({"version": SPEC_VERSION, "nodes": template.nodes(meta)}).to_dict()
+    inputs = template.inputs(meta) if template.inputs else {FIRST_INPUT: {}}
+    return parse_spec({"version": SPEC_VERSION, "inputs": inputs, "nodes": template.nodes(meta)}).to_dict()
+
+
+def _kind(meta: dict) -> str:
+    if meta.get("inputs"):
+        return "mixed"
+    if token_vocab(meta):
+        return "text"
+    shape = meta["input_shape"]
+    return "image" if len(shape) == 3 and min(shape[1:]) >= 8 else "table"
+
+
+REASONS = {
+    "mixed": "a table with text and other columns: two inputs, the text through an Embedding and a masked mean, "
+             "the other columns through a Dense layer, joined, then a Dense head.",
+    "text": "text: an Embedding turns each token into a learned vector, the mean over the real tokens (padding "
+            "skipped) feeds a small MLP (token ids are not numbers a Dense layer could read).",
+    "image": "images: a small CNN, two conv, batch norm, ReLU and pool blocks, then global average pooling and a "
+             "Dense head.",
+    "table": "a table of numbers: a small MLP, two hidden layers of 64 ReLU units.",
+}
+PROPOSED = {"mixed": "text_and_numbers", "image": "small_cnn"}  # the others: engine.spec.starter_spec
+
+
+def starter_for(meta: dict) -> dict:
+    """The model LayerLab proposes for a prepared dataset (see starter_reason)."""
+    kind = _kind(meta)
+    if kind in PROPOSED:
+        return build(PROPOSED[kind], meta)
+    return starter_spec(meta["task"], meta["input_shape"], len(meta.get("classes") or []) or None, token_vocab(meta))
+
+
+def starter_train(meta: dict) -> dict:
+    """The epochs and learning rate the proposed model is meant to train with on this data: a table's epochs shrink
+    as its rows grow (200 on a few hundred rows, 10 from 40,000), so a first run stays short."""
+    kind = _kind(meta)
+    if kind in PROPOSED:
+        return dict(TEMPLATES[PROPOSED[kind]].train)
+    if kind == "text":
+        return {"epochs": 10, "lr": 0.001}
+    rows = (meta.get("sizes") or {}).get("train") or 1
+    return {"epochs": int(min(200, max(10, 400_000 // rows))), "lr": 0.001}
+
+
+def starter_reason(meta: dict) -> str:
+    """Why the proposed model for this data looks as it does, in one line."""
+    return REASONS[_kind(meta)]

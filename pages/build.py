@@ -16,7 +16,7 @@ from engine.data.prepare import prepare_builtin
 from engine.errors import LayerLabError, SpecError
 from engine.linter import lint
 from engine.registry import FAMILIES, get_op, ops
-from engine.templates import TEMPLATES, build, suits
+from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
 from engine.transfer import match_weights, read_any_weights
 from engine.workspace import home
 from ui import state
@@ -61,7 +61,7 @@ if selected:
             st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
 
 if st.session_state.get(state.SPEC_IS_STARTER):
-    st.caption(f":material/lightbulb: The starter model for {specs.starter_reason(meta)} Start from a template below "
+    st.caption(f":material/lightbulb: The starter model for {starter_reason(meta)} Start from a template below "
                "for more.")
 # Folded: open, it would push the model below the fold on a laptop screen; its label says what it holds.
 with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"):
@@ -84,7 +84,7 @@ with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES
                              "the Train page.")
                 commit(build(t, meta))
 
-infos, error = analyse(spec, meta["input_shape"])
+infos, error = analyse(spec, specs.data_inputs(meta))
 shape_of = {i.id: i for i in infos}
 findings = lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
@@ -275,7 +275,7 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
         show_error(e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec."))
 if s3.button("Reset to starter model", icon=":material/restart_alt:", width="stretch"):
     reset_widgets()
-    state.set_spec(specs.starter_for(meta))
+    state.set_spec(starter_for(meta))
     st.session_state[state.SPEC_IS_STARTER] = True
     state.save()
     st.session_state[state.SELECTED] = None
@@ -289,7 +289,7 @@ weights = st.file_uploader("Weights", type=["safetensors", "zip", "pt", "pth"], 
 if weights is not None and st.session_state.get("build.weights_loaded") != weights.file_id:
     st.session_state["build.weights_loaded"] = weights.file_id
     try:
-        report = match_weights(spec, meta["input_shape"], read_any_weights(weights.getvalue(), weights.name))
+        report = match_weights(spec, specs.data_inputs(meta), read_any_weights(weights.getvalue(), weights.name))
         path = home() / "imports" / f"{hashlib.sha256(weights.getvalue()).hexdigest()[:12]}.safetensors"
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in report["state"].items()}, str(path))

@@ -6,7 +6,7 @@ from pathlib import Path
 import streamlit as st
 
 from engine.bundle import bundle_bytes
-from engine.codegen import model_code
+from engine.codegen import model_code, usage
 from engine.errors import LayerLabError
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
 from engine.runs import runs_dir
@@ -103,7 +103,7 @@ st.subheader("Use it elsewhere")
 st.code(f'''# Plain PyTorch, no LayerLab: model.py and the safetensors file side by side.
 from model import load
 model = load("{run_id}.safetensors")  # in eval mode
-outputs = model(batch)  # batch: a tensor of shape (N, {", ".join(map(str, model.spec.input.shape))})
+{usage(model)}
 
 # From the bundle: predictions with the training preprocessing, or a retrain with the same settings.
 #   python predict.py new_rows.csv --out predictions.csv

@@ -10,6 +10,7 @@ from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
+from engine.spec import data_inputs
 from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
 from engine.transfer import match_weights
 from ui import state
@@ -68,7 +69,7 @@ with settings:
                                disabled=meta["task"] != "classification",
                                help="Weight each class's loss by how rare it is in the training split; helps "
                                     "with imbalanced classes.")
-        trainable = [i.id for i in analyse(state.spec(), meta["input_shape"])[0] if i.params]
+        trainable = [i.id for i in analyse(state.spec(), data_inputs(meta))[0] if i.params]
         freeze = st.multiselect("Freeze layers", trainable, default=[n for n in saved["freeze"] if n in trainable],
                                 key="train.freeze", help="Their weights stay as they are: fine-tune the rest, e.g. "
                                                          "after starting from saved weights (Build page).")
@@ -91,7 +92,7 @@ with settings:
         if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
                      disabled=refused is not None, help=refused and f"Can't start: {refused}"):
             try:
-                init = match_weights(state.spec(), meta["input_shape"], load_file(imported["path"]))["state"] \
+                init = match_weights(state.spec(), data_inputs(meta), load_file(imported["path"]))["state"] \
                     if imported else None
                 parent = {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"} \
                     if imported else None

@@ -97,7 +97,7 @@ def test_a_table_bundle_runs_without_layerlab(workspace, tmp_path):
 
     # model.py + weights.safetensors, in a fresh interpreter with only torch and safetensors, match the engine.
     model, _ = load_model(run / "model.safetensors")
-    x = example_input(model, 7)
+    (x,) = example_input(model, 7)
     torch.save(x, tmp_path / "x.pt")
     check = ("import sys, torch; sys.path.insert(0, '.'); from model import load; "
              f"torch.save(load()(torch.load({str(tmp_path / 'x.pt')!r})).detach(), 'y.pt')")
@@ -197,15 +197,18 @@ def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
     from engine.codegen import model_code
     from engine.compiler import compile_spec
     from engine.export import save_weights
+    from engine.spec import data_inputs
     from engine.templates import TEMPLATES
 
     metas = {"any": {"input_shape": [8], "classes": ["a", "b", "c"]},
              "image": {"input_shape": [3, 32, 32], "classes": ["a", "b", "c", "d"]},
-             "text": {"input_shape": [20], "classes": ["neg", "pos"], "vocab_size": 50}}
+             "text": {"input_shape": [20], "classes": ["neg", "pos"], "vocab_size": 50},
+             "mixed": {"input_shape": [25], "classes": ["neg", "pos"], "vocab_size": 50,
+                       "inputs": {"features": {"shape": [5]}, "review": {"shape": [20], "tokens": True}}}}
     expected = {}
     for name, template in TEMPLATES.items():
         meta = metas[template.kind]
-        model, _ = compile_spec(build(template, meta), meta["input_shape"], seed=1)
+        model, _ = compile_spec(build(template, meta), data_inputs(meta), seed=1)
         model.eval()
         folder = tmp_path / name
         folder.mkdir()
@@ -214,7 +217,7 @@ def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
         x = example_input(model, 5)
         torch.save(x, folder / "x.pt")
         with torch.no_grad():
-            expected[name] = model(x)
+            expected[name] = model(*x)
     script = ("import importlib.util, pathlib, sys, torch\nsys.modules['engine'] = None\n"
               "for folder in sorted(pathlib.Path('.').iterdir()):\n"
               "    spec = importlib.util.spec_from_file_location(f'model_{folder.name}', folder / 'model.py')\n"
@@ -222,7 +225,7 @@ def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
               "    spec.loader.exec_module(module)\n"
               "    model = module.load(folder / 'weights.safetensors')\n"
               "    with torch.no_grad():\n"
-              "        torch.save(model(torch.load(folder / 'x.pt')), folder / 'y.pt')\n")
+              "        torch.save(model(*torch.load(folder / 'x.pt')), folder / 'y.pt')\n")
     proc = subprocess.run([sys.executable, "-I", "-c", script], cwd=tmp_path, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -24,6 +24,10 @@ def test_every_builtin_prepares(name):
     elif name == "reviews":
         assert ds.input_shape == (24,) and ds.meta["vocab_size"] == len(ds.meta["vocab"]) == 40
         assert int(ds.tensors["x_train"].max()) < 40
+    elif name == "orders":  # two inputs: the other columns (2 numbers, 5 cuisines), then the review's tokens
+        assert ds.meta["inputs"] == {"features": {"shape": [7], "tokens": False},
+                                     "review": {"shape": [64], "tokens": True}}
+        assert ds.input_shape == (71,) and int(ds.tensors["x_train"][:, 7:].max()) < ds.meta["vocab_size"]
     elif BUILTINS[name].generated:
         assert ds.input_shape == (2,)
 

@@ -16,7 +16,7 @@ def test_safetensors_round_trip_gives_identical_outputs():
     model.eval()
     data = weights_bytes(model, model.spec, {"id": "d", "task": "classification", "classes": ["a", "b", "c"]})
     tensors, meta = read_weights(data)
-    assert parse_spec(meta["spec"]).input.shape == [4]
+    assert parse_spec(meta["spec"]).inputs["features"].shape == [4]
     loaded, meta = load_model(data)
     x = torch.randn(9, 4)
     assert torch.equal(model(x), loaded(x))

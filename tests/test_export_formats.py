@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from engine.data.prepare import prepare_builtin
-from engine.export import example_input, load_model, onnx_bytes, torchscript_bytes
+from engine.export import example_input, input_names, load_model, onnx_bytes, torchscript_bytes
 from engine.runs import create_run, execute
 from engine.templates import build
 from tests.conftest import ROOT, mlp_spec
@@ -33,18 +33,19 @@ def test_onnx_runs_in_onnxruntime_at_batch_1_and_7(models):
         session = ort.InferenceSession(onnx_bytes(model), providers=["CPUExecutionProvider"])
         assert session.get_inputs()[0].shape[0] == "batch", name  # a dynamic batch dimension
         for batch in (1, 7):
-            x = example_input(model, batch)
+            xs = example_input(model, batch)
             with torch.no_grad():
-                expected = model(x).numpy()
-            assert np.allclose(session.run(None, {"input": x.numpy()})[0], expected, rtol=1e-4, atol=1e-5), name
+                expected = model(*xs).numpy()
+            feed = {n: x.numpy() for n, x in zip(input_names(model), xs, strict=True)}
+            assert np.allclose(session.run(None, feed)[0], expected, rtol=1e-4, atol=1e-5), name
 
 
 def test_torchscript_loads_and_matches(models):
     for name, model in models.items():
         loaded = torch.jit.load(io.BytesIO(torchscript_bytes(model)))
-        x = example_input(model, 5)
+        xs = example_input(model, 5)
         with torch.no_grad():
-            assert torch.allclose(loaded(x), model(x), rtol=1e-4, atol=1e-5), name
+            assert torch.allclose(loaded(*xs), model(*xs), rtol=1e-4, atol=1e-5), name
 
 
 def test_cli_exports_each_format(moons, tmp_path):

@@ -154,10 +154,10 @@ def test_build_shows_the_error_at_the_offending_layer():
     at.selectbox(key="data.builtin").set_value("digits").run()
     button(at, "Use this dataset").click().run()
     goto(at, "build")
-    at.session_state["ll.selected_node"] = "flatten"
+    at.session_state["ll.selected_node"] = "gap"  # the proposed CNN's global pooling: Dense then gets (64, 2, 2)
     at.run()
     button(at, "Delete").click().run()
-    assert any("Layer 'dense_1'" in e.value and "Flatten" in e.value for e in at.error)
+    assert any("Layer 'output'" in e.value and "Flatten" in e.value for e in at.error)
     assert not at.exception
 
 

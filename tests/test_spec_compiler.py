@@ -13,7 +13,7 @@ from tests.conftest import mlp_spec
 def test_spec_round_trips_through_json_with_defaults_explicit():
     spec = parse_spec(mlp_spec(3))
     data = json.loads(spec.to_json())
-    assert data["version"] == 1
+    assert data["version"] == 2 and data["inputs"] == {"features": {"shape": None, "tokens": False}}
     assert data["nodes"][0]["params"] == {"out_features": 32, "bias": True}
     assert data["nodes"][1]["params"] == {"kind": "relu", "negative_slope": 0.01}
     assert parse_spec(data) == spec
@@ -53,7 +53,7 @@ def test_forward_references_run_in_dependency_order():
     ({"nodes": [{"id": "a", "op": "linear", "params": {"out_features": 0}}]}, "a", "greater than or equal to 1"),
     ({"nodes": [{"id": "a", "op": "linear", "params": {"units": 3}}]}, "a", "units"),
     ({"nodes": [{"id": "a", "op": "linear"}, {"id": "a", "op": "linear"}]}, "a", "share this id"),
-    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["zz"]}, {"id": "b", "op": "linear"}]}, "a", "not a node of this"),
+    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["zz"]}, {"id": "b", "op": "linear"}]}, "a", "neither an input nor a node"),
     ({"nodes": [{"id": "a", "op": "linear", "inputs": ["b"]}, {"id": "b", "op": "linear"}]}, "a", "cycle (a → b → a)"),
     ({"nodes": [{"id": "bad.id", "op": "linear"}]}, "bad.id", "letters, digits"),
     ({"version": 7, "nodes": [{"id": "a", "op": "linear"}]}, None, "version 7"),
@@ -147,8 +147,8 @@ def test_macs_and_memory_estimate():
 
 
 def test_input_shape_mismatch_is_explained():
-    with pytest.raises(SpecError, match="expects input of shape"):
-        compile_spec({"input": {"shape": [5]}, "nodes": [{"id": "a", "op": "linear"}]}, (4,))
+    with pytest.raises(SpecError, match="expects input 'features' of shape"):
+        compile_spec({"inputs": {"features": {"shape": [5]}}, "nodes": [{"id": "a", "op": "linear"}]}, (4,))
 
 
 def test_editing_functions():

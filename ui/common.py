@@ -9,6 +9,7 @@ from streamlit.errors import StreamlitAPIException
 from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
+from engine.spec import data_inputs
 from ui import router, state
 from ui.layout import narrow_layout
 
@@ -61,7 +62,7 @@ def status_strip() -> None:
                    f"{shape_text(meta['input_shape'])}")
     with c2:
         link("build", "Model", ":material/account_tree:")
-        st.caption(model_summary_line(state.spec(), meta["input_shape"]))
+        st.caption(model_summary_line(state.spec(), data_inputs(meta)))
     runs = list_runs()
     with c3:
         runs_cell(runs)
@@ -134,7 +135,7 @@ def preflight_line(spec: dict, meta: dict, train: dict) -> None:
     model whose shapes do not fit says nothing here: the Train page refuses Start with that reason)."""
     from engine.linter import lint
 
-    infos, error = analyse(spec, meta["input_shape"])
+    infos, error = analyse(spec, data_inputs(meta))
     if error:
         return
     memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])

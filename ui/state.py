@@ -14,7 +14,8 @@ import streamlit as st
 
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
-from engine.spec import starter_for
+from engine.spec import data_inputs
+from engine.templates import starter_for, starter_train
 from engine.workspace import atomic_write_json, home, read_json
 
 DATASET = "ll.dataset_id"      # id of the prepared dataset in use
@@ -30,8 +31,6 @@ SESSION = "ll.session"         # this tab's session id, also the URL's ?s=
 PARAM = "s"
 
 DEFAULT_DATASET = "moons"
-# The first run a new user sees: long enough on the default two moons to watch the curves and the boundary move.
-DEFAULT_TRAIN = {"epochs": 200}
 _PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN, INIT)
 _ID = re.compile(r"[0-9a-f]{8,32}")
 _OPEN: dict[str, str] = {}  # session id -> the Streamlit session (browser tab) that has it open, server-wide
@@ -129,7 +128,6 @@ def ensure() -> None:
     if st.session_state.get(DATASET) and load_meta(st.session_state[DATASET]):
         return
     ds = prepare_builtin(DEFAULT_DATASET)
-    st.session_state[TRAIN] = {**(st.session_state.get(TRAIN) or {}), **DEFAULT_TRAIN}
     use_dataset(ds.meta)
     if not st.session_state.get(SPEC):
         meta = dataset_meta()
@@ -161,13 +159,14 @@ def use_dataset(meta: dict) -> None:
     keep = False
     if edited:
         try:
-            out = infer_shapes(spec, meta["input_shape"])[-1].output_shape
+            out = infer_shapes(spec, data_inputs(meta))[-1].output_shape
             keep = out == ((classes,) if meta["task"] == "classification" else (1,))
         except LayerLabError:
             keep = False
-    if not keep:
+    if not keep:  # the proposed model, with the epochs and learning rate it is meant to train with
         st.session_state[SPEC] = starter_for(meta)
         st.session_state[SPEC_IS_STARTER] = True
+        st.session_state[TRAIN] = {**(st.session_state.get(TRAIN) or {}), **starter_train(meta)}
         st.session_state[SELECTED] = None
         if edited:
             notice(f"Your model did not fit '{meta['name']}', so the Build page now holds its starter model.")

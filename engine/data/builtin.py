@@ -30,6 +30,10 @@ BUILTINS = {b.name: b for b in [
                                                       "of random size, place and colour. For CNNs.", True),
     Builtin("reviews", "Reviews (text)", "Generated 24-token 'reviews' over a 40-word vocabulary; positive when "
                                          "praise words outnumber complaints. For embeddings, RNNs, transformers.", True),
+    Builtin("orders", "Food orders (text and numbers)", "Generated orders: a short review, the delivery time, the "
+                                                        "price and the cuisine; did the customer order again? The "
+                                                        "review and the delivery time both matter: a two-input model.",
+            True),
 ]}
 
 SHAPE_CLASSES = ["circle", "square", "triangle"]
@@ -96,6 +100,31 @@ def _reviews(n, noise, rng, length=24):
     return x, y
 
 
+CUISINES = ["pizza", "sushi", "curry", "burger", "salad"]
+
+
+def _orders(n, noise, rng) -> pd.DataFrame:
+    """The review's tone (praise minus complaints) and a late delivery decide, together, whether a customer
+    orders again; `noise` is the share of flipped labels."""
+    pos = POSITIVE
+    neg = NEGATIVE
+    filler = ["the", "food", "was", "and", "it", "order", "came", "very", "quite", "but", "so", "delivery", "really",
+              "just", "meal", "portion"]
+    reviews, tone = [], np.empty(n)
+    for i in range(n):
+        n_pos, n_neg = rng.integers(0, 4, 2)
+        words = list(rng.choice(pos, n_pos)) + list(rng.choice(neg, n_neg)) + list(rng.choice(filler, rng.integers(4, 12)))
+        rng.shuffle(words)
+        reviews.append(" ".join(words))
+        tone[i] = n_pos - n_neg
+    minutes = rng.gamma(6, 6, n).round()
+    price = rng.uniform(6, 40, n).round(2)
+    score = tone - (minutes - 36) / 8 + rng.normal(0, 0.5, n)
+    again = (score > 0) ^ (rng.random(n) < noise)
+    return pd.DataFrame({"review": reviews, "delivery_minutes": minutes, "price": price,
+                         "cuisine": rng.choice(CUISINES, n), "ordered_again": np.where(again, "yes", "no")})
+
+
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
     """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
     rng = np.random.default_rng(seed)
@@ -109,6 +138,8 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
     if name == "reviews":
         tokens, labels = _reviews(n_samples, noise, rng)
         return {"tokens": tokens, "labels": labels, "classes": ["negative", "positive"], "vocab": VOCAB}
+    if name == "orders":
+        return {"frame": _orders(n_samples, noise, rng), "target": "ordered_again"}
     if name in ("iris", "wine", "breast_cancer", "diabetes"):
         loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
                   "diabetes": skd.load_diabetes}[name]

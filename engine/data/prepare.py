@@ -10,7 +10,7 @@ from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import read_table
 from engine.data.store import Dataset, save_dataset
-from engine.data.tabular import ColumnPlan, TextOptions, prepare_table, split_indices, suggest_columns
+from engine.data.tabular import ColumnPlan, TextOptions, model_inputs, prepare_table, split_indices, suggest_columns
 from engine.errors import DataError
 from engine.workspace import atomic_write_bytes, atomic_write_json, read_json
 
@@ -28,6 +28,8 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
     if info.preprocessing.get("text"):
         vocab = info.preprocessing["text"]["vocab"]
         extra.update(vocab=vocab, vocab_size=len(vocab))
+        if model_inputs(info.preprocessing):
+            extra["inputs"] = model_inputs(info.preprocessing)
     ds = save_dataset(name=name, source=source, task=info.task, x=info.x, y=info.y, classes=info.classes,
                       feature_names=info.feature_names, preprocessing=info.preprocessing,
                       notices=info.notices, preview=df, root=root, extra=extra,

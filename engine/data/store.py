@@ -128,5 +128,5 @@ def list_datasets(root: Path | None = None) -> list[dict]:
 
 def prediction_meta(meta: dict) -> dict:
     """The parts of a dataset's meta that a trained model needs at prediction time."""
-    keep = ("id", "name", "task", "input_shape", "classes", "feature_names", "preprocessing", "vocab")
+    keep = ("id", "name", "task", "input_shape", "inputs", "classes", "feature_names", "preprocessing", "vocab")
     return {k: meta.get(k) for k in keep}

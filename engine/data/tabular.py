@@ -21,6 +21,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
 from engine.portable import TOKEN, InputError, category_codes, encode_rows, joined_text, numeric, threaded, tokens
+from engine.spec import FIRST_INPUT
 
 MAX_CLASSES = 1000
 
@@ -226,8 +227,7 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
         vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
         state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
                          "lowercase": text.lowercase}
-        return state
-    features = [p for p in plans if p.role == "feature"]
+    features = [p for p in plans if p.role == "feature" and p.kind != "text"]
     state["columns"] = threaded(lambda p: _fit_column(frame[p.name], p, rows), features)
     return state
 
@@ -264,15 +264,30 @@ def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
 
 
 def feature_names(state: dict) -> list[str]:
-    if state.get("text"):
-        return [f"token{i}" for i in range(state["text"]["max_length"])]
+    """The encoded columns' names: the other columns' first, then the text's tokens."""
     names = []
     for c in state["columns"]:
         if c["kind"] == "categorical" and c["encoding"] == "onehot":
             names += [f"{c['name']}={cat}" for cat in c["categories"]]
         else:
             names.append(c["name"])
+    if state.get("text"):
+        names += [f"token{i}" for i in range(state["text"]["max_length"])]
     return names
+
+
+def model_inputs(state: dict) -> dict | None:
+    """For a table with text and other columns, its two parts: {"features": the other columns, <the text's name>:
+    the token ids}, as the compiler takes them (each row holds them side by side, in this order); else None."""
+    if not (state.get("text") and state.get("columns")):
+        return None
+    columns = state["text"]["columns"]
+    name = re.sub(r"[^A-Za-z0-9]+", "_", str(columns[0])).strip("_").lower()[:40] if len(columns) == 1 else "text"
+    if not re.match(r"^[a-z_]", name) or name == FIRST_INPUT:
+        name = f"text_{name}".rstrip("_")
+    width = len(feature_names(state)) - state["text"]["max_length"]
+    return {FIRST_INPUT: {"shape": [width], "tokens": False},
+            name: {"shape": [state["text"]["max_length"]], "tokens": True}}
 
 
 def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None) -> np.ndarray:
@@ -295,10 +310,6 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     text = text or TextOptions()
     features = [p for p in plans if p.role == "feature"]
     notices = [f"Ignoring '{p.name}': {p.note}." for p in plans if p.role == "ignore" and p.note]
-    if any(p.kind == "text" for p in features) and any(p.kind != "text" for p in features):
-        others = [p.name for p in features if p.kind != "text"]
-        notices.append(f"Text columns become the model's token input; the other features ({', '.join(others)}) "
-                       "are not used. Set them to ignore, or the text columns to categorical.")
     missing_target = int(df[target].isna().sum())
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")

@@ -16,6 +16,9 @@ class EmbeddingParams(OpParams):
                                             "vocabulary when it has one). Ids must be below this.")
     embedding_dim: int = Field(64, ge=1, le=4096, title="Dimensions",
                                description="Length of the vector learned for each token; 32-300 is usual.")
+    pad_zero: bool = Field(True, title="Id 0 pads",
+                           description="Token id 0 is padding (as in LayerLab's text columns): its vector stays zero "
+                                       "and never trains, so a masked mean can skip it.")
 
 
 class Embedding(nn.Embedding):
@@ -29,7 +32,7 @@ def build_embedding(p: EmbeddingParams, shapes):
     (shape,) = shapes
     if len(shape) != 1:
         raise SpecError(None, f"an embedding needs a sequence of token ids (time,) but got {tuple(shape)}.")
-    return make(Embedding, p.num_embeddings, p.embedding_dim)
+    return make(Embedding, p.num_embeddings, p.embedding_dim, padding_idx=0 if p.pad_zero else None)
 
 
 class RecurrentParams(OpParams):
@@ -98,9 +101,10 @@ def build_gru(p, shapes):
 
 
 class SeqPoolParams(OpParams):
-    mode: Literal["mean", "max", "last", "first"] = Field(
-        "mean", title="Pooling", description="How the time steps become one vector: mean or max over time, or the "
-                                             "last / first step.")
+    mode: Literal["mean", "masked_mean", "max", "last", "first"] = Field(
+        "mean", title="Pooling", description="How the time steps become one vector: mean or max over time, the "
+                                             "last / first step, or masked_mean: the mean over the steps that are "
+                                             "not all zero (after an Embedding whose id 0 pads: the real tokens).")
 
 
 class SeqPool(nn.Module):
@@ -111,6 +115,9 @@ class SeqPool(nn.Module):
     def forward(self, x):
         if self.mode == "mean":
             return x.mean(1)
+        if self.mode == "masked_mean":  # padding's vectors are all zero: average the other steps
+            real = (x != 0).any(-1, keepdim=True).to(x.dtype)
+            return (x * real).sum(1) / real.sum(1).clamp_min(1)
         if self.mode == "max":
             return x.amax(1)
         return x[:, -1] if self.mode == "last" else x[:, 0]

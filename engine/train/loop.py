@@ -22,6 +22,7 @@ from engine.data.store import Dataset
 from engine.errors import ConfigError
 from engine.export import save_weights
 from engine.portable import as_input, target_units
+from engine.spec import data_inputs
 from engine.train import boundary
 from engine.train.augment import active as augment_active
 from engine.train.augment import augment
@@ -211,7 +212,7 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
 def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -> dict:
     device = resolve_device(cfg.device)
     amp_dtype, precision = resolve_precision(cfg, device)
-    model, infos = compile_spec(spec, dataset.input_shape, seed=cfg.seed)
+    model, infos = compile_spec(spec, data_inputs(dataset.meta), seed=cfg.seed)
     if init_weights is not None:  # a branch's full state, or an import's matching tensors (the rest stay fresh)
         unexpected = model.load_state_dict(init_weights, strict=False).unexpected_keys
         if unexpected:
