@@ -59,6 +59,8 @@ def model_label(spec: dict) -> str:
     """A few words for a model: "4-layer CNN"."""
     ops = {n["op"] for n in spec.get("nodes", [])}
     kind = next((name for name, members in MODEL_KINDS if ops & set(members)), "MLP")
+    if len(spec.get("inputs") or {}) > 1:
+        kind = f"{len(spec['inputs'])}-input {kind if kind != 'MLP' else 'model'}"
     return f"{len(spec.get('nodes', []))}-layer {kind}"
 
 

@@ -203,6 +203,15 @@ def data_inputs(meta: dict):
     return meta.get("inputs") or tuple(meta["input_shape"])
 
 
+def input_sources(spec: dict, meta: dict) -> dict[str, tuple[int, ...]]:
+    """What a node of `spec` can take as input on this data: each input's reference (`input`, `input:review`)
+    and its shape. The data's parts the spec does not declare are offered too (set_inputs declares them)."""
+    declared = list(spec.get("inputs") or {FIRST_INPUT: {}})
+    parts = meta.get("inputs") or {declared[0]: {"shape": meta["input_shape"]}}
+    names = declared + [n for n in parts if n not in declared]
+    return {input_ref(n, declared[0]): tuple((parts.get(n) or {}).get("shape") or ()) for n in names}
+
+
 def token_vocab(meta: dict) -> int | None:
     """The vocabulary size when a dataset's input is token ids and nothing else (a text column alone), else None."""
     if meta.get("vocab_size") and not (meta.get("preprocessing") or {}).get("columns"):
@@ -276,8 +285,13 @@ def remove_node(spec: dict, node_id: str) -> dict:
 
 
 def set_inputs(spec: dict, node_id: str, inputs: list[str] | None) -> dict:
+    """Wire a node; an `input:<name>` the spec does not declare yet becomes one of its inputs."""
     nodes = [dict(n, inputs=inputs or None) if n["id"] == node_id else dict(n) for n in spec["nodes"]]
-    return {**spec, "nodes": nodes}
+    declared = dict(spec.get("inputs") or {FIRST_INPUT: {}})
+    for ref in inputs or []:
+        if ref.startswith(INPUT_PREFIX) and ref[len(INPUT_PREFIX):] not in declared:
+            declared[ref[len(INPUT_PREFIX):]] = {"shape": None}
+    return {**spec, "nodes": nodes, "inputs": declared}
 
 
 def set_params(spec: dict, node_id: str, params: dict) -> dict:

@@ -85,6 +85,7 @@ with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES
                 commit(build(t, meta))
 
 infos, error = analyse(spec, specs.data_inputs(meta))
+sources = specs.input_sources(spec, meta)  # what a layer can read: "input" (and "input:review", …) with shapes
 shape_of = {i.id: i for i in infos}
 findings = lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
@@ -125,7 +126,8 @@ def add_position() -> int:
 with split("build"):
     left, right = st.columns([3, 2], gap="large")
 with left:
-    event = layer_stack(palette, stack_nodes, str(tuple(meta["input_shape"])), key="stack")
+    event = layer_stack(palette, stack_nodes, " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
+                        key="stack")
     if event:
         action = event.get("action")
         if action == "insert" and get_op(event.get("op", "")):
@@ -165,7 +167,7 @@ with right:
         node = next(n for n in spec["nodes"] if n["id"] == selected)
         op = get_op(node["op"])
         st.caption(op.doc)
-        others = ["input"] + [i for i in node_ids if i != selected]
+        others = list(sources) + [i for i in node_ids if i != selected]
         if op.max_inputs > 1:
             current = node.get("inputs") or []
             chosen = st.multiselect("Inputs", others, default=[c for c in current if c in others],
@@ -212,14 +214,16 @@ def diagram_config(rows: int) -> Config:
 
 
 st.subheader("Architecture")
-graph_nodes = [Node(id="input", label=f"input\n{tuple(meta['input_shape'])}", shape="box", color="#E2E8F0")]
+first_use = {src: i for i, ins in reversed(list(enumerate(explicit.values()))) for src in ins or []}
+graph_nodes = [Node(id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0")  # in the order layers read them
+               for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))]
 for n in stack_nodes:
     short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
     graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{short}".strip(), shape="box", title=n["detail"],
                             color="#FCA5A5" if n["error"] else n["color"],
                             font={"color": "#111827" if n["error"] else "#FFFFFF"},
                             borderWidth=3 if n["selected"] else 1))
-out_shape = {"input": str(tuple(meta["input_shape"])), **{n["id"]: n["shape"] for n in stack_nodes}}
+out_shape = {**{ref: str(shape) for ref, shape in sources.items()}, **{n["id"]: n["shape"] for n in stack_nodes}}
 previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
 try:
     wiring = specs.ModelSpec.model_validate(spec).input_ids()
@@ -230,7 +234,7 @@ edges = [Edge(source=src, target=node_id, label=out_shape.get(src, "?"), font={"
               **({} if src == previous[node_id] else
                  {"smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45}, "color": "#EC4899"}))
          for node_id, ins in wiring.items() for src in ins]
-level = {"input": 0}
+level = dict.fromkeys(sources, 0)
 for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
     level[node_id] = 1 + max((level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0)
 clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
@@ -267,7 +271,7 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
     st.session_state["build.loaded"] = upload.file_id
     try:
         loaded = specs.parse_spec(upload.getvalue()).to_dict()
-        loaded["input"] = {"shape": None}  # shapes come from the current dataset
+        loaded["inputs"] = {k: {**v, "shape": None} for k, v in loaded["inputs"].items()}  # the data's shapes
         reset_widgets()
         state.notice(f"Loaded {len(loaded['nodes'])} layers from {upload.name}.")
         commit(loaded)

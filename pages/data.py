@@ -11,7 +11,7 @@ from engine.data.store import list_datasets, load_dataset, load_preview
 from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
 from ui import state
-from ui.common import page, shape_text, show_error
+from ui.common import input_text, page, show_error
 from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
 
 page("Data", "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
@@ -139,12 +139,18 @@ st.divider()
 ds = load_dataset(st.session_state[state.DATASET])
 meta = ds.meta
 st.subheader(f"In use: {meta['name']}")
-st.caption(f"{meta['task'].capitalize()} · input shape {tuple(meta['input_shape'])} · source {meta['source']}")
+shapes = ", ".join(f"{n} {tuple(p['shape'])}" for n, p in meta["inputs"].items()) if meta.get("inputs") else \
+    f"input shape {tuple(meta['input_shape'])}"
+st.caption(f"{meta['task'].capitalize()} · {shapes} · source {meta['source']}")
 m = st.columns(5)
 m[0].metric("Train rows", f"{meta['sizes']['train']:,}")
 m[1].metric("Validation rows", f"{meta['sizes']['val']:,}")
 m[2].metric("Test rows", f"{meta['sizes']['test']:,}")
-m[3].metric("Input", shape_text(meta["input_shape"]), help=f"shape {tuple(meta['input_shape'])} per row")
+if meta.get("inputs"):
+    m[3].metric("Inputs", len(meta["inputs"]), help=f"{input_text(meta)} per row: " + ", ".join(
+        f"{name} {tuple(p['shape'])}" for name, p in meta["inputs"].items()))
+else:
+    m[3].metric("Input", input_text(meta), help=f"shape {tuple(meta['input_shape'])} per row")
 m[4].metric("Classes", ds.num_classes or "–")
 notes = meta.get("notices") or []
 if notes:  # one summary line, the details folded

@@ -139,8 +139,8 @@ if images:
     with draw_tab:
         draw_and_predict()
 else:
-    columns = [c["name"] for c in (meta.get("preprocessing") or {}).get("columns", [])] or \
-        (meta.get("preprocessing") or {}).get("text", {}).get("columns", [])
+    prep = meta.get("preprocessing") or {}
+    columns = [c["name"] for c in prep.get("columns") or []] + (prep.get("text") or {}).get("columns", [])
     st.caption(f"Trained on {meta['name']}. The table needs the column(s): {', '.join(columns)} (any order; other "
                "columns are kept beside the predictions).")
     uploads = st.file_uploader("Rows to predict", type=[e.lstrip(".") for e in sorted(EXTENSIONS)],

@@ -9,7 +9,7 @@ from streamlit.errors import StreamlitAPIException
 from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
-from engine.spec import data_inputs
+from engine.spec import data_inputs, token_vocab
 from ui import router, state
 from ui.layout import narrow_layout
 
@@ -43,11 +43,16 @@ def model_summary_line(spec: dict, input_shape) -> str:
     return f"{len(infos)} layers · {sum(i.params for i in infos):,} parameters"
 
 
-def shape_text(shape) -> str:
-    """An input shape in words: "2 features", "3×32×32 image", "40 tokens × 8"."""
+def input_text(meta: dict) -> str:
+    """A dataset's input in words: "2 features", "3×32×32 images", "24 tokens", "7 features + 64 tokens"."""
+    parts = meta.get("inputs") or {"": {"shape": meta["input_shape"], "tokens": bool(token_vocab(meta))}}
+    return " + ".join(_part_text(p["shape"], p.get("tokens")) for p in parts.values())
+
+
+def _part_text(shape, tokens: bool) -> str:
     shape = tuple(shape)
     if len(shape) == 1:
-        return f"{shape[0]:,} features"
+        return f"{shape[0]:,} {'tokens' if tokens else 'features'}"
     if len(shape) == 3:
         return f"{shape[0]}×{shape[1]}×{shape[2]} images"
     return "×".join(str(d) for d in shape)
@@ -59,7 +64,7 @@ def status_strip() -> None:
     with c1:
         link("data", "Dataset", ":material/table_chart:")  # a link's label does not wrap: the name goes below
         st.caption(f"**{meta['name']}** · {meta['task']} · {sum(meta['sizes'].values()):,} rows · "
-                   f"{shape_text(meta['input_shape'])}")
+                   f"{input_text(meta)}")
     with c2:
         link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), data_inputs(meta)))

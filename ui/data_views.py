@@ -49,11 +49,13 @@ def image_grid(ds: Dataset, n: int = 16, transform=None, per_row: int = 8) -> No
 
 
 def token_preview(ds: Dataset, n: int = 6) -> None:
+    """The text's token ids per row (the last part of a row that also has other columns)."""
     vocab, classes = ds.meta["vocab"], ds.meta["classes"]
+    length = (ds.meta.get("preprocessing") or {}).get("text", {}).get("max_length") or ds.input_shape[0]
     rows = [{"label": classes[int(label)], "tokens": " ".join(vocab[int(t)] for t in ids if int(t)),
              "ids": " ".join(str(int(t)) for t in ids)}
-            for ids, label in zip(ds.tensors["x_train"][:n], ds.tensors["y_train"][:n], strict=True)]
-    st.caption(f"Rows as tokens (vocabulary of {len(vocab)} words, id 0 pads, padded to {ds.input_shape[0]})")
+            for ids, label in zip(ds.tensors["x_train"][:n, -length:], ds.tensors["y_train"][:n], strict=True)]
+    st.caption(f"The text as tokens (vocabulary of {len(vocab)} words, id 0 pads, padded to {length})")
     st.dataframe(rows, hide_index=True, width="stretch")
 
 

@@ -59,7 +59,7 @@ export default function(component) {
 
   const stack = el('div', 'll-col ll-stack');
   stack.appendChild(el('div', 'll-head', 'Model'));
-  stack.appendChild(el('div', 'll-input', 'input ' + data.input_shape));
+  stack.appendChild(el('div', 'll-input', data.inputs));
   const rows = [];
   data.nodes.forEach((n, i) => {
     const row = el('div', 'll-node' + (n.selected ? ' sel' : '') + (n.error ? ' err' : n.warn ? ' warn' : ''));
@@ -97,8 +97,8 @@ export default function(component) {
 _component = st.components.v2.component("layerlab_stack", css=CSS, js=JS)
 
 
-def layer_stack(palette: list[dict], nodes: list[dict], input_shape: str, key: str) -> dict | None:
+def layer_stack(palette: list[dict], nodes: list[dict], inputs: str, key: str) -> dict | None:
     """Draw the palette and the stack; return this rerun's gesture ({'action': ...}) or None."""
-    result = _component(data={"palette": palette, "nodes": nodes, "input_shape": input_shape}, key=key,
+    result = _component(data={"palette": palette, "nodes": nodes, "inputs": inputs}, key=key,
                         on_event_change=lambda: None)
     return getattr(result, "event", None) if result is not None else None
