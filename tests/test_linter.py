@@ -4,12 +4,14 @@ import pytest
 
 from engine.compiler import analyse
 from engine.linter import lint
-from engine.spec import parse_spec
+from engine.spec import data_inputs, parse_spec
 from engine.train.config import TrainConfig, preflight
 
 CLASSES = {"task": "classification", "input_shape": [4], "classes": ["a", "b", "c"]}
 IMAGES = {"task": "classification", "input_shape": [1, 8, 8], "classes": [str(i) for i in range(10)]}
 NUMBERS = {"task": "regression", "input_shape": [4], "classes": None}
+MIXED = {"task": "classification", "input_shape": [16], "classes": ["neg", "pos"], "vocab_size": 40,
+         "inputs": {"features": {"shape": [4], "tokens": False}, "review": {"shape": [12], "tokens": True}}}
 
 
 def n(node_id, op, inputs=None, **params):
@@ -45,6 +47,7 @@ CASES = {
     "tokens_without_embedding": (  # the starter MLP on a text column: token ids fed to Dense as numbers
         mlp(out=2), {"task": "classification", "input_shape": [12], "classes": ["neg", "pos"], "vocab_size": 40,
                      "preprocessing": {"columns": [], "text": {"columns": ["review"]}}}, {}),
+    "input_not_read": (mlp(out=2), MIXED, {}),  # a one-input MLP on a table with text: the text is never read
 }
 
 
@@ -57,7 +60,7 @@ def test_rule_fires_and_its_fix_silences_it(rule):
     assert finding.message and finding.fix_label
     fixed_spec, fixed_train = finding.fix(spec, train)
     assert not [f for f in lint(fixed_spec, meta, fixed_train) if f.rule == rule]
-    infos, error = analyse(fixed_spec, meta["input_shape"])
+    infos, error = analyse(fixed_spec, data_inputs(meta))
     assert error is None
     # After the fix the model trains with these settings.
     preflight(parse_spec(fixed_spec), infos, TrainConfig.parse(fixed_train), meta["task"],
@@ -100,3 +103,22 @@ def test_fix_keeps_explicit_inputs_wired():
     flat = next(x for x in fixed["nodes"] if x["op"] == "flatten")
     assert fc["inputs"] == [flat["id"]] and flat["inputs"] == ["conv"]
     assert analyse(fixed, IMAGES["input_shape"])[1] is None
+
+
+def test_a_dense_reading_the_text_input_of_a_two_input_model_gets_an_embedding_that_trains():
+    spec = {"inputs": {"features": {}, "review": {"tokens": True}}, "nodes": [
+        n("text_fc", "linear", ["input:review"], out_features=8), n("num_fc", "linear", ["input"], out_features=8),
+        n("join", "concat", ["text_fc", "num_fc"]), n("act", "activation", kind="relu"),
+        n("head", "linear", out_features=2)]}
+    (finding,) = [f for f in lint(spec, MIXED, {}) if f.rule == "tokens_without_embedding"]
+    assert finding.node_id == "text_fc"
+    fixed, _ = finding.fix(spec, {})
+    assert not lint(fixed, MIXED, {})
+    embed = next(x for x in fixed["nodes"] if x["op"] == "embedding")
+    assert embed["inputs"] == ["input:review"] and embed["params"]["num_embeddings"] == 40
+    import torch
+
+    from engine.compiler import compile_spec
+    model, _ = compile_spec(fixed, data_inputs(MIXED))
+    rows = torch.cat([torch.randn(5, 4), torch.randint(0, 40, (5, 12)).float()], 1)  # as the dataset stores them
+    assert model(rows).shape == (5, 2)
