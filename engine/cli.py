@@ -38,13 +38,13 @@ def _train(args) -> int:
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
     plans = None
-    if args.text_column:
+    if args.text_column:  # these columns are text; the others keep the suggested plan (a second input)
         frame = read_table(raw, data.name).frame
-        if args.text_column not in frame.columns:
-            raise LayerLabError(f"--text-column '{args.text_column}' is not a column of {data.name}.")
-        plans = [p.model_copy(update={"kind": "text", "role": "feature", "missing": "constant"})
-                 if p.name == args.text_column else p.model_copy(update={"role": "ignore"})
-                 for p in suggest_columns(frame, args.target)]
+        unknown = [c for c in args.text_column if c not in frame.columns]
+        if unknown:
+            raise LayerLabError(f"--text-column '{unknown[0]}' is not a column of {data.name}.")
+        plans = [p.model_copy(update={"kind": "text", "role": "feature", "missing": "constant", "note": ""})
+                 if p.name in args.text_column else p for p in suggest_columns(frame, args.target)]
     dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
                            root=out / "dataset")
     return _run(args, dataset, out)
@@ -142,8 +142,9 @@ def main(argv=None) -> int:
     t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines), or a zip or "
                                                  "tar of images in one folder per class, MNIST idx files or CIFAR-10 "
                                                  "python batches")
-    t.add_argument("--text-column", help="a column of free text: its tokens become an input of their own (with "
-                                         "other columns, the model has two inputs)")
+    t.add_argument("--text-column", action="append", help="a column of free text (repeat for more): its tokens "
+                   "become an input of their own; the other columns follow the suggested plan, so with numbers beside "
+                   "the text the model has two inputs")
     t.add_argument("--target", help="the column to predict (tables)")
     t.add_argument("--image-size", type=int, default=32, help="images: resize to this many pixels square")
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
