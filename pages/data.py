@@ -13,9 +13,26 @@ from engine.errors import LayerLabError
 from ui import state
 from ui.common import input_text, page, show_error
 from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
+from ui.progress import with_progress
 
 page("Data", "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
              "JSON Lines) or an archive of images. Preprocessing is fitted on the training split only.")
+
+
+READ_RATE = 80 * 2**20  # bytes/s a 2-core machine reads a CSV at: the bar's pace while the file is read
+
+
+def read_upload(file_id: str, name: str, delimiter: str | None, encoding: str | None, data: bytes):
+    """The uploaded table as read with these options, kept for this tab until the file or an option changes
+    (every widget on the page reruns it; a large file takes seconds to read)."""
+    key = (file_id, delimiter, encoding)
+    kept = st.session_state.get("data.read")
+    if kept is None or kept[0] != key:
+        st.session_state.pop("data.read", None)  # the old table's memory goes before the new one is read
+        source = with_progress(lambda progress: read_table(data, name, delimiter=delimiter, encoding=encoding),
+                               f"Reading {name}", expected_s=len(data) / READ_RATE)
+        kept = st.session_state["data.read"] = (key, source)
+    return kept[1]
 
 
 def use(ds) -> None:
@@ -47,8 +64,8 @@ with builtin_tab:
         not b.generated and current.get("name") == name)
     if st.button("In use" if same else "Use this dataset", type="secondary" if same else "primary",
                  icon=":material/check:", key="data.use_builtin", disabled=same):
-        with st.spinner("Preparing…"):
-            use(prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)))
+        use(with_progress(lambda progress: prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)),
+                          f"Preparing {b.title}", expected_s=0.5 + n_samples / 2000))
 
 with upload_tab:
     upload = st.file_uploader("Table or images", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson",
@@ -65,8 +82,9 @@ with upload_tab:
         grayscale = i2.radio("Colour", ["RGB", "grayscale"], horizontal=True, key="data.img_mode") == "grayscale"
         if st.button("Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"):
             try:
-                with st.spinner("Reading the images…"):
-                    use(prepare_images(upload.getvalue(), upload.name, size=size, grayscale=grayscale))
+                use(with_progress(lambda progress: prepare_images(upload.getvalue(), upload.name, size=size,
+                                                                  grayscale=grayscale, progress=progress),
+                                  f"Reading the images in {upload.name}"))
             except LayerLabError as e:
                 show_error(e)
     elif upload is not None:
@@ -78,8 +96,8 @@ with upload_tab:
                                 format_func=lambda e: "detect (UTF-8, else Latin-1)" if e == "auto" else e,
                                 help="Text files only.")
         try:
-            source = read_table(upload.getvalue(), upload.name, delimiter=None if delimiter == "auto" else delimiter,
-                                encoding=None if encoding == "auto" else encoding)
+            source = read_upload(upload.file_id, upload.name, None if delimiter == "auto" else delimiter,
+                                 None if encoding == "auto" else encoding, upload.getvalue())
         except LayerLabError as e:
             show_error(e)
             source = None
@@ -115,11 +133,10 @@ with upload_tab:
                        "statistic (medians, scales, categories, vocabulary) is fitted on the training split only.")
             if st.button("Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"):
                 try:
-                    with st.spinner("Preparing…"):
-                        ds = prepare_file(upload.getvalue(), upload.name, target, task=task, plans=plans, text=text,
-                                          seed=int(split_seed), frame=frame,
-                                          delimiter=None if delimiter == "auto" else delimiter,
-                                          encoding=None if encoding == "auto" else encoding)
+                    ds = with_progress(lambda progress: prepare_file(
+                        upload.getvalue(), upload.name, target, task=task, plans=plans, text=text,
+                        seed=int(split_seed), frame=frame, delimiter=None if delimiter == "auto" else delimiter,
+                        encoding=None if encoding == "auto" else encoding, progress=progress), f"Preparing {upload.name}")
                     use(ds)
                 except LayerLabError as e:
                     show_error(e)
@@ -161,8 +178,9 @@ if meta.get("health"):
     fix = health_panel(ds)
     if fix:
         try:
-            with st.spinner("Preparing again…"):
-                ds = prepare_again(ds, ignore=fix.get("columns", []), drop_duplicates=fix["kind"] == "drop_duplicates")
+            ds = with_progress(lambda progress: prepare_again(
+                ds, ignore=fix.get("columns", []), drop_duplicates=fix["kind"] == "drop_duplicates", progress=progress),
+                "Preparing again")
             use(ds)
         except LayerLabError as e:
             show_error(e)

@@ -105,3 +105,20 @@ def test_missing_target_column_and_too_few_rows():
 def test_latin1_csv_is_read():
     df = read_table("name,v\ncafé,1\nnaïve,2\n".encode("latin-1"), "l.csv").frame
     assert list(df["name"]) == ["café", "naïve"]
+
+
+def test_preparing_reports_progress_in_order_with_what_it_does(tmp_path):
+    """The Data page draws these as a bar with an ETA; each step says what it is doing."""
+    from engine.data.prepare import prepare_file, prepare_images
+    from tests.test_images import shapes_zip
+
+    seen = []
+    rows = "a,b,note,label\n" + "\n".join(f"{i},{i % 7},word{i % 5} and more words here,{i % 2}" for i in range(300))
+    prepare_file(rows.encode(), "t.csv", "label", progress=lambda done, what: seen.append((done, what)))
+    done = [d for d, _ in seen]
+    assert done == sorted(done) and done[0] < 0.35 and done[-1] >= 0.9
+    words = " ".join(w for _, w in seen)
+    assert "Reading t.csv" in words and "Encoding 300 rows" in words and "saving" in words
+    seen.clear()
+    prepare_images(shapes_zip(60), "shapes.zip", size=16, progress=lambda done, what: seen.append((done, what)))
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and any("Decoding images" in w for _, w in seen)

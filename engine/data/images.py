@@ -28,6 +28,7 @@ from engine import portable
 from engine.data.pickle_walk import read_pickle
 from engine.errors import DataError
 from engine.portable import IMAGE_EXTENSIONS
+from engine.progress import Progress, quiet
 
 MAX_ENTRIES = 50_000
 MAX_TOTAL_BYTES = 2 * 2**30
@@ -219,7 +220,8 @@ def _read_cifar_batches(files: list[_Member], name: str) -> ImageSet | None:
     return _indexed(np.concatenate(images), np.concatenate(labels), names)
 
 
-def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: bool) -> ImageSet:
+def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: bool,
+                        progress: Progress = quiet) -> ImageSet:
     entries = [(m, PurePosixPath(m.filename).parts) for m in files]
     entries = [(m, p) for m, p in entries if not (p[0].startswith("__MACOSX") or p[-1].startswith("."))]
     pictures = [p for _, p in entries if PurePosixPath(p[-1]).suffix.lower() in IMAGE_EXTENSIONS]
@@ -242,7 +244,9 @@ def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: b
     images = np.empty((len(items), 1 if grayscale else 3, size, size), np.uint8)
     labels = np.empty(len(items), np.int64)
     n = 0
-    for member, cls in items:
+    for i, (member, cls) in enumerate(items):
+        if i % 256 == 0:
+            progress(i / len(items), f"Decoding images ({i:,} of {len(items):,})")
         try:
             images[n] = decode_image(member.read(), member.filename, size, grayscale)
         except DataError as e:
@@ -262,12 +266,14 @@ def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarr
         raise DataError(str(e)) from None
 
 
-def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False) -> ImageSet:
+def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False,
+                       progress: Progress = quiet) -> ImageSet:
     """Class folders of image files, MNIST idx files or CIFAR-10 python batches (the last two keep their own
     size and colour), from a zip or a tar archive."""
+    progress(0.0, f"Opening {name}")
     with _open_archive(data, name) as files:
         found = _read_idx_pairs(files, name) or _read_cifar_batches(files, name) \
-            or _read_class_folders(files, name, size, grayscale)
+            or _read_class_folders(files, name, size, grayscale, progress)
     if len(found.labels) < 10:
         raise DataError(f"'{name}' has only {len(found.labels)} readable image(s); LayerLab needs at least 10.")
     return found

@@ -12,6 +12,7 @@ from engine.data.readers import read_table
 from engine.data.store import Dataset, save_dataset
 from engine.data.tabular import ColumnPlan, TextOptions, model_inputs, prepare_table, split_indices, suggest_columns
 from engine.errors import DataError
+from engine.progress import Progress, part, quiet
 from engine.workspace import atomic_write_bytes, atomic_write_json, read_json
 
 SOURCE, RECIPE = "source.bin", "recipe.json"  # an uploaded table kept beside its dataset, and how it was prepared
@@ -21,9 +22,12 @@ ROWS, KEEP_ROWS_BYTES = "rows.parquet", 64 * 2**20
 
 def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task: str | None = None,
                   plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
-                  root: Path | None = None, drop_duplicates: bool = False) -> Dataset:
+                  root: Path | None = None, drop_duplicates: bool = False, progress: Progress | None = None) -> Dataset:
+    progress = progress or quiet
+    progress(0.0, "Splitting the rows")
     info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name,
-                         drop_duplicates=drop_duplicates)
+                         drop_duplicates=drop_duplicates, progress=part(progress, 0, 0.6))
+    progress(0.6, "Checking the data's health and saving")
     extra = {}
     if info.preprocessing.get("text"):
         vocab = info.preprocessing["text"]["vocab"]
@@ -35,6 +39,7 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
                       notices=info.notices, preview=df, root=root, extra=extra,
                       meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
                                                                  info.classes, info.columns)})
+    progress(0.9, "Keeping your rows for the Evaluate page")
     keep_rows(ds, info.frame, info.order)
     return ds
 
@@ -65,20 +70,25 @@ def kept_rows(ds: Dataset, split: str, rows) -> pd.DataFrame | None:
 def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,
                  plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
                  delimiter: str | None = None, encoding: str | None = None, root: Path | None = None,
-                 drop_duplicates: bool = False, frame: pd.DataFrame | None = None) -> Dataset:
+                 drop_duplicates: bool = False, frame: pd.DataFrame | None = None,
+                 progress: Progress | None = None) -> Dataset:
     """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines). The file and how it was prepared
     are kept beside the dataset (up to KEEP_SOURCE_BYTES), so a health finding's fix can prepare it again.
     `frame`: the file as already read with these options (the Data page has it), to save reading it twice."""
-    df = frame if frame is not None else read_table(data, filename, delimiter=delimiter, encoding=encoding).frame
-    ds = prepare_frame(df, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
-                       plans=plans, text=text, seed=seed, root=root, drop_duplicates=drop_duplicates)
+    start = 0.0
+    if frame is None:
+        (progress or quiet)(0.0, f"Reading {Path(filename).name}")
+        frame, start = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame, 0.3
+    ds = prepare_frame(frame, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
+                       plans=plans, text=text, seed=seed, root=root, drop_duplicates=drop_duplicates,
+                       progress=part(progress, start, 1.0))
     if len(data) <= KEEP_SOURCE_BYTES:
         atomic_write_bytes(ds.path / SOURCE, data)
         atomic_write_json(ds.path / RECIPE, {
             "filename": Path(filename).name, "target": target, "task": ds.task, "seed": seed,
             "delimiter": delimiter, "encoding": encoding, "drop_duplicates": drop_duplicates,
             "text": (text or TextOptions()).model_dump(),
-            "plans": [p.model_dump() for p in (plans if plans is not None else suggest_columns(df, target))]})
+            "plans": [p.model_dump() for p in (plans if plans is not None else suggest_columns(frame, target))]})
     return ds
 
 
@@ -86,7 +96,8 @@ def can_prepare_again(ds: Dataset) -> bool:
     return (ds.path / RECIPE).exists() and (ds.path / SOURCE).exists()
 
 
-def prepare_again(ds: Dataset, *, ignore: list[str] = (), drop_duplicates: bool = False) -> Dataset:
+def prepare_again(ds: Dataset, *, ignore: list[str] = (), drop_duplicates: bool = False,
+                  progress: Progress | None = None) -> Dataset:
     """The same file prepared again as before, with more columns ignored or duplicate rows dropped (the health
     report's one-click fixes)."""
     recipe = read_json(ds.path / RECIPE)
@@ -98,7 +109,8 @@ def prepare_again(ds: Dataset, *, ignore: list[str] = (), drop_duplicates: bool 
     return prepare_file((ds.path / SOURCE).read_bytes(), recipe["filename"], recipe["target"], task=recipe["task"],
                         plans=plans, text=TextOptions.model_validate(recipe["text"]), seed=recipe["seed"],
                         delimiter=recipe["delimiter"], encoding=recipe["encoding"],
-                        drop_duplicates=drop_duplicates or recipe["drop_duplicates"], root=ds.path.parent)
+                        drop_duplicates=drop_duplicates or recipe["drop_duplicates"], root=ds.path.parent,
+                        progress=progress)
 
 
 def prepare_builtin(name: str, *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0,
@@ -148,10 +160,12 @@ def _prepare_builtin(name: str, *, n_samples: int, noise: float, seed: int, root
 
 
 def prepare_images(data: bytes, filename: str, *, size: int = 32, grayscale: bool = False, seed: int = 0,
-                   root: Path | None = None) -> Dataset:
+                   root: Path | None = None, progress: Progress | None = None) -> Dataset:
     """An image archive (class folders, MNIST idx or CIFAR-10 batches): stored as uint8, split stratified;
     skipped files are listed."""
-    found = read_image_archive(data, Path(filename).name, size=size, grayscale=grayscale)
+    found = read_image_archive(data, Path(filename).name, size=size, grayscale=grayscale,
+                               progress=part(progress, 0, 0.85))
+    (progress or quiet)(0.85, f"Saving {len(found.labels):,} images")
     splits = split_indices(len(found.labels), found.labels, True, 0.15, 0.15, seed)
     notices = [f"Skipped {len(found.skipped)} file(s): " + "; ".join(found.skipped[:10])
                + (" …" if len(found.skipped) > 10 else "")] if found.skipped else []

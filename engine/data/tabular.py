@@ -21,6 +21,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
 from engine.portable import TOKEN, InputError, category_codes, encode_rows, joined_text, numeric, threaded, tokens
+from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
 
 MAX_CLASSES = 1000
@@ -301,7 +302,8 @@ def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | Non
 
 def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,
                   text: TextOptions | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                  seed: int = 0, name: str = "the table", drop_duplicates: bool = False) -> TableInfo:
+                  seed: int = 0, name: str = "the table", drop_duplicates: bool = False,
+                  progress: Progress = quiet) -> TableInfo:
     """Split the table, fit preprocessing on the training split, and return arrays for every split.
     `drop_duplicates`: keep one of each set of rows that agree on the used columns and the target."""
     if target not in df.columns:
@@ -361,7 +363,9 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
                    "constant": f"the constant {p.fill_value or ('0' if p.kind == 'numeric' else 'missing')!r}"}[p.missing]
             notices.append(f"Column '{p.name}': {n_missing} missing value(s) filled with {how}"
                            f"{'' if p.missing == 'constant' else ' of the training split'}.")
+    progress(0.2, "Fitting the columns on the training split")
     state = fit_preprocessing(df, features, text, rows=splits["train"])
+    progress(0.5, f"Encoding {len(df):,} rows")
     if task == "regression":
         mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
         state["target"] = {"name": target, "task": task, "mean": mean, "scale": std}

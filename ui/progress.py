@@ -1,0 +1,43 @@
+"""Long work off the script thread, with a progress bar and an ETA on the page while it runs."""
+
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from typing import TypeVar
+
+import streamlit as st
+
+from engine.progress import Progress
+
+T = TypeVar("T")
+TICK_S = 0.25
+
+
+def eta_text(seconds: float) -> str:
+    return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
+
+
+def with_progress(work: Callable[[Progress], T], label: str, expected_s: float | None = None) -> T:
+    """`work(progress)` on a worker thread (it must not call Streamlit) while a bar shows what it reports, with an
+    ETA from the time so far. `expected_s`: for work that cannot report (one library call), the bar follows the
+    clock up to 95% of this estimate. Exceptions from `work` are raised here."""
+    seen = {"done": 0.0, "what": label}
+
+    def report(done: float, what: str) -> None:
+        seen["done"], seen["what"] = max(seen["done"], min(float(done), 1.0)), what
+
+    bar = st.progress(0.0, text=f"{label}…")
+    start = time.monotonic()
+    try:
+        with ThreadPoolExecutor(1, thread_name_prefix="layerlab-work") as pool:
+            future = pool.submit(work, report)
+            while not wait([future], timeout=TICK_S).done:
+                elapsed = time.monotonic() - start
+                done = seen["done"]
+                if expected_s:
+                    done = max(done, min(elapsed / expected_s, 0.95))
+                left = f" · {eta_text(elapsed * (1 - done) / done)}" if done >= 0.05 and elapsed >= 1 else ""
+                bar.progress(done, text=f"{seen['what']}… {done:.0%}{left}")
+            return future.result()
+    finally:
+        bar.empty()
