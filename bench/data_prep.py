@@ -1,12 +1,14 @@
 """Data preparation speed and memory: LayerLab's table preparation vs reading the same CSV with pandas.
 
-    python bench/data_prep.py [--rows 1000000] [--repeats 3]
+    python bench/data_prep.py [--rows 1000000] [--repeats 3] [--text]
 
 Writes a CSV of ROWS rows and 20 columns (14 numeric, 5 categorical, a binary target; about 2% missing values),
 then in one process times `pandas.read_csv` and LayerLab's full preparation (read with format/delimiter/encoding
 detection, split, fit imputers/scalers/encoders on the training split, encode every split, health report, save).
 Memory: the peak resident size of each step in a fresh child process, against the prepared tensors' size.
 Prints the ratios; the target is preparation <= 3x the plain read and memory peak <= 3x the tensors.
+--text replaces one categorical column with a short free-text column (about 12 words a row, from 300 words), so
+the table becomes a two-input dataset (its text tokenized into 64 ids a row).
 """
 
 import argparse
@@ -26,11 +28,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def make_csv(path: Path, rows: int) -> None:
+def make_csv(path: Path, rows: int, text: bool = False) -> None:
     rng = np.random.default_rng(0)
     data = {f"num{i}": rng.normal(i, 1 + i, rows).round(4) for i in range(14)}
     for i in range(5):
         data[f"cat{i}"] = rng.choice([f"v{j}" for j in range(3 + 4 * i)], rows)
+    if text:
+        words = np.array([f"w{j}" for j in range(300)])
+        picks = words[rng.integers(0, 300, (rows, 12))]
+        data["cat4"] = [" ".join(r) for r in picks]
     frame = pd.DataFrame(data)
     for col in ["num0", "num3", "cat1"]:
         frame.loc[rng.random(rows) < 0.02, col] = np.nan
@@ -73,6 +79,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
     ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each step; medians are reported")
+    ap.add_argument("--text", action="store_true", help="a free-text column instead of one categorical column")
     ap.add_argument("--child", nargs=3)
     args = ap.parse_args()
     if args.child:
@@ -80,7 +87,7 @@ def main():
         return
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "table.csv"
-        make_csv(path, args.rows)
+        make_csv(path, args.rows, args.text)
         runs = {"read": [], "prepare": []}
         for i in range(args.repeats):  # interleaved, so a slow spell of the machine hits both alike
             for kind in runs:
@@ -89,7 +96,8 @@ def main():
         size_mb = path.stat().st_size / 2**20
         tensors = prep["tensor_bytes"]
         ratios = [p["seconds"] / r["seconds"] for p, r in zip(runs["prepare"], runs["read"], strict=True)]
-        print(f"# {args.rows:,} rows x 20 columns, {size_mb:,.0f} MB CSV; median of {args.repeats} interleaved runs")
+        kind = " (one a free-text column)" if args.text else ""
+        print(f"# {args.rows:,} rows x 20 columns{kind}, {size_mb:,.0f} MB CSV; median of {args.repeats} interleaved runs")
         print("| step | seconds | peak RSS above imports (MB) |")
         print("|---|---:|---:|")
         print(f"| pandas.read_csv | {read['seconds']:.2f} | {read['peak_rss'] / 2**20:,.0f} |")

@@ -7,6 +7,7 @@ exactly alike. It must not import from `engine` (a test runs the bundle's predic
 """
 
 import io
+import itertools
 import os
 import re
 import warnings
@@ -19,7 +20,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 ENCODE_BLOCK = 16384
+TEXT_BLOCK = 65536  # rows tokenized at a time
 TOKEN = re.compile(r"[\w']+", re.UNICODE)
+TOKEN_OR_ROW_END = re.compile(r"[\w']+|\n", re.UNICODE)
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp"}
 FORMATS = {"PNG", "JPEG", "BMP", "GIF", "WEBP", "MPO"}
 MAX_PIXELS = 40_000_000  # per image, before resizing
@@ -44,13 +47,21 @@ def threaded(fn: Callable, items: Iterable) -> list:
 
 # --- tables -------------------------------------------------------------------------------------------------
 
-def tokens(text: str, lowercase: bool) -> list[str]:
-    return TOKEN.findall(text.lower() if lowercase else text)
+ROW_END = "\n"
 
 
-def joined_text(frame: pd.DataFrame) -> pd.Series:
-    """The text columns of each row joined by spaces, missing values as empty text."""
-    return frame.astype(object).fillna("").astype(str).agg(" ".join, axis=1)
+def row_tokens(frame: pd.DataFrame, lowercase: bool) -> list[str]:
+    """Every row's words (its text columns joined by spaces, missing values as empty text), each row's followed
+    by ROW_END. One regex pass over all the text (a newline inside a cell separates words anyway): a pass per
+    row took 9 µs a row."""
+    joined = None
+    for name in frame.columns:
+        col = frame[name].astype(object).fillna("").astype(str)
+        joined = col if joined is None else joined + " " + col
+    if joined is None or not len(joined):
+        return []
+    corpus = ROW_END.join(joined.str.replace(ROW_END, " ", regex=False).tolist()) + ROW_END
+    return TOKEN_OR_ROW_END.findall(corpus.lower() if lowercase else corpus)
 
 
 def numeric(col: pd.Series, kind: str) -> np.ndarray:
@@ -92,13 +103,22 @@ def encode_rows(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
              range(0, n, ENCODE_BLOCK))
     if not state.get("text"):
         return out
-    t = state["text"]
-    index = {w: i for i, w in enumerate(t["vocab"])}
-    ids = np.zeros((n, t["max_length"]), np.float32)
+    t, length = state["text"], state["text"]["max_length"]
     texts = frame[t["columns"]] if rows is None else frame[t["columns"]].iloc[rows]
-    for r, row in enumerate(joined_text(texts)):
-        found = [index.get(w, 1) for w in tokens(row, t["lowercase"])][: t["max_length"]]
-        ids[r, :len(found)] = found
+    index = {w: i for i, w in enumerate(t["vocab"])}
+    index[ROW_END] = -1
+    ids = np.zeros((n, length), np.float32)
+    for start in range(0, n, TEXT_BLOCK):  # in blocks of rows: a word as a Python string costs about 60 bytes
+        words = row_tokens(texts.iloc[start:start + TEXT_BLOCK], t["lowercase"])
+        found = np.fromiter(map(index.get, words, itertools.repeat(1)), np.int64, len(words))  # 1: <unk>
+        del words
+        ends = found == -1
+        row = (np.cumsum(ends) - ends)[~ends]  # each word's row in the block: the rows ended before it
+        found = found[~ends]
+        counts = np.bincount(row, minlength=min(TEXT_BLOCK, n - start))
+        place = np.arange(len(found)) - np.repeat(np.cumsum(counts) - counts, counts)  # its place in its row
+        keep = place < length  # longer rows are cut
+        ids[start + row[keep], place[keep]] = found[keep]
     return np.hstack([out, ids]) if width else ids
 
 

@@ -303,3 +303,25 @@ def test_class_weights_shift_predictions_toward_the_rare_class(tmp_path):
     # Weighting the rare class makes the model predict it more often and find more of the true rare rows.
     assert predicted_rare[True][0] > predicted_rare[False][0]
     assert predicted_rare[True][1] >= predicted_rare[False][1]
+
+
+def test_text_is_encoded_as_a_row_by_row_tokenizer_would(monkeypatch):
+    """All rows' text is tokenized in one regex pass (in blocks); the ids equal a plain pass per row, with newlines
+    and missing values in cells, two text columns, accents, unknown words and rows longer than the limit."""
+    import numpy as np
+
+    from engine import portable
+
+    monkeypatch.setattr(portable, "TEXT_BLOCK", 3)  # several blocks, the last one short
+    frame = pd.DataFrame({"title": ["Café au lait", None, "Ünïcode\nline two", "a b c d e f g", "x", "it's"],
+                          "body": ["great\n\nfood", "so-so", None, "h i j", "", "Don't GO"]})
+    vocab = ["<pad>", "<unk>", "café", "au", "great", "food", "so", "a", "b", "c", "h", "it's", "don't", "go", "ünïcode"]
+    state = {"columns": [], "text": {"columns": ["title", "body"], "vocab": vocab, "max_length": 5,
+                                     "lowercase": True}}
+    got = portable.encode_rows(frame, state)
+    index = {w: i for i, w in enumerate(vocab)}
+    for r, (title, body) in enumerate(zip(frame["title"], frame["body"], strict=True)):
+        text = " ".join("" if pd.isna(v) else v for v in (title, body)).lower()
+        want = [index.get(w, 1) for w in portable.TOKEN.findall(text)][:5]
+        assert got[r].tolist() == want + [0] * (5 - len(want)), (r, got[r], want)
+    assert np.count_nonzero(got[3]) == 5  # cut at max_length

@@ -20,7 +20,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
-from engine.portable import TOKEN, InputError, category_codes, encode_rows, joined_text, numeric, threaded, tokens
+from engine.portable import ROW_END, TEXT_BLOCK, TOKEN, InputError, category_codes, encode_rows, numeric, row_tokens, threaded
 from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
 
@@ -223,8 +223,9 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
     if text_cols:
         counts = Counter()
         texts = frame[[p.name for p in text_cols]] if rows is None else frame[[p.name for p in text_cols]].iloc[rows]
-        for row in joined_text(texts):
-            counts.update(tokens(row, text.lowercase))
+        for start in range(0, len(texts), TEXT_BLOCK):
+            counts.update(row_tokens(texts.iloc[start:start + TEXT_BLOCK], text.lowercase))
+        counts.pop(ROW_END, None)
         vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
         state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
                          "lowercase": text.lowercase}
