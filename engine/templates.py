@@ -210,14 +210,17 @@ def starter_for(meta: dict) -> dict:
 
 def starter_train(meta: dict) -> dict:
     """The epochs and learning rate the proposed model is meant to train with on this data: a table's epochs shrink
-    as its rows grow (200 on a few hundred rows, 10 from 40,000), so a first run stays short."""
+    as its rows grow (200 on a few hundred rows, 10 from 40,000), so a first run stays short; a regression table
+    trains at most 20 (a noisy number to predict is overfitted sooner: diabetes' validation R² fell from 0.42 at 20
+    epochs to -0.27 at 200)."""
     kind = _kind(meta)
     if kind in PROPOSED:
         return dict(TEMPLATES[PROPOSED[kind]].train)
     if kind == "text":
         return {"epochs": 10, "lr": 0.001}
     rows = (meta.get("sizes") or {}).get("train") or 1
-    return {"epochs": int(min(200, max(10, 400_000 // rows))), "lr": 0.001}
+    most = 20 if meta.get("task") == "regression" else 200
+    return {"epochs": int(min(most, max(10, 400_000 // rows))), "lr": 0.001}
 
 
 def starter_reason(meta: dict) -> str:
