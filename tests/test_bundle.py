@@ -271,3 +271,25 @@ def test_predict_takes_a_bundle_a_run_folder_or_a_weights_file_and_names_them_ot
                        ("nowhere.zip", "no trained model at")):
         code, err = predict(tmp_path / bad)
         assert code == 2 and words in err and "Traceback" not in err and "header too large" not in err, (bad, err)
+
+
+def test_a_two_input_bundle_retrains_and_predicts_without_layerlab(workspace, tmp_path):
+    """Text beside numbers: the bundle's train.py rebuilds the same weights and its predict.py reads rows with every
+    column, as the run does."""
+    from engine.templates import starter_for
+
+    orders = prepare_builtin("orders", n_samples=300)
+    run = create_run(starter_for(orders.meta), {"epochs": 3, "lr": 0.003}, orders.path, name="orders model")
+    final = execute(run)
+    folder = tmp_path / "bundle"
+    unzip(bundle_bytes(run), folder)
+    proc = run_isolated(folder, "train.py", "--out", tmp_path / "retrained.safetensors")
+    assert json.loads(proc.stdout.splitlines()[-1])["metrics"] == pytest.approx(final["metrics"], abs=1e-6)
+    again, original = load_file(tmp_path / "retrained.safetensors"), load_file(run / "model.safetensors")
+    assert max((again[k] - original[k]).abs().max().item() for k in again) < 1e-6
+    from engine.data.builtin import _orders
+    rows = _orders(8, 0.0, np.random.default_rng(5)).drop(columns="ordered_again")
+    rows.to_csv(tmp_path / "new.csv", index=False)
+    run_isolated(folder, "predict.py", tmp_path / "new.csv", "--out", tmp_path / "p.csv")
+    model, meta = load_predictor(run)
+    assert (tmp_path / "p.csv").read_bytes() == csv_bytes(predict_table(model, meta, rows))

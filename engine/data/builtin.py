@@ -106,14 +106,12 @@ CUISINES = ["pizza", "sushi", "curry", "burger", "salad"]
 def _orders(n, noise, rng) -> pd.DataFrame:
     """The review's tone (praise minus complaints) and a late delivery decide, together, whether a customer
     orders again; `noise` is the share of flipped labels."""
-    pos = POSITIVE
-    neg = NEGATIVE
     filler = ["the", "food", "was", "and", "it", "order", "came", "very", "quite", "but", "so", "delivery", "really",
               "just", "meal", "portion"]
     reviews, tone = [], np.empty(n)
     for i in range(n):
         n_pos, n_neg = rng.integers(0, 4, 2)
-        words = list(rng.choice(pos, n_pos)) + list(rng.choice(neg, n_neg)) + list(rng.choice(filler, rng.integers(4, 12)))
+        words = [*rng.choice(POSITIVE, n_pos), *rng.choice(NEGATIVE, n_neg), *rng.choice(filler, rng.integers(4, 12))]
         rng.shuffle(words)
         reviews.append(" ".join(words))
         tone[i] = n_pos - n_neg
