@@ -117,7 +117,7 @@ def _pretty_validation(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def _migrate(data: dict) -> dict:
+def migrate(data: dict) -> dict:
     """An older spec in today's format: version 1's one unnamed input becomes the input `features`."""
     version = data.get("version", 1 if "input" in data and "inputs" not in data else SPEC_VERSION)
     if version == 1:
@@ -142,7 +142,7 @@ def parse_spec(data: dict | str) -> ModelSpec:
     if not isinstance(data, dict):
         raise SpecError(None, "a spec must be a JSON object with a \"nodes\" list.")
     try:
-        spec = ModelSpec.model_validate(_migrate(data))
+        spec = ModelSpec.model_validate(migrate(data))
     except ValidationError as e:
         raise SpecError(None, f"the spec is malformed: {_pretty_validation(e)}.") from None
     if not spec.nodes:

@@ -226,7 +226,7 @@ for n in stack_nodes:
 out_shape = {**{ref: str(shape) for ref, shape in sources.items()}, **{n["id"]: n["shape"] for n in stack_nodes}}
 previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
 try:
-    wiring = specs.ModelSpec.model_validate(spec).input_ids()
+    wiring = specs.ModelSpec.model_validate(specs.migrate(spec)).input_ids()
 except ValidationError:
     wiring = {}
 # An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.

@@ -390,3 +390,23 @@ def test_predict_page_takes_an_uploaded_bundle_without_any_run():
     new = frame.drop(columns="y").head(20).to_csv(index=False).encode()
     at.file_uploader(key="predict.table").set_value(("new.csv", new, "text/csv")).run()
     assert not at.exception and any("20 prediction(s)." in s.value for s in at.success)
+
+
+def test_a_session_saved_with_a_version_1_model_opens_on_every_page():
+    """Sessions saved before specs had named inputs hold `"version": 1, "input": {...}`: the model comes back in
+    today's format, and Build's linter and diagram read it."""
+    from engine.data.prepare import prepare_builtin
+    from ui.state import write_session
+
+    ds = prepare_builtin("iris")
+    old = {"version": 1, "input": {"shape": None}, "nodes": [
+        {"id": "fc", "op": "linear", "params": {"out_features": 8, "bias": True}, "inputs": None},
+        {"id": "act", "op": "activation", "params": {"kind": "relu", "negative_slope": 0.01}, "inputs": None},
+        {"id": "out", "op": "linear", "params": {"out_features": 3, "bias": True}, "inputs": ["act"]}],
+        "output": None}
+    write_session(ds.id, old)
+    at = app()
+    assert at.session_state[SPEC]["version"] == 2 and "features" in at.session_state[SPEC]["inputs"]
+    for page in ("build", "train", "export"):
+        goto(at, page)
+        assert not at.error, [e.value for e in at.error]

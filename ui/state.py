@@ -14,7 +14,7 @@ import streamlit as st
 
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
-from engine.spec import data_inputs
+from engine.spec import data_inputs, migrate
 from engine.templates import starter_for, starter_train
 from engine.workspace import atomic_write_json, home, read_json
 
@@ -123,6 +123,8 @@ def ensure() -> None:
         if saved.get(DATASET) and load_meta(saved[DATASET]):
             for k in _PERSISTED:
                 st.session_state[k] = saved.get(k)
+            if isinstance(saved.get(SPEC), dict):  # a model saved by an older LayerLab: today's spec format
+                st.session_state[SPEC] = migrate(saved[SPEC])
     if st.query_params.get(PARAM) != session_id():  # page switches may drop it from the URL: put it back
         st.query_params[PARAM] = session_id()
     if st.session_state.get(DATASET) and load_meta(st.session_state[DATASET]):
