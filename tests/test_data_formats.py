@@ -325,3 +325,13 @@ def test_text_is_encoded_as_a_row_by_row_tokenizer_would(monkeypatch):
         want = [index.get(w, 1) for w in portable.TOKEN.findall(text)][:5]
         assert got[r].tolist() == want + [0] * (5 - len(want)), (r, got[r], want)
     assert np.count_nonzero(got[3]) == 5  # cut at max_length
+
+
+def test_a_refused_table_leaves_no_copy_of_the_upload_behind(tmp_path):
+    """The upload is written aside while it is prepared; a table that cannot be prepared leaves nothing."""
+    from engine.data.prepare import prepare_file
+    from engine.errors import DataError
+
+    with pytest.raises(DataError, match="no column 'nope'"):
+        prepare_file(b"a,b\n1,2\n3,4\n", "t.csv", "nope", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []

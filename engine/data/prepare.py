@@ -1,5 +1,8 @@
 """One entry point per data source; the Data page and the CLI both call these."""
 
+import os
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -9,11 +12,11 @@ from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import read_table
-from engine.data.store import Dataset, save_dataset
+from engine.data.store import Dataset, datasets_dir, save_dataset
 from engine.data.tabular import ColumnPlan, TextOptions, model_inputs, prepare_table, split_indices, suggest_columns
 from engine.errors import DataError
 from engine.progress import Progress, part, quiet
-from engine.workspace import atomic_write_bytes, atomic_write_json, read_json
+from engine.workspace import atomic_write_json, read_json
 
 SOURCE, RECIPE = "source.bin", "recipe.json"  # an uploaded table kept beside its dataset, and how it was prepared
 KEEP_SOURCE_BYTES = 256 * 2**20
@@ -75,21 +78,39 @@ def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = 
     """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines). The file and how it was prepared
     are kept beside the dataset (up to KEEP_SOURCE_BYTES), so a health finding's fix can prepare it again.
     `frame`: the file as already read with these options (the Data page has it), to save reading it twice."""
-    start = 0.0
-    if frame is None:
-        (progress or quiet)(0.0, f"Reading {Path(filename).name}")
-        frame, start = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame, 0.3
-    ds = prepare_frame(frame, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}", task=task,
-                       plans=plans, text=text, seed=seed, root=root, drop_duplicates=drop_duplicates,
-                       progress=part(progress, start, 1.0))
-    if len(data) <= KEEP_SOURCE_BYTES:
-        atomic_write_bytes(ds.path / SOURCE, data)
+    keep = len(data) <= KEEP_SOURCE_BYTES
+    with ThreadPoolExecutor(1) as pool:
+        aside = pool.submit(_write_aside, data, datasets_dir(root)) if keep else None  # while the table is prepared
+        try:
+            start = 0.0
+            if frame is None:
+                (progress or quiet)(0.0, f"Reading {Path(filename).name}")
+                frame, start = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame, 0.3
+            ds = prepare_frame(frame, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}",
+                               task=task, plans=plans, text=text, seed=seed, root=root,
+                               drop_duplicates=drop_duplicates, progress=part(progress, start, 1.0))
+        except BaseException:
+            if aside is not None:
+                Path(aside.result()).unlink(missing_ok=True)
+            raise
+    if keep:
+        os.replace(aside.result(), ds.path / SOURCE)
         atomic_write_json(ds.path / RECIPE, {
             "filename": Path(filename).name, "target": target, "task": ds.task, "seed": seed,
             "delimiter": delimiter, "encoding": encoding, "drop_duplicates": drop_duplicates,
             "text": (text or TextOptions()).model_dump(),
             "plans": [p.model_dump() for p in (plans if plans is not None else suggest_columns(frame, target))]})
     return ds
+
+
+def _write_aside(data: bytes, folder: Path) -> str:
+    """The uploaded file in a temporary file of the datasets folder (moved into the dataset's when it exists). Not
+    synced to disk, like the tensors: a copy for preparing again, which a crash costs nothing but that."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".source-")
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return tmp
 
 
 def can_prepare_again(ds: Dataset) -> bool:
