@@ -130,12 +130,12 @@ def _resolve_inputs(spec: ModelSpec, data) -> ModelSpec:
     return spec
 
 
-def _build(spec: ModelSpec, input_shape, device):
-    """Build each node's module on `device` in order, running it once on meta tensors to get its shape.
+def _build(spec: ModelSpec, device):
+    """Build each node's module on `device` in order, running it once on meta tensors to get its shape. `spec` has
+    its inputs resolved (`_resolve_inputs`).
 
     Yields (module, NodeInfo) per node; raises SpecError at the first node that does not fit.
     """
-    spec = _resolve_inputs(spec, input_shape)
     inputs = spec.input_ids()
     refs = spec.input_refs()
     shapes = {refs[name]: tuple(i.shape) for name, i in spec.inputs.items()}
@@ -186,7 +186,7 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
 def _analysed(spec_json: str, inputs_json: str) -> tuple[tuple[NodeInfo, ...], SpecError | None]:
     infos: list[NodeInfo] = []
     try:
-        for _, info in _build(parse_spec(spec_json), json.loads(inputs_json), "meta"):
+        for _, info in _build(_resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta"):
             infos.append(info)
     except SpecError as e:
         return tuple(infos), e
@@ -198,10 +198,11 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     if seed is not None:
         torch.manual_seed(seed)
-    built = list(_build(spec, input_shape, "cpu"))
+    spec = _resolve_inputs(spec, input_shape)
+    built = list(_build(spec, "cpu"))
     modules = {info.id: module for module, info in built}
     infos = [info for _, info in built]
-    return GraphModel(_resolve_inputs(spec, input_shape), modules), infos
+    return GraphModel(spec, modules), infos
 
 
 OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 2}  # tensors of optimizer state per parameter

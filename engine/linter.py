@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from engine.compiler import analyse
 from engine.errors import SpecError
-from engine.spec import ModelSpec, data_inputs, insert_node, migrate, remove_node, set_inputs, set_params, token_vocab
+from engine.spec import ModelSpec, data_inputs, data_parts, insert_node, migrate, remove_node, set_inputs, set_params
 from engine.templates import starter_for
 from engine.train.config import LOSSES, default_loss
 
@@ -98,7 +98,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     model = ModelSpec.model_validate(migrate(spec))
     nodes = {n.id: n for n in model.nodes}
     inputs = model.input_ids()
-    parts = meta.get("inputs") or {model.first_input: {"shape": meta["input_shape"], "tokens": bool(token_vocab(meta))}}
+    parts = data_parts(meta, model.first_input)
     refs = model.input_refs()
     shapes = {refs[n]: tuple(p["shape"]) for n, p in parts.items() if n in refs}
     shapes.update({i.id: i.output_shape for i in infos})

@@ -62,9 +62,6 @@ class ModelSpec(BaseModel):
         """Each input's name → how nodes name it (the first one is `input`)."""
         return {name: input_ref(name, self.first_input) for name in self.inputs}
 
-    def is_input(self, ref: str) -> bool:
-        return ref in self.input_refs().values()
-
     def to_dict(self) -> dict:
         return self.model_dump(mode="json")
 
@@ -201,6 +198,12 @@ def data_inputs(meta: dict):
     """What a dataset feeds a model, for the compiler: its one shape, or {name: {"shape", "tokens"}} for a table
     with text and other columns (its rows hold the parts side by side, in this order)."""
     return meta.get("inputs") or tuple(meta["input_shape"])
+
+
+def data_parts(meta: dict, first: str = FIRST_INPUT) -> dict[str, dict]:
+    """A dataset's inputs as {name: {"shape", "tokens"}}: its named parts, or its one part under the name `first`
+    (the model's own name for its one input)."""
+    return meta.get("inputs") or {first: {"shape": list(meta["input_shape"]), "tokens": bool(token_vocab(meta))}}
 
 
 def input_sources(spec: dict, meta: dict) -> dict[str, tuple[int, ...]]:

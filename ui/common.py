@@ -9,7 +9,7 @@ from streamlit.errors import StreamlitAPIException
 from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
-from engine.spec import data_inputs, token_vocab
+from engine.spec import data_inputs, data_parts
 from ui import router, state
 from ui.layout import narrow_layout
 
@@ -45,8 +45,7 @@ def model_summary_line(spec: dict, input_shape) -> str:
 
 def input_text(meta: dict) -> str:
     """A dataset's input in words: "2 features", "3×32×32 images", "24 tokens", "7 features + 64 tokens"."""
-    parts = meta.get("inputs") or {"": {"shape": meta["input_shape"], "tokens": bool(token_vocab(meta))}}
-    return " + ".join(_part_text(p["shape"], p.get("tokens")) for p in parts.values())
+    return " + ".join(_part_text(p["shape"], p.get("tokens")) for p in data_parts(meta).values())
 
 
 def _part_text(shape, tokens: bool) -> str:
