@@ -37,16 +37,17 @@ def _train(args) -> int:
         return _run(args, dataset, out)
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
-    plans = None
+    plans, source = None, None
     if args.text_column:  # these columns are text; the others keep the suggested plan (a second input)
-        frame = read_table(raw, data.name).frame
+        source = read_table(raw, data.name)
+        frame = source.frame
         unknown = [c for c in args.text_column if c not in frame.columns]
         if unknown:
             raise LayerLabError(f"--text-column '{unknown[0]}' is not a column of {data.name}.")
         plans = [p.model_copy(update={"kind": "text", "role": "feature", "missing": "constant", "note": ""})
                  if p.name in args.text_column else p for p in suggest_columns(frame, args.target)]
     dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
-                           root=out / "dataset")
+                           root=out / "dataset", source=source)
     return _run(args, dataset, out)
 
 
@@ -67,8 +68,20 @@ def _run(args, dataset, out: Path) -> int:
              "lr": proposed["lr"] if args.lr is None else args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
     train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
+    for note in dataset.meta.get("notices") or []:
+        print(f"note: {note}", file=sys.stderr)
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
-    result = execute(run_dir, echo=True)
+    return _finished(execute(run_dir, echo=True), run_dir)
+
+
+def _finished(result: dict, run_dir: Path) -> int:
+    """The exit code: 0 completed or stopped, 1 failed; 128 + the signal's number when a signal stopped it (after
+    one line saying how to go on)."""
+    if result.get("signal"):
+        import signal
+        print(f"stopped by {result['signal']}: a checkpoint was written; continue with "
+              f"`python -m engine resume {run_dir}`.", file=sys.stderr)
+        return 128 + signal.Signals[result["signal"]].value
     return 0 if result["status"] in ("completed", "stopped") else 1
 
 
@@ -78,8 +91,7 @@ def _resume(args) -> int:
     run_dir = Path(args.run_dir)
     if not (run_dir / "train.json").exists():
         raise LayerLabError(f"{run_dir} is not a run folder (it has no train.json).")
-    result = execute(prepare_resume(run_dir), echo=True, resume=True)
-    return 0 if result["status"] in ("completed", "stopped") else 1
+    return _finished(execute(prepare_resume(run_dir), echo=True, resume=True), run_dir)
 
 
 def _evaluate(args) -> int:
@@ -206,6 +218,13 @@ def main(argv=None) -> int:
                 "predict": _predict}[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # before or after training (during it, Ctrl-C stops the run: see engine.runs)
+        print("stopped by Ctrl-C before training began; nothing was kept.", file=sys.stderr)
+        return 130
+    except MemoryError:
+        print("error: this ran out of memory. Use fewer rows or columns, smaller images or a smaller model; the "
+              "limits LayerLab checks are listed in the README's \"Safety and limits\".", file=sys.stderr)
         return 2
     except Exception as e:  # noqa: BLE001 - never a traceback on the command line
         print(f"error: internal error ({type(e).__name__}: {e})", file=sys.stderr)

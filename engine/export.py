@@ -16,7 +16,8 @@ from safetensors.torch import load, save
 
 from engine.compiler import GraphModel, compile_spec
 from engine.data.store import prediction_meta
-from engine.errors import LayerLabError
+from engine.errors import DataError, LayerLabError
+from engine.limits import WEIGHTS_BYTES, open_zip, read_zip_entry
 from engine.spec import ModelSpec, parse_spec
 from engine.workspace import atomic_write_bytes
 
@@ -44,6 +45,26 @@ def state_dict_bytes(model_or_state) -> bytes:
     buf = io.BytesIO()
     torch.save(_state(model_or_state), buf)
     return buf.getvalue()
+
+
+BUNDLE_WEIGHTS = "weights.safetensors"
+
+
+def stored_weights(source: Path | bytes, name: str) -> bytes:
+    """The safetensors bytes of a weights file, or of the weights.safetensors inside a bundle (zip): sizes are
+    checked before reading, and a bundle's entry is read bounded (a hostile zip cannot cost memory)."""
+    head = source[:4] if isinstance(source, bytes) else Path(source).open("rb").read(4)
+    if head == b"PK\x03\x04":
+        data = source if isinstance(source, bytes) else Path(source).read_bytes()  # a zip: small, weights compressed
+        with open_zip(data, name) as zf:
+            if BUNDLE_WEIGHTS not in zf.namelist():
+                raise DataError(f"'{name}' is a zip without {BUNDLE_WEIGHTS}, so not a LayerLab bundle: choose the "
+                                "bundle from the Export page, or the .safetensors file itself.")
+            return read_zip_entry(zf, BUNDLE_WEIGHTS, name, WEIGHTS_BYTES)
+    size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
+    if size > WEIGHTS_BYTES.value:
+        raise WEIGHTS_BYTES.refuse(name, f"it holds {WEIGHTS_BYTES.describe(size)}")
+    return source if isinstance(source, bytes) else Path(source).read_bytes()
 
 
 def read_weights(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:

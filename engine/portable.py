@@ -65,12 +65,21 @@ def row_tokens(frame: pd.DataFrame, lowercase: bool) -> list[str]:
 
 
 def numeric(col: pd.Series, kind: str) -> np.ndarray:
+    """A column as float64, with NaN for what is missing: empty cells, text that is not a number, inf and -inf."""
     if kind == "boolean" and not pd.api.types.is_numeric_dtype(col):
         lookup = {"true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0}
         return col.map(lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan).to_numpy(float)
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        return col.to_numpy(dtype=float, na_value=np.nan)  # a float64 column is returned as it is, not copied
-    return pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+        values = col.to_numpy(dtype=float, na_value=np.nan)  # a float64 column is returned as it is, not copied
+    elif isinstance(col.dtype, pd.CategoricalDtype):  # each distinct value parsed once
+        parsed = pd.to_numeric(pd.Series(col.cat.categories.astype(str)), errors="coerce").to_numpy(float)
+        values = np.append(parsed, np.nan)[np.asarray(col.cat.codes)]
+    else:
+        values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
+    infinite = np.isinf(values)
+    if infinite.any():
+        values = np.where(infinite, np.nan, values)
+    return values
 
 
 def category_codes(col: pd.Series) -> tuple[np.ndarray, pd.Index]:

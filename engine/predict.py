@@ -5,11 +5,8 @@ resized and scaled as the training images were. The result is a table: the predi
 each class's probability (classification), or the predicted value in the target's own units (regression).
 """
 
-import io
 import json
 import math
-import zipfile
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +18,9 @@ from engine.data.images import decode_image
 from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash, outputs
-from engine.export import load_model
+from engine.export import load_model, stored_weights
 from engine.portable import prediction_table, with_rows
 
-MAX_MODEL_BYTES = 4 * 2**30  # a weights file larger than this is refused before it is read
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
 
 
@@ -38,7 +34,7 @@ def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphMod
         if not source.is_file():
             raise LayerLabError(f"no trained model at {source}: pass {EXPECTED}.")
         name = source.name
-    data = _weights(source, name)
+    data = stored_weights(source, name)
     try:
         model, metadata = load_model(data)
     except LayerLabError:
@@ -47,28 +43,6 @@ def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphMod
         raise LayerLabError(f"{name} carries no preprocessing in its metadata, so new data cannot be prepared "
                             "for it: export it from LayerLab again.")
     return model, json.loads(metadata["dataset"])
-
-
-def _weights(source: Path | bytes, name: str) -> bytes:
-    """The safetensors bytes of a weights file, or of the weights.safetensors inside a bundle; both size-checked."""
-    file = io.BytesIO(source) if isinstance(source, bytes) else source
-    if zipfile.is_zipfile(file):
-        try:
-            with zipfile.ZipFile(file) as zf:
-                if "weights.safetensors" not in zf.namelist():
-                    raise LayerLabError(f"{name} is a zip without weights.safetensors, so not a LayerLab bundle: "
-                                        f"pass {EXPECTED}.")
-                size = zf.getinfo("weights.safetensors").file_size
-                if size <= MAX_MODEL_BYTES:
-                    return zf.read("weights.safetensors")
-        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as e:
-            raise LayerLabError(f"{name} is a damaged zip ({e}): download the bundle again.") from None
-    else:
-        size = len(source) if isinstance(source, bytes) else source.stat().st_size
-        if size <= MAX_MODEL_BYTES:
-            return source if isinstance(source, bytes) else source.read_bytes()
-    raise LayerLabError(f"{name} holds {size / 2**30:.1f} GiB of weights, over the {MAX_MODEL_BYTES / 2**30:.0f} GiB "
-                        "that LayerLab reads.")
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:

@@ -14,8 +14,10 @@ import json
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from pathlib import Path
@@ -354,11 +356,42 @@ class RunWriter:
 
 def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
     """The worker body: train the run described by the folder (from its resume checkpoint if `resume`; call
-    `prepare_resume` first). `run_finished` is always the last event."""
+    `prepare_resume` first). `run_finished` is always the last event; a stop asked for by a signal is named in
+    the result's `signal`."""
+    run_dir = Path(run_dir)
+    with stop_on_signals() as signalled:
+        result = _execute(run_dir, echo, resume, lambda: bool(signalled) or (run_dir / "stop").exists())
+    if signalled:
+        result["signal"] = signalled[0]
+    return result
+
+
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class stop_on_signals:
+    """While training, SIGTERM (Kubernetes, Slurm, systemd) and SIGINT (Ctrl-C) ask for a stop, as the Stop button
+    does: the loop ends its step, writes a checkpoint and ends as `stopped`, resumable. The names of the signals
+    received are collected in the list this yields. Outside the main thread (no handlers there) it does nothing."""
+
+    def __enter__(self) -> list[str]:
+        self.received: list[str] = []
+        self.previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(
+                    signal.Signals(signum).name))
+        return self.received
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
+
+
+def _execute(run_dir: Path, echo: bool, resume: bool, should_stop) -> dict:
     from engine.export import read_weights
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
-    run_dir = Path(run_dir)
     writer = RunWriter(run_dir, echo=echo)
     before = read_json(run_dir / "status.json", {})
     writer.status.update({k: before[k] for k in ("resumes", "epoch") if k in before})
@@ -369,7 +402,7 @@ def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
         dataset = load_dataset(train["dataset_dir"])
         init = run_dir / "init.safetensors"
         result = fit(spec, dataset, TrainConfig.parse(train["config"]), emit=writer.emit,
-                     should_stop=(run_dir / "stop").exists, out_dir=run_dir,
+                     should_stop=should_stop, out_dir=run_dir,
                      resume=load_state(run_dir) if resume else None,
                      init_weights=read_weights(init.read_bytes())[0] if init.exists() and not resume else None)
     except LayerLabError as e:

@@ -7,43 +7,19 @@ a tensor of the same name and shape is loaded, any other is skipped with the rea
 that found no match keep their fresh initialization.
 """
 
-import io
-import zipfile
-import zlib
 from pathlib import Path
 
 import torch
 
 from engine.compiler import compile_spec
 from engine.errors import LayerLabError
-from engine.export import read_state_dict_pt, read_weights
-
-MAX_WEIGHTS_BYTES = 4 * 2**30  # a bundle's weights.safetensors larger than this is refused before unpacking
-
-
-def bundle_weights(data: bytes, filename: str) -> bytes:
-    """The weights.safetensors inside a LayerLab bundle (zip)."""
-    name = Path(filename).name
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            entry = zf.getinfo("weights.safetensors")
-            if entry.file_size > MAX_WEIGHTS_BYTES:
-                raise LayerLabError(f"'{name}' holds a weights.safetensors of {entry.file_size / 2**30:,.1f} GB, over "
-                                    f"the {MAX_WEIGHTS_BYTES / 2**30:g} GB limit.")
-            return zf.read(entry)
-    except KeyError:
-        raise LayerLabError(f"'{name}' is a zip but not a LayerLab bundle (it has no weights.safetensors): upload "
-                            "the bundle from the Export page, or the .safetensors file itself.") from None
-    except (zipfile.BadZipFile, zlib.error, OSError) as e:
-        raise LayerLabError(f"'{name}' is not a readable zip ({e}). Download the bundle again.") from None
+from engine.export import read_state_dict_pt, read_weights, stored_weights
 
 
 def read_any_weights(data: bytes, filename: str) -> dict[str, torch.Tensor]:
     ext = Path(filename).suffix.lower()
-    if ext == ".safetensors":
-        return read_weights(data)[0]
-    if ext == ".zip":
-        return read_weights(bundle_weights(data, filename))[0]
+    if ext in (".safetensors", ".zip"):
+        return read_weights(stored_weights(data, Path(filename).name))[0]
     if ext in (".pt", ".pth", ".bin"):
         return read_state_dict_pt(data)
     raise LayerLabError(f"'{Path(filename).name}' is not a weights file: choose a .safetensors file, a LayerLab "

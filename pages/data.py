@@ -104,6 +104,8 @@ with upload_tab:
         if source is not None:
             frame = source.frame
             st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns · read as {source.describe()}")
+            for note in source.notices:
+                st.info(note, icon=":material/info:")
             st.dataframe(frame.head(50), width="stretch", height=220)
             c1, c2, c3 = st.columns([2, 2, 1])
             columns = list(frame.columns)
@@ -135,7 +137,7 @@ with upload_tab:
                 try:
                     ds = with_progress(lambda progress: prepare_file(
                         upload.getvalue(), upload.name, target, task=task, plans=plans, text=text,
-                        seed=int(split_seed), frame=frame, delimiter=None if delimiter == "auto" else delimiter,
+                        seed=int(split_seed), source=source, delimiter=None if delimiter == "auto" else delimiter,
                         encoding=None if encoding == "auto" else encoding, progress=progress), f"Preparing {upload.name}")
                     use(ds)
                 except LayerLabError as e:

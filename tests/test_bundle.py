@@ -266,8 +266,8 @@ def test_predict_takes_a_bundle_a_run_folder_or_a_weights_file_and_names_them_ot
     (tmp_path / "cut.zip").write_bytes(whole[:-4000])  # its directory cut off: no longer a zip
     (tmp_path / "bent.zip").write_bytes(whole[:200] + bytes(2000) + whole[2200:])  # a zip whose data is damaged
     for bad, words in (("random.bin", "is not a model LayerLab can read: pass a bundle"),
-                       ("cut.zip", "is not a model LayerLab can read: pass a bundle"),
-                       ("other.zip", "a zip without weights.safetensors"), ("bent.zip", "download the bundle again"),
+                       ("cut.zip", "is a damaged zip archive"),
+                       ("other.zip", "a zip without weights.safetensors"), ("bent.zip", "is a damaged zip archive"),
                        ("nowhere.zip", "no trained model at")):
         code, err = predict(tmp_path / bad)
         assert code == 2 and words in err and "Traceback" not in err and "header too large" not in err, (bad, err)

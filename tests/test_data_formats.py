@@ -101,7 +101,7 @@ def test_delimiter_and_encoding_overrides():
 @pytest.mark.parametrize("data, name, words", [
     (b"PAR1 not really", "t.csv", "holds a Parquet file"),
     (b"a,b\n1,2\n", "t.parquet", "holds text"),
-    (b"PK\x03\x04garbage", "t.xlsx", "could not be read"),
+    (b"PK\x03\x04garbage", "t.xlsx", "is a damaged zip archive"),
     (b"\x80\x81\x82,b\n\x83,1\n", "t.csv", "neither UTF-8 nor Latin-1"),
     (b"a,b\n1,2\n", "t.exe", "does not read as a table"),
     (("," .join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n").encode(),

@@ -1,12 +1,13 @@
 """Images in: an archive (zip or tar) of class folders (cats/..., dogs/...), MNIST's idx files or CIFAR-10's
 python batches, checked before anything is decoded.
 
-Refused, naming the file: absolute or ../ paths, links, more than MAX_ENTRIES entries, more than
-MAX_TOTAL_BYTES uncompressed, or a zip entry whose expansion ratio exceeds MAX_RATIO (a zip bomb). Nothing is
-written to disk: each image is decoded from memory with Pillow. PNG, JPEG, BMP, GIF and WebP only; a corrupt
-image, or one over the pixel limit, is skipped and listed, and the rest are used. CIFAR batches are pickles and
-are read with `pickle_walk` (never unpickled). Pixels are stored as uint8 (the training loop scales them to
-[0, 1] on the device).
+Refused, naming the file: absolute or ../ paths, links, and anything over the budgets of `engine.limits`
+(entries, bytes per entry and in all, the expansion ratio: a zip or tar bomb), checked from the headers and
+again while reading, so a header that lies cannot cost memory. Nothing is written to disk: each image is
+decoded from memory with Pillow. PNG, JPEG, BMP, GIF and WebP only; a corrupt image, or one over the pixel
+limit, is skipped and listed, and the rest are used. CIFAR batches are pickles and are read with
+`pickle_walk` (never unpickled). Pixels are stored as uint8 (the training loop scales them to [0, 1] on the
+device).
 """
 
 import gzip
@@ -27,12 +28,21 @@ import numpy as np
 from engine import portable
 from engine.data.pickle_walk import read_pickle
 from engine.errors import DataError
+from engine.limits import (
+    ARCHIVE_BYTES,
+    ARCHIVE_ENTRIES,
+    DATA_BYTES,
+    ENTRY_BYTES,
+    IMAGE_SIZE,
+    check_ratio,
+    open_zip,
+    read_bounded,
+    read_zip_entry,
+)
 from engine.portable import IMAGE_EXTENSIONS
 from engine.progress import Progress, quiet
 
-MAX_ENTRIES = 50_000
-MAX_TOTAL_BYTES = 2 * 2**30
-MAX_RATIO = 200
+MIN_IMAGE_SIZE = 4
 ARCHIVE_TYPES = ("zip", "tar", "gz", "tgz", "bz2", "xz")  # cifar-10-python.tar.gz, images.zip, …
 
 
@@ -67,35 +77,20 @@ def _check_path(path: str, name: str) -> None:
                         "from the folder itself.")
 
 
-def _check_count_and_total(count: int, total: int, name: str) -> None:
-    if count > MAX_ENTRIES:
-        raise DataError(f"'{name}' holds {count:,} entries; LayerLab reads at most {MAX_ENTRIES:,}. Split it "
-                        "into smaller archives.")
-    if total > MAX_TOTAL_BYTES:
-        raise DataError(f"'{name}' would unpack to {total / 2**30:,.1f} GiB; LayerLab reads at most "
-                        f"{MAX_TOTAL_BYTES / 2**30:,.0f} GiB. Use fewer or smaller images.")
-
-
-def _zip_members(zf: zipfile.ZipFile, name: str) -> list[_Member]:
-    infos = zf.infolist()
-    _check_count_and_total(len(infos), 0, name)
-    total = 0
-    for info in infos:
+def _zip_members(zf, name: str) -> list[_Member]:
+    """Entries of a zip that `engine.limits.open_zip` has counted and sized; each read is bounded again."""
+    for info in zf.infolist():
         _check_path(info.filename, name)
         if stat.S_ISLNK(info.external_attr >> 16):
             raise DataError(f"'{name}' contains a symbolic link ('{info.filename}'); links are not accepted. Zip the "
                             "real files instead.")
-        total += info.file_size
-        if info.compress_size and info.file_size / info.compress_size > MAX_RATIO and info.file_size > 2**20:
-            raise DataError(f"'{name}': the entry '{info.filename}' expands {info.file_size / info.compress_size:,.0f}"
-                            f"× (over {MAX_RATIO}×), as a zip bomb does. The archive was not unpacked.")
-    _check_count_and_total(len(infos), total, name)
-    return [_Member(i.filename, i.file_size, partial(zf.read, i)) for i in infos if not i.is_dir()]
+    return [_Member(i.filename, i.file_size, partial(read_zip_entry, zf, i, name)) for i in zf.infolist()
+            if not i.is_dir()]
 
 
-def _tar_members(tf: tarfile.TarFile, name: str) -> list[_Member]:
+def _tar_members(tf: tarfile.TarFile, name: str, packed: int) -> list[_Member]:
     """Headers are checked one by one as the (possibly gzipped) stream is walked, so a huge or hostile member
-    is refused before its contents are decompressed."""
+    is refused before its contents are decompressed; `packed`: the archive's own size, for the expansion ratio."""
     members, count, total = [], 0, 0
     while (info := tf.next()) is not None:
         count += 1
@@ -106,22 +101,30 @@ def _tar_members(tf: tarfile.TarFile, name: str) -> list[_Member]:
         if not (info.isfile() or info.isdir()):
             raise DataError(f"'{name}' contains '{info.name}', which is not a regular file or folder.")
         total += info.size
-        _check_count_and_total(count, total, name)
+        if count > ARCHIVE_ENTRIES.value:
+            raise ARCHIVE_ENTRIES.refuse(name, f"it holds more than {count - 1:,} files", "Split it into smaller "
+                                         "archives.")
+        if info.size > ENTRY_BYTES.value:
+            raise ENTRY_BYTES.refuse(name, f"'{info.name}' unpacks to {ENTRY_BYTES.describe(info.size)}")
+        if total > ARCHIVE_BYTES.value:
+            raise ARCHIVE_BYTES.refuse(name, f"it would unpack to more than {ARCHIVE_BYTES.describe(total)}",
+                                       "Use fewer or smaller files.")
+        check_ratio(name, "the archive", total, packed)
         if info.isfile():
-            members.append(_Member(info.name, info.size, partial(_tar_read, tf, info)))
+            members.append(_Member(info.name, info.size, partial(_tar_read, tf, info, name)))
     return members
 
 
-def _tar_read(tf: tarfile.TarFile, info: tarfile.TarInfo) -> bytes:
+def _tar_read(tf: tarfile.TarFile, info: tarfile.TarInfo, name: str) -> bytes:
     with tf.extractfile(info) as f:
-        return f.read(info.size)
+        return read_bounded(f, info.size, name, f"'{info.name}'", ENTRY_BYTES)
 
 
 @contextmanager
 def _open_archive(data: bytes, name: str) -> Iterator[list[_Member]]:
     """A zip, or a tar (plain, gzip, bzip2 or xz), checked before anything is decoded; nothing touches disk."""
     if zipfile.is_zipfile(io.BytesIO(data)):
-        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        with open_zip(data, name) as zf:
             yield _zip_members(zf, name)
         return
     try:
@@ -131,7 +134,7 @@ def _open_archive(data: bytes, name: str) -> Iterator[list[_Member]]:
                         "class.") from None
     with tf:
         try:
-            yield _tar_members(tf, name)
+            yield _tar_members(tf, name, len(data))
         except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
             raise DataError(f"'{name}' is a damaged tar archive ({str(e)[:80]}).") from None
 
@@ -140,10 +143,12 @@ def _read_member(member: _Member, name: str) -> bytes:
     raw = member.read()
     if not member.filename.endswith(".gz"):
         return raw
-    with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:  # bounded: a gzip bomb stops at the cap
-        out = gz.read(MAX_TOTAL_BYTES + 1)
-    if len(out) > MAX_TOTAL_BYTES:
-        raise DataError(f"'{name}': '{member.filename}' expands beyond {MAX_TOTAL_BYTES / 2**30:,.0f} GiB; not read.")
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(raw)) as gz:  # bounded: a gzip bomb stops at the cap
+            out = read_bounded(gz, ENTRY_BYTES.value, name, f"'{member.filename}'", ENTRY_BYTES)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"'{name}': '{member.filename}' is not a readable gzip file ({str(e)[:80]}).") from None
+    check_ratio(name, f"'{member.filename}'", len(out), len(raw))
     return out
 
 
@@ -241,6 +246,10 @@ def _read_class_folders(files: list[_Member], name: str, size: int, grayscale: b
     if len(classes) < 2:
         raise DataError(f"'{name}' has images in {len(classes)} class folder(s); a classifier needs at least two "
                         "(e.g. cats/ and dogs/ at the top of the archive).")
+    need = len(items) * (1 if grayscale else 3) * size * size
+    if need > DATA_BYTES.value:
+        raise DATA_BYTES.refuse(name, f"{len(items):,} images of {size}×{size} pixels take {DATA_BYTES.describe(need)}",
+                                "Choose a smaller image size, or fewer images.")
     images = np.empty((len(items), 1 if grayscale else 3, size, size), np.uint8)
     labels = np.empty(len(items), np.int64)
     n = 0
@@ -266,10 +275,22 @@ def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarr
         raise DataError(str(e)) from None
 
 
+def check_image_size(size: int) -> None:
+    """The side images are resized to: from MIN_IMAGE_SIZE to IMAGE_SIZE pixels."""
+    if not isinstance(size, int) or size < MIN_IMAGE_SIZE:
+        raise DataError(f"the image size must be a whole number of pixels from {MIN_IMAGE_SIZE} to "
+                        f"{IMAGE_SIZE.value:,} (got {size!r}). 32 suits small pictures, 64-128 larger ones.")
+    if size > IMAGE_SIZE.value:
+        raise DataError(f"an image size of {size:,} pixels is over LayerLab's limit of {IMAGE_SIZE.describe()} "
+                        f"({IMAGE_SIZE.what}): one 3-channel image alone would take {3 * size * size / 2**20:,.0f} "
+                        f"MiB. Choose 32-256, or set {IMAGE_SIZE.name} to allow more.")
+
+
 def read_image_archive(data: bytes, name: str, size: int = 32, grayscale: bool = False,
                        progress: Progress = quiet) -> ImageSet:
     """Class folders of image files, MNIST idx files or CIFAR-10 python batches (the last two keep their own
     size and colour), from a zip or a tar archive."""
+    check_image_size(size)
     progress(0.0, f"Opening {name}")
     with _open_archive(data, name) as files:
         found = _read_idx_pairs(files, name) or _read_cifar_batches(files, name) \

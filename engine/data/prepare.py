@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
-from engine.data.readers import read_table
+from engine.data.readers import TableSource, read_table
 from engine.data.store import Dataset, datasets_dir, save_dataset
 from engine.data.tabular import ColumnPlan, TextOptions, model_inputs, prepare_table, split_indices, suggest_columns
 from engine.errors import DataError
@@ -25,11 +26,15 @@ ROWS, KEEP_ROWS_BYTES = "rows.parquet", 64 * 2**20
 
 def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task: str | None = None,
                   plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
-                  root: Path | None = None, drop_duplicates: bool = False, progress: Progress | None = None) -> Dataset:
+                  root: Path | None = None, drop_duplicates: bool = False, progress: Progress | None = None,
+                  notices: list[str] = (), files: Callable[[Path], None] | None = None) -> Dataset:
+    """`notices`: what reading the file changed (renamed columns), listed before preparing's own; `files`: writes
+    more files into the dataset's folder before it is moved into place (see `save_dataset`)."""
     progress = progress or quiet
     progress(0.0, "Splitting the rows")
     info = prepare_table(df, target, task, plans=plans, text=text, seed=seed, name=name,
                          drop_duplicates=drop_duplicates, progress=part(progress, 0, 0.6))
+    info.notices[:0] = notices
     progress(0.6, "Checking the data's health and saving")
     extra = {}
     if info.preprocessing.get("text"):
@@ -41,13 +46,13 @@ def prepare_frame(df: pd.DataFrame, target: str, *, name: str, source: str, task
                       feature_names=info.feature_names, preprocessing=info.preprocessing,
                       notices=info.notices, preview=df, root=root, extra=extra,
                       meanwhile=lambda: {"health": health_report(info.frame, target, info.task, info.x, info.y,
-                                                                 info.classes, info.columns)})
-    progress(0.9, "Keeping your rows for the Evaluate page")
-    keep_rows(ds, info.frame, info.order)
+                                                                 info.classes, info.columns)},
+                      files=lambda folder: (progress(0.9, "Keeping your rows for the Evaluate page"),
+                                            keep_rows(folder, info.frame, info.order), files and files(folder)))
     return ds
 
 
-def keep_rows(ds: Dataset, frame: pd.DataFrame, order) -> None:
+def keep_rows(folder: Path, frame: pd.DataFrame, order) -> None:
     """The user's own rows (every column, as read) in split order, beside the tensors, when they are small enough
     (KEEP_ROWS_BYTES): Evaluate shows a misclassified row as the user knows it, not as scaled numbers."""
     if frame.memory_usage(deep=False).sum() > KEEP_ROWS_BYTES or frame.memory_usage(deep=True).sum() > KEEP_ROWS_BYTES:
@@ -55,9 +60,9 @@ def keep_rows(ds: Dataset, frame: pd.DataFrame, order) -> None:
     rows = frame.iloc[order].reset_index(drop=True)
     rows.columns = [str(c) for c in rows.columns]
     try:
-        rows.to_parquet(ds.path / ROWS, index=False)
+        rows.to_parquet(folder / ROWS, index=False)
     except (ValueError, TypeError, ArithmeticError):  # mixed-type object columns pyarrow will not write
-        rows.astype({c: str for c in rows.columns if rows[c].dtype == object}).to_parquet(ds.path / ROWS, index=False)
+        rows.astype({c: str for c in rows.columns if rows[c].dtype == object}).to_parquet(folder / ROWS, index=False)
 
 
 def kept_rows(ds: Dataset, split: str, rows) -> pd.DataFrame | None:
@@ -73,34 +78,37 @@ def kept_rows(ds: Dataset, split: str, rows) -> pd.DataFrame | None:
 def prepare_file(data: bytes, filename: str, target: str, *, task: str | None = None,
                  plans: list[ColumnPlan] | None = None, text: TextOptions | None = None, seed: int = 0,
                  delimiter: str | None = None, encoding: str | None = None, root: Path | None = None,
-                 drop_duplicates: bool = False, frame: pd.DataFrame | None = None,
+                 drop_duplicates: bool = False, source: TableSource | None = None,
                  progress: Progress | None = None) -> Dataset:
     """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines). The file and how it was prepared
     are kept beside the dataset (up to KEEP_SOURCE_BYTES), so a health finding's fix can prepare it again.
-    `frame`: the file as already read with these options (the Data page has it), to save reading it twice."""
+    `source`: the file as already read with these options (the Data page has it), to save reading it twice."""
     keep = len(data) <= KEEP_SOURCE_BYTES
     with ThreadPoolExecutor(1) as pool:
         aside = pool.submit(_write_aside, data, datasets_dir(root)) if keep else None  # while the table is prepared
         try:
             start = 0.0
-            if frame is None:
+            if source is None:
                 (progress or quiet)(0.0, f"Reading {Path(filename).name}")
-                frame, start = read_table(data, filename, delimiter=delimiter, encoding=encoding).frame, 0.3
-            ds = prepare_frame(frame, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}",
-                               task=task, plans=plans, text=text, seed=seed, root=root,
-                               drop_duplicates=drop_duplicates, progress=part(progress, start, 1.0))
+                source, start = read_table(data, filename, delimiter=delimiter, encoding=encoding), 0.3
+            frame = source.frame
+            plans = plans if plans is not None else suggest_columns(frame, target)
+
+            def kept(folder: Path) -> None:  # the file and how it was prepared, beside the tensors
+                os.replace(aside.result(), folder / SOURCE)
+                atomic_write_json(folder / RECIPE, {
+                    "filename": Path(filename).name, "target": target, "task": task,  # None: detected again, alike
+                    "seed": seed, "delimiter": delimiter, "encoding": encoding, "drop_duplicates": drop_duplicates,
+                    "text": (text or TextOptions()).model_dump(), "plans": [p.model_dump() for p in plans]})
+
+            return prepare_frame(frame, target, name=Path(filename).stem, source=f"upload:{Path(filename).name}",
+                                 task=task, plans=plans, text=text, seed=seed, root=root, notices=source.notices,
+                                 drop_duplicates=drop_duplicates, progress=part(progress, start, 1.0),
+                                 files=kept if keep else None)
         except BaseException:
             if aside is not None:
                 Path(aside.result()).unlink(missing_ok=True)
             raise
-    if keep:
-        os.replace(aside.result(), ds.path / SOURCE)
-        atomic_write_json(ds.path / RECIPE, {
-            "filename": Path(filename).name, "target": target, "task": ds.task, "seed": seed,
-            "delimiter": delimiter, "encoding": encoding, "drop_duplicates": drop_duplicates,
-            "text": (text or TextOptions()).model_dump(),
-            "plans": [p.model_dump() for p in (plans if plans is not None else suggest_columns(frame, target))]})
-    return ds
 
 
 def _write_aside(data: bytes, folder: Path) -> str:

@@ -8,7 +8,7 @@ import codecs
 import csv
 import ctypes
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +16,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.errors import DataError
+from engine.limits import DATA_BYTES, SHEET_STRINGS, TABLE_ROWS, open_zip
 
 MAX_COLUMNS = 2000
 MAX_DICTIONARY = 1000  # a text column with at most this many distinct values is read as a categorical
@@ -30,6 +31,7 @@ class TableSource:
     format: str
     encoding: str | None = None
     delimiter: str | None = None
+    notices: list[str] = field(default_factory=list)  # what reading changed: renamed repeated column names
 
     def describe(self) -> str:
         extra = [self.encoding, DELIMITERS.get(self.delimiter or "", None) and f"{DELIMITERS[self.delimiter]}-separated"]
@@ -155,9 +157,78 @@ def _read_delimited(data: bytes, name: str, sep: str, encoding: str | None) -> t
     return pd.read_csv(io.BytesIO(data), sep=sep, encoding="utf-8" if enc == "utf-8-sig" else enc), enc
 
 
+UTF16_BOMS = {codecs.BOM_UTF16_LE: "utf-16-le", codecs.BOM_UTF16_BE: "utf-16-be"}
+
+
+def _from_utf16(data: bytes, name: str, encoding: str | None) -> tuple[bytes, str | None]:
+    """UTF-16 text with a byte-order mark (Excel's "Unicode text") as UTF-8 bytes, which every reader here takes."""
+    bom = data[:2]
+    if bom not in UTF16_BOMS or (encoding and not encoding.lower().replace("_", "-").startswith("utf-16")):
+        return data, encoding
+    try:
+        return data[2:].decode(UTF16_BOMS[bom]).encode("utf-8"), None
+    except UnicodeDecodeError as e:
+        raise DataError(f"'{name}' starts like UTF-16 text but is not ({e.reason} at byte {e.start:,}). Save it "
+                        "again as CSV UTF-8.") from None
+
+
+def _check_parquet(data: bytes, name: str) -> None:
+    """Rows and bytes from the footer, before any column is read: a footer that declares 10^10 rows is refused
+    here, not by running out of memory."""
+    import pyarrow.parquet as pq
+    try:
+        meta = pq.ParquetFile(pa.py_buffer(data)).metadata
+    except (pa.ArrowException, OSError, ValueError) as e:
+        raise DataError(f"'{name}' is not a readable Parquet file ({str(e).splitlines()[0][:120]}). Export it "
+                        "again.") from None
+    if meta.num_rows > TABLE_ROWS.value:
+        raise TABLE_ROWS.refuse(name, f"it declares {meta.num_rows:,} rows", "Sample or split the table first.")
+    unpacked = sum(meta.row_group(i).total_byte_size for i in range(meta.num_row_groups))
+    if unpacked > DATA_BYTES.value:
+        raise DATA_BYTES.refuse(name, f"its columns take {DATA_BYTES.describe(unpacked)} once read",
+                                "Drop columns or rows first.")
+
+
+def _check_xlsx(data: bytes, name: str) -> None:
+    """A workbook is a zip: its parts are sized (and the archive's expansion checked) before openpyxl unpacks
+    anything; the shared strings (every text cell) have a cap of their own."""
+    with open_zip(data, name) as zf:
+        for info in zf.infolist():
+            if info.filename.lower().endswith("sharedstrings.xml") and info.file_size > SHEET_STRINGS.value:
+                raise SHEET_STRINGS.refuse(name, f"its text cells take {SHEET_STRINGS.describe(info.file_size)}",
+                                           "Save the sheet as CSV, or drop long text columns.")
+        total = sum(i.file_size for i in zf.infolist())
+        if total > DATA_BYTES.value:
+            raise DATA_BYTES.refuse(name, f"the workbook unpacks to {DATA_BYTES.describe(total)}",
+                                    "Save the sheet as CSV or Parquet.")
+
+
+def _repeated_names(source: TableSource, data: bytes) -> None:
+    """pandas renames a repeated header ('y', 'y' -> 'y', 'y.1'): say so, with the mapping, instead of silently."""
+    if source.delimiter is None:
+        return
+    try:
+        first = next(csv.reader(io.StringIO(data[:1 << 20].decode(source.encoding or "utf-8", "replace")),
+                                delimiter=source.delimiter))
+    except (StopIteration, csv.Error):
+        return
+    first = [c.strip().lstrip("\ufeff") for c in first]
+    seen: dict[str, int] = {}
+    for c in first:
+        seen[c] = seen.get(c, 0) + 1
+    for col, count in seen.items():
+        if count > 1 and col:
+            renamed = [col] + [f"{col}.{i}" for i in range(1, count)]
+            source.notices.append(f"The column name '{col}' appears {count} times in the header: read as "
+                                  f"{', '.join(repr(r) for r in renamed)} (from left to right). Rename the columns in "
+                                  "the file to choose which is which.")
+
+
 def read_table(data: bytes, filename: str, *, delimiter: str | None = None, encoding: str | None = None) -> TableSource:
     name = Path(filename).name
     ext = Path(filename).suffix.lower()
+    if ext in TEXT_EXTENSIONS or ext in (".jsonl", ".ndjson"):
+        data, encoding = _from_utf16(data, name, encoding)
     if not data[:65536].strip() and not data.strip():  # the full check (a copy) only when the start is blank
         raise DataError(f"'{name}' is empty. Choose a file with a header row and at least one data row.")
     if ext not in EXTENSIONS:
@@ -172,8 +243,10 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
                         "Rename it to its real type, or export the data again.")
     try:
         if kind == "parquet":
+            _check_parquet(data, name)
             source = TableSource(pd.read_parquet(io.BytesIO(data)), "Parquet")
         elif ext == ".xlsx":
+            _check_xlsx(data, name)
             # openpyxl parses the workbook's XML with defusedxml when it is installed (it is a dependency).
             source = TableSource(pd.read_excel(io.BytesIO(data), engine="openpyxl"), "Excel")
         elif ext in (".jsonl", ".ndjson"):
@@ -184,8 +257,11 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
             sep = delimiter or ("\t" if ext in (".tsv", ".tab") else sniff_delimiter(data[:65536].decode("latin-1")))
             frame, enc = _read_delimited(data, name, sep, encoding)
             source = TableSource(frame, "CSV" if sep != "\t" else "TSV", enc, sep)
+            _repeated_names(source, data)
     except DataError:
         raise
+    except MemoryError:
+        raise DATA_BYTES.refuse(name, "reading it ran out of memory", "Sample or split the table first.") from None
     except (ValueError, KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
         raise DataError(f"'{name}' could not be read ({str(e).splitlines()[0][:200]}). Check that it is a valid "
                         f"{ext} file with one header row.") from None
@@ -197,6 +273,8 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
     if frame.shape[1] > MAX_COLUMNS:
         raise DataError(f"'{name}' has {frame.shape[1]:,} columns; LayerLab reads at most {MAX_COLUMNS:,}. Drop "
                         "columns you do not need, or reduce the data first.")
+    if len(frame) > TABLE_ROWS.value:
+        raise TABLE_ROWS.refuse(name, f"it has {len(frame):,} rows", "Sample or split the table first.")
     if len(frame) == 0:
         raise DataError(f"'{name}' has a header ({', '.join(map(str, frame.columns[:5]))}) but no data rows. "
                         "Add rows below the header.")

@@ -58,9 +58,10 @@ def _slug(name: str) -> str:
 def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes, feature_names,
                  preprocessing: dict | None, notices: list[str], preview: pd.DataFrame | None,
                  root: Path | None = None, extra: dict | None = None,
-                 meanwhile: Callable[[], dict] | None = None) -> Dataset:
+                 meanwhile: Callable[[], dict] | None = None, files: Callable[[Path], None] | None = None) -> Dataset:
     """Write the tensors, preview and meta into a folder named by the content hash. `meanwhile` computes more
-    meta (e.g. the data-health report) while the file is written and hashed on other threads."""
+    meta (e.g. the data-health report) while the file is written and hashed on other threads; `files` writes more
+    files into the folder (given its path) before it is moved into place."""
     tensors = {}
     for split in SPLITS:
         xv = np.asarray(x[split])  # uint8 images stay uint8 (scaled on the device when training)
@@ -84,6 +85,8 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
                 hashed.result(), written.result()
         if preview is not None:
             preview.head(200).to_csv(staging / "preview.csv", index=False)
+        if files is not None:
+            files(staging)
         ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
         path = base / ds_id
         meta = {"id": ds_id, "name": name, "source": source, "task": task,
@@ -92,12 +95,31 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
                 "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
                 **(extra or {}), **more}
         atomic_write_json(staging / "meta.json", meta)
-        if path.exists():  # the same data prepared again: the new folder replaces the old
-            shutil.rmtree(path)
-        staging.rename(path)
+        _move_in(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return Dataset(path, meta, tensors)
+
+
+def _move_in(staging: Path, path: Path) -> None:
+    """The staged folder becomes the dataset's: an older one of the same content is set aside first (renames,
+    each atomic). When another session moves the same dataset in at the same moment, one rename wins and the
+    other session uses the winner's folder: its name is the content's hash, so both hold the same tensors."""
+    for _ in range(3):
+        if path.exists():  # the same data prepared again: the new folder replaces the old
+            old = Path(tempfile.mkdtemp(prefix=".replaced-", dir=path.parent))
+            try:
+                path.rename(old / "dataset")
+            except FileNotFoundError:  # another session set it aside first
+                pass
+            shutil.rmtree(old, ignore_errors=True)
+        try:
+            staging.rename(path)
+            return
+        except OSError:  # another session's folder arrived between the two renames
+            if (path / "meta.json").exists():
+                return
+    raise DataError(f"could not store the dataset in {path} (another session keeps writing it). Try again.")
 
 
 def load_dataset(ds_id_or_path: str | Path, root: Path | None = None) -> Dataset:

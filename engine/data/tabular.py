@@ -20,6 +20,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
+from engine.limits import DATA_BYTES, ONEHOT
 from engine.portable import ROW_END, TEXT_BLOCK, TOKEN, InputError, category_codes, encode_rows, numeric, row_tokens, threaded
 from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
@@ -56,6 +57,24 @@ def _is_bool(s: pd.Series) -> bool:
     return {str(v).strip().lower() for v in uniques} <= {"true", "false", "yes", "no", "y", "n", "t", "f"}
 
 
+def _mostly_numbers(s: pd.Series) -> bool:
+    """Text cells that are numbers in at least 95% of the filled rows ('12', '3.5', and a stray 'abc' or 'n/a'):
+    a numeric column with a few bad cells, read as numbers (those cells become missing), not as categories."""
+    filled = s.dropna()
+    if len(filled) < 20:
+        return False
+    parsed = numeric(filled, "numeric")
+    return np.isfinite(parsed).mean() >= 0.95 and pd.Series(parsed).nunique() > 2
+
+
+def not_numbers(col: pd.Series) -> tuple[int, list[int]]:
+    """How many filled cells of a column are not numbers, and the first few of their rows (counted from 1)."""
+    if pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return 0, []
+    bad = np.flatnonzero(np.isnan(numeric(col, "numeric")) & col.notna().to_numpy())
+    return len(bad), (bad[:5] + 1).tolist()
+
+
 def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
     """A plan per feature column: its type, sensible defaults, and ID-like or constant columns set to ignore."""
     plans = []
@@ -71,6 +90,9 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
         kind = "boolean" if _is_bool(s) else "numeric" if pd.api.types.is_numeric_dtype(s) else "categorical"
         filled = s.notna().sum()
         words = 0.0
+        if kind == "categorical" and _mostly_numbers(s):
+            kind = "numeric"
+            unique = pd.Series(numeric(s, "numeric")).nunique()
         if kind not in ("boolean", "numeric"):
             counts = s.dropna().astype(str).head(500).map(lambda t: len(TOKEN.findall(t)))
             words = counts.mean() if len(counts) else 0.0
@@ -261,6 +283,11 @@ def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
     cats = set(seen)
     if (codes < 0).any():
         cats.add(entry["fill"])
+    cap = ONEHOT.value
+    if p.encoding == "onehot" and len(cats) > cap:  # the most frequent stay; the rest share the all-zero row
+        frequent = labels[np.argsort(-counts, kind="stable")[:cap]]
+        entry["other"] = len(cats) - cap
+        cats = set(frequent)
     entry["categories"] = sorted(cats)
     return entry
 
@@ -313,6 +340,15 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     text = text or TextOptions()
     features = [p for p in plans if p.role == "feature"]
     notices = [f"Ignoring '{p.name}': {p.note}." for p in plans if p.role == "ignore" and p.note]
+    if df[target].notna().sum() == 0:
+        raise DataError(f"the target '{target}' is empty in every row of '{name}'. Choose the column that holds what to "
+                        "predict.")
+    if pd.api.types.is_numeric_dtype(df[target]) and not pd.api.types.is_bool_dtype(df[target]):
+        infinite = np.isinf(df[target].to_numpy(dtype=float, na_value=np.nan))
+        if infinite.any():
+            notices.append(f"Dropped {int(infinite.sum()):,} row(s) whose target '{target}' is infinite (inf or -inf), "
+                           "as rows with no target are: fix those values in the file to keep them.")
+            df = df[~infinite]
     missing_target = int(df[target].isna().sum())
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")
@@ -358,6 +394,17 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     df = df.reset_index(drop=True)
     splits = split_indices(len(df), y_all, task == "classification", val_fraction, test_fraction, seed)
     for p in features:
+        if p.kind == "numeric":
+            count, rows = not_numbers(df[p.name])
+            if count:
+                notices.append(f"Column '{p.name}': {count:,} value(s) that are not numbers (such as "
+                               f"{str(df[p.name].iloc[rows[0] - 1])[:30]!r}, in row(s) {', '.join(map(str, rows))}"
+                               f"{' …' if count > len(rows) else ''} of the rows used) treated as missing.")
+            values = df[p.name]
+            if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+                infinite = int(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)).sum())
+                if infinite:
+                    notices.append(f"Column '{p.name}': {infinite:,} infinite value(s) (inf or -inf) treated as missing.")
         n_missing = int(df[p.name].isna().sum())
         if n_missing and p.missing != "drop" and p.kind != "text":
             how = {"median": "the median", "mean": "the mean", "most_frequent": "the most frequent value",
@@ -366,6 +413,15 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
                            f"{'' if p.missing == 'constant' else ' of the training split'}.")
     progress(0.2, "Fitting the columns on the training split")
     state = fit_preprocessing(df, features, text, rows=splits["train"])
+    for c in state["columns"]:
+        if c.get("other"):
+            notices.append(f"Column '{c['name']}': {c['other'] + len(c['categories']):,} categories; the "
+                           f"{len(c['categories'])} most frequent are one-hot encoded, the other {c['other']:,} share "
+                           f"one all-zero code (set {ONEHOT.name} for more, or ignore the column).")
+    need = len(df) * len(feature_names(state)) * 4
+    if need > DATA_BYTES.value:
+        raise DATA_BYTES.refuse(name, f"{len(df):,} rows × {len(feature_names(state)):,} encoded columns take "
+                                      f"{DATA_BYTES.describe(need)}", "Ignore wide columns, or use fewer rows.")
     progress(0.5, f"Encoding {len(df):,} rows")
     if task == "regression":
         mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)

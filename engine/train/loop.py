@@ -294,6 +294,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         elapsed_before = resume["elapsed"]
         loss_ref = resume.get("loss_ref")
         emit({"type": "run_resumed", "epoch": first_epoch, "step": step, "device": str(device)})
+        for text in resume.get("notices") or []:
+            emit({"type": "notice", "message": text})
     else:
         # The untrained model's validation loss: the yardstick for a loss that explodes without becoming NaN.
         loss_ref = evaluate(train_model, x_val, y_val, loss_name, target_scale, autocast, eval_batch)["loss"] \
