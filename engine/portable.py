@@ -258,12 +258,21 @@ def with_rows(predictions: pd.DataFrame, frame: pd.DataFrame, preprocessing: dic
     return pd.concat([frame[keys], predictions, frame[rest]], axis=1)
 
 
+FORMULA_LINE = re.compile("(^|[\r\n])([" + re.escape("".join(FORMULA_START)) + "])")
+
+
+def _text_cell(v):
+    """A text cell a spreadsheet keeps as text: each line of it (a reader may end the row at a bare CR) that starts
+    like a formula gets a leading apostrophe."""
+    return FORMULA_LINE.sub(lambda m: f"{m.group(1)}'{m.group(2)}", v) if isinstance(v, str) else v
+
+
 def csv_bytes(table: pd.DataFrame) -> bytes:
-    """CSV for a spreadsheet: text cells that start like a formula get a leading apostrophe, so they stay text."""
+    """CSV for a spreadsheet: no text cell can run as a formula, and a cell holding a line break is quoted (rows
+    end with CRLF, so the writer quotes a bare CR as well as LF)."""
     safe = table.copy()
     for col in safe.columns:
         if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_bool_dtype(safe[col])):  # text,
-            safe[col] = safe[col].astype(object).map(  # categories, dates
-                lambda v: f"'{v}" if isinstance(v, str) and v.startswith(FORMULA_START) else v)
-    safe.columns = [f"'{c}" if str(c).startswith(FORMULA_START) else c for c in safe.columns]
-    return safe.to_csv(index=False).encode("utf-8")
+            safe[col] = safe[col].astype(object).map(_text_cell)  # categories, dates
+    safe.columns = [_text_cell(str(c)) for c in safe.columns]
+    return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")

@@ -37,3 +37,21 @@ def read_json(path: Path, default=None):
         return json.loads(Path(path).read_text())
     except (FileNotFoundError, json.JSONDecodeError):
         return default
+
+
+ERROR_LOG = "logs/errors.log"
+
+
+def record_error(where: str) -> tuple[str, Path]:
+    """The exception being handled, with its traceback, appended to the workspace's error log under a short id
+    (the page shows the id, never the traceback). Returns the id and the log's path."""
+    import secrets
+    import time
+    import traceback
+
+    error_id = secrets.token_hex(4)
+    path = home() / ERROR_LOG
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        f.write(f"--- error {error_id} at {time.strftime('%Y-%m-%d %H:%M:%S')} in {where}\n{traceback.format_exc()}\n")
+    return error_id, path
