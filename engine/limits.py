@@ -7,6 +7,7 @@ section lists them.
 
 import io
 import os
+import struct
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -82,7 +83,8 @@ def open_zip(data: bytes, name: str) -> Iterator[zipfile.ZipFile]:
             yield zf
     except DataError:
         raise
-    except (zipfile.BadZipFile, zlib.error, EOFError, zipfile.LargeZipFile) as e:
+    except (zipfile.BadZipFile, zlib.error, EOFError, zipfile.LargeZipFile, struct.error, ValueError, OSError) as e:
+        # zipfile's parser raises the last three too on damaged offsets (a negative seek, a short header)
         raise DataError(f"'{name}' is a damaged zip archive ({str(e)[:120]}). Download or zip it again.") from None
     except NotImplementedError as e:
         raise DataError(f"'{name}' uses a zip compression LayerLab cannot read ({str(e)[:80]}). Zip it again with "

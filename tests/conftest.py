@@ -33,3 +33,15 @@ def mlp_spec(out: int, hidden: int = 32) -> dict:
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
 os.environ.setdefault("LAYERLAB_SPARE_WORKER", "0")  # see engine.runs.warm_spare; its own test turns it on
+
+
+# Property-based tests (tests/test_fuzz.py): a bounded number of examples in CI; `--hypothesis-profile=thorough`
+# for a longer hunt.
+try:
+    from hypothesis import settings
+
+    settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
+    settings.register_profile("thorough", max_examples=3000, deadline=None)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+except ImportError:  # hypothesis comes with the dev extras; without it only the fuzz tests are missing
+    pass

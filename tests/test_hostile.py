@@ -299,3 +299,10 @@ def test_csv_downloads_keep_every_formula_as_text_even_after_a_line_break():
     assert lines[1] == "\"x\r'=1+1\",1" and lines[2] == "\"ok\n'@SUM(A1)\",2" and lines[3] == "'=2,3"
     back = pd.read_csv(io.BytesIO(data))
     assert back["note"].tolist() == ["x\r'=1+1", "ok\n'@SUM(A1)", "'=2", "'-3", "plain"]
+
+
+def test_the_readme_lists_every_limit_with_its_default():
+    from engine.limits import ALL
+    readme = (ROOT / "README.md").read_text()
+    for limit in ALL:
+        assert f"| `{limit.name}` | {limit.describe(limit.default)} | {limit.what} |" in readme, limit.name

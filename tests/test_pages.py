@@ -410,3 +410,29 @@ def test_a_session_saved_with_a_version_1_model_opens_on_every_page():
     for page in ("build", "train", "export"):
         goto(at, page)
         assert not at.error, [e.value for e in at.error]
+
+
+def test_an_unexpected_error_on_a_page_shows_an_id_and_logs_the_traceback(monkeypatch, workspace):
+    """What no page handles: a short message with an error id on the page, the traceback in the workspace's log."""
+    import engine.data.readers
+
+    def broken(*args, **kwargs):
+        raise ZeroDivisionError("a bug, not the user's doing")
+    at = app()
+    before = at.session_state[DATASET]
+    monkeypatch.setattr(engine.data.readers, "read_table", broken)
+    at.file_uploader(key="data.upload").set_value(("t.csv", b"a,b\n1,2\n", "text/csv")).run()
+    assert not at.exception
+    shown = " ".join(e.value for e in at.error)
+    error_id = shown.split("Error id **")[1].split("**")[0]
+    assert "ZeroDivisionError" in shown and "Traceback" not in shown and "a bug" not in shown
+    log = (workspace / "logs" / "errors.log").read_text()
+    assert f"error {error_id}" in log and "Traceback" in log and "a bug, not the user's doing" in log
+    assert at.session_state[DATASET] == before
+
+
+def test_repeated_column_names_are_said_on_the_data_page():
+    at = app()
+    at.file_uploader(key="data.upload").set_value(("dup.csv", b"x,y,y\n" + b"1,0,2\n2,1,3\n" * 10, "text/csv")).run()
+    assert not at.exception
+    assert any("The column name 'y' appears 2 times in the header: read as 'y', 'y.1'" in i.value for i in at.info)

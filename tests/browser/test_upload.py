@@ -1,6 +1,8 @@
 """Bring your own data in a real browser: a Latin-1, semicolon-separated CSV is read, planned and prepared; CIFAR-10
 as downloaded (a .tar.gz of pickled batches) becomes an image dataset."""
 
+import socket
+
 import numpy as np
 import pandas as pd
 from playwright.sync_api import expect
@@ -44,6 +46,18 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     expect(page.get_by_text("Data health:")).to_be_visible()
     no_exceptions(page)
     shot(page, "upload-2-prepared")
+    # The server answers its own name, not another site's (DNS rebinding): a WebSocket with a foreign Host is refused.
+    assert websocket_status(server.url, "evil.example") == 403
+    assert websocket_status(server.url, "127.0.0.1") == 101
+
+
+def websocket_status(url: str, host: str) -> int:
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        return int(s.recv(200).split(b" ")[1])
 
 
 def test_upload_cifar10_as_downloaded(server, page, tmp_path):
