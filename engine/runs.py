@@ -91,9 +91,15 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
     from; `init`: the tensors to start from (an import's matching tensors)."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset.meta)
-    if run_dir is None:
-        run_id = time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-        run_dir = runs_dir() / run_id
+    if run_dir is None:  # a new folder of its own, even when another session creates one in the same second
+        runs_dir().mkdir(parents=True, exist_ok=True)
+        while True:
+            run_dir = runs_dir() / (time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3))
+            try:
+                run_dir.mkdir()
+                break
+            except FileExistsError:
+                continue
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "events.jsonl").touch()

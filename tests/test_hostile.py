@@ -123,7 +123,7 @@ def test_wide_categories_and_a_stray_word_in_numbers_do_not_blow_up_the_encoding
                  f"root={str(tmp_path / 'ds')!r})\nprint('WIDTH', ds.meta['input_shape'], ds.meta['notices'])\n")
     width = int(out.split("WIDTH [")[1].split("]")[0])
     assert width <= 1 + 100  # the price as one number, the codes capped to the 100 most frequent
-    assert "'price': 1 value(s) that are not numbers (such as 'abc', in row(s) 18" in out
+    assert "'price': 1 value(s) that are not numbers (such as 'abc', in data row(s) 18)" in out
     assert "'code': 2,500 categories; the 100 most frequent are one-hot encoded" in out
     assert "LAYERLAB_MAX_CATEGORIES" in out
 

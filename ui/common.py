@@ -10,6 +10,7 @@ from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
 from engine.spec import data_inputs, data_parts
+from engine.workspace import record_error
 from ui import router, state
 from ui.layout import narrow_layout
 
@@ -132,6 +133,18 @@ def format_metrics(metrics: dict) -> str:
 def show_error(err: Exception) -> None:
     """A LayerLabError message for the user; never a traceback."""
     st.error(str(err), icon=":material/error:")
+
+
+def unexpected(e: Exception, where: str) -> None:
+    """What a page did not handle: a user's message as it is; anything else as a short message with an error id,
+    its traceback in the workspace's error log (never in the browser)."""
+    if isinstance(e, LayerLabError):
+        show_error(e)
+        return
+    error_id, path = record_error(where)
+    st.error(f"Something went wrong in {where} ({type(e).__name__}); nothing you made was lost. Error id "
+             f"**{error_id}**: the details are in `{path}`. Reload the page to go on, and please report the id.",
+             icon=":material/error:")
 
 
 def preflight_line(spec: dict, meta: dict, train: dict) -> None:

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import streamlit as st
 
-from engine.errors import LayerLabError
-from engine.workspace import record_error
 from ui import sidebar
 
 ICON = Path(__file__).resolve().parent / "favicon.png"
@@ -30,21 +28,10 @@ def run() -> None:
         sidebar.render()
         nav.run()
     except Exception as e:  # noqa: BLE001 - Streamlit's own reruns and stops are BaseExceptions and pass through
-        unexpected(e, nav.title)
+        from ui.common import unexpected  # ui.common imports this module
+        unexpected(e, f"the {nav.title} page")
     finally:
         _freeze_imports()
-
-
-def unexpected(e: Exception, where: str) -> None:
-    """What a page did not handle: a user's message as it is; anything else as a short message with an error id,
-    its traceback in the workspace's error log (never in the browser)."""
-    if isinstance(e, LayerLabError):
-        st.error(str(e), icon=":material/error:")
-        return
-    error_id, path = record_error(f"the {where} page")
-    st.error(f"Something went wrong on this page ({type(e).__name__}); nothing you made was lost. Error id "
-             f"**{error_id}**: the details are in `{path}`. Reload the page to go on, and please report the id.",
-             icon=":material/error:")
 
 
 def _freeze_imports() -> None:

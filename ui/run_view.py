@@ -25,7 +25,7 @@ from engine.runs import (
 )
 from ui import state
 from ui.charts import curves, smooth
-from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error
+from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error, unexpected
 from ui.inside import boundary_chart, gradient_chart, inside_panel
 
 # The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
@@ -221,7 +221,11 @@ def live_fragment(body, runs: list[dict], quick: bool = False) -> None:
     before = {r["id"]: r["state"] for r in runs}
 
     def run():
-        drawn = body()
+        try:
+            drawn = body()
+        except Exception as e:  # noqa: BLE001 - a fragment's rerun does not pass through the router's guard
+            unexpected(e, "the live view")
+            return
         if every is None:
             return
         rerun_if_changed(before, drawn)

@@ -391,6 +391,7 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     if len(df) < 10:
         raise DataError(f"'{name}' has only {len(df)} usable rows; LayerLab needs at least 10 to split into "
                         "train, validation and test sets. Add rows.")
+    file_rows = df.index.to_numpy()  # each row's place in the table as read, before rows were dropped
     df = df.reset_index(drop=True)
     splits = split_indices(len(df), y_all, task == "classification", val_fraction, test_fraction, seed)
     for p in features:
@@ -398,8 +399,9 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
             count, rows = not_numbers(df[p.name])
             if count:
                 notices.append(f"Column '{p.name}': {count:,} value(s) that are not numbers (such as "
-                               f"{str(df[p.name].iloc[rows[0] - 1])[:30]!r}, in row(s) {', '.join(map(str, rows))}"
-                               f"{' …' if count > len(rows) else ''} of the rows used) treated as missing.")
+                               f"{str(df[p.name].iloc[rows[0] - 1])[:30]!r}, in data row(s) "
+                               f"{', '.join(str(file_rows[r - 1] + 1) for r in rows)}{' …' if count > len(rows) else ''}"
+                               ") treated as missing.")
             values = df[p.name]
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 infinite = int(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)).sum())
