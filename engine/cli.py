@@ -64,7 +64,8 @@ def _run(args, dataset, out: Path) -> int:
     else:
         spec = starter_for(dataset.meta)
     proposed = starter_train(dataset.meta)
-    train = {"epochs": proposed["epochs"] if args.epochs is None else args.epochs, "batch_size": args.batch_size,
+    batch_size = max(1, min(32, dataset.meta["sizes"]["train"])) if args.batch_size is None else args.batch_size
+    train = {"epochs": proposed["epochs"] if args.epochs is None else args.epochs, "batch_size": batch_size,
              "lr": proposed["lr"] if args.lr is None else args.lr, "optimizer": args.optimizer,
              "loss": args.loss, "seed": args.seed, "device": args.device}
     train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
@@ -129,6 +130,7 @@ def _export(args) -> int:
 
 def _predict(args) -> int:
     from engine.data.readers import read_table
+    from engine.limits import ARCHIVE_BYTES
     from engine.portable import IMAGE_EXTENSIONS, csv_bytes
     from engine.predict import load_predictor, predict_images, predict_table
     from engine.workspace import atomic_write_bytes
@@ -137,6 +139,10 @@ def _predict(args) -> int:
     data = Path(args.data)
     if data.is_dir():  # a folder of images
         files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+        total = sum(p.stat().st_size for p in files)
+        if total > ARCHIVE_BYTES.value:
+            raise ARCHIVE_BYTES.refuse(str(data), f"its {len(files):,} images hold {ARCHIVE_BYTES.describe(total)}",
+                                       "Predict a smaller folder at a time.")
         table = predict_images(model, meta, [(p.name, p.read_bytes()) for p in files])
     elif data.is_file():
         table = predict_table(model, meta, read_table(data.read_bytes(), data.name).frame)
@@ -164,7 +170,7 @@ def main(argv=None) -> int:
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
     t.add_argument("--epochs", type=int, help="default: what the proposed model for the data is meant to train "
                                                "with (e.g. 200 on a few hundred rows, 10 on 40,000 or more)")
-    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--batch-size", type=int, help="default: 32, or every training row when there are fewer")
     t.add_argument("--lr", type=float, help="default: the proposed model's (0.001 for most)")
     t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
     t.add_argument("--loss", default=None, choices=["cross_entropy", "bce_with_logits", "mse", "l1", "huber"])

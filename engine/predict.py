@@ -19,6 +19,7 @@ from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
+from engine.limits import DATA_BYTES
 from engine.portable import prediction_table, with_rows
 
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
@@ -56,6 +57,10 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
         raise LayerLabError("this model was trained on images: upload images, not a table.")
     if not len(frame):
         raise LayerLabError("the table has no rows to predict.")
+    need = len(frame) * len(meta.get("feature_names") or []) * 4
+    if need > DATA_BYTES.value:
+        raise DATA_BYTES.refuse("the table", f"{len(frame):,} rows take {DATA_BYTES.describe(need)} once encoded",
+                                "Predict it in parts.")
     x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
     return with_rows(_table(model, meta, x), frame, meta["preprocessing"])
 

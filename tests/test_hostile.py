@@ -306,3 +306,16 @@ def test_the_readme_lists_every_limit_with_its_default():
     readme = (ROOT / "README.md").read_text()
     for limit in ALL:
         assert f"| `{limit.name}` | {limit.describe(limit.default)} | {limit.what} |" in readme, limit.name
+
+
+def test_cells_holding_lists_or_objects_are_read_as_their_json_text():
+    frame = pd.DataFrame({"tags": [[1, 2], [3]] * 10, "meta": [{"a": 1}, {"b": "é"}] * 10, "y": [0, 1] * 10})
+    buf = io.BytesIO()
+    frame.to_parquet(buf)
+    lines = frame.to_json(orient="records", lines=True, force_ascii=False).encode()
+    for data, name in ((buf.getvalue(), "t.parquet"), (lines, "t.jsonl")):
+        source = read_table(data, name)
+        assert source.frame["tags"].tolist()[:2] == ["[1, 2]", "[3]"], name
+        assert source.frame["meta"].tolist()[:2] == ['{"a": 1}', '{"b": "é"}'] or name == "t.parquet"
+        assert "Column 'tags' holds lists or objects: each was read as its JSON text." in source.notices
+        prepare_table(source.frame, "y")  # and they prepare (they were unhashable before)

@@ -8,9 +8,11 @@ import codecs
 import csv
 import ctypes
 import io
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
@@ -279,5 +281,22 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
         raise DataError(f"'{name}' has a header ({', '.join(map(str, frame.columns[:5]))}) but no data rows. "
                         "Add rows below the header.")
     frame.columns = [str(c).strip() for c in frame.columns]
+    if kind == "parquet" or ext in (".jsonl", ".ndjson"):  # the formats whose cells can hold lists and objects
+        _nested_as_text(source, frame)
     source.frame = frame
     return source
+
+
+NESTED = (list, tuple, dict, set, np.ndarray)
+
+
+def _nested_as_text(source: TableSource, frame: pd.DataFrame) -> None:
+    """Cells that hold lists or objects (Parquet's list and struct columns, nested JSON) become their JSON text:
+    a column of them is then text or categories, as a user can see and plan it."""
+    for col in [c for c in frame.columns if frame[c].dtype == object]:
+        values = frame[col]
+        if not any(isinstance(v, NESTED) for v in values.dropna()):
+            continue
+        frame[col] = values.map(lambda v: json.dumps(v.tolist() if isinstance(v, np.ndarray) else v, default=str,
+                                                     ensure_ascii=False) if isinstance(v, NESTED) else v)
+        source.notices.append(f"Column '{col}' holds lists or objects: each was read as its JSON text.")
