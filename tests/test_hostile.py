@@ -319,3 +319,18 @@ def test_cells_holding_lists_or_objects_are_read_as_their_json_text():
         assert source.frame["meta"].tolist()[:2] == ['{"a": 1}', '{"b": "é"}'] or name == "t.parquet"
         assert "Column 'tags' holds lists or objects: each was read as its JSON text." in source.notices
         prepare_table(source.frame, "y")  # and they prepare (they were unhashable before)
+
+
+def test_values_too_large_for_float32_are_refused_by_column_and_odd_targets_noted():
+    frame = pd.DataFrame({"x": [1e308, -1e308, 1.0, 2.0] * 10, "z": range(40), "y": [0, 1] * 20})
+    with pytest.raises(DataError, match="column 'x' holds values too large to compute with .*1e\\+308"):
+        prepare_table(frame, "y")
+    frame = pd.DataFrame({"z": range(40), "y": [1.5e308, -1.5e308, 2.5, 3.5] * 10})
+    with pytest.raises(DataError, match="the target 'y' holds values too large"):
+        prepare_table(frame, "y", "regression")
+    info = prepare_table(pd.DataFrame({"x": range(40), "y": [f"c{i}" for i in range(40)]}), "y")
+    assert "'y' is an unlikely target: every row has its own value, like an ID" in " ".join(info.notices)
+    with pytest.raises(DataError, match=r"only one class \('0'\)"):
+        prepare_table(pd.DataFrame({"x": range(20), "y": [0] * 20}), "y")
+    with pytest.raises(DataError, match="one JSON object per line"):
+        read_table(b'{"a": 1, "y": 0}\n{"a": 2, "y":\n', "t.jsonl")

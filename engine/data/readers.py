@@ -265,8 +265,10 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
     except MemoryError:
         raise DATA_BYTES.refuse(name, "reading it ran out of memory", "Sample or split the table first.") from None
     except (ValueError, KeyError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise DataError(f"'{name}' could not be read ({str(e).splitlines()[0][:200]}). Check that it is a valid "
-                        f"{ext} file with one header row.") from None
+        shape = "one JSON object per line" if ext in (".jsonl", ".ndjson") else "one header row" \
+            if ext in TEXT_EXTENSIONS else "one table"
+        raise DataError(f"'{name}' could not be read ({(str(e).splitlines() or [type(e).__name__])[0][:200]}). Check "
+                        f"that it is a valid {ext} file with {shape}.") from None
     except Exception as e:  # noqa: BLE001 - parsers of foreign formats raise their own types; none may escape
         raise DataError(f"'{name}' could not be read as {ext} ({type(e).__name__}). Export the data again.") from None
     frame = source.frame

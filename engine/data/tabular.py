@@ -8,6 +8,7 @@ for training and prediction alike. A table with a text column becomes token ids 
 fitted on the training split).
 """
 
+import math
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
 
 MAX_CLASSES = 1000
+FLOAT32_REACH = 1e30  # an encoded value must stay well inside float32 (about 3.4e38), squares and sums included
 
 
 class ColumnPlan(BaseModel):
@@ -257,6 +259,11 @@ def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOp
 
 
 def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values are refused below, with the column named
+        return _fit(col, p, rows)
+
+
+def _fit(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
     entry = p.model_dump()
     if p.kind in ("numeric", "boolean"):
         values = numeric(col, p.kind)
@@ -271,6 +278,12 @@ def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
             entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
         else:
             entry["shift"], entry["scale"] = 0.0, 1.0
+        reach = max(abs(float(np.max(filled, initial=0.0)) - entry["shift"]),
+                    abs(float(np.min(filled, initial=0.0)) - entry["shift"])) / entry["scale"] if len(filled) else 0.0
+        if not (math.isfinite(entry["shift"]) and math.isfinite(entry["scale"]) and reach < FLOAT32_REACH):
+            raise DataError(f"column '{p.name}' holds values too large to compute with (such as "
+                            f"{float(values[np.nanargmax(np.abs(values))]):.3g}): scaled, they overflow 32-bit floats. "
+                            "Divide the column by a power of ten in the file, or set its role to ignore.")
         return entry
     codes, labels = category_codes(col)
     codes = codes if rows is None else codes[rows]
@@ -340,6 +353,8 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     text = text or TextOptions()
     features = [p for p in plans if p.role == "feature"]
     notices = [f"Ignoring '{p.name}': {p.note}." for p in plans if p.role == "ignore" and p.note]
+    if problem := target_problem(df[target]):
+        notices.append(f"'{target}' is an unlikely target: {problem}. Check that it is the column to predict.")
     if df[target].notna().sum() == 0:
         raise DataError(f"the target '{target}' is empty in every row of '{name}'. Choose the column that holds what to "
                         "predict.")
@@ -376,7 +391,7 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
         labels = y_raw.astype(str) if not pd.api.types.is_numeric_dtype(y_raw) else y_raw
         classes_raw = sorted(labels.unique(), key=lambda v: (str(type(v)), v))
         if len(classes_raw) < 2:
-            raise DataError(f"the target '{target}' has only one class ({classes_raw[0]!r}): a classifier needs at "
+            raise DataError(f"the target '{target}' has only one class ('{classes_raw[0]}'): a classifier needs at "
                             "least two. Choose another target column, or add rows of other classes.")
         if len(classes_raw) > MAX_CLASSES:
             raise DataError(f"the target '{target}' has {len(classes_raw)} distinct values, too many classes "
@@ -426,7 +441,11 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
                                       f"{DATA_BYTES.describe(need)}", "Ignore wide columns, or use fewer rows.")
     progress(0.5, f"Encoding {len(df):,} rows")
     if task == "regression":
-        mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
+        if not (math.isfinite(mean) and math.isfinite(std)):
+            raise DataError(f"the target '{target}' holds values too large to compute with (up to "
+                            f"{np.abs(y_all).max():.3g}). Divide it by a power of ten in the file.")
         state["target"] = {"name": target, "task": task, "mean": mean, "scale": std}
         y_all = ((y_all - mean) / std).astype(np.float32)
     else:
