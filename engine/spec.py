@@ -128,6 +128,9 @@ def migrate(data: dict) -> dict:
     return data
 
 
+MAX_NODES = 1000  # layers in one model: the Build page lints and draws every one on each change
+
+
 def parse_spec(data: dict | str) -> ModelSpec:
     """Validate a spec (dict or JSON text) and return it with every param default filled in."""
     if isinstance(data, (str, bytes)):
@@ -136,6 +139,9 @@ def parse_spec(data: dict | str) -> ModelSpec:
         except json.JSONDecodeError as e:
             raise SpecError(None, f"the spec is not valid JSON ({e.msg} at line {e.lineno}). "
                                   "Fix the file or save a new one from the Build page.") from None
+        except RecursionError:
+            raise SpecError(None, "the spec nests lists or objects too deeply to be a model. Save a new one from the "
+                                  "Build page.") from None
     if not isinstance(data, dict):
         raise SpecError(None, "a spec must be a JSON object with a \"nodes\" list.")
     try:
@@ -144,6 +150,9 @@ def parse_spec(data: dict | str) -> ModelSpec:
         raise SpecError(None, f"the spec is malformed: {_pretty_validation(e)}.") from None
     if not spec.nodes:
         raise SpecError(None, "the model has no layers: add at least one layer (the last one is the output).")
+    if len(spec.nodes) > MAX_NODES:
+        raise SpecError(None, f"the model has {len(spec.nodes):,} layers; LayerLab builds at most {MAX_NODES:,}. "
+                              "Use fewer, larger layers.")
     if not spec.inputs:
         raise SpecError(None, f"the model has no inputs: give it at least one, e.g. \"inputs\": "
                               f"{{\"{FIRST_INPUT}\": {{}}}}.")

@@ -6,6 +6,7 @@ CI runs a bounded number of examples per test (the "ci" profile in tests/conftes
 """
 
 import io
+import json
 import tarfile
 import zipfile
 
@@ -133,3 +134,32 @@ def test_the_fuzzed_files_are_valid_before_mutation():
 
 
 ARCHIVES = _archive_files()
+
+
+JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+                    max_leaves=30)
+
+
+@SLOW
+@given(doc=st.fixed_dictionaries({"nodes": st.lists(st.fixed_dictionaries(
+    {"id": st.sampled_from(["a", "b", "c"]), "op": st.sampled_from(["linear", "activation", "concat", "embedding", "x"]),
+     "params": st.dictionaries(st.sampled_from(["out_features", "kind", "num_embeddings", "dim"]), JSON, max_size=2)},
+    optional={"inputs": st.lists(st.sampled_from(["a", "b", "c", "input", "input:x"]), max_size=3)}), max_size=4)},
+    optional={"version": JSON, "inputs": JSON, "output": JSON}))
+def test_hostile_specs_are_built_or_refused_with_a_message(doc):
+    from engine.compiler import compile_spec
+    from engine.spec import parse_spec
+    try:
+        compile_spec(parse_spec(json.dumps(doc)), {"features": (4,)})
+    except LayerLabError as e:
+        assert str(e).strip()
+
+
+def test_a_deeply_nested_or_huge_spec_is_refused_with_a_message():
+    from engine.spec import parse_spec
+    with pytest.raises(LayerLabError, match="nests lists or objects too deeply"):
+        parse_spec("[" * 100_000)
+    with pytest.raises(LayerLabError, match="1,001 layers; LayerLab builds at most 1,000"):
+        parse_spec(json.dumps({"nodes": [{"id": f"n{i}", "op": "linear", "params": {"out_features": 2}}
+                                         for i in range(1001)]}))
