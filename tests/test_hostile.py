@@ -128,9 +128,25 @@ def test_wide_categories_and_a_stray_word_in_numbers_do_not_blow_up_the_encoding
     assert "LAYERLAB_MAX_CATEGORIES" in out
 
 
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        n, low = n >> 7, n & 0x7F
+        out.append(low | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def test_parquet_rows_are_checked_from_the_footer_before_reading(tmp_path, monkeypatch):
     buf = io.BytesIO()
     pd.DataFrame({"x": np.arange(1000), "y": np.arange(1000) % 2}).to_parquet(buf)
+    # A footer that declares 10^10 rows: its row counts (Thrift i64 fields, zigzag varints) rewritten.
+    data = buf.getvalue()
+    size = int.from_bytes(data[-8:-4], "little")
+    footer = data[-8 - size:-8].replace(b"\x16" + _varint(2000), b"\x16" + _varint(2 * 10**10))
+    (tmp_path / "huge.parquet").write_bytes(data[:-8 - size] + footer + len(footer).to_bytes(4, "little") + b"PAR1")
+    refused(f"engine.data.readers.read_table(open({str(tmp_path / 'huge.parquet')!r}, 'rb').read(), 'huge.parquet')",
+            "'huge.parquet': it declares 10,000,000,000 rows", "LAYERLAB_MAX_ROWS")
     monkeypatch.setenv("LAYERLAB_MAX_ROWS", "100")
     with pytest.raises(DataError, match=r"'t.parquet': it declares 1,000 rows.*LAYERLAB_MAX_ROWS"):
         read_table(buf.getvalue(), "t.parquet")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from engine.errors import DataError
-from engine.limits import DATA_BYTES, SHEET_STRINGS, TABLE_ROWS, open_zip
+from engine.limits import DATA_BYTES, ENTRY_BYTES, SHEET_STRINGS, TABLE_ROWS, open_zip
 
 MAX_COLUMNS = 2000
 MAX_DICTIONARY = 1000  # a text column with at most this many distinct values is read as a categorical
@@ -196,6 +196,9 @@ def _check_xlsx(data: bytes, name: str) -> None:
     anything; the shared strings (every text cell) have a cap of their own."""
     with open_zip(data, name) as zf:
         for info in zf.infolist():
+            if info.file_size > ENTRY_BYTES.value:
+                raise ENTRY_BYTES.refuse(name, f"its part '{info.filename}' unpacks to "
+                                               f"{ENTRY_BYTES.describe(info.file_size)}", "Save the sheet as CSV.")
             if info.filename.lower().endswith("sharedstrings.xml") and info.file_size > SHEET_STRINGS.value:
                 raise SHEET_STRINGS.refuse(name, f"its text cells take {SHEET_STRINGS.describe(info.file_size)}",
                                            "Save the sheet as CSV, or drop long text columns.")
