@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from engine.errors import LayerLabError
+from engine.limits import ARCHIVE_BYTES, DATA_BYTES
 
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
 TRAIN_FLAGS = ("scheduler", "warmup_epochs", "step_size", "gamma", "early_stopping", "monitor", "min_delta", "l1", "l2",
@@ -30,7 +31,7 @@ def _train(args) -> int:
     if not data.is_file():
         raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image archive with --data.")
     out = Path(args.out).resolve()
-    raw = data.read_bytes()
+    raw = _read_within(data, ARCHIVE_BYTES if is_archive(data.name) else DATA_BYTES)
     if is_archive(data.name):  # images: folder names, MNIST or CIFAR labels
         dataset = prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale, seed=args.seed,
                                  root=out / "dataset")
@@ -49,6 +50,14 @@ def _train(args) -> int:
     dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
                            root=out / "dataset", source=source)
     return _run(args, dataset, out)
+
+
+def _read_within(path: Path, budget) -> bytes:
+    """A data file's bytes, its size checked against `budget` (an `engine.limits.Limit`) before it is read."""
+    size = path.stat().st_size
+    if size > budget.value:
+        raise budget.refuse(str(path), f"the file holds {budget.describe(size)}", "Sample or split it first.")
+    return path.read_bytes()
 
 
 def _run(args, dataset, out: Path) -> int:
@@ -130,7 +139,6 @@ def _export(args) -> int:
 
 def _predict(args) -> int:
     from engine.data.readers import read_table
-    from engine.limits import ARCHIVE_BYTES
     from engine.portable import IMAGE_EXTENSIONS, csv_bytes
     from engine.predict import load_predictor, predict_images, predict_table
     from engine.workspace import atomic_write_bytes
@@ -145,7 +153,7 @@ def _predict(args) -> int:
                                        "Predict a smaller folder at a time.")
         table = predict_images(model, meta, [(p.name, p.read_bytes()) for p in files])
     elif data.is_file():
-        table = predict_table(model, meta, read_table(data.read_bytes(), data.name).frame)
+        table = predict_table(model, meta, read_table(_read_within(data, DATA_BYTES), data.name).frame)
     else:
         raise LayerLabError(f"no such file or folder: {data}. Pass a table, or a folder of images, with --data.")
     atomic_write_bytes(Path(args.out), csv_bytes(table))

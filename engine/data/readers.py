@@ -233,6 +233,9 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
     name = Path(filename).name
     ext = Path(filename).suffix.lower()
     if ext in TEXT_EXTENSIONS or ext in (".jsonl", ".ndjson"):
+        if len(data) > DATA_BYTES.value:  # text takes at least its own size once parsed
+            raise DATA_BYTES.refuse(name, f"the file holds {DATA_BYTES.describe(len(data))}", "Sample or split it, "
+                                    "or save it as Parquet.")
         data, encoding = _from_utf16(data, name, encoding)
     if not data[:65536].strip() and not data.strip():  # the full check (a copy) only when the start is blank
         raise DataError(f"'{name}' is empty. Choose a file with a header row and at least one data row.")
