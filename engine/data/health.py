@@ -13,14 +13,30 @@ def class_weights(y_train: np.ndarray, n_classes: int) -> list[float]:
     return [float(len(y_train) / (n_classes * c)) if c else 0.0 for c in counts]
 
 
+MIX = (np.uint64(0x9E3779B97F4A7C15), np.uint64(0xC2B2AE3D27D4EB4F))  # odd 64-bit constants
+
+
 def _row_keys(x: np.ndarray) -> np.ndarray:
-    """One 64-bit key per row: identical rows give identical keys, different rows practically never do. Two
-    random projections (a BLAS product, in float64, a block of rows at a time to bound memory), then hashed."""
-    flat = x.reshape(len(x), -1)
-    proj = np.random.default_rng(12345).normal(size=(flat.shape[1], 2))
-    keys = np.empty((len(flat), 2))
-    threaded(lambda i: np.matmul(flat[i:i + 16384].astype(np.float64), proj, out=keys[i:i + 16384]),
-             range(0, len(flat), 16384))
+    """One 64-bit key per row: identical rows give identical keys, different rows practically never do. Each row's
+    bytes, read as 64-bit words, are folded into two accumulators (multiply-add and xor-multiply, wrapping), a
+    block of rows at a time on all cores, then mixed by pandas' hash."""
+    flat = np.ascontiguousarray(x.reshape(len(x), -1))
+    raw = flat.view(np.uint8).reshape(len(flat), -1)
+    if raw.shape[1] % 8:
+        raw = np.pad(raw, ((0, 0), (0, 8 - raw.shape[1] % 8)))
+    words = raw.view(np.uint64)
+    keys = np.empty((len(words), 2), np.uint64)
+
+    def fold(i: int) -> None:
+        block = words[i:i + 16384]
+        a, b = np.zeros(len(block), np.uint64), np.zeros(len(block), np.uint64)
+        for j in range(block.shape[1]):
+            a *= MIX[0]
+            a += block[:, j]
+            b ^= block[:, j]
+            b *= MIX[1]
+        keys[i:i + 16384, 0], keys[i:i + 16384, 1] = a, b
+    threaded(fold, range(0, len(words), 16384))
     return pd.util.hash_array(keys[:, 0]) * np.uint64(1_000_003) ^ pd.util.hash_array(keys[:, 1])
 
 
