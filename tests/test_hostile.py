@@ -207,6 +207,11 @@ def test_the_cli_names_bad_sizes_repeated_columns_and_refusals_without_a_traceba
     for size in ("100000", "-3"):
         done = cli("train", "--data", str(tmp_path / "s.zip"), "--image-size", size, "--out", str(tmp_path / "r"))
         assert done.returncode == 2 and "image size" in done.stderr
+        assert not (tmp_path / "r").exists()
+    (tmp_path / "b.zip").write_bytes(shapes_zip(24, {"shapes/circle/broken.png": b"not an image"}))
+    done = cli("train", "--data", str(tmp_path / "b.zip"), "--image-size", "8", "--epochs", "1", "--out",
+               str(tmp_path / "images"))
+    assert done.returncode == 0 and "note: Skipped 1 file(s): " in done.stderr and "broken.png" in done.stderr
     rows = "x,y,y\n" + "".join(f"{i},{i % 2},{i % 3}\n" for i in range(60))
     (tmp_path / "dup.csv").write_text(rows)
     done = cli("train", "--data", str(tmp_path / "dup.csv"), "--target", "y", "--epochs", "1", "--out",
