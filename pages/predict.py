@@ -143,7 +143,7 @@ else:
     columns = [c["name"] for c in prep.get("columns") or []] + (prep.get("text") or {}).get("columns", [])
     st.caption(f"Trained on {meta['name']}. The table needs the column(s): {', '.join(columns)} (any order; other "
                "columns are kept beside the predictions).")
-    uploads = st.file_uploader("Rows to predict", type=[e.lstrip(".") for e in sorted(EXTENSIONS)],
+    uploads = st.file_uploader("Rows to predict", type=[e.lstrip(".") for e in sorted(EXTENSIONS)] + ["gz"],
                                key="predict.table")
     if uploads:
         show_predictions(uploads)

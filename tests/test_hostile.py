@@ -355,3 +355,19 @@ def test_values_too_large_for_float32_are_refused_by_column_and_odd_targets_note
         prepare_table(pd.DataFrame({"x": range(20), "y": [0] * 20}), "y")
     with pytest.raises(DataError, match="one JSON object per line"):
         read_table(b'{"a": 1, "y": 0}\n{"a": 2, "y":\n', "t.jsonl")
+
+
+def test_gzipped_tables_are_read_within_the_budget_and_old_formats_get_advice():
+    import gzip
+    rows = "a,b,y\n" + "".join(f"{i},{i % 5},{i % 2}\n" for i in range(50))
+    source = read_table(gzip.compress(rows.encode()), "sales.csv.gz")
+    assert source.frame.shape == (50, 3) and source.format == "CSV (gzipped)"
+    from engine.data.images import is_archive
+    assert not is_archive("sales.csv.gz") and is_archive("cifar-10-python.tar.gz")
+    bomb = gzip.compress(b"a,b,y\n" + b"1,2,3\n" * (40 * 2**20 // 6), compresslevel=9)  # 40 MB from ~0.1 MB
+    with pytest.raises(DataError, match="'big.csv.gz': the table expands .*LAYERLAB_MAX_EXPANSION"):
+        read_table(bomb, "big.csv.gz")
+    with pytest.raises(DataError, match="'broken.csv.gz' is not a readable gzip file"):
+        read_table(b"\x1f\x8b\x08\x00broken", "broken.csv.gz")
+    with pytest.raises(DataError, match="Excel 97-2003 workbook: open it in Excel and save it as .xlsx"):
+        read_table(b"\xd0\xcf\x11\xe0" + bytes(100), "old.xls")

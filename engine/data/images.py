@@ -47,7 +47,9 @@ ARCHIVE_TYPES = ("zip", "tar", "gz", "tgz", "bz2", "xz")  # cifar-10-python.tar.
 
 
 def is_archive(filename: str) -> bool:
-    return filename.lower().rsplit(".", 1)[-1] in ARCHIVE_TYPES
+    """An archive of images; a compressed table ('sales.csv.gz') is not one (`engine.data.readers` reads it)."""
+    name = filename.lower()
+    return name.rsplit(".", 1)[-1] in ARCHIVE_TYPES and not re.search(r"\.(csv|tsv|txt|tab|jsonl|ndjson)\.gz$", name)
 
 
 def archive_stem(filename: str) -> str:

@@ -229,9 +229,28 @@ def _repeated_names(source: TableSource, data: bytes) -> None:
                                   "the file to choose which is which.")
 
 
+def _gunzip(data: bytes, name: str) -> bytes:
+    """A gzipped table ('sales.csv.gz'), decompressed within the data budget."""
+    import gzip
+    import zlib
+
+    from engine.limits import check_ratio, read_bounded
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(data)) as gz:
+            out = read_bounded(gz, DATA_BYTES.value, name, "the table", DATA_BYTES)
+    except (OSError, EOFError, zlib.error) as e:
+        raise DataError(f"'{name}' is not a readable gzip file ({str(e)[:80]}). Download or compress it again.") from None
+    check_ratio(name, "the table", len(out), len(data))
+    return out
+
+
 def read_table(data: bytes, filename: str, *, delimiter: str | None = None, encoding: str | None = None) -> TableSource:
     name = Path(filename).name
     ext = Path(filename).suffix.lower()
+    if ext == ".gz" and Path(name[:-3]).suffix.lower() in TEXT_EXTENSIONS | {".jsonl", ".ndjson"}:
+        source = read_table(_gunzip(data, name), name[:-3], delimiter=delimiter, encoding=encoding)
+        source.format += " (gzipped)"
+        return source
     if ext in TEXT_EXTENSIONS or ext in (".jsonl", ".ndjson"):
         if len(data) > DATA_BYTES.value:  # text takes at least its own size once parsed
             raise DATA_BYTES.refuse(name, f"the file holds {DATA_BYTES.describe(len(data))}", "Sample or split it, "
@@ -240,8 +259,12 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
     if not data[:65536].strip() and not data.strip():  # the full check (a copy) only when the start is blank
         raise DataError(f"'{name}' is empty. Choose a file with a header row and at least one data row.")
     if ext not in EXTENSIONS:
-        raise DataError(f"'{name}' has the extension '{ext or '(none)'}', which LayerLab does not read as a table. "
-                        "Use CSV, TSV, Parquet, Excel .xlsx or JSON Lines.")
+        older = {".xls": "an Excel 97-2003 workbook: open it in Excel and save it as .xlsx (or CSV UTF-8)",
+                 ".ods": "an OpenDocument sheet: save it as .xlsx or CSV",
+                 ".numbers": "a Numbers sheet: export it as CSV"}.get(ext)
+        raise DataError(f"'{name}' is {older}." if older else
+                        f"'{name}' has the extension '{ext or '(none)'}', which LayerLab does not read as a table. "
+                        "Use CSV, TSV, Parquet, Excel .xlsx or JSON Lines (gzipped text too, as .csv.gz).")
     kind = _sniff_format(data)
     expected = {".parquet": "parquet", ".pq": "parquet", ".xlsx": "zip"}.get(ext, "text")
     if kind != expected:

@@ -153,3 +153,24 @@ def start_training(page, epochs: int) -> None:
     field.press("Enter")
     settle(page)
     page.get_by_role("button", name="Start training").click()
+
+
+def new_run_finished(page, before: set[str], timeout: float = 120.0) -> dict:
+    """Wait for the run that appeared since `before` (run ids) to finish, on disk and then on the page (its own
+    heading, then "Run completed"): never for a text that a run shown before may already have put there."""
+    from engine.runs import list_runs, read_status
+
+    run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None), timeout)
+    wait_until(lambda: read_status(Path(run["path"]))["state"] not in ("queued", "running"), timeout)
+    page.get_by_role("heading", name=run["name"]).first.wait_for(timeout=timeout * 1000)
+    page.get_by_text("Run completed").first.wait_for(timeout=timeout * 1000)
+    return run
+
+
+def train_and_wait(page, epochs: int, timeout: float = 120.0) -> dict:
+    """Start training on the Train page and wait for that run to finish (`new_run_finished`)."""
+    from engine.runs import list_runs
+
+    before = {r["id"] for r in list_runs()}
+    start_training(page, epochs)
+    return new_run_finished(page, before, timeout)

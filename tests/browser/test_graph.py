@@ -3,7 +3,7 @@
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait
 
 
 def test_residual_skip_built_with_the_inputs_picker(server, page):
@@ -45,6 +45,5 @@ def test_residual_skip_built_with_the_inputs_picker(server, page):
     shot(page, "graph-residual-diagram")
 
     open_page(page, "Train")
-    start_training(page, 5)
-    page.get_by_text("Run completed").wait_for(timeout=60_000)
+    train_and_wait(page, 5, timeout=60)
     no_exceptions(page)

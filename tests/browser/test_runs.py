@@ -4,7 +4,7 @@
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, launch, list_runs, read_events, read_status, request_stop
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, settle, shot, use_session, wait_until
+from tests.browser.conftest import new_run_finished, no_exceptions, settle, shot, use_session, wait_until
 
 TRACES = """(title) => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
     .find(p => p.layout && p.layout.title && (p.layout.title.text || "").includes(title));
@@ -39,10 +39,9 @@ def test_resume_branch_and_compare(server, page):
     settle(page)
     shot(page, "runs-1-resumed")
 
+    before = {r["id"] for r in list_runs()}
     page.get_by_role("button", name="Branch with these settings").click()
-    settle(page)
-    page.get_by_text("Run completed").wait_for(timeout=120_000)
-    child = next(r for r in list_runs() if r.get("parent"))
+    child = new_run_finished(page, before)
     assert child["parent"]["run"] == long.name and child["parent"]["checkpoint"] == "best"
     assert child["config"]["epochs"] == 4 and child["config"]["lr"] == 0.0005
     page.get_by_role("heading", name=child["name"]).first.wait_for()

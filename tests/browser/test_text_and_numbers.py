@@ -13,7 +13,7 @@ from engine.data.readers import read_table
 from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_table
 from engine.runs import runs_dir
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait
 from tests.browser.test_upload import upload
 from tests.test_bundle import run_isolated
 
@@ -47,8 +47,7 @@ def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerla
     shot(page, "mixed-2-build")
 
     open_page(page, "Train")
-    start_training(page, 15)
-    page.get_by_text("Run completed").wait_for(timeout=180_000)
+    train_and_wait(page, 15, timeout=180)
     settle(page)
     no_exceptions(page)
     (run,) = [p for p in runs_dir().iterdir() if (p / "model.safetensors").exists()]

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, list_runs
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training, visit
+from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait, visit
 
 
 def test_import_weights_freeze_and_fine_tune(server, page):
@@ -39,8 +39,7 @@ def test_import_weights_freeze_and_fine_tune(server, page):
         if "dense_1" in widget.inner_text():  # the chosen layer shows as a tag in the widget
             break
     assert "dense_1" in widget.inner_text()
-    start_training(page, 3)
-    page.get_by_text("Run completed").wait_for(timeout=120_000)
+    train_and_wait(page, 3)
     no_exceptions(page)
     run = next(r for r in list_runs() if r["id"] != source.name)
     assert run["config"]["freeze"] == ["dense_1"] and run["parent"]["checkpoint"] == "imported"
