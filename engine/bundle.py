@@ -28,7 +28,7 @@ from engine.evaluate import ends_in_squash
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
 from engine.runs import read_events, run_info
 from engine.spec import data_inputs
-from engine.train import augment, loop
+from engine.train import augment, loop, options
 from engine.train.config import TrainConfig, preflight
 
 DATA_LIMIT_MB = 64  # the prepared splits go into the bundle (for train.py) up to this size
@@ -304,10 +304,14 @@ def predict_script() -> str:
 
 
 def train_script() -> str:
-    """train.py: the training loop's own functions and a loop that follows `engine.train.loop.fit`."""
+    """train.py: the optimizers and losses (engine/train/options.py, verbatim), the training loop's own functions
+    and a loop that follows `engine.train.loop.fit`."""
+    body = inspect.getsource(options)
+    registry = body[body.index('"""', 3) + 3:].strip() + \
+        "\n\n\noptions = SimpleNamespace(build_optimizer=build_optimizer, LOSSES=LOSSES, OPTIMIZERS=OPTIMIZERS)"
     functions = _source(portable.as_input, augment.active, augment.augment, augment._crop, loop.make_optimizer,
                         loop.make_scheduler, loop.loss_function, loop.evaluate)
-    return TRAIN_HEAD + "\n\n" + functions + "\n" + TRAIN_MAIN
+    return TRAIN_HEAD + "\n\n" + registry + "\n\n\n" + functions + "\n" + TRAIN_MAIN
 
 
 def _recipe(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:

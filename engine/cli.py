@@ -162,6 +162,8 @@ def _predict(args) -> int:
 
 
 def main(argv=None) -> int:
+    from engine.train.options import LOSSES, OPTIMIZERS
+
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="prepare a data file and train a model on it")
@@ -180,8 +182,10 @@ def main(argv=None) -> int:
                                                "with (e.g. 200 on a few hundred rows, 10 on 40,000 or more)")
     t.add_argument("--batch-size", type=int, help="default: 32, or every training row when there are fewer")
     t.add_argument("--lr", type=float, help="default: the proposed model's (0.001 for most)")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "adamw", "sgd", "rmsprop"])
-    t.add_argument("--loss", default=None, choices=["cross_entropy", "bce_with_logits", "mse", "l1", "huber"])
+    t.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS),
+                   help="; ".join(f"{o.name}: {o.description}" for o in OPTIMIZERS.values()))
+    t.add_argument("--loss", default=None, choices=list(LOSSES), help="default: the usual one for the task; "
+                   + "; ".join(f"{loss.name}: {loss.description}" for loss in LOSSES.values()))
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     g = t.add_argument_group("schedule, early stopping and regularization (defaults: off)")

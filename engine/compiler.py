@@ -205,15 +205,14 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     return GraphModel(spec, modules), infos
 
 
-OPTIMIZER_STATE = {"adam": 2, "adamw": 2, "sgd": 1, "rmsprop": 2}  # tensors of optimizer state per parameter
-
-
 def memory_estimate(infos: list[NodeInfo], batch_size: int, optimizer: str = "adam", bytes_per_value: int = 4) -> dict:
     """Training memory in bytes: weights, gradients, optimizer state, and activations kept for backward
     (each node's output and its gradient, for one batch)."""
+    from engine.train.options import OPTIMIZERS  # engine.train imports this module
+
     params = sum(i.params for i in infos)
     activations = sum(math.prod(i.output_shape) for i in infos) * batch_size * 2
-    parts = {"weights": params, "gradients": params, "optimizer state": params * OPTIMIZER_STATE.get(optimizer, 2),
+    parts = {"weights": params, "gradients": params, "optimizer state": params * OPTIMIZERS[optimizer].state,
              "activations": activations}
     parts = {k: v * bytes_per_value for k, v in parts.items()}
     parts["total"] = sum(parts.values())

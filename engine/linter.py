@@ -12,7 +12,8 @@ from engine.compiler import analyse
 from engine.errors import SpecError
 from engine.spec import ModelSpec, data_inputs, data_parts, insert_node, migrate, remove_node, set_inputs, set_params
 from engine.templates import starter_for
-from engine.train.config import LOSSES, default_loss
+from engine.train.config import default_loss
+from engine.train.options import LOSSES
 
 Fix = Callable[[dict, dict], tuple[dict, dict]]
 
@@ -186,21 +187,21 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 f"vocabulary has {vocab}: larger ids would fail. Set its vocabulary size to {vocab}.",
                 f"Set vocabulary to {vocab}", _embedding_size(node.id, vocab)))
 
-    if target == "label" and task == "classification" and LOSSES[loss][1] == "regression":
+    if target == "label" and task == "classification" and LOSSES[loss].task == "regression":
         findings.append(Finding(
             "regression_loss_on_classes", None,
-            f"The loss is {LOSSES[loss][0]}, a regression loss, but the target is a class label. Use cross-entropy.",
+            f"The loss is {LOSSES[loss].title}, a regression loss, but the target is a class label. Use cross-entropy.",
             "Use cross-entropy", _set_loss("cross_entropy")))
-    if target == "label" and task == "regression" and LOSSES[loss][1] == "classification":
+    if target == "label" and task == "regression" and LOSSES[loss].task == "classification":
         findings.append(Finding(
             "classification_loss_on_numbers", None,
-            f"The loss is {LOSSES[loss][0]}, a classification loss, but the target is a number. Use mean squared "
+            f"The loss is {LOSSES[loss].title}, a classification loss, but the target is a number. Use mean squared "
             "error.", "Use MSE", _set_loss("mse")))
 
     if error is None and out_id in shapes:
         if target == "input":
             want = tuple(meta["input_shape"])
-        elif task == "classification" and LOSSES[loss][1] == "classification":
+        elif task == "classification" and LOSSES[loss].task == "classification":
             want = (1,) if loss == "bce_with_logits" else (classes,)
         elif task == "regression":
             want = (1,)

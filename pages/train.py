@@ -11,7 +11,8 @@ from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
 from engine.spec import data_inputs
-from engine.train.config import LOSSES, OPTIMIZERS, default_loss, losses_for_task, resolve_device
+from engine.train.config import default_loss, losses_for_task, resolve_device
+from engine.train.options import LOSSES, OPTIMIZERS
 from engine.transfer import match_weights
 from ui import state
 from ui.common import page, preflight_line, show_error
@@ -34,12 +35,13 @@ with settings:
     target = "input" if reconstruct else "label"
     loss_options = losses_for_task(meta["task"], n_classes, target)
     default = saved["loss"] if saved["loss"] in loss_options else default_loss(meta["task"], target)
-    loss = st.selectbox("Loss", loss_options, index=loss_options.index(default), format_func=lambda k: LOSSES[k][0],
-                        key="train.loss", help="Cross-entropy for classes (it applies softmax itself); MSE, L1 or "
-                                               "Huber for numbers and reconstructions.")
+    loss = st.selectbox("Loss", loss_options, index=loss_options.index(default),
+                        format_func=lambda k: LOSSES[k].title, key="train.loss",
+                        help="\n".join(f"- **{LOSSES[k].title}**: {LOSSES[k].description}" for k in loss_options))
     optimizer = st.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(saved["optimizer"]),
-                             format_func=OPTIMIZERS.get, key="train.optimizer",
-                             help="Adam is a good default; SGD with momentum can generalize better with tuning.")
+                             format_func=lambda k: OPTIMIZERS[k].title, key="train.optimizer",
+                             help="\n".join(f"- **{o.title}** (usual rate {o.usual_lr:g}): {o.description}"
+                                            for o in OPTIMIZERS.values()))
     lr = st.number_input("Learning rate", value=float(saved["lr"]), format="%g", step=1e-4, key="train.lr",
                          help="Step size of each update: 0.001 is usual for Adam, 0.01-0.1 for SGD.")
     c1, c2 = st.columns(2)

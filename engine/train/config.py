@@ -8,22 +8,13 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ConfigError
-
-LOSSES = {
-    "cross_entropy": ("Cross-entropy", "classification"),
-    "bce_with_logits": ("Binary cross-entropy (logits)", "classification"),
-    "mse": ("Mean squared error", "regression"),
-    "l1": ("Mean absolute error (L1)", "regression"),
-    "huber": ("Huber", "regression"),
-}
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "sgd": "SGD", "rmsprop": "RMSprop"}
+from engine.train.options import LOSSES, OPTIMIZERS
 
 
 class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    loss: Literal["cross_entropy", "bce_with_logits", "mse", "l1", "huber"] | None = Field(
-        None, description="None: the usual loss for the dataset's task.")
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = "adam"
+    loss: Literal[tuple(LOSSES)] | None = Field(None, description="None: the usual loss for the dataset's task.")
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"
     lr: float = Field(1e-3, gt=0, title="Learning rate")
     momentum: float = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
@@ -93,7 +84,7 @@ class TrainConfig(BaseModel):
 def losses_for_task(task: str, num_classes: int | None = None, target: str = "label") -> list[str]:
     if target == "input":
         task = "regression"
-    names = [k for k, (_, t) in LOSSES.items() if t == task]
+    names = [k for k, loss in LOSSES.items() if loss.task == task]
     if task == "classification" and num_classes != 2:
         names.remove("bce_with_logits")
     return names
@@ -130,15 +121,16 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
     """Raise ConfigError if these settings cannot train this model on this data; return the loss to use."""
     loss = cfg.loss or default_loss(task, cfg.target)
     if cfg.target == "input":
-        if LOSSES[loss][1] != "regression":
-            raise ConfigError(f"reconstructing the input needs a regression loss (mse, l1 or huber), not '{loss}'.")
+        if LOSSES[loss].task != "regression":
+            raise ConfigError("reconstructing the input needs a regression loss (" + ", ".join(losses_for_task("regression"))
+                              + f"), not '{loss}'.")
         if input_shape is not None and tuple(out_shape) != tuple(input_shape):
             raise ConfigError(f"an autoencoder must output the input's shape {tuple(input_shape)} but this model "
                               f"outputs {tuple(out_shape)}: end it with a Dense of {math.prod(input_shape)} units"
                               + (f" and a Reshape to {list(input_shape)}." if len(input_shape) > 1 else "."))
         task = "regression"
-    elif LOSSES[loss][1] != task:
-        raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss][1]}, but this dataset is {task}. "
+    elif LOSSES[loss].task != task:
+        raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss].task}, but this dataset is {task}. "
                           f"Choose one of: {', '.join(losses_for_task(task, num_classes))}.")
     out = tuple(out_shape)
     if loss == "cross_entropy" and out != (num_classes,):
@@ -197,7 +189,7 @@ def preflight(spec, infos, cfg: TrainConfig, task: str, num_classes: int | None,
     squash = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}.get(loss)
     if last.op == "activation" and last.params.get("kind") == squash:
         train_output = spec.input_ids()[out_id][0]
-        notices.append(f"The model ends in {squash} and {LOSSES[loss][0].lower()} applies {squash} itself, so "
+        notices.append(f"The model ends in {squash} and {LOSSES[loss].title.lower()} applies {squash} itself, so "
                        f"training uses the logits (the output of '{train_output}'); predictions still go through "
                        f"{squash}.")
     return Preflight(loss, train_output, memory, notices)

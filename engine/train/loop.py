@@ -23,7 +23,7 @@ from engine.errors import ConfigError
 from engine.export import save_weights
 from engine.portable import as_input, target_units
 from engine.spec import data_inputs
-from engine.train import boundary
+from engine.train import boundary, options
 from engine.train.augment import active as augment_active
 from engine.train.augment import augment
 from engine.train.checkpoint import save_state
@@ -37,7 +37,6 @@ DIAGNOSE_SHARE = 0.02  # diagnostics are sampled less often than every 2 s when 
 BOUNDARY_EVERY_S = 0.5
 CHECKPOINT_SHARE = 0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
 DIVERGE_FACTOR = 100.0  # a loss this many times the untrained model's validation loss (and above 1): diverged
-USUAL_LR = {"adam": 1e-3, "adamw": 1e-3, "rmsprop": 1e-3, "sgd": 1e-2}
 EVAL_BATCH = 4096
 EVAL_VALUES = 2**22  # evaluation batches hold at most about this many values in the widest layer's output (cache-
 #                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
@@ -53,21 +52,8 @@ def pick_threads(n_params: int, batch_size: int) -> int:
 
 
 def make_optimizer(cfg: TrainConfig, params, device: torch.device) -> torch.optim.Optimizer:
-    kinds = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": torch.optim.SGD,
-             "rmsprop": torch.optim.RMSprop}
-    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
-    if cfg.optimizer == "sgd":
-        kwargs.update(momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    elif cfg.optimizer == "rmsprop":
-        kwargs.update(momentum=cfg.momentum)
-    params = list(params)
-    # Fused kernels: 1.5-1.6x on CPU at batch 32 (torch defaults to the per-parameter loop there).
-    if cfg.optimizer != "rmsprop" and device.type in ("cpu", "cuda", "mps"):
-        try:
-            return kinds[cfg.optimizer](params, fused=True, **kwargs)
-        except (RuntimeError, TypeError, ValueError):
-            pass
-    return kinds[cfg.optimizer](params, **kwargs)
+    return options.build_optimizer(cfg.optimizer, params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  momentum=cfg.momentum, nesterov=cfg.nesterov, device=device)
 
 
 def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -101,13 +87,7 @@ def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing
         pos_weight = None if weight is None else weight[1:] / weight[0]
         return lambda out, y: F.binary_cross_entropy_with_logits(
             out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight)
-    return {
-        "cross_entropy": F.cross_entropy,
-        "bce_with_logits": F.binary_cross_entropy_with_logits,
-        "mse": F.mse_loss,
-        "l1": F.l1_loss,
-        "huber": F.huber_loss,
-    }[name]
+    return options.LOSSES[name].fn
 
 
 @torch.no_grad()
@@ -156,7 +136,7 @@ def diverged_message(value: float, ref: float | None, cfg: TrainConfig, epoch: i
             what += f", {f'{ratio:.2g}' if ratio >= 1e6 else f'{ratio:,.0f}'}× the untrained model's {ref:.3g}"
     else:
         what = f"The loss became NaN or infinite at epoch {epoch}, step {step:,}"
-    suggest = min(cfg.lr / 10, USUAL_LR[cfg.optimizer])
+    suggest = min(cfg.lr / 10, options.OPTIMIZERS[cfg.optimizer].usual_lr)
     return (f"{what}: training diverged. The learning rate, {cfg.lr:g}, is most likely too high for this model: try "
             f"{suggest:g}. If it still diverges, clip the gradient norm (Regularization and gradients, e.g. 1.0), "
             "scale the inputs, or add batch norm.")
