@@ -14,6 +14,7 @@ import re
 import textwrap
 
 from engine.compiler import GraphModel
+from engine.layers.init import initialize
 
 HEADER = '''"""{name}: the model as plain PyTorch, written by LayerLab. It needs torch (and safetensors to load
 the weights), not LayerLab.
@@ -69,6 +70,8 @@ def _helpers(model: GraphModel) -> list[type]:
 def model_code(model: GraphModel, name: str = "Model") -> str:
     """`model.py` for a compiled model (any weights: the file holds the architecture, the weights load into it)."""
     helpers = [textwrap.dedent(inspect.getsource(c)).strip() for c in _helpers(model)]
+    if any(module.source.startswith("initialize(") for module in model.layers.values()):
+        helpers.append(inspect.getsource(initialize).strip())  # weight initialization chosen on the Build page
     packed = len(model.spec.inputs) > 1
     imports = ("import math\n\n" if packed or any("math." in h for h in helpers) else "") + \
         "import torch\nfrom torch import nn\n"

@@ -166,3 +166,31 @@ def test_editing_functions():
     text_spec, emb = insert_node(spec, "embedding", 0, {"vocab_size": 40})
     assert text_spec["nodes"][0]["params"]["num_embeddings"] == 40  # taken from the dataset's vocabulary
     assert starter_spec("regression", (10,), None)["nodes"][-1]["params"]["out_features"] == 1
+
+
+def test_weight_initialization_is_a_layer_choice_carried_into_model_py():
+    import torch
+
+    from engine.codegen import model_code
+    from engine.compiler import compile_spec
+    from engine.spec import parse_spec
+    spec = parse_spec({"nodes": [
+        {"id": "a", "op": "linear", "params": {"out_features": 64, "init": "orthogonal"}},
+        {"id": "b", "op": "linear", "params": {"out_features": 64, "init": "kaiming_normal"}},
+        {"id": "c", "op": "linear", "params": {"out_features": 3}}]})
+    torch.manual_seed(0)
+    model, _ = compile_spec(spec, {"features": (64,)})
+    a, b = model.layers["a"], model.layers["b"]
+    assert torch.allclose(a.weight @ a.weight.T, torch.eye(64), atol=1e-4) and not a.bias.any()
+    assert abs(b.weight.std().item() - (2 / 64) ** 0.5) < 0.02 and not b.bias.any()
+    assert model.layers["c"].bias.any()  # default: PyTorch's own
+    code = model_code(model)
+    assert "initialize(nn.Linear(64, 64, bias=True), 'orthogonal')" in code and "def initialize(" in code
+    namespace: dict = {}
+    exec(compile(code, "model.py", "exec"), namespace)  # noqa: S102 - our own generated code
+    torch.manual_seed(0)
+    rebuilt = namespace["Model"]()
+    assert all(torch.equal(x, y) for x, y in zip(rebuilt.state_dict().values(), model.state_dict().values(),
+                                                   strict=True))  # the same draws: model.py builds the same model
+    with pytest.raises(Exception, match="init"):
+        parse_spec({"nodes": [{"id": "a", "op": "linear", "params": {"out_features": 2, "init": "magic"}}]})

@@ -6,6 +6,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
+from engine.layers.init import INIT_FIELD, Init, initialized
 from engine.registry import OpParams, make, register
 
 
@@ -29,6 +30,7 @@ class ConvParams(OpParams):
     groups: int = Field(1, ge=1, le=4096, title="Groups",
                         description="Split channels into independent groups (= channels: depthwise). Usually 1.")
     bias: bool = Field(True, title="Bias", description="Add a learned offset per filter. Off before batch norm.")
+    init: Init = INIT_FIELD
 
 
 def _conv(kind, p: ConvParams, shapes, rank, op):
@@ -40,8 +42,8 @@ def _conv(kind, p: ConvParams, shapes, rank, op):
     if shape[0] % p.groups or p.out_channels % p.groups:
         raise SpecError(None, f"groups={p.groups} must divide both the input channels ({shape[0]}) and the "
                               f"filters ({p.out_channels}).")
-    return make(kind, shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding,
-                dilation=p.dilation, groups=p.groups, bias=p.bias)
+    return initialized(make(kind, shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding,
+                            dilation=p.dilation, groups=p.groups, bias=p.bias), p.init)
 
 
 @register("conv1d", family="convolution", title="Conv 1D", params=ConvParams,
@@ -61,6 +63,7 @@ class ConvTransposeParams(OpParams):
     kernel_size: int = Field(2, ge=1, le=31, title="Kernel size", description="2 with stride 2 doubles the size.")
     stride: int = Field(2, ge=1, le=16, title="Stride", description="Upsampling factor; 2 doubles height and width.")
     padding: int = Field(0, ge=0, le=15, title="Padding", description="Trimmed from each side of the output.")
+    init: Init = INIT_FIELD
 
 
 @register("conv_transpose2d", family="convolution", title="Conv transpose 2D", params=ConvTransposeParams,
@@ -68,7 +71,8 @@ class ConvTransposeParams(OpParams):
 def build_conv_transpose2d(p: ConvTransposeParams, shapes):
     (shape,) = shapes
     _need(shape, 3, "Conv transpose 2D")
-    return make(nn.ConvTranspose2d, shape[0], p.out_channels, p.kernel_size, stride=p.stride, padding=p.padding)
+    return initialized(make(nn.ConvTranspose2d, shape[0], p.out_channels, p.kernel_size, stride=p.stride,
+                            padding=p.padding), p.init)
 
 
 class PoolParams(OpParams):

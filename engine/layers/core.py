@@ -7,6 +7,7 @@ from pydantic import Field
 from torch import nn
 
 from engine.errors import SpecError
+from engine.layers.init import INIT_FIELD, Init, initialized
 from engine.registry import OpParams, make, register
 
 
@@ -15,6 +16,7 @@ class LinearParams(OpParams):
                               description="How many outputs (neurons) this layer has. Hidden layers: 16-512; "
                                           "the last layer: one per class, or 1 for regression.")
     bias: bool = Field(True, title="Bias", description="Add a learned offset to each output. Usually on.")
+    init: Init = INIT_FIELD
 
 
 @register("linear", family="core", title="Dense (linear)", params=LinearParams,
@@ -24,7 +26,7 @@ def build_linear(p: LinearParams, shapes):
     if len(shape) > 2:
         raise SpecError(None, f"Dense needs a flat vector of features but got shape {tuple(shape)}: "
                               "add a Flatten layer before it.")
-    return make(nn.Linear, shape[-1], p.out_features, bias=p.bias)
+    return initialized(make(nn.Linear, shape[-1], p.out_features, bias=p.bias), p.init)
 
 
 ACTIVATIONS = {
