@@ -162,7 +162,7 @@ def _predict(args) -> int:
 
 
 def main(argv=None) -> int:
-    from engine.train.options import LOSSES, OPTIMIZERS
+    from engine.train.options import LOSSES, OPTIMIZERS, SCHEDULES
 
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -189,7 +189,8 @@ def main(argv=None) -> int:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     g = t.add_argument_group("schedule, early stopping and regularization (defaults: off)")
-    g.add_argument("--scheduler", choices=["none", "step", "exponential", "cosine", "onecycle", "plateau"])
+    g.add_argument("--scheduler", choices=list(SCHEDULES),
+                   help="; ".join(f"{s.name}: {s.description}" for s in SCHEDULES.values()))
     g.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up")
     g.add_argument("--step-size", type=int, help="step: epochs between drops (default 10)")
     g.add_argument("--gamma", type=float, help="step/plateau: factor per drop; exponential: per epoch (0.1)")

@@ -151,3 +151,13 @@ def test_autoencoder_target_reconstructs_the_input():
     with pytest.raises(ConfigError, match="must output the input's shape"):
         fit({"nodes": [{"id": "f", "op": "flatten"}, *mlp_spec(10)["nodes"]]}, ds, TrainConfig(target="input"),
             emit=lambda e: None)
+
+
+def test_every_schedule_in_the_registry_is_built():
+    from engine.train.loop import make_scheduler
+    from engine.train.options import SCHEDULES
+    model = torch.nn.Linear(2, 2)
+    for name in SCHEDULES:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+        scheduler, every = make_scheduler(TrainConfig(scheduler=name, epochs=3, warmup_epochs=1), optimizer, 5)
+        assert (scheduler is None) == (name == "none") and every in (None, "step", "epoch", "plateau"), name

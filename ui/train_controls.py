@@ -3,20 +3,22 @@
 import streamlit as st
 import torch
 
+from engine.train.options import SCHEDULES
+
 PRECISIONS = {"auto": "auto (bf16 on a GPU, 32-bit on the CPU)", "32": "32-bit", "bf16": "bf16 mixed",
               "16": "fp16 mixed (CUDA)"}
 LAYOUTS = {None: "auto (on a GPU)", True: "on", False: "off"}
-SCHEDULES = {"none": "Constant", "step": "Step decay", "exponential": "Exponential decay",
-             "cosine": "Cosine (with warm-up)", "onecycle": "One-cycle", "plateau": "Reduce on plateau"}
 
 
 def schedule_and_regularization(saved: dict, task: str, classification: bool) -> dict:
     """The widgets, filled from the saved settings; returns the settings they hold."""
     out = {}
     with st.expander("Schedule and early stopping"):
-        out["scheduler"] = st.selectbox("Learning-rate schedule", list(SCHEDULES), format_func=SCHEDULES.get,
+        out["scheduler"] = st.selectbox("Learning-rate schedule", list(SCHEDULES),
+                                        format_func=lambda k: SCHEDULES[k].title,
                                         index=list(SCHEDULES).index(saved["scheduler"]), key="train.scheduler",
-                                        help="How the learning rate changes while training; plotted live.")
+                                        help="How the learning rate changes while training; plotted live.\n"
+                                             + "\n".join(f"- **{s.title}**: {s.description}" for s in SCHEDULES.values()))
         c1, c2 = st.columns(2) if out["scheduler"] in ("step", "exponential", "plateau") else (None, None)
         if out["scheduler"] == "step":
             out["step_size"] = c1.number_input("Every (epochs)", 1, 10000, int(saved["step_size"]), key="train.step")

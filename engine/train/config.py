@@ -8,7 +8,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import ConfigError
-from engine.train.options import LOSSES, OPTIMIZERS
+from engine.train.options import LOSSES, OPTIMIZERS, SCHEDULES
 
 
 class TrainConfig(BaseModel):
@@ -36,7 +36,7 @@ class TrainConfig(BaseModel):
     memory_budget_mb: float = Field(4096, gt=0, description="Refuse models whose estimated training memory "
                                                             "exceeds this.")
     # Learning-rate schedule (torch's schedulers; per optimizer step for cosine and one-cycle, per epoch else)
-    scheduler: Literal["none", "step", "exponential", "cosine", "onecycle", "plateau"] = "none"
+    scheduler: Literal[tuple(SCHEDULES)] = "none"
     step_size: int = Field(10, ge=1, description="step: epochs between drops.")
     gamma: float = Field(0.1, gt=0, le=1, description="step / plateau: the factor each drop multiplies the "
                                                      "rate by; exponential: the factor per epoch.")

@@ -85,3 +85,21 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
     Loss("smooth_l1", "Smooth L1", "regression", "Huber scaled by its threshold (as in object detection).",
          F.smooth_l1_loss),
 )}
+
+
+@dataclass(frozen=True)
+class Schedule:
+    name: str
+    title: str
+    description: str             # what it does; torch's scheduler is built by engine.train.loop.make_scheduler
+
+
+SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
+    Schedule("none", "Constant", "The learning rate stays as set."),
+    Schedule("step", "Step decay", "Multiply the rate by a factor every few epochs."),
+    Schedule("exponential", "Exponential decay", "Multiply the rate by a factor every epoch."),
+    Schedule("cosine", "Cosine (with warm-up)", "Rise linearly for some epochs, then fall along a cosine to zero."),
+    Schedule("onecycle", "One-cycle", "Rise to the rate and fall far below it over the run (super-convergence)."),
+    Schedule("plateau", "Reduce on plateau", "Multiply the rate by a factor when the validation loss stops "
+             "improving."),
+)}
