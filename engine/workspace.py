@@ -33,10 +33,13 @@ def atomic_write_json(path: Path, obj) -> None:
 
 
 def read_json(path: Path, default=None):
+    """A workspace JSON file (every one holds an object), or `default` when it is missing, unreadable, damaged
+    (not UTF-8, not JSON) or not an object: a damaged file in the workspace costs its own data, not the app."""
     try:
-        return json.loads(Path(path).read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return default
+    return value if isinstance(value, dict) else default
 
 
 ERROR_LOG = "logs/errors.log"

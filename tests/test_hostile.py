@@ -371,3 +371,25 @@ def test_gzipped_tables_are_read_within_the_budget_and_old_formats_get_advice():
         read_table(b"\x1f\x8b\x08\x00broken", "broken.csv.gz")
     with pytest.raises(DataError, match="Excel 97-2003 workbook: open it in Excel and save it as .xlsx"):
         read_table(b"\xd0\xcf\x11\xe0" + bytes(100), "old.xls")
+
+
+def test_damaged_files_in_the_workspace_cost_their_own_data_not_the_app(workspace, moons):
+    """A run's status, train.json and a dataset's meta overwritten with bytes, a list or nothing: lists skip or
+    read them as failed, and every page still renders."""
+    from engine.data.store import list_datasets
+    from engine.runs import create_run, execute, list_runs
+    from tests.conftest import mlp_spec
+    from tests.test_pages import app, goto
+    runs = [create_run(mlp_spec(2), {"epochs": 1}, moons.path) for _ in range(3)]
+    execute(runs[0])
+    (runs[0] / "status.json").write_bytes(b"\xff\xfe\x00garbage")
+    (runs[1] / "status.json").write_text("[1, 2, 3]")
+    (runs[2] / "train.json").write_text("")
+    other = prepare_file(b"a,y\n" + b"".join(b"%d,%d\n" % (i, i % 2) for i in range(40)), "o.csv", "y")
+    (other.path / "meta.json").write_bytes(b"\x00\x01")
+    assert [d["id"] for d in list_datasets()] == [moons.id]
+    states = {r["id"]: r["state"] for r in list_runs()}
+    assert states[runs[0].name] == "failed" and states[runs[1].name] == "failed"
+    at = app()
+    for page in ("data", "build", "train", "evaluate", "predict", "export"):
+        goto(at, page)
