@@ -12,6 +12,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from engine.errors import SpecError
 from engine.registry import get_op
 from engine.spec import InputSpec, ModelSpec, input_ref, parse_spec
+from engine.train.options import OPTIMIZERS
 
 
 @dataclass(frozen=True)
@@ -208,8 +209,6 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
 def memory_estimate(infos: list[NodeInfo], batch_size: int, optimizer: str = "adam", bytes_per_value: int = 4) -> dict:
     """Training memory in bytes: weights, gradients, optimizer state, and activations kept for backward
     (each node's output and its gradient, for one batch)."""
-    from engine.train.options import OPTIMIZERS  # engine.train imports this module
-
     params = sum(i.params for i in infos)
     activations = sum(math.prod(i.output_shape) for i in infos) * batch_size * 2
     parts = {"weights": params, "gradients": params, "optimizer state": params * OPTIMIZERS[optimizer].state,

@@ -30,6 +30,7 @@ from engine.errors import LayerLabError
 from engine.spec import data_inputs, parse_spec
 from engine.train.checkpoint import STATE, load_state
 from engine.train.config import TrainConfig, preflight
+from engine.train.events import run_finished
 from engine.workspace import atomic_write_json, home, read_json
 
 ACTIVE = ("queued", "running")
@@ -412,13 +413,12 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop) -> dict:
                      resume=load_state(run_dir) if resume else None,
                      init_weights=read_weights(init.read_bytes())[0] if init.exists() and not resume else None)
     except LayerLabError as e:
-        result = {"type": "run_finished", "status": "failed", "message": str(e), "metrics": {}}
+        result = run_finished("failed", str(e))
         writer.emit(result)
     except Exception as e:  # noqa: BLE001 - the worker must always leave a final status and event
         (run_dir / "error.log").write_text(traceback.format_exc())
-        result = {"type": "run_finished", "status": "failed", "metrics": {},
-                  "message": f"Training failed with an internal error ({type(e).__name__}: {e}). "
-                             "Details are in error.log in the run folder."}
+        result = run_finished("failed", f"Training failed with an internal error ({type(e).__name__}: {e}). "
+                                        "Details are in error.log in the run folder.")
         writer.emit(result)
     writer.set_status(state=result["status"], message=result.get("message", ""), metrics=result.get("metrics", {}),
                       best=result.get("best"), samples_per_second=result.get("samples_per_second"),

@@ -121,3 +121,19 @@ def test_a_spare_worker_takes_the_next_run(moons, monkeypatch):
     runs.warm_spare()
     runs._spare.stdin.close()  # the app went away: an idle spare exits quietly
     assert runs._spare.wait(30) == 0
+
+
+def test_every_event_a_run_writes_has_its_documented_type(moons, tmp_path):
+    """events.jsonl as a reader sees it: each line validates against its type in engine.train.events, and the
+    README's table of types and fields is made from the same models."""
+    from engine.runs import create_run, execute, read_events
+    from engine.train.events import EVENTS, check, readme_table
+    from tests.conftest import ROOT, mlp_spec
+    run = create_run(mlp_spec(2), {"epochs": 25, "lr": 0.05, "batch_size": 4}, moons.path, run_dir=tmp_path / "r")
+    execute(run)  # long enough for the few-a-second batch_end events
+    events = read_events(run)[0]
+    kinds = {e["type"] for e in events}
+    assert {"run_started", "batch_end", "epoch_end", "diagnostics", "run_finished"} <= kinds <= set(EVENTS)
+    for event in events:
+        check(event)
+    assert readme_table() in (ROOT / "README.md").read_text()

@@ -29,6 +29,7 @@ from engine.train.augment import augment
 from engine.train.checkpoint import save_state
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach, inspect_model
+from engine.train.events import run_finished
 from engine.workspace import atomic_write_json
 
 SYNC_EVERY_S = 0.25
@@ -181,10 +182,9 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    final = {"type": "run_finished", "status": "failed", "metrics": {}, "out_of_memory": True,
-             "message": f"The GPU ran out of memory at batch size {cfg.batch_size}. Lower the batch size (try "
-                        f"{max(cfg.batch_size // 2, 1)}), choose bf16 precision, or make the model smaller. The GPU's "
-                        "memory was released."}
+    final = run_finished("failed", f"The GPU ran out of memory at batch size {cfg.batch_size}. Lower the batch size "
+                         f"(try {max(cfg.batch_size // 2, 1)}), choose bf16 precision, or make the model smaller. The "
+                         "GPU's memory was released.", out_of_memory=True)
     emit(final)
     return final
 
@@ -477,9 +477,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         message = f"Stopped at epoch {epoch}, step {step}; the weights at that point were kept."
         if out_dir is not None:
             message += " Resume continues from here."
-    final = {"type": "run_finished", "status": status, "message": message, "epochs_completed": epoch
-             if status == "completed" else epoch - 1, "step": step, "metrics": last_metrics, "best": best,
-             "early_stopped": early_stopped, "seconds": elapsed,
-             "samples_per_second": step * bs / elapsed if elapsed > 0 else 0.0}
+    final = run_finished(status, message, epochs_completed=epoch if status == "completed" else epoch - 1, step=step,
+                         metrics=last_metrics, best=best, early_stopped=early_stopped, seconds=elapsed,
+                         samples_per_second=step * bs / elapsed if elapsed > 0 else 0.0)
     emit(final)
     return final
