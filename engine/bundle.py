@@ -184,7 +184,7 @@ def main() -> int:
     loss_name = recipe["loss"]
     if cfg.target == "input":
         y_train, y_val = x_train, x_val
-    elif loss_name == "cross_entropy":
+    elif options.LOSSES[loss_name].targets == "classes":
         y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
     else:
         y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]

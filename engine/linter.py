@@ -202,7 +202,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
         if target == "input":
             want = tuple(meta["input_shape"])
         elif task == "classification" and LOSSES[loss].task == "classification":
-            want = (1,) if loss == "bce_with_logits" else (classes,)
+            want = (1,) if LOSSES[loss].targets == "binary" else (classes,)
         elif task == "regression":
             want = (1,)
         else:
@@ -210,7 +210,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
         got = shapes[out_id]
         linear = _last_linear(spec, inputs, out_id)
         if want and got != want and linear and len(want) == 1 and len(got) == 1:
-            what = {True: "one output per class", False: "one output"}[want == (classes,) and loss == "cross_entropy"]
+            what = {True: "one output per class", False: "one output"}[want == (classes,) and LOSSES[loss].targets == "classes"]
             findings.append(Finding(
                 "output_width", linear,
                 f"The model outputs {got[0]} values but needs {want[0]} ({what}). Set the units of '{linear}' to "

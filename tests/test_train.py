@@ -161,3 +161,12 @@ def test_every_schedule_in_the_registry_is_built():
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
         scheduler, every = make_scheduler(TrainConfig(scheduler=name, epochs=3, warmup_epochs=1), optimizer, 5)
         assert (scheduler is None) == (name == "none") and every in (None, "step", "epoch", "plateau"), name
+
+
+def test_nll_trains_a_model_that_ends_in_log_softmax_and_explains_otherwise(moons):
+    spec = mlp_spec(2)
+    ended = {**spec, "nodes": spec["nodes"] + [{"id": "logp", "op": "activation", "params": {"kind": "log_softmax"}}]}
+    result = fit(ended, moons, TrainConfig(epochs=15, loss="nll", lr=0.005), emit=lambda e: None)
+    assert result["status"] == "completed" and result["metrics"]["val/accuracy"] > 0.85
+    with pytest.raises(ConfigError, match="expects the model to end in a log_softmax activation.*cross-entropy"):
+        fit(spec, moons, TrainConfig(epochs=1, loss="nll"), emit=lambda e: None)

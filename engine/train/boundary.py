@@ -7,6 +7,8 @@ features); `axes` gives each axis's name and how to turn it back into the column
 import torch
 import torch.nn.functional as F
 
+from engine.train.options import LOSSES
+
 RESOLUTION = 60
 MARGIN = 0.1
 BOUNDARY = "boundary.json"
@@ -49,11 +51,12 @@ def surface(model, xs: torch.Tensor, ys: torch.Tensor, loss_name: str, units: tu
     model.train(was_training)
     shape = (len(ys), len(xs))
     result = {"x": xs.tolist(), "y": ys.tolist()}
-    if loss_name == "cross_entropy":
+    targets = LOSSES[loss_name].targets
+    if targets == "classes":
         conf = F.softmax(out, 1).max(1).values
         return {**result, "kind": "classes", "z": out.argmax(1).reshape(shape).tolist(),
                 "confidence": conf.reshape(shape).tolist()}
-    if loss_name == "bce_with_logits":
+    if targets == "binary":
         p = torch.sigmoid(out[:, 0])
         return {**result, "kind": "classes", "z": (out[:, 0] > 0).long().reshape(shape).tolist(),
                 "confidence": torch.maximum(p, 1 - p).reshape(shape).tolist()}

@@ -133,10 +133,11 @@ def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_s
         raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss].task}, but this dataset is {task}. "
                           f"Choose one of: {', '.join(losses_for_task(task, num_classes))}.")
     out = tuple(out_shape)
-    if loss == "cross_entropy" and out != (num_classes,):
+    if LOSSES[loss].targets == "classes" and out != (num_classes,):
         raise ConfigError(f"the model outputs shape {out} but the dataset has {num_classes} classes: set the last "
-                          f"Dense layer's units to {num_classes} (cross-entropy wants one output per class).")
-    if loss == "bce_with_logits":
+                          f"Dense layer's units to {num_classes} ({LOSSES[loss].title.lower()} wants one output per "
+                          "class).")
+    if LOSSES[loss].targets == "binary":
         if num_classes != 2:
             raise ConfigError("binary cross-entropy needs a 2-class target; use cross-entropy for "
                               f"{num_classes} classes.")
@@ -186,8 +187,14 @@ def preflight(spec, infos, cfg: TrainConfig, task: str, num_classes: int | None,
                           "the budget under Advanced.")
     notices, train_output = [], out_id
     last = next(n for n in spec.nodes if n.id == out_id)
-    squash = {"cross_entropy": "softmax", "bce_with_logits": "sigmoid"}.get(loss)
-    if last.op == "activation" and last.params.get("kind") == squash:
+    ending = last.params.get("kind") if last.op == "activation" else None
+    needs = LOSSES[loss].needs
+    if needs and ending != needs:
+        raise ConfigError(f"{LOSSES[loss].title.lower()} expects the model to end in a {needs} activation, but it "
+                          f"ends in {ending or last.op}: add an Activation ({needs}) at the end, or choose "
+                          "cross-entropy.")
+    squash = LOSSES[loss].applies
+    if squash and ending == squash:
         train_output = spec.input_ids()[out_id][0]
         notices.append(f"The model ends in {squash} and {LOSSES[loss].title.lower()} applies {squash} itself, so "
                        f"training uses the logits (the output of '{train_output}'); predictions still go through "

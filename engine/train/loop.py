@@ -81,13 +81,15 @@ def make_scheduler(cfg: TrainConfig, optimizer: torch.optim.Optimizer, steps_per
 
 
 def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> Callable:
-    """The loss by name; `weight` holds per-class weights (cross-entropy) or the positive class's (BCE)."""
+    """The loss by name; `weight` holds per-class weights (cross-entropy, NLL) or the positive class's (BCE)."""
     if name == "cross_entropy" and (weight is not None or label_smoothing):
         return lambda out, y: F.cross_entropy(out, y, weight=weight, label_smoothing=label_smoothing)
     if name == "bce_with_logits" and (weight is not None or label_smoothing):
         pos_weight = None if weight is None else weight[1:] / weight[0]
         return lambda out, y: F.binary_cross_entropy_with_logits(
             out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight)
+    if name == "nll" and weight is not None:  # (label smoothing needs the logits: cross-entropy)
+        return lambda out, y: F.nll_loss(out, y, weight=weight)
     return options.LOSSES[name].fn
 
 
@@ -102,9 +104,10 @@ def evaluate(model, x, y, loss_name: str, target_scale: float = 1.0, autocast=co
     model.train(was_training)
     y = as_input(y)
     metrics = {"loss": loss_function(loss_name)(outs, y).item()}
-    if loss_name == "cross_entropy":
+    targets = options.LOSSES[loss_name].targets
+    if targets == "classes":
         metrics["accuracy"] = (outs.argmax(1) == y).float().mean().item()
-    elif loss_name == "bce_with_logits":
+    elif targets == "binary":
         metrics["accuracy"] = ((outs > 0).float() == y).float().mean().item()
     else:
         pred = outs
@@ -216,7 +219,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     x_train, x_val = x_train.to(device), x_val.to(device)
     if cfg.target == "input":  # autoencoder: the input is the target
         y_train, y_val = x_train, x_val
-    elif loss_name == "cross_entropy":
+    elif options.LOSSES[loss_name].targets == "classes":
         y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
     else:  # one output per row: targets shaped (N, 1) like the model's output
         y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]

@@ -71,13 +71,20 @@ class Loss:
     task: str                    # "classification" (logits against class labels) or "regression" (numbers)
     description: str
     fn: Callable
+    targets: str = "values"      # "classes" (one output per class, index targets), "binary" (one logit), "values"
+    applies: str | None = None   # the final activation it applies itself (a model ending in it trains on logits)
+    needs: str | None = None     # the final activation the model must end in
 
 
 LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
     Loss("cross_entropy", "Cross-entropy", "classification", "For classes; it applies softmax itself.",
-         F.cross_entropy),
+         F.cross_entropy, targets="classes", applies="softmax"),
     Loss("bce_with_logits", "Binary cross-entropy (logits)", "classification",
-         "For two classes with one output; it applies the sigmoid itself.", F.binary_cross_entropy_with_logits),
+         "For two classes with one output; it applies the sigmoid itself.", F.binary_cross_entropy_with_logits,
+         targets="binary", applies="sigmoid"),
+    Loss("nll", "Negative log-likelihood", "classification", "For classes, on log-probabilities: the model ends in "
+         "a log-softmax activation (together they are cross-entropy).", F.nll_loss, targets="classes",
+         needs="log_softmax"),
     Loss("mse", "Mean squared error", "regression", "For numbers: large errors weigh most.", F.mse_loss),
     Loss("l1", "Mean absolute error (L1)", "regression", "For numbers: every error weighs by its size; robust "
          "to outliers.", F.l1_loss),
