@@ -393,3 +393,11 @@ def test_damaged_files_in_the_workspace_cost_their_own_data_not_the_app(workspac
     at = app()
     for page in ("data", "build", "train", "evaluate", "predict", "export"):
         goto(at, page)
+
+
+def test_names_that_repeat_once_trimmed_are_made_unique_with_a_notice():
+    source = read_table(b"a, a,y\n" + b"".join(b"%d,%d,%d\n" % (i, 2 * i, i % 2) for i in range(30)), "t.csv")
+    assert list(source.frame.columns) == ["a", "a.1", "y"]
+    assert source.notices == ["Two columns are both named 'a' (once spaces around names are removed): the later one "
+                              "is read as 'a.1'. Rename the columns in the file to choose."]
+    prepare_table(source.frame, "y")

@@ -217,7 +217,7 @@ def _repeated_names(source: TableSource, data: bytes) -> None:
                                 delimiter=source.delimiter))
     except (StopIteration, csv.Error):
         return
-    first = [c.strip().lstrip("\ufeff") for c in first]
+    first = [c.lstrip("\ufeff") for c in first]  # as the parser saw them (trimmed repeats: _unique_names)
     seen: dict[str, int] = {}
     for c in first:
         seen[c] = seen.get(c, 0) + 1
@@ -311,11 +311,31 @@ def read_table(data: bytes, filename: str, *, delimiter: str | None = None, enco
     if len(frame) == 0:
         raise DataError(f"'{name}' has a header ({', '.join(map(str, frame.columns[:5]))}) but no data rows. "
                         "Add rows below the header.")
-    frame.columns = [str(c).strip() for c in frame.columns]
+    frame.columns = _unique_names(source, [str(c).strip() for c in frame.columns])
     if kind == "parquet" or ext in (".jsonl", ".ndjson"):  # the formats whose cells can hold lists and objects
         _nested_as_text(source, frame)
     source.frame = frame
     return source
+
+
+def _unique_names(source: TableSource, names: list[str]) -> list[str]:
+    """Column names made unique once spaces are trimmed ('a' and ' a', or 1 and '1' in JSON): a later repeat
+    becomes 'a.1', 'a.2', …, as pandas names repeated CSV headers, with a notice."""
+    seen, out = set(names), []
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+        if counts[name] == 1:
+            out.append(name)
+            continue
+        k = counts[name] - 1
+        while f"{name}.{k}" in seen:
+            k += 1
+        out.append(f"{name}.{k}")
+        seen.add(out[-1])
+        source.notices.append(f"Two columns are both named '{name}' (once spaces around names are removed): the "
+                              f"later one is read as '{out[-1]}'. Rename the columns in the file to choose.")
+    return out
 
 
 NESTED = (list, tuple, dict, set, np.ndarray)
