@@ -163,3 +163,24 @@ def test_a_deeply_nested_or_huge_spec_is_refused_with_a_message():
     with pytest.raises(LayerLabError, match="1,001 layers; LayerLab builds at most 1,000"):
         parse_spec(json.dumps({"nodes": [{"id": f"n{i}", "op": "linear", "params": {"out_features": 2}}
                                          for i in range(1001)]}))
+
+
+CELLS = st.sampled_from(["1", "2.5", "-3", "abc", "", "inf", "-inf", "nan", "x y z w v", "1e308", "TRUE", "no",
+                         "2024-01-01", '"q,uoted"', "Zürich", "=1+1"])
+NAMES = st.sampled_from(["a", " a", "a ", "1", "y", "y", "", "label", "id", "é", "a.1"])
+
+
+@SLOW
+@given(names=st.lists(NAMES, min_size=1, max_size=5), rows=st.integers(0, 40), data=st.data())
+def test_hostile_small_tables_are_prepared_or_refused_with_a_message(names, rows, data, tmp_path):
+    """Odd headers (repeats, blanks, trimmed repeats) and odd cells (inf, huge, text in numbers, dates): reading,
+    preparing, the health report and saving end in a dataset or a message, never another exception."""
+    from engine.data.prepare import prepare_file
+    lines = [",".join(names)] + [",".join(data.draw(st.lists(CELLS, min_size=len(names), max_size=len(names))))
+                                 for _ in range(rows)]
+    raw = ("\n".join(lines) + "\n").encode()
+    try:
+        frame = read_table(raw, "t.csv").frame
+        prepare_file(raw, "t.csv", frame.columns[-1], root=tmp_path)
+    except LayerLabError as e:
+        assert str(e).strip()

@@ -368,6 +368,9 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")
         df = df[df[target].notna()]
+    if not len(df):
+        raise DataError(f"no row of '{name}' has a usable value in the target '{target}' (each is empty or "
+                        "infinite). Choose the column that holds what to predict, or fix its values.")
     if drop_duplicates:
         before = len(df)
         df = df.drop_duplicates(subset=[p.name for p in features] + [target])
