@@ -28,7 +28,7 @@ from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.spec import data_inputs, parse_spec
-from engine.train.checkpoint import STATE, load_state
+from engine.train.checkpoint import has_checkpoint, load_state
 from engine.train.config import TrainConfig, preflight
 from engine.train.events import run_finished
 from engine.workspace import atomic_write_json, home, read_json
@@ -138,7 +138,7 @@ def branch_run(parent_dir: Path, checkpoint: str, train: dict, *, run_dir: Path 
 
 def resumable(run_dir: Path, status: dict | None = None) -> bool:
     status = status or read_status(run_dir)
-    return status.get("state") in ("stopped", "failed") and (Path(run_dir) / STATE).exists()
+    return status.get("state") in ("stopped", "failed") and has_checkpoint(run_dir)
 
 
 def prepare_resume(run_dir: Path) -> Path:
@@ -256,7 +256,7 @@ def read_status(run_dir: Path) -> dict:
     if (_pid_alive(pid) if pid else time.time() - status.get("heartbeat", 0) <= STALE_AFTER_S):
         return status
     status = {**status, "state": "failed", "worker_lost": True}
-    if (Path(run_dir) / STATE).exists():
+    if has_checkpoint(run_dir):
         status["message"] = ("The training process stopped unexpectedly (it was killed or crashed). Resume "
                              "continues from its last checkpoint.")
     else:

@@ -14,7 +14,7 @@ def test_spec_round_trips_through_json_with_defaults_explicit():
     spec = parse_spec(mlp_spec(3))
     data = json.loads(spec.to_json())
     assert data["version"] == 2 and data["inputs"] == {"features": {"shape": None, "tokens": False}}
-    assert data["nodes"][0]["params"] == {"out_features": 32, "bias": True}
+    assert data["nodes"][0]["params"] == {"out_features": 32, "bias": True, "init": "default"}
     assert data["nodes"][1]["params"] == {"kind": "relu", "negative_slope": 0.01}
     assert parse_spec(data) == spec
 

@@ -14,6 +14,7 @@ what it did not record; anything else gets a message naming the version that wro
 import hashlib
 import io
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -40,9 +41,19 @@ def save_state(run_dir: Path, state: dict) -> None:
     torch.save({**state, "format": FORMAT}, buf)
     payload = buf.getvalue()
     path, previous = Path(run_dir) / STATE, Path(run_dir) / PREVIOUS
-    if path.exists():
-        os.replace(path, previous)  # the last good one stays until the new one is whole
+    if path.exists():  # the last good one becomes the previous; the latest stays in place until replaced whole
+        aside = previous.with_name(previous.name + ".tmp")
+        aside.unlink(missing_ok=True)
+        try:
+            os.link(path, aside)
+        except OSError:  # a file system without hard links
+            shutil.copyfile(path, aside)
+        os.replace(aside, previous)
     atomic_write_bytes(path, MAGIC + hashlib.sha256(payload).digest() + payload)
+
+
+def has_checkpoint(run_dir: Path) -> bool:
+    return (Path(run_dir) / STATE).exists() or (Path(run_dir) / PREVIOUS).exists()
 
 
 def _read(path: Path) -> dict:
