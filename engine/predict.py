@@ -16,7 +16,7 @@ import torch
 from engine.compiler import GraphModel
 from engine.data.images import decode_image
 from engine.data.tabular import apply_preprocessing
-from engine.errors import LayerLabError
+from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
 from engine.limits import DATA_BYTES
@@ -71,9 +71,21 @@ def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]
     if prep.get("kind") != "image":
         raise LayerLabError("this model was trained on a table: upload rows (CSV, Parquet, Excel, JSON Lines).")
     size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
-    arrays = [decode_image(data, name, size, grayscale=channels == 1) for name, data in files]
+    arrays, read, errors = [], [], {}
+    for i, (name, data) in enumerate(files):
+        try:
+            arrays.append(decode_image(data, name, size, grayscale=channels == 1))
+            read.append(i)
+        except DataError as e:  # an unreadable file is listed with its reason; the others are predicted
+            errors[i] = str(e)
+    if files and not arrays:
+        raise LayerLabError(f"none of the {len(files)} image(s) could be read ({next(iter(errors.values()))}).")
     x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, channels, size, size), dtype=torch.uint8)
-    return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), _table(model, meta, x)], axis=1)
+    table = _table(model, meta, x).set_axis(read)
+    if errors:
+        table = table.reindex(range(len(files)))
+        table["error"] = [errors.get(i, "") for i in range(len(files))]
+    return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), table], axis=1)
 
 
 NOVELTY_REFERENCE = 2000  # training images a new one is compared with

@@ -112,11 +112,16 @@ def show_predictions(uploads) -> None:
     except LayerLabError as e:
         show_error(e)
         return
-    st.success(f"{len(table):,} prediction(s).")
+    unreadable = int((table["error"] != "").sum()) if "error" in table else 0
+    st.success(f"{len(table) - unreadable:,} prediction(s)." + (f" {unreadable:,} file(s) could not be read: see "
+                                                                 "the error column." if unreadable else ""))
     if images:
         cols = st.columns(6)
         for i, (f, (_, row)) in enumerate(zip(uploads[:12], table.iterrows(), strict=False)):
-            cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
+            if row.get("error"):
+                cols[i % 6].caption(f"{f.name}: unreadable")
+            else:
+                cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
     percent = st.column_config.NumberColumn(format="percent")
     st.dataframe(table, hide_index=True, width="stretch", column_config={
         c: percent for c in table.columns if c == "confidence" or str(c).startswith("p(")})

@@ -361,6 +361,15 @@ def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
     assert [t.label for t in at.tabs] == ["Upload images", "Draw one"]
     assert at.slider(key="predict.pen_width").value == 22 and not at.error
     assert any("Draw on the pad" in i.value for i in at.info)  # nothing drawn yet: how to start
+    import io
+
+    from PIL import Image
+    good = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(good, format="PNG")
+    at.file_uploader(key="predict.images").set_value([("one.png", good.getvalue(), "image/png"),
+                                                      ("broken.png", b"not an image", "image/png")]).run()
+    assert not at.exception and not at.error
+    assert any("1 prediction(s). 1 file(s) could not be read: see the error column." in m.value for m in at.success)
 
 
 def test_predict_page_takes_an_uploaded_bundle_without_any_run():

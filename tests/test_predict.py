@@ -75,8 +75,13 @@ def test_images_predict_like_the_training_images(workspace, tmp_path):
     with torch.no_grad():
         expected = torch.softmax(model(x.float() / 255), 1).numpy()
     assert np.allclose(table[[f"p({c})" for c in meta["classes"]]].to_numpy(), expected, atol=1e-5)
-    with pytest.raises(LayerLabError, match="unreadable"):
+    with pytest.raises(LayerLabError, match="none of the 1 image.*unreadable"):
         predict_images(model, meta, [("bad.png", b"not an image")])
+    mixed = predict_images(model, meta, [files[0], ("bad.png", b"not an image"), files[1]])
+    assert mixed["file"].tolist() == ["img0.png", "bad.png", "img1.png"]
+    assert np.allclose(mixed[[f"p({c})" for c in meta["classes"]]].to_numpy()[[0, 2]], expected[:2], atol=1e-5)
+    assert mixed["error"][0] == mixed["error"][2] == "" and "unreadable" in mixed["error"][1]
+    assert mixed[[f"p({c})" for c in meta["classes"]]].iloc[1].isna().all()
     with pytest.raises(LayerLabError, match="trained on images"):
         predict_table(model, meta, pd.DataFrame({"a": [1]}))
 
