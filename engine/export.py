@@ -53,7 +53,11 @@ BUNDLE_WEIGHTS = "weights.safetensors"
 def stored_weights(source: Path | bytes, name: str) -> bytes:
     """The safetensors bytes of a weights file, or of the weights.safetensors inside a bundle (zip): sizes are
     checked before reading, and a bundle's entry is read bounded (a hostile zip cannot cost memory)."""
-    head = source[:4] if isinstance(source, bytes) else Path(source).open("rb").read(4)
+    if isinstance(source, bytes):
+        head = source[:4]
+    else:
+        with Path(source).open("rb") as f:
+            head = f.read(4)
     if head == b"PK\x03\x04":
         data = source if isinstance(source, bytes) else Path(source).read_bytes()  # a zip: small, weights compressed
         with open_zip(data, name) as zf:
