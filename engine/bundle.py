@@ -2,8 +2,9 @@
 export formats, the preprocessing, a predict.py and a train.py, and a manifest.
 
 The scripts are made of LayerLab's own code, not copies: predict.py carries `engine.portable` (the
-preprocessing and prediction functions the Predict page runs) and train.py carries the training loop's
-optimizer, schedule, loss, augmentation and evaluation functions, so what runs outside is what ran inside.
+preprocessing and prediction functions the Predict page runs); train.py is engine/train/retrain.py and trainer/
+holds the training core (engine/train/core.py, options.py, augment.py) as files, so what runs outside is what
+ran inside. train.py follows the plan the run recorded in `run_started`.
 """
 
 import hashlib
@@ -13,6 +14,7 @@ import json
 import platform
 import time
 import zipfile
+from dataclasses import asdict
 from importlib import metadata as package_metadata
 from pathlib import Path
 
@@ -21,15 +23,14 @@ import torch
 from engine import __version__, portable
 from engine.codegen import model_code
 from engine.compiler import infer_shapes
-from engine.data.health import class_weights
 from engine.data.store import load_dataset, prediction_meta
 from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
 from engine.runs import read_events, run_info
 from engine.spec import data_inputs
-from engine.train import augment, loop, options
-from engine.train.config import TrainConfig, preflight
+from engine.train import core, loop
+from engine.train.config import TrainConfig
 
 DATA_LIMIT_MB = 64  # the prepared splits go into the bundle (for train.py) up to this size
 PACKAGES = ("numpy", "pandas", "safetensors", "pillow", "onnx", "onnxruntime", "streamlit")
@@ -111,152 +112,6 @@ if __name__ == "__main__":
     sys.exit(main())
 '''
 
-TRAIN_HEAD = '''"""Retrain this bundle's model from scratch with the run's settings and seed: `python train.py`.
-
-It needs torch and safetensors, not LayerLab. The data is the run's prepared splits (data.safetensors in this
-bundle, or --data for the dataset's data.safetensors in LayerLab's workspace when it was too large to include).
-On the same kind of device, in 32-bit precision, it gives the run's weights again; mixed precision and
-torch.compile are not applied here. The functions below are LayerLab's own training-loop functions.
-"""
-
-from __future__ import annotations
-
-import argparse
-import contextlib
-import hashlib
-import json
-import math
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from types import SimpleNamespace
-
-import torch
-import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
-
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from model import Model  # noqa: E402
-
-EVAL_BATCH = 4096
-'''
-
-TRAIN_MAIN = '''
-
-def dataset_hash(tensors: dict) -> str:
-    """The dataset's content hash as LayerLab computes it (the tensors in key order)."""
-    digest = hashlib.sha256()
-    for key in sorted(tensors):
-        digest.update(tensors[key].numpy())
-    return digest.hexdigest()
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Retrain this bundle's model with the run's settings and seed.")
-    parser.add_argument("--data", type=Path, default=HERE / "data.safetensors", help="the prepared splits")
-    parser.add_argument("--out", type=Path, default=Path("retrained.safetensors"), help="the weights to write")
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
-    args = parser.parse_args()
-    manifest = json.loads((HERE / "manifest.json").read_text())
-    recipe, cfg = manifest["recipe"], SimpleNamespace(**manifest["config"])
-    if not args.data.exists():
-        print(f"error: {args.data} is missing. The prepared data was too large to include; pass --data with "
-              f"datasets/{manifest['dataset']['id']}/data.safetensors from LayerLab's workspace.", file=sys.stderr)
-        return 2
-    tensors = load_file(str(args.data))
-    if dataset_hash(tensors) != manifest["dataset"]["hash"]:
-        print("warning: this data is not the data the run trained on (its hash differs).", file=sys.stderr)
-    device = torch.device(args.device)
-    torch.manual_seed(cfg.seed)  # before the model is built: the same initial weights as the run
-    model = Model()
-    if (HERE / "init.safetensors").exists():  # the run started from imported or a parent run's weights
-        model.load_state_dict(load_file(str(HERE / "init.safetensors")), strict=False)
-    for node in cfg.freeze:
-        model.layers[node].requires_grad_(False)
-    if device.type == "cpu" and recipe["threads"]:
-        torch.set_num_threads(recipe["threads"])
-    model.to(device)
-    if recipe["train_output"] != recipe["output"]:  # the loss applies the final softmax / sigmoid itself
-        model.layers[recipe["output"]] = torch.nn.Identity()
-    x_train, x_val = tensors["x_train"].to(device), tensors["x_val"].to(device)
-    y_train, y_val = tensors["y_train"], tensors["y_val"]
-    loss_name = recipe["loss"]
-    if cfg.target == "input":
-        y_train, y_val = x_train, x_val
-    elif options.LOSSES[loss_name].targets == "classes":
-        y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
-    else:
-        y_train, y_val = y_train.to(device, torch.float32)[:, None], y_val.to(device, torch.float32)[:, None]
-    weight = torch.tensor(recipe["class_weights"], device=device) if recipe["class_weights"] else None
-    criterion = loss_function(loss_name, weight, cfg.label_smoothing if cfg.target == "label" else 0.0)
-    optimizer = make_optimizer(cfg, (p for p in model.parameters() if p.requires_grad), device)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
-    augmenting = active(cfg) and cfg.target == "label"
-    params = [p for p in model.parameters() if p.requires_grad]
-    penalized = [p for p in params if p.dim() > 1] if (cfg.l1 or cfg.l2) else []
-    n, bs, accumulate = len(y_train), cfg.batch_size, cfg.accumulate
-    steps_per_epoch = math.ceil(n / bs)
-    scheduler, schedule_every = make_scheduler(cfg, optimizer, math.ceil(steps_per_epoch / accumulate))
-    monitor = cfg.monitor if cfg.early_stopping else "val/loss"
-    min_delta = cfg.min_delta if cfg.early_stopping else 0.0
-    sign = -1.0 if monitor == "val/accuracy" else 1.0
-    best, best_state, waited, metrics = {"epoch": None, monitor: math.inf * sign}, None, 0, {}
-    model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        perm = torch.randperm(n, device=device, generator=gen)
-        epoch_loss, epoch_steps = torch.zeros((), device=device), 0
-        for start in range(0, n, bs):
-            idx = perm[start:start + bs]
-            xb, yb = as_input(x_train[idx]), as_input(y_train[idx])
-            if augmenting:
-                xb = augment(xb, cfg, gen)
-            loss = criterion(model(xb), yb)
-            if penalized:
-                loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in penalized)
-            (loss / accumulate if accumulate > 1 else loss).backward()
-            epoch_loss += loss.detach()
-            epoch_steps += 1
-            if accumulate == 1 or epoch_steps % accumulate == 0 or start + bs >= n:
-                if cfg.clip_grad_value is not None:
-                    torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
-                if cfg.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if schedule_every == "step":
-                    scheduler.step()
-        train_loss = epoch_loss.item() / epoch_steps
-        val = evaluate(model, x_val, y_val, loss_name, recipe["target_scale"], batch=recipe["eval_batch"])
-        if not (math.isfinite(train_loss) and math.isfinite(val["loss"])):
-            print(f"error: the loss became NaN or infinite at epoch {epoch}.", file=sys.stderr)
-            return 1
-        metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
-        print(json.dumps({"epoch": epoch, **{k: round(v, 6) for k, v in metrics.items()}}), flush=True)
-        if schedule_every == "epoch":
-            scheduler.step()
-        elif schedule_every == "plateau":
-            scheduler.step(val["loss"])
-        if sign * (best[monitor] - metrics[monitor]) > min_delta or best["epoch"] is None:
-            best, waited = {"epoch": epoch, **metrics}, 0
-            best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-        else:
-            waited += 1
-        if cfg.early_stopping and waited >= cfg.early_stopping and epoch < cfg.epochs:
-            print(f"stopped early after epoch {epoch}; the best was epoch {best['epoch']}", flush=True)
-            if cfg.restore_best:
-                model.load_state_dict(best_state)
-                metrics = {k: v for k, v in best.items() if k != "epoch"}
-            break
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}, str(args.out))
-    print(json.dumps({"written": str(args.out), "metrics": metrics, "run_metrics": manifest["metrics"]}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-
 README = """# {name}
 
 A model trained with LayerLab {version} on *{dataset}* ({task}), exported {created}.
@@ -303,30 +158,25 @@ def predict_script() -> str:
     return header + body[doc_end:] + PREDICT_MAIN
 
 
-def train_script() -> str:
-    """train.py: the optimizers and losses (engine/train/options.py, verbatim), the training loop's own functions
-    and a loop that follows `engine.train.loop.fit`."""
-    body = inspect.getsource(options)
-    registry = body[body.index('"""', 3) + 3:].strip() + \
-        "\n\n\noptions = SimpleNamespace(build_optimizer=build_optimizer, LOSSES=LOSSES, OPTIMIZERS=OPTIMIZERS)"
-    functions = _source(portable.as_input, augment.active, augment.augment, augment._crop, loop.make_optimizer,
-                        loop.make_scheduler, loop.loss_function, loop.evaluate)
-    return TRAIN_HEAD + "\n\n" + registry + "\n\n\n" + functions + "\n" + TRAIN_MAIN
+def trainer_files() -> dict[str, bytes]:
+    """train.py (engine/train/retrain.py) and trainer/: the training core with its options and augmentation,
+    verbatim."""
+    folder = Path(core.__file__).parent  # (retrain.py runs only in a bundle: it is read, not imported)
+    files = {"train.py": (folder / "retrain.py").read_bytes(), "trainer/__init__.py": b'"""LayerLab\'s training core."""\n'}
+    files.update({f"trainer/{name}.py": (folder / f"{name}.py").read_bytes() for name in ("core", "options", "augment")})
+    return files
 
 
-def _recipe(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
-    """What train.py needs beyond the config: the choices the loop made for this model and data."""
-    infos = infer_shapes(model.spec, data_inputs(dataset.meta))
-    plan = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
-                     len(dataset.split("train")[1]))
+def _plan(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
+    """The plan the run recorded when it started; for a run of an earlier LayerLab that did not record it, the
+    same plan made again by the same function."""
     started = next((e for e in events if e["type"] == "run_started"), {})
-    weights = None
-    if cfg.class_weights and cfg.target == "label" and dataset.task == "classification":
-        weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes)
-    return {"loss": plan.loss, "output": model.spec.output_id(), "train_output": plan.train_output,
-            "threads": started.get("threads"), "class_weights": weights,
-            "target_scale": portable.target_units(dataset.meta)[0] if cfg.target == "label" else 1.0,
-            "eval_batch": loop.eval_batch_size(infos)}
+    if started.get("plan"):
+        return started["plan"]
+    plan = loop.make_plan(model, infer_shapes(model.spec, data_inputs(dataset.meta)), dataset, cfg,
+                          started.get("threads"))[0]
+    plan.loss_ref = started.get("loss_ref")
+    return asdict(plan)
 
 
 def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
@@ -366,8 +216,8 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
         skipped["train.py"] = "the run's dataset is no longer in the workspace"
     if dataset is not None:
         manifest["dataset"] = {k: dataset.meta.get(k) for k in ("id", "name", "source", "hash", "sizes", "task")}
-        manifest["recipe"] = _recipe(model, dataset, cfg, events)
-        files["train.py"] = train_script().encode()
+        manifest["plan"] = _plan(model, dataset, cfg, events)
+        files.update(trainer_files())
         data_path = dataset.path / "data.safetensors"
         if data_path.stat().st_size <= data_limit_mb * 2**20:
             files["data.safetensors"] = data_path.read_bytes()

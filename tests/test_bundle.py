@@ -90,7 +90,7 @@ def test_a_table_bundle_runs_without_layerlab(workspace, tmp_path):
     assert manifest["seed"] == 0 and manifest["config"]["scheduler"] == "cosine"
     assert manifest["dataset"]["hash"] == dataset.meta["hash"]
     assert manifest["metrics"] == final["metrics"] and manifest["versions"]["torch"] == torch.__version__
-    assert manifest["recipe"]["train_output"] == "fc2"  # cross-entropy sees the logits, not the softmax
+    assert manifest["plan"]["train_output"] == "fc2"  # cross-entropy sees the logits, not the softmax
     for name, digest in manifest["files"].items():
         assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
     assert json.loads((folder / "labels.json").read_text())["classes"] == ["buy", "skip"]

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+import engine.train.callbacks as callbacks
 import engine.train.loop as loop
 from engine.compiler import compile_spec
 from engine.data.prepare import prepare_frame
@@ -42,8 +43,8 @@ def coached(events) -> list[str]:
 
 @pytest.fixture
 def every_epoch(monkeypatch):
-    monkeypatch.setattr(loop, "DIAGNOSE_EVERY_S", 0.0)  # a look at every epoch end, so short runs are seen
-    monkeypatch.setattr(loop, "DIAGNOSE_SHARE", float("inf"))
+    monkeypatch.setattr(callbacks, "DIAGNOSE_EVERY_S", 0.0)  # a look at every epoch end, so short runs are seen
+    monkeypatch.setattr(callbacks, "DIAGNOSE_SHARE", float("inf"))
 
 
 def test_inspection_matches_autograd_and_sees_dead_units():

@@ -9,6 +9,7 @@ import sys
 import pytest
 from safetensors.torch import load_file
 
+import engine.train.core as core
 import engine.train.loop as loop
 from engine.errors import LayerLabError
 from engine.runs import (
@@ -91,7 +92,7 @@ def test_killed_worker_resumes_from_its_checkpoint_to_the_same_weights(big_moons
 
 
 def test_run_stopped_mid_epoch_resumes_from_its_next_batch(big_moons, tmp_path, monkeypatch):
-    monkeypatch.setattr(loop, "SYNC_EVERY_S", 0.0)  # the loop asks whether to stop after every step
+    monkeypatch.setattr(core, "SYNC_EVERY_S", 0.0)  # the loop asks whether to stop after every step
     run = create_run(SPEC, TRAIN, big_moons.path)
     writer, calls = RunWriter(run), itertools.count(1)
     steps_per_epoch = -(-big_moons.meta["sizes"]["train"] // 32)

@@ -154,7 +154,7 @@ def test_autoencoder_target_reconstructs_the_input():
 
 
 def test_every_schedule_in_the_registry_is_built():
-    from engine.train.loop import make_scheduler
+    from engine.train.core import make_scheduler
     from engine.train.options import SCHEDULES
     model = torch.nn.Linear(2, 2)
     for name in SCHEDULES:

@@ -34,6 +34,9 @@ class RunStarted(Event):
     compiled: bool
     channels_last: bool | None = None
     loss_ref: float | None = Field(None, description="The untrained model's validation loss (divergence yardstick).")
+    plan: dict | None = Field(None, description="What the loop decided once (engine.train.core.Plan: the loss and "
+                              "the layer it reads, class weights, target scale, evaluation batch, threads); a "
+                              "bundle's train.py follows it.")
 
 
 class RunResumed(Event):
