@@ -3,7 +3,7 @@ export formats, the preprocessing, a predict.py and a train.py, and a manifest.
 
 The scripts are made of LayerLab's own code, not copies: predict.py carries `engine.portable` (the
 preprocessing and prediction functions the Predict page runs); train.py is engine/train/retrain.py and trainer/
-holds the training core (engine/train/core.py, options.py, augment.py) as files, so what runs outside is what
+holds the training core (engine/train/core.py, state.py, options.py, augment.py) as files, so what runs outside is what
 ran inside. train.py follows the plan the run recorded in `run_started`.
 """
 
@@ -163,7 +163,7 @@ def trainer_files() -> dict[str, bytes]:
     verbatim."""
     folder = Path(core.__file__).parent  # (retrain.py runs only in a bundle: it is read, not imported)
     files = {"train.py": (folder / "retrain.py").read_bytes(), "trainer/__init__.py": b'"""LayerLab\'s training core."""\n'}
-    files.update({f"trainer/{name}.py": (folder / f"{name}.py").read_bytes() for name in ("core", "options", "augment")})
+    files.update({f"trainer/{name}.py": (folder / f"{name}.py").read_bytes() for name in ("core", "state", "options", "augment")})
     return files
 
 

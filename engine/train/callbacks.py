@@ -13,8 +13,9 @@ import torch
 
 from engine.train import boundary
 from engine.train.checkpoint import save_state
-from engine.train.core import Callback, State, healthy
+from engine.train.core import healthy
 from engine.train.diagnostics import Coach, inspect_model
+from engine.train.state import Callback, State
 from engine.workspace import atomic_write_json
 
 DIAGNOSE_EVERY_S = 2.0

@@ -27,6 +27,7 @@ from engine.train import boundary, callbacks, core, options
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach
 from engine.train.events import run_finished
+from engine.train.state import EVAL_BATCH, Plan, State
 
 EVAL_VALUES = 2**22  # evaluation batches hold at most about this many values in the widest layer's output (cache-
 #                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
@@ -43,18 +44,18 @@ def pick_threads(n_params: int, batch_size: int) -> int:
 
 def eval_batch_size(infos) -> int:
     """Rows per evaluation batch: cache-sized for the widest layer's output (see EVAL_VALUES)."""
-    return max(64, min(core.EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
+    return max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
 
 
-def make_plan(model, infos, dataset: Dataset, cfg: TrainConfig, threads: int | None = None) -> tuple[core.Plan, list]:
-    """The plan (see core.Plan) and the notices of the checks that need the model and the data (ConfigError
+def make_plan(model, infos, dataset: Dataset, cfg: TrainConfig, threads: int | None = None) -> tuple[Plan, list]:
+    """The plan (see Plan) and the notices of the checks that need the model and the data (ConfigError
     with the fix when these settings cannot train it)."""
     checked = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
                         len(dataset.split("train")[1]))
     label = cfg.target == "label"
     weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes) \
         if cfg.class_weights and label and dataset.task == "classification" else None
-    plan = core.Plan(checked.loss, model.spec.output_id(), checked.train_output, weights,
+    plan = Plan(checked.loss, model.spec.output_id(), checked.train_output, weights,
                      cfg.label_smoothing if label else 0.0, target_units(dataset.meta)[0] if label else 1.0,
                      eval_batch_size(infos), threads)
     return plan, checked
@@ -177,7 +178,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     return _finish(s, hooks, save if out_dir is not None else None, emit)
 
 
-def _restore(s: core.State, resume: dict, device: torch.device) -> None:
+def _restore(s: State, resume: dict, device: torch.device) -> None:
     """Put a resume checkpoint (engine.train.checkpoint.load_state) back into the state."""
     s.model.load_state_dict(resume["model"])
     s.optimizer.load_state_dict(resume["optimizer"])
@@ -197,7 +198,7 @@ def _restore(s: core.State, resume: dict, device: torch.device) -> None:
     s.elapsed_before, s.plan.loss_ref = resume["elapsed"], resume.get("loss_ref")
 
 
-def _finish(s: core.State, hooks: list, save: Callable | None, emit: Callable[[dict], None]) -> dict:
+def _finish(s: State, hooks: list, save: Callable | None, emit: Callable[[dict], None]) -> dict:
     """The weights the run ends with, the last looks at them, and `run_finished` with what happened."""
     cfg, message = s.cfg, ""
     monitor = core.monitored(cfg)[0]

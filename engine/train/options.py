@@ -46,14 +46,14 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
 )}
 
 
-def build_optimizer(name: str, params, *, lr: float, weight_decay: float, momentum: float, nesterov: bool,
-                   device: torch.device) -> torch.optim.Optimizer:
-    spec = OPTIMIZERS[name]
-    kwargs = {"lr": lr, "weight_decay": weight_decay}
+def build_optimizer(cfg, params, device: torch.device) -> torch.optim.Optimizer:
+    """The optimizer `cfg.optimizer` names, with the config's rate, weight decay and momentum."""
+    spec = OPTIMIZERS[cfg.optimizer]
+    kwargs = {"lr": cfg.lr, "weight_decay": cfg.weight_decay}
     if spec.momentum:
-        kwargs["momentum"] = momentum
-    if name == "sgd":
-        kwargs["nesterov"] = nesterov and momentum > 0
+        kwargs["momentum"] = cfg.momentum
+    if cfg.optimizer == "sgd":
+        kwargs["nesterov"] = cfg.nesterov and cfg.momentum > 0
     params = list(params)
     # Fused kernels: 1.5-1.6x on CPU at batch 32 (torch defaults to the per-parameter loop there).
     if spec.fused and device.type in ("cpu", "cuda", "mps"):
@@ -94,11 +94,24 @@ LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
 )}
 
 
+def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> Callable:
+    """The loss by name; `weight` holds per-class weights (cross-entropy, NLL) or the positive class's (BCE)."""
+    if name == "cross_entropy" and (weight is not None or label_smoothing):
+        return lambda out, y: F.cross_entropy(out, y, weight=weight, label_smoothing=label_smoothing)
+    if name == "bce_with_logits" and (weight is not None or label_smoothing):
+        pos_weight = None if weight is None else weight[1:] / weight[0]
+        return lambda out, y: F.binary_cross_entropy_with_logits(
+            out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight)
+    if name == "nll" and weight is not None:  # (label smoothing needs the logits: cross-entropy)
+        return lambda out, y: F.nll_loss(out, y, weight=weight)
+    return LOSSES[name].fn
+
+
 @dataclass(frozen=True)
 class Schedule:
     name: str
     title: str
-    description: str             # what it does; torch's scheduler is built by engine.train.loop.make_scheduler
+    description: str             # what it does; torch's scheduler is built by build_scheduler
 
 
 SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
@@ -110,3 +123,26 @@ SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
     Schedule("plateau", "Reduce on plateau", "Multiply the rate by a factor when the validation loss stops "
              "improving."),
 )}
+
+
+def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
+    """torch's scheduler for the chosen schedule, and when it steps: "step" (each optimizer step), "epoch" or
+    "plateau" (each epoch, given the validation loss); (None, None) for a constant rate."""
+    sched = torch.optim.lr_scheduler
+    total = steps_per_epoch * cfg.epochs
+    if cfg.scheduler == "step":
+        return sched.StepLR(optimizer, cfg.step_size, cfg.gamma), "epoch"
+    if cfg.scheduler == "exponential":
+        return sched.ExponentialLR(optimizer, cfg.gamma), "epoch"
+    if cfg.scheduler == "plateau":
+        return sched.ReduceLROnPlateau(optimizer, factor=cfg.gamma, patience=cfg.plateau_patience), "plateau"
+    if cfg.scheduler == "onecycle":
+        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total), "step"
+    if cfg.scheduler == "cosine":
+        warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
+        cosine = sched.CosineAnnealingLR(optimizer, T_max=max(total - warm, 1))
+        if not warm:
+            return cosine, "step"
+        warmup = sched.LinearLR(optimizer, start_factor=1 / (warm + 1), total_iters=warm)
+        return sched.SequentialLR(optimizer, [warmup, cosine], milestones=[warm]), "step"
+    return None, None

@@ -4,7 +4,7 @@ It needs torch and safetensors, not LayerLab. The data is the run's prepared spl
 bundle, or --data for the dataset's data.safetensors in LayerLab's workspace when it was too large to include).
 On the same kind of device, in 32-bit precision, it gives the run's weights again; mixed precision and
 torch.compile are not applied here. trainer/ holds LayerLab's own training core (engine/train/core.py with its
-options.py and augment.py), unchanged.
+state.py, options.py and augment.py), unchanged.
 
 (In LayerLab this file is engine/train/retrain.py; it runs only inside a bundle, beside model.py and trainer/.)
 """
@@ -23,9 +23,10 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from model import Model  # noqa: E402
 from trainer import core  # noqa: E402
+from trainer.state import Callback, Plan  # noqa: E402
 
 
-class Report(core.Callback):
+class Report(Callback):
     """One JSON line per epoch, and a line when it stops early."""
 
     def on_epoch_end(self, s):
@@ -51,7 +52,7 @@ def main() -> int:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps")
     args = parser.parse_args()
     manifest = json.loads((HERE / "manifest.json").read_text())
-    cfg, plan = SimpleNamespace(**manifest["config"]), core.Plan(**manifest["plan"])
+    cfg, plan = SimpleNamespace(**manifest["config"]), Plan(**manifest["plan"])
     if not args.data.exists():
         print(f"error: {args.data} is missing. The prepared data was too large to include; pass --data with "
               f"datasets/{manifest['dataset']['id']}/data.safetensors from LayerLab's workspace.", file=sys.stderr)
