@@ -16,6 +16,7 @@ from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
 from engine.portable import model_outputs, probabilities, target_units
+from engine.tasks import task_for
 from engine.workspace import read_json
 
 CURVE_POINTS = 400  # points kept per ROC / PR curve
@@ -133,14 +134,14 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     model, _ = load_model(weights)
     x, y = dataset.split(split)
     config = train.get("config", {})
-    out = outputs(model, x)
-    if config.get("target") == "input":
+    out, task = outputs(model, x), task_for(dataset.task, config.get("target", "label"))
+    if task.predictions == "reconstruction":
         result = regression_metrics(x.float().flatten().numpy(), out.flatten().numpy())
         result["worst"] = []  # per value, not per row: no row list
-    elif dataset.task == "classification":
+    elif task.predictions == "classes":
         probs = class_probabilities(model, out)
         result = classification_metrics(y.long().numpy(), probs.numpy(), dataset.meta["classes"])
     else:
         scale, shift = target_units(dataset.meta)
         result = regression_metrics(y.float().numpy() * scale + shift, out[:, 0].numpy() * scale + shift)
-    return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **result}
+    return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **result, "task": task.name}

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from engine.compiler import analyse
 from engine.errors import SpecError
 from engine.spec import ModelSpec, data_inputs, data_parts, insert_node, migrate, remove_node, set_inputs, set_params
+from engine.tasks import TASKS, task_for
 from engine.templates import starter_for
-from engine.train.config import default_loss
 from engine.train.options import LOSSES
 
 Fix = Callable[[dict, dict], tuple[dict, dict]]
@@ -104,7 +104,8 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     shapes = {refs[n]: tuple(p["shape"]) for n, p in parts.items() if n in refs}
     shapes.update({i.id: i.output_shape for i in infos})
     task, target = meta["task"], train.get("target", "label")
-    loss = train.get("loss") or default_loss(task, target)
+    kind = task_for(task, target)
+    loss = train.get("loss") or kind.default_loss
     classes = len(meta.get("classes") or []) or None
     out_id = model.output_id()
     out = nodes[out_id]
@@ -187,26 +188,16 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 f"vocabulary has {vocab}: larger ids would fail. Set its vocabulary size to {vocab}.",
                 f"Set vocabulary to {vocab}", _embedding_size(node.id, vocab)))
 
-    if target == "label" and task == "classification" and LOSSES[loss].task == "regression":
+    if loss not in kind.losses(classes) and LOSSES[loss].task != kind.losses_for:
+        usual = TASKS[task].default_loss if target == "label" else kind.default_loss
         findings.append(Finding(
-            "regression_loss_on_classes", None,
-            f"The loss is {LOSSES[loss].title}, a regression loss, but the target is a class label. Use cross-entropy.",
-            "Use cross-entropy", _set_loss("cross_entropy")))
-    if target == "label" and task == "regression" and LOSSES[loss].task == "classification":
-        findings.append(Finding(
-            "classification_loss_on_numbers", None,
-            f"The loss is {LOSSES[loss].title}, a classification loss, but the target is a number. Use mean squared "
-            "error.", "Use MSE", _set_loss("mse")))
+            f"{LOSSES[loss].task}_loss_on_{'classes' if kind.losses_for == 'classification' else 'numbers'}", None,
+            f"The loss is {LOSSES[loss].title}, a {LOSSES[loss].task} loss, but the target is "
+            f"{'a class label' if kind.losses_for == 'classification' else 'a number'}. Use "
+            f"{LOSSES[usual].title.lower()}.", f"Use {LOSSES[usual].title.lower()}", _set_loss(usual)))
 
     if error is None and out_id in shapes:
-        if target == "input":
-            want = tuple(meta["input_shape"])
-        elif task == "classification" and LOSSES[loss].task == "classification":
-            want = (1,) if LOSSES[loss].targets == "binary" else (classes,)
-        elif task == "regression":
-            want = (1,)
-        else:
-            want = None
+        want = kind.output_shape(loss, classes, meta["input_shape"]) if LOSSES[loss].task == kind.losses_for else None
         got = shapes[out_id]
         linear = _last_linear(spec, inputs, out_id)
         if want and got != want and linear and len(want) == 1 and len(got) == 1:

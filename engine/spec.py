@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.errors import SpecError
 from engine.registry import get_op, ops
+from engine.tasks import output_units
 
 SPEC_VERSION = 2
 _ID = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
@@ -244,7 +245,7 @@ def starter_spec(task: str, input_shape, num_classes: int | None, vocab_size: in
               {"id": "dense_2", "op": "linear", "params": {"out_features": 64}},
               {"id": "relu_2", "op": "activation", "params": {"kind": "relu"}},
               {"id": "output", "op": "linear",
-               "params": {"out_features": num_classes if task == "classification" else 1}}]
+               "params": {"out_features": output_units(task, num_classes)}}]
     return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()
 
 

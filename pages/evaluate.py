@@ -7,6 +7,7 @@ import streamlit as st
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.evaluate import evaluate_run
+from engine.tasks import TASKS
 from ui.common import page, show_error, trained_run
 from ui.evaluate_views import (
     class_table,
@@ -40,7 +41,7 @@ except LayerLabError as e:
 st.caption(f"{result['n']:,} rows of the {split} split of {result['dataset']}.")
 summary = result["summary"]
 
-if result["task"] == "classification":
+if TASKS[result["task"]].predictions == "classes":
     cards = st.columns(4)
     cards[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
     cards[1].metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each counting the same.")

@@ -11,7 +11,8 @@ from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
 from engine.spec import data_inputs
-from engine.train.config import default_loss, losses_for_task, resolve_device
+from engine.tasks import task_for
+from engine.train.config import resolve_device
 from engine.train.options import LOSSES, OPTIMIZERS
 from engine.transfer import match_weights
 from ui import state
@@ -33,8 +34,9 @@ with settings:
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
     reconstruct = st.session_state.get("train.reconstruct", saved["target"] == "input")
     target = "input" if reconstruct else "label"
-    loss_options = losses_for_task(meta["task"], n_classes, target)
-    default = saved["loss"] if saved["loss"] in loss_options else default_loss(meta["task"], target)
+    task = task_for(meta["task"], target)
+    loss_options = task.losses(n_classes)
+    default = saved["loss"] if saved["loss"] in loss_options else task.default_loss
     loss = st.selectbox("Loss", loss_options, index=loss_options.index(default),
                         format_func=lambda k: LOSSES[k].title, key="train.loss",
                         help="\n".join(f"- **{LOSSES[k].title}**: {LOSSES[k].description}" for k in loss_options))
@@ -68,7 +70,7 @@ with settings:
         seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
                                help="Same seed, same data and settings: the same run.")
         weighted = st.checkbox("Class weights", value=bool(saved["class_weights"]), key="train.class_weights",
-                               disabled=meta["task"] != "classification",
+                               disabled=not task.class_weights,
                                help="Weight each class's loss by how rare it is in the training split; helps "
                                     "with imbalanced classes.")
         trainable = [i.id for i in analyse(state.spec(), data_inputs(meta))[0] if i.params]
@@ -78,7 +80,7 @@ with settings:
         budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
                                  step=256.0, key="train.budget", help="Models estimated to need more memory than "
                                                                       "this to train are refused before they start.")
-    controls = schedule_and_regularization(saved, meta["task"], meta["task"] == "classification" and target == "label")
+    controls = schedule_and_regularization(saved, task)
     config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
               "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
               "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,

@@ -9,6 +9,7 @@ import torch
 from engine.data.prepare import kept_rows
 from engine.data.store import Dataset
 from engine.portable import with_rows
+from engine.tasks import TASKS
 from ui.charts import COLORS, curves, layout, short_labels
 
 
@@ -69,9 +70,9 @@ def regression_figures(report: dict, target: str) -> tuple[go.Figure, go.Figure]
 
 def worst_rows(report: dict, dataset: Dataset, split: str) -> None:
     """The misclassified (most confident first) or worst-predicted rows, with their inputs."""
-    rows = report["misclassified"] if report["task"] == "classification" else report["worst"]
+    rows = report["misclassified"] if TASKS[report["task"]].predictions == "classes" else report["worst"]
     if not rows:
-        st.success("No misclassified rows in this split." if report["task"] == "classification" else
+        st.success("No misclassified rows in this split." if TASKS[report["task"]].predictions == "classes" else
                    "No rows to list.")
         return
     x = dataset.split(split)[0]

@@ -15,6 +15,7 @@ import streamlit as st
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
 from engine.spec import data_inputs, migrate
+from engine.tasks import task_for
 from engine.templates import starter_for, starter_train
 from engine.workspace import atomic_write_json, home, read_json
 
@@ -162,7 +163,8 @@ def use_dataset(meta: dict) -> None:
     if edited:
         try:
             out = infer_shapes(spec, data_inputs(meta))[-1].output_shape
-            keep = out == ((classes,) if meta["task"] == "classification" else (1,))
+            task = task_for(meta["task"])
+            keep = out == task.output_shape(task.default_loss, classes, meta["input_shape"])
         except LayerLabError:
             keep = False
     if not keep:  # the proposed model, with the epochs and learning rate it is meant to train with

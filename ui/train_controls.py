@@ -3,6 +3,7 @@
 import streamlit as st
 import torch
 
+from engine.tasks import Task
 from engine.train.options import SCHEDULES
 
 PRECISIONS = {"auto": "auto (bf16 on a GPU, 32-bit on the CPU)", "32": "32-bit", "bf16": "bf16 mixed",
@@ -10,8 +11,8 @@ PRECISIONS = {"auto": "auto (bf16 on a GPU, 32-bit on the CPU)", "32": "32-bit",
 LAYOUTS = {None: "auto (on a GPU)", True: "on", False: "off"}
 
 
-def schedule_and_regularization(saved: dict, task: str, classification: bool) -> dict:
-    """The widgets, filled from the saved settings; returns the settings they hold."""
+def schedule_and_regularization(saved: dict, task: Task) -> dict:
+    """The widgets, filled from the saved settings, for what `task` reports; returns the settings they hold."""
     out = {}
     with st.expander("Schedule and early stopping"):
         out["scheduler"] = st.selectbox("Learning-rate schedule", list(SCHEDULES),
@@ -38,7 +39,7 @@ def schedule_and_regularization(saved: dict, task: str, classification: bool) ->
                            help="Stop when the validation score stops improving, keeping the best epoch.")
         out["early_stopping"] = 0
         if stop:
-            watch = ["val/loss", "val/accuracy" if classification else "val/mae"]
+            watch = task.monitors()
             out["monitor"] = st.selectbox("Watch", watch, key="train.monitor",
                                           index=watch.index(saved["monitor"]) if saved["monitor"] in watch else 0)
             e1, e2 = st.columns(2)
@@ -68,7 +69,7 @@ def schedule_and_regularization(saved: dict, task: str, classification: bool) ->
                                                                          "accumulation): a larger effective batch.")
         out["label_smoothing"] = r2.number_input("Label smoothing", 0.0, 0.99, float(saved["label_smoothing"]),
                                                  format="%g", step=0.05, key="train.smoothing",
-                                                 disabled=not classification,
+                                                 disabled=task.predictions != "classes",
                                                  help="Classification: soften the targets (0.1 is usual).")
     with st.expander("Speed and diagnostics"):
         choices = list(PRECISIONS) if torch.cuda.is_available() else ["auto", "32", "bf16"]

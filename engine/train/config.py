@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from engine import tasks  # (a module: engine.tasks imports engine.train.options, which runs this package)
 from engine.errors import ConfigError
 from engine.train.options import LOSSES, OPTIMIZERS, SCHEDULES
 
@@ -82,16 +83,11 @@ class TrainConfig(BaseModel):
 
 
 def losses_for_task(task: str, num_classes: int | None = None, target: str = "label") -> list[str]:
-    if target == "input":
-        task = "regression"
-    names = [k for k, loss in LOSSES.items() if loss.task == task]
-    if task == "classification" and num_classes != 2:
-        names.remove("bce_with_logits")
-    return names
+    return tasks.task_for(task, target).losses(num_classes)
 
 
 def default_loss(task: str, target: str = "label") -> str:
-    return "cross_entropy" if task == "classification" and target == "label" else "mse"
+    return tasks.task_for(task, target).default_loss
 
 
 def resolve_device(name: str) -> torch.device:
@@ -119,38 +115,33 @@ def resolve_precision(cfg: TrainConfig, device: torch.device) -> tuple[torch.dty
 def check_compatible(cfg: TrainConfig, task: str, num_classes: int | None, out_shape, n_train: int,
                      input_shape=None) -> str:
     """Raise ConfigError if these settings cannot train this model on this data; return the loss to use."""
-    loss = cfg.loss or default_loss(task, cfg.target)
-    if cfg.target == "input":
-        if LOSSES[loss].task != "regression":
-            raise ConfigError("reconstructing the input needs a regression loss (" + ", ".join(losses_for_task("regression"))
-                              + f"), not '{loss}'.")
-        if input_shape is not None and tuple(out_shape) != tuple(input_shape):
-            raise ConfigError(f"an autoencoder must output the input's shape {tuple(input_shape)} but this model "
-                              f"outputs {tuple(out_shape)}: end it with a Dense of {math.prod(input_shape)} units"
-                              + (f" and a Reshape to {list(input_shape)}." if len(input_shape) > 1 else "."))
-        task = "regression"
-    elif LOSSES[loss].task != task:
-        raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss].task}, but this dataset is {task}. "
-                          f"Choose one of: {', '.join(losses_for_task(task, num_classes))}.")
-    out = tuple(out_shape)
-    if LOSSES[loss].targets == "classes" and out != (num_classes,):
-        raise ConfigError(f"the model outputs shape {out} but the dataset has {num_classes} classes: set the last "
-                          f"Dense layer's units to {num_classes} ({LOSSES[loss].title.lower()} wants one output per "
-                          "class).")
-    if LOSSES[loss].targets == "binary":
-        if num_classes != 2:
+    kind = tasks.task_for(task, cfg.target)
+    loss = cfg.loss or kind.default_loss
+    if loss not in kind.losses(num_classes):
+        if LOSSES[loss].targets == "binary" and LOSSES[loss].task == kind.losses_for:
             raise ConfigError("binary cross-entropy needs a 2-class target; use cross-entropy for "
                               f"{num_classes} classes.")
-        if out != (1,):
+        what = "reconstructing the input" if kind.outputs == "input" else f"this dataset ({task})"
+        raise ConfigError(f"the loss '{loss}' is for {LOSSES[loss].task}, which does not fit {what}. "
+                          f"Choose one of: {', '.join(kind.losses(num_classes))}.")
+    out, want = tuple(out_shape), kind.output_shape(loss, num_classes, input_shape)
+    if want is not None and out != want:
+        if kind.outputs == "input":
+            raise ConfigError(f"an autoencoder must output the input's shape {want} but this model outputs {out}: "
+                              f"end it with a Dense of {math.prod(want)} units"
+                              + (f" and a Reshape to {list(want)}." if len(want) > 1 else "."))
+        if LOSSES[loss].targets == "classes":
+            raise ConfigError(f"the model outputs shape {out} but the dataset has {num_classes} classes: set the "
+                              f"last Dense layer's units to {num_classes} ({LOSSES[loss].title.lower()} wants one "
+                              "output per class).")
+        if LOSSES[loss].targets == "binary":
             raise ConfigError(f"binary cross-entropy needs one output, but the model outputs {out}: set the last "
                               "Dense layer's units to 1, or choose cross-entropy.")
-    if task == "regression" and cfg.target == "label" and out != (1,):
-        raise ConfigError(f"regression needs one output, but the model outputs {out}: set the last Dense layer's "
-                          "units to 1.")
-    reported = "val/accuracy" if task == "classification" else "val/mae"  # task: what the loss trains for here
-    if cfg.early_stopping and cfg.monitor not in ("val/loss", reported):
-        raise ConfigError(f"early stopping watches {cfg.monitor}, which this run does not report: watch val/loss "
-                          f"or {reported}.")
+        raise ConfigError(f"{kind.title.lower()} needs one output, but the model outputs {out}: set the last Dense "
+                          "layer's units to 1.")
+    if cfg.early_stopping and cfg.monitor not in kind.monitors():
+        raise ConfigError(f"early stopping watches {cfg.monitor}, which this run does not report: watch "
+                          f"{' or '.join(kind.monitors())}.")
     if cfg.batch_size > n_train:
         raise ConfigError(f"the batch size {cfg.batch_size} is larger than the {n_train} training rows: choose a "
                           f"batch size of at most {n_train} (32 or 64 is usual).")

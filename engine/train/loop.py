@@ -23,6 +23,7 @@ from engine.errors import ConfigError
 from engine.export import save_weights
 from engine.portable import target_units
 from engine.spec import data_inputs
+from engine.tasks import task_for
 from engine.train import boundary, callbacks, core, options
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach
@@ -54,7 +55,7 @@ def make_plan(model, infos, dataset: Dataset, cfg: TrainConfig, threads: int | N
                         len(dataset.split("train")[1]))
     label = cfg.target == "label"
     weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes) \
-        if cfg.class_weights and label and dataset.task == "classification" else None
+        if cfg.class_weights and task_for(dataset.task, cfg.target).class_weights else None
     plan = Plan(checked.loss, model.spec.output_id(), checked.train_output, weights,
                      cfg.label_smoothing if label else 0.0, target_units(dataset.meta)[0] if label else 1.0,
                      eval_batch_size(infos), threads)
@@ -142,7 +143,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     s = core.prepare(cfg, plan, model, net, tensors, device, channels_last=channels_last,
                      autocast=(lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else
                      contextlib.nullcontext, scaler=torch.amp.GradScaler(device.type) if precision == "16" else None)
-    notices = list(checked.notices)
+    task, notices = task_for(dataset.task, cfg.target), list(checked.notices)
+    step, validate = task.step or core.standard_step, task.validate or core.validate
     if cfg.compile:
         s.forward = try_compile(net, core.as_input(s.data[0][:cfg.batch_size]), device, notices)
     if resume:
@@ -150,7 +152,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         first = {"type": "run_resumed", "epoch": s.epoch, "step": s.step, "device": str(device)}
         notices = resume.get("notices") or []
     else:  # the untrained model's validation loss: the yardstick for a loss that explodes without becoming NaN
-        ref = core.validate(s)["loss"] if len(s.data[2]) else None
+        ref = validate(s)["loss"] if len(s.data[2]) else None
         plan.loss_ref = ref if ref is not None and math.isfinite(ref) else None
         first = {"type": "run_started", "device": str(device), "threads": plan.threads, "params": n_params,
                  "loss": plan.loss, "optimizer": cfg.optimizer, "epochs": cfg.epochs,
@@ -174,7 +176,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
         hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
     hooks.append(callbacks.StopRequest(should_stop))
 
-    core.train(s, hooks)
+    core.train(s, hooks, step, validate)
     return _finish(s, hooks, save if out_dir is not None else None, emit)
 
 

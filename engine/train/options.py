@@ -137,7 +137,8 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int)
     if cfg.scheduler == "plateau":
         return sched.ReduceLROnPlateau(optimizer, factor=cfg.gamma, patience=cfg.plateau_patience), "plateau"
     if cfg.scheduler == "onecycle":
-        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total), "step"
+        cycles = "momentum" in optimizer.defaults or "betas" in optimizer.defaults  # (Adagrad, ASGD have neither)
+        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, cycle_momentum=cycles), "step"
     if cfg.scheduler == "cosine":
         warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
         cosine = sched.CosineAnnealingLR(optimizer, T_max=max(total - warm, 1))

@@ -1,0 +1,75 @@
+"""The tasks LayerLab trains, one entry each: what output the data needs, which losses fit, which metrics
+a run reports, how outputs become predictions, which Evaluate views apply, and (for a task with its own
+training step) the step.
+
+Preflight and the linter (output shape, losses), the Train page (loss choices, class weights, what early
+stopping can watch), the starter model (its output width), evaluation and `fit` ask `task_for` instead of
+deciding themselves. A task whose training is not "forward, loss, backward" (a VAE's KL term, a GAN's
+two models, a language model's shifted targets) sets `step` and `validate` to functions of
+`engine.train.core.State` and plugs into `core.train` without touching it.
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from engine.train.options import LOSSES
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    title: str
+    losses_for: str                  # the `Loss.task` its losses have ("classification" or "regression")
+    default_loss: str
+    metrics: tuple[str, ...]         # validation metrics beside the loss (early stopping may watch them)
+    outputs: str                     # "classes" (one per class; one logit with BCE), "value" or "input"
+    predictions: str                 # how outputs become predictions: "classes" (argmax, probabilities),
+    #                                  "values" (in the target's units) or "reconstruction"
+    views: tuple[str, ...]           # the Evaluate page's views for it
+    class_weights: bool = False      # whether weighting the loss by class rarity applies
+    step: Callable | None = None     # core.standard_step when None: fn(state, xb, yb, last) -> loss
+    validate: Callable | None = None  # core.validate when None: fn(state) -> {"loss": ..., metric: ...}
+    notes: dict = field(default_factory=dict)
+
+    def losses(self, num_classes: int | None = None) -> list[str]:
+        """The losses that fit this task (binary cross-entropy only for two classes)."""
+        names = [k for k, loss in LOSSES.items() if loss.task == self.losses_for]
+        return [k for k in names if LOSSES[k].targets != "binary" or num_classes == 2]
+
+    def output_shape(self, loss: str, num_classes: int | None, input_shape) -> tuple | None:
+        """The model output shape the data needs with this loss (None: the task does not fix it)."""
+        if self.outputs == "input":
+            return tuple(input_shape) if input_shape is not None else None
+        if self.outputs == "classes":
+            return (1,) if LOSSES[loss].targets == "binary" else (num_classes,)
+        return (1,) if self.outputs == "value" else None
+
+    def monitors(self) -> list[str]:
+        return ["val/loss", *(f"val/{m}" for m in self.metrics[:1])]
+
+
+TASKS: dict[str, Task] = {t.name: t for t in (
+    Task("classification", "Classification", "classification", "cross_entropy", ("accuracy",), "classes",
+         "classes", ("summary", "confusion", "per_class", "roc", "calibration", "misclassified"),
+         class_weights=True),
+    Task("regression", "Regression", "regression", "mse", ("mae", "r2"), "value", "values",
+         ("summary", "scatter", "residuals", "worst")),
+    Task("reconstruction", "Reconstruction (autoencoder)", "regression", "mse", ("mae", "r2"), "input",
+         "reconstruction", ("summary",)),
+)}
+
+
+def task_for(data_task: str, target: str = "label") -> Task:
+    """The task a run trains: the dataset's (classification, regression, or a registered one), or
+    reconstruction when the target is the input itself."""
+    if target == "input":
+        return TASKS["reconstruction"]
+    return TASKS[data_task]
+
+
+def output_units(data_task: str, num_classes: int | None) -> int:
+    """The width of a starter model's last Dense layer for this data."""
+    task = task_for(data_task)
+    shape = task.output_shape(task.default_loss, num_classes, None)
+    return math.prod(shape) if shape else 1
