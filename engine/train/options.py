@@ -43,6 +43,8 @@ OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
     Optimizer("radam", "RAdam", "Adam with a rectified warm-up of its variance: less sensitive to the rate.",
               torch.optim.RAdam, 2, 1e-3),
     Optimizer("asgd", "ASGD", "SGD that averages the weights it visits.", torch.optim.ASGD, 1, 1e-2),
+    Optimizer("adafactor", "Adafactor", "Adam-like steps from factored second moments: little optimizer memory "
+              "for big weight matrices.", torch.optim.Adafactor, 1, 1e-2),
 )}
 
 
