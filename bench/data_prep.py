@@ -47,8 +47,11 @@ def make_csv(path: Path, rows: int, text: bool = False) -> None:
 def step(kind: str, path: str, home: str) -> dict:
     """One measured step; run in a child process so its peak memory is its own."""
     import os
+
     os.environ["LAYERLAB_HOME"] = home
-    from engine.data.prepare import prepare_file  # imports (torch, scikit-learn) are not part of the timing
+    from engine.data.prepare import (
+        prepare_file,
+    )  # imports (torch, scikit-learn) are not part of the timing
 
     base = _rss_now()
     t = time.perf_counter()
@@ -70,16 +73,24 @@ def _rss_now() -> int:
 
 
 def child(kind: str, path: Path, home: Path) -> dict:
-    proc = subprocess.run([sys.executable, __file__, "--child", kind, str(path), str(home)], capture_output=True,
-                          text=True, check=True)
+    proc = subprocess.run(
+        [sys.executable, __file__, "--child", kind, str(path), str(home)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(proc.stdout.splitlines()[-1])
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
-    ap.add_argument("--repeats", type=int, default=3, help="interleaved runs of each step; medians are reported")
-    ap.add_argument("--text", action="store_true", help="a free-text column instead of one categorical column")
+    ap.add_argument(
+        "--repeats", type=int, default=3, help="interleaved runs of each step; medians are reported"
+    )
+    ap.add_argument(
+        "--text", action="store_true", help="a free-text column instead of one categorical column"
+    )
     ap.add_argument("--child", nargs=3)
     args = ap.parse_args()
     if args.child:
@@ -92,22 +103,34 @@ def main():
         for i in range(args.repeats):  # interleaved, so a slow spell of the machine hits both alike
             for kind in runs:
                 runs[kind].append(child(kind, path, Path(tmp) / f"home{i}"))
-        read, prep = ({k: statistics.median(r[k] for r in runs[kind]) for k in runs[kind][0]} for kind in runs)
+        read, prep = (
+            {k: statistics.median(r[k] for r in runs[kind]) for k in runs[kind][0]} for kind in runs
+        )
         size_mb = path.stat().st_size / 2**20
         tensors = prep["tensor_bytes"]
-        ratios = [p["seconds"] / r["seconds"] for p, r in zip(runs["prepare"], runs["read"], strict=True)]
+        ratios = [
+            p["seconds"] / r["seconds"] for p, r in zip(runs["prepare"], runs["read"], strict=True)
+        ]
         kind = " (one a free-text column)" if args.text else ""
-        print(f"# {args.rows:,} rows x 20 columns{kind}, {size_mb:,.0f} MB CSV; median of {args.repeats} interleaved runs")
+        print(
+            f"# {args.rows:,} rows x 20 columns{kind}, {size_mb:,.0f} MB CSV; median of {args.repeats} interleaved runs"
+        )
         print("| step | seconds | peak RSS above imports (MB) |")
         print("|---|---:|---:|")
         print(f"| pandas.read_csv | {read['seconds']:.2f} | {read['peak_rss'] / 2**20:,.0f} |")
-        print(f"| LayerLab prepare (read, split, fit, encode, health, save) | {prep['seconds']:.2f} | "
-              f"{prep['peak_rss'] / 2**20:,.0f} |")
-        print(f"\nprepare / read time: {prep['seconds'] / read['seconds']:.2f}x (target <= 3x; per pair "
-              f"{', '.join(f'{r:.2f}x' for r in ratios)})")
-        print(f"prepared tensors: {tensors / 2**20:,.0f} MB; prepare peak RSS / tensors: "
-              f"{prep['peak_rss'] / tensors:.2f}x (target <= 3x); read-only peak RSS / tensors: "
-              f"{read['peak_rss'] / tensors:.2f}x")
+        print(
+            f"| LayerLab prepare (read, split, fit, encode, health, save) | {prep['seconds']:.2f} | "
+            f"{prep['peak_rss'] / 2**20:,.0f} |"
+        )
+        print(
+            f"\nprepare / read time: {prep['seconds'] / read['seconds']:.2f}x (target <= 3x; per pair "
+            f"{', '.join(f'{r:.2f}x' for r in ratios)})"
+        )
+        print(
+            f"prepared tensors: {tensors / 2**20:,.0f} MB; prepare peak RSS / tensors: "
+            f"{prep['peak_rss'] / tensors:.2f}x (target <= 3x); read-only peak RSS / tensors: "
+            f"{read['peak_rss'] / tensors:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -33,8 +33,15 @@ from engine.spec import starter_spec  # noqa: E402
 from ui.state import write_session  # noqa: E402
 
 CHROMIUM = os.environ.get("LAYERLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def wait_done(run: Path) -> dict:
@@ -47,9 +54,25 @@ def server() -> tuple[subprocess.Popen, str]:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     for _ in range(200):
         try:
@@ -73,8 +96,9 @@ def click_around(page, run: Path) -> list[float]:
     while read_status(run)["state"] in ("queued", "running"):
         t = time.perf_counter()
         page.locator('[data-testid="stSidebarNav"] a', has_text=order[i % len(order)]).click()
-        page.wait_for_function(f"document.querySelector('h1')?.innerText === {order[i % len(order)]!r}",
-                               timeout=60_000)
+        page.wait_for_function(
+            f"document.querySelector('h1')?.innerText === {order[i % len(order)]!r}", timeout=60_000
+        )
         settle(page)
         times.append(time.perf_counter() - t)
         i += 1
@@ -109,7 +133,9 @@ def main():
                 page.goto(f"{url}/train")
                 page.wait_for_selector("h1", timeout=60_000)
                 launch(run)
-                page.get_by_text(re.compile(r"\d+/\d+ epochs done|epoch \d+/\d+")).first.wait_for(timeout=60_000)
+                page.get_by_text(re.compile(r"\d+/\d+ epochs done|epoch \d+/\d+")).first.wait_for(
+                    timeout=60_000
+                )
                 speeds["observed"].append(wait_done(run)["samples_per_second"])
                 page.close()
                 run = create_run(spec, train, dataset.path, name=f"clicking-{i}")
@@ -121,18 +147,22 @@ def main():
                 switches += click_around(page, run)
                 speeds["clicking"].append(wait_done(run)["samples_per_second"])
                 page.close()
-                print(f"repeat {i + 1}: headless {speeds['headless'][-1]:,.0f}, observed {speeds['observed'][-1]:,.0f}, "
-                      f"clicking {speeds['clicking'][-1]:,.0f} samples/s; {len(switches)} page switches so far",
-                      flush=True)
+                print(
+                    f"repeat {i + 1}: headless {speeds['headless'][-1]:,.0f}, observed {speeds['observed'][-1]:,.0f}, "
+                    f"clicking {speeds['clicking'][-1]:,.0f} samples/s; {len(switches)} page switches so far",
+                    flush=True,
+                )
             browser.close()
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
     h, o, c = (statistics.median(speeds[k]) for k in ("headless", "observed", "clicking"))
     switches.sort()
     p50, p90 = statistics.median(switches), switches[int(0.9 * (len(switches) - 1))]
-    print("| headless | Train page open | clicking around | open / headless | clicking / headless | page switch, "
-          "median | page switch, 90th pct |\n|---:|---:|---:|---:|---:|---:|---:|\n"
-          f"| {h:,.0f} | {o:,.0f} | {c:,.0f} | {o / h:.3f} | {c / h:.3f} | {p50:.2f} s | {p90:.2f} s |")
+    print(
+        "| headless | Train page open | clicking around | open / headless | clicking / headless | page switch, "
+        "median | page switch, 90th pct |\n|---:|---:|---:|---:|---:|---:|---:|\n"
+        f"| {h:,.0f} | {o:,.0f} | {c:,.0f} | {o / h:.3f} | {c / h:.3f} | {p50:.2f} s | {p90:.2f} s |"
+    )
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ DEFAULT_SETS = "moons,spiral,iris,wine,breast_cancer,diabetes,digits,shapes,revi
 def main() -> None:
     import os
     import tempfile
+
     os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-bench-"))
     from engine.data.prepare import prepare_builtin, prepare_file
     from engine.evaluate import evaluate_run
@@ -46,9 +47,12 @@ def main() -> None:
         metric = "accuracy" if ds.task == "classification" else "r2"
         test = evaluate_run(run)["summary"].get(metric)
         ops = [n["op"] for n in spec["nodes"]]
-        print(f"| {ds.meta['name']} | {_kind(ds.meta)} | {len(ops)} layers ({', '.join(dict.fromkeys(ops))}) | "
-              f"{train['epochs']}, {train['lr']:g} | {final['metrics'].get('val/' + metric, float('nan')):.3f} | "
-              f"{test:.3f} | {seconds:.0f} |", flush=True)
+        print(
+            f"| {ds.meta['name']} | {_kind(ds.meta)} | {len(ops)} layers ({', '.join(dict.fromkeys(ops))}) | "
+            f"{train['epochs']}, {train['lr']:g} | {final['metrics'].get('val/' + metric, float('nan')):.3f} | "
+            f"{test:.3f} | {seconds:.0f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

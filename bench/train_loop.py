@@ -58,12 +58,34 @@ def spec(case: str) -> dict:
     if case.startswith("mlp"):
         return {"nodes": [linear(64), relu(1), linear(32), relu(2), linear(10)]}
     if case == "cnn":
-        conv = lambda i, c: {"id": f"c{i}", "op": "conv2d", "params": {"out_channels": c, "padding": 1}}  # noqa: E731
+
+        def conv(i, c):
+            return {"id": f"c{i}", "op": "conv2d", "params": {"out_channels": c, "padding": 1}}
+
         pool = lambda i: {"id": f"p{i}", "op": "maxpool2d", "params": {"kernel_size": 2}}  # noqa: E731
-        return {"nodes": [conv(1, 16), relu(1), pool(1), conv(2, 32), relu(2), pool(2),
-                          {"id": "flat", "op": "flatten"}, linear(10)]}
-    return {"nodes": [{"id": "emb", "op": "embedding", "params": {"num_embeddings": 1000, "embedding_dim": 32}},
-                      {"id": "lstm", "op": "lstm", "params": {"hidden_size": 64}}, linear(2)]}
+        return {
+            "nodes": [
+                conv(1, 16),
+                relu(1),
+                pool(1),
+                conv(2, 32),
+                relu(2),
+                pool(2),
+                {"id": "flat", "op": "flatten"},
+                linear(10),
+            ]
+        }
+    return {
+        "nodes": [
+            {
+                "id": "emb",
+                "op": "embedding",
+                "params": {"num_embeddings": 1000, "embedding_dim": 32},
+            },
+            {"id": "lstm", "op": "lstm", "params": {"hidden_size": 64}},
+            linear(2),
+        ]
+    }
 
 
 class LastStep(nn.Module):
@@ -74,28 +96,58 @@ class LastStep(nn.Module):
 def torch_model(case: str) -> nn.Module:
     d = CASES[case]["shape"][0]
     if case.startswith("mlp"):
-        return nn.Sequential(nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+        return nn.Sequential(
+            nn.Linear(d, 64), nn.ReLU(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10)
+        )
     if case == "cnn":
-        return nn.Sequential(nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2), nn.Conv2d(16, 32, 3, padding=1),
-                             nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(), nn.Linear(32 * 7 * 7, 10))
-    return nn.Sequential(nn.Embedding(1000, 32), nn.LSTM(32, 64, batch_first=True), LastStep(), nn.Linear(64, 2))
+        return nn.Sequential(
+            nn.Conv2d(1, 16, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(32 * 7 * 7, 10),
+        )
+    return nn.Sequential(
+        nn.Embedding(1000, 32), nn.LSTM(32, 64, batch_first=True), LastStep(), nn.Linear(64, 2)
+    )
 
 
 def keras_model(case: str):
     import keras
+
     layers = keras.layers
     if case.startswith("mlp"):
-        body = [keras.Input(CASES[case]["shape"]), layers.Dense(64, activation="relu"),
-                layers.Dense(32, activation="relu"), layers.Dense(10)]
+        body = [
+            keras.Input(CASES[case]["shape"]),
+            layers.Dense(64, activation="relu"),
+            layers.Dense(32, activation="relu"),
+            layers.Dense(10),
+        ]
     elif case == "cnn":
-        body = [keras.Input((28, 28, 1)), layers.Conv2D(16, 3, padding="same", activation="relu"), layers.MaxPooling2D(),
-                layers.Conv2D(32, 3, padding="same", activation="relu"), layers.MaxPooling2D(), layers.Flatten(),
-                layers.Dense(10)]
+        body = [
+            keras.Input((28, 28, 1)),
+            layers.Conv2D(16, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dense(10),
+        ]
     else:
-        body = [keras.Input((40,), dtype="int32"), layers.Embedding(1000, 32), layers.LSTM(64), layers.Dense(2)]
+        body = [
+            keras.Input((40,), dtype="int32"),
+            layers.Embedding(1000, 32),
+            layers.LSTM(64),
+            layers.Dense(2),
+        ]
     model = keras.Sequential(body)
-    model.compile(optimizer=keras.optimizers.Adam(1e-3),
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-3),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -105,22 +157,28 @@ def make_data(case: str, seed: int = 0):
     n = d["rows"] + d["rows"] // 10
     if case == "lstm":
         x = torch.randint(0, 1000, (n, 40), generator=g)
-        y = ((x < 100).sum(1) > 4).long()  # is a rare token frequent: order-free but needs the whole sequence
+        y = (
+            (x < 100).sum(1) > 4
+        ).long()  # is a rare token frequent: order-free but needs the whole sequence
     else:
         x = torch.randn(n, *d["shape"], generator=g)
-        teacher = nn.Sequential(nn.Flatten(), nn.Linear(x[0].numel(), 32), nn.Tanh(), nn.Linear(32, d["classes"]))
+        teacher = nn.Sequential(
+            nn.Flatten(), nn.Linear(x[0].numel(), 32), nn.Tanh(), nn.Linear(32, d["classes"])
+        )
         with torch.no_grad():
             y = teacher(x).argmax(1)
-    return x[:d["rows"]], y[:d["rows"]], x[d["rows"]:], y[d["rows"]:]
+    return x[: d["rows"]], y[: d["rows"]], x[d["rows"] :], y[d["rows"] :]
 
 
 @torch.no_grad()
 def validate(model, x_val, y_val, device):
     model.eval()
-    out = torch.cat([model(x_val[i:i + 512].to(device)) for i in range(0, len(x_val), 512)])
+    out = torch.cat([model(x_val[i : i + 512].to(device)) for i in range(0, len(x_val), 512)])
     y_val = y_val.to(device)
     model.train()
-    return nn.functional.cross_entropy(out, y_val).item(), (out.argmax(1) == y_val).float().mean().item()
+    return nn.functional.cross_entropy(out, y_val).item(), (
+        out.argmax(1) == y_val
+    ).float().mean().item()
 
 
 def tutorial(case, x, y, epochs, device, x_val, y_val):
@@ -150,7 +208,7 @@ def careful(case, x, y, epochs, device, x_val, y_val):
         total = torch.zeros((), device=device)
         perm = torch.randperm(n, device=device)
         for i in range(0, n, bs):
-            idx = perm[i:i + bs]
+            idx = perm[i : i + bs]
             loss = nn.functional.cross_entropy(model(x[idx]), y[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -165,21 +223,47 @@ def keras_fit(case, x, y, epochs, device, x_val, y_val):
     model = keras_model(case)
     to_keras = lambda t: t.permute(0, 2, 3, 1).numpy() if case == "cnn" else t.numpy()  # noqa: E731
     xk, yk, val = to_keras(x), y.numpy(), (to_keras(x_val), y_val.numpy())
-    model.fit(xk[:CASES[case]["bs"] * 4], yk[:CASES[case]["bs"] * 4], batch_size=CASES[case]["bs"], epochs=1,
-              verbose=0)  # warm-up: tracing and first-call costs out of the timing
+    model.fit(
+        xk[: CASES[case]["bs"] * 4],
+        yk[: CASES[case]["bs"] * 4],
+        batch_size=CASES[case]["bs"],
+        epochs=1,
+        verbose=0,
+    )  # warm-up: tracing and first-call costs out of the timing
     t = time.perf_counter()
-    model.fit(xk, yk, batch_size=CASES[case]["bs"], epochs=epochs, verbose=0, shuffle=True, validation_data=val)
+    model.fit(
+        xk,
+        yk,
+        batch_size=CASES[case]["bs"],
+        epochs=epochs,
+        verbose=0,
+        shuffle=True,
+        validation_data=val,
+    )
     return len(x) * epochs / (time.perf_counter() - t)
 
 
 def layerlab(case, x, y, epochs, device, x_val, y_val, **cfg):
     d = CASES[case]
-    ds = Dataset(Path("."), {"id": "bench", "name": "bench", "task": "classification", "input_shape": list(d["shape"]),
-                             "classes": [str(i) for i in range(d["classes"])], "sizes": {"train": len(x)}},
-                 {"x_train": x, "y_train": y, "x_val": x_val, "y_val": y_val})
+    ds = Dataset(
+        Path("."),
+        {
+            "id": "bench",
+            "name": "bench",
+            "task": "classification",
+            "input_shape": list(d["shape"]),
+            "classes": [str(i) for i in range(d["classes"])],
+            "sizes": {"train": len(x)},
+        },
+        {"x_train": x, "y_train": y, "x_val": x_val, "y_val": y_val},
+    )
     t = time.perf_counter()
-    result = fit(spec(case), ds, TrainConfig(epochs=epochs, batch_size=d["bs"], lr=1e-3, device=str(device), **cfg),
-                 emit=lambda e: None)
+    result = fit(
+        spec(case),
+        ds,
+        TrainConfig(epochs=epochs, batch_size=d["bs"], lr=1e-3, device=str(device), **cfg),
+        emit=lambda e: None,
+    )
     return len(x) * epochs / (time.perf_counter() - t), result["metrics"]["val/accuracy"]
 
 
@@ -198,14 +282,21 @@ def main():
         if args.no_keras:
             raise ImportError
         import keras
+
         have_keras = f"Keras {keras.__version__} ({keras.backend.backend()} backend)"
     except ImportError:
         have_keras = None
-    name = torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    print(f"# torch {torch.__version__}, {name}, {args.epochs} epochs, medians of {args.repeats}; "
-          f"precision {args.precision}, compile {args.compile}; {have_keras or 'Keras not installed'}")
-    print("| case | batch | threads | Keras fit | tutorial | careful | LayerLab | LayerLab, no diagnostics "
-          "| LayerLab / careful | LayerLab / Keras | diagnostics cost | val acc |")
+    name = (
+        torch.cuda.get_device_name(0) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
+    )
+    print(
+        f"# torch {torch.__version__}, {name}, {args.epochs} epochs, medians of {args.repeats}; "
+        f"precision {args.precision}, compile {args.compile}; {have_keras or 'Keras not installed'}"
+    )
+    print(
+        "| case | batch | threads | Keras fit | tutorial | careful | LayerLab | LayerLab, no diagnostics "
+        "| LayerLab / careful | LayerLab / Keras | diagnostics cost | val acc |"
+    )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     extra = {"precision": args.precision, "compile": args.compile}
     for case in args.cases:
@@ -223,15 +314,27 @@ def main():
             runs["careful"].append(careful(case, x, y, args.epochs, device, x_val, y_val))
             sps, acc = layerlab(case, x, y, args.epochs, device, x_val, y_val, **extra)
             runs["layerlab"].append(sps)
-            runs["nodiag"].append(layerlab(case, x, y, args.epochs, device, x_val, y_val, diagnostics=False,
-                                           **extra)[0])
+            runs["nodiag"].append(
+                layerlab(case, x, y, args.epochs, device, x_val, y_val, diagnostics=False, **extra)[
+                    0
+                ]
+            )
         med = {k: statistics.median(v) if v else None for k, v in runs.items()}
         fmt = lambda v: f"{v:,.0f}" if v else "-"  # noqa: E731
-        cells = [case, CASES[case]["bs"], threads if device.type == "cpu" else "-", fmt(med["keras"]),
-                 fmt(med["tutorial"]), fmt(med["careful"]), fmt(med["layerlab"]), fmt(med["nodiag"]),
-                 f"{med['layerlab'] / med['careful']:.2f}x",
-                 f"{med['layerlab'] / med['keras']:.2f}x" if med["keras"] else "-",
-                 f"{1 - med['layerlab'] / med['nodiag']:+.1%}", f"{acc:.3f}"]
+        cells = [
+            case,
+            CASES[case]["bs"],
+            threads if device.type == "cpu" else "-",
+            fmt(med["keras"]),
+            fmt(med["tutorial"]),
+            fmt(med["careful"]),
+            fmt(med["layerlab"]),
+            fmt(med["nodiag"]),
+            f"{med['layerlab'] / med['careful']:.2f}x",
+            f"{med['layerlab'] / med['keras']:.2f}x" if med["keras"] else "-",
+            f"{1 - med['layerlab'] / med['nodiag']:+.1%}",
+            f"{acc:.3f}",
+        ]
         print("| " + " | ".join(map(str, cells)) + " |", flush=True)
 
 

@@ -133,7 +133,11 @@ Final metrics: {metrics}.
 
 
 def _versions() -> dict:
-    found = {"python": platform.python_version(), "layerlab": __version__, "torch": torch.__version__}
+    found = {
+        "python": platform.python_version(),
+        "layerlab": __version__,
+        "torch": torch.__version__,
+    }
     for name in PACKAGES:
         try:
             found[name] = package_metadata.version(name)
@@ -150,20 +154,32 @@ def predict_script() -> str:
     """predict.py: engine.portable (verbatim) and a command line."""
     body = inspect.getsource(portable)
     doc_end = body.index('"""', 3) + 3
-    header = ('"""Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the '
-              'training columns\n(CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch, '
-              'safetensors, numpy, pandas, pillow.\n\nThe functions below are LayerLab\'s own preprocessing and '
-              'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport csv\nimport json\nimport sys\n'
-              'from pathlib import Path\n')
+    header = (
+        '"""Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the '
+        "training columns\n(CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch, "
+        "safetensors, numpy, pandas, pillow.\n\nThe functions below are LayerLab's own preprocessing and "
+        'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport csv\nimport json\nimport sys\n'
+        "from pathlib import Path\n"
+    )
     return header + body[doc_end:] + PREDICT_MAIN
 
 
 def trainer_files() -> dict[str, bytes]:
     """train.py (engine/train/retrain.py) and trainer/: the training core with its options and augmentation,
     verbatim."""
-    folder = Path(core.__file__).parent  # (retrain.py runs only in a bundle: it is read, not imported)
-    files = {"train.py": (folder / "retrain.py").read_bytes(), "trainer/__init__.py": b'"""LayerLab\'s training core."""\n'}
-    files.update({f"trainer/{name}.py": (folder / f"{name}.py").read_bytes() for name in ("core", "state", "options", "augment")})
+    folder = Path(
+        core.__file__
+    ).parent  # (retrain.py runs only in a bundle: it is read, not imported)
+    files = {
+        "train.py": (folder / "retrain.py").read_bytes(),
+        "trainer/__init__.py": b'"""LayerLab\'s training core."""\n',
+    }
+    files.update(
+        {
+            f"trainer/{name}.py": (folder / f"{name}.py").read_bytes()
+            for name in ("core", "state", "options", "augment")
+        }
+    )
     return files
 
 
@@ -173,8 +189,13 @@ def _plan(model, dataset, cfg: TrainConfig, events: list[dict]) -> dict:
     started = next((e for e in events if e["type"] == "run_started"), {})
     if started.get("plan"):
         return started["plan"]
-    plan = loop.make_plan(model, infer_shapes(model.spec, data_inputs(dataset.meta)), dataset, cfg,
-                          started.get("threads"))[0]
+    plan = loop.make_plan(
+        model,
+        infer_shapes(model.spec, data_inputs(dataset.meta)),
+        dataset,
+        cfg,
+        started.get("threads"),
+    )[0]
     plan.loss_ref = started.get("loss_ref")
     return asdict(plan)
 
@@ -184,7 +205,9 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     run_dir = Path(run_dir)
     weights_path = run_dir / "model.safetensors"
     if not weights_path.exists():
-        raise LayerLabError(f"run {run_dir.name} has no trained weights yet: let it finish an epoch first.")
+        raise LayerLabError(
+            f"run {run_dir.name} has no trained weights yet: let it finish an epoch first."
+        )
     weights = weights_path.read_bytes()
     model, metadata = load_model(weights)
     meta = json.loads(metadata.get("dataset", "{}"))
@@ -192,8 +215,11 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     events = read_events(run_dir)[0]
     final = next((e for e in reversed(events) if e["type"] == "run_finished"), {})
     cfg = TrainConfig.parse(info["config"])
-    files: dict[str, bytes] = {"model.py": model_code(model, info["name"]).encode(), "weights.safetensors": weights,
-                               "state_dict.pt": state_dict_bytes(model)}
+    files: dict[str, bytes] = {
+        "model.py": model_code(model, info["name"]).encode(),
+        "weights.safetensors": weights,
+        "state_dict.pt": state_dict_bytes(model),
+    }
     skipped = {}
     for name, build in (("model.onnx", onnx_bytes), ("model.torchscript.pt", torchscript_bytes)):
         try:
@@ -201,29 +227,47 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
         except LayerLabError as e:
             skipped[name] = str(e)
     prediction = {k: v for k, v in prediction_meta(meta).items() if k != "classes"}
-    files["preprocessing.json"] = json.dumps({**prediction, "takes_tokens": model.takes_tokens,
-                                              "outputs_are_probabilities": ends_in_squash(model)}, indent=1).encode()
+    files["preprocessing.json"] = json.dumps(
+        {
+            **prediction,
+            "takes_tokens": model.takes_tokens,
+            "outputs_are_probabilities": ends_in_squash(model),
+        },
+        indent=1,
+    ).encode()
     files["labels.json"] = json.dumps({"classes": meta.get("classes")}, indent=1).encode()
     files["predict.py"] = predict_script().encode()
-    manifest = {"format": "layerlab-bundle/1", "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "versions": _versions(), "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
-                "seed": cfg.seed, "config": cfg.model_dump(mode="json"), "spec": json.loads(model.spec.to_json()),
-                "metrics": final.get("metrics", {}), "best": final.get("best"), "status": final.get("status")}
+    manifest = {
+        "format": "layerlab-bundle/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": _versions(),
+        "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "spec": json.loads(model.spec.to_json()),
+        "metrics": final.get("metrics", {}),
+        "best": final.get("best"),
+        "status": final.get("status"),
+    }
     try:
         dataset = load_dataset(json.loads((run_dir / "train.json").read_text())["dataset_dir"])
     except (KeyError, OSError, LayerLabError):
         dataset = None
         skipped["train.py"] = "the run's dataset is no longer in the workspace"
     if dataset is not None:
-        manifest["dataset"] = {k: dataset.meta.get(k) for k in ("id", "name", "source", "hash", "sizes", "task")}
+        manifest["dataset"] = {
+            k: dataset.meta.get(k) for k in ("id", "name", "source", "hash", "sizes", "task")
+        }
         manifest["plan"] = _plan(model, dataset, cfg, events)
         files.update(trainer_files())
         data_path = dataset.path / "data.safetensors"
         if data_path.stat().st_size <= data_limit_mb * 2**20:
             files["data.safetensors"] = data_path.read_bytes()
         else:
-            skipped["data.safetensors"] = (f"the prepared data is {data_path.stat().st_size / 2**20:,.0f} MB, over "
-                                           f"{data_limit_mb:g} MB: pass train.py --data {data_path}")
+            skipped["data.safetensors"] = (
+                f"the prepared data is {data_path.stat().st_size / 2**20:,.0f} MB, over "
+                f"{data_limit_mb:g} MB: pass train.py --data {data_path}"
+            )
     if (run_dir / "init.safetensors").exists():
         files["init.safetensors"] = (run_dir / "init.safetensors").read_bytes()
     manifest["skipped"] = skipped
@@ -235,19 +279,30 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             entry = zipfile.ZipInfo(name, date_time=now)
-            entry.external_attr = 0o644 << 16  # readable files once unzipped (the default is owner-only)
+            entry.external_attr = (
+                0o644 << 16
+            )  # readable files once unzipped (the default is owner-only)
             zf.writestr(entry, data, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 
 
 def _readme(manifest: dict, meta: dict, files: dict, skipped: dict) -> str:
-    optional = {"model.onnx": "ONNX, dynamic batch, checked with onnxruntime (input `input`, output `output`)",
-                "model.torchscript.pt": "TorchScript (`torch.jit.load`)",
-                "data.safetensors": "the prepared train/val/test splits that train.py reads",
-                "init.safetensors": "the weights the run started from"}
+    optional = {
+        "model.onnx": "ONNX, dynamic batch, checked with onnxruntime (input `input`, output `output`)",
+        "model.torchscript.pt": "TorchScript (`torch.jit.load`)",
+        "data.safetensors": "the prepared train/val/test splits that train.py reads",
+        "init.safetensors": "the weights the run started from",
+    }
     rows = "".join(f"| `{name}` | {text} |\n" for name, text in optional.items() if name in files)
     metrics = ", ".join(f"{k} {v:.4g}" for k, v in manifest["metrics"].items()) or "none recorded"
     left_out = "".join(f"\nNot included: `{name}` ({why}).\n" for name, why in skipped.items())
-    return README.format(name=manifest["run"]["name"], version=__version__, dataset=meta.get("name", "?"),
-                         task=meta.get("task", "?"), created=manifest["created"], optional_rows=rows, metrics=metrics,
-                         skipped=left_out)
+    return README.format(
+        name=manifest["run"]["name"],
+        version=__version__,
+        dataset=meta.get("name", "?"),
+        task=meta.get("task", "?"),
+        created=manifest["created"],
+        optional_rows=rows,
+        metrics=metrics,
+        skipped=left_out,
+    )

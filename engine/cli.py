@@ -16,9 +16,27 @@ from engine.errors import LayerLabError
 from engine.limits import ARCHIVE_BYTES, DATA_BYTES
 
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
-TRAIN_FLAGS = ("scheduler", "warmup_epochs", "step_size", "gamma", "early_stopping", "monitor", "min_delta", "l1", "l2",
-               "weight_decay", "clip_grad_norm", "clip_grad_value", "accumulate", "class_weights", "label_smoothing",
-               "precision", "compile", "channels_last", "diagnostics")
+TRAIN_FLAGS = (
+    "scheduler",
+    "warmup_epochs",
+    "step_size",
+    "gamma",
+    "early_stopping",
+    "monitor",
+    "min_delta",
+    "l1",
+    "l2",
+    "weight_decay",
+    "clip_grad_norm",
+    "clip_grad_value",
+    "accumulate",
+    "class_weights",
+    "label_smoothing",
+    "precision",
+    "compile",
+    "channels_last",
+    "diagnostics",
+)
 
 
 def _train(args) -> int:
@@ -29,26 +47,50 @@ def _train(args) -> int:
 
     data = Path(args.data)
     if not data.is_file():
-        raise LayerLabError(f"no such data file: {data}. Pass the path of a table or an image archive with --data.")
+        raise LayerLabError(
+            f"no such data file: {data}. Pass the path of a table or an image archive with --data."
+        )
     out = Path(args.out).resolve()
     raw = _read_within(data, ARCHIVE_BYTES if is_archive(data.name) else DATA_BYTES)
     if is_archive(data.name):  # images: folder names, MNIST or CIFAR labels
-        dataset = prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale, seed=args.seed,
-                                 root=out / "dataset")
+        dataset = prepare_images(
+            raw,
+            data.name,
+            size=args.image_size,
+            grayscale=args.grayscale,
+            seed=args.seed,
+            root=out / "dataset",
+        )
         return _run(args, dataset, out)
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
     plans, source = None, None
-    if args.text_column:  # these columns are text; the others keep the suggested plan (a second input)
+    if (
+        args.text_column
+    ):  # these columns are text; the others keep the suggested plan (a second input)
         source = read_table(raw, data.name)
         frame = source.frame
         unknown = [c for c in args.text_column if c not in frame.columns]
         if unknown:
             raise LayerLabError(f"--text-column '{unknown[0]}' is not a column of {data.name}.")
-        plans = [p.model_copy(update={"kind": "text", "role": "feature", "missing": "constant", "note": ""})
-                 if p.name in args.text_column else p for p in suggest_columns(frame, args.target)]
-    dataset = prepare_file(raw, data.name, args.target, task=args.task, plans=plans, seed=args.seed,
-                           root=out / "dataset", source=source)
+        plans = [
+            p.model_copy(
+                update={"kind": "text", "role": "feature", "missing": "constant", "note": ""}
+            )
+            if p.name in args.text_column
+            else p
+            for p in suggest_columns(frame, args.target)
+        ]
+    dataset = prepare_file(
+        raw,
+        data.name,
+        args.target,
+        task=args.task,
+        plans=plans,
+        seed=args.seed,
+        root=out / "dataset",
+        source=source,
+    )
     return _run(args, dataset, out)
 
 
@@ -56,28 +98,45 @@ def _read_within(path: Path, budget) -> bytes:
     """A data file's bytes, its size checked against `budget` (an `engine.limits.Limit`) before it is read."""
     size = path.stat().st_size
     if size > budget.value:
-        raise budget.refuse(str(path), f"the file holds {budget.describe(size)}", "Sample or split it first.")
+        raise budget.refuse(
+            str(path), f"the file holds {budget.describe(size)}", "Sample or split it first."
+        )
     return path.read_bytes()
 
 
 def _run(args, dataset, out: Path) -> int:
     from engine.runs import create_run, execute
     from engine.templates import starter_for, starter_train
+
     if args.spec:
         try:
             spec = json.loads(Path(args.spec).read_text())
         except FileNotFoundError:
             raise LayerLabError(f"no such spec file: {args.spec}.") from None
         except json.JSONDecodeError as e:
-            raise LayerLabError(f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno}).") from None
+            raise LayerLabError(
+                f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno})."
+            ) from None
     else:
         spec = starter_for(dataset.meta)
     proposed = starter_train(dataset.meta)
-    batch_size = max(1, min(32, dataset.meta["sizes"]["train"])) if args.batch_size is None else args.batch_size
-    train = {"epochs": proposed["epochs"] if args.epochs is None else args.epochs, "batch_size": batch_size,
-             "lr": proposed["lr"] if args.lr is None else args.lr, "optimizer": args.optimizer,
-             "loss": args.loss, "seed": args.seed, "device": args.device}
-    train.update({name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None})
+    batch_size = (
+        max(1, min(32, dataset.meta["sizes"]["train"]))
+        if args.batch_size is None
+        else args.batch_size
+    )
+    train = {
+        "epochs": proposed["epochs"] if args.epochs is None else args.epochs,
+        "batch_size": batch_size,
+        "lr": proposed["lr"] if args.lr is None else args.lr,
+        "optimizer": args.optimizer,
+        "loss": args.loss,
+        "seed": args.seed,
+        "device": args.device,
+    }
+    train.update(
+        {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
+    )
     for note in dataset.meta.get("notices") or []:
         print(f"note: {note}", file=sys.stderr)
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
@@ -89,8 +148,12 @@ def _finished(result: dict, run_dir: Path) -> int:
     one line saying how to go on)."""
     if result.get("signal"):
         import signal
-        print(f"stopped by {result['signal']}: a checkpoint was written; continue with "
-              f"`python -m engine resume {run_dir}`.", file=sys.stderr)
+
+        print(
+            f"stopped by {result['signal']}: a checkpoint was written; continue with "
+            f"`python -m engine resume {run_dir}`.",
+            file=sys.stderr,
+        )
         return 128 + signal.Signals[result["signal"]].value
     return 0 if result["status"] in ("completed", "stopped") else 1
 
@@ -110,7 +173,18 @@ def _evaluate(args) -> int:
     if not (Path(args.run_dir) / "train.json").exists():
         raise LayerLabError(f"{args.run_dir} is not a run folder (it has no train.json).")
     report = evaluate_run(Path(args.run_dir), args.split)
-    keep = ("run", "split", "dataset", "task", "n", "summary", "per_class", "averages", "confusion", "classes")
+    keep = (
+        "run",
+        "split",
+        "dataset",
+        "task",
+        "n",
+        "summary",
+        "per_class",
+        "averages",
+        "confusion",
+        "classes",
+    )
     print(json.dumps({k: report[k] for k in keep if k in report}, indent=1))
     return 0
 
@@ -121,7 +195,9 @@ def _export(args) -> int:
 
     weights = Path(args.run_dir) / "model.safetensors"
     if not weights.exists():
-        raise LayerLabError(f"{args.run_dir} has no model.safetensors: pass a finished run's folder.")
+        raise LayerLabError(
+            f"{args.run_dir} has no model.safetensors: pass a finished run's folder."
+        )
     if args.format == "bundle":
         from engine.bundle import bundle_bytes
 
@@ -130,8 +206,11 @@ def _export(args) -> int:
         data = weights.read_bytes()
     else:
         model, _ = load_model(weights)
-        data = {"onnx": onnx_bytes, "torchscript": torchscript_bytes,
-                "state_dict": lambda m: state_dict_bytes(m)}[args.format](model)
+        data = {
+            "onnx": onnx_bytes,
+            "torchscript": torchscript_bytes,
+            "state_dict": lambda m: state_dict_bytes(m),
+        }[args.format](model)
     atomic_write_bytes(Path(args.out), data)
     print(json.dumps({"format": args.format, "out": str(args.out), "bytes": len(data)}))
     return 0
@@ -149,13 +228,20 @@ def _predict(args) -> int:
         files = sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
         total = sum(p.stat().st_size for p in files)
         if total > ARCHIVE_BYTES.value:
-            raise ARCHIVE_BYTES.refuse(str(data), f"its {len(files):,} images hold {ARCHIVE_BYTES.describe(total)}",
-                                       "Predict a smaller folder at a time.")
+            raise ARCHIVE_BYTES.refuse(
+                str(data),
+                f"its {len(files):,} images hold {ARCHIVE_BYTES.describe(total)}",
+                "Predict a smaller folder at a time.",
+            )
         table = predict_images(model, meta, [(p.name, p.read_bytes()) for p in files])
     elif data.is_file():
-        table = predict_table(model, meta, read_table(_read_within(data, DATA_BYTES), data.name).frame)
+        table = predict_table(
+            model, meta, read_table(_read_within(data, DATA_BYTES), data.name).frame
+        )
     else:
-        raise LayerLabError(f"no such file or folder: {data}. Pass a table, or a folder of images, with --data.")
+        raise LayerLabError(
+            f"no such file or folder: {data}. Pass a table, or a folder of images, with --data."
+        )
     atomic_write_bytes(Path(args.out), csv_bytes(table))
     print(json.dumps({"rows": len(table), "out": str(args.out)}))
     return 0
@@ -167,83 +253,170 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
     sub = parser.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="prepare a data file and train a model on it")
-    t.add_argument("--data", required=True, help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines), or a zip or "
-                                                 "tar of images in one folder per class, MNIST idx files or CIFAR-10 "
-                                                 "python batches")
-    t.add_argument("--text-column", action="append", help="a column of free text (repeat for more): its tokens "
-                   "become an input of their own; the other columns follow the suggested plan, so with numbers beside "
-                   "the text the model has two inputs")
+    t.add_argument(
+        "--data",
+        required=True,
+        help="a table (CSV, TSV, Parquet, Excel .xlsx, JSON Lines), or a zip or "
+        "tar of images in one folder per class, MNIST idx files or CIFAR-10 "
+        "python batches",
+    )
+    t.add_argument(
+        "--text-column",
+        action="append",
+        help="a column of free text (repeat for more): its tokens "
+        "become an input of their own; the other columns follow the suggested plan, so with numbers beside "
+        "the text the model has two inputs",
+    )
     t.add_argument("--target", help="the column to predict (tables)")
-    t.add_argument("--image-size", type=int, default=32, help="images: resize to this many pixels square")
+    t.add_argument(
+        "--image-size", type=int, default=32, help="images: resize to this many pixels square"
+    )
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
-    t.add_argument("--task", choices=["classification", "regression"], help="override the detected task")
+    t.add_argument(
+        "--task", choices=["classification", "regression"], help="override the detected task"
+    )
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
-    t.add_argument("--epochs", type=int, help="default: what the proposed model for the data is meant to train "
-                                               "with (e.g. 200 on a few hundred rows, 10 on 40,000 or more)")
-    t.add_argument("--batch-size", type=int, help="default: 32, or every training row when there are fewer")
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help="default: what the proposed model for the data is meant to train "
+        "with (e.g. 200 on a few hundred rows, 10 on 40,000 or more)",
+    )
+    t.add_argument(
+        "--batch-size", type=int, help="default: 32, or every training row when there are fewer"
+    )
     t.add_argument("--lr", type=float, help="default: the proposed model's (0.001 for most)")
-    t.add_argument("--optimizer", default="adam", choices=list(OPTIMIZERS),
-                   help="; ".join(f"{o.name}: {o.description}" for o in OPTIMIZERS.values()))
-    t.add_argument("--loss", default=None, choices=list(LOSSES), help="default: the usual one for the task; "
-                   + "; ".join(f"{loss.name}: {loss.description}" for loss in LOSSES.values()))
+    t.add_argument(
+        "--optimizer",
+        default="adam",
+        choices=list(OPTIMIZERS),
+        help="; ".join(f"{o.name}: {o.description}" for o in OPTIMIZERS.values()),
+    )
+    t.add_argument(
+        "--loss",
+        default=None,
+        choices=list(LOSSES),
+        help="default: the usual one for the task; "
+        + "; ".join(f"{loss.name}: {loss.description}" for loss in LOSSES.values()),
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"])
     g = t.add_argument_group("schedule, early stopping and regularization (defaults: off)")
-    g.add_argument("--scheduler", choices=list(SCHEDULES),
-                   help="; ".join(f"{s.name}: {s.description}" for s in SCHEDULES.values()))
+    g.add_argument(
+        "--scheduler",
+        choices=list(SCHEDULES),
+        help="; ".join(f"{s.name}: {s.description}" for s in SCHEDULES.values()),
+    )
     g.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up")
     g.add_argument("--step-size", type=int, help="step: epochs between drops (default 10)")
-    g.add_argument("--gamma", type=float, help="step/plateau: factor per drop; exponential: per epoch (0.1)")
-    g.add_argument("--early-stopping", type=int, metavar="PATIENCE", help="stop after PATIENCE epochs without "
-                                                                         "improvement, keeping the best weights")
-    g.add_argument("--monitor", choices=["val/loss", "val/accuracy", "val/mae"], help="what early stopping watches")
+    g.add_argument(
+        "--gamma", type=float, help="step/plateau: factor per drop; exponential: per epoch (0.1)"
+    )
+    g.add_argument(
+        "--early-stopping",
+        type=int,
+        metavar="PATIENCE",
+        help="stop after PATIENCE epochs without improvement, keeping the best weights",
+    )
+    g.add_argument(
+        "--monitor",
+        choices=["val/loss", "val/accuracy", "val/mae"],
+        help="what early stopping watches",
+    )
     g.add_argument("--min-delta", type=float, help="the least change that counts as an improvement")
     g.add_argument("--l1", type=float, help="L1 penalty on the weight matrices")
     g.add_argument("--l2", type=float, help="L2 penalty on the weight matrices")
-    g.add_argument("--weight-decay", type=float, help="decoupled (AdamW) or L2-style (others) weight decay")
-    g.add_argument("--clip-grad-norm", type=float, help="rescale gradients to at most this total norm")
+    g.add_argument(
+        "--weight-decay", type=float, help="decoupled (AdamW) or L2-style (others) weight decay"
+    )
+    g.add_argument(
+        "--clip-grad-norm", type=float, help="rescale gradients to at most this total norm"
+    )
     g.add_argument("--clip-grad-value", type=float, help="clamp each gradient to +/- this")
     g.add_argument("--accumulate", type=int, metavar="N", help="batches per optimizer step")
-    g.add_argument("--class-weights", action="store_true", default=None, help="weight classes by rarity")
+    g.add_argument(
+        "--class-weights", action="store_true", default=None, help="weight classes by rarity"
+    )
     g.add_argument("--label-smoothing", type=float, help="classification: e.g. 0.1")
     s = t.add_argument_group("speed and diagnostics")
-    s.add_argument("--precision", choices=["auto", "32", "bf16", "16"], help="auto (default): bf16 on a CUDA GPU, "
-                                                                           "32 elsewhere; 16 is fp16 (CUDA only)")
+    s.add_argument(
+        "--precision",
+        choices=["auto", "32", "bf16", "16"],
+        help="auto (default): bf16 on a CUDA GPU, 32 elsewhere; 16 is fp16 (CUDA only)",
+    )
     s.add_argument("--compile", action="store_true", default=None, help="torch.compile the model")
-    s.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="channels-last image batches (default: on for images on a CUDA GPU)")
-    s.add_argument("--no-diagnostics", dest="diagnostics", action="store_false", default=None,
-                   help="skip the sampled gradient norms and histograms")
+    s.add_argument(
+        "--channels-last",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="channels-last image batches (default: on for images on a CUDA GPU)",
+    )
+    s.add_argument(
+        "--no-diagnostics",
+        dest="diagnostics",
+        action="store_false",
+        default=None,
+        help="skip the sampled gradient norms and histograms",
+    )
     t.add_argument("--out", required=True, help="run folder to write")
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
-    e = sub.add_parser("evaluate", help="the metrics of a run's final model on its test split, as JSON")
+    e = sub.add_parser(
+        "evaluate", help="the metrics of a run's final model on its test split, as JSON"
+    )
     e.add_argument("run_dir", metavar="RUN_DIR")
     e.add_argument("--split", default="test", choices=["test", "val", "train"])
-    x = sub.add_parser("export", help="write a run's model as a bundle (zip), ONNX, TorchScript, safetensors or a "
-                                       "state_dict")
+    x = sub.add_parser(
+        "export",
+        help="write a run's model as a bundle (zip), ONNX, TorchScript, safetensors or a "
+        "state_dict",
+    )
     x.add_argument("run_dir", metavar="RUN_DIR")
-    x.add_argument("--format", required=True, choices=["bundle", "onnx", "torchscript", "safetensors", "state_dict"],
-                   help="bundle: a zip of model.py, the weights in every format, predict.py, train.py and a manifest")
+    x.add_argument(
+        "--format",
+        required=True,
+        choices=["bundle", "onnx", "torchscript", "safetensors", "state_dict"],
+        help="bundle: a zip of model.py, the weights in every format, predict.py, train.py and a manifest",
+    )
     x.add_argument("--out", required=True, help="the file to write")
-    p = sub.add_parser("predict", help="predict new rows (a table) or images (a folder) with a trained model")
-    p.add_argument("--model", required=True, help="a bundle (.zip from the Export page or `export --format bundle`), a "
-                                                  "finished run's folder or a LayerLab .safetensors file")
-    p.add_argument("--data", required=True, help="a table in any format the Data page reads, or a folder of images")
+    p = sub.add_parser(
+        "predict", help="predict new rows (a table) or images (a folder) with a trained model"
+    )
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a bundle (.zip from the Export page or `export --format bundle`), a "
+        "finished run's folder or a LayerLab .safetensors file",
+    )
+    p.add_argument(
+        "--data",
+        required=True,
+        help="a table in any format the Data page reads, or a folder of images",
+    )
     p.add_argument("--out", required=True, help="the CSV to write")
     args = parser.parse_args(argv)
     try:
-        return {"train": _train, "resume": _resume, "evaluate": _evaluate, "export": _export,
-                "predict": _predict}[args.command](args)
+        return {
+            "train": _train,
+            "resume": _resume,
+            "evaluate": _evaluate,
+            "export": _export,
+            "predict": _predict,
+        }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:  # before or after training (during it, Ctrl-C stops the run: see engine.runs)
+    except (
+        KeyboardInterrupt
+    ):  # before or after training (during it, Ctrl-C stops the run: see engine.runs)
         print("stopped by Ctrl-C before training began; nothing was kept.", file=sys.stderr)
         return 130
     except MemoryError:
-        print("error: this ran out of memory. Use fewer rows or columns, smaller images or a smaller model; the "
-              "limits LayerLab checks are listed in the README's \"Safety and limits\".", file=sys.stderr)
+        print(
+            "error: this ran out of memory. Use fewer rows or columns, smaller images or a smaller model; the "
+            'limits LayerLab checks are listed in the README\'s "Safety and limits".',
+            file=sys.stderr,
+        )
         return 2
     except Exception as e:  # noqa: BLE001 - never a traceback on the command line
         print(f"error: internal error ({type(e).__name__}: {e})", file=sys.stderr)

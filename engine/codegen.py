@@ -71,18 +71,34 @@ def model_code(model: GraphModel, name: str = "Model") -> str:
     """`model.py` for a compiled model (any weights: the file holds the architecture, the weights load into it)."""
     helpers = [textwrap.dedent(inspect.getsource(c)).strip() for c in _helpers(model)]
     if any(module.source.startswith("initialize(") for module in model.layers.values()):
-        helpers.append(inspect.getsource(initialize).strip())  # weight initialization chosen on the Build page
+        helpers.append(
+            inspect.getsource(initialize).strip()
+        )  # weight initialization chosen on the Build page
     packed = len(model.spec.inputs) > 1
-    imports = ("import math\n\n" if packed or any("math." in h for h in helpers) else "") + \
-        "import torch\nfrom torch import nn\n"
+    imports = (
+        "import math\n\n" if packed or any("math." in h for h in helpers) else ""
+    ) + "import torch\nfrom torch import nn\n"
     last = model.spec.nodes[-1] if model.spec.nodes else None
     squash = last.params.get("kind") if last is not None and last.op == "activation" else None
-    note = f"\nThe outputs have been through {squash} already.\n" if squash in ("softmax", "sigmoid") else ""
+    note = (
+        f"\nThe outputs have been through {squash} already.\n"
+        if squash in ("softmax", "sigmoid")
+        else ""
+    )
     inputs = {name: tuple(i.shape) for name, i in model.spec.inputs.items()}
-    parts = [HEADER.format(name=name.replace('"', "'"), usage=usage(model), output_note=note, imports=imports,
-                           inputs=inputs)]
+    parts = [
+        HEADER.format(
+            name=name.replace('"', "'"),
+            usage=usage(model),
+            output_note=note,
+            imports=imports,
+            inputs=inputs,
+        )
+    ]
     parts += [f"\n\n{h}\n" for h in helpers]
-    layers = "\n".join(f"            {nid!r}: {module.source}," for nid, module in model.layers.items())
+    layers = "\n".join(
+        f"            {nid!r}: {module.source}," for nid, module in model.layers.items()
+    )
     parts.append(f'''
 
 class Model(nn.Module):
@@ -107,8 +123,10 @@ def usage(model: GraphModel) -> str:
     if len(shapes) == 1:
         return f"outputs = model(batch)  # batch: a tensor of shape (N, {', '.join(map(str, shapes[0]))})"
     width = sum(math.prod(s) for s in shapes)
-    return (f"outputs = model({', '.join(model.spec.inputs)})  # a batch per input, shaped (N, *INPUTS[name]); or "
-            f"model(rows), rows (N, {width}): each row's inputs flattened side by side in INPUTS' order")
+    return (
+        f"outputs = model({', '.join(model.spec.inputs)})  # a batch per input, shaped (N, *INPUTS[name]); or "
+        f"model(rows), rows (N, {width}): each row's inputs flattened side by side in INPUTS' order"
+    )
 
 
 def _forward(model: GraphModel) -> str:
@@ -118,13 +136,15 @@ def _forward(model: GraphModel) -> str:
     names = {ref: _variable(name, taken) for name, ref in model.spec.input_refs().items()}
     lines = []
     if len(names) > 1:
-        lines += ["if len(inputs) == 1:  # one packed tensor: each row's inputs flattened side by side",
-                  "    at, parts = 0, []",
-                  "    for shape in INPUTS.values():",
-                  "        width = math.prod(shape)",
-                  "        parts.append(inputs[0][:, at:at + width].reshape(-1, *shape))",
-                  "        at += width",
-                  "    inputs = parts"]
+        lines += [
+            "if len(inputs) == 1:  # one packed tensor: each row's inputs flattened side by side",
+            "    at, parts = 0, []",
+            "    for shape in INPUTS.values():",
+            "        width = math.prod(shape)",
+            "        parts.append(inputs[0][:, at:at + width].reshape(-1, *shape))",
+            "        at += width",
+            "    inputs = parts",
+        ]
     lines.append(f"{', '.join(names.values())}, = inputs")
     for nid, ins in model.plan:
         names[nid] = _variable(nid, taken)

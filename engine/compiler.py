@@ -59,14 +59,18 @@ class GraphModel(nn.Module):
     @property
     def takes_tokens(self) -> bool:
         """Whether the one input is token ids (integers): its first layer is an Embedding."""
-        return len(self.layout) == 1 and bool(self.plan) and isinstance(self.layers[self.plan[0][0]], nn.Embedding)
+        return (
+            len(self.layout) == 1
+            and bool(self.plan)
+            and isinstance(self.layers[self.plan[0][0]], nn.Embedding)
+        )
 
     def unpack(self, x):
         """One packed tensor (N, total width) as one tensor per input, each in its own shape (views, no copies)."""
         parts, at = [], 0
         for _, shape in self.layout:
             width = math.prod(shape)
-            parts.append(x[:, at:at + width].reshape(-1, *shape))
+            parts.append(x[:, at : at + width].reshape(-1, *shape))
             at += width
         return parts
 
@@ -97,31 +101,48 @@ def _resolve_inputs(spec: ModelSpec, data) -> ModelSpec:
     listed too; nodes that read an input name it explicitly when the first input changes."""
     if data is not None and not isinstance(data, dict):
         if len(spec.inputs) > 1:
-            raise SpecError(None, f"the model has {len(spec.inputs)} inputs ({', '.join(spec.inputs)}) but the data "
-                                  "has one: choose a table with text and other columns, or a one-input model.")
+            raise SpecError(
+                None,
+                f"the model has {len(spec.inputs)} inputs ({', '.join(spec.inputs)}) but the data "
+                "has one: choose a table with text and other columns, or a one-input model.",
+            )
         data = {spec.first_input: data}
     data = {k: v if isinstance(v, dict) else {"shape": v} for k, v in (data or {}).items()}
     missing = [n for n in spec.inputs if data and n not in data]
     if missing:
-        raise SpecError(None, f"the model reads the input(s) {', '.join(missing)}, which the data does not have "
-                              f"(its parts: {', '.join(data)}). Rename the model's inputs to match.")
+        raise SpecError(
+            None,
+            f"the model reads the input(s) {', '.join(missing)}, which the data does not have "
+            f"(its parts: {', '.join(data)}). Rename the model's inputs to match.",
+        )
     filled: dict[str, InputSpec] = {}
-    for name in (data or spec.inputs):
+    for name in data or spec.inputs:
         own = spec.inputs.get(name, InputSpec())
         given = data.get(name, {}).get("shape") if data else None
         shape = own.shape if own.shape is not None else given
         if shape is None:
-            raise SpecError(None, f"the shape of the input '{name}' is unknown: choose a dataset or set its shape in "
-                                  "the spec.")
+            raise SpecError(
+                None,
+                f"the shape of the input '{name}' is unknown: choose a dataset or set its shape in "
+                "the spec.",
+            )
         if given is not None and own.shape is not None and list(given) != list(own.shape):
-            raise SpecError(None, f"the spec expects input '{name}' of shape {tuple(own.shape)} but the data has "
-                                  f"{tuple(given)}: remove its shape from the spec or choose matching data.")
+            raise SpecError(
+                None,
+                f"the spec expects input '{name}' of shape {tuple(own.shape)} but the data has "
+                f"{tuple(given)}: remove its shape from the spec or choose matching data.",
+            )
         if not shape or any(int(d) < 1 for d in shape):
-            raise SpecError(None, f"input shape {tuple(shape)} is not valid: every dimension must be at least 1.")
+            raise SpecError(
+                None,
+                f"input shape {tuple(shape)} is not valid: every dimension must be at least 1.",
+            )
         tokens = bool(data.get(name, {}).get("tokens", own.tokens)) if data else own.tokens
         filled[name] = InputSpec(shape=[int(d) for d in shape], tokens=tokens)
     spec = spec.model_copy(deep=True)
-    if next(iter(filled)) != spec.first_input:  # "input" would name another input: name them all explicitly
+    if (
+        next(iter(filled)) != spec.first_input
+    ):  # "input" would name another input: name them all explicitly
         refs, old = spec.input_refs(), spec.input_ids()
         by_old = {ref: input_ref(name, next(iter(filled))) for name, ref in refs.items()}
         for node in spec.nodes:
@@ -154,14 +175,26 @@ def _build(spec: ModelSpec, device):
             raise SpecError(node.id, e.message) from None
         except (RuntimeError, ValueError, TypeError, IndexError) as e:
             got = ", ".join(str(s) for s in in_shapes)
-            raise SpecError(node.id, f"{node.op} cannot take input of shape {got}: {str(e).splitlines()[0]}. "
-                                     "Check this layer's settings or the layer before it.") from None
+            raise SpecError(
+                node.id,
+                f"{node.op} cannot take input of shape {got}: {str(e).splitlines()[0]}. "
+                "Check this layer's settings or the layer before it.",
+            ) from None
         if device != "meta":
             with torch.device(device):
                 module = op.build(params, in_shapes)
         shapes[node.id] = tuple(out.shape[1:])
-        yield module, NodeInfo(node.id, node.op, inputs[node.id], shapes[node.id],
-                               sum(p.numel() for p in module.parameters()), flops.get_total_flops() // 4)
+        yield (
+            module,
+            NodeInfo(
+                node.id,
+                node.op,
+                inputs[node.id],
+                shapes[node.id],
+                sum(p.numel() for p in module.parameters()),
+                flops.get_total_flops() // 4,
+            ),
+        )
 
 
 def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
@@ -177,9 +210,13 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
     shows the model's summary, so results are remembered per (spec, input shape)."""
     try:
         spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
-    except SpecError as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
+    except (
+        SpecError
+    ) as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
         return [], e
-    infos, error = _analysed(spec.model_dump_json(), json.dumps(input_shape))  # as text: hashable, for the cache
+    infos, error = _analysed(
+        spec.model_dump_json(), json.dumps(input_shape)
+    )  # as text: hashable, for the cache
     return list(infos), error
 
 
@@ -187,14 +224,18 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
 def _analysed(spec_json: str, inputs_json: str) -> tuple[tuple[NodeInfo, ...], SpecError | None]:
     infos: list[NodeInfo] = []
     try:
-        for _, info in _build(_resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta"):
+        for _, info in _build(
+            _resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta"
+        ):
             infos.append(info)
     except SpecError as e:
         return tuple(infos), e
     return tuple(infos), None
 
 
-def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = None) -> tuple[GraphModel, list[NodeInfo]]:
+def compile_spec(
+    spec: ModelSpec | dict, input_shape=None, seed: int | None = None
+) -> tuple[GraphModel, list[NodeInfo]]:
     """Build the real model (on the CPU; move it with .to()). The returned spec has its input shape filled."""
     spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
     if seed is not None:
@@ -206,13 +247,19 @@ def compile_spec(spec: ModelSpec | dict, input_shape=None, seed: int | None = No
     return GraphModel(spec, modules), infos
 
 
-def memory_estimate(infos: list[NodeInfo], batch_size: int, optimizer: str = "adam", bytes_per_value: int = 4) -> dict:
+def memory_estimate(
+    infos: list[NodeInfo], batch_size: int, optimizer: str = "adam", bytes_per_value: int = 4
+) -> dict:
     """Training memory in bytes: weights, gradients, optimizer state, and activations kept for backward
     (each node's output and its gradient, for one batch)."""
     params = sum(i.params for i in infos)
     activations = sum(math.prod(i.output_shape) for i in infos) * batch_size * 2
-    parts = {"weights": params, "gradients": params, "optimizer state": params * OPTIMIZERS[optimizer].state,
-             "activations": activations}
+    parts = {
+        "weights": params,
+        "gradients": params,
+        "optimizer state": params * OPTIMIZERS[optimizer].state,
+        "activations": activations,
+    }
     parts = {k: v * bytes_per_value for k, v in parts.items()}
     parts["total"] = sum(parts.values())
     return parts

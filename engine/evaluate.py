@@ -25,7 +25,11 @@ WORST = 50  # misclassified or worst-predicted rows listed
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
     n = len(arrays[0])
-    keep = np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int)) if n else np.arange(0)
+    keep = (
+        np.unique(np.linspace(0, n - 1, min(n, CURVE_POINTS)).round().astype(int))
+        if n
+        else np.arange(0)
+    )
     return [a[keep].tolist() for a in arrays]
 
 
@@ -33,7 +37,9 @@ def roc_curve(positive: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.n
     """False- and true-positive rates at every distinct threshold (from (0, 0)), and the area under them."""
     order = np.argsort(-score, kind="mergesort")
     score, positive = score[order], positive[order].astype(float)
-    last = np.r_[np.flatnonzero(np.diff(score)), len(score) - 1]  # the last row of each distinct score
+    last = np.r_[
+        np.flatnonzero(np.diff(score)), len(score) - 1
+    ]  # the last row of each distinct score
     tp, fp = np.cumsum(positive)[last], np.cumsum(1 - positive)[last]
     tpr = np.r_[0, tp] / max(tp[-1], 1)
     fpr = np.r_[0, fp] / max(fp[-1], 1)
@@ -59,46 +65,105 @@ def classification_metrics(y: np.ndarray, probs: np.ndarray, classes: list[str])
     tp, predicted, actual = np.diag(cm).astype(float), cm.sum(0), cm.sum(1)
     precision = np.divide(tp, predicted, out=np.zeros(k), where=predicted > 0)
     recall = np.divide(tp, actual, out=np.zeros(k), where=actual > 0)
-    f1 = np.divide(2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0)
-    per_class = [{"class": str(c), "precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
-                 for c, p, r, f, s in zip(classes, precision, recall, f1, actual, strict=True)]
+    f1 = np.divide(
+        2 * precision * recall, precision + recall, out=np.zeros(k), where=precision + recall > 0
+    )
+    per_class = [
+        {
+            "class": str(c),
+            "precision": float(p),
+            "recall": float(r),
+            "f1": float(f),
+            "support": int(s),
+        }
+        for c, p, r, f, s in zip(classes, precision, recall, f1, actual, strict=True)
+    ]
     weights = actual / max(actual.sum(), 1)
-    averages = {name: {"precision": float(agg(precision)), "recall": float(agg(recall)), "f1": float(agg(f1))}
-                for name, agg in (("macro", np.mean), ("weighted", lambda v: np.sum(v * weights)))}
+    averages = {
+        name: {
+            "precision": float(agg(precision)),
+            "recall": float(agg(recall)),
+            "f1": float(agg(f1)),
+        }
+        for name, agg in (("macro", np.mean), ("weighted", lambda v: np.sum(v * weights)))
+    }
     curves = []
-    for c in ([1] if k == 2 else range(k)):  # binary: the positive class; else one-vs-rest per class
+    for c in [1] if k == 2 else range(k):  # binary: the positive class; else one-vs-rest per class
         positive = y == c
         if positive.all() or not positive.any():
             continue
         fpr, tpr, auc = roc_curve(positive, probs[:, c])
         recall_c, precision_c, ap = pr_curve(positive, probs[:, c])
         (fpr, tpr), (recall_c, precision_c) = _thin(fpr, tpr), _thin(recall_c, precision_c)
-        curves.append({"class": str(classes[c]), "roc_auc": auc, "average_precision": ap, "fpr": fpr, "tpr": tpr,
-                       "recall": recall_c, "precision": precision_c})
+        curves.append(
+            {
+                "class": str(classes[c]),
+                "roc_auc": auc,
+                "average_precision": ap,
+                "fpr": fpr,
+                "tpr": tpr,
+                "recall": recall_c,
+                "precision": precision_c,
+            }
+        )
     confidence = probs.max(1)
     wrong = np.flatnonzero(pred != y)
     wrong = wrong[np.argsort(-confidence[wrong], kind="mergesort")][:WORST]
-    summary = {"accuracy": float(tp.sum() / max(len(y), 1)), "macro_f1": averages["macro"]["f1"],
-               "weighted_f1": averages["weighted"]["f1"]}
+    summary = {
+        "accuracy": float(tp.sum() / max(len(y), 1)),
+        "macro_f1": averages["macro"]["f1"],
+        "weighted_f1": averages["weighted"]["f1"],
+    }
     if curves:
         summary["roc_auc"] = float(np.mean([c["roc_auc"] for c in curves]))
-    return {"task": "classification", "n": int(len(y)), "summary": summary, "per_class": per_class,
-            "averages": averages, "confusion": cm.tolist(), "classes": [str(c) for c in classes], "curves": curves,
-            "misclassified": [{"row": int(i), "true": str(classes[y[i]]), "predicted": str(classes[pred[i]]),
-                               "confidence": float(confidence[i])} for i in wrong]}
+    return {
+        "task": "classification",
+        "n": int(len(y)),
+        "summary": summary,
+        "per_class": per_class,
+        "averages": averages,
+        "confusion": cm.tolist(),
+        "classes": [str(c) for c in classes],
+        "curves": curves,
+        "misclassified": [
+            {
+                "row": int(i),
+                "true": str(classes[y[i]]),
+                "predicted": str(classes[pred[i]]),
+                "confidence": float(confidence[i]),
+            }
+            for i in wrong
+        ],
+    }
 
 
 def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
     err = predicted - actual
     ss_tot = float(np.sum((actual - actual.mean()) ** 2)) or 1e-12
-    summary = {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt(np.mean(err ** 2))),
-               "r2": float(1 - np.sum(err ** 2) / ss_tot)}
+    summary = {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "r2": float(1 - np.sum(err**2) / ss_tot),
+    }
     worst = np.argsort(-np.abs(err), kind="mergesort")[:WORST]
     sample = np.random.default_rng(0).permutation(len(actual))[:2000]
-    return {"task": "regression", "n": int(len(actual)), "summary": summary,
-            "actual": actual[sample].tolist(), "predicted": predicted[sample].tolist(), "residuals": err.tolist(),
-            "worst": [{"row": int(i), "actual": float(actual[i]), "predicted": float(predicted[i]),
-                       "error": float(err[i])} for i in worst]}
+    return {
+        "task": "regression",
+        "n": int(len(actual)),
+        "summary": summary,
+        "actual": actual[sample].tolist(),
+        "predicted": predicted[sample].tolist(),
+        "residuals": err.tolist(),
+        "worst": [
+            {
+                "row": int(i),
+                "actual": float(actual[i]),
+                "predicted": float(predicted[i]),
+                "error": float(err[i]),
+            }
+            for i in worst
+        ],
+    }
 
 
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
@@ -109,7 +174,11 @@ def outputs(model, x: torch.Tensor) -> torch.Tensor:
 def ends_in_squash(model) -> bool:
     """Whether the model's last layer already turns outputs into probabilities (softmax or sigmoid)."""
     last = model.spec.nodes[-1] if model.spec.nodes else None
-    return last is not None and last.op == "activation" and last.params.get("kind") in ("softmax", "sigmoid")
+    return (
+        last is not None
+        and last.op == "activation"
+        and last.params.get("kind") in ("softmax", "sigmoid")
+    )
 
 
 def class_probabilities(model, out: torch.Tensor) -> torch.Tensor:
@@ -122,13 +191,17 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.exists():
-        raise LayerLabError(f"run {run_dir.name} has no trained weights yet: let it finish an epoch first.")
+        raise LayerLabError(
+            f"run {run_dir.name} has no trained weights yet: let it finish an epoch first."
+        )
     train = read_json(run_dir / "train.json", {})
     try:
         dataset = load_dataset(train["dataset_dir"])
     except (KeyError, LayerLabError):
-        raise LayerLabError(f"the dataset of run {run_dir.name} is no longer in the workspace, so it cannot be "
-                            "evaluated: prepare the same data again and train a new run.") from None
+        raise LayerLabError(
+            f"the dataset of run {run_dir.name} is no longer in the workspace, so it cannot be "
+            "evaluated: prepare the same data again and train a new run."
+        ) from None
     if f"x_{split}" not in dataset.tensors or not len(dataset.split(split)[1]):
         raise LayerLabError(f"the dataset of run {run_dir.name} has no rows in its {split} split.")
     model, _ = load_model(weights)
@@ -143,5 +216,13 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
         result = classification_metrics(y.long().numpy(), probs.numpy(), dataset.meta["classes"])
     else:
         scale, shift = target_units(dataset.meta)
-        result = regression_metrics(y.float().numpy() * scale + shift, out[:, 0].numpy() * scale + shift)
-    return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **result, "task": task.name}
+        result = regression_metrics(
+            y.float().numpy() * scale + shift, out[:, 0].numpy() * scale + shift
+        )
+    return {
+        "run": run_dir.name,
+        "split": split,
+        "dataset": dataset.meta["name"],
+        **result,
+        "task": task.name,
+    }

@@ -25,7 +25,11 @@ FORMAT = "layerlab/1"
 
 
 def _state(model_or_state) -> dict[str, torch.Tensor]:
-    state = model_or_state.state_dict() if isinstance(model_or_state, torch.nn.Module) else model_or_state
+    state = (
+        model_or_state.state_dict()
+        if isinstance(model_or_state, torch.nn.Module)
+        else model_or_state
+    )
     return {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
 
 
@@ -37,7 +41,9 @@ def weights_bytes(model_or_state, spec: ModelSpec, dataset_meta: dict | None = N
     return save(_state(model_or_state), metadata=meta)
 
 
-def save_weights(model_or_state, path: Path, spec: ModelSpec, dataset_meta: dict | None = None) -> None:
+def save_weights(
+    model_or_state, path: Path, spec: ModelSpec, dataset_meta: dict | None = None
+) -> None:
     atomic_write_bytes(Path(path), weights_bytes(model_or_state, spec, dataset_meta))
 
 
@@ -59,11 +65,15 @@ def stored_weights(source: Path | bytes, name: str) -> bytes:
         with Path(source).open("rb") as f:
             head = f.read(4)
     if head == b"PK\x03\x04":
-        data = source if isinstance(source, bytes) else Path(source).read_bytes()  # a zip: small, weights compressed
+        data = (
+            source if isinstance(source, bytes) else Path(source).read_bytes()
+        )  # a zip: small, weights compressed
         with open_zip(data, name) as zf:
             if BUNDLE_WEIGHTS not in zf.namelist():
-                raise DataError(f"'{name}' is a zip without {BUNDLE_WEIGHTS}, so not a LayerLab bundle: choose the "
-                                "bundle from the Export page, or the .safetensors file itself.")
+                raise DataError(
+                    f"'{name}' is a zip without {BUNDLE_WEIGHTS}, so not a LayerLab bundle: choose the "
+                    "bundle from the Export page, or the .safetensors file itself."
+                )
             return read_zip_entry(zf, BUNDLE_WEIGHTS, name, WEIGHTS_BYTES)
     size = len(source) if isinstance(source, bytes) else Path(source).stat().st_size
     if size > WEIGHTS_BYTES.value:
@@ -76,9 +86,11 @@ def read_weights(data: bytes) -> tuple[dict[str, torch.Tensor], dict]:
     try:
         tensors = load(data)
         header_len = int.from_bytes(data[:8], "little")
-        metadata = json.loads(data[8:8 + header_len]).get("__metadata__", {}) or {}
+        metadata = json.loads(data[8 : 8 + header_len]).get("__metadata__", {}) or {}
     except (SafetensorError, ValueError, json.JSONDecodeError) as e:
-        raise LayerLabError(f"this is not a valid .safetensors file ({e}). Download the weights again.") from None
+        raise LayerLabError(
+            f"this is not a valid .safetensors file ({e}). Download the weights again."
+        ) from None
     return tensors, metadata
 
 
@@ -87,20 +99,28 @@ def read_state_dict_pt(data: bytes) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any failure here means the file is not a plain state_dict
-        raise LayerLabError("this .pt file is not a plain state_dict of tensors, so it was not loaded "
-                            f"(LayerLab never unpickles code; {type(e).__name__}). Export it as safetensors.") from None
+        raise LayerLabError(
+            "this .pt file is not a plain state_dict of tensors, so it was not loaded "
+            f"(LayerLab never unpickles code; {type(e).__name__}). Export it as safetensors."
+        ) from None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise LayerLabError("this .pt file does not hold a state_dict (a mapping of names to tensors).")
+        raise LayerLabError(
+            "this .pt file does not hold a state_dict (a mapping of names to tensors)."
+        )
     return state
 
 
 def load_model(data_or_path: bytes | Path | str) -> tuple[GraphModel, dict]:
     """Compile the spec stored in a LayerLab .safetensors file and load its weights (strict)."""
-    data = Path(data_or_path).read_bytes() if isinstance(data_or_path, (str, Path)) else data_or_path
+    data = (
+        Path(data_or_path).read_bytes() if isinstance(data_or_path, (str, Path)) else data_or_path
+    )
     tensors, metadata = read_weights(data)
     if "spec" not in metadata:
-        raise LayerLabError("this .safetensors file carries no LayerLab model spec in its metadata; "
-                            "load it into a model you build with the same layers instead.")
+        raise LayerLabError(
+            "this .safetensors file carries no LayerLab model spec in its metadata; "
+            "load it into a model you build with the same layers instead."
+        )
     model, _ = compile_spec(parse_spec(metadata["spec"]))
     model.load_state_dict(tensors, strict=True)
     model.eval()
@@ -136,8 +156,10 @@ def _check(run, model: GraphModel, fmt: str) -> None:
             expected = model(*x).numpy()
         got = run(x)
         if got.shape != expected.shape or not np.allclose(got, expected, rtol=1e-4, atol=1e-5):
-            raise LayerLabError(f"the {fmt} export does not reproduce the model's outputs at batch {batch} (largest "
-                                f"difference {np.abs(got - expected).max():.3g}); use safetensors instead.")
+            raise LayerLabError(
+                f"the {fmt} export does not reproduce the model's outputs at batch {batch} (largest "
+                f"difference {np.abs(got - expected).max():.3g}); use safetensors instead."
+            )
 
 
 def onnx_bytes(model: GraphModel) -> bytes:
@@ -149,16 +171,29 @@ def onnx_bytes(model: GraphModel) -> bytes:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             batch = torch.export.Dim("batch")
-            program = torch.onnx.export(model, example_input(model, 2), dynamo=True, input_names=input_names(model),
-                                        output_names=["output"], dynamic_shapes=(tuple({0: batch} for _ in model.layout),),
-                                        verbose=False)
+            program = torch.onnx.export(
+                model,
+                example_input(model, 2),
+                dynamo=True,
+                input_names=input_names(model),
+                output_names=["output"],
+                dynamic_shapes=(tuple({0: batch} for _ in model.layout),),
+                verbose=False,
+            )
         data = program.model_proto.SerializeToString()
     except Exception as e:  # noqa: BLE001 - an op the exporter cannot express
-        raise LayerLabError(f"this model cannot be exported to ONNX ({type(e).__name__}: {str(e)[:200]}); use "
-                            "safetensors or TorchScript instead.") from None
+        raise LayerLabError(
+            f"this model cannot be exported to ONNX ({type(e).__name__}: {str(e)[:200]}); use "
+            "safetensors or TorchScript instead."
+        ) from None
     session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    _check(lambda xs: session.run(None, {n: x.numpy() for n, x in zip(input_names(model), xs, strict=True)})[0], model,
-           "ONNX")
+    _check(
+        lambda xs: session.run(
+            None, {n: x.numpy() for n, x in zip(input_names(model), xs, strict=True)}
+        )[0],
+        model,
+        "ONNX",
+    )
     return data
 
 
@@ -166,7 +201,9 @@ def torchscript_bytes(model: GraphModel) -> bytes:
     """TorchScript by tracing (loads with torch.jit.load, also from C++), checked at batch 1 and 7."""
     model.eval()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch marks jit as deprecated in favour of torch.export; it still works
+        warnings.simplefilter(
+            "ignore"
+        )  # torch marks jit as deprecated in favour of torch.export; it still works
         traced = torch.jit.trace(model, example_input(model, 2), check_trace=False)
         buf = io.BytesIO()
         torch.jit.save(traced, buf)

@@ -10,7 +10,16 @@ from dataclasses import dataclass
 
 from engine.compiler import analyse
 from engine.errors import SpecError
-from engine.spec import ModelSpec, data_inputs, data_parts, insert_node, migrate, remove_node, set_inputs, set_params
+from engine.spec import (
+    ModelSpec,
+    data_inputs,
+    data_parts,
+    insert_node,
+    migrate,
+    remove_node,
+    set_inputs,
+    set_params,
+)
 from engine.tasks import TASKS, task_for
 from engine.templates import starter_for
 from engine.train.options import LOSSES
@@ -39,6 +48,7 @@ def _output_width(spec, linear_id, width) -> Fix:
     def fix(spec, train):
         node = next(n for n in spec["nodes"] if n["id"] == linear_id)
         return set_params(spec, linear_id, {**node["params"], "out_features": width}), train
+
     return fix
 
 
@@ -46,25 +56,31 @@ def _embedding_size(node_id, vocab) -> Fix:
     def fix(spec, train):
         node = next(n for n in spec["nodes"] if n["id"] == node_id)
         return set_params(spec, node_id, {**node["params"], "num_embeddings": vocab}), train
+
     return fix
 
 
 def _insert_before(node_id, explicit_inputs, op: str, params: dict | None = None) -> Fix:
     """Put a new `op` node between `node_id` and its input."""
+
     def fix(spec, train):
         index = [n["id"] for n in spec["nodes"]].index(node_id)
         spec, new = insert_node(spec, op, index)
         if params:
-            spec = set_params(spec, new, {**next(n for n in spec["nodes"] if n["id"] == new)["params"], **params})
+            spec = set_params(
+                spec, new, {**next(n for n in spec["nodes"] if n["id"] == new)["params"], **params}
+            )
         if explicit_inputs:
             spec = set_inputs(spec, new, explicit_inputs)
             spec = set_inputs(spec, node_id, [new])
         return spec, train
+
     return fix
 
 
 def _embed_tokens(node_id, explicit_inputs, vocab) -> Fix:
     """Embedding (sized to the vocabulary) then a mean Sequence pool, between `node_id` and its token input."""
+
     def fix(spec, train):
         index = [n["id"] for n in spec["nodes"]].index(node_id)
         spec, embed = insert_node(spec, "embedding", index, {"vocab_size": vocab})
@@ -75,6 +91,7 @@ def _embed_tokens(node_id, explicit_inputs, vocab) -> Fix:
             spec = set_inputs(spec, pool, [embed])
             spec = set_inputs(spec, node_id, [pool])
         return spec, train
+
     return fix
 
 
@@ -114,106 +131,202 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     if error is not None and error.node_id in nodes and nodes[error.node_id].op == "linear":
         src = inputs[error.node_id][0]
         if len(shapes.get(src, ())) >= 3:
-            findings.append(Finding(
-                "missing_flatten", error.node_id,
-                f"Dense layer '{error.node_id}' gets {shapes[src]} from '{src}', an image-shaped output: Dense needs a "
-                "flat vector. Add a Flatten between them.", "Insert Flatten",
-                _insert_before(error.node_id, nodes[error.node_id].inputs, "flatten")))
+            findings.append(
+                Finding(
+                    "missing_flatten",
+                    error.node_id,
+                    f"Dense layer '{error.node_id}' gets {shapes[src]} from '{src}', an image-shaped output: "
+                    "Dense needs a flat vector. Add a Flatten between them.",
+                    "Insert Flatten",
+                    _insert_before(error.node_id, nodes[error.node_id].inputs, "flatten"),
+                )
+            )
 
     if out.op == "activation" and out.params["kind"] == "softmax" and loss == "cross_entropy":
-        findings.append(Finding(
-            "softmax_before_cross_entropy", out_id,
-            f"'{out_id}' applies softmax, but cross-entropy applies softmax itself. LayerLab trains on the logits "
-            "anyway; remove the layer for a model whose outputs are logits everywhere.", "Remove softmax",
-            _remove(out_id)))
+        findings.append(
+            Finding(
+                "softmax_before_cross_entropy",
+                out_id,
+                f"'{out_id}' applies softmax, but cross-entropy applies softmax itself. LayerLab trains on the logits "
+                "anyway; remove the layer for a model whose outputs are logits everywhere.",
+                "Remove softmax",
+                _remove(out_id),
+            )
+        )
     if out.op == "activation" and out.params["kind"] == "sigmoid" and loss == "bce_with_logits":
-        findings.append(Finding(
-            "sigmoid_before_bce", out_id,
-            f"'{out_id}' applies sigmoid, but BCE-with-logits applies it itself. Remove it.", "Remove sigmoid",
-            _remove(out_id)))
+        findings.append(
+            Finding(
+                "sigmoid_before_bce",
+                out_id,
+                f"'{out_id}' applies sigmoid, but BCE-with-logits applies it itself. Remove it.",
+                "Remove sigmoid",
+                _remove(out_id),
+            )
+        )
     if out.op in ("dropout", "dropout2d"):
-        findings.append(Finding(
-            "dropout_after_output", out_id,
-            f"The model ends in dropout '{out_id}': it would randomly zero the predictions while training. Dropout "
-            "belongs between hidden layers.", "Remove dropout", _remove(out_id)))
+        findings.append(
+            Finding(
+                "dropout_after_output",
+                out_id,
+                f"The model ends in dropout '{out_id}': it would randomly zero the predictions while training. Dropout "
+                "belongs between hidden layers.",
+                "Remove dropout",
+                _remove(out_id),
+            )
+        )
     after_head = _after_head(model, inputs, target)
     for node in model.nodes:
         ins = inputs[node.id]
-        if node.op == "activation" and len(ins) == 1 and ins[0] in nodes and nodes[ins[0]].op == "activation":
-            findings.append(Finding(
-                "double_activation", node.id,
-                f"'{node.id}' ({node.params['kind']}) comes right after another activation '{ins[0]}' "
-                f"({nodes[ins[0]].params['kind']}): two non-linearities in a row add nothing but cost.",
-                f"Remove '{node.id}'", _remove(node.id)))
+        if (
+            node.op == "activation"
+            and len(ins) == 1
+            and ins[0] in nodes
+            and nodes[ins[0]].op == "activation"
+        ):
+            findings.append(
+                Finding(
+                    "double_activation",
+                    node.id,
+                    f"'{node.id}' ({node.params['kind']}) comes right after another activation '{ins[0]}' "
+                    f"({nodes[ins[0]].params['kind']}): two non-linearities in a row add nothing but cost.",
+                    f"Remove '{node.id}'",
+                    _remove(node.id),
+                )
+            )
 
-        if node.op == "linear" and len(ins) == 1 and ins[0] in nodes and nodes[ins[0]].op == "linear" \
-                and node.id not in after_head:
-            findings.append(Finding(
-                "dense_without_activation", node.id,
-                f"Dense '{node.id}' comes right after Dense '{ins[0]}' with no activation between them: two linear "
-                "maps in a row are just one linear map, so the extra layer adds parameters but no power. Put a ReLU "
-                "between them.", "Insert ReLU", _insert_before(node.id, node.inputs, "activation", {"kind": "relu"})))
+        if (
+            node.op == "linear"
+            and len(ins) == 1
+            and ins[0] in nodes
+            and nodes[ins[0]].op == "linear"
+            and node.id not in after_head
+        ):
+            findings.append(
+                Finding(
+                    "dense_without_activation",
+                    node.id,
+                    f"Dense '{node.id}' comes right after Dense '{ins[0]}' with no activation between them: "
+                    "two linear maps in a row are just one linear map, so the extra layer adds parameters but "
+                    "no power. Put a ReLU between them.",
+                    "Insert ReLU",
+                    _insert_before(node.id, node.inputs, "activation", {"kind": "relu"}),
+                )
+            )
     for node_id in after_head:
-        if nodes[node_id].op not in ("dropout", "dropout2d"):  # dropout at the end has its own finding
-            findings.append(Finding(
-                "layer_after_output", node_id,
-                f"'{node_id}' ({nodes[node_id].op}) comes after the output layer '{_head(model, inputs)}': it changes "
-                "the predictions themselves (a ReLU there zeroes every negative score; another Dense hides the "
-                "output width). Remove it, or move it before the output layer.", f"Remove '{node_id}'",
-                _remove(node_id)))
+        if nodes[node_id].op not in (
+            "dropout",
+            "dropout2d",
+        ):  # dropout at the end has its own finding
+            findings.append(
+                Finding(
+                    "layer_after_output",
+                    node_id,
+                    f"'{node_id}' ({nodes[node_id].op}) comes after the output layer "
+                    f"'{_head(model, inputs)}': it changes the predictions themselves (a ReLU there "
+                    "zeroes every negative score; another Dense hides the output width). Remove it, or move "
+                    "it before the output layer.",
+                    f"Remove '{node_id}'",
+                    _remove(node_id),
+                )
+            )
 
     vocab = meta.get("vocab_size")
     token_refs = {refs[n] for n, p in parts.items() if p.get("tokens") and n in refs}
     for node in model.nodes:
         if node.op in ("linear", "conv1d") and token_refs & set(inputs[node.id]):
-            findings.append(Finding(
-                "tokens_without_embedding", node.id,
-                f"'{node.id}' ({node.op}) reads the token ids as if they were numbers (id 57 is not 'more' than id "
-                "3): it cannot learn from text that way. Put an Embedding (a learned vector per token) and a "
-                "Sequence pool (the mean over the tokens) before it.", "Insert Embedding and pooling",
-                _embed_tokens(node.id, node.inputs, vocab)))
+            findings.append(
+                Finding(
+                    "tokens_without_embedding",
+                    node.id,
+                    f"'{node.id}' ({node.op}) reads the token ids as if they were numbers (id 57 is not 'more' than id "
+                    "3): it cannot learn from text that way. Put an Embedding (a learned vector per token) and a "
+                    "Sequence pool (the mean over the tokens) before it.",
+                    "Insert Embedding and pooling",
+                    _embed_tokens(node.id, node.inputs, vocab),
+                )
+            )
     read = {i for ins in inputs.values() for i in ins}
     unread = [n for n in parts if n not in refs or refs[n] not in read]
     if meta.get("inputs") and unread:
-        findings.append(Finding(
-            "input_not_read", None,
-            f"The data has the input(s) {', '.join(unread)} (of {', '.join(parts)}), but no layer reads them, so the "
-            f"model learns without them. Wire a layer to input:{unread[0]}, or use the proposed two-input model.",
-            "Use the proposed two-input model", lambda spec, train: (starter_for(meta), train)))
+        findings.append(
+            Finding(
+                "input_not_read",
+                None,
+                f"The data has the input(s) {', '.join(unread)} (of {', '.join(parts)}), but no layer reads "
+                f"them, so the model learns without them. Wire a layer to input:{unread[0]}, or use the "
+                "proposed two-input model.",
+                "Use the proposed two-input model",
+                lambda spec, train: (starter_for(meta), train),
+            )
+        )
     for node in model.nodes:
         if node.op == "embedding" and vocab and node.params["num_embeddings"] < vocab:
-            findings.append(Finding(
-                "embedding_smaller_than_vocabulary", node.id,
-                f"Embedding '{node.id}' has room for {node.params['num_embeddings']} token ids but the dataset's "
-                f"vocabulary has {vocab}: larger ids would fail. Set its vocabulary size to {vocab}.",
-                f"Set vocabulary to {vocab}", _embedding_size(node.id, vocab)))
+            findings.append(
+                Finding(
+                    "embedding_smaller_than_vocabulary",
+                    node.id,
+                    f"Embedding '{node.id}' has room for {node.params['num_embeddings']} token ids but the dataset's "
+                    f"vocabulary has {vocab}: larger ids would fail. Set its vocabulary size to {vocab}.",
+                    f"Set vocabulary to {vocab}",
+                    _embedding_size(node.id, vocab),
+                )
+            )
 
     if loss not in kind.losses(classes) and LOSSES[loss].task != kind.losses_for:
         usual = TASKS[task].default_loss if target == "label" else kind.default_loss
-        findings.append(Finding(
-            f"{LOSSES[loss].task}_loss_on_{'classes' if kind.losses_for == 'classification' else 'numbers'}", None,
-            f"The loss is {LOSSES[loss].title}, a {LOSSES[loss].task} loss, but the target is "
-            f"{'a class label' if kind.losses_for == 'classification' else 'a number'}. Use "
-            f"{LOSSES[usual].title.lower()}.", f"Use {LOSSES[usual].title.lower()}", _set_loss(usual)))
+        findings.append(
+            Finding(
+                f"{LOSSES[loss].task}_loss_on_{'classes' if kind.losses_for == 'classification' else 'numbers'}",
+                None,
+                f"The loss is {LOSSES[loss].title}, a {LOSSES[loss].task} loss, but the target is "
+                f"{'a class label' if kind.losses_for == 'classification' else 'a number'}. Use "
+                f"{LOSSES[usual].title.lower()}.",
+                f"Use {LOSSES[usual].title.lower()}",
+                _set_loss(usual),
+            )
+        )
 
     if error is None and out_id in shapes:
-        want = kind.output_shape(loss, classes, meta["input_shape"]) if LOSSES[loss].task == kind.losses_for else None
+        want = (
+            kind.output_shape(loss, classes, meta["input_shape"])
+            if LOSSES[loss].task == kind.losses_for
+            else None
+        )
         got = shapes[out_id]
         linear = _last_linear(spec, inputs, out_id)
         if want and got != want and linear and len(want) == 1 and len(got) == 1:
-            what = {True: "one output per class", False: "one output"}[want == (classes,) and LOSSES[loss].targets == "classes"]
-            findings.append(Finding(
-                "output_width", linear,
-                f"The model outputs {got[0]} values but needs {want[0]} ({what}). Set the units of '{linear}' to "
-                f"{want[0]}.", f"Set units to {want[0]}", _output_width(spec, linear, want[0])))
+            what = {True: "one output per class", False: "one output"}[
+                want == (classes,) and LOSSES[loss].targets == "classes"
+            ]
+            findings.append(
+                Finding(
+                    "output_width",
+                    linear,
+                    f"The model outputs {got[0]} values but needs {want[0]} ({what}). Set the units of '{linear}' to "
+                    f"{want[0]}.",
+                    f"Set units to {want[0]}",
+                    _output_width(spec, linear, want[0]),
+                )
+            )
         elif want and got != want and math.prod(got) == math.prod(want):
-            findings.append(Finding(
-                "output_shape", out_id, f"The model outputs {got} but the target has shape {want}: add a Reshape "
-                f"to {list(want)} at the end.", "Add Reshape", lambda s, t: (_append_reshape(s, want), t)))
+            findings.append(
+                Finding(
+                    "output_shape",
+                    out_id,
+                    f"The model outputs {got} but the target has shape {want}: add a Reshape "
+                    f"to {list(want)} at the end.",
+                    "Add Reshape",
+                    lambda s, t: (_append_reshape(s, want), t),
+                )
+            )
     return findings
 
 
-SQUASH = {"softmax", "sigmoid", "log_softmax"}  # may follow the output layer: they turn scores into probabilities
+SQUASH = {
+    "softmax",
+    "sigmoid",
+    "log_softmax",
+}  # may follow the output layer: they turn scores into probabilities
 
 
 def _head(model: ModelSpec, inputs: dict) -> str | None:
@@ -237,7 +350,9 @@ def _after_head(model: ModelSpec, inputs: dict, target: str) -> list[str]:
     after, node = [], model.output_id()
     while node != head:
         n = by_id[node]
-        if not (n.op == "activation" and n.params.get("kind") in SQUASH and node == model.output_id()):
+        if not (
+            n.op == "activation" and n.params.get("kind") in SQUASH and node == model.output_id()
+        ):
             after.append(node)
         node = inputs[node][0]
     return after[::-1]

@@ -67,12 +67,27 @@ def row_tokens(frame: pd.DataFrame, lowercase: bool) -> list[str]:
 def numeric(col: pd.Series, kind: str) -> np.ndarray:
     """A column as float64, with NaN for what is missing: empty cells, text that is not a number, inf and -inf."""
     if kind == "boolean" and not pd.api.types.is_numeric_dtype(col):
-        lookup = {"true": 1.0, "yes": 1.0, "y": 1.0, "t": 1.0, "false": 0.0, "no": 0.0, "n": 0.0, "f": 0.0}
-        return col.map(lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan).to_numpy(float)
+        lookup = {
+            "true": 1.0,
+            "yes": 1.0,
+            "y": 1.0,
+            "t": 1.0,
+            "false": 0.0,
+            "no": 0.0,
+            "n": 0.0,
+            "f": 0.0,
+        }
+        return col.map(
+            lambda v: lookup.get(str(v).strip().lower(), np.nan) if pd.notna(v) else np.nan
+        ).to_numpy(float)
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        values = col.to_numpy(dtype=float, na_value=np.nan)  # a float64 column is returned as it is, not copied
+        values = col.to_numpy(
+            dtype=float, na_value=np.nan
+        )  # a float64 column is returned as it is, not copied
     elif isinstance(col.dtype, pd.CategoricalDtype):  # each distinct value parsed once
-        parsed = pd.to_numeric(pd.Series(col.cat.categories.astype(str)), errors="coerce").to_numpy(float)
+        parsed = pd.to_numeric(pd.Series(col.cat.categories.astype(str)), errors="coerce").to_numpy(
+            float
+        )
         values = np.append(parsed, np.nan)[np.asarray(col.cat.codes)]
     else:
         values = pd.to_numeric(col, errors="coerce").to_numpy(dtype=float)
@@ -95,21 +110,29 @@ def encode_rows(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
     """Turn raw rows into model inputs exactly as training did, from the fitted preprocessing `state` (missing
     columns are an error). `rows` picks and orders the rows to encode (all of them by default)."""
     if not state.get("text") and "columns" not in state:
-        raise InputError("this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
-                         "ids by an older LayerLab): prepare the dataset again on the Data page and retrain.")
-    needed = [c["name"] for c in state.get("columns") or []] + (state["text"]["columns"] if state.get("text") else [])
+        raise InputError(
+            "this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
+            "ids by an older LayerLab): prepare the dataset again on the Data page and retrain."
+        )
+    needed = [c["name"] for c in state.get("columns") or []] + (
+        state["text"]["columns"] if state.get("text") else []
+    )
     missing = [c for c in needed if c not in frame.columns]
     if missing:
-        raise InputError(f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
-                         "Add them (same names as in training).")
+        raise InputError(
+            f"the data lacks the column(s) {', '.join(missing)} the model was trained on. "
+            "Add them (same names as in training)."
+        )
     n = len(frame) if rows is None else len(rows)
     # The other columns first, then the text's token ids: side by side in one row (a model's two inputs).
     encoders, width = _column_encoders(frame, state) if state.get("columns") else ([], 0)
     out = np.zeros((n, width), np.float32)
     order = np.arange(n) if rows is None else np.asarray(rows)
     # Blocks of rows small enough that their output stays in cache while each column is written, on all cores.
-    threaded(lambda b: _encode_block(encoders, order[b:b + ENCODE_BLOCK], out[b:b + ENCODE_BLOCK]),
-             range(0, n, ENCODE_BLOCK))
+    threaded(
+        lambda b: _encode_block(encoders, order[b : b + ENCODE_BLOCK], out[b : b + ENCODE_BLOCK]),
+        range(0, n, ENCODE_BLOCK),
+    )
     if not state.get("text"):
         return out
     t, length = state["text"], state["text"]["max_length"]
@@ -117,15 +140,23 @@ def encode_rows(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
     index = {w: i for i, w in enumerate(t["vocab"])}
     index[ROW_END] = -1
     ids = np.zeros((n, length), np.float32)
-    for start in range(0, n, TEXT_BLOCK):  # in blocks of rows: a word as a Python string costs about 60 bytes
-        words = row_tokens(texts.iloc[start:start + TEXT_BLOCK], t["lowercase"])
-        found = np.fromiter(map(index.get, words, itertools.repeat(1)), np.int64, len(words))  # 1: <unk>
+    for start in range(
+        0, n, TEXT_BLOCK
+    ):  # in blocks of rows: a word as a Python string costs about 60 bytes
+        words = row_tokens(texts.iloc[start : start + TEXT_BLOCK], t["lowercase"])
+        found = np.fromiter(
+            map(index.get, words, itertools.repeat(1)), np.int64, len(words)
+        )  # 1: <unk>
         del words
         ends = found == -1
-        row = (np.cumsum(ends) - ends)[~ends]  # each word's row in the block: the rows ended before it
+        row = (np.cumsum(ends) - ends)[
+            ~ends
+        ]  # each word's row in the block: the rows ended before it
         found = found[~ends]
         counts = np.bincount(row, minlength=min(TEXT_BLOCK, n - start))
-        place = np.arange(len(found)) - np.repeat(np.cumsum(counts) - counts, counts)  # its place in its row
+        place = np.arange(len(found)) - np.repeat(
+            np.cumsum(counts) - counts, counts
+        )  # its place in its row
         keep = place < length  # longer rows are cut
         ids[start + row[keep], place[keep]] = found[keep]
     return np.hstack([out, ids]) if width else ids
@@ -140,8 +171,10 @@ def _column_encoders(frame: pd.DataFrame, state: dict) -> tuple[list[tuple], int
         if c["kind"] in ("numeric", "boolean"):
             values = numeric(col, c["kind"])
             if c["missing"] == "drop" and np.isnan(values).any():
-                raise InputError(f"column '{c['name']}' has missing values, and its rows were dropped in training: "
-                                 "fill them in, or choose another missing-value strategy for it.")
+                raise InputError(
+                    f"column '{c['name']}' has missing values, and its rows were dropped in training: "
+                    "fill them in, or choose another missing-value strategy for it."
+                )
             encoders.append(("number", j, values, c["fill"], c["shift"], c["scale"]))
             j += 1
             continue
@@ -149,7 +182,9 @@ def _column_encoders(frame: pd.DataFrame, state: dict) -> tuple[list[tuple], int
         # Each distinct value's place among the fitted categories (-1: unseen); a missing value takes the fill's.
         lookup = pd.Index(c["categories"]).get_indexer(labels)
         fill = c["categories"].index(c["fill"]) if c["fill"] in c["categories"] else -1
-        codes = np.append(lookup, fill).astype(np.int32)[codes]  # a code of -1 (missing) picks the appended fill
+        codes = np.append(lookup, fill).astype(np.int32)[
+            codes
+        ]  # a code of -1 (missing) picks the appended fill
         onehot = c["encoding"] == "onehot"
         encoders.append(("onehot" if onehot else "index", j, codes))
         j += len(c["categories"]) if onehot else 1
@@ -176,6 +211,7 @@ def _encode_block(encoders: list[tuple], rows: np.ndarray, out: np.ndarray) -> N
 
 # --- images -------------------------------------------------------------------------------------------------
 
+
 def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarray:
     """One PNG, JPEG, BMP, GIF or WebP file as a (channels, size, size) uint8 array; InputError if it cannot be
     read or is too large (decompression bombs are refused before decoding)."""
@@ -187,9 +223,17 @@ def decode_image(data: bytes, name: str, size: int, grayscale: bool) -> np.ndarr
                     raise UnidentifiedImageError(f"format {img.format}")
                 if img.width * img.height > MAX_PIXELS:
                     raise Image.DecompressionBombError(f"{img.width}×{img.height} pixels")
-                arr = np.asarray(img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR))
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning,
-            OSError, ValueError, SyntaxError) as e:
+                arr = np.asarray(
+                    img.convert("L" if grayscale else "RGB").resize((size, size), Image.BILINEAR)
+                )
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        Image.DecompressionBombWarning,
+        OSError,
+        ValueError,
+        SyntaxError,
+    ) as e:
         raise InputError(f"{name}: unreadable or too large ({str(e)[:80]})") from None
     return arr[None] if grayscale else arr.transpose(2, 0, 1)
 
@@ -201,14 +245,19 @@ def as_input(x: torch.Tensor) -> torch.Tensor:
 
 # --- outputs ------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def model_outputs(model: torch.nn.Module, x: torch.Tensor, takes_tokens: bool = False) -> torch.Tensor:
+def model_outputs(
+    model: torch.nn.Module, x: torch.Tensor, takes_tokens: bool = False
+) -> torch.Tensor:
     """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
     if takes_tokens:
         x = x.long()
     if not len(x):
         return torch.zeros(0)
-    return torch.cat([model(as_input(x[i:i + PREDICT_BATCH])).float() for i in range(0, len(x), PREDICT_BATCH)])
+    return torch.cat(
+        [model(as_input(x[i : i + PREDICT_BATCH])).float() for i in range(0, len(x), PREDICT_BATCH)]
+    )
 
 
 def probabilities(out: torch.Tensor, squashed: bool) -> torch.Tensor:
@@ -233,8 +282,12 @@ def prediction_table(out: torch.Tensor, meta: dict, squashed: bool) -> pd.DataFr
         probs = probabilities(out, squashed)
         classes = [str(c) for c in meta["classes"]]
         confidence, index = probs.max(1)
-        table = pd.DataFrame({"prediction": np.array(classes, dtype=object)[index.numpy()],
-                              "confidence": confidence.numpy()})
+        table = pd.DataFrame(
+            {
+                "prediction": np.array(classes, dtype=object)[index.numpy()],
+                "confidence": confidence.numpy(),
+            }
+        )
         for i, c in enumerate(classes):
             table[f"p({c})"] = probs[:, i].numpy()
         return table
@@ -249,11 +302,23 @@ def with_rows(predictions: pd.DataFrame, frame: pd.DataFrame, preprocessing: dic
     """The predictions beside the rows they came from: the user's key columns first (columns the model does not
     read that are named like a key, such as `id` or `passenger_name`, or hold a different value in every row),
     then the predictions, then the other columns."""
-    used = {c["name"] for c in preprocessing.get("columns") or []} | \
-        set((preprocessing.get("text") or {}).get("columns") or [])
+    used = {c["name"] for c in preprocessing.get("columns") or []} | set(
+        (preprocessing.get("text") or {}).get("columns") or []
+    )
     frame = frame.reset_index(drop=True)
-    keys = [c for c in frame.columns if c not in used and (KEY_NAME.search(str(c)) or (
-        len(frame) >= 10 and not pd.api.types.is_float_dtype(frame[c]) and frame[c].is_unique))]
+    keys = [
+        c
+        for c in frame.columns
+        if c not in used
+        and (
+            KEY_NAME.search(str(c))
+            or (
+                len(frame) >= 10
+                and not pd.api.types.is_float_dtype(frame[c])
+                and frame[c].is_unique
+            )
+        )
+    ]
     rest = [c for c in frame.columns if c not in keys]
     return pd.concat([frame[keys], predictions, frame[rest]], axis=1)
 
@@ -272,7 +337,9 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
     end with CRLF, so the writer quotes a bare CR as well as LF)."""
     safe = table.copy()
     for col in safe.columns:
-        if not (pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_bool_dtype(safe[col])):  # text,
+        if not (
+            pd.api.types.is_numeric_dtype(safe[col]) or pd.api.types.is_bool_dtype(safe[col])
+        ):  # text,
             safe[col] = safe[col].astype(object).map(_text_cell)  # categories, dates
     safe.columns = [_text_cell(str(c)) for c in safe.columns]
     return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")

@@ -41,8 +41,10 @@ def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphMod
     except LayerLabError:
         raise LayerLabError(f"{name} is not a model LayerLab can read: pass {EXPECTED}.") from None
     if "dataset" not in metadata:
-        raise LayerLabError(f"{name} carries no preprocessing in its metadata, so new data cannot be prepared "
-                            "for it: export it from LayerLab again.")
+        raise LayerLabError(
+            f"{name} carries no preprocessing in its metadata, so new data cannot be prepared "
+            "for it: export it from LayerLab again."
+        )
     return model, json.loads(metadata["dataset"])
 
 
@@ -59,8 +61,11 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
         raise LayerLabError("the table has no rows to predict.")
     need = len(frame) * len(meta.get("feature_names") or []) * 4
     if need > DATA_BYTES.value:
-        raise DATA_BYTES.refuse("the table", f"{len(frame):,} rows take {DATA_BYTES.describe(need)} once encoded",
-                                "Predict it in parts.")
+        raise DATA_BYTES.refuse(
+            "the table",
+            f"{len(frame):,} rows take {DATA_BYTES.describe(need)} once encoded",
+            "Predict it in parts.",
+        )
     x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
     return with_rows(_table(model, meta, x), frame, meta["preprocessing"])
 
@@ -69,18 +74,28 @@ def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]
     """Predictions for image files, decoded and resized as the training images were."""
     prep = meta.get("preprocessing") or {}
     if prep.get("kind") != "image":
-        raise LayerLabError("this model was trained on a table: upload rows (CSV, Parquet, Excel, JSON Lines).")
+        raise LayerLabError(
+            "this model was trained on a table: upload rows (CSV, Parquet, Excel, JSON Lines)."
+        )
     size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
     arrays, read, errors = [], [], {}
     for i, (name, data) in enumerate(files):
         try:
             arrays.append(decode_image(data, name, size, grayscale=channels == 1))
             read.append(i)
-        except DataError as e:  # an unreadable file is listed with its reason; the others are predicted
+        except (
+            DataError
+        ) as e:  # an unreadable file is listed with its reason; the others are predicted
             errors[i] = str(e)
     if files and not arrays:
-        raise LayerLabError(f"none of the {len(files)} image(s) could be read ({next(iter(errors.values()))}).")
-    x = torch.from_numpy(np.stack(arrays)) if arrays else torch.zeros((0, channels, size, size), dtype=torch.uint8)
+        raise LayerLabError(
+            f"none of the {len(files)} image(s) could be read ({next(iter(errors.values()))})."
+        )
+    x = (
+        torch.from_numpy(np.stack(arrays))
+        if arrays
+        else torch.zeros((0, channels, size, size), dtype=torch.uint8)
+    )
     table = _table(model, meta, x).set_axis(read)
     if errors:
         table = table.reindex(range(len(files)))
@@ -102,7 +117,10 @@ def novelty_reference(dataset) -> dict:
     train = _flat(dataset.split("train")[0][:NOVELTY_REFERENCE])
     val = _flat(dataset.split("val")[0][:500])
     nearest = torch.cdist(val, train).min(1).values
-    return {"train": train, "limit": float(torch.quantile(nearest, NOVELTY_QUANTILE)) if len(nearest) else math.inf}
+    return {
+        "train": train,
+        "limit": float(torch.quantile(nearest, NOVELTY_QUANTILE)) if len(nearest) else math.inf,
+    }
 
 
 def novelty(image: np.ndarray, reference: dict) -> tuple[float, bool]:

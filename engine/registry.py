@@ -31,17 +31,36 @@ class Op:
     max_inputs: int = 1
 
 
-FAMILIES = ("core", "activation", "convolution", "pooling", "recurrent", "attention", "merge", "normalization",
-            "regularization", "reshape")
+FAMILIES = (
+    "core",
+    "activation",
+    "convolution",
+    "pooling",
+    "recurrent",
+    "attention",
+    "merge",
+    "normalization",
+    "regularization",
+    "reshape",
+)
 
 _REGISTRY: dict[str, Op] = {}
 
 
-def register(name: str, *, family: str, title: str, doc: str, params: type[OpParams] = OpParams,
-             min_inputs: int = 1, max_inputs: int = 1):
+def register(
+    name: str,
+    *,
+    family: str,
+    title: str,
+    doc: str,
+    params: type[OpParams] = OpParams,
+    min_inputs: int = 1,
+    max_inputs: int = 1,
+):
     def wrap(build):
         _REGISTRY[name] = Op(name, family, title, doc, params, build, min_inputs, max_inputs)
         return build
+
     return wrap
 
 

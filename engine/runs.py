@@ -1,13 +1,13 @@
 """The run store on disk, and the worker process entry point (`python -m engine.runs RUN_DIR`).
 
-    <home>/runs/<run_id>/
-        spec.json  train.json   what was asked (model, training config, dataset)
-        events.jsonl            append-only typed events: the single source of truth for every chart
-        status.json             state, pid, heartbeat; replaced atomically
-        model.safetensors       final weights; checkpoints/ holds last and best, and state.pt to resume from
-        init.safetensors        a branch's or an import's starting weights
-        boundary.json           2-D data: the latest decision boundary / regression surface
-        stop                    present = a stop was requested (the loop checks it a few times a second)
+<home>/runs/<run_id>/
+    spec.json  train.json   what was asked (model, training config, dataset)
+    events.jsonl            append-only typed events: the single source of truth for every chart
+    status.json             state, pid, heartbeat; replaced atomically
+    model.safetensors       final weights; checkpoints/ holds last and best, and state.pt to resume from
+    init.safetensors        a branch's or an import's starting weights
+    boundary.json           2-D data: the latest decision boundary / regression surface
+    stop                    present = a stop was requested (the loop checks it a few times a second)
 """
 
 import json
@@ -49,13 +49,23 @@ def validate(spec: dict, train: dict, meta: dict) -> tuple:
     cfg = TrainConfig.parse(train)
     input_shape = tuple(meta["input_shape"])
     infos = infer_shapes(spec_obj, data_inputs(meta))
-    preflight(spec_obj, infos, cfg, meta["task"], len(meta["classes"] or []) or None, input_shape,
-              meta["sizes"]["train"])
+    preflight(
+        spec_obj,
+        infos,
+        cfg,
+        meta["task"],
+        len(meta["classes"] or []) or None,
+        input_shape,
+        meta["sizes"]["train"],
+    )
     return spec_obj, cfg
 
 
-MODEL_KINDS = (("transformer", ("transformer_encoder", "attention")), ("RNN", ("lstm", "gru", "rnn")),
-               ("CNN", ("conv1d", "conv2d", "conv_transpose2d")))
+MODEL_KINDS = (
+    ("transformer", ("transformer_encoder", "attention")),
+    ("RNN", ("lstm", "gru", "rnn")),
+    ("CNN", ("conv1d", "conv2d", "conv_transpose2d")),
+)
 
 
 def model_label(spec: dict) -> str:
@@ -69,7 +79,9 @@ def model_label(spec: dict) -> str:
 
 def default_run_name(dataset_name: str, spec: dict) -> str:
     """dataset · model · time: readable in run lists, pickers and the status strip (renamed on the Train page)."""
-    short = dataset_name.split(" (")[0].strip() or dataset_name  # "Two moons (n=1000, noise=0.1)" -> "Two moons"
+    short = (
+        dataset_name.split(" (")[0].strip() or dataset_name
+    )  # "Two moons (n=1000, noise=0.1)" -> "Two moons"
     return f"{short} · {model_label(spec)} · {time.strftime('%H:%M:%S')}"
 
 
@@ -82,17 +94,30 @@ def rename_run(run_dir: Path, name: str) -> str:
     return name
 
 
-CHECKPOINTS = {"best": "checkpoints/best.safetensors", "last": "checkpoints/last.safetensors",
-               "final": "model.safetensors"}
+CHECKPOINTS = {
+    "best": "checkpoints/best.safetensors",
+    "last": "checkpoints/last.safetensors",
+    "final": "model.safetensors",
+}
 
 
-def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | None = None, name: str = "",
-               parent: dict | None = None, init: dict | None = None) -> Path:
+def create_run(
+    spec: dict,
+    train: dict,
+    dataset_dir: Path,
+    *,
+    run_dir: Path | None = None,
+    name: str = "",
+    parent: dict | None = None,
+    init: dict | None = None,
+) -> Path:
     """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
     from; `init`: the tensors to start from (an import's matching tensors)."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset.meta)
-    if run_dir is None:  # a new folder of its own, even when another session creates one in the same second
+    if (
+        run_dir is None
+    ):  # a new folder of its own, even when another session creates one in the same second
         runs_dir().mkdir(parents=True, exist_ok=True)
         while True:
             run_dir = runs_dir() / (time.strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(3))
@@ -105,14 +130,23 @@ def create_run(spec: dict, train: dict, dataset_dir: Path, *, run_dir: Path | No
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "events.jsonl").touch()
     atomic_write_json(run_dir / "spec.json", spec_obj.to_dict())
-    atomic_write_json(run_dir / "train.json", {"config": cfg.model_dump(mode="json"), "dataset_dir": str(dataset.path),
-                                               "dataset_id": dataset.id, "dataset_name": dataset.meta["name"],
-                                               "name": name or default_run_name(dataset.meta["name"], spec),
-                                               "created": time.time(),
-                                               "parent": parent})
+    atomic_write_json(
+        run_dir / "train.json",
+        {
+            "config": cfg.model_dump(mode="json"),
+            "dataset_dir": str(dataset.path),
+            "dataset_id": dataset.id,
+            "dataset_name": dataset.meta["name"],
+            "name": name or default_run_name(dataset.meta["name"], spec),
+            "created": time.time(),
+            "parent": parent,
+        },
+    )
     if init:
         save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
-    atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()})
+    atomic_write_json(
+        run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()}
+    )
     return run_dir
 
 
@@ -121,17 +155,32 @@ def saved_checkpoints(run_dir: Path) -> list[str]:
     return [k for k, rel in CHECKPOINTS.items() if (Path(run_dir) / rel).exists()]
 
 
-def branch_run(parent_dir: Path, checkpoint: str, train: dict, *, run_dir: Path | None = None) -> Path:
+def branch_run(
+    parent_dir: Path, checkpoint: str, train: dict, *, run_dir: Path | None = None
+) -> Path:
     """A new run of the parent's model and data with new settings, starting from one of its checkpoints."""
     parent_dir = Path(parent_dir)
     if checkpoint not in saved_checkpoints(parent_dir):
-        raise LayerLabError(f"run {parent_dir.name} has no '{checkpoint}' checkpoint; choose one of: "
-                            f"{', '.join(saved_checkpoints(parent_dir)) or 'none yet (let it train an epoch)'}.")
+        raise LayerLabError(
+            f"run {parent_dir.name} has no '{checkpoint}' checkpoint; choose one of: "
+            f"{', '.join(saved_checkpoints(parent_dir)) or 'none yet (let it train an epoch)'}."
+        )
     info = run_info(parent_dir)
-    origin = {"run": parent_dir.name, "name": info["name"], "checkpoint": checkpoint,
-              "epoch": (info.get("best") or {}).get("epoch") if checkpoint == "best" else info.get("epoch")}
-    run_dir = create_run(read_json(parent_dir / "spec.json"), train, read_json(parent_dir / "train.json")["dataset_dir"],
-                         run_dir=run_dir, parent=origin)
+    origin = {
+        "run": parent_dir.name,
+        "name": info["name"],
+        "checkpoint": checkpoint,
+        "epoch": (info.get("best") or {}).get("epoch")
+        if checkpoint == "best"
+        else info.get("epoch"),
+    }
+    run_dir = create_run(
+        read_json(parent_dir / "spec.json"),
+        train,
+        read_json(parent_dir / "train.json")["dataset_dir"],
+        run_dir=run_dir,
+        parent=origin,
+    )
     shutil.copyfile(parent_dir / CHECKPOINTS[checkpoint], run_dir / "init.safetensors")
     return run_dir
 
@@ -149,8 +198,10 @@ def prepare_resume(run_dir: Path) -> Path:
     if status.get("state") in ACTIVE and _pid_alive(status.get("pid")):
         raise LayerLabError(f"run {run_dir.name} is still training: stop it first.")
     if status.get("state") in ("completed", "diverged"):
-        raise LayerLabError(f"run {run_dir.name} has {status['state']}, so there is nothing to resume: branch from "
-                            "its best or last weights to train it further.")
+        raise LayerLabError(
+            f"run {run_dir.name} has {status['state']}, so there is nothing to resume: branch from "
+            "its best or last weights to train it further."
+        )
     state = load_state(run_dir)
     path = run_dir / "events.jsonl"
     data = path.read_bytes()
@@ -160,19 +211,32 @@ def prepare_resume(run_dir: Path) -> Path:
         if not line.endswith(b"\n"):
             break
         event = json.loads(line)
-        if event.get("step") == state["step"] and event["type"] in ("checkpoint_saved", "epoch_end"):
+        if event.get("step") == state["step"] and event["type"] in (
+            "checkpoint_saved",
+            "epoch_end",
+        ):
             cut = pos if cut is None or event["type"] == "checkpoint_saved" else cut
     with open(path, "r+b") as f:
         f.truncate(cut if cut is not None else len(data))
     (run_dir / "stop").unlink(missing_ok=True)
-    atomic_write_json(run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time(),
-                                                "started": status.get("started"), "epoch": state["epoch"] - 1,
-                                                "resumes": status.get("resumes", 0) + 1})
+    atomic_write_json(
+        run_dir / "status.json",
+        {
+            "state": "queued",
+            "pid": None,
+            "heartbeat": time.time(),
+            "started": status.get("started"),
+            "epoch": state["epoch"] - 1,
+            "resumes": status.get("resumes", 0) + 1,
+        },
+    )
     return run_dir
 
 
 _ROOT = str(Path(__file__).resolve().parent.parent)
-_spare: subprocess.Popen | None = None  # a worker that has imported torch and the loop, waiting for a run
+_spare: subprocess.Popen | None = (
+    None  # a worker that has imported torch and the loop, waiting for a run
+)
 
 
 def warm_spare() -> None:
@@ -182,11 +246,19 @@ def warm_spare() -> None:
     LAYERLAB_SPARE_WORKER=0 turns it off (the test suite does, but for the test of the spare itself: on a 2-core CI
     machine every spare's imports compete with the test that runs)."""
     global _spare
-    if os.environ.get("LAYERLAB_SPARE_WORKER") == "0" or (_spare is not None and _spare.poll() is None):
+    if os.environ.get("LAYERLAB_SPARE_WORKER") == "0" or (
+        _spare is not None and _spare.poll() is None
+    ):
         return
     log = open(home() / "spare-workers.log", "ab")
-    _spare = subprocess.Popen([sys.executable, "-m", "engine.runs", "--spare"], stdin=subprocess.PIPE, stdout=log,
-                              stderr=subprocess.STDOUT, start_new_session=True, cwd=_ROOT)
+    _spare = subprocess.Popen(
+        [sys.executable, "-m", "engine.runs", "--spare"],
+        stdin=subprocess.PIPE,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=_ROOT,
+    )
     log.close()
 
 
@@ -200,25 +272,39 @@ def launch(run_dir: Path, resume: bool = False) -> int:
     """Start the worker as its own process (its own session, so a page rerun never kills it): hand the run to the
     spare worker if one waits, else start a fresh one. The queued status gets the worker's pid first (so a worker
     that dies before it starts is noticed); the worker itself then writes "running"."""
+
     def note_pid(pid: int) -> None:
         status = read_json(Path(run_dir) / "status.json", {})
         if status.get("state") == "queued":
-            atomic_write_json(Path(run_dir) / "status.json", {**status, "pid": pid, "heartbeat": time.time()})
+            atomic_write_json(
+                Path(run_dir) / "status.json", {**status, "pid": pid, "heartbeat": time.time()}
+            )
 
     proc = _take_spare()
     if proc is not None:
-        note_pid(proc.pid)  # before the hand-over: the spare writes "running" at once, and must not be overwritten
+        note_pid(
+            proc.pid
+        )  # before the hand-over: the spare writes "running" at once, and must not be overwritten
         try:
-            proc.stdin.write(json.dumps({"run_dir": str(Path(run_dir).resolve()), "resume": resume,
-                                         "home": str(home())}).encode() + b"\n")
+            proc.stdin.write(
+                json.dumps(
+                    {"run_dir": str(Path(run_dir).resolve()), "resume": resume, "home": str(home())}
+                ).encode()
+                + b"\n"
+            )
             proc.stdin.close()
             return proc.pid
         except OSError:  # it died in the meantime
             pass
     log = open(Path(run_dir) / "worker.log", "ab")
-    proc = subprocess.Popen([sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
-                            stdout=log, stderr=subprocess.STDOUT,
-                            stdin=subprocess.DEVNULL, start_new_session=True, cwd=_ROOT)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=_ROOT,
+    )
     log.close()
     note_pid(proc.pid)  # a fresh worker spends seconds importing torch before it writes anything
     return proc.pid
@@ -249,19 +335,25 @@ def _pid_alive(pid) -> bool:
 def read_status(run_dir: Path) -> dict:
     """The run's status. A queued/running run whose worker process is gone reads as failed at once (a worker that
     was never given a pid: once its heartbeat is stale), with what to do next: Resume when it left a checkpoint."""
-    status = read_json(Path(run_dir) / "status.json", {"state": "failed", "message": "status.json is missing"})
+    status = read_json(
+        Path(run_dir) / "status.json", {"state": "failed", "message": "status.json is missing"}
+    )
     if status.get("state") not in ACTIVE:
         return status
     pid = status.get("pid")
-    if (_pid_alive(pid) if pid else time.time() - status.get("heartbeat", 0) <= STALE_AFTER_S):
+    if _pid_alive(pid) if pid else time.time() - status.get("heartbeat", 0) <= STALE_AFTER_S:
         return status
     status = {**status, "state": "failed", "worker_lost": True}
     if has_checkpoint(run_dir):
-        status["message"] = ("The training process stopped unexpectedly (it was killed or crashed). Resume "
-                             "continues from its last checkpoint.")
+        status["message"] = (
+            "The training process stopped unexpectedly (it was killed or crashed). Resume "
+            "continues from its last checkpoint."
+        )
     else:
-        status["message"] = ("The training process stopped unexpectedly (it was killed or crashed) before its first "
-                             "checkpoint. Start the run again.")
+        status["message"] = (
+            "The training process stopped unexpectedly (it was killed or crashed) before its first "
+            "checkpoint. Start the run again."
+        )
     return status
 
 
@@ -310,10 +402,18 @@ def run_info(run_dir: Path) -> dict:
     if status.get("state") == "running":
         status = {**status, **_latest_progress(run_dir)}
     spec = read_json(run_dir / "spec.json", {})
-    return {"id": run_dir.name, "path": str(run_dir), "name": train.get("name", run_dir.name),
-            "dataset": train.get("dataset_name"), "dataset_id": train.get("dataset_id"),
-            "layers": len(spec.get("nodes", [])), "created": train.get("created", 0), "config": train.get("config", {}),
-            "parent": train.get("parent"), **status}
+    return {
+        "id": run_dir.name,
+        "path": str(run_dir),
+        "name": train.get("name", run_dir.name),
+        "dataset": train.get("dataset_name"),
+        "dataset_id": train.get("dataset_id"),
+        "layers": len(spec.get("nodes", [])),
+        "created": train.get("created", 0),
+        "config": train.get("config", {}),
+        "parent": train.get("parent"),
+        **status,
+    }
 
 
 def _run_dirs() -> list[Path]:
@@ -367,7 +467,9 @@ def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
     the result's `signal`."""
     run_dir = Path(run_dir)
     with stop_on_signals() as signalled:
-        result = _execute(run_dir, echo, resume, lambda: bool(signalled) or (run_dir / "stop").exists())
+        result = _execute(
+            run_dir, echo, resume, lambda: bool(signalled) or (run_dir / "stop").exists()
+        )
     if signalled:
         result["signal"] = signalled[0]
     return result
@@ -386,8 +488,9 @@ class stop_on_signals:
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
-                self.previous[sig] = signal.signal(sig, lambda signum, frame: self.received.append(
-                    signal.Signals(signum).name))
+                self.previous[sig] = signal.signal(
+                    sig, lambda signum, frame: self.received.append(signal.Signals(signum).name)
+                )
         return self.received
 
     def __exit__(self, *exc) -> None:
@@ -408,22 +511,38 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop) -> dict:
         spec = read_json(run_dir / "spec.json")
         dataset = load_dataset(train["dataset_dir"])
         init = run_dir / "init.safetensors"
-        result = fit(spec, dataset, TrainConfig.parse(train["config"]), emit=writer.emit,
-                     should_stop=should_stop, out_dir=run_dir,
-                     resume=load_state(run_dir) if resume else None,
-                     init_weights=read_weights(init.read_bytes())[0] if init.exists() and not resume else None)
+        result = fit(
+            spec,
+            dataset,
+            TrainConfig.parse(train["config"]),
+            emit=writer.emit,
+            should_stop=should_stop,
+            out_dir=run_dir,
+            resume=load_state(run_dir) if resume else None,
+            init_weights=read_weights(init.read_bytes())[0]
+            if init.exists() and not resume
+            else None,
+        )
     except LayerLabError as e:
         result = run_finished("failed", str(e))
         writer.emit(result)
     except Exception as e:  # noqa: BLE001 - the worker must always leave a final status and event
         (run_dir / "error.log").write_text(traceback.format_exc())
-        result = run_finished("failed", f"Training failed with an internal error ({type(e).__name__}: {e}). "
-                                        "Details are in error.log in the run folder.")
+        result = run_finished(
+            "failed",
+            f"Training failed with an internal error ({type(e).__name__}: {e}). "
+            "Details are in error.log in the run folder.",
+        )
         writer.emit(result)
-    writer.set_status(state=result["status"], message=result.get("message", ""), metrics=result.get("metrics", {}),
-                      best=result.get("best"), samples_per_second=result.get("samples_per_second"),
-                      finished=time.time(), progress=1.0 if result["status"] == "completed" else
-                      writer.status.get("progress", 0.0))
+    writer.set_status(
+        state=result["status"],
+        message=result.get("message", ""),
+        metrics=result.get("metrics", {}),
+        best=result.get("best"),
+        samples_per_second=result.get("samples_per_second"),
+        finished=time.time(),
+        progress=1.0 if result["status"] == "completed" else writer.status.get("progress", 0.0),
+    )
     writer.events.close()
     return result
 

@@ -92,9 +92,12 @@ class ModelSpec(BaseModel):
             if state.get(nid) == 2:
                 return
             if state.get(nid) == 1:
-                loop = path[path.index(nid):] + [nid]
-                raise SpecError(nid, f"is part of a cycle ({' → '.join(loop)}): data must flow one way. Remove one "
-                                     "of these inputs.")
+                loop = path[path.index(nid) :] + [nid]
+                raise SpecError(
+                    nid,
+                    f"is part of a cycle ({' → '.join(loop)}): data must flow one way. Remove one "
+                    "of these inputs.",
+                )
             state[nid] = 1
             for src in inputs[nid]:
                 if src in by_id:
@@ -124,8 +127,11 @@ def migrate(data: dict) -> dict:
         data["inputs"] = {FIRST_INPUT: one if isinstance(one, dict) else {}}
         version = data["version"] = SPEC_VERSION
     if version != SPEC_VERSION:
-        raise SpecError(None, f"this spec has version {version!r}, but LayerLab reads versions 1 and {SPEC_VERSION}. "
-                              f"Save it again from the Build page or set \"version\": {SPEC_VERSION}.")
+        raise SpecError(
+            None,
+            f"this spec has version {version!r}, but LayerLab reads versions 1 and {SPEC_VERSION}. "
+            f'Save it again from the Build page or set "version": {SPEC_VERSION}.',
+        )
     return data
 
 
@@ -138,56 +144,88 @@ def parse_spec(data: dict | str) -> ModelSpec:
         try:
             data = json.loads(data)
         except json.JSONDecodeError as e:
-            raise SpecError(None, f"the spec is not valid JSON ({e.msg} at line {e.lineno}). "
-                                  "Fix the file or save a new one from the Build page.") from None
+            raise SpecError(
+                None,
+                f"the spec is not valid JSON ({e.msg} at line {e.lineno}). "
+                "Fix the file or save a new one from the Build page.",
+            ) from None
         except RecursionError:
-            raise SpecError(None, "the spec nests lists or objects too deeply to be a model. Save a new one from the "
-                                  "Build page.") from None
+            raise SpecError(
+                None,
+                "the spec nests lists or objects too deeply to be a model. Save a new one from the "
+                "Build page.",
+            ) from None
     if not isinstance(data, dict):
-        raise SpecError(None, "a spec must be a JSON object with a \"nodes\" list.")
+        raise SpecError(None, 'a spec must be a JSON object with a "nodes" list.')
     try:
         spec = ModelSpec.model_validate(migrate(data))
     except ValidationError as e:
         raise SpecError(None, f"the spec is malformed: {_pretty_validation(e)}.") from None
     if not spec.nodes:
-        raise SpecError(None, "the model has no layers: add at least one layer (the last one is the output).")
+        raise SpecError(
+            None, "the model has no layers: add at least one layer (the last one is the output)."
+        )
     if len(spec.nodes) > MAX_NODES:
-        raise SpecError(None, f"the model has {len(spec.nodes):,} layers; LayerLab builds at most {MAX_NODES:,}. "
-                              "Use fewer, larger layers.")
+        raise SpecError(
+            None,
+            f"the model has {len(spec.nodes):,} layers; LayerLab builds at most {MAX_NODES:,}. "
+            "Use fewer, larger layers.",
+        )
     if not spec.inputs:
-        raise SpecError(None, f"the model has no inputs: give it at least one, e.g. \"inputs\": "
-                              f"{{\"{FIRST_INPUT}\": {{}}}}.")
+        raise SpecError(
+            None,
+            f'the model has no inputs: give it at least one, e.g. "inputs": '
+            f'{{"{FIRST_INPUT}": {{}}}}.',
+        )
     for name in spec.inputs:
         if not _ID.match(name):
-            raise SpecError(None, f"input name '{name}' is not valid: start with a letter or _, use only letters, "
-                                  "digits and _.")
+            raise SpecError(
+                None,
+                f"input name '{name}' is not valid: start with a letter or _, use only letters, "
+                "digits and _.",
+            )
     refs = set(spec.input_refs().values()) | {INPUT_PREFIX + spec.first_input}
     seen: set[str] = set()
     for node in spec.nodes:
         if not _ID.match(node.id) or node.id == "input":
-            raise SpecError(node.id, "node ids must start with a letter or _, use only letters, digits and _, "
-                                     "and not be 'input'. Rename the node.")
+            raise SpecError(
+                node.id,
+                "node ids must start with a letter or _, use only letters, digits and _, "
+                "and not be 'input'. Rename the node.",
+            )
         if node.id in seen:
             raise SpecError(node.id, "two nodes share this id. Give each node its own id.")
         op = get_op(node.op)
         if op is None:
-            raise SpecError(node.id, f"unknown op '{node.op}'. Known ops: {', '.join(sorted(ops()))}.")
+            raise SpecError(
+                node.id, f"unknown op '{node.op}'. Known ops: {', '.join(sorted(ops()))}."
+            )
         try:
             node.params = op.params.model_validate(node.params).model_dump(mode="json")
         except ValidationError as e:
-            raise SpecError(node.id, f"bad parameters for {node.op}: {_pretty_validation(e)}.") from None
+            raise SpecError(
+                node.id, f"bad parameters for {node.op}: {_pretty_validation(e)}."
+            ) from None
         n_in = len(node.inputs) if node.inputs else 1
         if not op.min_inputs <= n_in <= op.max_inputs:
-            raise SpecError(node.id, f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given {n_in}.")
+            raise SpecError(
+                node.id,
+                f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given {n_in}.",
+            )
         seen.add(node.id)
     for node in spec.nodes:
         for src in node.inputs or []:
             if src not in refs and src not in seen:
-                raise SpecError(node.id, f"takes its input from '{src}', which is neither an input nor a node of "
-                                         f"this model. Use one of: "
-                                         f"{', '.join(sorted(spec.input_refs().values()) + sorted(seen - {node.id}))}.")
+                raise SpecError(
+                    node.id,
+                    f"takes its input from '{src}', which is neither an input nor a node of "
+                    f"this model. Use one of: "
+                    f"{', '.join(sorted(spec.input_refs().values()) + sorted(seen - {node.id}))}.",
+                )
     if spec.output is not None and spec.output not in seen:
-        raise SpecError(None, f"the output '{spec.output}' is not a node of this model. Name one of its nodes.")
+        raise SpecError(
+            None, f"the output '{spec.output}' is not a node of this model. Name one of its nodes."
+        )
     spec.execution_order()  # raises on a cycle
     return spec
 
@@ -213,7 +251,9 @@ def data_inputs(meta: dict):
 def data_parts(meta: dict, first: str = FIRST_INPUT) -> dict[str, dict]:
     """A dataset's inputs as {name: {"shape", "tokens"}}: its named parts, or its one part under the name `first`
     (the model's own name for its one input)."""
-    return meta.get("inputs") or {first: {"shape": list(meta["input_shape"]), "tokens": bool(token_vocab(meta))}}
+    return meta.get("inputs") or {
+        first: {"shape": list(meta["input_shape"]), "tokens": bool(token_vocab(meta))}
+    }
 
 
 def input_sources(spec: dict, meta: dict) -> dict[str, tuple[int, ...]]:
@@ -222,7 +262,9 @@ def input_sources(spec: dict, meta: dict) -> dict[str, tuple[int, ...]]:
     declared = list(spec.get("inputs") or {FIRST_INPUT: {}})
     parts = meta.get("inputs") or {declared[0]: {"shape": meta["input_shape"]}}
     names = declared + [n for n in parts if n not in declared]
-    return {input_ref(n, declared[0]): tuple((parts.get(n) or {}).get("shape") or ()) for n in names}
+    return {
+        input_ref(n, declared[0]): tuple((parts.get(n) or {}).get("shape") or ()) for n in names
+    }
 
 
 def token_vocab(meta: dict) -> int | None:
@@ -232,20 +274,33 @@ def token_vocab(meta: dict) -> int | None:
     return None
 
 
-def starter_spec(task: str, input_shape, num_classes: int | None, vocab_size: int | None = None) -> dict:
+def starter_spec(
+    task: str, input_shape, num_classes: int | None, vocab_size: int | None = None
+) -> dict:
     """A small model that fits the dataset: [flatten] Dense 64 relu, Dense 64 relu, Dense (classes or 1); for token
     ids (`vocab_size`), an Embedding and the mean over the tokens first, so no Dense reads ids as numbers."""
     if vocab_size and len(input_shape) == 1:
-        nodes = [{"id": "embedding", "op": "embedding", "params": {"num_embeddings": vocab_size, "embedding_dim": 32}},
-                 {"id": "pool", "op": "seq_pool", "params": {"mode": "masked_mean"}}]
+        nodes = [
+            {
+                "id": "embedding",
+                "op": "embedding",
+                "params": {"num_embeddings": vocab_size, "embedding_dim": 32},
+            },
+            {"id": "pool", "op": "seq_pool", "params": {"mode": "masked_mean"}},
+        ]
     else:
         nodes = [{"id": "flatten", "op": "flatten"}] if len(input_shape) > 1 else []
-    nodes += [{"id": "dense_1", "op": "linear", "params": {"out_features": 64}},
-              {"id": "relu_1", "op": "activation", "params": {"kind": "relu"}},
-              {"id": "dense_2", "op": "linear", "params": {"out_features": 64}},
-              {"id": "relu_2", "op": "activation", "params": {"kind": "relu"}},
-              {"id": "output", "op": "linear",
-               "params": {"out_features": output_units(task, num_classes)}}]
+    nodes += [
+        {"id": "dense_1", "op": "linear", "params": {"out_features": 64}},
+        {"id": "relu_1", "op": "activation", "params": {"kind": "relu"}},
+        {"id": "dense_2", "op": "linear", "params": {"out_features": 64}},
+        {"id": "relu_2", "op": "activation", "params": {"kind": "relu"}},
+        {
+            "id": "output",
+            "op": "linear",
+            "params": {"out_features": output_units(task, num_classes)},
+        },
+    ]
     return parse_spec({"version": SPEC_VERSION, "nodes": nodes}).to_dict()
 
 
@@ -257,7 +312,9 @@ def data_defaults(op: str, dataset_meta: dict | None) -> dict:
     return {}
 
 
-def insert_node(spec: dict, op: str, index: int | None = None, dataset_meta: dict | None = None) -> tuple[dict, str]:
+def insert_node(
+    spec: dict, op: str, index: int | None = None, dataset_meta: dict | None = None
+) -> tuple[dict, str]:
     """Insert a node with default params (or the dataset's, see data_defaults); a merge op starts wired to the
     two nodes before it."""
     nodes = [dict(n) for n in spec["nodes"]]
@@ -299,11 +356,13 @@ def remove_node(spec: dict, node_id: str) -> dict:
 
 def set_inputs(spec: dict, node_id: str, inputs: list[str] | None) -> dict:
     """Wire a node; an `input:<name>` the spec does not declare yet becomes one of its inputs."""
-    nodes = [dict(n, inputs=inputs or None) if n["id"] == node_id else dict(n) for n in spec["nodes"]]
+    nodes = [
+        dict(n, inputs=inputs or None) if n["id"] == node_id else dict(n) for n in spec["nodes"]
+    ]
     declared = dict(spec.get("inputs") or {FIRST_INPUT: {}})
     for ref in inputs or []:
-        if ref.startswith(INPUT_PREFIX) and ref[len(INPUT_PREFIX):] not in declared:
-            declared[ref[len(INPUT_PREFIX):]] = {"shape": None}
+        if ref.startswith(INPUT_PREFIX) and ref[len(INPUT_PREFIX) :] not in declared:
+            declared[ref[len(INPUT_PREFIX) :]] = {"shape": None}
     return {**spec, "nodes": nodes, "inputs": declared}
 
 

@@ -20,16 +20,18 @@ from engine.train.options import LOSSES
 class Task:
     name: str
     title: str
-    losses_for: str                  # the `Loss.task` its losses have ("classification" or "regression")
+    losses_for: str  # the `Loss.task` its losses have ("classification" or "regression")
     default_loss: str
-    metrics: tuple[str, ...]         # validation metrics beside the loss (early stopping may watch them)
-    outputs: str                     # "classes" (one per class; one logit with BCE), "value" or "input"
-    predictions: str                 # how outputs become predictions: "classes" (argmax, probabilities),
+    metrics: tuple[str, ...]  # validation metrics beside the loss (early stopping may watch them)
+    outputs: str  # "classes" (one per class; one logit with BCE), "value" or "input"
+    predictions: str  # how outputs become predictions: "classes" (argmax, probabilities),
     #                                  "values" (in the target's units) or "reconstruction"
-    views: tuple[str, ...]           # the Evaluate page's views for it
-    class_weights: bool = False      # whether weighting the loss by class rarity applies
-    step: Callable | None = None     # core.standard_step when None: fn(state, xb, yb, last) -> loss
-    validate: Callable | None = None  # core.validate when None: fn(state) -> {"loss": ..., metric: ...}
+    views: tuple[str, ...]  # the Evaluate page's views for it
+    class_weights: bool = False  # whether weighting the loss by class rarity applies
+    step: Callable | None = None  # core.standard_step when None: fn(state, xb, yb, last) -> loss
+    validate: Callable | None = (
+        None  # core.validate when None: fn(state) -> {"loss": ..., metric: ...}
+    )
     notes: dict = field(default_factory=dict)
 
     def losses(self, num_classes: int | None = None) -> list[str]:
@@ -49,15 +51,42 @@ class Task:
         return ["val/loss", *(f"val/{m}" for m in self.metrics[:1])]
 
 
-TASKS: dict[str, Task] = {t.name: t for t in (
-    Task("classification", "Classification", "classification", "cross_entropy", ("accuracy",), "classes",
-         "classes", ("summary", "confusion", "per_class", "roc", "calibration", "misclassified"),
-         class_weights=True),
-    Task("regression", "Regression", "regression", "mse", ("mae", "r2"), "value", "values",
-         ("summary", "scatter", "residuals", "worst")),
-    Task("reconstruction", "Reconstruction (autoencoder)", "regression", "mse", ("mae", "r2"), "input",
-         "reconstruction", ("summary",)),
-)}
+TASKS: dict[str, Task] = {
+    t.name: t
+    for t in (
+        Task(
+            "classification",
+            "Classification",
+            "classification",
+            "cross_entropy",
+            ("accuracy",),
+            "classes",
+            "classes",
+            ("summary", "confusion", "per_class", "roc", "calibration", "misclassified"),
+            class_weights=True,
+        ),
+        Task(
+            "regression",
+            "Regression",
+            "regression",
+            "mse",
+            ("mae", "r2"),
+            "value",
+            "values",
+            ("summary", "scatter", "residuals", "worst"),
+        ),
+        Task(
+            "reconstruction",
+            "Reconstruction (autoencoder)",
+            "regression",
+            "mse",
+            ("mae", "r2"),
+            "input",
+            "reconstruction",
+            ("summary",),
+        ),
+    )
+}
 
 
 def task_for(data_task: str, target: str = "label") -> Task:

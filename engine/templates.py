@@ -16,8 +16,8 @@ class Template:
     name: str
     title: str
     description: str
-    dataset: str                      # the built-in dataset it is shown with
-    kind: str                         # "any", "image" or "text": what input it needs
+    dataset: str  # the built-in dataset it is shown with
+    kind: str  # "any", "image" or "text": what input it needs
     nodes: Callable[[dict], list[dict]]
     train: dict = field(default_factory=dict)
     inputs: Callable[[dict], dict] | None = None  # the spec's inputs, for a model with several
@@ -39,60 +39,108 @@ def _flat(meta) -> list[dict]:
 
 
 def keras_mlp(meta):
-    return _flat(meta) + [_n("dense_1", "linear", out_features=64), _n("relu_1", "activation", kind="relu"),
-                          _n("dense_2", "linear", out_features=32), _n("relu_2", "activation", kind="relu"),
-                          _n("dense_3", "linear", out_features=_classes(meta)),
-                          _n("softmax", "activation", kind="softmax")]
+    return _flat(meta) + [
+        _n("dense_1", "linear", out_features=64),
+        _n("relu_1", "activation", kind="relu"),
+        _n("dense_2", "linear", out_features=32),
+        _n("relu_2", "activation", kind="relu"),
+        _n("dense_3", "linear", out_features=_classes(meta)),
+        _n("softmax", "activation", kind="softmax"),
+    ]
 
 
 def lenet(meta):
-    return [_n("conv_1", "conv2d", out_channels=6, kernel_size=3), _n("relu_1", "activation", kind="relu"),
-            _n("pool_1", "maxpool2d", kernel_size=2),
-            _n("conv_2", "conv2d", out_channels=16, kernel_size=3), _n("relu_2", "activation", kind="relu"),
-            _n("pool_2", "maxpool2d", kernel_size=2), _n("flatten", "flatten"),
-            _n("dense_1", "linear", out_features=64), _n("relu_3", "activation", kind="relu"),
-            _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("conv_1", "conv2d", out_channels=6, kernel_size=3),
+        _n("relu_1", "activation", kind="relu"),
+        _n("pool_1", "maxpool2d", kernel_size=2),
+        _n("conv_2", "conv2d", out_channels=16, kernel_size=3),
+        _n("relu_2", "activation", kind="relu"),
+        _n("pool_2", "maxpool2d", kernel_size=2),
+        _n("flatten", "flatten"),
+        _n("dense_1", "linear", out_features=64),
+        _n("relu_3", "activation", kind="relu"),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def cifar_cnn(meta):
-    return [_n("conv_1", "conv2d", out_channels=16), _n("relu_1", "activation", kind="relu"),
-            _n("conv_2", "conv2d", out_channels=16), _n("relu_2", "activation", kind="relu"),
-            _n("pool_1", "maxpool2d"), _n("conv_3", "conv2d", out_channels=32),
-            _n("relu_3", "activation", kind="relu"), _n("conv_4", "conv2d", out_channels=32),
-            _n("relu_4", "activation", kind="relu"), _n("pool_2", "maxpool2d"), _n("drop_1", "dropout2d", p=0.1),
-            _n("flatten", "flatten"), _n("dense_1", "linear", out_features=64), _n("relu_5", "activation", kind="relu"),
-            _n("drop_2", "dropout", p=0.3), _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("conv_1", "conv2d", out_channels=16),
+        _n("relu_1", "activation", kind="relu"),
+        _n("conv_2", "conv2d", out_channels=16),
+        _n("relu_2", "activation", kind="relu"),
+        _n("pool_1", "maxpool2d"),
+        _n("conv_3", "conv2d", out_channels=32),
+        _n("relu_3", "activation", kind="relu"),
+        _n("conv_4", "conv2d", out_channels=32),
+        _n("relu_4", "activation", kind="relu"),
+        _n("pool_2", "maxpool2d"),
+        _n("drop_1", "dropout2d", p=0.1),
+        _n("flatten", "flatten"),
+        _n("dense_1", "linear", out_features=64),
+        _n("relu_5", "activation", kind="relu"),
+        _n("drop_2", "dropout", p=0.3),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def resnet(meta):
-    return [_n("stem", "conv2d", out_channels=16, bias=False), _n("bn_0", "batchnorm"),
-            _n("relu_0", "activation", kind="relu"),
-            _n("conv_a", "conv2d", out_channels=16, bias=False), _n("bn_a", "batchnorm"),
-            _n("relu_a", "activation", kind="relu"), _n("conv_b", "conv2d", out_channels=16, bias=False),
-            _n("bn_b", "batchnorm"), _n("skip", "add", inputs=["relu_0", "bn_b"]),
-            _n("relu_b", "activation", kind="relu"), _n("pool", "global_avgpool"),
-            _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("stem", "conv2d", out_channels=16, bias=False),
+        _n("bn_0", "batchnorm"),
+        _n("relu_0", "activation", kind="relu"),
+        _n("conv_a", "conv2d", out_channels=16, bias=False),
+        _n("bn_a", "batchnorm"),
+        _n("relu_a", "activation", kind="relu"),
+        _n("conv_b", "conv2d", out_channels=16, bias=False),
+        _n("bn_b", "batchnorm"),
+        _n("skip", "add", inputs=["relu_0", "bn_b"]),
+        _n("relu_b", "activation", kind="relu"),
+        _n("pool", "global_avgpool"),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def lstm_text(meta):
-    return [_n("embed", "embedding", num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
-            _n("lstm", "lstm", hidden_size=64), _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("embed", "embedding", num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
+        _n("lstm", "lstm", hidden_size=64),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def transformer_text(meta):
-    return [_n("embed", "embedding", num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
-            _n("positions", "positional_encoding"),
-            _n("encoder", "transformer_encoder", num_heads=4, dim_feedforward=64, num_layers=2, dropout=0.1),
-            _n("pool", "seq_pool", mode="mean"), _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("embed", "embedding", num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
+        _n("positions", "positional_encoding"),
+        _n(
+            "encoder",
+            "transformer_encoder",
+            num_heads=4,
+            dim_feedforward=64,
+            num_layers=2,
+            dropout=0.1,
+        ),
+        _n("pool", "seq_pool", mode="mean"),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def small_cnn(meta):
     """Two conv, batch norm, relu and pool blocks, global average pooling, a Dense head."""
-    return [_n("conv_1", "conv2d", out_channels=32, bias=False), _n("bn_1", "batchnorm"),
-            _n("relu_1", "activation", kind="relu"), _n("pool_1", "maxpool2d"),
-            _n("conv_2", "conv2d", out_channels=64, bias=False), _n("bn_2", "batchnorm"),
-            _n("relu_2", "activation", kind="relu"), _n("pool_2", "maxpool2d"),
-            _n("gap", "global_avgpool"), _n("output", "linear", out_features=_classes(meta))]
+    return [
+        _n("conv_1", "conv2d", out_channels=32, bias=False),
+        _n("bn_1", "batchnorm"),
+        _n("relu_1", "activation", kind="relu"),
+        _n("pool_1", "maxpool2d"),
+        _n("conv_2", "conv2d", out_channels=64, bias=False),
+        _n("bn_2", "batchnorm"),
+        _n("relu_2", "activation", kind="relu"),
+        _n("pool_2", "maxpool2d"),
+        _n("gap", "global_avgpool"),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def text_part(meta) -> str:
@@ -108,60 +156,147 @@ def text_and_numbers(meta):
     """A text branch (Embedding, masked mean) and a numbers branch (Dense) joined, then the head."""
     first = next(iter(meta["inputs"]))
     text = input_ref(text_part(meta), first)
-    numbers = input_ref(next(n for n in meta["inputs"] if not meta["inputs"][n].get("tokens")), first)
-    return [_n("embed", "embedding", inputs=[text], num_embeddings=meta.get("vocab_size") or 10000, embedding_dim=32),
-            _n("text_pool", "seq_pool", mode="masked_mean"),
-            _n("numbers", "linear", inputs=[numbers], out_features=32), _n("numbers_relu", "activation", kind="relu"),
-            _n("join", "concat", inputs=["text_pool", "numbers_relu"]), _n("drop", "dropout", p=0.3),
-            _n("dense_1", "linear", out_features=64), _n("relu_1", "activation", kind="relu"),
-            _n("output", "linear", out_features=_classes(meta))]
+    numbers = input_ref(
+        next(n for n in meta["inputs"] if not meta["inputs"][n].get("tokens")), first
+    )
+    return [
+        _n(
+            "embed",
+            "embedding",
+            inputs=[text],
+            num_embeddings=meta.get("vocab_size") or 10000,
+            embedding_dim=32,
+        ),
+        _n("text_pool", "seq_pool", mode="masked_mean"),
+        _n("numbers", "linear", inputs=[numbers], out_features=32),
+        _n("numbers_relu", "activation", kind="relu"),
+        _n("join", "concat", inputs=["text_pool", "numbers_relu"]),
+        _n("drop", "dropout", p=0.3),
+        _n("dense_1", "linear", out_features=64),
+        _n("relu_1", "activation", kind="relu"),
+        _n("output", "linear", out_features=_classes(meta)),
+    ]
 
 
 def autoencoder(meta):
     shape = meta["input_shape"]
     size = math.prod(shape)
-    nodes = _flat(meta) + [_n("enc_1", "linear", out_features=32), _n("relu_1", "activation", kind="relu"),
-                           _n("code", "linear", out_features=8), _n("relu_2", "activation", kind="relu"),
-                           _n("dec_1", "linear", out_features=32), _n("relu_3", "activation", kind="relu"),
-                           _n("dec_2", "linear", out_features=size)]
+    nodes = _flat(meta) + [
+        _n("enc_1", "linear", out_features=32),
+        _n("relu_1", "activation", kind="relu"),
+        _n("code", "linear", out_features=8),
+        _n("relu_2", "activation", kind="relu"),
+        _n("dec_1", "linear", out_features=32),
+        _n("relu_3", "activation", kind="relu"),
+        _n("dec_2", "linear", out_features=size),
+    ]
     if len(shape) > 1:
         nodes.append(_n("unflatten", "reshape", shape=list(shape)))
     return nodes
 
 
-TEMPLATES = {t.name: t for t in [
-    Template("keras_mlp", "Keras guide MLP", "Dense 64 relu, Dense 32 relu, Dense softmax with Adam and sparse "
-             "categorical cross-entropy, as in the Keras guide (LayerLab trains on the logits and says so).",
-             "digits", "any", keras_mlp, {"epochs": 30, "lr": 0.003}),
-    Template("lenet", "LeNet-style CNN", "Two conv + max-pool stages, then Dense layers: the classic CNN for "
-             "digit images.", "digits", "image", lenet, {"epochs": 30, "lr": 0.003}),
-    Template("cifar_cnn", "CIFAR-style CNN", "Conv-conv-pool blocks with dropout for small colour images "
-             "(32×32, 3 channels).", "shapes", "image", cifar_cnn, {"epochs": 8, "lr": 0.002}),
-    Template("resnet", "Small residual CNN", "A conv stem and one residual block (two convs with batch norm and "
-             "a skip connection), global average pooling, a Dense head.", "digits", "image", resnet,
-             {"epochs": 20, "lr": 0.002}),
-    Template("small_cnn", "Small CNN", "Two blocks of conv, batch norm, ReLU and max-pool, global average "
-             "pooling, a Dense head: the proposed model for images.", "shapes", "image", small_cnn,
-             {"epochs": 10, "lr": 0.003}),
-    Template("text_and_numbers", "Text and numbers (two inputs)", "A table with a text column and other columns: "
-             "the text through an Embedding and a masked mean, the numbers through a Dense layer, joined by "
-             "Concatenate, then a Dense head.", "orders", "mixed", text_and_numbers, {"epochs": 20, "lr": 0.003},
-             two_inputs),
-    Template("lstm_text", "Embedding + LSTM text classifier", "Token ids become learned vectors; an LSTM reads "
-             "them in order; its last state is classified.", "reviews", "text", lstm_text,
-             {"epochs": 12, "lr": 0.005}),
-    Template("transformer_text", "Small transformer text classifier", "Embedding, positional encoding, two "
-             "transformer encoder blocks, mean pooling over tokens, a Dense head.", "reviews", "text",
-             transformer_text, {"epochs": 15, "lr": 0.002}),
-    Template("autoencoder", "MLP autoencoder", "Squeezes the input through an 8-unit code and rebuilds it; "
-             "trained to reconstruct its input with MSE.", "digits", "any", autoencoder,
-             {"epochs": 40, "lr": 0.003, "target": "input", "loss": "mse"}),
-]}
+TEMPLATES = {
+    t.name: t
+    for t in [
+        Template(
+            "keras_mlp",
+            "Keras guide MLP",
+            "Dense 64 relu, Dense 32 relu, Dense softmax with Adam and sparse "
+            "categorical cross-entropy, as in the Keras guide (LayerLab trains on the logits and says so).",
+            "digits",
+            "any",
+            keras_mlp,
+            {"epochs": 30, "lr": 0.003},
+        ),
+        Template(
+            "lenet",
+            "LeNet-style CNN",
+            "Two conv + max-pool stages, then Dense layers: the classic CNN for digit images.",
+            "digits",
+            "image",
+            lenet,
+            {"epochs": 30, "lr": 0.003},
+        ),
+        Template(
+            "cifar_cnn",
+            "CIFAR-style CNN",
+            "Conv-conv-pool blocks with dropout for small colour images (32×32, 3 channels).",
+            "shapes",
+            "image",
+            cifar_cnn,
+            {"epochs": 8, "lr": 0.002},
+        ),
+        Template(
+            "resnet",
+            "Small residual CNN",
+            "A conv stem and one residual block (two convs with batch norm and "
+            "a skip connection), global average pooling, a Dense head.",
+            "digits",
+            "image",
+            resnet,
+            {"epochs": 20, "lr": 0.002},
+        ),
+        Template(
+            "small_cnn",
+            "Small CNN",
+            "Two blocks of conv, batch norm, ReLU and max-pool, global average "
+            "pooling, a Dense head: the proposed model for images.",
+            "shapes",
+            "image",
+            small_cnn,
+            {"epochs": 10, "lr": 0.003},
+        ),
+        Template(
+            "text_and_numbers",
+            "Text and numbers (two inputs)",
+            "A table with a text column and other columns: "
+            "the text through an Embedding and a masked mean, the numbers through a Dense layer, joined by "
+            "Concatenate, then a Dense head.",
+            "orders",
+            "mixed",
+            text_and_numbers,
+            {"epochs": 20, "lr": 0.003},
+            two_inputs,
+        ),
+        Template(
+            "lstm_text",
+            "Embedding + LSTM text classifier",
+            "Token ids become learned vectors; an LSTM reads "
+            "them in order; its last state is classified.",
+            "reviews",
+            "text",
+            lstm_text,
+            {"epochs": 12, "lr": 0.005},
+        ),
+        Template(
+            "transformer_text",
+            "Small transformer text classifier",
+            "Embedding, positional encoding, two "
+            "transformer encoder blocks, mean pooling over tokens, a Dense head.",
+            "reviews",
+            "text",
+            transformer_text,
+            {"epochs": 15, "lr": 0.002},
+        ),
+        Template(
+            "autoencoder",
+            "MLP autoencoder",
+            "Squeezes the input through an 8-unit code and rebuilds it; "
+            "trained to reconstruct its input with MSE.",
+            "digits",
+            "any",
+            autoencoder,
+            {"epochs": 40, "lr": 0.003, "target": "input", "loss": "mse"},
+        ),
+    ]
+}
 
 
 def suits(template: Template, meta: dict) -> bool:
     rank = len(meta["input_shape"])
-    if (template.kind == "mixed") != bool(meta.get("inputs")):  # a two-part table takes two-input models only
+    if (template.kind == "mixed") != bool(
+        meta.get("inputs")
+    ):  # a two-part table takes two-input models only
         return False
     if template.kind == "image":
         return rank == 3 and min(meta["input_shape"][1:]) >= 8
@@ -176,7 +311,9 @@ def build(template: Template | str, meta: dict) -> dict:
     """The template's spec for this dataset, every default explicit."""
     template = TEMPLATES[template] if isinstance(template, str) else template
     inputs = template.inputs(meta) if template.inputs else {FIRST_INPUT: {}}
-    return parse_spec({"version": SPEC_VERSION, "inputs": inputs, "nodes": template.nodes(meta)}).to_dict()
+    return parse_spec(
+        {"version": SPEC_VERSION, "inputs": inputs, "nodes": template.nodes(meta)}
+    ).to_dict()
 
 
 def _kind(meta: dict) -> str:
@@ -190,14 +327,17 @@ def _kind(meta: dict) -> str:
 
 REASONS = {
     "mixed": "a table with text and other columns: two inputs, the text through an Embedding and a masked mean, "
-             "the other columns through a Dense layer, joined, then a Dense head.",
+    "the other columns through a Dense layer, joined, then a Dense head.",
     "text": "text: an Embedding turns each token into a learned vector, the mean over the real tokens (padding "
-            "skipped) feeds a small MLP (token ids are not numbers a Dense layer could read).",
+    "skipped) feeds a small MLP (token ids are not numbers a Dense layer could read).",
     "image": "images: a small CNN, two conv, batch norm, ReLU and pool blocks, then global average pooling and a "
-             "Dense head.",
+    "Dense head.",
     "table": "a table of numbers: a small MLP, two hidden layers of 64 ReLU units.",
 }
-PROPOSED = {"mixed": "text_and_numbers", "image": "small_cnn"}  # the others: engine.spec.starter_spec
+PROPOSED = {
+    "mixed": "text_and_numbers",
+    "image": "small_cnn",
+}  # the others: engine.spec.starter_spec
 
 
 def starter_for(meta: dict) -> dict:
@@ -205,7 +345,9 @@ def starter_for(meta: dict) -> dict:
     kind = _kind(meta)
     if kind in PROPOSED:
         return build(PROPOSED[kind], meta)
-    return starter_spec(meta["task"], meta["input_shape"], len(meta.get("classes") or []) or None, token_vocab(meta))
+    return starter_spec(
+        meta["task"], meta["input_shape"], len(meta.get("classes") or []) or None, token_vocab(meta)
+    )
 
 
 def starter_train(meta: dict) -> dict:

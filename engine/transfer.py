@@ -22,8 +22,10 @@ def read_any_weights(data: bytes, filename: str) -> dict[str, torch.Tensor]:
         return read_weights(stored_weights(data, Path(filename).name))[0]
     if ext in (".pt", ".pth", ".bin"):
         return read_state_dict_pt(data)
-    raise LayerLabError(f"'{Path(filename).name}' is not a weights file: choose a .safetensors file, a LayerLab "
-                        "bundle (.zip) or a .pt state_dict.")
+    raise LayerLabError(
+        f"'{Path(filename).name}' is not a weights file: choose a .safetensors file, a LayerLab "
+        "bundle (.zip) or a .pt state_dict."
+    )
 
 
 def match_weights(spec: dict, input_shape, tensors: dict[str, torch.Tensor]) -> dict:
@@ -36,8 +38,15 @@ def match_weights(spec: dict, input_shape, tensors: dict[str, torch.Tensor]) -> 
         if name not in own:
             skipped.append((name, "no layer with this id and tensor in the model"))
         elif tuple(tensor.shape) != tuple(own[name].shape):
-            skipped.append((name, f"shape {tuple(tensor.shape)}, the model's is {tuple(own[name].shape)}"))
+            skipped.append(
+                (name, f"shape {tuple(tensor.shape)}, the model's is {tuple(own[name].shape)}")
+            )
         else:
             state[name] = tensor.to(own[name].dtype)
             loaded.append(name)
-    return {"state": state, "loaded": loaded, "skipped": skipped, "missing": [k for k in own if k not in state]}
+    return {
+        "state": state,
+        "loaded": loaded,
+        "skipped": skipped,
+        "missing": [k for k in own if k not in state],
+    }

@@ -56,5 +56,7 @@ def record_error(where: str) -> tuple[str, Path]:
     path = home() / ERROR_LOG
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as f:
-        f.write(f"--- error {error_id} at {time.strftime('%Y-%m-%d %H:%M:%S')} in {where}\n{traceback.format_exc()}\n")
+        f.write(
+            f"--- error {error_id} at {time.strftime('%Y-%m-%d %H:%M:%S')} in {where}\n{traceback.format_exc()}\n"
+        )
     return error_id, path

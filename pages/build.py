@@ -25,13 +25,25 @@ from ui.forms import params_form, pending_params, reset_widgets
 from ui.layout import split
 from ui.stack import layer_stack
 
-FAMILY_COLORS = {"core": "#4F46E5", "activation": "#F97316", "convolution": "#0EA5E9", "pooling": "#06B6D4",
-                 "recurrent": "#10B981", "attention": "#A855F7", "merge": "#EC4899", "normalization": "#64748B",
-                 "regularization": "#84CC16", "reshape": "#EAB308"}
+FAMILY_COLORS = {
+    "core": "#4F46E5",
+    "activation": "#F97316",
+    "convolution": "#0EA5E9",
+    "pooling": "#06B6D4",
+    "recurrent": "#10B981",
+    "attention": "#A855F7",
+    "merge": "#EC4899",
+    "normalization": "#64748B",
+    "regularization": "#84CC16",
+    "reshape": "#EAB308",
+}
 PREVIOUS = "(previous layer)"
 
-page("Build", "Stack layers into a model: drag them in from the palette, click one to set it up. "
-              "Shapes, parameter counts and advice update on every edit.")
+page(
+    "Build",
+    "Stack layers into a model: drag them in from the palette, click one to set it up. "
+    "Shapes, parameter counts and advice update on every edit.",
+)
 meta = state.dataset_meta()
 spec = state.spec()
 train = state.train_settings()
@@ -61,31 +73,44 @@ if selected:
             st.error(f"Layer '{selected}': {e.errors()[0]['msg']}.")
 
 if st.session_state.get(state.SPEC_IS_STARTER):
-    st.caption(f":material/lightbulb: The starter model for {starter_reason(meta)} Start from a template below "
-               "for more.")
+    st.caption(
+        f":material/lightbulb: The starter model for {starter_reason(meta)} Start from a template below "
+        "for more."
+    )
 # Folded: open, it would push the model below the fold on a laptop screen; its label says what it holds.
-with st.expander(f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"):
+with st.expander(
+    f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"
+):
     cols = st.columns(4)
     for i, t in enumerate(TEMPLATES.values()):
         with cols[i % 4].container(border=True):
             st.markdown(f"**{t.title}**")
             st.caption(t.description)
             fits = suits(t, meta)
-            if st.button("Use" if fits else f"Use with {BUILTINS[t.dataset].title.split(' (')[0]}",
-                         key=f"template.{t.name}", width="stretch",
-                         help=None if fits else f"Needs other data: switches to the built-in '{t.dataset}' set."):
+            if st.button(
+                "Use" if fits else f"Use with {BUILTINS[t.dataset].title.split(' (')[0]}",
+                key=f"template.{t.name}",
+                width="stretch",
+                help=None
+                if fits
+                else f"Needs other data: switches to the built-in '{t.dataset}' set.",
+            ):
                 if not fits:
                     with st.spinner("Preparing its dataset…"):
                         meta = prepare_builtin(t.dataset, n_samples=2000, noise=0.05).meta
                     state.use_dataset(meta)
                 reset_widgets()
                 state.set_train({**(st.session_state.get(state.TRAIN) or {}), **t.train})
-                state.notice(f"Loaded the {t.title} template for '{meta['name']}'. Its training settings are set on "
-                             "the Train page.")
+                state.notice(
+                    f"Loaded the {t.title} template for '{meta['name']}'. Its training settings are set on "
+                    "the Train page."
+                )
                 commit(build(t, meta))
 
 infos, error = analyse(spec, specs.data_inputs(meta))
-sources = specs.input_sources(spec, meta)  # what a layer can read: "input" (and "input:review", …) with shapes
+sources = specs.input_sources(
+    spec, meta
+)  # what a layer can read: "input" (and "input:review", …) with shapes
 shape_of = {i.id: i for i in infos}
 findings = lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
@@ -99,24 +124,43 @@ def detail(node: dict) -> str:
     parts = []
     for i, (k, v) in enumerate(node["params"].items()):
         if i == 0:
-            parts.append(f"{params_cls.model_fields[k].title.lower()} {v}" if isinstance(v, float) else str(v))
+            parts.append(
+                f"{params_cls.model_fields[k].title.lower()} {v}"
+                if isinstance(v, float)
+                else str(v)
+            )
         elif v != defaults.get(k):
             parts.append(f"{params_cls.model_fields[k].title.lower()} {v}")
     return " · ".join(parts)
 
 
-palette = [{"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
-           for fam in FAMILIES for o in ops().values() if o.family == fam]
+palette = [
+    {"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
+    for fam in FAMILIES
+    for o in ops().values()
+    if o.family == fam
+]
 stack_nodes = []
 for n in spec["nodes"]:
     op = get_op(n["op"])
     bad = error is not None and error.node_id == n["id"]
     info = shape_of.get(n["id"])
-    stack_nodes.append({"id": n["id"], "op": n["op"], "title": op.title.split(" (")[0], "detail": detail(n),
-                        "shape": str(info.output_shape) if info else ("error" if bad else "?"),
-                        "error": error.message if bad else "", "warn": n["id"] in flagged, "doc": op.doc,
-                        "selected": n["id"] == selected, "color": FAMILY_COLORS[op.family],
-                        "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else ""})
+    stack_nodes.append(
+        {
+            "id": n["id"],
+            "op": n["op"],
+            "title": op.title.split(" (")[0],
+            "detail": detail(n),
+            "shape": str(info.output_shape) if info else ("error" if bad else "?"),
+            "error": error.message if bad else "",
+            "warn": n["id"] in flagged,
+            "doc": op.doc,
+            "selected": n["id"] == selected,
+            "color": FAMILY_COLORS[op.family],
+            "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else "",
+        }
+    )
+
 
 def add_position() -> int:
     """Where Add and a double-click in the palette put a layer: after the selected one, else before the output."""
@@ -126,18 +170,26 @@ def add_position() -> int:
 with split("build"):
     left, right = st.columns([3, 2], gap="large")
 with left:
-    event = layer_stack(palette, stack_nodes, " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
-                        key="stack")
+    event = layer_stack(
+        palette,
+        stack_nodes,
+        " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
+        key="stack",
+    )
     if event:
         action = event.get("action")
         if action == "insert" and get_op(event.get("op", "")):
             index = event.get("index")
-            new_spec, new_id = specs.insert_node(spec, event["op"], add_position() if index is None else index, meta)
+            new_spec, new_id = specs.insert_node(
+                spec, event["op"], add_position() if index is None else index, meta
+            )
             commit(new_spec, new_id)
         elif action == "move" and event.get("id") in node_ids:
             index = event["index"]
             old = node_ids.index(event["id"])
-            commit(specs.move_node(spec, event["id"], index - 1 if index > old else index), event["id"])
+            commit(
+                specs.move_node(spec, event["id"], index - 1 if index > old else index), event["id"]
+            )
         elif action == "remove" and event.get("id") in node_ids and len(node_ids) > 1:
             commit(specs.remove_node(spec, event["id"]))
         elif action == "select" and event.get("id") in node_ids:
@@ -152,14 +204,23 @@ with left:
             new_spec, new_train = f.fix(spec, train)
             state.set_train(new_train)
             st.session_state.pop("train.loss", None)
-            commit(new_spec, f.node_id if f.node_id in [n["id"] for n in new_spec["nodes"]] else None)
+            commit(
+                new_spec, f.node_id if f.node_id in [n["id"] for n in new_spec["nodes"]] else None
+            )
 
 with right:
     st.subheader("Layer settings")
-    choice = st.selectbox("Layer", [None, *node_ids], index=([None, *node_ids].index(selected)),
-                          format_func=lambda i: "Choose a layer…" if i is None else
-                          f"{i} · {get_op(next(n for n in spec['nodes'] if n['id'] == i)['op']).title}",
-                          help="Or click a layer in the stack or in the diagram.")
+    choice = st.selectbox(
+        "Layer",
+        [None, *node_ids],
+        index=([None, *node_ids].index(selected)),
+        format_func=lambda i: (
+            "Choose a layer…"
+            if i is None
+            else f"{i} · {get_op(next(n for n in spec['nodes'] if n['id'] == i)['op']).title}"
+        ),
+        help="Or click a layer in the stack or in the diagram.",
+    )
     if choice != selected:
         st.session_state[state.SELECTED] = choice
         st.rerun()
@@ -170,73 +231,138 @@ with right:
         others = list(sources) + [i for i in node_ids if i != selected]
         if op.max_inputs > 1:
             current = node.get("inputs") or []
-            chosen = st.multiselect("Inputs", others, default=[c for c in current if c in others],
-                                    key=f"inputs.{selected}", help="The layers whose outputs this one merges "
-                                                                  "(a skip connection names an earlier layer).")
+            chosen = st.multiselect(
+                "Inputs",
+                others,
+                default=[c for c in current if c in others],
+                key=f"inputs.{selected}",
+                help="The layers whose outputs this one merges "
+                "(a skip connection names an earlier layer).",
+            )
             if chosen != current:
                 commit(specs.set_inputs(spec, selected, chosen), selected)
         else:
             current = (node.get("inputs") or [PREVIOUS])[0]
-            pick = st.selectbox("Input from", [PREVIOUS, *others], index=[PREVIOUS, *others].index(current)
-                                if current in [PREVIOUS, *others] else 0, key=f"input.{selected}",
-                                help="Normally the layer above; pick another to start a branch.")
+            pick = st.selectbox(
+                "Input from",
+                [PREVIOUS, *others],
+                index=[PREVIOUS, *others].index(current) if current in [PREVIOUS, *others] else 0,
+                key=f"input.{selected}",
+                help="Normally the layer above; pick another to start a branch.",
+            )
             if pick != current:
-                commit(specs.set_inputs(spec, selected, None if pick == PREVIOUS else [pick]), selected)
+                commit(
+                    specs.set_inputs(spec, selected, None if pick == PREVIOUS else [pick]), selected
+                )
         params_form(op, selected, node["params"])
         i = node_ids.index(selected)
         b1, b2, b3 = st.columns(3)
         if b1.button("Up", icon=":material/arrow_upward:", disabled=i == 0, width="stretch"):
             commit(specs.move_node(spec, selected, i - 1), selected)
-        if b2.button("Down", icon=":material/arrow_downward:", disabled=i == len(node_ids) - 1, width="stretch"):
+        if b2.button(
+            "Down",
+            icon=":material/arrow_downward:",
+            disabled=i == len(node_ids) - 1,
+            width="stretch",
+        ):
             commit(specs.move_node(spec, selected, i + 1), selected)
-        if b3.button("Delete", icon=":material/delete:", disabled=len(node_ids) == 1, width="stretch"):
+        if b3.button(
+            "Delete", icon=":material/delete:", disabled=len(node_ids) == 1, width="stretch"
+        ):
             commit(specs.remove_node(spec, selected))
     with st.container(border=True):
         a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
-        new_op = a1.selectbox("Add a layer", [p["op"] for p in palette], format_func=lambda o: get_op(o).title,
-                              help="Added after the selected layer (or before the output layer).")
+        new_op = a1.selectbox(
+            "Add a layer",
+            [p["op"] for p in palette],
+            format_func=lambda o: get_op(o).title,
+            help="Added after the selected layer (or before the output layer).",
+        )
         if a2.button("Add", icon=":material/add:", width="stretch"):
             new_spec, new_id = specs.insert_node(spec, new_op, add_position(), meta)
             commit(new_spec, new_id)
+
 
 def diagram_config(rows: int) -> Config:
     """Top to bottom, one row per level of the graph, tall enough that vis-network's fit keeps the labels at their
     size (left to right, a 16-layer CNN's text shrank to about 5 px). Options go where vis-network takes them:
     streamlit-agraph also copies its keyword arguments to the top level and sends `groups: null`, which vis-network
     rejects with a console error on every render."""
-    cfg = Config(width=100, height=min(max(240, 84 * rows + 40), 4000), directed=True, physics=False,
-                 hierarchical=True, direction="UD", levelSeparation=84, nodeSpacing=190, sortMethod="directed")
+    cfg = Config(
+        width=100,
+        height=min(max(240, 84 * rows + 40), 4000),
+        directed=True,
+        physics=False,
+        hierarchical=True,
+        direction="UD",
+        levelSeparation=84,
+        nodeSpacing=190,
+        sortMethod="directed",
+    )
     for key in ("direction", "levelSeparation", "nodeSpacing", "sortMethod", "groups"):
         cfg.__dict__.pop(key, None)
     cfg.width = "100%"
-    cfg.interaction = {"zoomView": False, "dragView": False}  # the page scrolls; the diagram stays put
+    cfg.interaction = {
+        "zoomView": False,
+        "dragView": False,
+    }  # the page scrolls; the diagram stays put
     return cfg
 
 
 st.subheader("Architecture")
 first_use = {src: i for i, ins in reversed(list(enumerate(explicit.values()))) for src in ins or []}
-graph_nodes = [Node(id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0")  # in the order layers read them
-               for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))]
+graph_nodes = [
+    Node(
+        id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0"
+    )  # in the order layers read them
+    for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))
+]
 for n in stack_nodes:
     short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
-    graph_nodes.append(Node(id=n["id"], label=f"{n['title']}\n{short}".strip(), shape="box", title=n["detail"],
-                            color="#FCA5A5" if n["error"] else n["color"],
-                            font={"color": "#111827" if n["error"] else "#FFFFFF"},
-                            borderWidth=3 if n["selected"] else 1))
-out_shape = {**{ref: str(shape) for ref, shape in sources.items()}, **{n["id"]: n["shape"] for n in stack_nodes}}
+    graph_nodes.append(
+        Node(
+            id=n["id"],
+            label=f"{n['title']}\n{short}".strip(),
+            shape="box",
+            title=n["detail"],
+            color="#FCA5A5" if n["error"] else n["color"],
+            font={"color": "#111827" if n["error"] else "#FFFFFF"},
+            borderWidth=3 if n["selected"] else 1,
+        )
+    )
+out_shape = {
+    **{ref: str(shape) for ref, shape in sources.items()},
+    **{n["id"]: n["shape"] for n in stack_nodes},
+}
 previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
 try:
     wiring = specs.ModelSpec.model_validate(specs.migrate(spec)).input_ids()
 except ValidationError:
     wiring = {}
 # An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.
-edges = [Edge(source=src, target=node_id, label=out_shape.get(src, "?"), font={"size": 11},
-              **({} if src == previous[node_id] else
-                 {"smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45}, "color": "#EC4899"}))
-         for node_id, ins in wiring.items() for src in ins]
+edges = [
+    Edge(
+        source=src,
+        target=node_id,
+        label=out_shape.get(src, "?"),
+        font={"size": 11},
+        **(
+            {}
+            if src == previous[node_id]
+            else {
+                "smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45},
+                "color": "#EC4899",
+            }
+        ),
+    )
+    for node_id, ins in wiring.items()
+    for src in ins
+]
 level = dict.fromkeys(sources, 0)
 for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
-    level[node_id] = 1 + max((level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0)
+    level[node_id] = 1 + max(
+        (level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0
+    )
 clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
 # agraph keeps returning its last click on every rerun: act only on a new one.
 if clicked and clicked != st.session_state.get("build.last_graph_click"):
@@ -246,24 +372,42 @@ if clicked and clicked != st.session_state.get("build.last_graph_click"):
         st.rerun()
 
 st.subheader("Summary")
-rows = [{"layer": n["id"], "op": n["op"], "inputs": n["inputs"] or "previous", "output shape": n["shape"],
-         "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None,
-         "multiply-adds": shape_of[n["id"]].macs if n["id"] in shape_of else None} for n in stack_nodes]
+rows = [
+    {
+        "layer": n["id"],
+        "op": n["op"],
+        "inputs": n["inputs"] or "previous",
+        "output shape": n["shape"],
+        "parameters": shape_of[n["id"]].params if n["id"] in shape_of else None,
+        "multiply-adds": shape_of[n["id"]].macs if n["id"] in shape_of else None,
+    }
+    for n in stack_nodes
+]
 st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
 memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Layers", len(spec["nodes"]))
 m2.metric("Parameters", f"{sum(i.params for i in infos):,}")
 m3.metric("Multiply-adds / sample", f"{sum(i.macs for i in infos):,}")
-m4.metric(f"Training memory (batch {train['batch_size']})", f"{memory['total'] / 2**20:,.2f} MB",
-          help=" · ".join(f"{k}: {v / 2**20:,.2f} MB" for k, v in memory.items() if k != "total"))
+m4.metric(
+    f"Training memory (batch {train['batch_size']})",
+    f"{memory['total'] / 2**20:,.2f} MB",
+    help=" · ".join(f"{k}: {v / 2**20:,.2f} MB" for k, v in memory.items() if k != "total"),
+)
 
 st.subheader("Save and load")
 s1, s2, s3 = st.columns([1, 2, 1], vertical_alignment="bottom")
 try:
     spec_text = specs.parse_spec(spec).to_json()
-    s1.download_button("Download spec JSON", spec_text, file_name="model_spec.json", mime="application/json",
-                       icon=":material/download:", on_click="ignore", width="stretch")
+    s1.download_button(
+        "Download spec JSON",
+        spec_text,
+        file_name="model_spec.json",
+        mime="application/json",
+        icon=":material/download:",
+        on_click="ignore",
+        width="stretch",
+    )
 except SpecError:
     s1.button("Download spec JSON", disabled=True, help="Fix the model first.", width="stretch")
 upload = s2.file_uploader("Load a spec JSON", type=["json"], key="build.spec_upload")
@@ -271,12 +415,16 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
     st.session_state["build.loaded"] = upload.file_id
     try:
         loaded = specs.parse_spec(upload.getvalue()).to_dict()
-        loaded["inputs"] = {k: {**v, "shape": None} for k, v in loaded["inputs"].items()}  # the data's shapes
+        loaded["inputs"] = {
+            k: {**v, "shape": None} for k, v in loaded["inputs"].items()
+        }  # the data's shapes
         reset_widgets()
         state.notice(f"Loaded {len(loaded['nodes'])} layers from {upload.name}.")
         commit(loaded)
     except (SpecError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        show_error(e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec."))
+        show_error(
+            e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec.")
+        )
 if s3.button("Reset to starter model", icon=":material/restart_alt:", width="stretch"):
     reset_widgets()
     state.set_spec(starter_for(meta))
@@ -286,32 +434,55 @@ if s3.button("Reset to starter model", icon=":material/restart_alt:", width="str
     st.rerun()
 
 st.subheader("Start from saved weights")
-st.caption("Transfer learning: load a .safetensors file (from LayerLab or with `layers.<node id>.<tensor>` names), "
-           "a LayerLab bundle (.zip) or a .pt state_dict into this model. Tensors are matched by layer id and shape; "
-           "the next run on the Train page starts from them, and can freeze the loaded layers there.")
+st.caption(
+    "Transfer learning: load a .safetensors file (from LayerLab or with `layers.<node id>.<tensor>` names), "
+    "a LayerLab bundle (.zip) or a .pt state_dict into this model. Tensors are matched by layer id and shape; "
+    "the next run on the Train page starts from them, and can freeze the loaded layers there."
+)
 weights = st.file_uploader("Weights", type=["safetensors", "zip", "pt", "pth"], key="build.weights")
 if weights is not None and st.session_state.get("build.weights_loaded") != weights.file_id:
     st.session_state["build.weights_loaded"] = weights.file_id
     try:
-        report = match_weights(spec, specs.data_inputs(meta), read_any_weights(weights.getvalue(), weights.name))
-        path = home() / "imports" / f"{hashlib.sha256(weights.getvalue()).hexdigest()[:12]}.safetensors"
+        report = match_weights(
+            spec, specs.data_inputs(meta), read_any_weights(weights.getvalue(), weights.name)
+        )
+        path = (
+            home()
+            / "imports"
+            / f"{hashlib.sha256(weights.getvalue()).hexdigest()[:12]}.safetensors"
+        )
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.contiguous() for k, v in report["state"].items()}, str(path))
-        state.set_init({"path": str(path), "name": weights.name, "loaded": report["loaded"],
-                        "skipped": report["skipped"], "missing": report["missing"]})
+        state.set_init(
+            {
+                "path": str(path),
+                "name": weights.name,
+                "loaded": report["loaded"],
+                "skipped": report["skipped"],
+                "missing": report["missing"],
+            }
+        )
     except (LayerLabError, SpecError) as e:
         show_error(e)
 imported = st.session_state.get(state.INIT)
 if imported:
     i1, i2, i3, i4 = st.columns([1, 1, 1, 1.2], vertical_alignment="bottom")
     i1.metric("Loaded tensors", len(imported["loaded"]))
-    i2.metric("Skipped", len(imported["skipped"]), help="In the file, but no layer of this model has that id and shape.")
-    i3.metric("Left fresh", len(imported["missing"]), help="This model's tensors the file did not fill.")
+    i2.metric(
+        "Skipped",
+        len(imported["skipped"]),
+        help="In the file, but no layer of this model has that id and shape.",
+    )
+    i3.metric(
+        "Left fresh", len(imported["missing"]), help="This model's tensors the file did not fill."
+    )
     if i4.button("Don't start from these weights", icon=":material/close:", width="stretch"):
         state.set_init(None)
         st.rerun()
-    rows = [{"tensor": n, "result": "loaded"} for n in imported["loaded"]] + \
-        [{"tensor": n, "result": f"skipped: {why}"} for n, why in imported["skipped"]] + \
-        [{"tensor": n, "result": "left fresh"} for n in imported["missing"]]
+    rows = (
+        [{"tensor": n, "result": "loaded"} for n in imported["loaded"]]
+        + [{"tensor": n, "result": f"skipped: {why}"} for n, why in imported["skipped"]]
+        + [{"tensor": n, "result": "left fresh"} for n in imported["missing"]]
+    )
     with st.expander(f"Match report for {imported['name']}", expanded=not imported["loaded"]):
         st.dataframe(rows, hide_index=True, width="stretch")

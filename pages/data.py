@@ -12,14 +12,27 @@ from engine.data.tabular import TextOptions, detect_task, suggest_target, target
 from engine.errors import LayerLabError
 from ui import state
 from ui.common import input_text, page, show_error
-from ui.data_views import augmentation_panel, class_balance, column_editor, health_panel, image_grid, scatter_2d, token_preview
+from ui.data_views import (
+    augmentation_panel,
+    class_balance,
+    column_editor,
+    health_panel,
+    image_grid,
+    scatter_2d,
+    token_preview,
+)
 from ui.progress import with_progress
 
-page("Data", "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
-             "JSON Lines) or an archive of images. Preprocessing is fitted on the training split only.")
+page(
+    "Data",
+    "Choose the data to learn from: a built-in set, your own table (CSV, TSV, Parquet, Excel, "
+    "JSON Lines) or an archive of images. Preprocessing is fitted on the training split only.",
+)
 
 
-READ_RATE = 80 * 2**20  # bytes/s a 2-core machine reads a CSV at: the bar's pace while the file is read
+READ_RATE = (
+    80 * 2**20
+)  # bytes/s a 2-core machine reads a CSV at: the bar's pace while the file is read
 
 
 def read_upload(file_id: str, name: str, delimiter: str | None, encoding: str | None, data: bytes):
@@ -28,9 +41,14 @@ def read_upload(file_id: str, name: str, delimiter: str | None, encoding: str | 
     key = (file_id, delimiter, encoding)
     kept = st.session_state.get("data.read")
     if kept is None or kept[0] != key:
-        st.session_state.pop("data.read", None)  # the old table's memory goes before the new one is read
-        source = with_progress(lambda progress: read_table(data, name, delimiter=delimiter, encoding=encoding),
-                               f"Reading {name}", expected_s=len(data) / READ_RATE)
+        st.session_state.pop(
+            "data.read", None
+        )  # the old table's memory goes before the new one is read
+        source = with_progress(
+            lambda progress: read_table(data, name, delimiter=delimiter, encoding=encoding),
+            f"Reading {name}",
+            expected_s=len(data) / READ_RATE,
+        )
         kept = st.session_state["data.read"] = (key, source)
     return kept[1]
 
@@ -41,85 +59,166 @@ def use(ds) -> None:
     st.rerun()
 
 
-builtin_tab, upload_tab, saved_tab = st.tabs([":material/dataset: Built-in", ":material/upload_file: Upload a file",
-                                              ":material/folder_open: Your datasets"],
-                                             key="data.tab")
+builtin_tab, upload_tab, saved_tab = st.tabs(
+    [
+        ":material/dataset: Built-in",
+        ":material/upload_file: Upload a file",
+        ":material/folder_open: Your datasets",
+    ],
+    key="data.tab",
+)
 with builtin_tab:
     # The picker opens on the set in use (with its samples, noise and seed), so "Use this dataset" changes nothing
     # until the user picks something else.
     current = state.dataset_meta().get("builtin") or {}
     names = list(BUILTINS)
-    name = st.selectbox("Dataset", names, format_func=lambda k: BUILTINS[k].title, key="data.builtin",
-                        index=names.index(current["name"]) if current.get("name") in BUILTINS else 0)
+    name = st.selectbox(
+        "Dataset",
+        names,
+        format_func=lambda k: BUILTINS[k].title,
+        key="data.builtin",
+        index=names.index(current["name"]) if current.get("name") in BUILTINS else 0,
+    )
     b = BUILTINS[name]
     st.caption(b.description)
     n_samples, noise, seed = 1000, 0.1, 0
     if b.generated:
         c1, c2, c3 = st.columns(3)
-        n_samples = c1.slider("Samples", 100, 10000, int(current.get("n_samples", 1000)), step=100,
-                              key="data.n_samples")
-        noise = c2.slider("Noise", 0.0, 0.5, float(current.get("noise", 0.1)), step=0.01, key="data.noise")
+        n_samples = c1.slider(
+            "Samples",
+            100,
+            10000,
+            int(current.get("n_samples", 1000)),
+            step=100,
+            key="data.n_samples",
+        )
+        noise = c2.slider(
+            "Noise", 0.0, 0.5, float(current.get("noise", 0.1)), step=0.01, key="data.noise"
+        )
         seed = c3.number_input("Seed", 0, 2**31 - 1, int(current.get("seed", 0)), key="data.seed")
     same = current == {"name": name, "n_samples": n_samples, "noise": noise, "seed": int(seed)} or (
-        not b.generated and current.get("name") == name)
-    if st.button("In use" if same else "Use this dataset", type="secondary" if same else "primary",
-                 icon=":material/check:", key="data.use_builtin", disabled=same):
-        use(with_progress(lambda progress: prepare_builtin(name, n_samples=n_samples, noise=noise, seed=int(seed)),
-                          f"Preparing {b.title}", expected_s=0.5 + n_samples / 2000))
+        not b.generated and current.get("name") == name
+    )
+    if st.button(
+        "In use" if same else "Use this dataset",
+        type="secondary" if same else "primary",
+        icon=":material/check:",
+        key="data.use_builtin",
+        disabled=same,
+    ):
+        use(
+            with_progress(
+                lambda progress: prepare_builtin(
+                    name, n_samples=n_samples, noise=noise, seed=int(seed)
+                ),
+                f"Preparing {b.title}",
+                expected_s=0.5 + n_samples / 2000,
+            )
+        )
 
 with upload_tab:
-    upload = st.file_uploader("Table or images", type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson",
-                                                       *ARCHIVE_TYPES],
-                              key="data.upload", help="A table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines) with a "
-                                                      "header row, or a zip or tar archive of images.")
+    upload = st.file_uploader(
+        "Table or images",
+        type=["csv", "tsv", "txt", "parquet", "xlsx", "jsonl", "ndjson", *ARCHIVE_TYPES],
+        key="data.upload",
+        help="A table (CSV, TSV, Parquet, Excel .xlsx or JSON Lines) with a "
+        "header row, or a zip or tar archive of images.",
+    )
     if upload is not None and is_archive(upload.name):
-        st.caption("Images: one folder per class (cats/…, dogs/…) of PNG, JPEG, BMP, GIF or WebP files; MNIST's "
-                   "idx files (gzipped or not); or CIFAR-10's python batches (cifar-10-python.tar.gz as downloaded). "
-                   "MNIST and CIFAR keep their own size and colour.")
+        st.caption(
+            "Images: one folder per class (cats/…, dogs/…) of PNG, JPEG, BMP, GIF or WebP files; MNIST's "
+            "idx files (gzipped or not); or CIFAR-10's python batches (cifar-10-python.tar.gz as downloaded). "
+            "MNIST and CIFAR keep their own size and colour."
+        )
         i1, i2 = st.columns(2)
-        size = i1.selectbox("Resize to", [16, 28, 32, 64, 96], index=2, key="data.img_size",
-                            format_func=lambda n: f"{n}×{n} pixels")
-        grayscale = i2.radio("Colour", ["RGB", "grayscale"], horizontal=True, key="data.img_mode") == "grayscale"
-        if st.button("Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"):
+        size = i1.selectbox(
+            "Resize to",
+            [16, 28, 32, 64, 96],
+            index=2,
+            key="data.img_size",
+            format_func=lambda n: f"{n}×{n} pixels",
+        )
+        grayscale = (
+            i2.radio("Colour", ["RGB", "grayscale"], horizontal=True, key="data.img_mode")
+            == "grayscale"
+        )
+        if st.button(
+            "Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"
+        ):
             try:
-                use(with_progress(lambda progress: prepare_images(upload.getvalue(), upload.name, size=size,
-                                                                  grayscale=grayscale, progress=progress),
-                                  f"Reading the images in {upload.name}"))
+                use(
+                    with_progress(
+                        lambda progress: prepare_images(
+                            upload.getvalue(),
+                            upload.name,
+                            size=size,
+                            grayscale=grayscale,
+                            progress=progress,
+                        ),
+                        f"Reading the images in {upload.name}",
+                    )
+                )
             except LayerLabError as e:
                 show_error(e)
     elif upload is not None:
         o1, o2 = st.columns(2)
-        delimiter = o1.selectbox("Delimiter", ["auto", ",", "\t", ";", "|"], key="data.delimiter",
-                                 format_func=lambda d: {"auto": "detect", "\t": "tab"}.get(d, d),
-                                 help="Text files only: which character separates the columns.")
-        encoding = o2.selectbox("Encoding", ["auto", "utf-8", "latin-1"], key="data.encoding",
-                                format_func=lambda e: "detect (UTF-8, else Latin-1)" if e == "auto" else e,
-                                help="Text files only.")
+        delimiter = o1.selectbox(
+            "Delimiter",
+            ["auto", ",", "\t", ";", "|"],
+            key="data.delimiter",
+            format_func=lambda d: {"auto": "detect", "\t": "tab"}.get(d, d),
+            help="Text files only: which character separates the columns.",
+        )
+        encoding = o2.selectbox(
+            "Encoding",
+            ["auto", "utf-8", "latin-1"],
+            key="data.encoding",
+            format_func=lambda e: "detect (UTF-8, else Latin-1)" if e == "auto" else e,
+            help="Text files only.",
+        )
         try:
-            source = read_upload(upload.file_id, upload.name, None if delimiter == "auto" else delimiter,
-                                 None if encoding == "auto" else encoding, upload.getvalue())
+            source = read_upload(
+                upload.file_id,
+                upload.name,
+                None if delimiter == "auto" else delimiter,
+                None if encoding == "auto" else encoding,
+                upload.getvalue(),
+            )
         except LayerLabError as e:
             show_error(e)
             source = None
         if source is not None:
             frame = source.frame
-            st.caption(f"{len(frame):,} rows × {frame.shape[1]} columns · read as {source.describe()}")
+            st.caption(
+                f"{len(frame):,} rows × {frame.shape[1]} columns · read as {source.describe()}"
+            )
             for note in source.notices:
                 st.info(note, icon=":material/info:")
             st.dataframe(frame.head(50), width="stretch", height=220)
             c1, c2, c3 = st.columns([2, 2, 1])
             columns = list(frame.columns)
-            target = c1.selectbox("Target column (what to predict)", columns,
-                                  index=columns.index(suggest_target(frame)), key=f"data.target.{upload.file_id}",
-                                  help="Suggested: a column named like a target (label, class, target, …), else the "
-                                       "last column that is not mostly empty, free text or an ID.")
+            target = c1.selectbox(
+                "Target column (what to predict)",
+                columns,
+                index=columns.index(suggest_target(frame)),
+                key=f"data.target.{upload.file_id}",
+                help="Suggested: a column named like a target (label, class, target, …), else the "
+                "last column that is not mostly empty, free text or an ID.",
+            )
             if problem := target_problem(frame[target]):
-                st.warning(f"'{target}' is an unlikely target: {problem}. Pick the column you want to predict.",
-                           icon=":material/warning:")
+                st.warning(
+                    f"'{target}' is an unlikely target: {problem}. Pick the column you want to predict.",
+                    icon=":material/warning:",
+                )
             detected = detect_task(frame[target])
-            task = c2.radio("Task", ["classification", "regression"],
-                            index=["classification", "regression"].index(detected), horizontal=True,
-                            key=f"data.task.{target}", help=f"Detected: {detected}. Change it if that is wrong.")
+            task = c2.radio(
+                "Task",
+                ["classification", "regression"],
+                index=["classification", "regression"].index(detected),
+                horizontal=True,
+                key=f"data.task.{target}",
+                help=f"Detected: {detected}. Change it if that is wrong.",
+            )
             split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
             st.markdown("**Columns**")
             plans = column_editor(frame, target, key=f"data.columns.{upload.file_id}.{target}")
@@ -127,18 +226,47 @@ with upload_tab:
             if any(p.role == "feature" and p.kind == "text" for p in plans):
                 t1, t2 = st.columns(2)
                 text = TextOptions(
-                    vocab_size=t1.number_input("Vocabulary size", 10, 200_000, 10_000, key="data.vocab",
-                                               help="Keep the most frequent words; the rest become <unk>."),
-                    max_length=t2.number_input("Tokens per row", 4, 2048, 64, key="data.maxlen",
-                                               help="Longer texts are cut, shorter ones padded with <pad>."))
-            st.caption("Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
-                       "statistic (medians, scales, categories, vocabulary) is fitted on the training split only.")
-            if st.button("Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"):
+                    vocab_size=t1.number_input(
+                        "Vocabulary size",
+                        10,
+                        200_000,
+                        10_000,
+                        key="data.vocab",
+                        help="Keep the most frequent words; the rest become <unk>.",
+                    ),
+                    max_length=t2.number_input(
+                        "Tokens per row",
+                        4,
+                        2048,
+                        64,
+                        key="data.maxlen",
+                        help="Longer texts are cut, shorter ones padded with <pad>.",
+                    ),
+                )
+            st.caption(
+                "Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
+                "statistic (medians, scales, categories, vocabulary) is fitted on the training split only."
+            )
+            if st.button(
+                "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"
+            ):
                 try:
-                    ds = with_progress(lambda progress: prepare_file(
-                        upload.getvalue(), upload.name, target, task=task, plans=plans, text=text,
-                        seed=int(split_seed), source=source, delimiter=None if delimiter == "auto" else delimiter,
-                        encoding=None if encoding == "auto" else encoding, progress=progress), f"Preparing {upload.name}")
+                    ds = with_progress(
+                        lambda progress: prepare_file(
+                            upload.getvalue(),
+                            upload.name,
+                            target,
+                            task=task,
+                            plans=plans,
+                            text=text,
+                            seed=int(split_seed),
+                            source=source,
+                            delimiter=None if delimiter == "auto" else delimiter,
+                            encoding=None if encoding == "auto" else encoding,
+                            progress=progress,
+                        ),
+                        f"Preparing {upload.name}",
+                    )
                     use(ds)
                 except LayerLabError as e:
                     show_error(e)
@@ -146,11 +274,29 @@ with upload_tab:
 with saved_tab:
     saved = list_datasets()
     if saved:
-        st.dataframe(pd.DataFrame([{"name": m["name"], "task": m["task"], "rows": sum(m["sizes"].values()),
-                                    "input": str(tuple(m["input_shape"])), "classes": len(m["classes"] or []) or "–",
-                                    "id": m["id"]} for m in saved]), hide_index=True, width="stretch")
-        pick = st.selectbox("Dataset", [m["id"] for m in saved], key="data.saved",
-                            format_func=lambda i: next(m["name"] for m in saved if m["id"] == i))
+        st.dataframe(
+            pd.DataFrame(
+                [
+                    {
+                        "name": m["name"],
+                        "task": m["task"],
+                        "rows": sum(m["sizes"].values()),
+                        "input": str(tuple(m["input_shape"])),
+                        "classes": len(m["classes"] or []) or "–",
+                        "id": m["id"],
+                    }
+                    for m in saved
+                ]
+            ),
+            hide_index=True,
+            width="stretch",
+        )
+        pick = st.selectbox(
+            "Dataset",
+            [m["id"] for m in saved],
+            key="data.saved",
+            format_func=lambda i: next(m["name"] for m in saved if m["id"] == i),
+        )
         if st.button("Use this dataset", key="data.use_saved", icon=":material/check:"):
             use(load_dataset(pick))
 
@@ -158,31 +304,47 @@ st.divider()
 ds = load_dataset(st.session_state[state.DATASET])
 meta = ds.meta
 st.subheader(f"In use: {meta['name']}")
-shapes = ", ".join(f"{n} {tuple(p['shape'])}" for n, p in meta["inputs"].items()) if meta.get("inputs") else \
-    f"input shape {tuple(meta['input_shape'])}"
+shapes = (
+    ", ".join(f"{n} {tuple(p['shape'])}" for n, p in meta["inputs"].items())
+    if meta.get("inputs")
+    else f"input shape {tuple(meta['input_shape'])}"
+)
 st.caption(f"{meta['task'].capitalize()} · {shapes} · source {meta['source']}")
 m = st.columns(5)
 m[0].metric("Train rows", f"{meta['sizes']['train']:,}")
 m[1].metric("Validation rows", f"{meta['sizes']['val']:,}")
 m[2].metric("Test rows", f"{meta['sizes']['test']:,}")
 if meta.get("inputs"):
-    m[3].metric("Inputs", len(meta["inputs"]), help=f"{input_text(meta)} per row: " + ", ".join(
-        f"{name} {tuple(p['shape'])}" for name, p in meta["inputs"].items()))
+    m[3].metric(
+        "Inputs",
+        len(meta["inputs"]),
+        help=f"{input_text(meta)} per row: "
+        + ", ".join(f"{name} {tuple(p['shape'])}" for name, p in meta["inputs"].items()),
+    )
 else:
     m[3].metric("Input", input_text(meta), help=f"shape {tuple(meta['input_shape'])} per row")
 m[4].metric("Classes", ds.num_classes or "–")
 notes = meta.get("notices") or []
 if notes:  # one summary line, the details folded
-    with st.expander(f":material/info: {len(notes)} preparation note(s): " + notes[0][:90]
-                     + ("…" if len(notes[0]) > 90 or len(notes) > 1 else "")):
+    with st.expander(
+        f":material/info: {len(notes)} preparation note(s): "
+        + notes[0][:90]
+        + ("…" if len(notes[0]) > 90 or len(notes) > 1 else "")
+    ):
         st.markdown("\n".join(f"- {n}" for n in notes))
 if meta.get("health"):
     fix = health_panel(ds)
     if fix:
         try:
-            ds = with_progress(lambda progress: prepare_again(
-                ds, ignore=fix.get("columns", []), drop_duplicates=fix["kind"] == "drop_duplicates", progress=progress),
-                "Preparing again")
+            ds = with_progress(
+                lambda progress: prepare_again(
+                    ds,
+                    ignore=fix.get("columns", []),
+                    drop_duplicates=fix["kind"] == "drop_duplicates",
+                    progress=progress,
+                ),
+                "Preparing again",
+            )
             use(ds)
         except LayerLabError as e:
             show_error(e)
@@ -192,9 +354,11 @@ with left:
         st.plotly_chart(class_balance(ds), width="stretch")
     else:
         target = (meta.get("preprocessing") or {}).get("target", {})
-        st.caption(f"Target '{target.get('name')}': mean {target.get('mean', 0):.3g}, "
-                   f"standard deviation {target.get('scale', 1):.3g} (standardized for training; "
-                   "errors are reported in the original units).")
+        st.caption(
+            f"Target '{target.get('name')}': mean {target.get('mean', 0):.3g}, "
+            f"standard deviation {target.get('scale', 1):.3g} (standardized for training; "
+            "errors are reported in the original units)."
+        )
 with right:
     if ds.meta.get("vocab"):
         token_preview(ds)

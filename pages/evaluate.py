@@ -18,8 +18,11 @@ from ui.evaluate_views import (
     worst_rows,
 )
 
-page("Evaluate", "How a trained model does on data it never saw: its test split, with every metric, the confusion "
-                 "matrix, the curves and its worst mistakes.")
+page(
+    "Evaluate",
+    "How a trained model does on data it never saw: its test split, with every metric, the confusion "
+    "matrix, the curves and its worst mistakes.",
+)
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring the split…")
@@ -29,8 +32,12 @@ def report(path: str, split: str, weights_mtime: float) -> dict:
 
 c1, c2 = st.columns([3, 1])
 run = trained_run("Run", "evaluate.run", c1)
-split = c2.selectbox("Split", ["test", "val", "train"], key="evaluate.split",
-                     help="test: rows held out from training and from choosing the best epoch.")
+split = c2.selectbox(
+    "Split",
+    ["test", "val", "train"],
+    key="evaluate.split",
+    help="test: rows held out from training and from choosing the best epoch.",
+)
 weights = Path(run["path"]) / "model.safetensors"
 try:
     result = report(run["path"], split, weights.stat().st_mtime)
@@ -44,18 +51,34 @@ summary = result["summary"]
 if TASKS[result["task"]].predictions == "classes":
     cards = st.columns(4)
     cards[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
-    cards[1].metric("Macro F1", f"{summary['macro_f1']:.3f}", help="F1 averaged over classes, each counting the same.")
-    cards[2].metric("Weighted F1", f"{summary['weighted_f1']:.3f}", help="F1 averaged over classes by their rows.")
+    cards[1].metric(
+        "Macro F1",
+        f"{summary['macro_f1']:.3f}",
+        help="F1 averaged over classes, each counting the same.",
+    )
+    cards[2].metric(
+        "Weighted F1",
+        f"{summary['weighted_f1']:.3f}",
+        help="F1 averaged over classes by their rows.",
+    )
     if "roc_auc" in summary:
-        cards[3].metric("ROC AUC", f"{summary['roc_auc']:.3f}", help="Area under the ROC curve (one vs rest, "
-                                                                     "averaged over classes, when more than two).")
-    wide = wide_confusion(result)  # many or long class names: table above, the matrix across the page
+        cards[3].metric(
+            "ROC AUC",
+            f"{summary['roc_auc']:.3f}",
+            help="Area under the ROC curve (one vs rest, "
+            "averaged over classes, when more than two).",
+        )
+    wide = wide_confusion(
+        result
+    )  # many or long class names: table above, the matrix across the page
     left, right = (st.container(), st.container()) if wide else st.columns([1.2, 1])
     with left:
         st.dataframe(class_table(result), hide_index=True, width="stretch")
     with right:
         normalized = st.toggle("Normalize by true class", key="evaluate.normalized")
-        st.plotly_chart(confusion_figure(result, normalized), width="stretch", key="evaluate.confusion")
+        st.plotly_chart(
+            confusion_figure(result, normalized), width="stretch", key="evaluate.confusion"
+        )
     if result["curves"]:
         roc, pr = roc_pr_figures(result)
         c3, c4 = st.columns(2)
@@ -65,10 +88,17 @@ if TASKS[result["task"]].predictions == "classes":
 else:
     target = ((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("name", "target")
     cards = st.columns(3)
-    cards[0].metric("MAE", f"{summary['mae']:.4g}", help="Mean absolute error, in the target's units.")
-    cards[1].metric("RMSE", f"{summary['rmse']:.4g}", help="Root mean squared error: big misses count more.")
-    cards[2].metric("R²", f"{summary['r2']:.3f}", help="1 is perfect; 0 is no better than always predicting the "
-                                                       "mean.")
+    cards[0].metric(
+        "MAE", f"{summary['mae']:.4g}", help="Mean absolute error, in the target's units."
+    )
+    cards[1].metric(
+        "RMSE", f"{summary['rmse']:.4g}", help="Root mean squared error: big misses count more."
+    )
+    cards[2].metric(
+        "R²",
+        f"{summary['r2']:.3f}",
+        help="1 is perfect; 0 is no better than always predicting the mean.",
+    )
     scatter, hist = regression_figures(result, target)
     c3, c4 = st.columns(2)
     c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")

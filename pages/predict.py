@@ -16,8 +16,11 @@ from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
 from ui.draw import drawing_pad
 
-page("Predict", "Upload new rows or images, or draw one: the model prepares them exactly as in training and "
-                "predicts, with each class's probability. Download the predictions as CSV.")
+page(
+    "Predict",
+    "Upload new rows or images, or draw one: the model prepares them exactly as in training and "
+    "predicts, with each class's probability. Download the predictions as CSV.",
+)
 
 
 @st.cache_resource(max_entries=4, show_spinner=False)
@@ -42,22 +45,37 @@ def training_images(dataset_id: str | None):
 
 
 FROM_FILE = "A bundle or weights file"
-source = st.segmented_control("Model from", ["A run here", FROM_FILE], default="A run here", key="predict.source",
-                              help="A file: the bundle (.zip) from the Export page or a LayerLab .safetensors, for "
-                                   "example of a model trained on another machine. No run needed.")
+source = st.segmented_control(
+    "Model from",
+    ["A run here", FROM_FILE],
+    default="A run here",
+    key="predict.source",
+    help="A file: the bundle (.zip) from the Export page or a LayerLab .safetensors, for "
+    "example of a model trained on another machine. No run needed.",
+)
 try:
     if source == FROM_FILE:
-        upload = st.file_uploader("Bundle (.zip) or weights (.safetensors)", type=["zip", "safetensors"],
-                                  key="predict.model_file")
+        upload = st.file_uploader(
+            "Bundle (.zip) or weights (.safetensors)",
+            type=["zip", "safetensors"],
+            key="predict.model_file",
+        )
         if upload is None:
-            st.info("Upload the bundle from the Export page (or `python -m engine export RUN --format bundle`), or a "
-                    "LayerLab .safetensors file.", icon=":material/upload_file:")
+            st.info(
+                "Upload the bundle from the Export page (or `python -m engine export RUN --format bundle`), or a "
+                "LayerLab .safetensors file.",
+                icon=":material/upload_file:",
+            )
             st.stop()
         model, meta = uploaded_predictor(upload.file_id, upload.name, upload.getvalue())
         run_id, dataset_id = Path(upload.name).stem, None
     else:
         run = trained_run("Run", "predict.run")
-        run_id, dataset_id, weights = run["id"], run["dataset_id"], Path(run["path"]) / "model.safetensors"
+        run_id, dataset_id, weights = (
+            run["id"],
+            run["dataset_id"],
+            Path(run["path"]) / "model.safetensors",
+        )
         model, meta = predictor(str(weights), weights.stat().st_mtime)
 except LayerLabError as e:
     show_error(e)
@@ -68,8 +86,12 @@ def draw_and_predict() -> None:
     """A drawing pad beside the model's prediction for the drawing."""
     c1, c2, c3 = st.columns(3)
     pen = c1.color_picker("Pen", "#FFFFFF", key="predict.pen")
-    background = c2.color_picker("Background", "#000000", key="predict.background",
-                                 help="The built-in image sets are light shapes on a dark background.")
+    background = c2.color_picker(
+        "Background",
+        "#000000",
+        key="predict.background",
+        help="The built-in image sets are light shapes on a dark background.",
+    )
     width = c3.slider("Pen width", 4, 48, 22, key="predict.pen_width")
     known = training_images(dataset_id)
     left, right = st.columns([1, 1.2])
@@ -80,7 +102,10 @@ def draw_and_predict() -> None:
             image_grid(known[0], n=8, per_row=4)
     with right:
         if png is None:
-            st.info("Draw on the pad: the prediction appears when you lift the pen.", icon=":material/draw:")
+            st.info(
+                "Draw on the pad: the prediction appears when you lift the pen.",
+                icon=":material/draw:",
+            )
             return
         try:
             row = predict_images(model, meta, [("drawing.png", png)]).iloc[0]
@@ -90,16 +115,25 @@ def draw_and_predict() -> None:
         size, channels = int(meta["input_shape"][-1]), int(meta["input_shape"][0])
         seen = decode_image(png, "drawing.png", size, grayscale=channels == 1)
         if known is not None and novelty(seen, known[1])[1]:
-            st.warning("This drawing is unlike the training images (farther from all of them than 99% of real "
-                       "images are), so the prediction means little. Draw it the way the samples below look: "
-                       "filled shapes, same colours, similar size.", icon=":material/warning:")
+            st.warning(
+                "This drawing is unlike the training images (farther from all of them than 99% of real "
+                "images are), so the prediction means little. Draw it the way the samples below look: "
+                "filled shapes, same colours, similar size.",
+                icon=":material/warning:",
+            )
         st.metric("Prediction", str(row["prediction"]))
         st.caption(f"{row['confidence']:.0%} confident")
-        st.plotly_chart(probability_bars({c: float(row[f"p({c})"]) for c in meta["classes"]}), width="stretch",
-                        key="predict.draw.probabilities")
+        st.plotly_chart(
+            probability_bars({c: float(row[f"p({c})"]) for c in meta["classes"]}),
+            width="stretch",
+            key="predict.draw.probabilities",
+        )
         seen = seen.transpose(1, 2, 0)
         zoom = max(1, 128 // size)  # nearest-neighbour, so each input pixel shows as a square
-        st.image(np.kron(seen, np.ones((zoom, zoom, 1), np.uint8)), caption=f"What the model sees ({size}×{size})")
+        st.image(
+            np.kron(seen, np.ones((zoom, zoom, 1), np.uint8)),
+            caption=f"What the model sees ({size}×{size})",
+        )
 
 
 def show_predictions(uploads) -> None:
@@ -113,42 +147,76 @@ def show_predictions(uploads) -> None:
         show_error(e)
         return
     unreadable = int((table["error"] != "").sum()) if "error" in table else 0
-    st.success(f"{len(table) - unreadable:,} prediction(s)." + (f" {unreadable:,} file(s) could not be read: see "
-                                                                 "the error column." if unreadable else ""))
+    st.success(
+        f"{len(table) - unreadable:,} prediction(s)."
+        + (
+            f" {unreadable:,} file(s) could not be read: see the error column."
+            if unreadable
+            else ""
+        )
+    )
     if images:
         cols = st.columns(6)
         for i, (f, (_, row)) in enumerate(zip(uploads[:12], table.iterrows(), strict=False)):
             if row.get("error"):
                 cols[i % 6].caption(f"{f.name}: unreadable")
             else:
-                cols[i % 6].image(f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96)
+                cols[i % 6].image(
+                    f.getvalue(), caption=f"{row['prediction']} ({row['confidence']:.0%})", width=96
+                )
     percent = st.column_config.NumberColumn(format="percent")
-    st.dataframe(table, hide_index=True, width="stretch", column_config={
-        c: percent for c in table.columns if c == "confidence" or str(c).startswith("p(")})
+    st.dataframe(
+        table,
+        hide_index=True,
+        width="stretch",
+        column_config={
+            c: percent for c in table.columns if c == "confidence" or str(c).startswith("p(")
+        },
+    )
     st.caption("Probabilities are shown as percentages; the CSV keeps them as numbers from 0 to 1.")
-    st.download_button("Download predictions (CSV)", csv_bytes(table), file_name=f"predictions-{run_id}.csv",
-                       mime="text/csv", on_click="ignore", icon=":material/download:", type="primary",
-                       key="predict.download")
+    st.download_button(
+        "Download predictions (CSV)",
+        csv_bytes(table),
+        file_name=f"predictions-{run_id}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        type="primary",
+        key="predict.download",
+    )
 
 
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
 if images:
-    st.caption(f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "
-               f"{'grayscale' if meta['input_shape'][0] == 1 else 'RGB'}; classes {', '.join(meta['classes'])}.")
+    st.caption(
+        f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "
+        f"{'grayscale' if meta['input_shape'][0] == 1 else 'RGB'}; classes {', '.join(meta['classes'])}."
+    )
     upload_tab, draw_tab = st.tabs(["Upload images", "Draw one"])
     with upload_tab:
-        uploads = st.file_uploader("Images", type=[e.lstrip(".") for e in sorted(IMAGE_EXTENSIONS)],
-                                   accept_multiple_files=True, key="predict.images")
+        uploads = st.file_uploader(
+            "Images",
+            type=[e.lstrip(".") for e in sorted(IMAGE_EXTENSIONS)],
+            accept_multiple_files=True,
+            key="predict.images",
+        )
         if uploads:
             show_predictions(uploads)
     with draw_tab:
         draw_and_predict()
 else:
     prep = meta.get("preprocessing") or {}
-    columns = [c["name"] for c in prep.get("columns") or []] + (prep.get("text") or {}).get("columns", [])
-    st.caption(f"Trained on {meta['name']}. The table needs the column(s): {', '.join(columns)} (any order; other "
-               "columns are kept beside the predictions).")
-    uploads = st.file_uploader("Rows to predict", type=[e.lstrip(".") for e in sorted(EXTENSIONS)] + ["gz"],
-                               key="predict.table")
+    columns = [c["name"] for c in prep.get("columns") or []] + (prep.get("text") or {}).get(
+        "columns", []
+    )
+    st.caption(
+        f"Trained on {meta['name']}. The table needs the column(s): {', '.join(columns)} (any order; other "
+        "columns are kept beside the predictions)."
+    )
+    uploads = st.file_uploader(
+        "Rows to predict",
+        type=[e.lstrip(".") for e in sorted(EXTENSIONS)] + ["gz"],
+        key="predict.table",
+    )
     if uploads:
         show_predictions(uploads)

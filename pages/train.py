@@ -22,7 +22,10 @@ from ui.layout import split
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import schedule_and_regularization
 
-page("Train", "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.")
+page(
+    "Train",
+    "Pick how the model learns, start a run and watch it live. Runs keep going if you switch pages.",
+)
 meta = state.dataset_meta()
 n_classes = len(meta["classes"] or []) or None
 saved = state.train_settings()
@@ -30,61 +33,162 @@ saved = state.train_settings()
 with split("train"):
     settings, charts = st.columns([1, 2.2], gap="large")
 with settings:
-    start_slot = st.container()  # Start sits on top; it is drawn once the settings below say whether it can run
+    start_slot = (
+        st.container()
+    )  # Start sits on top; it is drawn once the settings below say whether it can run
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
     reconstruct = st.session_state.get("train.reconstruct", saved["target"] == "input")
     target = "input" if reconstruct else "label"
     task = task_for(meta["task"], target)
     loss_options = task.losses(n_classes)
     default = saved["loss"] if saved["loss"] in loss_options else task.default_loss
-    loss = st.selectbox("Loss", loss_options, index=loss_options.index(default),
-                        format_func=lambda k: LOSSES[k].title, key="train.loss",
-                        help="\n".join(f"- **{LOSSES[k].title}**: {LOSSES[k].description}" for k in loss_options))
-    optimizer = st.selectbox("Optimizer", list(OPTIMIZERS), index=list(OPTIMIZERS).index(saved["optimizer"]),
-                             format_func=lambda k: OPTIMIZERS[k].title, key="train.optimizer",
-                             help="\n".join(f"- **{o.title}** (usual rate {o.usual_lr:g}): {o.description}"
-                                            for o in OPTIMIZERS.values()))
-    lr = st.number_input("Learning rate", value=float(saved["lr"]), format="%g", step=1e-4, key="train.lr",
-                         help="Step size of each update: 0.001 is usual for Adam, 0.01-0.1 for SGD.")
+    loss = st.selectbox(
+        "Loss",
+        loss_options,
+        index=loss_options.index(default),
+        format_func=lambda k: LOSSES[k].title,
+        key="train.loss",
+        help="\n".join(f"- **{LOSSES[k].title}**: {LOSSES[k].description}" for k in loss_options),
+    )
+    optimizer = st.selectbox(
+        "Optimizer",
+        list(OPTIMIZERS),
+        index=list(OPTIMIZERS).index(saved["optimizer"]),
+        format_func=lambda k: OPTIMIZERS[k].title,
+        key="train.optimizer",
+        help="\n".join(
+            f"- **{o.title}** (usual rate {o.usual_lr:g}): {o.description}"
+            for o in OPTIMIZERS.values()
+        ),
+    )
+    lr = st.number_input(
+        "Learning rate",
+        value=float(saved["lr"]),
+        format="%g",
+        step=1e-4,
+        key="train.lr",
+        help="Step size of each update: 0.001 is usual for Adam, 0.01-0.1 for SGD.",
+    )
     c1, c2 = st.columns(2)
-    batch_size = c1.number_input("Batch size", min_value=1, value=int(saved["batch_size"]), step=1, key="train.bs",
-                                 help="Rows per update. 32-256 is usual.")
-    epochs = c2.number_input("Epochs", min_value=1, max_value=10000, value=int(saved["epochs"]), step=1,
-                             key="train.epochs", help="Passes over the training data.")
-    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else []) + \
-              (["mps"] if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available() else [])
-    device = st.selectbox("Device", devices, index=devices.index(saved["device"]) if saved["device"] in devices else 0,
-                          key="train.device", help="auto picks CUDA, then Apple MPS, then the CPU.",
-                          format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d)
+    batch_size = c1.number_input(
+        "Batch size",
+        min_value=1,
+        value=int(saved["batch_size"]),
+        step=1,
+        key="train.bs",
+        help="Rows per update. 32-256 is usual.",
+    )
+    epochs = c2.number_input(
+        "Epochs",
+        min_value=1,
+        max_value=10000,
+        value=int(saved["epochs"]),
+        step=1,
+        key="train.epochs",
+        help="Passes over the training data.",
+    )
+    devices = (
+        ["auto", "cpu"]
+        + (["cuda"] if torch.cuda.is_available() else [])
+        + (
+            ["mps"]
+            if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()
+            else []
+        )
+    )
+    device = st.selectbox(
+        "Device",
+        devices,
+        index=devices.index(saved["device"]) if saved["device"] in devices else 0,
+        key="train.device",
+        help="auto picks CUDA, then Apple MPS, then the CPU.",
+        format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
+    )
     with st.expander("Advanced"):
-        st.checkbox("Reconstruct the input (autoencoder)", value=reconstruct, key="train.reconstruct",
-                    help="Train the model to output its own input, e.g. the MLP autoencoder template, instead of "
-                         "predicting the target.")
-        weight_decay = st.number_input("Weight decay", min_value=0.0, max_value=1.0, value=saved["weight_decay"],
-                                       format="%g", step=1e-4, key="train.wd", help="L2 penalty on the weights; "
-                                                                                     "try 1e-4.")
-        momentum = st.number_input("Momentum", 0.0, 0.99, saved["momentum"], key="train.momentum",
-                                   help="SGD and RMSprop only.")
-        nesterov = st.checkbox("Nesterov momentum", value=saved["nesterov"], key="train.nesterov",
-                               help="SGD only: look ahead along the momentum before each step.")
-        seed = st.number_input("Seed", 0, 2**31 - 1, saved["seed"], key="train.seed",
-                               help="Same seed, same data and settings: the same run.")
-        weighted = st.checkbox("Class weights", value=bool(saved["class_weights"]), key="train.class_weights",
-                               disabled=not task.class_weights,
-                               help="Weight each class's loss by how rare it is in the training split; helps "
-                                    "with imbalanced classes.")
+        st.checkbox(
+            "Reconstruct the input (autoencoder)",
+            value=reconstruct,
+            key="train.reconstruct",
+            help="Train the model to output its own input, e.g. the MLP autoencoder template, instead of "
+            "predicting the target.",
+        )
+        weight_decay = st.number_input(
+            "Weight decay",
+            min_value=0.0,
+            max_value=1.0,
+            value=saved["weight_decay"],
+            format="%g",
+            step=1e-4,
+            key="train.wd",
+            help="L2 penalty on the weights; try 1e-4.",
+        )
+        momentum = st.number_input(
+            "Momentum",
+            0.0,
+            0.99,
+            saved["momentum"],
+            key="train.momentum",
+            help="SGD and RMSprop only.",
+        )
+        nesterov = st.checkbox(
+            "Nesterov momentum",
+            value=saved["nesterov"],
+            key="train.nesterov",
+            help="SGD only: look ahead along the momentum before each step.",
+        )
+        seed = st.number_input(
+            "Seed",
+            0,
+            2**31 - 1,
+            saved["seed"],
+            key="train.seed",
+            help="Same seed, same data and settings: the same run.",
+        )
+        weighted = st.checkbox(
+            "Class weights",
+            value=bool(saved["class_weights"]),
+            key="train.class_weights",
+            disabled=not task.class_weights,
+            help="Weight each class's loss by how rare it is in the training split; helps "
+            "with imbalanced classes.",
+        )
         trainable = [i.id for i in analyse(state.spec(), data_inputs(meta))[0] if i.params]
-        freeze = st.multiselect("Freeze layers", trainable, default=[n for n in saved["freeze"] if n in trainable],
-                                key="train.freeze", help="Their weights stay as they are: fine-tune the rest, e.g. "
-                                                         "after starting from saved weights (Build page).")
-        budget = st.number_input("Memory budget (MB)", min_value=1.0, value=float(saved["memory_budget_mb"]),
-                                 step=256.0, key="train.budget", help="Models estimated to need more memory than "
-                                                                      "this to train are refused before they start.")
+        freeze = st.multiselect(
+            "Freeze layers",
+            trainable,
+            default=[n for n in saved["freeze"] if n in trainable],
+            key="train.freeze",
+            help="Their weights stay as they are: fine-tune the rest, e.g. "
+            "after starting from saved weights (Build page).",
+        )
+        budget = st.number_input(
+            "Memory budget (MB)",
+            min_value=1.0,
+            value=float(saved["memory_budget_mb"]),
+            step=256.0,
+            key="train.budget",
+            help="Models estimated to need more memory than "
+            "this to train are refused before they start.",
+        )
     controls = schedule_and_regularization(saved, task)
-    config = {**saved, "loss": loss, "optimizer": optimizer, "lr": lr, "batch_size": int(batch_size),
-              "epochs": int(epochs), "device": device, "weight_decay": weight_decay, "momentum": momentum,
-              "nesterov": nesterov, "seed": int(seed), "target": target, "memory_budget_mb": budget,
-              "class_weights": weighted, "freeze": freeze, **controls}
+    config = {
+        **saved,
+        "loss": loss,
+        "optimizer": optimizer,
+        "lr": lr,
+        "batch_size": int(batch_size),
+        "epochs": int(epochs),
+        "device": device,
+        "weight_decay": weight_decay,
+        "momentum": momentum,
+        "nesterov": nesterov,
+        "seed": int(seed),
+        "target": target,
+        "memory_budget_mb": budget,
+        "class_weights": weighted,
+        "freeze": freeze,
+        **controls,
+    }
     state.set_train(config)
     try:  # the checks a run gets when it is created, so Start is only offered when it would be accepted
         validate(state.spec(), config, meta)
@@ -93,26 +197,47 @@ with settings:
         refused = str(e)
     imported = st.session_state.get(state.INIT)
     with start_slot:
-        if st.button("Start training", type="primary", icon=":material/play_arrow:", width="stretch",
-                     disabled=refused is not None, help=refused and f"Can't start: {refused}"):
+        if st.button(
+            "Start training",
+            type="primary",
+            icon=":material/play_arrow:",
+            width="stretch",
+            disabled=refused is not None,
+            help=refused and f"Can't start: {refused}",
+        ):
             try:
-                init = match_weights(state.spec(), data_inputs(meta), load_file(imported["path"]))["state"] \
-                    if imported else None
-                parent = {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"} \
-                    if imported else None
-                run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=parent)
+                init = (
+                    match_weights(state.spec(), data_inputs(meta), load_file(imported["path"]))[
+                        "state"
+                    ]
+                    if imported
+                    else None
+                )
+                parent = (
+                    {"run": imported["name"], "name": imported["name"], "checkpoint": "imported"}
+                    if imported
+                    else None
+                )
+                run_dir = create_run(
+                    state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=parent
+                )
                 launch(run_dir)
                 state.set_run(run_dir.name)
                 st.rerun()
             except LayerLabError as e:
                 show_error(e)
         if refused:
-            st.error(f"**Can't start yet.** {refused.rstrip('.')}. Change it here or on the Build page.",
-                     icon=":material/block:")
+            st.error(
+                f"**Can't start yet.** {refused.rstrip('.')}. Change it here or on the Build page.",
+                icon=":material/block:",
+            )
         preflight_line(state.spec(), meta, config)
         if imported:
-            st.info(f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
-                    f"{len(imported['missing'])} left fresh (Build page).", icon=":material/input:")
+            st.info(
+                f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
+                f"{len(imported['missing'])} left fresh (Build page).",
+                icon=":material/input:",
+            )
 
 with charts:
     run_id = st.session_state.get(state.RUN)
@@ -121,8 +246,10 @@ with charts:
         rename_box(run_dir)
         live_panel(Path(run_dir), config)
     else:
-        st.info("No run in this session yet. The settings on the left already fit this dataset and model: press "
-                "**Start training**.")
+        st.info(
+            "No run in this session yet. The settings on the left already fit this dataset and model: press "
+            "**Start training**."
+        )
 
 st.subheader("Runs")
 runs = list_runs()
@@ -133,8 +260,13 @@ if runs:
     ids = [r["id"] for r in runs]
     names = {r["id"]: r["name"] for r in runs}
     c1, c2 = st.columns([3, 1], vertical_alignment="bottom")
-    pick = c1.selectbox("Show run", ids, index=ids.index(run_id) if run_id in ids else 0, key="train.pick",
-                        format_func=names.get)
+    pick = c1.selectbox(
+        "Show run",
+        ids,
+        index=ids.index(run_id) if run_id in ids else 0,
+        key="train.pick",
+        format_func=names.get,
+    )
     if c2.button("Open", key="train.open", disabled=pick == run_id, width="stretch"):
         state.set_run(pick)
         st.rerun()

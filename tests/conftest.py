@@ -19,20 +19,27 @@ def workspace(tmp_path, monkeypatch):
 @pytest.fixture
 def moons(workspace):
     from engine.data.prepare import prepare_builtin
+
     return prepare_builtin("moons", n_samples=1000, noise=0.1)
 
 
 def mlp_spec(out: int, hidden: int = 32) -> dict:
-    return {"version": 1, "nodes": [
-        {"id": "fc1", "op": "linear", "params": {"out_features": hidden}},
-        {"id": "act1", "op": "activation", "params": {"kind": "relu"}},
-        {"id": "fc2", "op": "linear", "params": {"out_features": hidden}},
-        {"id": "act2", "op": "activation", "params": {"kind": "tanh"}},
-        {"id": "head", "op": "linear", "params": {"out_features": out}}]}
+    return {
+        "version": 1,
+        "nodes": [
+            {"id": "fc1", "op": "linear", "params": {"out_features": hidden}},
+            {"id": "act1", "op": "activation", "params": {"kind": "relu"}},
+            {"id": "fc2", "op": "linear", "params": {"out_features": hidden}},
+            {"id": "act2", "op": "activation", "params": {"kind": "tanh"}},
+            {"id": "head", "op": "linear", "params": {"out_features": out}},
+        ],
+    }
 
 
 os.environ.setdefault("PYTHONUNBUFFERED", "1")
-os.environ.setdefault("LAYERLAB_SPARE_WORKER", "0")  # see engine.runs.warm_spare; its own test turns it on
+os.environ.setdefault(
+    "LAYERLAB_SPARE_WORKER", "0"
+)  # see engine.runs.warm_spare; its own test turns it on
 
 
 # Property-based tests (tests/test_fuzz.py): a bounded number of examples in CI; `--hypothesis-profile=thorough`
@@ -43,5 +50,7 @@ try:
     settings.register_profile("ci", max_examples=40, deadline=None, derandomize=True)
     settings.register_profile("thorough", max_examples=3000, deadline=None)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
-except ImportError:  # hypothesis comes with the dev extras; without it only the fuzz tests are missing
+except (
+    ImportError
+):  # hypothesis comes with the dev extras; without it only the fuzz tests are missing
     pass

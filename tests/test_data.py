@@ -19,15 +19,26 @@ def test_every_builtin_prepares(name):
     if name == "digits":
         assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
     if name == "shapes":
-        assert ds.input_shape == (3, 32, 32) and ds.meta["classes"] == ["circle", "square", "triangle"]
+        assert ds.input_shape == (3, 32, 32) and ds.meta["classes"] == [
+            "circle",
+            "square",
+            "triangle",
+        ]
         assert 0 <= float(ds.tensors["x_train"].min()) and float(ds.tensors["x_train"].max()) <= 1
     elif name == "reviews":
         assert ds.input_shape == (24,) and ds.meta["vocab_size"] == len(ds.meta["vocab"]) == 40
         assert int(ds.tensors["x_train"].max()) < 40
-    elif name == "orders":  # two inputs: the other columns (2 numbers, 5 cuisines), then the review's tokens
-        assert ds.meta["inputs"] == {"features": {"shape": [7], "tokens": False},
-                                     "review": {"shape": [64], "tokens": True}}
-        assert ds.input_shape == (71,) and int(ds.tensors["x_train"][:, 7:].max()) < ds.meta["vocab_size"]
+    elif (
+        name == "orders"
+    ):  # two inputs: the other columns (2 numbers, 5 cuisines), then the review's tokens
+        assert ds.meta["inputs"] == {
+            "features": {"shape": [7], "tokens": False},
+            "review": {"shape": [64], "tokens": True},
+        }
+        assert (
+            ds.input_shape == (71,)
+            and int(ds.tensors["x_train"][:, 7:].max()) < ds.meta["vocab_size"]
+        )
     elif BUILTINS[name].generated:
         assert ds.input_shape == (2,)
 
@@ -41,8 +52,14 @@ def test_generated_sets_take_size_noise_and_seed():
 
 def _csv(rows: int = 60) -> bytes:
     rng = np.random.default_rng(0)
-    df = pd.DataFrame({"age": rng.normal(40, 10, rows).round(1), "city": rng.choice(["paris", "oslo", "rome"], rows),
-                       "score": rng.normal(0, 1, rows), "label": rng.choice(["yes", "no"], rows)})
+    df = pd.DataFrame(
+        {
+            "age": rng.normal(40, 10, rows).round(1),
+            "city": rng.choice(["paris", "oslo", "rome"], rows),
+            "score": rng.normal(0, 1, rows),
+            "label": rng.choice(["yes", "no"], rows),
+        }
+    )
     df.loc[[1, 5, 9], "age"] = np.nan
     df.loc[[2, 3], "city"] = np.nan
     return df.to_csv(index=False).encode()
@@ -77,13 +94,16 @@ def test_task_detection_and_override():
     assert ds.task == "regression" and ds.meta["preprocessing"]["target"]["scale"] > 0
 
 
-@pytest.mark.parametrize("data, words", [
-    (b"", "is empty"),
-    (b"   \n", "is empty"),
-    (b"a,b,label\n", "no data rows"),
-    (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "holds binary data"),
-    (b"a,label\n" + b"1,same\n" * 20, "only one class"),
-])
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "is empty"),
+        (b"   \n", "is empty"),
+        (b"a,b,label\n", "no data rows"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", "holds binary data"),
+        (b"a,label\n" + b"1,same\n" * 20, "only one class"),
+    ],
+)
 def test_bad_csv_inputs_say_what_to_do(data, words):
     with pytest.raises(DataError, match=words):
         prepare_file(data, "bad.csv", "label")
@@ -113,12 +133,20 @@ def test_preparing_reports_progress_in_order_with_what_it_does(tmp_path):
     from tests.test_images import shapes_zip
 
     seen = []
-    rows = "a,b,note,label\n" + "\n".join(f"{i},{i % 7},word{i % 5} and more words here,{i % 2}" for i in range(300))
-    prepare_file(rows.encode(), "t.csv", "label", progress=lambda done, what: seen.append((done, what)))
+    rows = "a,b,note,label\n" + "\n".join(
+        f"{i},{i % 7},word{i % 5} and more words here,{i % 2}" for i in range(300)
+    )
+    prepare_file(
+        rows.encode(), "t.csv", "label", progress=lambda done, what: seen.append((done, what))
+    )
     done = [d for d, _ in seen]
     assert done == sorted(done) and done[0] < 0.35 and done[-1] >= 0.9
     words = " ".join(w for _, w in seen)
     assert "Reading t.csv" in words and "Encoding 300 rows" in words and "saving" in words
     seen.clear()
-    prepare_images(shapes_zip(60), "shapes.zip", size=16, progress=lambda done, what: seen.append((done, what)))
-    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and any("Decoding images" in w for _, w in seen)
+    prepare_images(
+        shapes_zip(60), "shapes.zip", size=16, progress=lambda done, what: seen.append((done, what))
+    )
+    assert [d for d, _ in seen] == sorted(d for d, _ in seen) and any(
+        "Decoding images" in w for _, w in seen
+    )

@@ -11,7 +11,15 @@ import torch
 from engine.data.health import class_weights
 from engine.data.prepare import prepare_file, prepare_frame
 from engine.data.readers import MAX_COLUMNS, read_table
-from engine.data.tabular import ColumnPlan, TextOptions, apply_preprocessing, split_indices, suggest_columns, suggest_target, target_problem
+from engine.data.tabular import (
+    ColumnPlan,
+    TextOptions,
+    apply_preprocessing,
+    split_indices,
+    suggest_columns,
+    suggest_target,
+    target_problem,
+)
 from engine.errors import DataError
 from engine.train import TrainConfig, fit
 from tests.conftest import mlp_spec
@@ -19,9 +27,16 @@ from tests.conftest import mlp_spec
 
 def frame(rows: int = 80, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    df = pd.DataFrame({"customer_id": np.arange(1000, 1000 + rows), "age": rng.normal(40, 10, rows).round(1),
-                       "city": rng.choice(["Paris", "Oslo", "Zürich"], rows), "member": rng.choice([True, False], rows),
-                       "country": ["FR"] * rows, "spend": rng.gamma(2, 50, rows).round(2)})
+    df = pd.DataFrame(
+        {
+            "customer_id": np.arange(1000, 1000 + rows),
+            "age": rng.normal(40, 10, rows).round(1),
+            "city": rng.choice(["Paris", "Oslo", "Zürich"], rows),
+            "member": rng.choice([True, False], rows),
+            "country": ["FR"] * rows,
+            "spend": rng.gamma(2, 50, rows).round(2),
+        }
+    )
     df["bought"] = np.where(df["age"] + rng.normal(0, 5, rows) > 40, "yes", "no")
     df.loc[[3, 7], "age"] = np.nan
     return df
@@ -46,8 +61,15 @@ def as_bytes(df: pd.DataFrame, fmt: str) -> bytes:
     return buf.getvalue()
 
 
-EXT = {"csv": "csv", "csv-bom": "csv", "latin1-semicolon": "csv", "tsv": "tsv", "parquet": "parquet", "xlsx": "xlsx",
-       "jsonl": "jsonl"}
+EXT = {
+    "csv": "csv",
+    "csv-bom": "csv",
+    "latin1-semicolon": "csv",
+    "tsv": "tsv",
+    "parquet": "parquet",
+    "xlsx": "xlsx",
+    "jsonl": "jsonl",
+}
 
 
 @pytest.mark.parametrize("fmt", sorted(EXT))
@@ -81,7 +103,10 @@ def test_quoted_newlines_and_late_odd_values_are_read_as_pandas_reads_them():
 
 def test_split_is_stratified_seeded_and_disjoint():
     y = np.repeat([0, 1, 2], [700, 250, 50])
-    a, b = split_indices(len(y), y, True, 0.15, 0.15, seed=3), split_indices(len(y), y, True, 0.15, 0.15, seed=3)
+    a, b = (
+        split_indices(len(y), y, True, 0.15, 0.15, seed=3),
+        split_indices(len(y), y, True, 0.15, 0.15, seed=3),
+    )
     assert all(np.array_equal(a[k], b[k]) for k in a)
     assert sorted(np.concatenate(list(a.values())).tolist()) == list(range(len(y)))
     for k, fraction in (("train", 0.7), ("val", 0.15), ("test", 0.15)):
@@ -93,20 +118,33 @@ def test_split_is_stratified_seeded_and_disjoint():
 def test_delimiter_and_encoding_overrides():
     data = "a|b|y\n" + "".join(f"{i}|{i * 2}|{i % 2}\n" for i in range(20))
     assert list(read_table(data.encode(), "t.csv").frame.columns) == ["a", "b", "y"]
-    assert read_table(data.encode(), "t.csv", delimiter=",").frame.shape[1] == 1  # the user's choice wins
+    assert (
+        read_table(data.encode(), "t.csv", delimiter=",").frame.shape[1] == 1
+    )  # the user's choice wins
     with pytest.raises(DataError, match="cannot be read as ascii"):
         read_table("é,y\n1,2\n".encode(), "t.csv", encoding="ascii")
 
 
-@pytest.mark.parametrize("data, name, words", [
-    (b"PAR1 not really", "t.csv", "holds a Parquet file"),
-    (b"a,b\n1,2\n", "t.parquet", "holds text"),
-    (b"PK\x03\x04garbage", "t.xlsx", "is a damaged zip archive"),
-    (b"\x80\x81\x82,b\n\x83,1\n", "t.csv", "neither UTF-8 nor Latin-1"),
-    (b"a,b\n1,2\n", "t.exe", "does not read as a table"),
-    (("," .join(f"c{i}" for i in range(MAX_COLUMNS + 1)) + "\n" + ",".join("1" * (MAX_COLUMNS + 1)) + "\n").encode(),
-     "wide.csv", "reads at most"),
-])
+@pytest.mark.parametrize(
+    "data, name, words",
+    [
+        (b"PAR1 not really", "t.csv", "holds a Parquet file"),
+        (b"a,b\n1,2\n", "t.parquet", "holds text"),
+        (b"PK\x03\x04garbage", "t.xlsx", "is a damaged zip archive"),
+        (b"\x80\x81\x82,b\n\x83,1\n", "t.csv", "neither UTF-8 nor Latin-1"),
+        (b"a,b\n1,2\n", "t.exe", "does not read as a table"),
+        (
+            (
+                ",".join(f"c{i}" for i in range(MAX_COLUMNS + 1))
+                + "\n"
+                + ",".join("1" * (MAX_COLUMNS + 1))
+                + "\n"
+            ).encode(),
+            "wide.csv",
+            "reads at most",
+        ),
+    ],
+)
 def test_bad_files_name_the_file_and_the_fix(data, name, words):
     with pytest.raises(DataError, match=words) as e:
         read_table(data, name)
@@ -128,21 +166,36 @@ def test_names_and_codes_that_repeat_now_and_then_are_ignored_but_free_text_and_
     rng = np.random.default_rng(0)
     rows = 300
     first = ["Anna", "Karl", "Mia", "Olof", "Lena", "Ivar", "Sara", "Nils"]
-    df = pd.DataFrame({
-        "Name": [f"{rng.choice(first)} {i}, Mr. {rng.choice(first)} Holm" for i in range(rows)],
-        "Ticket": [f"PC {rng.integers(100, 99999)}" for _ in range(rows)],
-        "Individual ID": [f"N{i // 2}A{i % 2 + 1}" if i % 3 else f"N{i // 3}A1" for i in range(rows)],
-        "Embarked": rng.choice(["S", "C", "Q"], rows),
-        "Review": [" ".join(rng.choice(["good", "bad", "fine", "tasty", "cold", "the", "food", "was"], 14))
-                   for _ in range(rows)],
-        "Tip": [" ".join(rng.choice(["great", "slow", "friendly", "staff", "cold", "soup", "nice"], 6)) + f" {i}"
-                for i in range(rows)],  # short reviews, different in every row: still text to learn from
-        "Fare": rng.gamma(2, 20, rows),
-        "Survived": rng.integers(0, 2, rows)})
+    df = pd.DataFrame(
+        {
+            "Name": [f"{rng.choice(first)} {i}, Mr. {rng.choice(first)} Holm" for i in range(rows)],
+            "Ticket": [f"PC {rng.integers(100, 99999)}" for _ in range(rows)],
+            "Individual ID": [
+                f"N{i // 2}A{i % 2 + 1}" if i % 3 else f"N{i // 3}A1" for i in range(rows)
+            ],
+            "Embarked": rng.choice(["S", "C", "Q"], rows),
+            "Review": [
+                " ".join(
+                    rng.choice(["good", "bad", "fine", "tasty", "cold", "the", "food", "was"], 14)
+                )
+                for _ in range(rows)
+            ],
+            "Tip": [
+                " ".join(
+                    rng.choice(["great", "slow", "friendly", "staff", "cold", "soup", "nice"], 6)
+                )
+                + f" {i}"
+                for i in range(rows)
+            ],  # short reviews, different in every row: still text to learn from
+            "Fare": rng.gamma(2, 20, rows),
+            "Survived": rng.integers(0, 2, rows),
+        }
+    )
     plans = {p.name: p for p in suggest_columns(df, "Survived")}
     for col in ("Name", "Ticket", "Individual ID"):
-        assert plans[col].role == "ignore" and ("ID" in plans[col].note or "names or codes" in plans[col].note), \
-            (col, plans[col])
+        assert plans[col].role == "ignore" and (
+            "ID" in plans[col].note or "names or codes" in plans[col].note
+        ), (col, plans[col])
     assert plans["Embarked"].role == "feature" and plans["Embarked"].kind == "categorical"
     assert plans["Review"].role == "feature" and plans["Review"].kind == "text"
     assert plans["Tip"].role == "feature" and plans["Tip"].kind == "text"
@@ -161,13 +214,23 @@ def test_constant_pixels_are_kept_where_positions_matter():
 def test_the_suggested_target_is_never_mostly_empty_free_text_or_an_id():
     rng = np.random.default_rng(0)
     n = 200
-    df = pd.DataFrame({"passenger_id": [f"P{i:05d}" for i in range(n)], "age": rng.normal(30, 8, n),
-                       "species": rng.choice(["Adelie", "Gentoo"], n),
-                       "comments": [None] * 168 + [f"the bird looked tired on day {i} of the trip" for i in range(32)]})
+    df = pd.DataFrame(
+        {
+            "passenger_id": [f"P{i:05d}" for i in range(n)],
+            "age": rng.normal(30, 8, n),
+            "species": rng.choice(["Adelie", "Gentoo"], n),
+            "comments": [None] * 168
+            + [f"the bird looked tired on day {i} of the trip" for i in range(32)],
+        }
+    )
     assert suggest_target(df) == "species"  # the last column is 84%-empty free text
     assert "84% empty" in target_problem(df["comments"])
-    df2 = df.rename(columns={"species": "kind"}).assign(notes=[f"seen near rock {i} with many others" for i in range(n)])
-    assert suggest_target(df2) == "kind"  # no target-like name: the last sound column, not the free text
+    df2 = df.rename(columns={"species": "kind"}).assign(
+        notes=[f"seen near rock {i} with many others" for i in range(n)]
+    )
+    assert (
+        suggest_target(df2) == "kind"
+    )  # no target-like name: the last sound column, not the free text
     assert "free text" in target_problem(df2["notes"])
     assert "like an ID" in target_problem(df["passenger_id"])
     assert target_problem(df["species"]) is None and target_problem(df["age"]) is None
@@ -180,10 +243,14 @@ def test_health_fixes_prepare_the_kept_file_again(workspace):
 
     df = frame(120).assign(blank=np.where(np.arange(120) < 100, np.nan, 1.0))
     df = pd.concat([df, df.iloc[:10]], ignore_index=True)  # 10 duplicate rows
-    plans = [p.model_copy(update={"role": "feature"}) for p in suggest_columns(df, "bought")]  # keep everything
+    plans = [
+        p.model_copy(update={"role": "feature"}) for p in suggest_columns(df, "bought")
+    ]  # keep everything
     ds = prepare_file(as_bytes(df, "csv"), "people.csv", "bought", plans=plans)
     assert can_prepare_again(ds)
-    fixes = {f["kind"] + ":" + ",".join(f.get("columns", [])): f for f in ds.meta["health"]["fixes"]}
+    fixes = {
+        f["kind"] + ":" + ",".join(f.get("columns", [])): f for f in ds.meta["health"]["fixes"]
+    }
     assert set(fixes) == {"drop_duplicates:", "ignore:country", "ignore:blank"}, fixes
     fixed = prepare_again(ds, ignore=fixes["ignore:country"]["columns"])
     assert "country" not in fixed.meta["feature_names"] and "blank" in fixed.meta["feature_names"]
@@ -197,26 +264,47 @@ def test_health_fixes_prepare_the_kept_file_again(workspace):
 
 def test_column_plan_strategies_and_replay_on_new_rows():
     df = frame(120)
-    plans = [ColumnPlan(name="customer_id", role="ignore"), ColumnPlan(name="country", role="ignore"),
-             ColumnPlan(name="age", kind="numeric", missing="mean", scaling="minmax"),
-             ColumnPlan(name="city", kind="categorical", missing="most_frequent", scaling="none", encoding="index"),
-             ColumnPlan(name="member", kind="boolean", missing="most_frequent", scaling="none"),
-             ColumnPlan(name="spend", kind="numeric", missing="constant", fill_value="0", scaling="standard")]
+    plans = [
+        ColumnPlan(name="customer_id", role="ignore"),
+        ColumnPlan(name="country", role="ignore"),
+        ColumnPlan(name="age", kind="numeric", missing="mean", scaling="minmax"),
+        ColumnPlan(
+            name="city",
+            kind="categorical",
+            missing="most_frequent",
+            scaling="none",
+            encoding="index",
+        ),
+        ColumnPlan(name="member", kind="boolean", missing="most_frequent", scaling="none"),
+        ColumnPlan(
+            name="spend", kind="numeric", missing="constant", fill_value="0", scaling="standard"
+        ),
+    ]
     ds = prepare_frame(df, "bought", name="people", source="test", plans=plans)
     pre = ds.meta["preprocessing"]
     assert ds.meta["feature_names"] == ["age", "city", "member", "spend"]
     x = ds.tensors["x_train"].numpy()
-    assert x[:, 0].min() >= 0 and abs(x[:, 0].max() - 1) < 1e-6  # min-max fitted on the training rows
+    assert (
+        x[:, 0].min() >= 0 and abs(x[:, 0].max() - 1) < 1e-6
+    )  # min-max fitted on the training rows
     assert set(np.unique(x[:, 1])) <= {1.0, 2.0, 3.0}  # category indices, 0 kept for unseen
     assert set(np.unique(x[:, 2])) <= {0.0, 1.0}
     # The JSON state replays: the same rows give the same tensors, unseen categories give index 0.
     train_rows = df.iloc[:0]
     assert apply_preprocessing(train_rows, pre).shape == (0, 4)
-    new = pd.DataFrame({"age": [30.0, None], "city": ["Rome", "Oslo"], "member": [True, False], "spend": [10.0, None]})
+    new = pd.DataFrame(
+        {
+            "age": [30.0, None],
+            "city": ["Rome", "Oslo"],
+            "member": [True, False],
+            "spend": [10.0, None],
+        }
+    )
     out = apply_preprocessing(new, json.loads(json.dumps(pre)))
     assert out[0, 1] == 0 and out[1, 1] == pre["columns"][1]["categories"].index("Oslo") + 1
-    assert out[1, 0] == pytest.approx((pre["columns"][0]["fill"] - pre["columns"][0]["shift"]) /
-                                      pre["columns"][0]["scale"])
+    assert out[1, 0] == pytest.approx(
+        (pre["columns"][0]["fill"] - pre["columns"][0]["shift"]) / pre["columns"][0]["scale"]
+    )
 
 
 def test_saved_preprocessing_on_the_original_rows_equals_the_training_tensors():
@@ -231,13 +319,27 @@ def test_saved_preprocessing_on_the_original_rows_equals_the_training_tensors():
 
 def test_drop_strategy_removes_rows_and_refuses_gaps_later():
     df = frame(100)
-    plans = [p.model_copy(update={"missing": "drop"}) if p.name == "age" else p for p in suggest_columns(df, "bought")]
+    plans = [
+        p.model_copy(update={"missing": "drop"}) if p.name == "age" else p
+        for p in suggest_columns(df, "bought")
+    ]
     ds = prepare_frame(df, "bought", name="p", source="t", plans=plans)
-    assert sum(ds.meta["sizes"].values()) == 98 and any("Dropped 2 row(s)" in n for n in ds.meta["notices"])
+    assert sum(ds.meta["sizes"].values()) == 98 and any(
+        "Dropped 2 row(s)" in n for n in ds.meta["notices"]
+    )
     with pytest.raises(DataError, match="rows were dropped in training"):
-        apply_preprocessing(pd.DataFrame({"age": [None], "city": ["Oslo"], "member": [True], "country": ["FR"],
-                                          "spend": [1.0]}),
-                            ds.meta["preprocessing"])
+        apply_preprocessing(
+            pd.DataFrame(
+                {
+                    "age": [None],
+                    "city": ["Oslo"],
+                    "member": [True],
+                    "country": ["FR"],
+                    "spend": [1.0],
+                }
+            ),
+            ds.meta["preprocessing"],
+        )
 
 
 def test_text_column_becomes_tokens_with_a_saved_vocabulary():
@@ -246,28 +348,46 @@ def test_text_column_becomes_tokens_with_a_saved_vocabulary():
     texts, labels = [], []
     for _ in range(300):
         pos = rng.random() < 0.5
-        words = list(rng.choice(good if pos else bad, 3)) + list(rng.choice(["the", "film", "was", "a", "plot"], 6))
+        words = list(rng.choice(good if pos else bad, 3)) + list(
+            rng.choice(["the", "film", "was", "a", "plot"], 6)
+        )
         rng.shuffle(words)
         texts.append(" ".join(words).capitalize() + "!")
         labels.append("pos" if pos else "neg")
     df = pd.DataFrame({"review": texts, "label": labels})
     assert {p.name: p.kind for p in suggest_columns(df, "label")}["review"] == "text"
-    ds = prepare_frame(df, "label", name="reviews", source="t", text=TextOptions(vocab_size=50, max_length=12))
+    ds = prepare_frame(
+        df, "label", name="reviews", source="t", text=TextOptions(vocab_size=50, max_length=12)
+    )
     assert ds.input_shape == (12,) and ds.meta["vocab"][:2] == ["<pad>", "<unk>"]
     assert "great" in ds.meta["vocab"] and ds.meta["vocab_size"] == len(ds.meta["vocab"]) <= 50
-    ids = apply_preprocessing(pd.DataFrame({"review": ["GREAT film, zebra"]}), ds.meta["preprocessing"])[0]
+    ids = apply_preprocessing(
+        pd.DataFrame({"review": ["GREAT film, zebra"]}), ds.meta["preprocessing"]
+    )[0]
     vocab = ds.meta["vocab"]
     assert [vocab[int(i)] for i in ids[:3]] == ["great", "film", "<unk>"] and ids[3:].sum() == 0
     from engine.templates import build
-    result = fit(build("lstm_text", ds.meta), ds, TrainConfig(epochs=8, lr=0.005), emit=lambda e: None)
+
+    result = fit(
+        build("lstm_text", ds.meta), ds, TrainConfig(epochs=8, lr=0.005), emit=lambda e: None
+    )
     assert result["metrics"]["val/accuracy"] > 0.9
 
 
 def test_health_report_finds_imbalance_duplicates_leakage_and_dead_columns():
     rng = np.random.default_rng(1)
-    df = pd.DataFrame({"a": rng.normal(size=200), "b": rng.normal(size=200), "const": 1.0,
-                       "sparse": [np.nan] * 150 + list(range(50)), "y": ["rare"] * 20 + ["common"] * 180})
-    df = pd.concat([df, df.iloc[:30]], ignore_index=True)  # exact duplicates: some land in different splits
+    df = pd.DataFrame(
+        {
+            "a": rng.normal(size=200),
+            "b": rng.normal(size=200),
+            "const": 1.0,
+            "sparse": [np.nan] * 150 + list(range(50)),
+            "y": ["rare"] * 20 + ["common"] * 180,
+        }
+    )
+    df = pd.concat(
+        [df, df.iloc[:30]], ignore_index=True
+    )  # exact duplicates: some land in different splits
     plans = [p.model_copy(update={"role": "feature"}) for p in suggest_columns(df, "y")]
     ds = prepare_frame(df, "y", name="h", source="t", plans=plans)
     h = ds.meta["health"]
@@ -285,21 +405,32 @@ def test_health_report_finds_imbalance_duplicates_leakage_and_dead_columns():
 
 def test_class_weights_shift_predictions_toward_the_rare_class(tmp_path):
     from engine.export import load_model
+
     assert class_weights(np.array([0, 0, 0, 1]), 2) == [pytest.approx(4 / 6), pytest.approx(2.0)]
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1500, 2))
     y = np.where(x[:, 0] + rng.normal(0, 0.7, 1500) > 1.3, "rare", "common")
-    ds = prepare_frame(pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": y}), "y", name="imb", source="t")
+    ds = prepare_frame(
+        pd.DataFrame({"a": x[:, 0], "b": x[:, 1], "y": y}), "y", name="imb", source="t"
+    )
     rare = ds.meta["classes"].index("rare")
     x_val, y_val = ds.split("val")
     predicted_rare = {}
     for weighted in (False, True):
-        fit(mlp_spec(2), ds, TrainConfig(epochs=15, lr=0.01, class_weights=weighted), emit=lambda e: None,
-            out_dir=tmp_path / str(weighted))
+        fit(
+            mlp_spec(2),
+            ds,
+            TrainConfig(epochs=15, lr=0.01, class_weights=weighted),
+            emit=lambda e: None,
+            out_dir=tmp_path / str(weighted),
+        )
         model, _ = load_model(tmp_path / str(weighted) / "model.safetensors")
         with torch.no_grad():
             pred = model(x_val).argmax(1)
-        predicted_rare[weighted] = ((pred == rare).sum().item(), ((pred == rare) & (y_val == rare)).sum().item())
+        predicted_rare[weighted] = (
+            (pred == rare).sum().item(),
+            ((pred == rare) & (y_val == rare)).sum().item(),
+        )
     # Weighting the rare class makes the model predict it more often and find more of the true rare rows.
     assert predicted_rare[True][0] > predicted_rare[False][0]
     assert predicted_rare[True][1] >= predicted_rare[False][1]
@@ -313,11 +444,33 @@ def test_text_is_encoded_as_a_row_by_row_tokenizer_would(monkeypatch):
     from engine import portable
 
     monkeypatch.setattr(portable, "TEXT_BLOCK", 3)  # several blocks, the last one short
-    frame = pd.DataFrame({"title": ["Café au lait", None, "Ünïcode\nline two", "a b c d e f g", "x", "it's"],
-                          "body": ["great\n\nfood", "so-so", None, "h i j", "", "Don't GO"]})
-    vocab = ["<pad>", "<unk>", "café", "au", "great", "food", "so", "a", "b", "c", "h", "it's", "don't", "go", "ünïcode"]
-    state = {"columns": [], "text": {"columns": ["title", "body"], "vocab": vocab, "max_length": 5,
-                                     "lowercase": True}}
+    frame = pd.DataFrame(
+        {
+            "title": ["Café au lait", None, "Ünïcode\nline two", "a b c d e f g", "x", "it's"],
+            "body": ["great\n\nfood", "so-so", None, "h i j", "", "Don't GO"],
+        }
+    )
+    vocab = [
+        "<pad>",
+        "<unk>",
+        "café",
+        "au",
+        "great",
+        "food",
+        "so",
+        "a",
+        "b",
+        "c",
+        "h",
+        "it's",
+        "don't",
+        "go",
+        "ünïcode",
+    ]
+    state = {
+        "columns": [],
+        "text": {"columns": ["title", "body"], "vocab": vocab, "max_length": 5, "lowercase": True},
+    }
     got = portable.encode_rows(frame, state)
     index = {w: i for i, w in enumerate(vocab)}
     for r, (title, body) in enumerate(zip(frame["title"], frame["body"], strict=True)):

@@ -10,7 +10,13 @@ import pytest
 from sklearn import metrics
 
 from engine.errors import LayerLabError
-from engine.evaluate import classification_metrics, evaluate_run, pr_curve, regression_metrics, roc_curve
+from engine.evaluate import (
+    classification_metrics,
+    evaluate_run,
+    pr_curve,
+    regression_metrics,
+    roc_curve,
+)
 from engine.runs import create_run, execute
 from tests.conftest import ROOT, mlp_spec
 
@@ -38,16 +44,26 @@ def test_classification_metrics_match_scikit_learn(k):
     assert [c["support"] for c in report["per_class"]] == s.tolist()
     for avg in ("macro", "weighted"):
         p, r, f, _ = metrics.precision_recall_fscore_support(y, pred, average=avg, zero_division=0)
-        assert (report["averages"][avg]["precision"], report["averages"][avg]["recall"],
-                report["averages"][avg]["f1"]) == pytest.approx((p, r, f))
+        assert (
+            report["averages"][avg]["precision"],
+            report["averages"][avg]["recall"],
+            report["averages"][avg]["f1"],
+        ) == pytest.approx((p, r, f))
     if k == 2:
-        assert report["curves"][0]["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, probs[:, 1]))
+        assert report["curves"][0]["roc_auc"] == pytest.approx(
+            metrics.roc_auc_score(y, probs[:, 1])
+        )
         assert report["curves"][0]["average_precision"] == pytest.approx(
-            metrics.average_precision_score(y, probs[:, 1]))
+            metrics.average_precision_score(y, probs[:, 1])
+        )
     else:
-        assert report["summary"]["roc_auc"] == pytest.approx(metrics.roc_auc_score(y, probs, multi_class="ovr"))
+        assert report["summary"]["roc_auc"] == pytest.approx(
+            metrics.roc_auc_score(y, probs, multi_class="ovr")
+        )
         for c, curve in enumerate(report["curves"]):
-            assert curve["average_precision"] == pytest.approx(metrics.average_precision_score(y == c, probs[:, c]))
+            assert curve["average_precision"] == pytest.approx(
+                metrics.average_precision_score(y == c, probs[:, c])
+            )
     wrong = report["misclassified"]
     assert len(wrong) == min(50, int((pred != y).sum()))
     assert all(a["confidence"] >= b["confidence"] for a, b in zip(wrong, wrong[1:], strict=False))
@@ -60,8 +76,12 @@ def test_roc_and_pr_points_match_scikit_learn():
     sk_fpr, sk_tpr, _ = metrics.roc_curve(y, probs[:, 1], drop_intermediate=False)
     assert fpr == pytest.approx(sk_fpr) and tpr == pytest.approx(sk_tpr)
     recall, precision, _ = pr_curve(y == 1, probs[:, 1])
-    sk_precision, sk_recall, _ = metrics.precision_recall_curve(y, probs[:, 1], drop_intermediate=False)
-    assert precision == pytest.approx(sk_precision[:-1][::-1]) and recall == pytest.approx(sk_recall[:-1][::-1])
+    sk_precision, sk_recall, _ = metrics.precision_recall_curve(
+        y, probs[:, 1], drop_intermediate=False
+    )
+    assert precision == pytest.approx(sk_precision[:-1][::-1]) and recall == pytest.approx(
+        sk_recall[:-1][::-1]
+    )
 
 
 def test_regression_metrics_match_scikit_learn():
@@ -70,7 +90,9 @@ def test_regression_metrics_match_scikit_learn():
     predicted = actual + rng.normal(0, 3, 400)
     report = regression_metrics(actual, predicted)
     assert report["summary"]["mae"] == pytest.approx(metrics.mean_absolute_error(actual, predicted))
-    assert report["summary"]["rmse"] == pytest.approx(np.sqrt(metrics.mean_squared_error(actual, predicted)))
+    assert report["summary"]["rmse"] == pytest.approx(
+        np.sqrt(metrics.mean_squared_error(actual, predicted))
+    )
     assert report["summary"]["r2"] == pytest.approx(metrics.r2_score(actual, predicted))
     assert abs(report["worst"][0]["error"]) == pytest.approx(np.abs(predicted - actual).max())
 
@@ -82,8 +104,13 @@ def test_a_run_evaluates_on_its_test_split_and_from_the_cli(moons):
     assert report["split"] == "test" and report["n"] == moons.meta["sizes"]["test"]
     assert report["summary"]["accuracy"] >= 0.95 and report["summary"]["roc_auc"] >= 0.98
     assert sum(map(sum, report["confusion"])) == report["n"]
-    out = subprocess.run([sys.executable, "-m", "engine", "evaluate", str(run)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "evaluate", str(run)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     printed = json.loads(out.stdout)
     assert printed["summary"] == pytest.approx(report["summary"])
@@ -92,6 +119,7 @@ def test_a_run_evaluates_on_its_test_split_and_from_the_cli(moons):
 
 def test_regression_run_reports_in_the_targets_units(workspace):
     from engine.data.prepare import prepare_builtin
+
     diabetes = prepare_builtin("diabetes")
     run = create_run(mlp_spec(1), {"epochs": 30, "lr": 0.003}, diabetes.path)
     result = execute(run)

@@ -6,7 +6,13 @@ import torch
 
 from engine.compiler import compile_spec
 from engine.errors import LayerLabError
-from engine.export import load_model, read_state_dict_pt, read_weights, state_dict_bytes, weights_bytes
+from engine.export import (
+    load_model,
+    read_state_dict_pt,
+    read_weights,
+    state_dict_bytes,
+    weights_bytes,
+)
 from engine.spec import parse_spec
 from tests.conftest import mlp_spec
 
@@ -14,7 +20,9 @@ from tests.conftest import mlp_spec
 def test_safetensors_round_trip_gives_identical_outputs():
     model, _ = compile_spec(mlp_spec(3), (4,), seed=3)
     model.eval()
-    data = weights_bytes(model, model.spec, {"id": "d", "task": "classification", "classes": ["a", "b", "c"]})
+    data = weights_bytes(
+        model, model.spec, {"id": "d", "task": "classification", "classes": ["a", "b", "c"]}
+    )
     tensors, meta = read_weights(data)
     assert parse_spec(meta["spec"]).inputs["features"].shape == [4]
     loaded, meta = load_model(data)

@@ -22,7 +22,9 @@ def models(workspace):
     out = {}
     for template, data in (("keras_mlp", "iris"), ("resnet", "shapes"), ("lstm_text", "reviews")):
         dataset = prepare_builtin(data, n_samples=120) if data != "iris" else prepare_builtin(data)
-        run = create_run(build(template, dataset.meta), {"epochs": 1, "batch_size": 16}, dataset.path)
+        run = create_run(
+            build(template, dataset.meta), {"epochs": 1, "batch_size": 16}, dataset.path
+        )
         execute(run)
         out[template] = load_model(run / "model.safetensors")[0]
     return out
@@ -51,19 +53,55 @@ def test_torchscript_loads_and_matches(models):
 def test_cli_exports_each_format(moons, tmp_path):
     run = create_run(mlp_spec(2), {"epochs": 2}, moons.path)
     execute(run)
-    for fmt, name in (("onnx", "m.onnx"), ("torchscript", "m.ts"), ("safetensors", "m.safetensors"),
-                      ("state_dict", "m.pt")):
-        out = subprocess.run([sys.executable, "-m", "engine", "export", str(run), "--format", fmt, "--out",
-                              str(tmp_path / name)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    for fmt, name in (
+        ("onnx", "m.onnx"),
+        ("torchscript", "m.ts"),
+        ("safetensors", "m.safetensors"),
+        ("state_dict", "m.pt"),
+    ):
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "engine",
+                "export",
+                str(run),
+                "--format",
+                fmt,
+                "--out",
+                str(tmp_path / name),
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert out.returncode == 0, out.stderr
         assert json.loads(out.stdout)["bytes"] == (tmp_path / name).stat().st_size > 0
     x = moons.split("test")[0][:7].numpy()
     model, _ = load_model(run / "model.safetensors")
     session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
     with torch.no_grad():
-        assert np.allclose(session.run(None, {"input": x})[0], model(torch.from_numpy(x)).numpy(), atol=1e-5)
+        assert np.allclose(
+            session.run(None, {"input": x})[0], model(torch.from_numpy(x)).numpy(), atol=1e-5
+        )
     state = torch.load(tmp_path / "m.pt", weights_only=True)
     assert set(state) == set(model.state_dict())
-    bad = subprocess.run([sys.executable, "-m", "engine", "export", str(tmp_path), "--format", "onnx", "--out",
-                          str(tmp_path / "x.onnx")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "export",
+            str(tmp_path),
+            "--format",
+            "onnx",
+            "--out",
+            str(tmp_path / "x.onnx"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2 and "no model.safetensors" in bad.stderr

@@ -29,8 +29,13 @@ SLOW = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.functio
 
 
 def _table_files() -> dict[str, bytes]:
-    frame = pd.DataFrame({"x": [1.5, 2.0, None, 4.0] * 5, "c": ["a", "b", "c", "a"] * 5, "y": [0, 1] * 10})
-    files = {"t.csv": frame.to_csv(index=False).encode(), "t.jsonl": frame.to_json(orient="records", lines=True).encode()}
+    frame = pd.DataFrame(
+        {"x": [1.5, 2.0, None, 4.0] * 5, "c": ["a", "b", "c", "a"] * 5, "y": [0, 1] * 10}
+    )
+    files = {
+        "t.csv": frame.to_csv(index=False).encode(),
+        "t.jsonl": frame.to_json(orient="records", lines=True).encode(),
+    }
     buf = io.BytesIO()
     frame.to_parquet(buf)
     files["t.parquet"] = buf.getvalue()
@@ -45,9 +50,13 @@ TABLES = _table_files()
 
 def _archive_files() -> dict[str, bytes]:
     from tests.test_images import shapes_zip
+
     files = {"s.zip": shapes_zip(12)}
     buf = io.BytesIO()
-    with zipfile.ZipFile(io.BytesIO(files["s.zip"])) as zf, tarfile.open(fileobj=buf, mode="w:gz") as tf:
+    with (
+        zipfile.ZipFile(io.BytesIO(files["s.zip"])) as zf,
+        tarfile.open(fileobj=buf, mode="w:gz") as tf,
+    ):
         for info in zf.infolist():
             entry = tarfile.TarInfo(info.filename)
             data = zf.read(info)
@@ -71,7 +80,7 @@ def mutated(data: bytes, draw) -> bytes:
             data[at:at] = draw(st.binary(min_size=1, max_size=16))
         elif data:  # the first bytes hold most formats' sizes and offsets
             pos = draw(st.integers(0, min(len(data), 64) - 1))
-            data[pos:pos + 8] = draw(st.binary(min_size=8, max_size=8))
+            data[pos : pos + 8] = draw(st.binary(min_size=8, max_size=8))
     return bytes(data)
 
 
@@ -89,7 +98,10 @@ def test_mutated_tables_are_read_or_refused_with_a_message(name, data):
 
 
 @SLOW
-@given(raw=st.binary(max_size=2048), ext=st.sampled_from([".csv", ".tsv", ".parquet", ".xlsx", ".jsonl"]))
+@given(
+    raw=st.binary(max_size=2048),
+    ext=st.sampled_from([".csv", ".tsv", ".parquet", ".xlsx", ".jsonl"]),
+)
 def test_random_bytes_as_tables_are_refused_with_a_message(raw, ext):
     only_messages(read_table, raw, "f" + ext)
 
@@ -102,7 +114,10 @@ def test_mutated_image_archives_are_read_or_refused_with_a_message(name, data):
 
 @pytest.fixture(scope="module")
 def weights() -> bytes:
-    return save({"layers.fc.weight": torch.randn(4, 3), "layers.fc.bias": torch.zeros(4)}, metadata={"spec": "{}"})
+    return save(
+        {"layers.fc.weight": torch.randn(4, 3), "layers.fc.bias": torch.zeros(4)},
+        metadata={"spec": "{}"},
+    )
 
 
 @SLOW
@@ -136,20 +151,46 @@ def test_the_fuzzed_files_are_valid_before_mutation():
 ARCHIVES = _archive_files()
 
 
-JSON = st.recursive(st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
-                    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
-                    max_leaves=30)
+JSON = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=30,
+)
 
 
 @SLOW
-@given(doc=st.fixed_dictionaries({"nodes": st.lists(st.fixed_dictionaries(
-    {"id": st.sampled_from(["a", "b", "c"]), "op": st.sampled_from(["linear", "activation", "concat", "embedding", "x"]),
-     "params": st.dictionaries(st.sampled_from(["out_features", "kind", "num_embeddings", "dim"]), JSON, max_size=2)},
-    optional={"inputs": st.lists(st.sampled_from(["a", "b", "c", "input", "input:x"]), max_size=3)}), max_size=4)},
-    optional={"version": JSON, "inputs": JSON, "output": JSON}))
+@given(
+    doc=st.fixed_dictionaries(
+        {
+            "nodes": st.lists(
+                st.fixed_dictionaries(
+                    {
+                        "id": st.sampled_from(["a", "b", "c"]),
+                        "op": st.sampled_from(["linear", "activation", "concat", "embedding", "x"]),
+                        "params": st.dictionaries(
+                            st.sampled_from(["out_features", "kind", "num_embeddings", "dim"]),
+                            JSON,
+                            max_size=2,
+                        ),
+                    },
+                    optional={
+                        "inputs": st.lists(
+                            st.sampled_from(["a", "b", "c", "input", "input:x"]), max_size=3
+                        )
+                    },
+                ),
+                max_size=4,
+            )
+        },
+        optional={"version": JSON, "inputs": JSON, "output": JSON},
+    )
+)
 def test_hostile_specs_are_built_or_refused_with_a_message(doc):
     from engine.compiler import compile_spec
     from engine.spec import parse_spec
+
     try:
         compile_spec(parse_spec(json.dumps(doc)), {"features": (4,)})
     except LayerLabError as e:
@@ -158,15 +199,42 @@ def test_hostile_specs_are_built_or_refused_with_a_message(doc):
 
 def test_a_deeply_nested_or_huge_spec_is_refused_with_a_message():
     from engine.spec import parse_spec
+
     with pytest.raises(LayerLabError, match="nests lists or objects too deeply"):
         parse_spec("[" * 100_000)
     with pytest.raises(LayerLabError, match="1,001 layers; LayerLab builds at most 1,000"):
-        parse_spec(json.dumps({"nodes": [{"id": f"n{i}", "op": "linear", "params": {"out_features": 2}}
-                                         for i in range(1001)]}))
+        parse_spec(
+            json.dumps(
+                {
+                    "nodes": [
+                        {"id": f"n{i}", "op": "linear", "params": {"out_features": 2}}
+                        for i in range(1001)
+                    ]
+                }
+            )
+        )
 
 
-CELLS = st.sampled_from(["1", "2.5", "-3", "abc", "", "inf", "-inf", "nan", "x y z w v", "1e308", "TRUE", "no",
-                         "2024-01-01", '"q,uoted"', "Zürich", "=1+1"])
+CELLS = st.sampled_from(
+    [
+        "1",
+        "2.5",
+        "-3",
+        "abc",
+        "",
+        "inf",
+        "-inf",
+        "nan",
+        "x y z w v",
+        "1e308",
+        "TRUE",
+        "no",
+        "2024-01-01",
+        '"q,uoted"',
+        "Zürich",
+        "=1+1",
+    ]
+)
 NAMES = st.sampled_from(["a", " a", "a ", "1", "y", "y", "", "label", "id", "é", "a.1"])
 
 
@@ -176,8 +244,11 @@ def test_hostile_small_tables_are_prepared_or_refused_with_a_message(names, rows
     """Odd headers (repeats, blanks, trimmed repeats) and odd cells (inf, huge, text in numbers, dates): reading,
     preparing, the health report and saving end in a dataset or a message, never another exception."""
     from engine.data.prepare import prepare_file
-    lines = [",".join(names)] + [",".join(data.draw(st.lists(CELLS, min_size=len(names), max_size=len(names))))
-                                 for _ in range(rows)]
+
+    lines = [",".join(names)] + [
+        ",".join(data.draw(st.lists(CELLS, min_size=len(names), max_size=len(names))))
+        for _ in range(rows)
+    ]
     raw = ("\n".join(lines) + "\n").encode()
     try:
         frame = read_table(raw, "t.csv").frame

@@ -48,15 +48,23 @@ def shapes_zip(n: int = 150, extra: dict | None = None, top: str = "shapes/") ->
 
 
 def test_class_folders_become_uint8_images_and_a_cnn_learns_them():
-    data = shapes_zip(600, {"shapes/circle/broken.png": b"\x89PNG not really", "shapes/notes.txt": b"hello",
-                            "__MACOSX/._x": b""})
+    data = shapes_zip(
+        600,
+        {
+            "shapes/circle/broken.png": b"\x89PNG not really",
+            "shapes/notes.txt": b"hello",
+            "__MACOSX/._x": b"",
+        },
+    )
     ds = prepare_images(data, "shapes.zip", size=32)
     assert ds.meta["classes"] == ["circle", "square", "triangle"] and ds.input_shape == (3, 32, 32)
     assert ds.tensors["x_train"].dtype.is_floating_point is False  # stored as uint8
     assert sum(ds.meta["sizes"].values()) == 600
     skipped = " ".join(ds.meta["skipped"])
     assert "broken.png" in skipped and "notes.txt" in skipped and "__MACOSX" not in skipped
-    result = fit(build("cifar_cnn", ds.meta), ds, TrainConfig(epochs=6, lr=0.002), emit=lambda e: None)
+    result = fit(
+        build("cifar_cnn", ds.meta), ds, TrainConfig(epochs=6, lr=0.002), emit=lambda e: None
+    )
     # 420 training images, a quarter of them lossy JPEG and WebP: 0.51 measured at seed 0, guessing gives 1/3.
     assert result["metrics"]["val/accuracy"] > 0.45
 
@@ -78,13 +86,16 @@ def _symlink() -> zipfile.ZipInfo:
     return info
 
 
-@pytest.mark.parametrize("entries, words", [
-    ([("../evil/cat.png", b"x"), ("dogs/a.png", b"x")], "unsafe path '../evil/cat.png'"),
-    ([("/etc/cat.png", b"x"), ("dogs/a.png", b"x")], "unsafe path '/etc/cat.png'"),
-    ([(_symlink(), b"/etc/passwd"), ("dogs/a.png", b"x")], "symbolic link"),
-    ([("cats/bomb.png", b"\0" * (20 * 2**20)), ("dogs/a.png", b"x")], "zip bomb"),
-    ([("cats/a.png", b"x")], "1 class folder"),
-])
+@pytest.mark.parametrize(
+    "entries, words",
+    [
+        ([("../evil/cat.png", b"x"), ("dogs/a.png", b"x")], "unsafe path '../evil/cat.png'"),
+        ([("/etc/cat.png", b"x"), ("dogs/a.png", b"x")], "unsafe path '/etc/cat.png'"),
+        ([(_symlink(), b"/etc/passwd"), ("dogs/a.png", b"x")], "symbolic link"),
+        ([("cats/bomb.png", b"\0" * (20 * 2**20)), ("dogs/a.png", b"x")], "zip bomb"),
+        ([("cats/a.png", b"x")], "1 class folder"),
+    ],
+)
 def test_unsafe_or_unusable_archives_are_refused(entries, words, tmp_path):
     with pytest.raises(DataError, match=words) as e:
         prepare_images(_zip(entries), "upload.zip")
@@ -104,7 +115,9 @@ def test_too_many_entries_and_too_large(monkeypatch):
 
 
 def test_an_image_over_the_pixel_limit_is_skipped_and_listed(monkeypatch):
-    monkeypatch.setattr(portable, "MAX_PIXELS", 1100)  # the 32×32 shapes pass, a 40×40 image does not
+    monkeypatch.setattr(
+        portable, "MAX_PIXELS", 1100
+    )  # the 32×32 shapes pass, a 40×40 image does not
     big = png(np.zeros((40, 40, 3), np.uint8))
     ds = prepare_images(shapes_zip(60, {"shapes/circle/huge.png": big}), "s.zip", size=8)
     assert any("huge.png" in s and "too large" in s for s in ds.meta["skipped"])
@@ -119,9 +132,26 @@ def test_not_a_zip():
 def test_cli_trains_on_an_image_archive(filename, tmp_path):
     path = tmp_path / filename
     path.write_bytes(shapes_zip(150) if filename.endswith(".zip") else cifar_archive("tar", 50))
-    proc = subprocess.run([sys.executable, "-m", "engine", "train", "--data", str(path), "--image-size", "16",
-                           "--epochs", "2", "--out", str(tmp_path / "run")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine",
+            "train",
+            "--data",
+            str(path),
+            "--image-size",
+            "16",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path / "run"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     final = json.loads(proc.stdout.splitlines()[-1])
     assert final["status"] == "completed" and "val/accuracy" in final["metrics"]
@@ -134,19 +164,29 @@ def idx_bytes(arr: np.ndarray) -> bytes:
 
 def test_mnist_idx_files_in_a_zip_gzipped_or_not():
     import gzip
+
     digits = load_builtin("digits")
     x = (digits["images"][:, 0] * 255).astype(np.uint8)  # (N, 8, 8)
     y = digits["labels"].astype(np.uint8)
-    data = _zip([("mnist/train-images-idx3-ubyte.gz", gzip.compress(idx_bytes(x[:1500]))),
-                 ("mnist/train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(y[:1500]))),
-                 ("mnist/t10k-images-idx3-ubyte", idx_bytes(x[1500:])),
-                 ("mnist/t10k-labels-idx1-ubyte", idx_bytes(y[1500:]))])
+    data = _zip(
+        [
+            ("mnist/train-images-idx3-ubyte.gz", gzip.compress(idx_bytes(x[:1500]))),
+            ("mnist/train-labels-idx1-ubyte.gz", gzip.compress(idx_bytes(y[:1500]))),
+            ("mnist/t10k-images-idx3-ubyte", idx_bytes(x[1500:])),
+            ("mnist/t10k-labels-idx1-ubyte", idx_bytes(y[1500:])),
+        ]
+    )
     ds = prepare_images(data, "mnist.zip")
     assert ds.input_shape == (1, 8, 8) and ds.meta["classes"] == [str(i) for i in range(10)]
     assert sum(ds.meta["sizes"].values()) == len(x)
     result = fit(build("lenet", ds.meta), ds, TrainConfig(epochs=10, lr=0.003), emit=lambda e: None)
     assert result["metrics"]["val/accuracy"] > 0.9
-    broken = _zip([("train-images-idx3-ubyte", idx_bytes(x[:50])[:-10]), ("train-labels-idx1-ubyte", idx_bytes(y[:50]))])
+    broken = _zip(
+        [
+            ("train-images-idx3-ubyte", idx_bytes(x[:50])[:-10]),
+            ("train-labels-idx1-ubyte", idx_bytes(y[:50])),
+        ]
+    )
     with pytest.raises(DataError, match="truncated"):
         prepare_images(broken, "broken.zip")
 
@@ -154,9 +194,12 @@ def test_mnist_idx_files_in_a_zip_gzipped_or_not():
 def py2_pickle(obj) -> bytes:
     """The opcodes Python 2's cPickle wrote CIFAR-10's batches with (protocol 2, str as BINSTRING, NumPy arrays
     through _reconstruct + BUILD), so the reader is tested on the real layout and not only on Python 3's."""
+
     def enc(o) -> bytes:
         if isinstance(o, bytes):
-            return (b"U" + bytes([len(o)]) if len(o) < 256 else b"T" + struct.pack("<i", len(o))) + o
+            return (
+                b"U" + bytes([len(o)]) if len(o) < 256 else b"T" + struct.pack("<i", len(o))
+            ) + o
         if isinstance(o, int):
             return b"K" + bytes([o]) if 0 <= o < 256 else b"J" + struct.pack("<i", o)
         if isinstance(o, list):
@@ -164,9 +207,21 @@ def py2_pickle(obj) -> bytes:
         if isinstance(o, dict):
             return b"}q\x01(" + b"".join(enc(k) + enc(v) for k, v in o.items()) + b"u"
         assert isinstance(o, np.ndarray) and o.dtype == np.uint8 and o.ndim == 2
-        dtype = b"cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
-        return (b"cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04K\x00\x85U\x01b\x87Rq\x05(K\x01"
-                + enc(o.shape[0]) + enc(o.shape[1]) + b"\x86" + dtype + b"\x89" + enc(o.tobytes()) + b"tb")
+        dtype = (
+            b"cnumpy\ndtype\nq\x06U\x02u1K\x00K\x01\x87Rq\x07(K\x03U\x01|NNN"
+            b"J\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb"
+        )
+        return (
+            b"cnumpy.core.multiarray\n_reconstruct\nq\x03cnumpy\nndarray\nq\x04K\x00\x85U\x01b\x87Rq\x05(K\x01"
+            + enc(o.shape[0])
+            + enc(o.shape[1])
+            + b"\x86"
+            + dtype
+            + b"\x89"
+            + enc(o.tobytes())
+            + b"tb"
+        )
+
     return b"\x80\x02" + enc(obj) + b"."
 
 
@@ -179,8 +234,12 @@ def cifar_archive(kind: str, n_per_batch: int = 200, batch: bytes | None = None)
     files = {}
     for i, fname in enumerate(names):
         part = slice(i * n_per_batch, (i + 1) * n_per_batch)
-        record = {b"batch_label": fname.encode(), b"labels": [int(v) for v in found["labels"][part]],
-                  b"data": flat[part], b"filenames": [b"img.png"] * n_per_batch}
+        record = {
+            b"batch_label": fname.encode(),
+            b"labels": [int(v) for v in found["labels"][part]],
+            b"data": flat[part],
+            b"filenames": [b"img.png"] * n_per_batch,
+        }
         files[fname] = py2_pickle(record) if kind == "tar" else pickle.dumps(record, protocol=4)
     if batch is not None:
         files["data_batch_2"] = batch
@@ -212,7 +271,9 @@ def test_cifar10_python_batches_are_read_without_unpickling(kind, monkeypatch):
     expected = (found["images"] * 255).astype(np.uint8)
     read = torch.cat([ds.tensors[f"x_{s}"] for s in ("train", "val", "test")]).numpy()
     assert sorted(a.tobytes() for a in read) == sorted(a.tobytes() for a in expected)
-    result = fit(build("cifar_cnn", ds.meta), ds, TrainConfig(epochs=6, lr=0.002), emit=lambda e: None)
+    result = fit(
+        build("cifar_cnn", ds.meta), ds, TrainConfig(epochs=6, lr=0.002), emit=lambda e: None
+    )
     # 420 training images, 6 epochs: 0.58 measured at seed 0; guessing gives 1/3.
     assert result["metrics"]["val/accuracy"] > 0.45
 

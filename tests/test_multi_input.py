@@ -21,8 +21,12 @@ from engine.train import TrainConfig, fit
 
 
 def accuracy(dataset) -> float:
-    result = fit(starter_for(dataset.meta), dataset, TrainConfig.parse(starter_train(dataset.meta)),
-                 emit=lambda e: None)
+    result = fit(
+        starter_for(dataset.meta),
+        dataset,
+        TrainConfig.parse(starter_train(dataset.meta)),
+        emit=lambda e: None,
+    )
     return result["metrics"]["val/accuracy"]
 
 
@@ -34,8 +38,10 @@ def test_two_inputs_beat_the_text_alone_and_the_numbers_alone():
     alone = {}
     for keep in ("review", "numbers"):
         drop = ["delivery_minutes", "price", "cuisine"] if keep == "review" else ["review"]
-        plans = [p.model_copy(update={"role": "ignore"}) if p.name in drop else p
-                 for p in suggest_columns(frame, "ordered_again")]
+        plans = [
+            p.model_copy(update={"role": "ignore"}) if p.name in drop else p
+            for p in suggest_columns(frame, "ordered_again")
+        ]
         part = prepare_frame(frame, "ordered_again", name=keep, source="test", plans=plans)
         assert "inputs" not in part.meta  # one part: a one-input model
         alone[keep] = accuracy(part)
@@ -50,23 +56,37 @@ def test_rows_pack_both_parts_and_the_model_takes_them_packed_or_apart():
     rows = ds.tensors["x_val"][:9]
     features, review = model.unpack(rows)
     assert features.shape == (9, 7) and review.shape == (9, 64)
-    assert torch.equal(review, review.round()) and int(review.max()) < ds.meta["vocab_size"]  # token ids
+    assert (
+        torch.equal(review, review.round()) and int(review.max()) < ds.meta["vocab_size"]
+    )  # token ids
     with torch.no_grad():
         assert torch.equal(model(rows), model(features, review.long()))
 
 
 def test_an_old_single_input_spec_and_its_weights_still_load(tmp_path):
     """Version 1 had one unnamed input: it becomes the input `features`, and its weights load unchanged."""
-    old = {"version": 1, "input": {"shape": [4]}, "nodes": [
-        {"id": "fc", "op": "linear", "params": {"out_features": 8}, "inputs": ["input"]},
-        {"id": "act", "op": "activation", "params": {"kind": "relu"}},
-        {"id": "head", "op": "linear", "params": {"out_features": 3}}]}
+    old = {
+        "version": 1,
+        "input": {"shape": [4]},
+        "nodes": [
+            {"id": "fc", "op": "linear", "params": {"out_features": 8}, "inputs": ["input"]},
+            {"id": "act", "op": "activation", "params": {"kind": "relu"}},
+            {"id": "head", "op": "linear", "params": {"out_features": 3}},
+        ],
+    }
     spec = parse_spec(old)
-    assert spec.version == 2 and list(spec.inputs) == ["features"] and spec.inputs["features"].shape == [4]
+    assert (
+        spec.version == 2
+        and list(spec.inputs) == ["features"]
+        and spec.inputs["features"].shape == [4]
+    )
     model, _ = compile_spec(old, seed=1)
     path = tmp_path / "old.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"spec": json.dumps(old), "format": "layerlab"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(path),
+        metadata={"spec": json.dumps(old), "format": "layerlab"},
+    )
     loaded, _ = load_model(path)
     x = torch.randn(5, 4)
     with torch.no_grad():
@@ -78,7 +98,10 @@ def test_a_two_input_model_exports_to_onnx_with_one_named_input_per_part():
     model, _ = compile_spec(starter_for(ds.meta), data_inputs(ds.meta), seed=0)
     model.eval()
     session = ort.InferenceSession(onnx_bytes(model), providers=["CPUExecutionProvider"])
-    assert [(i.name, i.shape[1:]) for i in session.get_inputs()] == [("features", [7]), ("review", [64])]
+    assert [(i.name, i.shape[1:]) for i in session.get_inputs()] == [
+        ("features", [7]),
+        ("review", [64]),
+    ]
     assert input_names(model) == ["features", "review"]
     for batch in (1, 7):
         features, review = example_input(model, batch)
@@ -88,12 +111,29 @@ def test_a_two_input_model_exports_to_onnx_with_one_named_input_per_part():
         assert np.allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("spec, data, words", [
-    ({"inputs": {"features": {}, "notes": {}}, "nodes": [{"id": "a", "op": "linear", "inputs": ["input:notes"]}]},
-     {"features": [4], "review": [12]}, r"reads the input\(s\) notes, which the data does not have"),
-    ({"inputs": {"features": {}, "review": {}}, "nodes": [{"id": "a", "op": "linear"}]}, (4,), "has one"),
-    ({"nodes": [{"id": "a", "op": "linear", "inputs": ["input:review"]}]}, None, "neither an input nor a node"),
-])
+@pytest.mark.parametrize(
+    "spec, data, words",
+    [
+        (
+            {
+                "inputs": {"features": {}, "notes": {}},
+                "nodes": [{"id": "a", "op": "linear", "inputs": ["input:notes"]}],
+            },
+            {"features": [4], "review": [12]},
+            r"reads the input\(s\) notes, which the data does not have",
+        ),
+        (
+            {"inputs": {"features": {}, "review": {}}, "nodes": [{"id": "a", "op": "linear"}]},
+            (4,),
+            "has one",
+        ),
+        (
+            {"nodes": [{"id": "a", "op": "linear", "inputs": ["input:review"]}]},
+            None,
+            "neither an input nor a node",
+        ),
+    ],
+)
 def test_inputs_that_do_not_match_the_data_say_what_to_change(spec, data, words):
     with pytest.raises(SpecError, match=words):
         compile_spec(spec, data)
@@ -101,12 +141,25 @@ def test_inputs_that_do_not_match_the_data_say_what_to_change(spec, data, words)
 
 def test_a_model_may_read_the_second_input_first():
     """Input order follows the data (how its rows are packed), whatever order the spec lists them in."""
-    spec = {"inputs": {"review": {}, "features": {}}, "nodes": [
-        {"id": "embed", "op": "embedding", "params": {"num_embeddings": 40, "embedding_dim": 4}},
-        {"id": "pool", "op": "seq_pool", "params": {"mode": "masked_mean"}},
-        {"id": "fc", "op": "linear", "params": {"out_features": 4}, "inputs": ["input:features"]},
-        {"id": "join", "op": "concat", "inputs": ["pool", "fc"]},
-        {"id": "head", "op": "linear", "params": {"out_features": 2}}]}
+    spec = {
+        "inputs": {"review": {}, "features": {}},
+        "nodes": [
+            {
+                "id": "embed",
+                "op": "embedding",
+                "params": {"num_embeddings": 40, "embedding_dim": 4},
+            },
+            {"id": "pool", "op": "seq_pool", "params": {"mode": "masked_mean"}},
+            {
+                "id": "fc",
+                "op": "linear",
+                "params": {"out_features": 4},
+                "inputs": ["input:features"],
+            },
+            {"id": "join", "op": "concat", "inputs": ["pool", "fc"]},
+            {"id": "head", "op": "linear", "params": {"out_features": 2}},
+        ],
+    }
     data = {"features": {"shape": [3]}, "review": {"shape": [6], "tokens": True}}
     model, _ = compile_spec(spec, data, seed=0)
     assert list(model.spec.inputs) == ["features", "review"]

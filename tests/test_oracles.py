@@ -7,17 +7,31 @@ from engine.compiler import compile_spec
 
 
 def load(ref: nn.Module, model, mapping: dict[str, str]) -> None:
-    state = {mapping[k.split(".", 2)[1]] + "." + k.split(".", 2)[2]: v for k, v in model.state_dict().items()}
+    state = {
+        mapping[k.split(".", 2)[1]] + "." + k.split(".", 2)[2]: v
+        for k, v in model.state_dict().items()
+    }
     ref.load_state_dict(state, strict=True)
 
 
 def test_cnn_matches_hand_written_sequential():
-    spec = {"nodes": [{"id": "conv", "op": "conv2d", "params": {"out_channels": 8, "kernel_size": 3}},
-                      {"id": "relu", "op": "activation"}, {"id": "pool", "op": "maxpool2d"},
-                      {"id": "flat", "op": "flatten"}, {"id": "fc", "op": "linear", "params": {"out_features": 10}}]}
+    spec = {
+        "nodes": [
+            {"id": "conv", "op": "conv2d", "params": {"out_channels": 8, "kernel_size": 3}},
+            {"id": "relu", "op": "activation"},
+            {"id": "pool", "op": "maxpool2d"},
+            {"id": "flat", "op": "flatten"},
+            {"id": "fc", "op": "linear", "params": {"out_features": 10}},
+        ]
+    }
     model, infos = compile_spec(spec, (1, 8, 8), seed=0)
-    ref = nn.Sequential(nn.Conv2d(1, 8, 3, padding="same"), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
-                        nn.Linear(8 * 4 * 4, 10))
+    ref = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding="same"),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(8 * 4 * 4, 10),
+    )
     load(ref, model, {"conv": "0", "fc": "4"})
     x = torch.randn(5, 1, 8, 8)
     assert torch.allclose(model(x), ref(x), atol=1e-6)
@@ -37,12 +51,23 @@ class HandLSTM(nn.Module):
 
 
 def test_lstm_matches_hand_written_module():
-    spec = {"nodes": [{"id": "embed", "op": "embedding", "params": {"num_embeddings": 50, "embedding_dim": 12}},
-                      {"id": "lstm", "op": "lstm", "params": {"hidden_size": 16}},
-                      {"id": "head", "op": "linear", "params": {"out_features": 2}}]}
+    spec = {
+        "nodes": [
+            {
+                "id": "embed",
+                "op": "embedding",
+                "params": {"num_embeddings": 50, "embedding_dim": 12},
+            },
+            {"id": "lstm", "op": "lstm", "params": {"hidden_size": 16}},
+            {"id": "head", "op": "linear", "params": {"out_features": 2}},
+        ]
+    }
     model, _ = compile_spec(spec, (7,), seed=0)
     ref = HandLSTM()
-    state = {k.removeprefix("layers.").replace("lstm.rnn.", "lstm."): v for k, v in model.state_dict().items()}
+    state = {
+        k.removeprefix("layers.").replace("lstm.rnn.", "lstm."): v
+        for k, v in model.state_dict().items()
+    }
     ref.load_state_dict(state, strict=True)
     ids = torch.randint(0, 50, (4, 7)).float()
     model.eval()
@@ -62,13 +87,22 @@ class HandResidual(nn.Module):
 
 def test_residual_block_matches_hand_written_module():
     conv = {"out_channels": 6, "kernel_size": 3, "padding": 1, "bias": False}
-    spec = {"nodes": [{"id": "conv1", "op": "conv2d", "params": conv}, {"id": "bn1", "op": "batchnorm"},
-                      {"id": "relu1", "op": "activation"}, {"id": "conv2", "op": "conv2d", "params": conv},
-                      {"id": "bn2", "op": "batchnorm"}, {"id": "skip", "op": "add", "inputs": ["bn2", "input"]},
-                      {"id": "out", "op": "activation"}]}
+    spec = {
+        "nodes": [
+            {"id": "conv1", "op": "conv2d", "params": conv},
+            {"id": "bn1", "op": "batchnorm"},
+            {"id": "relu1", "op": "activation"},
+            {"id": "conv2", "op": "conv2d", "params": conv},
+            {"id": "bn2", "op": "batchnorm"},
+            {"id": "skip", "op": "add", "inputs": ["bn2", "input"]},
+            {"id": "out", "op": "activation"},
+        ]
+    }
     model, _ = compile_spec(spec, (6, 5, 5), seed=0)
     ref = HandResidual()
-    ref.load_state_dict({k.removeprefix("layers."): v for k, v in model.state_dict().items()}, strict=True)
+    ref.load_state_dict(
+        {k.removeprefix("layers."): v for k, v in model.state_dict().items()}, strict=True
+    )
     x = torch.randn(3, 6, 5, 5)
     model.train()
     ref.train()

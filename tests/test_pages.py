@@ -63,34 +63,53 @@ def test_choosing_a_builtin_dataset_brings_its_starter_model():
     button(at, "Use this dataset").click().run()
     assert [n["op"] for n in at.session_state[SPEC]["nodes"][:2]] == ["embedding", "seq_pool"]
     goto(at, "build")
-    assert any("starter model for text: an Embedding" in c.value for c in at.caption) and not at.exception
+    assert (
+        any("starter model for text: an Embedding" in c.value for c in at.caption)
+        and not at.exception
+    )
 
 
 def test_csv_upload_preview_target_and_prepare():
     at = app()
-    rows = "".join(f"{i},{'ab'[i % 2]},{'' if i % 9 == 0 else i * 0.3},{'yes' if i % 3 else 'no'}\n" for i in range(60))
-    at.file_uploader(key="data.upload").set_value(("people.csv", f"id,group,score,bought\n{rows}".encode(),
-                                                    "text/csv")).run()
+    rows = "".join(
+        f"{i},{'ab'[i % 2]},{'' if i % 9 == 0 else i * 0.3},{'yes' if i % 3 else 'no'}\n"
+        for i in range(60)
+    )
+    at.file_uploader(key="data.upload").set_value(
+        ("people.csv", f"id,group,score,bought\n{rows}".encode(), "text/csv")
+    ).run()
     assert not at.exception
     target = next(s for s in at.selectbox if s.label.startswith("Target column"))
     assert target.value == "bought" and not at.warning
     assert at.radio(key="data.task.bought").value == "classification"
     button(at, "Prepare dataset").click().run()
     assert at.session_state[DATASET].startswith("people")
-    notes = next(e for e in at.expander if "preparation note(s)" in e.label)  # folded into one summary line
-    assert any("'score': 7 missing value(s) filled with the median" in m.value for m in notes.markdown)
+    notes = next(
+        e for e in at.expander if "preparation note(s)" in e.label
+    )  # folded into one summary line
+    assert any(
+        "'score': 7 missing value(s) filled with the median" in m.value for m in notes.markdown
+    )
     assert any("Ignoring 'id': looks like an ID" in m.value for m in notes.markdown)
-    assert [i.value for i in at.info] == ["Now using 'people'. The Build page holds a model that fits it."]
+    assert [i.value for i in at.info] == [
+        "Now using 'people'. The Build page holds a model that fits it."
+    ]
 
 
 def test_picking_an_unlikely_target_warns_and_health_fixes_are_buttons():
     at = app()
-    rows = "".join(f"{i % 20},{i * 0.3 if i % 7 == 0 else ''},FR,{'ab'[i % 2]},"
-                   f"{f'great trip {i} with lots of birds' if i % 7 == 0 else ''}\n" for i in range(60))
-    at.file_uploader(key="data.upload").set_value(("birds.csv", f"n,depth,country,group,comment\n{rows}".encode(),
-                                                    "text/csv")).run()
+    rows = "".join(
+        f"{i % 20},{i * 0.3 if i % 7 == 0 else ''},FR,{'ab'[i % 2]},"
+        f"{f'great trip {i} with lots of birds' if i % 7 == 0 else ''}\n"
+        for i in range(60)
+    )
+    at.file_uploader(key="data.upload").set_value(
+        ("birds.csv", f"n,depth,country,group,comment\n{rows}".encode(), "text/csv")
+    ).run()
     target = next(s for s in at.selectbox if s.label.startswith("Target column"))
-    assert target.value == "group"  # the last column is mostly empty free text; the one before it constant
+    assert (
+        target.value == "group"
+    )  # the last column is mostly empty free text; the one before it constant
     target.set_value("comment").run()
     assert any("unlikely target" in w.value and "empty" in w.value for w in at.warning)
     next(s for s in at.selectbox if s.label.startswith("Target column")).set_value("group").run()
@@ -99,10 +118,14 @@ def test_picking_an_unlikely_target_warns_and_health_fixes_are_buttons():
     first = at.session_state[DATASET]
     assert not at.exception and first.startswith("birds")
     from engine.data.store import load_meta
+
     meta = load_meta(first)
     assert "country" not in meta["feature_names"]  # constant: ignored from the start
     assert meta["feature_names"] == ["n", "depth"]  # the mostly empty free text is ignored too
-    assert meta["health"]["mostly_missing_columns"] == ["depth"] and meta["health"]["duplicate_rows"] > 0
+    assert (
+        meta["health"]["mostly_missing_columns"] == ["depth"]
+        and meta["health"]["duplicate_rows"] > 0
+    )
     button(at, "Ignore 1 mostly-missing column(s)").click().run()
     assert not at.exception and at.session_state[DATASET] != first
     meta = load_meta(at.session_state[DATASET])
@@ -111,11 +134,14 @@ def test_picking_an_unlikely_target_warns_and_health_fixes_are_buttons():
     assert load_meta(at.session_state[DATASET])["health"]["duplicate_rows"] == 0
 
 
-@pytest.mark.parametrize("content, words", [
-    (b"", "is empty"),
-    (b"a,b,c\n", "no data rows"),
-    (b"\x00\x01\x02\x03binary", "holds binary data"),
-])
+@pytest.mark.parametrize(
+    "content, words",
+    [
+        (b"", "is empty"),
+        (b"a,b,c\n", "no data rows"),
+        (b"\x00\x01\x02\x03binary", "holds binary data"),
+    ],
+)
 def test_bad_uploads_show_a_message_and_keep_the_dataset(content, words):
     at = app()
     before = at.session_state[DATASET]
@@ -127,7 +153,9 @@ def test_bad_uploads_show_a_message_and_keep_the_dataset(content, words):
 
 def test_one_class_target_is_explained():
     at = app()
-    at.file_uploader(key="data.upload").set_value(("one.csv", b"x,y\n" + b"1,a\n" * 20, "text/csv")).run()
+    at.file_uploader(key="data.upload").set_value(
+        ("one.csv", b"x,y\n" + b"1,a\n" * 20, "text/csv")
+    ).run()
     button(at, "Prepare dataset").click().run()
     assert any("only one class" in e.value for e in at.error)
 
@@ -138,7 +166,14 @@ def test_build_add_select_edit_move_remove():
     add.set_value("dropout").run()
     button(at, "Add").click().run()
     nodes = at.session_state[SPEC]["nodes"]
-    assert [n["op"] for n in nodes] == ["linear", "activation", "linear", "activation", "dropout", "linear"]
+    assert [n["op"] for n in nodes] == [
+        "linear",
+        "activation",
+        "linear",
+        "activation",
+        "dropout",
+        "linear",
+    ]
     assert at.session_state["ll.selected_node"] == "dropout_1"
     at.number_input(key="param.dropout_1.p").set_value(0.2).run()
     assert at.session_state[SPEC]["nodes"][4]["params"] == {"p": 0.2}
@@ -154,7 +189,9 @@ def test_build_shows_the_error_at_the_offending_layer():
     at.selectbox(key="data.builtin").set_value("digits").run()
     button(at, "Use this dataset").click().run()
     goto(at, "build")
-    at.session_state["ll.selected_node"] = "gap"  # the proposed CNN's global pooling: Dense then gets (64, 2, 2)
+    at.session_state["ll.selected_node"] = (
+        "gap"  # the proposed CNN's global pooling: Dense then gets (64, 2, 2)
+    )
     at.run()
     button(at, "Delete").click().run()
     assert any("Layer 'output'" in e.value and "Flatten" in e.value for e in at.error)
@@ -179,8 +216,14 @@ def test_train_refuses_bad_settings_before_start_with_advice():
     assert button(at, "Start training").disabled
     assert any("larger than the 700 training rows" in e.value for e in at.error)
     spec = at.session_state[SPEC]
-    at.session_state[SPEC] = {**spec, "nodes": [{"id": "flat", "op": "flatten", "params": {}},
-                                                {"id": "conv", "op": "conv2d", "params": {}}, *spec["nodes"]]}
+    at.session_state[SPEC] = {
+        **spec,
+        "nodes": [
+            {"id": "flat", "op": "flatten", "params": {}},
+            {"id": "conv", "op": "conv2d", "params": {}},
+            *spec["nodes"],
+        ],
+    }
     at.number_input(key="train.bs").set_value(32).run()
     assert button(at, "Start training").disabled and not at.exception
     assert any("conv" in e.value for e in at.error)
@@ -196,7 +239,9 @@ def test_train_starts_a_worker_and_export_offers_its_weights():
     at.run()
     assert any("Run completed" in s.value for s in at.success)
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
-    assert "Loss per epoch" in titles and "Learning rate by step" not in titles  # detail charts: drawn when opened
+    assert (
+        "Loss per epoch" in titles and "Learning rate by step" not in titles
+    )  # detail charts: drawn when opened
     at.session_state[f"more.{run_id}"] = True
     at.run()
     titles = [json.loads(c.proto.spec)["layout"]["title"]["text"] for c in at.get("plotly_chart")]
@@ -209,7 +254,9 @@ def test_train_starts_a_worker_and_export_offers_its_weights():
 def test_non_numeric_target_for_regression_is_explained():
     at = app()
     rows = "".join(f"{i},kind{i}\n" for i in range(30))
-    at.file_uploader(key="data.upload").set_value(("t.csv", f"x,y\n{rows}".encode(), "text/csv")).run()
+    at.file_uploader(key="data.upload").set_value(
+        ("t.csv", f"x,y\n{rows}".encode(), "text/csv")
+    ).run()
     next(s for s in at.selectbox if s.label.startswith("Target column")).set_value("y").run()
     assert any("like an ID" in w.value for w in at.warning)
     at.radio(key="data.task.y").set_value("regression").run()
@@ -220,8 +267,12 @@ def test_non_numeric_target_for_regression_is_explained():
 
 def wait_finished(run_id: str, timeout: float = 90) -> str:
     from engine.runs import read_status, runs_dir
+
     deadline = time.time() + timeout
-    while (state := read_status(runs_dir() / run_id)["state"]) in ("queued", "running") and time.time() < deadline:
+    while (state := read_status(runs_dir() / run_id)["state"]) in (
+        "queued",
+        "running",
+    ) and time.time() < deadline:
         time.sleep(0.2)
     return state
 
@@ -236,7 +287,10 @@ def test_a_diverging_run_ends_as_diverged_with_advice():
     button(at, "Start training").click().run()
     assert wait_finished(at.session_state["ll.run_id"]) == "diverged"
     at.run()
-    assert any("diverged" in e.value and "learning rate, 1000, is most likely too high" in e.value for e in at.error)
+    assert any(
+        "diverged" in e.value and "learning rate, 1000, is most likely too high" in e.value
+        for e in at.error
+    )
 
 
 def test_a_loss_that_explodes_without_nan_ends_as_diverged_naming_the_learning_rate():
@@ -249,10 +303,15 @@ def test_a_loss_that_explodes_without_nan_ends_as_diverged_naming_the_learning_r
     run_id = at.session_state["ll.run_id"]
     assert wait_finished(run_id) == "diverged"
     at.run()
-    assert not at.success and any("exploded" in e.value and "learning rate, 1e+06" in e.value for e in at.error)
+    assert not at.success and any(
+        "exploded" in e.value and "learning rate, 1e+06" in e.value for e in at.error
+    )
     from engine.runs import read_events, runs_dir
+
     coach = [e["message"] for e in read_events(runs_dir() / run_id)[0] if e["type"] == "coach"]
-    assert not any("relu instead" in m.lower() for m in coach), coach  # the starter model already uses ReLU
+    assert not any("relu instead" in m.lower() for m in coach), (
+        coach
+    )  # the starter model already uses ReLU
 
 
 def test_augmentation_settings_on_the_data_page_reach_training():
@@ -261,7 +320,10 @@ def test_augmentation_settings_on_the_data_page_reach_training():
     button(at, "Use this dataset").click().run()
     at.number_input(key="aug.rotation").set_value(15.0).run()
     at.toggle(key="aug.flip").set_value(True).run()
-    assert at.session_state["ll.train"]["rotation"] == 15.0 and at.session_state["ll.train"]["flip"] is True
+    assert (
+        at.session_state["ll.train"]["rotation"] == 15.0
+        and at.session_state["ll.train"]["flip"] is True
+    )
     assert any("Augmentation for training: flip, rotation." in c.value for c in at.caption)
     goto(at, "train")
     assert not at.exception
@@ -281,23 +343,32 @@ def test_schedule_early_stopping_clipping_and_precision_reach_the_run():
     at.number_input(key="train.epochs").set_value(4).run()
     button(at, "Start training").click().run()
     from engine.runs import runs_dir
+
     run_dir = runs_dir() / at.session_state["ll.run_id"]
     config = json.loads((run_dir / "train.json").read_text())["config"]
-    assert (config["scheduler"], config["warmup_epochs"], config["early_stopping"], config["monitor"]) == \
-        ("cosine", 1, 2, "val/accuracy")
+    assert (
+        config["scheduler"],
+        config["warmup_epochs"],
+        config["early_stopping"],
+        config["monitor"],
+    ) == ("cosine", 1, 2, "val/accuracy")
     assert config["clip_grad_norm"] == 1.0 and config["label_smoothing"] == 0.1
     assert config["precision"] == "bf16" and config["diagnostics"] is False
     assert wait_finished(run_dir.name) == "completed"
     at.run()
     assert not at.exception
-    lrs = [json.loads(line).get("lr") for line in (run_dir / "events.jsonl").read_text().splitlines()
-           if '"epoch_end"' in line]
+    lrs = [
+        json.loads(line).get("lr")
+        for line in (run_dir / "events.jsonl").read_text().splitlines()
+        if '"epoch_end"' in line
+    ]
     assert len(lrs) >= 2 and lrs[-1] < lrs[0]
 
 
 def test_evaluate_page_scores_a_finished_run_on_its_test_split():
     from engine.evaluate import evaluate_run
     from engine.runs import runs_dir
+
     at = goto(app(), "train")
     at.number_input(key="train.epochs").set_value(10).run()
     at.number_input(key="train.lr").set_value(0.01).run()
@@ -307,12 +378,16 @@ def test_evaluate_page_scores_a_finished_run_on_its_test_split():
     goto(at, "evaluate")
     expected = evaluate_run(runs_dir() / run_id)["summary"]
     cards = {m.label: m.value for m in at.metric}
-    assert cards["Accuracy"] == f"{expected['accuracy']:.1%}" and cards["ROC AUC"] == f"{expected['roc_auc']:.3f}"
+    assert (
+        cards["Accuracy"] == f"{expected['accuracy']:.1%}"
+        and cards["ROC AUC"] == f"{expected['roc_auc']:.3f}"
+    )
     at.toggle(key="evaluate.normalized").set_value(True).run()
     at.selectbox(key="evaluate.split").set_value("val").run()
     assert not at.exception and not at.error
-    assert {m.label: m.value for m in at.metric}["Accuracy"] == \
-        f"{evaluate_run(runs_dir() / run_id, 'val')['summary']['accuracy']:.1%}"
+    assert {m.label: m.value for m in at.metric}[
+        "Accuracy"
+    ] == f"{evaluate_run(runs_dir() / run_id, 'val')['summary']['accuracy']:.1%}"
 
 
 def test_export_page_offers_code_a_bundle_and_checked_onnx_and_torchscript():
@@ -334,6 +409,7 @@ def test_frozen_layers_chosen_on_the_train_page_stay_fixed():
 
     from engine.compiler import compile_spec
     from engine.runs import runs_dir
+
     at = goto(app(), "train")
     at.multiselect(key="train.freeze").set_value(["dense_1"]).run()
     at.number_input(key="train.epochs").set_value(3).run()
@@ -344,7 +420,9 @@ def test_frozen_layers_chosen_on_the_train_page_stay_fixed():
     fresh, _ = compile_spec(at.session_state[SPEC], (2,), seed=0)
     after = load_file(run_dir / "model.safetensors")
     assert torch.equal(after["layers.dense_1.weight"], fresh.state_dict()["layers.dense_1.weight"])
-    assert not torch.equal(after["layers.dense_2.weight"], fresh.state_dict()["layers.dense_2.weight"])
+    assert not torch.equal(
+        after["layers.dense_2.weight"], fresh.state_dict()["layers.dense_2.weight"]
+    )
 
 
 def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
@@ -352,6 +430,7 @@ def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
     from engine.runs import create_run, execute
     from engine.spec import starter_spec
     from ui.state import write_session
+
     dataset = prepare_builtin("digits")
     spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     run = create_run(spec, {"epochs": 1}, dataset.path)
@@ -364,12 +443,17 @@ def test_predict_page_for_an_image_model_offers_upload_and_a_drawing_pad():
     import io
 
     from PIL import Image
+
     good = io.BytesIO()
     Image.new("L", (8, 8), 128).save(good, format="PNG")
-    at.file_uploader(key="predict.images").set_value([("one.png", good.getvalue(), "image/png"),
-                                                      ("broken.png", b"not an image", "image/png")]).run()
+    at.file_uploader(key="predict.images").set_value(
+        [("one.png", good.getvalue(), "image/png"), ("broken.png", b"not an image", "image/png")]
+    ).run()
     assert not at.exception and not at.error
-    assert any("1 prediction(s). 1 file(s) could not be read: see the error column." in m.value for m in at.success)
+    assert any(
+        "1 prediction(s). 1 file(s) could not be read: see the error column." in m.value
+        for m in at.success
+    )
 
 
 def test_predict_page_takes_an_uploaded_bundle_without_any_run():
@@ -381,10 +465,14 @@ def test_predict_page_takes_an_uploaded_bundle_without_any_run():
     from engine.bundle import bundle_bytes
     from engine.data.prepare import prepare_file
     from engine.runs import create_run, execute, runs_dir
+
     frame = pd.DataFrame({"a": range(60), "b": [i % 7 for i in range(60)], "y": ["lo", "hi"] * 30})
     dataset = prepare_file(frame.to_csv(index=False).encode(), "t.csv", "y")
-    run = create_run({"nodes": [{"id": "fc", "op": "linear", "params": {"out_features": 2}}]}, {"epochs": 1},
-                     dataset.path)
+    run = create_run(
+        {"nodes": [{"id": "fc", "op": "linear", "params": {"out_features": 2}}]},
+        {"epochs": 1},
+        dataset.path,
+    )
     execute(run)
     bundle = bundle_bytes(run)
     shutil.rmtree(runs_dir())
@@ -392,10 +480,14 @@ def test_predict_page_takes_an_uploaded_bundle_without_any_run():
     assert any("No trained model yet" in i.value for i in at.info)
     at.session_state["predict.source"] = "A bundle or weights file"
     at.run()
-    at.file_uploader(key="predict.model_file").set_value(("elsewhere.zip", b"PK\x03\x04 not really", "application/zip"))
+    at.file_uploader(key="predict.model_file").set_value(
+        ("elsewhere.zip", b"PK\x03\x04 not really", "application/zip")
+    )
     at.run()
     assert any("is a damaged zip archive" in e.value for e in at.error) and not at.exception
-    at.file_uploader(key="predict.model_file").set_value(("elsewhere.zip", bundle, "application/zip")).run()
+    at.file_uploader(key="predict.model_file").set_value(
+        ("elsewhere.zip", bundle, "application/zip")
+    ).run()
     new = frame.drop(columns="y").head(20).to_csv(index=False).encode()
     at.file_uploader(key="predict.table").set_value(("new.csv", new, "text/csv")).run()
     assert not at.exception and any("20 prediction(s)." in s.value for s in at.success)
@@ -408,11 +500,31 @@ def test_a_session_saved_with_a_version_1_model_opens_on_every_page():
     from ui.state import write_session
 
     ds = prepare_builtin("iris")
-    old = {"version": 1, "input": {"shape": None}, "nodes": [
-        {"id": "fc", "op": "linear", "params": {"out_features": 8, "bias": True}, "inputs": None},
-        {"id": "act", "op": "activation", "params": {"kind": "relu", "negative_slope": 0.01}, "inputs": None},
-        {"id": "out", "op": "linear", "params": {"out_features": 3, "bias": True}, "inputs": ["act"]}],
-        "output": None}
+    old = {
+        "version": 1,
+        "input": {"shape": None},
+        "nodes": [
+            {
+                "id": "fc",
+                "op": "linear",
+                "params": {"out_features": 8, "bias": True},
+                "inputs": None,
+            },
+            {
+                "id": "act",
+                "op": "activation",
+                "params": {"kind": "relu", "negative_slope": 0.01},
+                "inputs": None,
+            },
+            {
+                "id": "out",
+                "op": "linear",
+                "params": {"out_features": 3, "bias": True},
+                "inputs": ["act"],
+            },
+        ],
+        "output": None,
+    }
     write_session(ds.id, old)
     at = app()
     assert at.session_state[SPEC]["version"] == 2 and "features" in at.session_state[SPEC]["inputs"]
@@ -427,6 +539,7 @@ def test_an_unexpected_error_on_a_page_shows_an_id_and_logs_the_traceback(monkey
 
     def broken(*args, **kwargs):
         raise ZeroDivisionError("a bug, not the user's doing")
+
     at = app()
     before = at.session_state[DATASET]
     monkeypatch.setattr(engine.data.readers, "read_table", broken)
@@ -436,12 +549,19 @@ def test_an_unexpected_error_on_a_page_shows_an_id_and_logs_the_traceback(monkey
     error_id = shown.split("Error id **")[1].split("**")[0]
     assert "ZeroDivisionError" in shown and "Traceback" not in shown and "a bug" not in shown
     log = (workspace / "logs" / "errors.log").read_text()
-    assert f"error {error_id}" in log and "Traceback" in log and "a bug, not the user's doing" in log
+    assert (
+        f"error {error_id}" in log and "Traceback" in log and "a bug, not the user's doing" in log
+    )
     assert at.session_state[DATASET] == before
 
 
 def test_repeated_column_names_are_said_on_the_data_page():
     at = app()
-    at.file_uploader(key="data.upload").set_value(("dup.csv", b"x,y,y\n" + b"1,0,2\n2,1,3\n" * 10, "text/csv")).run()
+    at.file_uploader(key="data.upload").set_value(
+        ("dup.csv", b"x,y,y\n" + b"1,0,2\n2,1,3\n" * 10, "text/csv")
+    ).run()
     assert not at.exception
-    assert any("The column name 'y' appears 2 times in the header: read as 'y', 'y.1'" in i.value for i in at.info)
+    assert any(
+        "The column name 'y' appears 2 times in the header: read as 'y', 'y.1'" in i.value
+        for i in at.info
+    )

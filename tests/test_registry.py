@@ -12,7 +12,12 @@ from engine.layers.core import ActivationParams
 from engine.registry import FAMILIES, ops
 from engine.spec import parse_spec
 
-INPUT_SHAPES = [(8,), (4, 6, 6), (5, 8), (4, 12)]  # features; image; sequence (time, features); (channels, length)
+INPUT_SHAPES = [
+    (8,),
+    (4, 6, 6),
+    (5, 8),
+    (4, 12),
+]  # features; image; sequence (time, features); (channels, length)
 
 
 def _spec(name: str) -> dict:
@@ -43,7 +48,9 @@ def test_op_contract(name):
     assert op.family in FAMILIES and op.title and op.doc
     schema = op.params.model_json_schema()
     for field, prop in schema.get("properties", {}).items():
-        assert prop.get("title") and prop.get("description"), f"{name}.{field} needs a title and a tooltip"
+        assert prop.get("title") and prop.get("description"), (
+            f"{name}.{field} needs a title and a tooltip"
+        )
 
     shapes = [s for s in INPUT_SHAPES if _fits(name, s)]
     assert shapes, f"{name} builds for none of {INPUT_SHAPES}"
@@ -86,10 +93,14 @@ def _same_as_plain_pytorch(spec, shape, model, x):
 
 def test_activation_kinds_all_build():
     for kind in ActivationParams.model_fields["kind"].annotation.__args__:
-        model, _ = compile_spec({"nodes": [{"id": "a", "op": "activation", "params": {"kind": kind}}]}, (5,))
+        model, _ = compile_spec(
+            {"nodes": [{"id": "a", "op": "activation", "params": {"kind": kind}}]}, (5,)
+        )
         out = model(torch.randn(3, 5))
         assert out.shape == (3, 5)
-    softmax, _ = compile_spec({"nodes": [{"id": "a", "op": "activation", "params": {"kind": "softmax"}}]}, (5,))
+    softmax, _ = compile_spec(
+        {"nodes": [{"id": "a", "op": "activation", "params": {"kind": "softmax"}}]}, (5,)
+    )
     assert torch.allclose(softmax(torch.randn(3, 5)).sum(1), torch.ones(3))
 
 

@@ -29,17 +29,26 @@ from engine.train.config import TrainConfig
 from tests.conftest import ROOT
 from tests.test_runs import wait_for
 
-SPEC = {"version": 1, "nodes": [
-    {"id": "fc1", "op": "linear", "params": {"out_features": 64}},
-    {"id": "act1", "op": "activation", "params": {"kind": "relu"}},
-    {"id": "drop", "op": "dropout", "params": {"p": 0.2}},  # dropout: the global random stream must resume too
-    {"id": "head", "op": "linear", "params": {"out_features": 2}}]}
+SPEC = {
+    "version": 1,
+    "nodes": [
+        {"id": "fc1", "op": "linear", "params": {"out_features": 64}},
+        {"id": "act1", "op": "activation", "params": {"kind": "relu"}},
+        {
+            "id": "drop",
+            "op": "dropout",
+            "params": {"p": 0.2},
+        },  # dropout: the global random stream must resume too
+        {"id": "head", "op": "linear", "params": {"out_features": 2}},
+    ],
+}
 TRAIN = {"epochs": 8, "lr": 0.003, "scheduler": "cosine", "warmup_epochs": 1}
 
 
 @pytest.fixture
 def big_moons(workspace):
     from engine.data.prepare import prepare_builtin
+
     return prepare_builtin("moons", n_samples=20000, noise=0.2)
 
 
@@ -52,7 +61,9 @@ def uninterrupted(dataset, tmp_path) -> dict:
 def assert_continuous(run, steps_per_epoch):
     events = read_events(run)[0]
     epochs = [e["epoch"] for e in events if e["type"] == "epoch_end"]
-    assert epochs == list(range(1, TRAIN["epochs"] + 1))  # each epoch once: the curve continues, no repeats
+    assert epochs == list(
+        range(1, TRAIN["epochs"] + 1)
+    )  # each epoch once: the curve continues, no repeats
     steps = [e["step"] for e in events if e["type"] in ("batch_end", "epoch_end")]
     assert steps == sorted(steps)
     final = events[-1]
@@ -69,8 +80,11 @@ def test_killed_worker_resumes_from_its_checkpoint_to_the_same_weights(big_moons
     def mid_epoch_after_a_checkpoint():
         events = read_events(run)[0]
         saved = [e["step"] for e in events if e["type"] == "checkpoint_saved"]
-        return saved and saved[-1] >= 2 * events[0]["steps_per_epoch"] and \
-            any(e["type"] == "batch_end" and e["step"] > saved[-1] for e in events)
+        return (
+            saved
+            and saved[-1] >= 2 * events[0]["steps_per_epoch"]
+            and any(e["type"] == "batch_end" and e["step"] > saved[-1] for e in events)
+        )
 
     wait_for(mid_epoch_after_a_checkpoint, timeout=120, every=0.02)
     os.kill(pid, signal.SIGKILL)
@@ -79,8 +93,13 @@ def test_killed_worker_resumes_from_its_checkpoint_to_the_same_weights(big_moons
     assert killed[-1]["type"] != "run_finished"
     steps_per_epoch = killed[0]["steps_per_epoch"]
 
-    out = subprocess.run([sys.executable, "-m", "engine", "resume", str(run)], cwd=ROOT, capture_output=True,
-                         text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "engine", "resume", str(run)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stderr
     events = assert_continuous(run, steps_per_epoch)
     resumed = next(e for e in events if e["type"] == "run_resumed")
@@ -97,8 +116,14 @@ def test_run_stopped_mid_epoch_resumes_from_its_next_batch(big_moons, tmp_path, 
     writer, calls = RunWriter(run), itertools.count(1)
     steps_per_epoch = -(-big_moons.meta["sizes"]["train"] // 32)
     stop_at = steps_per_epoch + 1 + 100  # epoch 1's steps and its end, then 100 steps into epoch 2
-    result = loop.fit(SPEC, big_moons, TrainConfig.parse(TRAIN), emit=writer.emit, out_dir=run,
-                      should_stop=lambda: next(calls) == stop_at)
+    result = loop.fit(
+        SPEC,
+        big_moons,
+        TrainConfig.parse(TRAIN),
+        emit=writer.emit,
+        out_dir=run,
+        should_stop=lambda: next(calls) == stop_at,
+    )
     writer.set_status(state=result["status"])
     assert result["status"] == "stopped" and result["step"] == steps_per_epoch + 100
     assert "Resume continues from here" in result["message"]
@@ -130,7 +155,10 @@ def test_branch_starts_from_the_parents_checkpoint_with_new_settings(moons):
     parent = create_run(SPEC, {"epochs": 10, "lr": 0.01}, moons.path, name="parent")
     assert execute(parent)["status"] == "completed"
     child = branch_run(parent, "best", {"epochs": 3, "lr": 0.001, "optimizer": "sgd"})
-    assert load_file(child / "init.safetensors").keys() == load_file(parent / "checkpoints/best.safetensors").keys()
+    assert (
+        load_file(child / "init.safetensors").keys()
+        == load_file(parent / "checkpoints/best.safetensors").keys()
+    )
     result = execute(child)
     assert result["status"] == "completed"
     first = lambda run: next(e for e in read_events(run)[0] if e["type"] == "epoch_end")["metrics"]  # noqa: E731

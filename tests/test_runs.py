@@ -4,7 +4,15 @@ import time
 
 import pytest
 
-from engine.runs import create_run, launch, list_runs, read_events, read_status, request_stop, run_states
+from engine.runs import (
+    create_run,
+    launch,
+    list_runs,
+    read_events,
+    read_status,
+    request_stop,
+    run_states,
+)
 from engine.workspace import atomic_write_json, read_json
 from tests.conftest import mlp_spec
 
@@ -64,7 +72,9 @@ def test_killed_worker_is_detected_at_once_and_offered_resume(moons):
 def test_a_queued_run_that_never_got_a_worker_fails_once_its_heartbeat_is_stale(moons):
     run = create_run(mlp_spec(2), {"epochs": 5}, moons.path)
     assert read_status(run)["state"] == "queued"
-    atomic_write_json(run / "status.json", {**read_json(run / "status.json"), "heartbeat": time.time() - 60})
+    atomic_write_json(
+        run / "status.json", {**read_json(run / "status.json"), "heartbeat": time.time() - 60}
+    )
     status = read_status(run)
     assert status["state"] == "failed" and "Start the run again" in status["message"]
 
@@ -72,7 +82,9 @@ def test_a_queued_run_that_never_got_a_worker_fails_once_its_heartbeat_is_stale(
 def test_the_status_carries_live_samples_per_second_and_epoch(moons):
     run = create_run(mlp_spec(2), {"epochs": 5000}, moons.path)
     launch(run)
-    status = wait_for(lambda: (s := read_status(run)).get("epoch", 0) >= 2 and s.get("samples_per_second") and s)
+    status = wait_for(
+        lambda: (s := read_status(run)).get("epoch", 0) >= 2 and s.get("samples_per_second") and s
+    )
     assert status["state"] == "running" and status["samples_per_second"] > 0
     request_stop(run)
     wait_for(lambda: read_status(run)["state"] == "stopped", timeout=10)
@@ -84,7 +96,9 @@ def test_runs_get_readable_names_and_can_be_renamed(moons):
 
     run = create_run(mlp_spec(2), {"epochs": 1}, moons.path)
     name = run_info(run)["name"]
-    assert name.startswith("Two moons · 5-layer MLP · ") and run.name not in name  # the set's name, short
+    assert (
+        name.startswith("Two moons · 5-layer MLP · ") and run.name not in name
+    )  # the set's name, short
     assert rename_run(run, "  moons,   lr 0.01 ") == "moons, lr 0.01"
     assert run_info(run)["name"] == "moons, lr 0.01"
     with pytest.raises(LayerLabError, match="needs a name"):
@@ -93,6 +107,7 @@ def test_runs_get_readable_names_and_can_be_renamed(moons):
 
 def test_bad_settings_never_create_a_run(moons):
     from engine.errors import LayerLabError
+
     with pytest.raises(LayerLabError, match="larger than"):
         create_run(mlp_spec(2), {"batch_size": 10_000}, moons.path)
     assert list_runs() == []
@@ -110,7 +125,9 @@ def test_a_spare_worker_takes_the_next_run(moons, monkeypatch):
     monkeypatch.setenv("LAYERLAB_SPARE_WORKER", "1")
     runs.warm_spare()
     spare = runs._spare
-    time.sleep(3)  # it imports torch meanwhile (a run handed over earlier waits in its stdin all the same)
+    time.sleep(
+        3
+    )  # it imports torch meanwhile (a run handed over earlier waits in its stdin all the same)
     assert spare.poll() is None
     run = create_run(mlp_spec(2), {"epochs": 3}, moons.path)
     pid = launch(run)
@@ -129,11 +146,18 @@ def test_every_event_a_run_writes_has_its_documented_type(moons, tmp_path):
     from engine.runs import create_run, execute, read_events
     from engine.train.events import EVENTS, check, readme_table
     from tests.conftest import ROOT, mlp_spec
-    run = create_run(mlp_spec(2), {"epochs": 25, "lr": 0.05, "batch_size": 4}, moons.path, run_dir=tmp_path / "r")
+
+    run = create_run(
+        mlp_spec(2), {"epochs": 25, "lr": 0.05, "batch_size": 4}, moons.path, run_dir=tmp_path / "r"
+    )
     execute(run)  # long enough for the few-a-second batch_end events
     events = read_events(run)[0]
     kinds = {e["type"] for e in events}
-    assert {"run_started", "batch_end", "epoch_end", "diagnostics", "run_finished"} <= kinds <= set(EVENTS)
+    assert (
+        {"run_started", "batch_end", "epoch_end", "diagnostics", "run_finished"}
+        <= kinds
+        <= set(EVENTS)
+    )
     for event in events:
         check(event)
     assert readme_table() in (ROOT / "README.md").read_text()

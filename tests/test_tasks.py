@@ -28,9 +28,13 @@ def test_the_registry_answers_what_each_task_needs():
     assert starter_spec("classification", (4,), 3)["nodes"][-1]["params"]["out_features"] == 3
     assert starter_spec("regression", (4,), None)["nodes"][-1]["params"]["out_features"] == 1
     with pytest.raises(ConfigError, match="an autoencoder must output the input's shape"):
-        check_compatible(TrainConfig.parse({"target": "input"}), "regression", None, (3,), 100, (4,))
+        check_compatible(
+            TrainConfig.parse({"target": "input"}), "regression", None, (3,), 100, (4,)
+        )
     with pytest.raises(ConfigError, match="Choose one of: mse"):
-        check_compatible(TrainConfig.parse({"loss": "cross_entropy"}), "regression", None, (1,), 100, (4,))
+        check_compatible(
+            TrainConfig.parse({"loss": "cross_entropy"}), "regression", None, (1,), 100, (4,)
+        )
 
 
 class Counter(Callback):
@@ -47,14 +51,18 @@ def test_a_gan_with_two_models_and_two_optimizers_trains_on_the_core():
     torch.manual_seed(0)
     real = torch.randn(2048, 1) * 0.5 + 3.0
     generator = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(), torch.nn.Linear(16, 1))
-    critic = torch.nn.Sequential(torch.nn.Linear(1, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1))
+    critic = torch.nn.Sequential(
+        torch.nn.Linear(1, 16), torch.nn.LeakyReLU(0.2), torch.nn.Linear(16, 1)
+    )
     critic_opt = torch.optim.Adam(critic.parameters(), lr=5e-3, betas=(0.5, 0.999))
     bce = torch.nn.functional.binary_cross_entropy_with_logits
 
     def gan_step(s, xb, yb, last):
         noise = torch.randn(len(xb), 4, generator=s.gen)
         fake = s.model(noise)
-        d_loss = bce(critic(xb), torch.ones(len(xb), 1)) + bce(critic(fake.detach()), torch.zeros(len(xb), 1))
+        d_loss = bce(critic(xb), torch.ones(len(xb), 1)) + bce(
+            critic(fake.detach()), torch.zeros(len(xb), 1)
+        )
         critic_opt.zero_grad()
         d_loss.backward()
         critic_opt.step()
@@ -71,7 +79,12 @@ def test_a_gan_with_two_models_and_two_optimizers_trains_on_the_core():
 
     cfg = TrainConfig.parse({"epochs": 40, "batch_size": 128, "lr": 5e-3, "diagnostics": False})
     plan = Plan(loss="mse", output="g", train_output="g")
-    tensors = {"x_train": real[:1792], "y_train": torch.zeros(1792), "x_val": real[1792:], "y_val": torch.zeros(256)}
+    tensors = {
+        "x_train": real[:1792],
+        "y_train": torch.zeros(1792),
+        "x_val": real[1792:],
+        "y_val": torch.zeros(256),
+    }
     s = core.prepare(cfg, plan, generator, generator, tensors, torch.device("cpu"))
     before = gan_validate(s)["loss"]
     counter = Counter()
@@ -91,15 +104,22 @@ def test_a_registered_task_with_its_own_step_trains_through_fit(workspace, monke
         return core.standard_step(s, xb + 0.05 * torch.randn(xb.shape, generator=s.gen), yb, last)
 
     base = TASKS["regression"]
-    monkeypatch.setitem(TASKS, "denoising", dataclasses.replace(base, name="denoising", title="Denoising",
-                                                                step=noisy_step))
+    monkeypatch.setitem(
+        TASKS,
+        "denoising",
+        dataclasses.replace(base, name="denoising", title="Denoising", step=noisy_step),
+    )
     assert isinstance(TASKS["denoising"], Task)
     dataset = prepare_builtin("diabetes")
     dataset = dataclasses.replace(dataset, meta={**dataset.meta, "task": "denoising"})
     spec = starter_spec("regression", dataset.input_shape, None)
     events = []
-    final = fit(spec, dataset, TrainConfig.parse({"epochs": 3, "batch_size": 32, "diagnostics": False}),
-                emit=events.append)
+    final = fit(
+        spec,
+        dataset,
+        TrainConfig.parse({"epochs": 3, "batch_size": 32, "diagnostics": False}),
+        emit=events.append,
+    )
     assert final["status"] == "completed" and "val/mae" in final["metrics"]
     assert sum(calls) == 3 * dataset.meta["sizes"]["train"]
     assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == [1, 2, 3]

@@ -15,8 +15,14 @@ EXPECTED = {
     "lstm_text": ("val/accuracy", 0.85),
     "transformer_text": ("val/accuracy", 0.85),
     "small_cnn": ("val/accuracy", 0.90),
-    "text_and_numbers": ("val/accuracy", 0.78),  # labels 5% flipped and a noisy score: about 0.85 at best
-    "autoencoder": ("val/loss", 0.045),  # MSE on pixels in [0, 1]; predicting the mean image scores ~0.1
+    "text_and_numbers": (
+        "val/accuracy",
+        0.78,
+    ),  # labels 5% flipped and a noisy score: about 0.85 at best
+    "autoencoder": (
+        "val/loss",
+        0.045,
+    ),  # MSE on pixels in [0, 1]; predicting the mean image scores ~0.1
 }
 
 
@@ -26,11 +32,18 @@ def test_template_trains_to_its_stated_score(name):
     ds = prepare_builtin(template.dataset, n_samples=2000, noise=0.05)
     assert suits(template, ds.meta)
     events = []
-    result = fit(build(template, ds.meta), ds, TrainConfig.parse({**template.train, "batch_size": 32}),
-                 emit=events.append)
+    result = fit(
+        build(template, ds.meta),
+        ds,
+        TrainConfig.parse({**template.train, "batch_size": 32}),
+        emit=events.append,
+    )
     metric, bound = EXPECTED[name]
     value = result["metrics"][metric]
-    assert (value >= bound) if metric.endswith("accuracy") else (value <= bound), (name, result["metrics"])
+    assert (value >= bound) if metric.endswith("accuracy") else (value <= bound), (
+        name,
+        result["metrics"],
+    )
     if name == "keras_mlp":  # ends in softmax: trained on the logits, and said so
         notices = [e["message"] for e in events if e["type"] == "notice"]
         assert any("training uses the logits" in n for n in notices)
@@ -54,7 +67,9 @@ def test_the_starter_model_for_text_embeds_the_tokens_and_learns():
     ds = prepare_builtin("reviews")
     spec = starter_for(ds.meta)
     assert [n["op"] for n in spec["nodes"][:2]] == ["embedding", "seq_pool"]
-    assert spec["nodes"][0]["params"]["num_embeddings"] == ds.meta["vocab_size"] and not lint(spec, ds.meta, {})
+    assert spec["nodes"][0]["params"]["num_embeddings"] == ds.meta["vocab_size"] and not lint(
+        spec, ds.meta, {}
+    )
     result = fit(spec, ds, TrainConfig.parse(starter_train(ds.meta)), emit=lambda e: None)
     assert result["metrics"]["val/accuracy"] >= 0.8, result["metrics"]
     as_numbers = starter_spec(ds.meta["task"], ds.meta["input_shape"], 2)

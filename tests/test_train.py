@@ -14,7 +14,9 @@ from tests.conftest import mlp_spec
 
 def test_moons_reaches_95_percent_validation_accuracy(moons, tmp_path):
     events = []
-    result = fit(mlp_spec(2), moons, TrainConfig(epochs=40, lr=0.01), emit=events.append, out_dir=tmp_path)
+    result = fit(
+        mlp_spec(2), moons, TrainConfig(epochs=40, lr=0.01), emit=events.append, out_dir=tmp_path
+    )
     assert result["status"] == "completed"
     assert result["metrics"]["val/accuracy"] >= 0.95
     types = [e["type"] for e in events]
@@ -34,15 +36,21 @@ def test_regression_reports_mae_in_original_units_and_r2():
     result = fit(mlp_spec(1), ds, TrainConfig(epochs=60), emit=lambda e: None)
     m = result["metrics"]
     assert set(m) == {"train/loss", "val/loss", "val/mae", "val/r2"}
-    assert 20 < m["val/mae"] < 70  # target spans 25..346: MAE is in those units, not standardized ones
+    assert (
+        20 < m["val/mae"] < 70
+    )  # target spans 25..346: MAE is in those units, not standardized ones
     assert m["val/r2"] > 0.3
 
 
 def test_diverging_run_stops_with_advice():
     ds = prepare_builtin("diabetes")
-    result = fit(mlp_spec(1), ds, TrainConfig(epochs=5, lr=1e3, optimizer="sgd"), emit=lambda e: None)
+    result = fit(
+        mlp_spec(1), ds, TrainConfig(epochs=5, lr=1e3, optimizer="sgd"), emit=lambda e: None
+    )
     assert result["status"] == "diverged"
-    assert "learning rate, 1000, is most likely too high for this model: try 0.01" in result["message"]
+    assert (
+        "learning rate, 1000, is most likely too high for this model: try 0.01" in result["message"]
+    )
 
 
 def test_a_loss_that_explodes_but_stays_finite_is_diverged(moons):
@@ -62,18 +70,27 @@ def test_a_healthy_run_with_a_high_but_workable_learning_rate_is_not_diverged(mo
 
 
 def test_stop_request_keeps_weights(moons, tmp_path):
-    result = fit(mlp_spec(2), moons, TrainConfig(epochs=50), emit=lambda e: None, should_stop=lambda: True,
-                 out_dir=tmp_path)
+    result = fit(
+        mlp_spec(2),
+        moons,
+        TrainConfig(epochs=50),
+        emit=lambda e: None,
+        should_stop=lambda: True,
+        out_dir=tmp_path,
+    )
     assert result["status"] == "stopped"
     assert result["epochs_completed"] < 50
     assert (tmp_path / "model.safetensors").exists()
 
 
-@pytest.mark.parametrize("cfg, words", [
-    ({"lr": 0}, "greater than 0"),
-    ({"lr": -0.1}, "positive learning rate"),
-    ({"batch_size": 0}, "at least 1"),
-])
+@pytest.mark.parametrize(
+    "cfg, words",
+    [
+        ({"lr": 0}, "greater than 0"),
+        ({"lr": -0.1}, "positive learning rate"),
+        ({"batch_size": 0}, "at least 1"),
+    ],
+)
 def test_bad_settings_are_refused(cfg, words):
     with pytest.raises(ConfigError, match=words):
         TrainConfig.parse(cfg)
@@ -92,14 +109,21 @@ def test_batch_larger_than_data_and_wrong_output_width(moons):
 def test_every_optimizer_learns(moons, optimizer):
     """Each optimizer in the registry, at five times its usual rate (15 epochs of two moons)."""
     lr = OPTIMIZERS[optimizer].usual_lr * 5
-    result = fit(mlp_spec(2), moons, TrainConfig(epochs=15, optimizer=optimizer, lr=lr, nesterov=True),
-                 emit=lambda e: None)
+    result = fit(
+        mlp_spec(2),
+        moons,
+        TrainConfig(epochs=15, optimizer=optimizer, lr=lr, nesterov=True),
+        emit=lambda e: None,
+    )
     assert result["metrics"]["val/accuracy"] > 0.85
 
 
-@pytest.mark.parametrize("loss", [name for name, loss in LOSSES.items() if loss.task == "regression"])
+@pytest.mark.parametrize(
+    "loss", [name for name, loss in LOSSES.items() if loss.task == "regression"]
+)
 def test_every_regression_loss_learns(loss):
     from engine.data.prepare import prepare_builtin
+
     ds = prepare_builtin("diabetes")
     result = fit(mlp_spec(1), ds, TrainConfig(epochs=30, loss=loss, lr=0.003), emit=lambda e: None)
     assert result["metrics"]["val/r2"] > 0.3, result["metrics"]
@@ -107,6 +131,7 @@ def test_every_regression_loss_learns(loss):
 
 def test_the_memory_estimate_counts_each_optimizers_state():
     from engine.compiler import infer_shapes, memory_estimate
+
     infos = infer_shapes(parse_spec(mlp_spec(2)), {"features": (2,)})
     params = sum(i.params for i in infos)
     for name, optimizer in OPTIMIZERS.items():
@@ -114,7 +139,12 @@ def test_the_memory_estimate_counts_each_optimizers_state():
 
 
 def test_bce_with_logits_on_binary_target(moons):
-    result = fit(mlp_spec(1), moons, TrainConfig(epochs=30, loss="bce_with_logits", lr=0.01), emit=lambda e: None)
+    result = fit(
+        mlp_spec(1),
+        moons,
+        TrainConfig(epochs=30, loss="bce_with_logits", lr=0.01),
+        emit=lambda e: None,
+    )
     assert result["metrics"]["val/accuracy"] > 0.9
 
 
@@ -134,7 +164,9 @@ def test_same_seed_same_run(moons):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_trains_on_cuda(moons):
-    result = fit(mlp_spec(2), moons, TrainConfig(epochs=20, device="cuda", lr=0.01), emit=lambda e: None)
+    result = fit(
+        mlp_spec(2), moons, TrainConfig(epochs=20, device="cuda", lr=0.01), emit=lambda e: None
+    )
     assert result["metrics"]["val/accuracy"] >= 0.95
 
 
@@ -145,28 +177,52 @@ def test_model_over_the_memory_budget_is_refused_with_the_estimate(moons):
 
 def test_autoencoder_target_reconstructs_the_input():
     from engine.templates import build
+
     ds = prepare_builtin("digits")
-    result = fit(build("autoencoder", ds.meta), ds, TrainConfig(epochs=2, target="input"), emit=lambda e: None)
+    result = fit(
+        build("autoencoder", ds.meta),
+        ds,
+        TrainConfig(epochs=2, target="input"),
+        emit=lambda e: None,
+    )
     assert set(result["metrics"]) == {"train/loss", "val/loss", "val/mae", "val/r2"}
     with pytest.raises(ConfigError, match="must output the input's shape"):
-        fit({"nodes": [{"id": "f", "op": "flatten"}, *mlp_spec(10)["nodes"]]}, ds, TrainConfig(target="input"),
-            emit=lambda e: None)
+        fit(
+            {"nodes": [{"id": "f", "op": "flatten"}, *mlp_spec(10)["nodes"]]},
+            ds,
+            TrainConfig(target="input"),
+            emit=lambda e: None,
+        )
 
 
 def test_every_schedule_in_the_registry_is_built():
     from engine.train.options import SCHEDULES
     from engine.train.options import build_scheduler as make_scheduler
+
     model = torch.nn.Linear(2, 2)
     for name in SCHEDULES:
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-        scheduler, every = make_scheduler(TrainConfig(scheduler=name, epochs=3, warmup_epochs=1), optimizer, 5)
-        assert (scheduler is None) == (name == "none") and every in (None, "step", "epoch", "plateau"), name
+        scheduler, every = make_scheduler(
+            TrainConfig(scheduler=name, epochs=3, warmup_epochs=1), optimizer, 5
+        )
+        assert (scheduler is None) == (name == "none") and every in (
+            None,
+            "step",
+            "epoch",
+            "plateau",
+        ), name
 
 
 def test_nll_trains_a_model_that_ends_in_log_softmax_and_explains_otherwise(moons):
     spec = mlp_spec(2)
-    ended = {**spec, "nodes": spec["nodes"] + [{"id": "logp", "op": "activation", "params": {"kind": "log_softmax"}}]}
+    ended = {
+        **spec,
+        "nodes": spec["nodes"]
+        + [{"id": "logp", "op": "activation", "params": {"kind": "log_softmax"}}],
+    }
     result = fit(ended, moons, TrainConfig(epochs=15, loss="nll", lr=0.005), emit=lambda e: None)
     assert result["status"] == "completed" and result["metrics"]["val/accuracy"] > 0.85
-    with pytest.raises(ConfigError, match="expects the model to end in a log_softmax activation.*cross-entropy"):
+    with pytest.raises(
+        ConfigError, match="expects the model to end in a log_softmax activation.*cross-entropy"
+    ):
         fit(spec, moons, TrainConfig(epochs=1, loss="nll"), emit=lambda e: None)

@@ -27,14 +27,23 @@ def test_matching_tensors_load_and_frozen_layers_stay_fixed(moons):
     target = mlp_spec(3, hidden=32)  # same body, a 3-class head: the head cannot take the old one
     target["nodes"][-1]["id"] = "head"
     report = match_weights(target, (2,), tensors)
-    assert sorted(report["loaded"]) == ["layers.fc1.bias", "layers.fc1.weight", "layers.fc2.bias", "layers.fc2.weight"]
+    assert sorted(report["loaded"]) == [
+        "layers.fc1.bias",
+        "layers.fc1.weight",
+        "layers.fc2.bias",
+        "layers.fc2.weight",
+    ]
     assert ("layers.head.weight", "shape (2, 32), the model's is (3, 32)") in report["skipped"]
     assert sorted(report["missing"]) == ["layers.head.bias", "layers.head.weight"]
 
     spec = mlp_spec(2, hidden=32)  # fine-tune on the same data: fc1 frozen, the rest trains
-    run = create_run(spec, {"epochs": 3, "lr": 0.01, "freeze": ["fc1"]}, moons.path,
-                     init=match_weights(spec, (2,), tensors)["state"],
-                     parent={"run": "model.safetensors", "name": "model.safetensors", "checkpoint": "imported"})
+    run = create_run(
+        spec,
+        {"epochs": 3, "lr": 0.01, "freeze": ["fc1"]},
+        moons.path,
+        init=match_weights(spec, (2,), tensors)["state"],
+        parent={"run": "model.safetensors", "name": "model.safetensors", "checkpoint": "imported"},
+    )
     execute(run)
     after = load_file(run / "model.safetensors")
     assert torch.equal(after["layers.fc1.weight"], tensors["layers.fc1.weight"])
@@ -43,8 +52,16 @@ def test_matching_tensors_load_and_frozen_layers_stay_fixed(moons):
 
 
 def test_weights_of_another_architecture_change_nothing(moons):
-    source = trained(moons, {"version": 1, "nodes": [{"id": "a", "op": "linear", "params": {"out_features": 5}},
-                                                      {"id": "b", "op": "linear", "params": {"out_features": 2}}]})
+    source = trained(
+        moons,
+        {
+            "version": 1,
+            "nodes": [
+                {"id": "a", "op": "linear", "params": {"out_features": 5}},
+                {"id": "b", "op": "linear", "params": {"out_features": 2}},
+            ],
+        },
+    )
     tensors = load_file(source / "model.safetensors")
     report = match_weights(mlp_spec(2), (2,), tensors)
     assert report["loaded"] == [] and report["state"] == {}
@@ -53,8 +70,10 @@ def test_weights_of_another_architecture_change_nothing(moons):
     run = create_run(mlp_spec(2), {"epochs": 1}, moons.path, init=report["state"])
     assert not (run / "init.safetensors").exists()
     again, _ = compile_spec(mlp_spec(2), (2,), seed=0)
-    assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values(),
-                                                 strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), again.state_dict().values(), strict=True)
+    )
 
 
 def test_a_pickle_payload_is_refused_without_running(capsys):

@@ -3,15 +3,34 @@
 import plotly.graph_objects as go
 
 PRIMARY = "#4F46E5"
-COLORS = ["#4F46E5", "#F97316", "#10B981", "#EF4444", "#0EA5E9", "#A855F7", "#EAB308", "#64748B", "#EC4899", "#14B8A6"]
+COLORS = [
+    "#4F46E5",
+    "#F97316",
+    "#10B981",
+    "#EF4444",
+    "#0EA5E9",
+    "#A855F7",
+    "#EAB308",
+    "#64748B",
+    "#EC4899",
+    "#14B8A6",
+]
 FONT = dict(family="Source Sans Pro, sans-serif", size=13, color="#1F2333")
 MAX_POINTS = 2000  # per trace: keeps each chart update cheap (DESIGN.md: ~9 ms at 1k points)
 
 
 def layout(fig: go.Figure, title: str = "", height: int = 300, **kw) -> go.Figure:
-    fig.update_layout(title=dict(text=title, font=dict(size=15)), height=height, font=FONT, colorway=COLORS,
-                      margin=dict(l=10, r=10, t=40 if title else 10, b=10), plot_bgcolor="#FFFFFF",
-                      paper_bgcolor="rgba(0,0,0,0)", legend=dict(orientation="h", y=-0.3, yanchor="top"), **kw)
+    fig.update_layout(
+        title=dict(text=title, font=dict(size=15)),
+        height=height,
+        font=FONT,
+        colorway=COLORS,
+        margin=dict(l=10, r=10, t=40 if title else 10, b=10),
+        plot_bgcolor="#FFFFFF",
+        paper_bgcolor="rgba(0,0,0,0)",
+        legend=dict(orientation="h", y=-0.3, yanchor="top"),
+        **kw,
+    )
     fig.update_xaxes(gridcolor="#ECEEF5", zeroline=False)
     fig.update_yaxes(gridcolor="#ECEEF5", zeroline=False)
     return fig
@@ -33,20 +52,42 @@ def smooth(values: list[float], alpha: float = 0.3) -> list[float]:
     return out
 
 
-def curves(series: dict[str, tuple[list, list]], title: str, xaxis: str, yaxis: str, percent: bool = False,
-           best_x=None) -> go.Figure:
+def curves(
+    series: dict[str, tuple[list, list]],
+    title: str,
+    xaxis: str,
+    yaxis: str,
+    percent: bool = False,
+    best_x=None,
+) -> go.Figure:
     fig = go.Figure()
     for i, (name, (xs, ys)) in enumerate(series.items()):
         xs, ys = downsample(xs, ys)
-        fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers" if len(xs) < 40 else "lines",
-                                 line=dict(color=COLORS[i % len(COLORS)], width=2), marker=dict(size=5)))
+        fig.add_trace(
+            go.Scatter(
+                x=xs,
+                y=ys,
+                name=name,
+                mode="lines+markers" if len(xs) < 40 else "lines",
+                line=dict(color=COLORS[i % len(COLORS)], width=2),
+                marker=dict(size=5),
+            )
+        )
     if best_x is not None:
-        fig.add_vline(x=best_x, line=dict(color="#94A3B8", dash="dot"), annotation_text="best",
-                      annotation_position="top left")
+        fig.add_vline(
+            x=best_x,
+            line=dict(color="#94A3B8", dash="dot"),
+            annotation_text="best",
+            annotation_position="top left",
+        )
     # The legend sits below the plot, one line per long name: the chart grows with it rather than the plot shrinking.
-    fig = layout(fig, title, height=300 + 24 * max(0, len(series) - 1), xaxis_title=xaxis, yaxis_title=yaxis)
+    fig = layout(
+        fig, title, height=300 + 24 * max(0, len(series) - 1), xaxis_title=xaxis, yaxis_title=yaxis
+    )
     values = {y for _, ys in series.values() for y in ys if y is not None}
-    if len(values) == 1 and (v := values.pop()) > 0:  # a constant: a flat line at its value above zero, not ±1
+    if (
+        len(values) == 1 and (v := values.pop()) > 0
+    ):  # a constant: a flat line at its value above zero, not ±1
         fig.update_yaxes(range=[0, v * 1.1])
     if percent:
         fig.update_yaxes(tickformat=".0%")
@@ -56,21 +97,36 @@ def curves(series: dict[str, tuple[list, list]], title: str, xaxis: str, yaxis: 
 def probability_bars(probs: dict[str, float]) -> go.Figure:
     """Each class's probability as a horizontal bar, in percent, the app's theme."""
     names = list(probs)
-    fig = go.Figure(go.Bar(x=[probs[n] for n in names], y=names, orientation="h", marker_color=PRIMARY,
-                           text=[f"{probs[n]:.0%}" for n in names], textposition="auto"))
-    fig = layout(fig, "Probability per class", height=max(180, 26 * len(names) + 70), xaxis_title="probability")
+    fig = go.Figure(
+        go.Bar(
+            x=[probs[n] for n in names],
+            y=names,
+            orientation="h",
+            marker_color=PRIMARY,
+            text=[f"{probs[n]:.0%}" for n in names],
+            textposition="auto",
+        )
+    )
+    fig = layout(
+        fig,
+        "Probability per class",
+        height=max(180, 26 * len(names) + 70),
+        xaxis_title="probability",
+    )
     fig.update_xaxes(range=[0, 1], tickformat=".0%")
     fig.update_yaxes(type="category", autorange="reversed", automargin=True)
     return fig
 
 
-LABEL_CHARS = 18  # class names longer than this are shortened on the axes (the hover shows them whole)
+LABEL_CHARS = (
+    18  # class names longer than this are shortened on the axes (the hover shows them whole)
+)
 
 
 def short_labels(names: list[str]) -> list[str]:
     """Axis labels: long names cut with an ellipsis, kept distinct."""
     out = []
     for i, name in enumerate(map(str, names)):
-        label = name if len(name) <= LABEL_CHARS else name[:LABEL_CHARS - 1] + "…"
+        label = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
         out.append(label if label not in out else f"{label} ({i})")
     return out

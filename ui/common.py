@@ -23,7 +23,9 @@ def page(title: str, purpose: str) -> None:
     st.title(title)
     st.caption(purpose)
     status_strip()
-    slot = st.empty()  # always present, so a one-time notice never shifts (and resets) the elements below it
+    slot = (
+        st.empty()
+    )  # always present, so a one-time notice never shifts (and resets) the elements below it
     if text := state.pop_notice():
         slot.info(text)
 
@@ -62,9 +64,13 @@ def status_strip() -> None:
     meta = state.dataset_meta()
     c1, c2, c3 = st.columns(3, border=True)
     with c1:
-        link("data", "Dataset", ":material/table_chart:")  # a link's label does not wrap: the name goes below
-        st.caption(f"**{meta['name']}** · {meta['task']} · {sum(meta['sizes'].values()):,} rows · "
-                   f"{input_text(meta)}")
+        link(
+            "data", "Dataset", ":material/table_chart:"
+        )  # a link's label does not wrap: the name goes below
+        st.caption(
+            f"**{meta['name']}** · {meta['task']} · {sum(meta['sizes'].values()):,} rows · "
+            f"{input_text(meta)}"
+        )
     with c2:
         link("build", "Model", ":material/account_tree:")
         st.caption(model_summary_line(state.spec(), data_inputs(meta)))
@@ -91,7 +97,9 @@ def runs_cell(runs: list[dict]) -> None:
     elif not training:
         st.caption("No run in this session yet: start one on the Train page.")
     for r in training:
-        st.caption(f":material/progress_activity: **{r['name']}** · {'training' if r['state'] == 'running' else r['state']}")
+        st.caption(
+            f":material/progress_activity: **{r['name']}** · {'training' if r['state'] == 'running' else r['state']}"
+        )
         stop_button(r["path"], r["name"], f"strip.stop.{r['id']}", "tertiary")
 
 
@@ -123,8 +131,11 @@ def origin(parent: dict | None) -> str:
 
 def format_metrics(metrics: dict) -> str:
     parts = []
-    for key, label, fmt in (("val/accuracy", "val acc", "{:.1%}".format), ("val/mae", "val MAE", fmt_value),
-                            ("val/loss", "val loss", fmt_value)):
+    for key, label, fmt in (
+        ("val/accuracy", "val acc", "{:.1%}".format),
+        ("val/mae", "val MAE", fmt_value),
+        ("val/loss", "val loss", fmt_value),
+    ):
         if metrics.get(key) is not None:
             parts.append(f"{label} {fmt(metrics[key])}")
     return " · ".join(parts[:2])
@@ -142,9 +153,11 @@ def unexpected(e: Exception, where: str) -> None:
         show_error(e)
         return
     error_id, path = record_error(where)
-    st.error(f"Something went wrong in {where} ({type(e).__name__}); nothing you made was lost. Error id "
-             f"**{error_id}**: the details are in `{path}`. Reload the page to go on, and please report the id.",
-             icon=":material/error:")
+    st.error(
+        f"Something went wrong in {where} ({type(e).__name__}); nothing you made was lost. Error id "
+        f"**{error_id}**: the details are in `{path}`. Reload the page to go on, and please report the id.",
+        icon=":material/error:",
+    )
 
 
 def preflight_line(spec: dict, meta: dict, train: dict) -> None:
@@ -157,13 +170,19 @@ def preflight_line(spec: dict, meta: dict, train: dict) -> None:
         return
     memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
     parts = ", ".join(f"{k} {v / 2**20:,.2f}" for k, v in memory.items() if k != "total")
-    st.caption(f"{sum(i.params for i in infos):,} parameters · {sum(i.macs for i in infos):,} multiply-adds per "
-               f"sample · about {memory['total'] / 2**20:,.2f} MB to train at batch {train['batch_size']} "
-               f"({parts} MB)")
+    st.caption(
+        f"{sum(i.params for i in infos):,} parameters · {sum(i.macs for i in infos):,} multiply-adds per "
+        f"sample · about {memory['total'] / 2**20:,.2f} MB to train at batch {train['batch_size']} "
+        f"({parts} MB)"
+    )
     findings = lint(spec, meta, train, (infos, error))
     if findings:
-        st.warning(f"{len(findings)} finding(s) about this model: " + " ".join(f.message for f in findings[:2])
-                   + " One-click fixes are on the Build page.", icon=":material/lightbulb:")
+        st.warning(
+            f"{len(findings)} finding(s) about this model: "
+            + " ".join(f.message for f in findings[:2])
+            + " One-click fixes are on the Build page.",
+            icon=":material/lightbulb:",
+        )
 
 
 def trained_run(label: str, key: str, where=st) -> dict:
@@ -175,7 +194,14 @@ def trained_run(label: str, key: str, where=st) -> dict:
         link("train", "Go to Train", ":material/monitoring:")
         st.stop()
     ids, current = list(runs), st.session_state.get(state.RUN)
-    run_id = where.selectbox(label, ids, index=ids.index(current) if current in ids else 0, key=key,
-                             format_func=lambda i: f"{runs[i]['name']} · {runs[i]['state']} · {runs[i]['dataset']} · "
-                                                   f"{format_metrics(runs[i].get('metrics') or {})}")
+    run_id = where.selectbox(
+        label,
+        ids,
+        index=ids.index(current) if current in ids else 0,
+        key=key,
+        format_func=lambda i: (
+            f"{runs[i]['name']} · {runs[i]['state']} · {runs[i]['dataset']} · "
+            f"{format_metrics(runs[i].get('metrics') or {})}"
+        ),
+    )
     return runs[run_id]

@@ -53,13 +53,16 @@ _pad = st.components.v2.component("layerlab.draw", html=HTML, css=CSS, js=JS)
 
 def drawing_pad(key: str, pen: str, background: str, width: int) -> bytes | None:
     """The drawing as PNG bytes, or None while the pad is empty."""
-    result = _pad(data={"pen": pen, "background": background, "width": width}, key=key,
-                  on_png_change=lambda: None)
+    result = _pad(
+        data={"pen": pen, "background": background, "width": width},
+        key=key,
+        on_png_change=lambda: None,
+    )
     url = result.png if result is not None else None
     prefix = "data:image/png;base64,"
     if not isinstance(url, str) or not url.startswith(prefix):
         return None
     try:
-        return base64.b64decode(url[len(prefix):], validate=True)
+        return base64.b64decode(url[len(prefix) :], validate=True)
     except ValueError:
         return None

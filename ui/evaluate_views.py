@@ -25,12 +25,28 @@ def confusion_figure(report: dict, normalized: bool) -> go.Figure:
     classes = [str(c) for c in report["classes"]]
     labels = short_labels(classes)
     names = [[(t, p) for p in classes] for t in classes]
-    fig = go.Figure(go.Heatmap(z=z, x=labels, y=labels, text=text, texttemplate="%{text}", colorscale="Blues",
-                               showscale=False, customdata=names, textfont=dict(size=13 if len(classes) <= 12 else 10),
-                               hovertemplate="true %{customdata[0]}, predicted %{customdata[1]}: %{text}"
-                                             "<extra></extra>"))
-    fig = layout(fig, "Confusion matrix" + (" (share of each true class)" if normalized else " (rows)"),
-                 height=max(320, 44 * len(classes) + 160), xaxis_title="predicted", yaxis_title="true")
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            colorscale="Blues",
+            showscale=False,
+            customdata=names,
+            textfont=dict(size=13 if len(classes) <= 12 else 10),
+            hovertemplate="true %{customdata[0]}, predicted %{customdata[1]}: %{text}"
+            "<extra></extra>",
+        )
+    )
+    fig = layout(
+        fig,
+        "Confusion matrix" + (" (share of each true class)" if normalized else " (rows)"),
+        height=max(320, 44 * len(classes) + 160),
+        xaxis_title="predicted",
+        yaxis_title="true",
+    )
     fig.update_yaxes(autorange="reversed", type="category", automargin=True)
     fig.update_xaxes(type="category", automargin=True, tickangle=-35 if len(classes) > 4 else 0)
     return fig
@@ -38,42 +54,79 @@ def confusion_figure(report: dict, normalized: bool) -> go.Figure:
 
 def roc_pr_figures(report: dict) -> tuple[go.Figure, go.Figure]:
     roc = {f"{c['class']} (AUC {c['roc_auc']:.3f})": (c["fpr"], c["tpr"]) for c in report["curves"]}
-    pr = {f"{c['class']} (AP {c['average_precision']:.3f})": (c["recall"], c["precision"]) for c in report["curves"]}
+    pr = {
+        f"{c['class']} (AP {c['average_precision']:.3f})": (c["recall"], c["precision"])
+        for c in report["curves"]
+    }
     one_vs_rest = "" if len(report["classes"]) == 2 else ", one class vs the rest"
     roc_fig = curves(roc, f"ROC curve{one_vs_rest}", "false-positive rate", "true-positive rate")
-    roc_fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#CBD5E1",
-                                                                                              dash="dot")))
+    roc_fig.add_trace(
+        go.Scatter(
+            x=[0, 1], y=[0, 1], mode="lines", name="chance", line=dict(color="#CBD5E1", dash="dot")
+        )
+    )
     return roc_fig, curves(pr, f"Precision-recall{one_vs_rest}", "recall", "precision")
 
 
 def class_table(report: dict) -> pd.DataFrame:
     rows = [dict(c) for c in report["per_class"]]
     support = sum(c["support"] for c in report["per_class"])
-    rows += [{"class": f"{name} average", **report["averages"][name], "support": support}
-             for name in ("macro", "weighted")]
+    rows += [
+        {"class": f"{name} average", **report["averages"][name], "support": support}
+        for name in ("macro", "weighted")
+    ]
     return pd.DataFrame(rows).round(4)
 
 
 def regression_figures(report: dict, target: str) -> tuple[go.Figure, go.Figure]:
     actual, predicted = report["actual"], report["predicted"]
     lo, hi = min(actual + predicted), max(actual + predicted)
-    scatter = go.Figure([go.Scatter(x=actual, y=predicted, mode="markers", name="rows",
-                                    marker=dict(color=COLORS[0], size=5, opacity=0.6)),
-                         go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="perfect",
-                                    line=dict(color="#94A3B8", dash="dot"))])
-    scatter = layout(scatter, "Predicted against actual", xaxis_title=f"actual {target}",
-                     yaxis_title=f"predicted {target}")
-    hist = layout(go.Figure(go.Histogram(x=report["residuals"], nbinsx=40, marker_color=COLORS[1])),
-                  "Residuals (predicted − actual)", xaxis_title=target, yaxis_title="rows")
+    scatter = go.Figure(
+        [
+            go.Scatter(
+                x=actual,
+                y=predicted,
+                mode="markers",
+                name="rows",
+                marker=dict(color=COLORS[0], size=5, opacity=0.6),
+            ),
+            go.Scatter(
+                x=[lo, hi],
+                y=[lo, hi],
+                mode="lines",
+                name="perfect",
+                line=dict(color="#94A3B8", dash="dot"),
+            ),
+        ]
+    )
+    scatter = layout(
+        scatter,
+        "Predicted against actual",
+        xaxis_title=f"actual {target}",
+        yaxis_title=f"predicted {target}",
+    )
+    hist = layout(
+        go.Figure(go.Histogram(x=report["residuals"], nbinsx=40, marker_color=COLORS[1])),
+        "Residuals (predicted − actual)",
+        xaxis_title=target,
+        yaxis_title="rows",
+    )
     return scatter, hist
 
 
 def worst_rows(report: dict, dataset: Dataset, split: str) -> None:
     """The misclassified (most confident first) or worst-predicted rows, with their inputs."""
-    rows = report["misclassified"] if TASKS[report["task"]].predictions == "classes" else report["worst"]
+    rows = (
+        report["misclassified"]
+        if TASKS[report["task"]].predictions == "classes"
+        else report["worst"]
+    )
     if not rows:
-        st.success("No misclassified rows in this split." if TASKS[report["task"]].predictions == "classes" else
-                   "No rows to list.")
+        st.success(
+            "No misclassified rows in this split."
+            if TASKS[report["task"]].predictions == "classes"
+            else "No rows to list."
+        )
         return
     x = dataset.split(split)[0]
     if x.dim() == 4:  # images: thumbnails with what the model said
@@ -82,22 +135,35 @@ def worst_rows(report: dict, dataset: Dataset, split: str) -> None:
             img = x[r["row"]].float() / 255 if x.dtype == torch.uint8 else x[r["row"]]
             img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
             with cols[i % 8]:
-                st.image(img.clamp(0, 1).numpy(), width=64,
-                         caption=f"{r['true']} → {r['predicted']} ({r['confidence']:.0%})")
+                st.image(
+                    img.clamp(0, 1).numpy(),
+                    width=64,
+                    caption=f"{r['true']} → {r['predicted']} ({r['confidence']:.0%})",
+                )
         return
     frame = pd.DataFrame(rows).round(4)
     own = kept_rows(dataset, split, frame["row"])
     if own is not None:  # the user's own columns, keys first, as read from their file
         target = ((dataset.meta.get("preprocessing") or {}).get("target") or {}).get("name")
-        table = with_rows(frame, own.drop(columns=[target], errors="ignore"), dataset.meta.get("preprocessing") or {})
+        table = with_rows(
+            frame,
+            own.drop(columns=[target], errors="ignore"),
+            dataset.meta.get("preprocessing") or {},
+        )
         st.caption(f"row: its place in the {split} split; the other columns as in your data.")
-        st.dataframe(table, hide_index=True, width="stretch",
-                     column_config={"confidence": st.column_config.NumberColumn(format="percent")})
+        st.dataframe(
+            table,
+            hide_index=True,
+            width="stretch",
+            column_config={"confidence": st.column_config.NumberColumn(format="percent")},
+        )
         return
     names = dataset.meta.get("feature_names") or []
     if x.dim() == 2 and x.is_floating_point() and len(names) == x.shape[1] and len(names) <= 30:
         inputs = pd.DataFrame(x[frame["row"].to_numpy()].numpy(), columns=names).round(3)
         frame = pd.concat([frame, inputs.add_prefix("input: ")], axis=1)
-        st.caption(f"row: its place in the {split} split; inputs as the model sees them (after scaling and "
-                   "encoding).")
+        st.caption(
+            f"row: its place in the {split} split; inputs as the model sees them (after scaling and "
+            "encoding)."
+        )
     st.dataframe(frame, hide_index=True, width="stretch")

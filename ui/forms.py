@@ -46,7 +46,9 @@ def from_widget(prop: dict, value):
     kind = _kind(prop)
     if kind == "list":
         try:
-            return [int(v) for v in str(value).replace("[", "").replace("]", "").split(",") if v.strip()]
+            return [
+                int(v) for v in str(value).replace("[", "").replace("]", "").split(",") if v.strip()
+            ]
         except ValueError:
             return value
     if kind == "int_or_word":
@@ -60,7 +62,11 @@ def pending_params(op: Op, node_id: str, params: dict) -> dict:
     out = {}
     for name, prop in props.items():
         key = widget_key(node_id, name)
-        out[name] = from_widget(prop, st.session_state[key]) if key in st.session_state else params.get(name)
+        out[name] = (
+            from_widget(prop, st.session_state[key])
+            if key in st.session_state
+            else params.get(name)
+        )
     return out
 
 
@@ -78,15 +84,30 @@ def params_form(op: Op, node_id: str, params: dict) -> None:
         elif kind == "boolean":
             st.checkbox(label, key=key, help=help_text)
         elif kind in ("integer", "optional_int"):
-            bounds = next((b for b in prop.get("anyOf", [prop]) if b.get("type") == "integer"), prop)
-            st.number_input(label, min_value=bounds.get("minimum"), max_value=bounds.get("maximum"), step=1,
-                            key=key, help=help_text, placeholder="empty: default")
+            bounds = next(
+                (b for b in prop.get("anyOf", [prop]) if b.get("type") == "integer"), prop
+            )
+            st.number_input(
+                label,
+                min_value=bounds.get("minimum"),
+                max_value=bounds.get("maximum"),
+                step=1,
+                key=key,
+                help=help_text,
+                placeholder="empty: default",
+            )
         elif kind == "number":
             low = prop.get("minimum", prop.get("exclusiveMinimum"))
             high = prop.get("maximum", prop.get("exclusiveMaximum"))
-            st.number_input(label, min_value=float(low) if low is not None else None,
-                            max_value=float(high) if high is not None else None,
-                            step=0.01 if (high or 1) <= 1 else 0.1, format="%g", key=key, help=help_text)
+            st.number_input(
+                label,
+                min_value=float(low) if low is not None else None,
+                max_value=float(high) if high is not None else None,
+                step=0.01 if (high or 1) <= 1 else 0.1,
+                format="%g",
+                key=key,
+                help=help_text,
+            )
         else:
             st.text_input(label, key=key, help=help_text)
     if not props:

@@ -19,10 +19,17 @@ def _points(dataset_dir: str) -> tuple[np.ndarray, np.ndarray, list[dict], list 
     dataset = load_dataset(dataset_dir)
     x, y = dataset.split("train")
     keep = np.random.default_rng(0).permutation(len(x))[:POINTS]
-    return x.numpy()[keep], y.numpy()[keep], boundary.axes(dataset.meta), dataset.meta.get("classes")
+    return (
+        x.numpy()[keep],
+        y.numpy()[keep],
+        boundary.axes(dataset.meta),
+        dataset.meta.get("classes"),
+    )
 
 
-def boundary_figure(grid: dict, x: np.ndarray, y: np.ndarray, axes: list[dict], classes: list | None) -> go.Figure:
+def boundary_figure(
+    grid: dict, x: np.ndarray, y: np.ndarray, axes: list[dict], classes: list | None
+) -> go.Figure:
     """The heatmap in the columns' own units, the training points over it."""
     ax, ay = axes
     gx = np.array(grid["x"]) * ax["scale"] + ax["shift"]
@@ -33,24 +40,75 @@ def boundary_figure(grid: dict, x: np.ndarray, y: np.ndarray, axes: list[dict], 
         z = np.array(grid["z"], dtype=float)
         n = max(len(classes or []), int(z.max()) + 1, 2)
         scale = [[i / (n - 1) if n > 1 else 0, COLORS[i % len(COLORS)]] for i in range(n)]
-        fig.add_trace(go.Heatmap(x=gx, y=gy, z=z, zmin=0, zmax=n - 1, colorscale=scale, showscale=False,
-                                 opacity=0.35, customdata=np.array(grid["confidence"]), hoverinfo="skip"))
+        fig.add_trace(
+            go.Heatmap(
+                x=gx,
+                y=gy,
+                z=z,
+                zmin=0,
+                zmax=n - 1,
+                colorscale=scale,
+                showscale=False,
+                opacity=0.35,
+                customdata=np.array(grid["confidence"]),
+                hoverinfo="skip",
+            )
+        )
         for k in range(n):
             mask = y == k
             if mask.any():
-                fig.add_trace(go.Scatter(x=px[mask], y=py[mask], mode="markers", name=str((classes or [k] * n)[k]),
-                                         marker=dict(color=COLORS[k % len(COLORS)], size=6,
-                                                     line=dict(color="white", width=0.8))))
+                fig.add_trace(
+                    go.Scatter(
+                        x=px[mask],
+                        y=py[mask],
+                        mode="markers",
+                        name=str((classes or [k] * n)[k]),
+                        marker=dict(
+                            color=COLORS[k % len(COLORS)],
+                            size=6,
+                            line=dict(color="white", width=0.8),
+                        ),
+                    )
+                )
     else:
         z = np.array(grid["z"])
         lo, hi = float(z.min()), float(z.max())
-        fig.add_trace(go.Heatmap(x=gx, y=gy, z=z, colorscale="Viridis", opacity=0.6, zmin=lo, zmax=hi,
-                                 colorbar=dict(title="prediction", thickness=12)))
-        fig.add_trace(go.Scatter(x=px, y=py, mode="markers", name="training rows", showlegend=False,
-                                 marker=dict(color=y, colorscale="Viridis", cmin=lo, cmax=hi, size=6,
-                                             line=dict(color="white", width=0.8))))
-    fig = layout(fig, f"{'Decision boundary' if grid['kind'] == 'classes' else 'Prediction surface'} "
-                      f"(epoch {grid['epoch']})", xaxis_title=ax["name"], yaxis_title=ay["name"])
+        fig.add_trace(
+            go.Heatmap(
+                x=gx,
+                y=gy,
+                z=z,
+                colorscale="Viridis",
+                opacity=0.6,
+                zmin=lo,
+                zmax=hi,
+                colorbar=dict(title="prediction", thickness=12),
+            )
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=px,
+                y=py,
+                mode="markers",
+                name="training rows",
+                showlegend=False,
+                marker=dict(
+                    color=y,
+                    colorscale="Viridis",
+                    cmin=lo,
+                    cmax=hi,
+                    size=6,
+                    line=dict(color="white", width=0.8),
+                ),
+            )
+        )
+    fig = layout(
+        fig,
+        f"{'Decision boundary' if grid['kind'] == 'classes' else 'Prediction surface'} "
+        f"(epoch {grid['epoch']})",
+        xaxis_title=ax["name"],
+        yaxis_title=ay["name"],
+    )
     fig.update_layout(legend=dict(orientation="h", y=-0.3))
     fig.update_xaxes(range=[gx[0], gx[-1]])
     fig.update_yaxes(range=[gy[0], gy[-1]])
@@ -67,7 +125,9 @@ def boundary_chart(run_dir: Path) -> bool:
         x, y, axes, classes = _points(train["dataset_dir"])
     except Exception:  # noqa: BLE001 - the dataset was deleted: the chart is skipped, the rest of the run shows
         return False
-    st.plotly_chart(boundary_figure(grid, x, y, axes, classes), width="stretch", key=f"boundary.{run_dir.name}")
+    st.plotly_chart(
+        boundary_figure(grid, x, y, axes, classes), width="stretch", key=f"boundary.{run_dir.name}"
+    )
     return True
 
 
@@ -81,7 +141,9 @@ def gradient_chart(looks: list[dict], key: str) -> None:
                 xs.append(look["step"])
                 ys.append(max(layer["grad_norm"], 1e-12))
     fig = curves(series, "Gradient norm per layer", "step", "norm")
-    fig.update_yaxes(type="log", dtick=1, exponentformat="power", showexponent="all")  # one labelled tick a decade
+    fig.update_yaxes(
+        type="log", dtick=1, exponentformat="power", showexponent="all"
+    )  # one labelled tick a decade
     st.plotly_chart(fig, width="stretch", key=key)
 
 
@@ -96,22 +158,34 @@ def _histogram(hist: dict, title: str, color: str) -> go.Figure:
 def inside_panel(looks: list[dict], key: str) -> None:
     """The latest look inside: per-layer histograms and dead ReLUs."""
     latest = looks[-1]
-    st.caption(f"Sampled at step {latest['step']:,} (epoch {latest['epoch']}) on one batch; every 2 s while it trains.")
+    st.caption(
+        f"Sampled at step {latest['step']:,} (epoch {latest['epoch']}) on one batch; every 2 s while it trains."
+    )
     dead = [(layer["id"], layer["dead"]) for layer in latest["layers"] if "dead" in layer]
     if dead:
-        st.markdown("**Dead ReLUs** (units that output 0 for every row of the batch): " +
-                    " · ".join(f"`{nid}` {share:.0%}" for nid, share in dead))
-    ids = [layer["id"] for layer in latest["layers"] if "weights" in layer or "activations" in layer]
+        st.markdown(
+            "**Dead ReLUs** (units that output 0 for every row of the batch): "
+            + " · ".join(f"`{nid}` {share:.0%}" for nid, share in dead)
+        )
+    ids = [
+        layer["id"] for layer in latest["layers"] if "weights" in layer or "activations" in layer
+    ]
     if not ids:
         return
     pick = st.selectbox("Layer", ids, key=f"{key}.layer")
     layer = next(entry for entry in latest["layers"] if entry["id"] == pick)
     c1, c2 = st.columns(2)
     if "weights" in layer:
-        c1.plotly_chart(_histogram(layer["weights"], f"{pick}: weights", COLORS[0]), width="stretch",
-                        key=f"{key}.w")
+        c1.plotly_chart(
+            _histogram(layer["weights"], f"{pick}: weights", COLORS[0]),
+            width="stretch",
+            key=f"{key}.w",
+        )
     else:
         c1.caption(f"{pick} has no weights.")
     if "activations" in layer:
-        c2.plotly_chart(_histogram(layer["activations"], f"{pick}: outputs", COLORS[1]), width="stretch",
-                        key=f"{key}.a")
+        c2.plotly_chart(
+            _histogram(layer["activations"], f"{pick}: outputs", COLORS[1]),
+            width="stretch",
+            key=f"{key}.a",
+        )

@@ -36,7 +36,11 @@ def with_progress(work: Callable[[Progress], T], label: str, expected_s: float |
                 done = seen["done"]
                 if expected_s:
                     done = max(done, min(elapsed / expected_s, 0.95))
-                left = f" · {eta_text(elapsed * (1 - done) / done)}" if done >= 0.05 and elapsed >= 1 else ""
+                left = (
+                    f" · {eta_text(elapsed * (1 - done) / done)}"
+                    if done >= 0.05 and elapsed >= 1
+                    else ""
+                )
                 bar.progress(done, text=f"{seen['what']}… {done:.0%}{left}")
             return future.result()
     finally:

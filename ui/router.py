@@ -8,27 +8,38 @@ import streamlit as st
 from ui import sidebar
 
 ICON = Path(__file__).resolve().parent / "favicon.png"
-PAGES = {"data": "pages/data.py", "build": "pages/build.py", "train": "pages/train.py",
-         "evaluate": "pages/evaluate.py", "predict": "pages/predict.py", "export": "pages/export.py"}
+PAGES = {
+    "data": "pages/data.py",
+    "build": "pages/build.py",
+    "train": "pages/train.py",
+    "evaluate": "pages/evaluate.py",
+    "predict": "pages/predict.py",
+    "export": "pages/export.py",
+}
 
 
 def run() -> None:
     # A local icon: a material icon as page_icon makes every page load fetch the favicon from a font CDN (an error
     # offline, and a request out of a local tool).
-    st.set_page_config(page_title="LayerLab", page_icon=str(ICON), layout="wide", initial_sidebar_state="auto")
-    nav = st.navigation([
-        st.Page(PAGES["data"], title="Data", icon=":material/table_chart:", default=True),
-        st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),
-        st.Page(PAGES["train"], title="Train", icon=":material/monitoring:"),
-        st.Page(PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
-        st.Page(PAGES["predict"], title="Predict", icon=":material/online_prediction:"),
-        st.Page(PAGES["export"], title="Export", icon=":material/download:"),
-    ])
+    st.set_page_config(
+        page_title="LayerLab", page_icon=str(ICON), layout="wide", initial_sidebar_state="auto"
+    )
+    nav = st.navigation(
+        [
+            st.Page(PAGES["data"], title="Data", icon=":material/table_chart:", default=True),
+            st.Page(PAGES["build"], title="Build", icon=":material/account_tree:"),
+            st.Page(PAGES["train"], title="Train", icon=":material/monitoring:"),
+            st.Page(PAGES["evaluate"], title="Evaluate", icon=":material/fact_check:"),
+            st.Page(PAGES["predict"], title="Predict", icon=":material/online_prediction:"),
+            st.Page(PAGES["export"], title="Export", icon=":material/download:"),
+        ]
+    )
     try:
         sidebar.render()
         nav.run()
     except Exception as e:  # noqa: BLE001 - Streamlit's own reruns and stops are BaseExceptions and pass through
         from ui.common import unexpected  # ui.common imports this module
+
         unexpected(e, f"the {nav.title} page")
     finally:
         _freeze_imports()

@@ -33,9 +33,16 @@ from ui.inside import boundary_chart, gradient_chart, inside_panel
 # 16%; every 5 s, 3-6%. (A status line redrawn every second apart from the charts, or static charts without
 # hover, did not help: any redraw made the browser repaint the charts.) More cores leave room for 1 s.
 LIVE_EVERY_S = 1.0 if (os.cpu_count() or 1) > 2 else 5.0
-FAST_EVERY_S, FAST_FOR_S = 1.0, 10.0  # the run view redraws this often in a run's first seconds (as this tab sees it)
-WATCH_EVERY_S = 2.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
-MIN_STEP_POINTS = 5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
+FAST_EVERY_S, FAST_FOR_S = (
+    1.0,
+    10.0,
+)  # the run view redraws this often in a run's first seconds (as this tab sees it)
+WATCH_EVERY_S = (
+    2.0  # a run that starts, ends or is lost shows on the page within about this (it draws nothing)
+)
+MIN_STEP_POINTS = (
+    5  # the loss-by-step chart waits for this many samples (it is sampled 4 times a second)
+)
 _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events so far): polls read only new bytes
 
 
@@ -54,9 +61,13 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
     """Resume a stopped or killed run; branch a new run from one of its checkpoints with the page's settings."""
     checkpoints = saved_checkpoints(run_dir)
     c1, c2, c3 = st.columns([1, 1, 1.3], vertical_alignment="bottom")
-    if resumable(run_dir, status) and c1.button("Resume", icon=":material/resume:", key=f"resume.{run_dir.name}",
-                                                help="Continue from the last checkpoint with the same settings, "
-                                                     "optimizer and schedule state, to the planned epochs."):
+    if resumable(run_dir, status) and c1.button(
+        "Resume",
+        icon=":material/resume:",
+        key=f"resume.{run_dir.name}",
+        help="Continue from the last checkpoint with the same settings, "
+        "optimizer and schedule state, to the planned epochs.",
+    ):
         try:
             launch(prepare_resume(run_dir), resume=True)
             st.rerun(scope="app")
@@ -64,11 +75,19 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
             show_error(e)
     if settings is None or not checkpoints:
         return
-    which = c2.selectbox("Branch from", checkpoints, key=f"branch.pick.{run_dir.name}",
-                         help="best: the best epoch's weights; last: the latest checkpoint; final: where it ended.")
-    if c3.button("Branch with these settings", icon=":material/call_split:", key=f"branch.{run_dir.name}",
-                 help="A new run of this model and data, starting from these weights, trained with the settings "
-                      "on the left."):
+    which = c2.selectbox(
+        "Branch from",
+        checkpoints,
+        key=f"branch.pick.{run_dir.name}",
+        help="best: the best epoch's weights; last: the latest checkpoint; final: where it ended.",
+    )
+    if c3.button(
+        "Branch with these settings",
+        icon=":material/call_split:",
+        key=f"branch.{run_dir.name}",
+        help="A new run of this model and data, starting from these weights, trained with the settings "
+        "on the left.",
+    ):
         try:
             child = branch_run(run_dir, which, settings)
             launch(child)
@@ -91,15 +110,25 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
     drawn_state = status["state"] if live else (finished or {}).get("status", status["state"])
 
     # The newest of the sampled batch and the epoch events: the label and the cards below read the same snapshot.
-    last = max(batches[-1:] + epochs[-1:], key=lambda e: (e["step"], e["type"] == "epoch_end"), default=None)
-    progress = (finished and finished["status"] == "completed" and 1.0) or (last or {}).get("progress", 0.0)
+    last = max(
+        batches[-1:] + epochs[-1:],
+        key=lambda e: (e["step"], e["type"] == "epoch_end"),
+        default=None,
+    )
+    progress = (finished and finished["status"] == "completed" and 1.0) or (last or {}).get(
+        "progress", 0.0
+    )
     done = epochs[-1]["epoch"] if epochs else 0
     total = started["epochs"] if started else "?"
-    label = {"queued": "Starting the worker…", "running": "Loading the data and building the model…"}.get(
-        status["state"], status["state"])
+    label = {
+        "queued": "Starting the worker…",
+        "running": "Loading the data and building the model…",
+    }.get(status["state"], status["state"])
     if last and live:
-        label = (f"{done}/{total} epochs done · {last['samples_per_second']:,.0f} samples/s · "
-                 f"ETA {fmt_seconds(last['eta_s'])}")
+        label = (
+            f"{done}/{total} epochs done · {last['samples_per_second']:,.0f} samples/s · "
+            f"ETA {fmt_seconds(last['eta_s'])}"
+        )
     elif not live:
         label = f"{status['state']} · {done}/{total} epochs"
     st.progress(min(max(float(progress), 0.0), 1.0), text=label)
@@ -128,70 +157,131 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             st.caption(f"Resumed at epoch {e['epoch']}, step {e['step']:,}.")
     if finished:
         kind = {"completed": st.success, "stopped": st.warning}.get(finished["status"], st.error)
-        kind(f"Run {finished['status']}. {finished.get('message', '')} "
-             f"{format_metrics(finished.get('metrics') or {})}".strip())
+        kind(
+            f"Run {finished['status']}. {finished.get('message', '')} "
+            f"{format_metrics(finished.get('metrics') or {})}".strip()
+        )
         weights = run_dir / "model.safetensors"
         if weights.exists():
-            st.download_button("Download weights (.safetensors)", weights.read_bytes(), file_name=f"{run_dir.name}.safetensors",
-                               mime="application/octet-stream", on_click="ignore", icon=":material/download:",
-                               key=f"dl.{run_dir.name}", help="More formats on the Export page.")
+            st.download_button(
+                "Download weights (.safetensors)",
+                weights.read_bytes(),
+                file_name=f"{run_dir.name}.safetensors",
+                mime="application/octet-stream",
+                on_click="ignore",
+                icon=":material/download:",
+                key=f"dl.{run_dir.name}",
+                help="More formats on the Export page.",
+            )
     elif status["state"] == "failed":
         st.error(status.get("message", "The run failed."), icon=":material/error:")
     if not live:
         run_actions(run_dir, status, settings)
 
     if not epochs:
-        st.caption("The curves appear after the first epoch." if live else "No epoch finished, so there are no curves.")
+        st.caption(
+            "The curves appear after the first epoch."
+            if live
+            else "No epoch finished, so there are no curves."
+        )
         boundary_chart(run_dir)
         return drawn_state
     best_epoch = epochs[-1].get("best_epoch")
     xs = [e["epoch"] for e in epochs]
     c1, c2 = st.columns(2)
     with c1:
-        st.plotly_chart(curves({"train loss": (xs, [e["metrics"]["train/loss"] for e in epochs]),
-                                "validation loss": (xs, [e["metrics"]["val/loss"] for e in epochs])},
-                               "Loss per epoch", "epoch", "loss", best_x=best_epoch),
-                        width="stretch", key=f"loss.{run_dir.name}")
+        st.plotly_chart(
+            curves(
+                {
+                    "train loss": (xs, [e["metrics"]["train/loss"] for e in epochs]),
+                    "validation loss": (xs, [e["metrics"]["val/loss"] for e in epochs]),
+                },
+                "Loss per epoch",
+                "epoch",
+                "loss",
+                best_x=best_epoch,
+            ),
+            width="stretch",
+            key=f"loss.{run_dir.name}",
+        )
     with c2:
         if "val/accuracy" in epochs[0]["metrics"]:
-            fig = curves({"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
-                         "Accuracy per epoch", "epoch", "accuracy", percent=True, best_x=best_epoch)
+            fig = curves(
+                {"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
+                "Accuracy per epoch",
+                "epoch",
+                "accuracy",
+                percent=True,
+                best_x=best_epoch,
+            )
         else:
-            fig = curves({"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])},
-                         "Mean absolute error per epoch", "epoch", "MAE", best_x=best_epoch)
+            fig = curves(
+                {"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])},
+                "Mean absolute error per epoch",
+                "epoch",
+                "MAE",
+                best_x=best_epoch,
+            )
         st.plotly_chart(fig, width="stretch", key=f"metric.{run_dir.name}")
     c3, _ = st.columns(2)
     with c3:
         boundary_chart(run_dir)
     # Each live chart costs the browser a redraw per tick, and on a small machine that CPU comes out of training
     # (README benchmarks): the detail charts are drawn only while their section is open.
-    more = st.expander("More charts: loss by step, learning rate, gradients, inside the model",
-                       key=f"more.{run_dir.name}", on_change="rerun", icon=":material/insights:")
+    more = st.expander(
+        "More charts: loss by step, learning rate, gradients, inside the model",
+        key=f"more.{run_dir.name}",
+        on_change="rerun",
+        icon=":material/insights:",
+    )
     if more.open:
         with more:
-            detail_charts(run_dir, batches, epochs, [e for e in evs if e["type"] == "diagnostics"], live)
+            detail_charts(
+                run_dir, batches, epochs, [e for e in evs if e["type"] == "diagnostics"], live
+            )
     return drawn_state
 
 
-def detail_charts(run_dir: Path, batches: list[dict], epochs: list[dict], looks: list[dict], live: bool) -> None:
+def detail_charts(
+    run_dir: Path, batches: list[dict], epochs: list[dict], looks: list[dict], live: bool
+) -> None:
     """Training loss by step, the learning rate, each layer's gradient norm, histograms and dead ReLUs."""
     steps = [b["step"] for b in batches]
     losses = [b["loss"] for b in batches]
     c1, c2 = st.columns(2)
     with c1:
         if len(steps) >= MIN_STEP_POINTS:
-            st.plotly_chart(curves({"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
-                                   "Training loss by step (sampled)", "step", "loss"),
-                            width="stretch", key=f"batch.{run_dir.name}")
+            st.plotly_chart(
+                curves(
+                    {"batch loss": (steps, losses), "smoothed": (steps, smooth(losses))},
+                    "Training loss by step (sampled)",
+                    "step",
+                    "loss",
+                ),
+                width="stretch",
+                key=f"batch.{run_dir.name}",
+            )
         else:
-            st.caption("**Training loss by step** is sampled 4 times a second: it appears once the run has trained "
-                       "for a couple of seconds." + ("" if live else " This run was shorter: see the loss per epoch."))
+            st.caption(
+                "**Training loss by step** is sampled 4 times a second: it appears once the run has trained "
+                "for a couple of seconds."
+                + ("" if live else " This run was shorter: see the loss per epoch.")
+            )
     with c2:
-        rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [(e["step"], e["lr"]) for e in epochs if "lr" in e]
+        rates = [(b["step"], b["lr"]) for b in batches if "lr" in b] + [
+            (e["step"], e["lr"]) for e in epochs if "lr" in e
+        ]
         rates.sort()
-        st.plotly_chart(curves({"learning rate": ([s for s, _ in rates], [r for _, r in rates])},
-                               "Learning rate by step", "step", "learning rate"),
-                        width="stretch", key=f"lr.{run_dir.name}")
+        st.plotly_chart(
+            curves(
+                {"learning rate": ([s for s, _ in rates], [r for _, r in rates])},
+                "Learning rate by step",
+                "step",
+                "learning rate",
+            ),
+            width="stretch",
+            key=f"lr.{run_dir.name}",
+        )
     if looks:
         c3, _ = st.columns(2)
         with c3:
@@ -238,12 +328,19 @@ def live_fragment(body, runs: list[dict], quick: bool = False) -> None:
 def stop_button(run_dir, name: str, key: str, kind: str) -> None:
     """Stop a run. The stop is requested in the click's callback: the button sits in a fragment that redraws
     several times a second, and a click read from the button's return value could be lost to the next redraw."""
+
     def stop():
         request_stop(Path(run_dir))
         st.toast(f"Stopping {name}… the weights at this point are kept.")
 
-    st.button("Stop", icon=":material/stop_circle:", key=key, type=kind, on_click=stop,
-              help=f"Stop {name}; the weights at this point are kept.")
+    st.button(
+        "Stop",
+        icon=":material/stop_circle:",
+        key=key,
+        type=kind,
+        on_click=stop,
+        help=f"Stop {name}; the weights at this point are kept.",
+    )
 
 
 def rerun_if_changed(before: dict[str, str], now: dict[str, str]) -> None:
@@ -273,7 +370,9 @@ def rename_box(run_dir: Path) -> None:
     c1, c2 = st.columns([5, 1], vertical_alignment="center")
     c1.markdown(f"#### {info['name']}")
     with c2.popover("", icon=":material/edit:", help="Rename this run"):
-        new = st.text_input("Run name", value=info["name"], key=f"rename.{run_dir.name}", max_chars=80)
+        new = st.text_input(
+            "Run name", value=info["name"], key=f"rename.{run_dir.name}", max_chars=80
+        )
         if new != info["name"]:
             try:
                 rename_run(run_dir, new)
@@ -291,12 +390,22 @@ def runs_table(runs: list[dict]) -> None:
         rows = []
         for r in runs:
             took = (r.get("finished") or time.time()) - (r.get("started") or time.time())
-            rows.append({"run": r["name"], "status": r["state"], "from": origin(r.get("parent")),
-                         "dataset": r["dataset"], "layers": r["layers"],
-                         "epochs": f"{r.get('epoch') or 0}/{r['config'].get('epochs')}",
-                         "result": format_metrics(r.get("metrics") or {}),
-                         "samples/s": f"{r['samples_per_second']:,.0f}" if r.get("samples_per_second") else "",
-                         "duration": fmt_seconds(took) if took > 0 else "", "id": r["id"]})
+            rows.append(
+                {
+                    "run": r["name"],
+                    "status": r["state"],
+                    "from": origin(r.get("parent")),
+                    "dataset": r["dataset"],
+                    "layers": r["layers"],
+                    "epochs": f"{r.get('epoch') or 0}/{r['config'].get('epochs')}",
+                    "result": format_metrics(r.get("metrics") or {}),
+                    "samples/s": f"{r['samples_per_second']:,.0f}"
+                    if r.get("samples_per_second")
+                    else "",
+                    "duration": fmt_seconds(took) if took > 0 else "",
+                    "id": r["id"],
+                }
+            )
         st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
         return {r["id"]: r["state"] for r in runs}
 

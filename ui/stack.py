@@ -8,14 +8,15 @@ dict; `engine.spec`'s editing functions apply it.
 import streamlit as st
 
 CSS = """
-.ll-root { display: grid; grid-template-columns: 11rem minmax(0, 1fr); gap: 0.75rem; font-family: var(--st-font, sans-serif);
-           font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
-.ll-col { min-width: 0; border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD; min-height: 6rem; }
+.ll-root { display: grid; grid-template-columns: 11rem minmax(0, 1fr); gap: 0.75rem;
+           font-family: var(--st-font, sans-serif); font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
+.ll-col { min-width: 0; border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD;
+          min-height: 6rem; }
 .ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
            margin: 0.1rem 0.2rem 0.4rem; }
 .ll-fam { font-size: 0.72rem; color: #8A8FA3; margin: 0.5rem 0.2rem 0.15rem; }
-.ll-op { padding: 0.2rem 0.5rem; margin: 0.15rem 0; border-radius: 0.4rem; background: #FFFFFF; border: 1px solid #E2E4EE;
-         cursor: grab; user-select: none; }
+.ll-op { padding: 0.2rem 0.5rem; margin: 0.15rem 0; border-radius: 0.4rem; background: #FFFFFF;
+         border: 1px solid #E2E4EE; cursor: grab; user-select: none; }
 .ll-op:hover { border-color: var(--st-primary-color, #4F46E5); }
 .ll-node { display: flex; align-items: center; gap: 0.5rem; padding: 0.45rem 0.6rem; margin: 0.3rem 0;
            border-radius: 0.45rem; background: #FFFFFF; border: 1px solid #E2E4EE; border-left: 5px solid var(--fam);
@@ -99,6 +100,9 @@ _component = st.components.v2.component("layerlab_stack", css=CSS, js=JS)
 
 def layer_stack(palette: list[dict], nodes: list[dict], inputs: str, key: str) -> dict | None:
     """Draw the palette and the stack; return this rerun's gesture ({'action': ...}) or None."""
-    result = _component(data={"palette": palette, "nodes": nodes, "inputs": inputs}, key=key,
-                        on_event_change=lambda: None)
+    result = _component(
+        data={"palette": palette, "nodes": nodes, "inputs": inputs},
+        key=key,
+        on_event_change=lambda: None,
+    )
     return getattr(result, "event", None) if result is not None else None

@@ -19,22 +19,24 @@ from engine.tasks import task_for
 from engine.templates import starter_for, starter_train
 from engine.workspace import atomic_write_json, home, read_json
 
-DATASET = "ll.dataset_id"      # id of the prepared dataset in use
-SPEC = "ll.spec"               # the model being built (spec dict)
+DATASET = "ll.dataset_id"  # id of the prepared dataset in use
+SPEC = "ll.spec"  # the model being built (spec dict)
 SPEC_IS_STARTER = "ll.spec_is_starter"
 SELECTED = "ll.selected_node"  # node id whose form is open on the Build page
-RUN = "ll.run_id"              # the run shown on the Train page
-TRAIN = "ll.train"             # training settings (train.json's config), shared by Build's linter and Train
-NOTICE = "ll.notice"           # a one-shot message for the next page render
-INIT = "ll.init"               # imported weights to start the next run from: {"path", "name", "loaded", ...}
+RUN = "ll.run_id"  # the run shown on the Train page
+TRAIN = "ll.train"  # training settings (train.json's config), shared by Build's linter and Train
+NOTICE = "ll.notice"  # a one-shot message for the next page render
+INIT = "ll.init"  # imported weights to start the next run from: {"path", "name", "loaded", ...}
 
-SESSION = "ll.session"         # this tab's session id, also the URL's ?s=
+SESSION = "ll.session"  # this tab's session id, also the URL's ?s=
 PARAM = "s"
 
 DEFAULT_DATASET = "moons"
 _PERSISTED = (DATASET, SPEC, SPEC_IS_STARTER, RUN, TRAIN, INIT)
 _ID = re.compile(r"[0-9a-f]{8,32}")
-_OPEN: dict[str, str] = {}  # session id -> the Streamlit session (browser tab) that has it open, server-wide
+_OPEN: dict[
+    str, str
+] = {}  # session id -> the Streamlit session (browser tab) that has it open, server-wide
 _OPEN_LOCK = threading.Lock()
 RELOAD_GRACE_S = 1.5
 
@@ -49,7 +51,11 @@ def _session_file(sid: str):
 
 def _latest() -> dict:
     """The most recently saved session of any tab: where a new tab starts."""
-    files = sorted(_sessions_dir().glob("*.json"), key=lambda p: p.stat().st_mtime) if _sessions_dir().exists() else []
+    files = (
+        sorted(_sessions_dir().glob("*.json"), key=lambda p: p.stat().st_mtime)
+        if _sessions_dir().exists()
+        else []
+    )
     return (read_json(files[-1], {}) or {}) if files else {}
 
 
@@ -57,15 +63,24 @@ def save() -> None:
     atomic_write_json(_session_file(session_id()), {k: st.session_state.get(k) for k in _PERSISTED})
 
 
-def write_session(dataset_id: str, spec: dict, run_id: str | None = None, train: dict | None = None) -> str:
+def write_session(
+    dataset_id: str, spec: dict, run_id: str | None = None, train: dict | None = None
+) -> str:
     """A saved session as if a user had chosen this dataset, model, open run and training settings; the next tab
     opened without an id starts from it (browser tests and benchmarks prepare a visit this way). Returns its id."""
     from engine.train.config import TrainConfig
 
     sid = secrets.token_hex(6)
-    atomic_write_json(_session_file(sid), {
-        DATASET: dataset_id, SPEC: spec, SPEC_IS_STARTER: True, RUN: run_id,
-        TRAIN: {**TrainConfig().model_dump(mode="json"), **(train or {})}})
+    atomic_write_json(
+        _session_file(sid),
+        {
+            DATASET: dataset_id,
+            SPEC: spec,
+            SPEC_IS_STARTER: True,
+            RUN: run_id,
+            TRAIN: {**TrainConfig().model_dump(mode="json"), **(train or {})},
+        },
+    )
     return sid
 
 
@@ -124,9 +139,13 @@ def ensure() -> None:
         if saved.get(DATASET) and load_meta(saved[DATASET]):
             for k in _PERSISTED:
                 st.session_state[k] = saved.get(k)
-            if isinstance(saved.get(SPEC), dict):  # a model saved by an older LayerLab: today's spec format
+            if isinstance(
+                saved.get(SPEC), dict
+            ):  # a model saved by an older LayerLab: today's spec format
                 st.session_state[SPEC] = migrate(saved[SPEC])
-    if st.query_params.get(PARAM) != session_id():  # page switches may drop it from the URL: put it back
+    if (
+        st.query_params.get(PARAM) != session_id()
+    ):  # page switches may drop it from the URL: put it back
         st.query_params[PARAM] = session_id()
     if st.session_state.get(DATASET) and load_meta(st.session_state[DATASET]):
         return
@@ -148,7 +167,9 @@ def use_dataset(meta: dict) -> None:
     from engine.compiler import infer_shapes
     from engine.errors import LayerLabError
 
-    if st.session_state.get(DATASET) != meta["id"]:  # the open run belongs to the old data: not shown as current
+    if (
+        st.session_state.get(DATASET) != meta["id"]
+    ):  # the open run belongs to the old data: not shown as current
         st.session_state[RUN] = None
     st.session_state[DATASET] = meta["id"]
     train = dict(st.session_state.get(TRAIN) or {})
@@ -173,7 +194,9 @@ def use_dataset(meta: dict) -> None:
         st.session_state[TRAIN] = {**(st.session_state.get(TRAIN) or {}), **starter_train(meta)}
         st.session_state[SELECTED] = None
         if edited:
-            notice(f"Your model did not fit '{meta['name']}', so the Build page now holds its starter model.")
+            notice(
+                f"Your model did not fit '{meta['name']}', so the Build page now holds its starter model."
+            )
     save()
 
 

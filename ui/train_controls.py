@@ -6,8 +6,12 @@ import torch
 from engine.tasks import Task
 from engine.train.options import SCHEDULES
 
-PRECISIONS = {"auto": "auto (bf16 on a GPU, 32-bit on the CPU)", "32": "32-bit", "bf16": "bf16 mixed",
-              "16": "fp16 mixed (CUDA)"}
+PRECISIONS = {
+    "auto": "auto (bf16 on a GPU, 32-bit on the CPU)",
+    "32": "32-bit",
+    "bf16": "bf16 mixed",
+    "16": "fp16 mixed (CUDA)",
+}
 LAYOUTS = {None: "auto (on a GPU)", True: "on", False: "off"}
 
 
@@ -15,77 +19,179 @@ def schedule_and_regularization(saved: dict, task: Task) -> dict:
     """The widgets, filled from the saved settings, for what `task` reports; returns the settings they hold."""
     out = {}
     with st.expander("Schedule and early stopping"):
-        out["scheduler"] = st.selectbox("Learning-rate schedule", list(SCHEDULES),
-                                        format_func=lambda k: SCHEDULES[k].title,
-                                        index=list(SCHEDULES).index(saved["scheduler"]), key="train.scheduler",
-                                        help="How the learning rate changes while training; plotted live.\n"
-                                             + "\n".join(f"- **{s.title}**: {s.description}" for s in SCHEDULES.values()))
-        c1, c2 = st.columns(2) if out["scheduler"] in ("step", "exponential", "plateau") else (None, None)
+        out["scheduler"] = st.selectbox(
+            "Learning-rate schedule",
+            list(SCHEDULES),
+            format_func=lambda k: SCHEDULES[k].title,
+            index=list(SCHEDULES).index(saved["scheduler"]),
+            key="train.scheduler",
+            help="How the learning rate changes while training; plotted live.\n"
+            + "\n".join(f"- **{s.title}**: {s.description}" for s in SCHEDULES.values()),
+        )
+        c1, c2 = (
+            st.columns(2)
+            if out["scheduler"] in ("step", "exponential", "plateau")
+            else (None, None)
+        )
         if out["scheduler"] == "step":
-            out["step_size"] = c1.number_input("Every (epochs)", 1, 10000, int(saved["step_size"]), key="train.step")
+            out["step_size"] = c1.number_input(
+                "Every (epochs)", 1, 10000, int(saved["step_size"]), key="train.step"
+            )
         if out["scheduler"] == "plateau":
-            out["plateau_patience"] = c1.number_input("Patience", 0, 1000, int(saved["plateau_patience"]),
-                                                      key="train.plateau_patience",
-                                                      help="Epochs without a better validation loss before a drop.")
+            out["plateau_patience"] = c1.number_input(
+                "Patience",
+                0,
+                1000,
+                int(saved["plateau_patience"]),
+                key="train.plateau_patience",
+                help="Epochs without a better validation loss before a drop.",
+            )
         if out["scheduler"] in ("step", "exponential", "plateau"):
-            out["gamma"] = c2.number_input("Multiply by", 0.001, 1.0, float(saved["gamma"]), format="%g",
-                                           key="train.gamma", help="The factor applied at each drop (per epoch "
-                                                                   "for exponential decay).")
+            out["gamma"] = c2.number_input(
+                "Multiply by",
+                0.001,
+                1.0,
+                float(saved["gamma"]),
+                format="%g",
+                key="train.gamma",
+                help="The factor applied at each drop (per epoch for exponential decay).",
+            )
         if out["scheduler"] == "cosine":
-            out["warmup_epochs"] = st.number_input("Warm-up epochs", 0, 1000, int(saved["warmup_epochs"]),
-                                                   key="train.warmup", help="Rise linearly to the learning rate "
-                                                                            "first, then decay along a cosine.")
-        stop = st.checkbox("Early stopping", value=saved["early_stopping"] > 0, key="train.early",
-                           help="Stop when the validation score stops improving, keeping the best epoch.")
+            out["warmup_epochs"] = st.number_input(
+                "Warm-up epochs",
+                0,
+                1000,
+                int(saved["warmup_epochs"]),
+                key="train.warmup",
+                help="Rise linearly to the learning rate first, then decay along a cosine.",
+            )
+        stop = st.checkbox(
+            "Early stopping",
+            value=saved["early_stopping"] > 0,
+            key="train.early",
+            help="Stop when the validation score stops improving, keeping the best epoch.",
+        )
         out["early_stopping"] = 0
         if stop:
             watch = task.monitors()
-            out["monitor"] = st.selectbox("Watch", watch, key="train.monitor",
-                                          index=watch.index(saved["monitor"]) if saved["monitor"] in watch else 0)
+            out["monitor"] = st.selectbox(
+                "Watch",
+                watch,
+                key="train.monitor",
+                index=watch.index(saved["monitor"]) if saved["monitor"] in watch else 0,
+            )
             e1, e2 = st.columns(2)
-            out["early_stopping"] = e1.number_input("Patience", 1, 1000, max(int(saved["early_stopping"]), 5),
-                                                    key="train.patience", help="Epochs without improvement before "
-                                                                               "training stops.")
-            out["min_delta"] = e2.number_input("Min. change", 0.0, value=float(saved["min_delta"]), format="%g",
-                                               key="train.min_delta", help="The least change that counts as an "
-                                                                           "improvement.")
-            out["restore_best"] = st.checkbox("Keep the best epoch's weights", value=saved["restore_best"],
-                                              key="train.restore_best")
+            out["early_stopping"] = e1.number_input(
+                "Patience",
+                1,
+                1000,
+                max(int(saved["early_stopping"]), 5),
+                key="train.patience",
+                help="Epochs without improvement before training stops.",
+            )
+            out["min_delta"] = e2.number_input(
+                "Min. change",
+                0.0,
+                value=float(saved["min_delta"]),
+                format="%g",
+                key="train.min_delta",
+                help="The least change that counts as an improvement.",
+            )
+            out["restore_best"] = st.checkbox(
+                "Keep the best epoch's weights",
+                value=saved["restore_best"],
+                key="train.restore_best",
+            )
     with st.expander("Regularization and gradients"):
         r1, r2 = st.columns(2)
-        out["l1"] = r1.number_input("L1 penalty", 0.0, value=float(saved["l1"]), format="%g", step=1e-5,
-                                    key="train.l1", help="Adds this times Σ|w| over the weight matrices.")
-        out["l2"] = r2.number_input("L2 penalty", 0.0, value=float(saved["l2"]), format="%g", step=1e-5,
-                                    key="train.l2", help="Adds this times Σw² over the weight matrices.")
-        clip = r1.number_input("Max grad norm", 0.0, value=float(saved["clip_grad_norm"] or 0),
-                               format="%g", key="train.clip_norm", help="Rescale the gradients when their total "
-                                                                       "norm exceeds this; 1.0 is common. 0 = off.")
-        value = r2.number_input("Max grad value", 0.0, value=float(saved["clip_grad_value"] or 0),
-                                format="%g", key="train.clip_value", help="Clamp each gradient entry to ± this. "
-                                                                         "0 = off.")
+        out["l1"] = r1.number_input(
+            "L1 penalty",
+            0.0,
+            value=float(saved["l1"]),
+            format="%g",
+            step=1e-5,
+            key="train.l1",
+            help="Adds this times Σ|w| over the weight matrices.",
+        )
+        out["l2"] = r2.number_input(
+            "L2 penalty",
+            0.0,
+            value=float(saved["l2"]),
+            format="%g",
+            step=1e-5,
+            key="train.l2",
+            help="Adds this times Σw² over the weight matrices.",
+        )
+        clip = r1.number_input(
+            "Max grad norm",
+            0.0,
+            value=float(saved["clip_grad_norm"] or 0),
+            format="%g",
+            key="train.clip_norm",
+            help="Rescale the gradients when their total "
+            "norm exceeds this; 1.0 is common. 0 = off.",
+        )
+        value = r2.number_input(
+            "Max grad value",
+            0.0,
+            value=float(saved["clip_grad_value"] or 0),
+            format="%g",
+            key="train.clip_value",
+            help="Clamp each gradient entry to ± this. 0 = off.",
+        )
         out["clip_grad_norm"], out["clip_grad_value"] = clip or None, value or None
-        out["accumulate"] = r1.number_input("Accumulate", 1, 1024, int(saved["accumulate"]),
-                                            key="train.accumulate", help="Batches per update (gradient "
-                                                                         "accumulation): a larger effective batch.")
-        out["label_smoothing"] = r2.number_input("Label smoothing", 0.0, 0.99, float(saved["label_smoothing"]),
-                                                 format="%g", step=0.05, key="train.smoothing",
-                                                 disabled=task.predictions != "classes",
-                                                 help="Classification: soften the targets (0.1 is usual).")
+        out["accumulate"] = r1.number_input(
+            "Accumulate",
+            1,
+            1024,
+            int(saved["accumulate"]),
+            key="train.accumulate",
+            help="Batches per update (gradient accumulation): a larger effective batch.",
+        )
+        out["label_smoothing"] = r2.number_input(
+            "Label smoothing",
+            0.0,
+            0.99,
+            float(saved["label_smoothing"]),
+            format="%g",
+            step=0.05,
+            key="train.smoothing",
+            disabled=task.predictions != "classes",
+            help="Classification: soften the targets (0.1 is usual).",
+        )
     with st.expander("Speed and diagnostics"):
         choices = list(PRECISIONS) if torch.cuda.is_available() else ["auto", "32", "bf16"]
-        out["precision"] = st.selectbox("Precision", choices, format_func=PRECISIONS.get, key="train.precision",
-                                        index=choices.index(saved["precision"]) if saved["precision"] in choices else 0,
-                                        help="Mixed precision runs most layers in 16-bit floats on a GPU: faster, "
-                                             "less memory. fp16 uses loss scaling.")
+        out["precision"] = st.selectbox(
+            "Precision",
+            choices,
+            format_func=PRECISIONS.get,
+            key="train.precision",
+            index=choices.index(saved["precision"]) if saved["precision"] in choices else 0,
+            help="Mixed precision runs most layers in 16-bit floats on a GPU: faster, "
+            "less memory. fp16 uses loss scaling.",
+        )
         s1, s2 = st.columns(2)
-        out["compile"] = s1.checkbox("torch.compile", value=saved["compile"], key="train.compile",
-                                     help="Compile the model first: a slower start, faster steps on a GPU.")
-        out["diagnostics"] = s2.checkbox("Diagnostics", value=saved["diagnostics"], key="train.diagnostics",
-                                         help="Every 2 s, sample each layer's gradient norm, weight and output "
-                                              "histograms and dead ReLUs, and coach on what they show.")
+        out["compile"] = s1.checkbox(
+            "torch.compile",
+            value=saved["compile"],
+            key="train.compile",
+            help="Compile the model first: a slower start, faster steps on a GPU.",
+        )
+        out["diagnostics"] = s2.checkbox(
+            "Diagnostics",
+            value=saved["diagnostics"],
+            key="train.diagnostics",
+            help="Every 2 s, sample each layer's gradient norm, weight and output "
+            "histograms and dead ReLUs, and coach on what they show.",
+        )
         layouts = list(LAYOUTS)
-        out["channels_last"] = st.selectbox("Channels-last images", layouts, format_func=LAYOUTS.get,
-                                            index=layouts.index(saved["channels_last"]), key="train.channels_last",
-                                            help="Memory order of image batches; channels-last is faster for "
-                                                 "convolutions on recent GPUs.")
+        out["channels_last"] = st.selectbox(
+            "Channels-last images",
+            layouts,
+            format_func=LAYOUTS.get,
+            index=layouts.index(saved["channels_last"]),
+            key="train.channels_last",
+            help="Memory order of image batches; channels-last is faster for "
+            "convolutions on recent GPUs.",
+        )
     return out

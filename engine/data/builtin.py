@@ -15,32 +15,91 @@ class Builtin:
     generated: bool = False  # takes n_samples and noise
 
 
-BUILTINS = {b.name: b for b in [
-    Builtin("moons", "Two moons", "2-D, 2 classes: two interleaving half circles. Needs a non-linear boundary.", True),
-    Builtin("circles", "Circles", "2-D, 2 classes: a ring around a disc.", True),
-    Builtin("spiral", "Spiral", "2-D, 3 classes: three interleaved spiral arms. Hard for small models.", True),
-    Builtin("xor", "XOR", "2-D, 2 classes: the four quadrants, diagonals alike.", True),
-    Builtin("blobs", "Gaussian blobs", "2-D, 4 classes: four Gaussian clusters.", True),
-    Builtin("iris", "Iris", "150 flowers, 4 measurements, 3 species. The classic first dataset."),
-    Builtin("wine", "Wine", "178 wines, 13 chemical measurements, 3 cultivars."),
-    Builtin("breast_cancer", "Breast cancer", "569 tumours, 30 features, benign or malignant."),
-    Builtin("digits", "Digits (8×8 images)", "1,797 handwritten digits as 8×8 grayscale images, 10 classes."),
-    Builtin("diabetes", "Diabetes (regression)", "442 patients, 10 features; predict disease progression."),
-    Builtin("shapes", "Shapes (32×32 colour images)", "Generated colour images of circles, squares and triangles "
-                                                      "of random size, place and colour. For CNNs.", True),
-    Builtin("reviews", "Reviews (text)", "Generated 24-token 'reviews' over a 40-word vocabulary; positive when "
-                                         "praise words outnumber complaints. For embeddings, RNNs, transformers.", True),
-    Builtin("orders", "Food orders (text and numbers)", "Generated orders: a short review, the delivery time, the "
-                                                        "price and the cuisine; did the customer order again? The "
-                                                        "review and the delivery time both matter: a two-input model.",
-            True),
-]}
+BUILTINS = {
+    b.name: b
+    for b in [
+        Builtin(
+            "moons",
+            "Two moons",
+            "2-D, 2 classes: two interleaving half circles. Needs a non-linear boundary.",
+            True,
+        ),
+        Builtin("circles", "Circles", "2-D, 2 classes: a ring around a disc.", True),
+        Builtin(
+            "spiral",
+            "Spiral",
+            "2-D, 3 classes: three interleaved spiral arms. Hard for small models.",
+            True,
+        ),
+        Builtin("xor", "XOR", "2-D, 2 classes: the four quadrants, diagonals alike.", True),
+        Builtin("blobs", "Gaussian blobs", "2-D, 4 classes: four Gaussian clusters.", True),
+        Builtin(
+            "iris", "Iris", "150 flowers, 4 measurements, 3 species. The classic first dataset."
+        ),
+        Builtin("wine", "Wine", "178 wines, 13 chemical measurements, 3 cultivars."),
+        Builtin("breast_cancer", "Breast cancer", "569 tumours, 30 features, benign or malignant."),
+        Builtin(
+            "digits",
+            "Digits (8×8 images)",
+            "1,797 handwritten digits as 8×8 grayscale images, 10 classes.",
+        ),
+        Builtin(
+            "diabetes",
+            "Diabetes (regression)",
+            "442 patients, 10 features; predict disease progression.",
+        ),
+        Builtin(
+            "shapes",
+            "Shapes (32×32 colour images)",
+            "Generated colour images of circles, squares and triangles "
+            "of random size, place and colour. For CNNs.",
+            True,
+        ),
+        Builtin(
+            "reviews",
+            "Reviews (text)",
+            "Generated 24-token 'reviews' over a 40-word vocabulary; positive when "
+            "praise words outnumber complaints. For embeddings, RNNs, transformers.",
+            True,
+        ),
+        Builtin(
+            "orders",
+            "Food orders (text and numbers)",
+            "Generated orders: a short review, the delivery time, the "
+            "price and the cuisine; did the customer order again? The "
+            "review and the delivery time both matter: a two-input model.",
+            True,
+        ),
+    ]
+}
 
 SHAPE_CLASSES = ["circle", "square", "triangle"]
 POSITIVE = ["good", "great", "love", "excellent", "fine", "happy", "best", "nice"]
 NEGATIVE = ["bad", "awful", "hate", "poor", "worst", "sad", "broken", "boring"]
-NEUTRAL = ["the", "a", "movie", "film", "plot", "actor", "was", "is", "and", "it", "this", "story", "very", "quite",
-           "but", "so", "scene", "ending", "music", "camera", "really", "just"]
+NEUTRAL = [
+    "the",
+    "a",
+    "movie",
+    "film",
+    "plot",
+    "actor",
+    "was",
+    "is",
+    "and",
+    "it",
+    "this",
+    "story",
+    "very",
+    "quite",
+    "but",
+    "so",
+    "scene",
+    "ending",
+    "music",
+    "camera",
+    "really",
+    "just",
+]
 VOCAB = ["<pad>", "<unk>", *POSITIVE, *NEGATIVE, *NEUTRAL]
 
 
@@ -49,7 +108,9 @@ def _spiral(n, noise, rng, arms=3):
     xs, ys = [], []
     for k in range(arms):
         r = np.linspace(0.05, 1, per)
-        t = np.linspace(k * 2 * np.pi / arms, k * 2 * np.pi / arms + 3.5, per) + rng.normal(0, noise, per)
+        t = np.linspace(k * 2 * np.pi / arms, k * 2 * np.pi / arms + 3.5, per) + rng.normal(
+            0, noise, per
+        )
         xs.append(np.c_[r * np.sin(t), r * np.cos(t)])
         ys.append(np.full(per, k))
     return np.concatenate(xs), np.concatenate(ys)
@@ -75,7 +136,9 @@ def _shapes(n, noise, rng, size=32):
         else:
             mask = (yy <= cy + r * 0.8) & (np.abs(xx - cx) <= (yy - (cy - r)) * 0.6)
         bg, fg = rng.uniform(0, 0.45, 3), rng.uniform(0.55, 1, 3)
-        img = np.where(mask[None], fg[:, None, None], bg[:, None, None]) + rng.normal(0, noise, (3, size, size))
+        img = np.where(mask[None], fg[:, None, None], bg[:, None, None]) + rng.normal(
+            0, noise, (3, size, size)
+        )
         images[i] = np.clip(img, 0, 1)
     return images, labels
 
@@ -95,7 +158,7 @@ def _reviews(n, noise, rng, length=24):
         tokens = list(rng.choice(pos, n_pos)) + list(rng.choice(neg, n_neg))
         tokens += list(rng.choice(neutral, max(words - len(tokens), 0)))
         rng.shuffle(tokens)
-        x[i, :len(tokens)] = tokens[:length]
+        x[i, : len(tokens)] = tokens[:length]
         y[i] = int(n_pos > n_neg) ^ int(rng.random() < noise)
     return x, y
 
@@ -106,12 +169,32 @@ CUISINES = ["pizza", "sushi", "curry", "burger", "salad"]
 def _orders(n, noise, rng) -> pd.DataFrame:
     """The review's tone (praise minus complaints) and a late delivery decide, together, whether a customer
     orders again; `noise` is the share of flipped labels."""
-    filler = ["the", "food", "was", "and", "it", "order", "came", "very", "quite", "but", "so", "delivery", "really",
-              "just", "meal", "portion"]
+    filler = [
+        "the",
+        "food",
+        "was",
+        "and",
+        "it",
+        "order",
+        "came",
+        "very",
+        "quite",
+        "but",
+        "so",
+        "delivery",
+        "really",
+        "just",
+        "meal",
+        "portion",
+    ]
     reviews, tone = [], np.empty(n)
     for i in range(n):
         n_pos, n_neg = rng.integers(0, 4, 2)
-        words = [*rng.choice(POSITIVE, n_pos), *rng.choice(NEGATIVE, n_neg), *rng.choice(filler, rng.integers(4, 12))]
+        words = [
+            *rng.choice(POSITIVE, n_pos),
+            *rng.choice(NEGATIVE, n_neg),
+            *rng.choice(filler, rng.integers(4, 12)),
+        ]
         rng.shuffle(words)
         reviews.append(" ".join(words))
         tone[i] = n_pos - n_neg
@@ -119,8 +202,15 @@ def _orders(n, noise, rng) -> pd.DataFrame:
     price = rng.uniform(6, 40, n).round(2)
     score = tone - (minutes - 36) / 8 + rng.normal(0, 0.5, n)
     again = (score > 0) ^ (rng.random(n) < noise)
-    return pd.DataFrame({"review": reviews, "delivery_minutes": minutes, "price": price,
-                         "cuisine": rng.choice(CUISINES, n), "ordered_again": np.where(again, "yes", "no")})
+    return pd.DataFrame(
+        {
+            "review": reviews,
+            "delivery_minutes": minutes,
+            "price": price,
+            "cuisine": rng.choice(CUISINES, n),
+            "ordered_again": np.where(again, "yes", "no"),
+        }
+    )
 
 
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
@@ -128,19 +218,31 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
     rng = np.random.default_rng(seed)
     if name == "digits":
         d = skd.load_digits()
-        return {"images": (d.images / 16.0).astype(np.float32)[:, None], "labels": d.target.astype(np.int64),
-                "classes": [str(c) for c in d.target_names]}
+        return {
+            "images": (d.images / 16.0).astype(np.float32)[:, None],
+            "labels": d.target.astype(np.int64),
+            "classes": [str(c) for c in d.target_names],
+        }
     if name == "shapes":
         images, labels = _shapes(n_samples, noise, rng)
         return {"images": images, "labels": labels, "classes": SHAPE_CLASSES}
     if name == "reviews":
         tokens, labels = _reviews(n_samples, noise, rng)
-        return {"tokens": tokens, "labels": labels, "classes": ["negative", "positive"], "vocab": VOCAB}
+        return {
+            "tokens": tokens,
+            "labels": labels,
+            "classes": ["negative", "positive"],
+            "vocab": VOCAB,
+        }
     if name == "orders":
         return {"frame": _orders(n_samples, noise, rng), "target": "ordered_again"}
     if name in ("iris", "wine", "breast_cancer", "diabetes"):
-        loader = {"iris": skd.load_iris, "wine": skd.load_wine, "breast_cancer": skd.load_breast_cancer,
-                  "diabetes": skd.load_diabetes}[name]
+        loader = {
+            "iris": skd.load_iris,
+            "wine": skd.load_wine,
+            "breast_cancer": skd.load_breast_cancer,
+            "diabetes": skd.load_diabetes,
+        }[name]
         d = loader(as_frame=True)
         frame = d.frame.copy()
         if name != "diabetes":
@@ -158,4 +260,7 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
         x, y = skd.make_blobs(n_samples, centers=4, cluster_std=1.0 + 10 * noise, random_state=seed)
     else:
         raise KeyError(name)
-    return {"frame": pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "label": y.astype(int)}), "target": "label"}
+    return {
+        "frame": pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "label": y.astype(int)}),
+        "target": "label",
+    }

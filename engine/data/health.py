@@ -28,14 +28,15 @@ def _row_keys(x: np.ndarray) -> np.ndarray:
     keys = np.empty((len(words), 2), np.uint64)
 
     def fold(i: int) -> None:
-        block = words[i:i + 16384]
+        block = words[i : i + 16384]
         a, b = np.zeros(len(block), np.uint64), np.zeros(len(block), np.uint64)
         for j in range(block.shape[1]):
             a *= MIX[0]
             a += block[:, j]
             b ^= block[:, j]
             b *= MIX[1]
-        keys[i:i + 16384, 0], keys[i:i + 16384, 1] = a, b
+        keys[i : i + 16384, 0], keys[i : i + 16384, 1] = a, b
+
     threaded(fold, range(0, len(words), 16384))
     return pd.util.hash_array(keys[:, 0]) * np.uint64(1_000_003) ^ pd.util.hash_array(keys[:, 1])
 
@@ -54,14 +55,23 @@ def _constant_and_missing(col: pd.Series) -> tuple[bool, float]:
     return col.nunique(dropna=False) <= 1, missing
 
 
-def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict, classes,
-                  columns: list[str] | None = None) -> dict:
+def health_report(
+    frame: pd.DataFrame,
+    target: str,
+    task: str,
+    x: dict,
+    y: dict,
+    classes,
+    columns: list[str] | None = None,
+) -> dict:
     """The verdict on a prepared table, with `fixes`: what one click can do about a finding (ignore columns, drop
     duplicate rows, weight the classes). `columns`: the feature columns used (ignored ones are not judged)."""
     warnings: list[str] = []
     fixes: list[dict] = []
     report: dict = {"rows": len(frame)}
-    features = frame[columns] if columns is not None else frame.drop(columns=[target], errors="ignore")
+    features = (
+        frame[columns] if columns is not None else frame.drop(columns=[target], errors="ignore")
+    )
 
     if task == "classification":
         counts = np.bincount(y["train"], minlength=len(classes))
@@ -70,28 +80,39 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
         ratio = counts.max() / max(counts.min(), 1)
         report["imbalance_ratio"] = float(ratio)
         if ratio >= 3:
-            warnings.append(f"Classes are imbalanced: the largest has {ratio:.1f}× the rows of the smallest. Turn on "
-                            "class weights for training, or collect more rows of the rare classes.")
-        report["implies"] = (f"Output: Dense({len(classes)}) giving logits, with cross-entropy"
-                             + (" (or Dense(1) with BCE-with-logits)." if len(classes) == 2 else "."))
+            warnings.append(
+                f"Classes are imbalanced: the largest has {ratio:.1f}× the rows of the smallest. Turn on "
+                "class weights for training, or collect more rows of the rare classes."
+            )
+        report["implies"] = f"Output: Dense({len(classes)}) giving logits, with cross-entropy" + (
+            " (or Dense(1) with BCE-with-logits)." if len(classes) == 2 else "."
+        )
     else:
         report["implies"] = "Output: Dense(1) with mean squared error (or L1 / Huber for outliers)."
 
     # Duplicates and leakage are judged on the prepared inputs (and the target, for duplicates).
     keys = {s: _row_keys(x[s]) for s in ("train", "val", "test")}
-    labelled = np.concatenate([k ^ pd.util.hash_array(np.asarray(y[s], dtype=np.float64)) for s, k in keys.items()])
+    labelled = np.concatenate(
+        [k ^ pd.util.hash_array(np.asarray(y[s], dtype=np.float64)) for s, k in keys.items()]
+    )
     duplicates = int(pd.Series(labelled).duplicated().sum())
     report["duplicate_rows"] = duplicates
     if duplicates:
-        warnings.append(f"{duplicates} row(s) are exact duplicates of another row; they weigh twice in training.")
-        fixes.append({"kind": "drop_duplicates", "label": f"Drop the {duplicates:,} duplicate row(s)"})
+        warnings.append(
+            f"{duplicates} row(s) are exact duplicates of another row; they weigh twice in training."
+        )
+        fixes.append(
+            {"kind": "drop_duplicates", "label": f"Drop the {duplicates:,} duplicate row(s)"}
+        )
 
     leaked = {s: int(pd.Index(keys[s]).isin(keys["train"]).sum()) for s in ("val", "test")}
     report["leakage"] = leaked
     if leaked["val"] or leaked["test"]:
-        warnings.append(f"{leaked['val']} validation and {leaked['test']} test row(s) also appear in the training "
-                        "split (same inputs): their scores overstate how well the model generalizes. Remove "
-                        "duplicates first.")
+        warnings.append(
+            f"{leaked['val']} validation and {leaked['test']} test row(s) also appear in the training "
+            "split (same inputs): their scores overstate how well the model generalizes. Remove "
+            "duplicates first."
+        )
         if not duplicates:
             fixes.append({"kind": "drop_duplicates", "label": "Drop duplicate rows"})
 
@@ -100,12 +121,27 @@ def health_report(frame: pd.DataFrame, target: str, task: str, x: dict, y: dict,
     mostly_missing = [c for c, (_, gaps) in profile.items() if gaps > 0.5]
     report["constant_columns"], report["mostly_missing_columns"] = constant, mostly_missing
     if constant:
-        warnings.append(f"Constant column(s) carry no information: {', '.join(constant)}. Ignore them.")
-        fixes.append({"kind": "ignore", "columns": constant, "label": f"Ignore {len(constant)} constant column(s)"})
+        warnings.append(
+            f"Constant column(s) carry no information: {', '.join(constant)}. Ignore them."
+        )
+        fixes.append(
+            {
+                "kind": "ignore",
+                "columns": constant,
+                "label": f"Ignore {len(constant)} constant column(s)",
+            }
+        )
     if mostly_missing:
-        warnings.append(f"Mostly missing (over half empty): {', '.join(mostly_missing)}. Consider ignoring them.")
-        fixes.append({"kind": "ignore", "columns": mostly_missing,
-                      "label": f"Ignore {len(mostly_missing)} mostly-missing column(s)"})
+        warnings.append(
+            f"Mostly missing (over half empty): {', '.join(mostly_missing)}. Consider ignoring them."
+        )
+        fixes.append(
+            {
+                "kind": "ignore",
+                "columns": mostly_missing,
+                "label": f"Ignore {len(mostly_missing)} mostly-missing column(s)",
+            }
+        )
 
     report["warnings"] = warnings
     report["fixes"] = fixes

@@ -13,13 +13,36 @@ import numpy as np
 
 from engine.errors import DataError
 
-_RECONSTRUCT = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct")}
+_RECONSTRUCT = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+}
 _FROMBUFFER = {("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer")}
-_ALLOWED = _RECONSTRUCT | _FROMBUFFER | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+_ALLOWED = (
+    _RECONSTRUCT | _FROMBUFFER | {("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+)
 
-_PUSH_ARG = {"BININT", "BININT1", "BININT2", "LONG", "LONG1", "LONG4", "BINFLOAT", "FLOAT", "STRING", "BINSTRING",
-             "SHORT_BINSTRING", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8", "BINUNICODE", "SHORT_BINUNICODE",
-             "BINUNICODE8", "UNICODE", "INT"}
+_PUSH_ARG = {
+    "BININT",
+    "BININT1",
+    "BININT2",
+    "LONG",
+    "LONG1",
+    "LONG4",
+    "BINFLOAT",
+    "FLOAT",
+    "STRING",
+    "BINSTRING",
+    "SHORT_BINSTRING",
+    "BINBYTES",
+    "SHORT_BINBYTES",
+    "BINBYTES8",
+    "BINUNICODE",
+    "SHORT_BINUNICODE",
+    "BINUNICODE8",
+    "UNICODE",
+    "INT",
+}
 _CONST = {"NONE": None, "NEWTRUE": True, "NEWFALSE": False}
 _TUPLE_N = {"TUPLE1": 1, "TUPLE2": 2, "TUPLE3": 3}
 _IGNORED = {"PROTO", "FRAME"}
@@ -42,8 +65,10 @@ class _Mark:
 
 
 def _refuse(name: str, why: str) -> DataError:
-    return DataError(f"'{name}' {why}. LayerLab reads pickled data only by inspecting it and never runs code from "
-                     "a file, so it was not read.")
+    return DataError(
+        f"'{name}' {why}. LayerLab reads pickled data only by inspecting it and never runs code from "
+        "a file, so it was not read."
+    )
 
 
 def _as_bytes(value, name: str) -> bytes:
@@ -87,8 +112,12 @@ def _build(obj, state, name: str):
     if obj.kind == "dtype":  # (version, byte order, ...)
         order = state[1].decode() if isinstance(state[1], bytes) else state[1]
         return obj.arg.newbyteorder(order) if order in "<>" else obj.arg
-    _, shape, dt, fortran, raw = state  # ndarray.__setstate__: (version, shape, dtype, is_fortran, data)
-    return np.frombuffer(_as_bytes(raw, name), _dtype(dt, name)).reshape(shape, order="F" if fortran else "C")
+    _, shape, dt, fortran, raw = (
+        state  # ndarray.__setstate__: (version, shape, dtype, is_fortran, data)
+    )
+    return np.frombuffer(_as_bytes(raw, name), _dtype(dt, name)).reshape(
+        shape, order="F" if fortran else "C"
+    )
 
 
 def read_pickle(data: bytes, name: str):
@@ -99,7 +128,7 @@ def read_pickle(data: bytes, name: str):
     def pop_mark() -> list:
         for i in range(len(stack) - 1, -1, -1):
             if isinstance(stack[i], _Mark):
-                items = stack[i + 1:]
+                items = stack[i + 1 :]
                 del stack[i:]
                 return items
         raise _refuse(name, "is not a well-formed pickle")
@@ -160,7 +189,9 @@ def read_pickle(data: bytes, name: str):
             elif code in ("GET", "BINGET", "LONG_BINGET"):
                 stack.append(memo[arg])
             elif code in ("GLOBAL", "STACK_GLOBAL"):  # a name is only recorded, never imported
-                module, attr = arg.split(" ", 1) if code == "GLOBAL" else reversed([stack.pop(), stack.pop()])
+                module, attr = (
+                    arg.split(" ", 1) if code == "GLOBAL" else reversed([stack.pop(), stack.pop()])
+                )
                 if (module, attr) not in _ALLOWED:
                     raise _refuse(name, f"names '{module}.{attr}'")
                 stack.append(_Global(module, attr))
@@ -173,13 +204,24 @@ def read_pickle(data: bytes, name: str):
                 state, obj = stack.pop(), stack.pop()
                 built = _build(obj, state, name)
                 stack.append(built)
-                for k, v in memo.items():  # the memo held the unbuilt placeholder; later GETs want the result
+                for (
+                    k,
+                    v,
+                ) in (
+                    memo.items()
+                ):  # the memo held the unbuilt placeholder; later GETs want the result
                     if v is obj:
                         memo[k] = built
             else:
-                raise _refuse(name, f"uses the pickle instruction {code}, which plain data does not need")
+                raise _refuse(
+                    name, f"uses the pickle instruction {code}, which plain data does not need"
+                )
     except DataError:
         raise
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
-        raise DataError(f"'{name}' is not a readable pickle of plain data ({str(e)[:80]}).") from None
-    raise DataError(f"'{name}' is not a readable pickle of plain data (it ends without a single result).")
+        raise DataError(
+            f"'{name}' is not a readable pickle of plain data ({str(e)[:80]})."
+        ) from None
+    raise DataError(
+        f"'{name}' is not a readable pickle of plain data (it ends without a single result)."
+    )

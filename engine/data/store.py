@@ -55,21 +55,36 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "dataset"
 
 
-def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes, feature_names,
-                 preprocessing: dict | None, notices: list[str], preview: pd.DataFrame | None,
-                 root: Path | None = None, extra: dict | None = None,
-                 meanwhile: Callable[[], dict] | None = None, files: Callable[[Path], None] | None = None) -> Dataset:
+def save_dataset(
+    *,
+    name: str,
+    source: str,
+    task: str,
+    x: dict,
+    y: dict,
+    classes,
+    feature_names,
+    preprocessing: dict | None,
+    notices: list[str],
+    preview: pd.DataFrame | None,
+    root: Path | None = None,
+    extra: dict | None = None,
+    meanwhile: Callable[[], dict] | None = None,
+    files: Callable[[Path], None] | None = None,
+) -> Dataset:
     """Write the tensors, preview and meta into a folder named by the content hash. `meanwhile` computes more
     meta (e.g. the data-health report) while the file is written and hashed on other threads; `files` writes more
     files into the folder (given its path) before it is moved into place."""
     tensors = {}
     for split in SPLITS:
         xv = np.asarray(x[split])  # uint8 images stay uint8 (scaled on the device when training)
-        tensors[f"x_{split}"] = torch.from_numpy(np.ascontiguousarray(xv, dtype=np.uint8 if xv.dtype == np.uint8
-                                                                      else np.float32))
+        tensors[f"x_{split}"] = torch.from_numpy(
+            np.ascontiguousarray(xv, dtype=np.uint8 if xv.dtype == np.uint8 else np.float32)
+        )
         yv = np.asarray(y[split])
-        tensors[f"y_{split}"] = torch.from_numpy(np.ascontiguousarray(yv, dtype=np.int64 if task == "classification"
-                                                                      else np.float32))
+        tensors[f"y_{split}"] = torch.from_numpy(
+            np.ascontiguousarray(yv, dtype=np.int64 if task == "classification" else np.float32)
+        )
     base = datasets_dir(root)
     base.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
@@ -77,7 +92,9 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
     try:
         # Both release the GIL: the hash (which names the folder) and the write run beside `meanwhile`.
         with ThreadPoolExecutor(2) as pool:
-            hashed = pool.submit(lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)])
+            hashed = pool.submit(
+                lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)]
+            )
             written = pool.submit(save_file, tensors, str(staging / "data.safetensors"))
             try:
                 more = meanwhile() if meanwhile else {}
@@ -89,11 +106,22 @@ def save_dataset(*, name: str, source: str, task: str, x: dict, y: dict, classes
             files(staging)
         ds_id = f"{_slug(name)}-{digest.hexdigest()[:8]}"
         path = base / ds_id
-        meta = {"id": ds_id, "name": name, "source": source, "task": task,
-                "input_shape": list(tensors["x_train"].shape[1:]), "classes": classes,
-                "feature_names": feature_names, "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
-                "preprocessing": preprocessing, "notices": notices, "created": time.time(), "hash": digest.hexdigest(),
-                **(extra or {}), **more}
+        meta = {
+            "id": ds_id,
+            "name": name,
+            "source": source,
+            "task": task,
+            "input_shape": list(tensors["x_train"].shape[1:]),
+            "classes": classes,
+            "feature_names": feature_names,
+            "sizes": {s: int(tensors[f"y_{s}"].shape[0]) for s in SPLITS},
+            "preprocessing": preprocessing,
+            "notices": notices,
+            "created": time.time(),
+            "hash": digest.hexdigest(),
+            **(extra or {}),
+            **more,
+        }
         atomic_write_json(staging / "meta.json", meta)
         _move_in(staging, path)
     finally:
@@ -119,17 +147,23 @@ def _move_in(staging: Path, path: Path) -> None:
         except OSError:  # another session's folder arrived between the two renames
             if (path / "meta.json").exists():
                 return
-    raise DataError(f"could not store the dataset in {path} (another session keeps writing it). Try again.")
+    raise DataError(
+        f"could not store the dataset in {path} (another session keeps writing it). Try again."
+    )
 
 
 def load_dataset(ds_id_or_path: str | Path, root: Path | None = None) -> Dataset:
     path = Path(ds_id_or_path)
-    if not (path / "meta.json").is_file():  # not a dataset folder (absolute, or relative to here): a dataset id
+    if not (
+        path / "meta.json"
+    ).is_file():  # not a dataset folder (absolute, or relative to here): a dataset id
         path = datasets_dir(root) / str(ds_id_or_path)
     path = path.resolve()  # runs record this folder, and are read from other working directories
     meta = read_json(path / "meta.json")
     if meta is None:
-        raise DataError(f"the dataset '{ds_id_or_path}' is not in the workspace any more. Prepare it again on the Data page.")
+        raise DataError(
+            f"the dataset '{ds_id_or_path}' is not in the workspace any more. Prepare it again on the Data page."
+        )
     return Dataset(path, meta, load_file(str(path / "data.safetensors")))
 
 
@@ -144,11 +178,25 @@ def load_preview(ds_id: str, root: Path | None = None) -> pd.DataFrame | None:
 
 def list_datasets(root: Path | None = None) -> list[dict]:
     base = datasets_dir(root)
-    metas = [m for m in (read_json(p / "meta.json") for p in base.glob("*")) if m] if base.exists() else []
+    metas = (
+        [m for m in (read_json(p / "meta.json") for p in base.glob("*")) if m]
+        if base.exists()
+        else []
+    )
     return sorted(metas, key=lambda m: m.get("created", 0), reverse=True)
 
 
 def prediction_meta(meta: dict) -> dict:
     """The parts of a dataset's meta that a trained model needs at prediction time."""
-    keep = ("id", "name", "task", "input_shape", "inputs", "classes", "feature_names", "preprocessing", "vocab")
+    keep = (
+        "id",
+        "name",
+        "task",
+        "input_shape",
+        "inputs",
+        "classes",
+        "feature_names",
+        "preprocessing",
+        "vocab",
+    )
     return {k: meta.get(k) for k in keep}

@@ -22,16 +22,29 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from engine.errors import DataError
 from engine.limits import DATA_BYTES, ONEHOT
-from engine.portable import ROW_END, TEXT_BLOCK, TOKEN, InputError, category_codes, encode_rows, numeric, row_tokens, threaded
+from engine.portable import (
+    ROW_END,
+    TEXT_BLOCK,
+    TOKEN,
+    InputError,
+    category_codes,
+    encode_rows,
+    numeric,
+    row_tokens,
+    threaded,
+)
 from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
 
 MAX_CLASSES = 1000
-FLOAT32_REACH = 1e30  # an encoded value must stay well inside float32 (about 3.4e38), squares and sums included
+FLOAT32_REACH = (
+    1e30  # an encoded value must stay well inside float32 (about 3.4e38), squares and sums included
+)
 
 
 class ColumnPlan(BaseModel):
     """How one feature column is prepared."""
+
     model_config = ConfigDict(extra="forbid")
     name: str
     role: Literal["feature", "ignore"] = "feature"
@@ -56,7 +69,16 @@ def _is_bool(s: pd.Series) -> bool:
     uniques = s.dropna().unique()
     if not 0 < len(uniques) <= 2 or pd.api.types.is_numeric_dtype(s):
         return False
-    return {str(v).strip().lower() for v in uniques} <= {"true", "false", "yes", "no", "y", "n", "t", "f"}
+    return {str(v).strip().lower() for v in uniques} <= {
+        "true",
+        "false",
+        "yes",
+        "no",
+        "y",
+        "n",
+        "t",
+        "f",
+    }
 
 
 def _mostly_numbers(s: pd.Series) -> bool:
@@ -81,15 +103,25 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
     """A plan per feature column: its type, sensible defaults, and ID-like or constant columns set to ignore."""
     plans = []
     n = len(df)
-    sample = df.sample(min(n, 20_000), random_state=0) if n > 20_000 else df  # types from a sample: fast on 1M rows
+    sample = (
+        df.sample(min(n, 20_000), random_state=0) if n > 20_000 else df
+    )  # types from a sample: fast on 1M rows
     others = df.drop(columns=[target], errors="ignore")
-    pixels = others.shape[1] >= PIXEL_COLUMNS and all(pd.api.types.is_numeric_dtype(t) for t in others.dtypes)
+    pixels = others.shape[1] >= PIXEL_COLUMNS and all(
+        pd.api.types.is_numeric_dtype(t) for t in others.dtypes
+    )
     for col in df.columns:
         if col == target:
             continue
         s = sample[col]
         unique = s.nunique(dropna=True)
-        kind = "boolean" if _is_bool(s) else "numeric" if pd.api.types.is_numeric_dtype(s) else "categorical"
+        kind = (
+            "boolean"
+            if _is_bool(s)
+            else "numeric"
+            if pd.api.types.is_numeric_dtype(s)
+            else "categorical"
+        )
         filled = s.notna().sum()
         words = 0.0
         if kind == "categorical" and _mostly_numbers(s):
@@ -99,24 +131,55 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
             counts = s.dropna().astype(str).head(500).map(lambda t: len(TOKEN.findall(t)))
             words = counts.mean() if len(counts) else 0.0
             kind = "text" if words >= 4 and unique > 0.5 * filled else "categorical"
-        plan = ColumnPlan(name=col, kind=kind, missing="median" if kind == "numeric" else
-                          "constant" if kind == "text" else "most_frequent",
-                          scaling="standard" if kind == "numeric" else "none")
+        plan = ColumnPlan(
+            name=col,
+            kind=kind,
+            missing="median"
+            if kind == "numeric"
+            else "constant"
+            if kind == "text"
+            else "most_frequent",
+            scaling="standard" if kind == "numeric" else "none",
+        )
         name_says_id = bool(re.search(r"(^|_|\b)(id|uuid|key|index)$|^unnamed", col.lower()))
         if unique <= 1 and df[col].nunique(dropna=True) <= 1:
             if pixels:  # a picture stored as a row: positions matter (a reshape to an image needs every pixel)
-                plan.note = "constant: carries no information; kept, as this table looks like pixels"
+                plan.note = (
+                    "constant: carries no information; kept, as this table looks like pixels"
+                )
             else:
-                plan.role, plan.note = "ignore", "constant: the same value in every row carries no information"
-        elif n > 10 and unique == filled == len(s) and kind in ("numeric", "categorical") and (
-                name_says_id if kind == "numeric" else True) and df[col].is_unique:
+                plan.role, plan.note = (
+                    "ignore",
+                    "constant: the same value in every row carries no information",
+                )
+        elif (
+            n > 10
+            and unique == filled == len(s)
+            and kind in ("numeric", "categorical")
+            and (name_says_id if kind == "numeric" else True)
+            and df[col].is_unique
+        ):
             plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
-        elif kind == "categorical" and unique > 20 and unique > 0.5 * filled:  # one-hot, rows would be memorised
-            plan.role, plan.note = "ignore", (f"looks like an ID or a code: {unique:,} different values in {filled:,} "
-                                              "rows, too many to learn from")
-        elif kind == "text" and words < 6 and unique > 0.9 * filled:  # names, e-mails (short reviews run longer)
-            plan.role, plan.note = "ignore", ("looks like names or codes: a few words, different in almost every row "
-                                              "(free text to learn from is longer)")
+        elif (
+            kind == "categorical" and unique > 20 and unique > 0.5 * filled
+        ):  # one-hot, rows would be memorised
+            plan.role, plan.note = (
+                "ignore",
+                (
+                    f"looks like an ID or a code: {unique:,} different values in {filled:,} "
+                    "rows, too many to learn from"
+                ),
+            )
+        elif (
+            kind == "text" and words < 6 and unique > 0.9 * filled
+        ):  # names, e-mails (short reviews run longer)
+            plan.role, plan.note = (
+                "ignore",
+                (
+                    "looks like names or codes: a few words, different in almost every row "
+                    "(free text to learn from is longer)"
+                ),
+            )
         elif s.isna().mean() > 0.5 and kind == "text":  # it would become the model's whole input
             plan.role, plan.note = "ignore", f"mostly empty text ({s.isna().mean():.0%} missing)"
         elif s.isna().mean() > 0.5:
@@ -125,8 +188,12 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
     return plans
 
 
-PIXEL_COLUMNS = 64  # a table with at least this many columns, all numeric, may be images stored as rows
-TARGET_NAMES = re.compile(r"^(target|label|labels|class|y|outcome|species|survived|diagnosis|churn)$", re.IGNORECASE)
+PIXEL_COLUMNS = (
+    64  # a table with at least this many columns, all numeric, may be images stored as rows
+)
+TARGET_NAMES = re.compile(
+    r"^(target|label|labels|class|y|outcome|species|survived|diagnosis|churn)$", re.IGNORECASE
+)
 
 
 def target_problem(y: pd.Series) -> str | None:
@@ -142,7 +209,9 @@ def target_problem(y: pd.Series) -> str | None:
         return "it holds a single value"
     if not pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
         sample = values.astype(str).head(500)
-        if sample.map(lambda t: len(TOKEN.findall(t))).mean() >= 4 and values.nunique() > 0.5 * len(values):
+        if sample.map(lambda t: len(TOKEN.findall(t))).mean() >= 4 and values.nunique() > 0.5 * len(
+            values
+        ):
             return "it looks like free text (a sentence in most rows), not a label"
         if values.nunique() == len(values) and len(values) > 20:
             return "every row has its own value, like an ID"
@@ -174,6 +243,7 @@ def detect_task(y: pd.Series) -> str:
 @dataclass
 class TableInfo:
     """What preparing a table produced: arrays per split and everything needed to explain and replay it."""
+
     task: str
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
@@ -183,7 +253,9 @@ class TableInfo:
     notices: list[str] = field(default_factory=list)
     frame: pd.DataFrame | None = None  # the rows used, in their original form
     columns: list[str] = field(default_factory=list)  # the feature columns used (before encoding)
-    order: np.ndarray | None = None  # rows of `frame` in split order (train, then validation, then test)
+    order: np.ndarray | None = (
+        None  # rows of `frame` in split order (train, then validation, then test)
+    )
 
 
 def _apportion(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.ndarray:
@@ -199,7 +271,9 @@ def _apportion(counts: np.ndarray, total: int, rng: np.random.Generator) -> np.n
     return share
 
 
-def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int) -> dict:
+def split_indices(
+    n: int, y, stratify: bool, val_fraction: float, test_fraction: float, seed: int
+) -> dict:
     """Seeded train / validation / test row indices, each in the table's order. Stratified: each class is split
     in the same proportions, so every split sees every class it can. Linear time (1M rows in tens of ms)."""
     rng = np.random.default_rng(seed)
@@ -211,20 +285,26 @@ def split_indices(n: int, y, stratify: bool, val_fraction: float, test_fraction:
         small = np.issubdtype(y.dtype, np.integer) and len(y) and 0 <= y.min() and y.max() < 65536
         inverse = y.astype(np.uint16) if small else np.unique(y, return_inverse=True)[1].ravel()
         counts = np.bincount(inverse)
-        order = np.argsort(inverse, kind="stable")  # rows grouped by class (a radix sort for uint16)
+        order = np.argsort(
+            inverse, kind="stable"
+        )  # rows grouped by class (a radix sort for uint16)
         test = _apportion(counts, n_test, rng)
         val = _apportion(counts - test, n_val, rng)
         start = 0
         for c, count in enumerate(counts.tolist()):
-            rows = rng.permutation(order[start:start + count])
-            which[rows[:test[c]]] = 2
-            which[rows[test[c]:test[c] + val[c]]] = 1
+            rows = rng.permutation(order[start : start + count])
+            which[rows[: test[c]]] = 2
+            which[rows[test[c] : test[c] + val[c]]] = 1
             start += count
     else:
         rows = rng.permutation(n)
         which[rows[:n_test]] = 2
-        which[rows[n_test:n_test + n_val]] = 1
-    return {"train": np.flatnonzero(which == 0), "val": np.flatnonzero(which == 1), "test": np.flatnonzero(which == 2)}
+        which[rows[n_test : n_test + n_val]] = 1
+    return {
+        "train": np.flatnonzero(which == 0),
+        "val": np.flatnonzero(which == 1),
+        "test": np.flatnonzero(which == 2),
+    }
 
 
 def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> float:
@@ -233,33 +313,46 @@ def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> flo
         return float(fill_value) if fill_value.strip() else 0.0
     if np.isnan(values).all():
         return 0.0
-    if strategy == "median":  # the same value as SimpleImputer's, which sorts a masked copy: 4x slower here
+    if (
+        strategy == "median"
+    ):  # the same value as SimpleImputer's, which sorts a masked copy: 4x slower here
         return float(np.nanmedian(values))
     return float(SimpleImputer(strategy=strategy).fit(values.reshape(-1, 1)).statistics_[0])
 
 
-def fit_preprocessing(frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions,
-                      rows: np.ndarray | None = None) -> dict:
+def fit_preprocessing(
+    frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions, rows: np.ndarray | None = None
+) -> dict:
     """Fit each column's imputer, scaler and encoder on the training rows (`rows` of `frame`, or all of it);
     return their state as JSON."""
     state: dict = {"columns": [], "text": None}
     text_cols = [p for p in plans if p.role == "feature" and p.kind == "text"]
     if text_cols:
         counts = Counter()
-        texts = frame[[p.name for p in text_cols]] if rows is None else frame[[p.name for p in text_cols]].iloc[rows]
+        texts = (
+            frame[[p.name for p in text_cols]]
+            if rows is None
+            else frame[[p.name for p in text_cols]].iloc[rows]
+        )
         for start in range(0, len(texts), TEXT_BLOCK):
-            counts.update(row_tokens(texts.iloc[start:start + TEXT_BLOCK], text.lowercase))
+            counts.update(row_tokens(texts.iloc[start : start + TEXT_BLOCK], text.lowercase))
         counts.pop(ROW_END, None)
         vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
-        state["text"] = {"columns": [p.name for p in text_cols], "vocab": vocab, "max_length": text.max_length,
-                         "lowercase": text.lowercase}
+        state["text"] = {
+            "columns": [p.name for p in text_cols],
+            "vocab": vocab,
+            "max_length": text.max_length,
+            "lowercase": text.lowercase,
+        }
     features = [p for p in plans if p.role == "feature" and p.kind != "text"]
     state["columns"] = threaded(lambda p: _fit_column(frame[p.name], p, rows), features)
     return state
 
 
 def _fit_column(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
-    with np.errstate(over="ignore", invalid="ignore"):  # huge values are refused below, with the column named
+    with np.errstate(
+        over="ignore", invalid="ignore"
+    ):  # huge values are refused below, with the column named
         return _fit(col, p, rows)
 
 
@@ -268,22 +361,40 @@ def _fit(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
     if p.kind in ("numeric", "boolean"):
         values = numeric(col, p.kind)
         values = values if rows is None else values[rows]
-        entry["fill"] = _impute_statistic(values, "median" if p.missing == "drop" else p.missing, p.fill_value)
+        entry["fill"] = _impute_statistic(
+            values, "median" if p.missing == "drop" else p.missing, p.fill_value
+        )
         filled = np.where(np.isnan(values), entry["fill"], values).reshape(-1, 1)
         if p.kind == "numeric" and p.scaling == "standard" and len(filled):
             scaler = StandardScaler().fit(filled)
             entry["shift"], entry["scale"] = float(scaler.mean_[0]), float(scaler.scale_[0])
         elif p.kind == "numeric" and p.scaling == "minmax" and len(filled):
             scaler = MinMaxScaler().fit(filled)
-            entry["shift"], entry["scale"] = float(scaler.data_min_[0]), float(scaler.data_range_[0] or 1.0)
+            entry["shift"], entry["scale"] = (
+                float(scaler.data_min_[0]),
+                float(scaler.data_range_[0] or 1.0),
+            )
         else:
             entry["shift"], entry["scale"] = 0.0, 1.0
-        reach = max(abs(float(np.max(filled, initial=0.0)) - entry["shift"]),
-                    abs(float(np.min(filled, initial=0.0)) - entry["shift"])) / entry["scale"] if len(filled) else 0.0
-        if not (math.isfinite(entry["shift"]) and math.isfinite(entry["scale"]) and reach < FLOAT32_REACH):
-            raise DataError(f"column '{p.name}' holds values too large to compute with (such as "
-                            f"{float(values[np.nanargmax(np.abs(values))]):.3g}): scaled, they overflow 32-bit floats. "
-                            "Divide the column by a power of ten in the file, or set its role to ignore.")
+        reach = (
+            max(
+                abs(float(np.max(filled, initial=0.0)) - entry["shift"]),
+                abs(float(np.min(filled, initial=0.0)) - entry["shift"]),
+            )
+            / entry["scale"]
+            if len(filled)
+            else 0.0
+        )
+        if not (
+            math.isfinite(entry["shift"])
+            and math.isfinite(entry["scale"])
+            and reach < FLOAT32_REACH
+        ):
+            raise DataError(
+                f"column '{p.name}' holds values too large to compute with (such as "
+                f"{float(values[np.nanargmax(np.abs(values))]):.3g}): scaled, they overflow 32-bit floats. "
+                "Divide the column by a power of ten in the file, or set its role to ignore."
+            )
         return entry
     codes, labels = category_codes(col)
     codes = codes if rows is None else codes[rows]
@@ -297,7 +408,9 @@ def _fit(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
     if (codes < 0).any():
         cats.add(entry["fill"])
     cap = ONEHOT.value
-    if p.encoding == "onehot" and len(cats) > cap:  # the most frequent stay; the rest share the all-zero row
+    if (
+        p.encoding == "onehot" and len(cats) > cap
+    ):  # the most frequent stay; the rest share the all-zero row
         frequent = labels[np.argsort(-counts, kind="stable")[:cap]]
         entry["other"] = len(cats) - cap
         cats = set(frequent)
@@ -324,15 +437,23 @@ def model_inputs(state: dict) -> dict | None:
     if not (state.get("text") and state.get("columns")):
         return None
     columns = state["text"]["columns"]
-    name = re.sub(r"[^A-Za-z0-9]+", "_", str(columns[0])).strip("_").lower()[:40] if len(columns) == 1 else "text"
+    name = (
+        re.sub(r"[^A-Za-z0-9]+", "_", str(columns[0])).strip("_").lower()[:40]
+        if len(columns) == 1
+        else "text"
+    )
     if not re.match(r"^[a-z_]", name) or name == FIRST_INPUT:
         name = f"text_{name}".rstrip("_")
     width = len(feature_names(state)) - state["text"]["max_length"]
-    return {FIRST_INPUT: {"shape": [width], "tokens": False},
-            name: {"shape": [state["text"]["max_length"]], "tokens": True}}
+    return {
+        FIRST_INPUT: {"shape": [width], "tokens": False},
+        name: {"shape": [state["text"]["max_length"]], "tokens": True},
+    }
 
 
-def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None) -> np.ndarray:
+def apply_preprocessing(
+    frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
+) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did (`engine.portable.encode_rows`, which a bundle's
     predict.py runs too); DataError when the rows cannot be prepared."""
     try:
@@ -341,44 +462,68 @@ def apply_preprocessing(frame: pd.DataFrame, state: dict, rows: np.ndarray | Non
         raise DataError(str(e)) from None
 
 
-def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, plans: list[ColumnPlan] | None = None,
-                  text: TextOptions | None = None, val_fraction: float = 0.15, test_fraction: float = 0.15,
-                  seed: int = 0, name: str = "the table", drop_duplicates: bool = False,
-                  progress: Progress = quiet) -> TableInfo:
+def prepare_table(
+    df: pd.DataFrame,
+    target: str,
+    task: str | None = None,
+    *,
+    plans: list[ColumnPlan] | None = None,
+    text: TextOptions | None = None,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 0,
+    name: str = "the table",
+    drop_duplicates: bool = False,
+    progress: Progress = quiet,
+) -> TableInfo:
     """Split the table, fit preprocessing on the training split, and return arrays for every split.
     `drop_duplicates`: keep one of each set of rows that agree on the used columns and the target."""
     if target not in df.columns:
-        raise DataError(f"'{name}' has no column '{target}'. Columns: {', '.join(map(str, df.columns[:20]))}.")
+        raise DataError(
+            f"'{name}' has no column '{target}'. Columns: {', '.join(map(str, df.columns[:20]))}."
+        )
     plans = plans if plans is not None else suggest_columns(df, target)
     text = text or TextOptions()
     features = [p for p in plans if p.role == "feature"]
     notices = [f"Ignoring '{p.name}': {p.note}." for p in plans if p.role == "ignore" and p.note]
     if problem := target_problem(df[target]):
-        notices.append(f"'{target}' is an unlikely target: {problem}. Check that it is the column to predict.")
+        notices.append(
+            f"'{target}' is an unlikely target: {problem}. Check that it is the column to predict."
+        )
     if df[target].notna().sum() == 0:
-        raise DataError(f"the target '{target}' is empty in every row of '{name}'. Choose the column that holds what to "
-                        "predict.")
+        raise DataError(
+            f"the target '{target}' is empty in every row of '{name}'. Choose the column that holds what to "
+            "predict."
+        )
     if pd.api.types.is_numeric_dtype(df[target]) and not pd.api.types.is_bool_dtype(df[target]):
         infinite = np.isinf(df[target].to_numpy(dtype=float, na_value=np.nan))
         if infinite.any():
-            notices.append(f"Dropped {int(infinite.sum()):,} row(s) whose target '{target}' is infinite (inf or -inf), "
-                           "as rows with no target are: fix those values in the file to keep them.")
+            notices.append(
+                f"Dropped {int(infinite.sum()):,} row(s) whose target '{target}' is infinite (inf or -inf), "
+                "as rows with no target are: fix those values in the file to keep them."
+            )
             df = df[~infinite]
     missing_target = int(df[target].isna().sum())
     if missing_target:
         notices.append(f"Dropped {missing_target} row(s) with no value in the target '{target}'.")
         df = df[df[target].notna()]
     if not len(df):
-        raise DataError(f"no row of '{name}' has a usable value in the target '{target}' (each is empty or "
-                        "infinite). Choose the column that holds what to predict, or fix its values.")
+        raise DataError(
+            f"no row of '{name}' has a usable value in the target '{target}' (each is empty or "
+            "infinite). Choose the column that holds what to predict, or fix its values."
+        )
     if drop_duplicates:
         before = len(df)
         df = df.drop_duplicates(subset=[p.name for p in features] + [target])
         if before > len(df):
-            notices.append(f"Dropped {before - len(df):,} duplicate row(s) (the same inputs and target).")
+            notices.append(
+                f"Dropped {before - len(df):,} duplicate row(s) (the same inputs and target)."
+            )
     for p in features:
         if p.missing == "drop" and p.kind != "text" and df[p.name].isna().any():
-            notices.append(f"Dropped {int(df[p.name].isna().sum())} row(s) with no value in '{p.name}'.")
+            notices.append(
+                f"Dropped {int(df[p.name].isna().sum())} row(s) with no value in '{p.name}'."
+            )
             df = df[df[p.name].notna()]
     task = task or detect_task(df[target])
     y_raw = df[target]
@@ -386,69 +531,106 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
         y_num = pd.to_numeric(y_raw, errors="coerce")
         if y_num.isna().any() or pd.api.types.is_bool_dtype(y_raw):
             example = y_raw[y_num.isna()].iloc[0] if y_num.isna().any() else y_raw.iloc[0]
-            raise DataError(f"regression needs a numeric target, but '{target}' holds values such as {example!r}. "
-                            "Choose classification, or a numeric target column.")
+            raise DataError(
+                f"regression needs a numeric target, but '{target}' holds values such as {example!r}. "
+                "Choose classification, or a numeric target column."
+            )
         y_all = y_num.to_numpy(dtype=np.float64)
         classes = None
     elif task == "classification":
         labels = y_raw.astype(str) if not pd.api.types.is_numeric_dtype(y_raw) else y_raw
         classes_raw = sorted(labels.unique(), key=lambda v: (str(type(v)), v))
         if len(classes_raw) < 2:
-            raise DataError(f"the target '{target}' has only one class ('{classes_raw[0]}'): a classifier needs at "
-                            "least two. Choose another target column, or add rows of other classes.")
+            raise DataError(
+                f"the target '{target}' has only one class ('{classes_raw[0]}'): a classifier needs at "
+                "least two. Choose another target column, or add rows of other classes."
+            )
         if len(classes_raw) > MAX_CLASSES:
-            raise DataError(f"the target '{target}' has {len(classes_raw)} distinct values, too many classes "
-                            f"(at most {MAX_CLASSES}). If it is a number to predict, choose regression.")
+            raise DataError(
+                f"the target '{target}' has {len(classes_raw)} distinct values, too many classes "
+                f"(at most {MAX_CLASSES}). If it is a number to predict, choose regression."
+            )
         y_all = pd.Index(classes_raw).get_indexer(labels).astype(np.int64)
-        classes = [str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in classes_raw]
+        classes = [
+            str(int(c)) if isinstance(c, float) and c.is_integer() else str(c) for c in classes_raw
+        ]
     else:
         raise DataError(f"unknown task {task!r}: choose classification or regression.")
     if not features:
-        raise DataError(f"'{name}' has no feature columns left (all are ignored or only the target exists): set at "
-                        "least one column's role to feature.")
+        raise DataError(
+            f"'{name}' has no feature columns left (all are ignored or only the target exists): set at "
+            "least one column's role to feature."
+        )
     if len(df) < 10:
-        raise DataError(f"'{name}' has only {len(df)} usable rows; LayerLab needs at least 10 to split into "
-                        "train, validation and test sets. Add rows.")
-    file_rows = df.index.to_numpy()  # each row's place in the table as read, before rows were dropped
+        raise DataError(
+            f"'{name}' has only {len(df)} usable rows; LayerLab needs at least 10 to split into "
+            "train, validation and test sets. Add rows."
+        )
+    file_rows = (
+        df.index.to_numpy()
+    )  # each row's place in the table as read, before rows were dropped
     df = df.reset_index(drop=True)
-    splits = split_indices(len(df), y_all, task == "classification", val_fraction, test_fraction, seed)
+    splits = split_indices(
+        len(df), y_all, task == "classification", val_fraction, test_fraction, seed
+    )
     for p in features:
         if p.kind == "numeric":
             count, rows = not_numbers(df[p.name])
             if count:
-                notices.append(f"Column '{p.name}': {count:,} value(s) that are not numbers (such as "
-                               f"{str(df[p.name].iloc[rows[0] - 1])[:30]!r}, in data row(s) "
-                               f"{', '.join(str(file_rows[r - 1] + 1) for r in rows)}{' …' if count > len(rows) else ''}"
-                               ") treated as missing.")
+                notices.append(
+                    f"Column '{p.name}': {count:,} value(s) that are not numbers (such as "
+                    f"{str(df[p.name].iloc[rows[0] - 1])[:30]!r}, in data row(s) "
+                    f"{', '.join(str(file_rows[r - 1] + 1) for r in rows)}{' …' if count > len(rows) else ''}"
+                    ") treated as missing."
+                )
             values = df[p.name]
             if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
                 infinite = int(np.isinf(values.to_numpy(dtype=float, na_value=np.nan)).sum())
                 if infinite:
-                    notices.append(f"Column '{p.name}': {infinite:,} infinite value(s) (inf or -inf) treated as missing.")
+                    notices.append(
+                        f"Column '{p.name}': {infinite:,} infinite value(s) (inf or -inf) treated as missing."
+                    )
         n_missing = int(df[p.name].isna().sum())
         if n_missing and p.missing != "drop" and p.kind != "text":
-            how = {"median": "the median", "mean": "the mean", "most_frequent": "the most frequent value",
-                   "constant": f"the constant {p.fill_value or ('0' if p.kind == 'numeric' else 'missing')!r}"}[p.missing]
-            notices.append(f"Column '{p.name}': {n_missing} missing value(s) filled with {how}"
-                           f"{'' if p.missing == 'constant' else ' of the training split'}.")
+            how = {
+                "median": "the median",
+                "mean": "the mean",
+                "most_frequent": "the most frequent value",
+                "constant": f"the constant {p.fill_value or ('0' if p.kind == 'numeric' else 'missing')!r}",
+            }[p.missing]
+            notices.append(
+                f"Column '{p.name}': {n_missing} missing value(s) filled with {how}"
+                f"{'' if p.missing == 'constant' else ' of the training split'}."
+            )
     progress(0.2, "Fitting the columns on the training split")
     state = fit_preprocessing(df, features, text, rows=splits["train"])
     for c in state["columns"]:
         if c.get("other"):
-            notices.append(f"Column '{c['name']}': {c['other'] + len(c['categories']):,} categories; the "
-                           f"{len(c['categories'])} most frequent are one-hot encoded, the other {c['other']:,} share "
-                           f"one all-zero code (set {ONEHOT.name} for more, or ignore the column).")
+            notices.append(
+                f"Column '{c['name']}': {c['other'] + len(c['categories']):,} categories; the "
+                f"{len(c['categories'])} most frequent are one-hot encoded, the other {c['other']:,} share "
+                f"one all-zero code (set {ONEHOT.name} for more, or ignore the column)."
+            )
     need = len(df) * len(feature_names(state)) * 4
     if need > DATA_BYTES.value:
-        raise DATA_BYTES.refuse(name, f"{len(df):,} rows × {len(feature_names(state)):,} encoded columns take "
-                                      f"{DATA_BYTES.describe(need)}", "Ignore wide columns, or use fewer rows.")
+        raise DATA_BYTES.refuse(
+            name,
+            f"{len(df):,} rows × {len(feature_names(state)):,} encoded columns take "
+            f"{DATA_BYTES.describe(need)}",
+            "Ignore wide columns, or use fewer rows.",
+        )
     progress(0.5, f"Encoding {len(df):,} rows")
     if task == "regression":
         with np.errstate(over="ignore", invalid="ignore"):
-            mean, std = float(y_all[splits["train"]].mean()), float(y_all[splits["train"]].std() or 1.0)
+            mean, std = (
+                float(y_all[splits["train"]].mean()),
+                float(y_all[splits["train"]].std() or 1.0),
+            )
         if not (math.isfinite(mean) and math.isfinite(std)):
-            raise DataError(f"the target '{target}' holds values too large to compute with (up to "
-                            f"{np.abs(y_all).max():.3g}). Divide it by a power of ten in the file.")
+            raise DataError(
+                f"the target '{target}' holds values too large to compute with (up to "
+                f"{np.abs(y_all).max():.3g}). Divide it by a power of ten in the file."
+            )
         state["target"] = {"name": target, "task": task, "mean": mean, "scale": std}
         y_all = ((y_all - mean) / std).astype(np.float32)
     else:
@@ -457,6 +639,17 @@ def prepare_table(df: pd.DataFrame, target: str, task: str | None = None, *, pla
     order = np.concatenate([splits[k] for k in ("train", "val", "test")])
     x_all = apply_preprocessing(df, state, rows=order)
     bounds = np.cumsum([0] + [len(splits[k]) for k in ("train", "val", "test")])
-    x = {k: x_all[bounds[i]:bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
+    x = {k: x_all[bounds[i] : bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
     y = {k: y_all[v] for k, v in splits.items()}
-    return TableInfo(task, x, y, feature_names(state), classes, state, notices, df, [p.name for p in features], order)
+    return TableInfo(
+        task,
+        x,
+        y,
+        feature_names(state),
+        classes,
+        state,
+        notices,
+        df,
+        [p.name for p in features],
+        order,
+    )

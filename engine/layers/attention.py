@@ -15,14 +15,24 @@ from engine.registry import OpParams, make, register
 def _heads(features, heads):
     if features % heads:
         divisors = [d for d in range(1, min(features, 16) + 1) if features % d == 0]
-        raise SpecError(None, f"{features} features cannot be split into {heads} heads: choose a number of heads "
-                              f"that divides {features} (e.g. {', '.join(map(str, divisors[-3:]))}).")
+        raise SpecError(
+            None,
+            f"{features} features cannot be split into {heads} heads: choose a number of heads "
+            f"that divides {features} (e.g. {', '.join(map(str, divisors[-3:]))}).",
+        )
 
 
 class AttentionParams(OpParams):
-    num_heads: int = Field(4, ge=1, le=64, title="Heads",
-                           description="Parallel attention heads; must divide the feature size. 4-8 is usual.")
-    dropout: float = Field(0.0, ge=0, lt=1, title="Dropout", description="Dropout on the attention weights.")
+    num_heads: int = Field(
+        4,
+        ge=1,
+        le=64,
+        title="Heads",
+        description="Parallel attention heads; must divide the feature size. 4-8 is usual.",
+    )
+    dropout: float = Field(
+        0.0, ge=0, lt=1, title="Dropout", description="Dropout on the attention weights."
+    )
 
 
 class SelfAttention(nn.Module):
@@ -36,8 +46,13 @@ class SelfAttention(nn.Module):
         return self.attn(x, x, x, need_weights=False)[0]
 
 
-@register("attention", family="attention", title="Self-attention", params=AttentionParams,
-          doc="Multi-head self-attention: every time step looks at every other and mixes in what is relevant.")
+@register(
+    "attention",
+    family="attention",
+    title="Self-attention",
+    params=AttentionParams,
+    doc="Multi-head self-attention: every time step looks at every other and mixes in what is relevant.",
+)
 def build_attention(p: AttentionParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Self-attention")
@@ -46,28 +61,56 @@ def build_attention(p: AttentionParams, shapes):
 
 
 class TransformerParams(OpParams):
-    num_heads: int = Field(4, ge=1, le=64, title="Heads", description="Attention heads; must divide the feature size.")
-    dim_feedforward: int = Field(128, ge=1, le=65536, title="Feed-forward size",
-                                 description="Width of each block's inner MLP; usually 2-4x the feature size.")
-    num_layers: int = Field(2, ge=1, le=24, title="Layers", description="Stacked encoder blocks; 2-6 for small tasks.")
-    dropout: float = Field(0.1, ge=0, lt=1, title="Dropout", description="Dropout inside each block; 0.1 is usual.")
+    num_heads: int = Field(
+        4, ge=1, le=64, title="Heads", description="Attention heads; must divide the feature size."
+    )
+    dim_feedforward: int = Field(
+        128,
+        ge=1,
+        le=65536,
+        title="Feed-forward size",
+        description="Width of each block's inner MLP; usually 2-4x the feature size.",
+    )
+    num_layers: int = Field(
+        2, ge=1, le=24, title="Layers", description="Stacked encoder blocks; 2-6 for small tasks."
+    )
+    dropout: float = Field(
+        0.1, ge=0, lt=1, title="Dropout", description="Dropout inside each block; 0.1 is usual."
+    )
 
 
-@register("transformer_encoder", family="attention", title="Transformer encoder", params=TransformerParams,
-          doc="Stacked blocks of self-attention and a feed-forward MLP with residuals and layer norm (as in BERT).")
+@register(
+    "transformer_encoder",
+    family="attention",
+    title="Transformer encoder",
+    params=TransformerParams,
+    doc="Stacked blocks of self-attention and a feed-forward MLP with residuals and layer norm (as in BERT).",
+)
 def build_transformer_encoder(p: TransformerParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "A transformer encoder")
     _heads(shape[1], p.num_heads)
-    layer = make(nn.TransformerEncoderLayer, shape[1], p.num_heads, p.dim_feedforward, p.dropout, batch_first=True)
+    layer = make(
+        nn.TransformerEncoderLayer,
+        shape[1],
+        p.num_heads,
+        p.dim_feedforward,
+        p.dropout,
+        batch_first=True,
+    )
     return make(nn.TransformerEncoder, layer, p.num_layers, enable_nested_tensor=False)
 
 
 class PositionalParams(OpParams):
     kind: Literal["sinusoidal", "learned"] = Field(
-        "sinusoidal", title="Kind", description="sinusoidal: fixed sine waves (no weights); learned: one trained "
-                                                "vector per position.")
-    dropout: float = Field(0.0, ge=0, lt=1, title="Dropout", description="Dropout after adding the positions.")
+        "sinusoidal",
+        title="Kind",
+        description="sinusoidal: fixed sine waves (no weights); learned: one trained "
+        "vector per position.",
+    )
+    dropout: float = Field(
+        0.0, ge=0, lt=1, title="Dropout", description="Dropout after adding the positions."
+    )
 
 
 class PositionalEncoding(nn.Module):
@@ -79,7 +122,9 @@ class PositionalEncoding(nn.Module):
             self.pe = nn.Parameter(torch.randn(length, features) * 0.02)
         else:
             pos = torch.arange(length, dtype=torch.float32)[:, None]
-            div = torch.exp(torch.arange(0, features, 2, dtype=torch.float32) * (-math.log(10000.0) / features))
+            div = torch.exp(
+                torch.arange(0, features, 2, dtype=torch.float32) * (-math.log(10000.0) / features)
+            )
             pe = torch.zeros(length, features)
             pe[:, 0::2] = torch.sin(pos * div)
             pe[:, 1::2] = torch.cos(pos * div)[:, : features // 2]
@@ -90,8 +135,13 @@ class PositionalEncoding(nn.Module):
         return self.drop(x + self.pe)
 
 
-@register("positional_encoding", family="attention", title="Positional encoding", params=PositionalParams,
-          doc="Adds each position's signature to a sequence so attention knows the order of the steps.")
+@register(
+    "positional_encoding",
+    family="attention",
+    title="Positional encoding",
+    params=PositionalParams,
+    doc="Adds each position's signature to a sequence so attention knows the order of the steps.",
+)
 def build_positional_encoding(p: PositionalParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Positional encoding")

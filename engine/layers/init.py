@@ -7,11 +7,16 @@ from typing import Literal
 from pydantic import Field
 from torch import nn
 
-Init = Literal["default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"]
-INIT_FIELD = Field("default", title="Weight initialization",
-                   description="How the weights start. default: PyTorch's (Kaiming uniform, scaled for the layer). "
-                               "Xavier/Glorot suits tanh and sigmoid; Kaiming/He suits ReLU; orthogonal keeps deep "
-                               "stacks stable. Other than default, biases start at zero.")
+Init = Literal[
+    "default", "xavier_uniform", "xavier_normal", "kaiming_uniform", "kaiming_normal", "orthogonal"
+]
+INIT_FIELD = Field(
+    "default",
+    title="Weight initialization",
+    description="How the weights start. default: PyTorch's (Kaiming uniform, scaled for the layer). "
+    "Xavier/Glorot suits tanh and sigmoid; Kaiming/He suits ReLU; orthogonal keeps deep "
+    "stacks stable. Other than default, biases start at zero.",
+)
 
 
 def initialize(module: nn.Module, scheme: str) -> nn.Module:

@@ -28,7 +28,9 @@ def augment(x: torch.Tensor, cfg, gen: torch.Generator | None = None) -> torch.T
             angle = (rand(n) * 2 - 1) * math.radians(cfg.rotation)
             cos, sin = torch.cos(angle), torch.sin(angle)
             zero = torch.zeros_like(cos)
-            theta = torch.stack([torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1)
+            theta = torch.stack(
+                [torch.stack([cos, -sin, zero], 1), torch.stack([sin, cos, zero], 1)], 1
+            )
             grid = F.affine_grid(theta, list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, padding_mode="zeros", align_corners=False)
     if cfg.noise:
@@ -39,7 +41,7 @@ def augment(x: torch.Tensor, cfg, gen: torch.Generator | None = None) -> torch.T
 def _crop(padded: torch.Tensor, dy: torch.Tensor, dx: torch.Tensor, h: int, w: int) -> torch.Tensor:
     """An h×w window per image at its own offset, gathered in one indexing operation."""
     n = padded.shape[0]
-    rows = dy[:, None] + torch.arange(h, device=padded.device)[None, :]            # (n, h)
-    cols = dx[:, None] + torch.arange(w, device=padded.device)[None, :]            # (n, w)
+    rows = dy[:, None] + torch.arange(h, device=padded.device)[None, :]  # (n, h)
+    cols = dx[:, None] + torch.arange(w, device=padded.device)[None, :]  # (n, w)
     batch = torch.arange(n, device=padded.device)[:, None, None]
     return padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)

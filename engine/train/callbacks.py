@@ -19,15 +19,22 @@ from engine.train.state import Callback, State
 from engine.workspace import atomic_write_json
 
 DIAGNOSE_EVERY_S = 2.0
-DIAGNOSE_SHARE = 0.02  # diagnostics are sampled less often than every 2 s when a look would cost more than this
+DIAGNOSE_SHARE = (
+    0.02  # diagnostics are sampled less often than every 2 s when a look would cost more than this
+)
 BOUNDARY_EVERY_S = 0.5
-CHECKPOINT_SHARE = 0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
+CHECKPOINT_SHARE = (
+    0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
+)
 
 
 def _progress(s: State) -> dict:
     elapsed = s.elapsed()
-    return {"progress": s.step / s.total_steps, "samples_per_second": s.step * s.cfg.batch_size / elapsed,
-            "eta_s": elapsed / s.step * (s.total_steps - s.step)}
+    return {
+        "progress": s.step / s.total_steps,
+        "samples_per_second": s.step * s.cfg.batch_size / elapsed,
+        "eta_s": elapsed / s.step * (s.total_steps - s.step),
+    }
 
 
 class Events(Callback):
@@ -43,13 +50,33 @@ class Events(Callback):
             self.emit({"type": "notice", "message": text})
 
     def on_sync(self, s):
-        self.emit({"type": "batch_end", "epoch": s.epoch, "step": s.step, "loss": s.window_loss, "lr": s.lr(),
-                   **_progress(s)})
+        self.emit(
+            {
+                "type": "batch_end",
+                "epoch": s.epoch,
+                "step": s.step,
+                "loss": s.window_loss,
+                "lr": s.lr(),
+                **_progress(s),
+            }
+        )
 
     def on_epoch_end(self, s):
-        self.emit({"type": "epoch_end", "epoch": s.epoch, "step": s.step, "metrics": s.metrics, "lr": s.lr_used,
-                   "best_epoch": s.best["epoch"], "seconds": time.perf_counter() - s.t_epoch, **_progress(s)})
-        for event in self.coach.epoch(s.metrics["train/loss"], s.metrics["val/loss"], epoch=s.epoch, step=s.step):
+        self.emit(
+            {
+                "type": "epoch_end",
+                "epoch": s.epoch,
+                "step": s.step,
+                "metrics": s.metrics,
+                "lr": s.lr_used,
+                "best_epoch": s.best["epoch"],
+                "seconds": time.perf_counter() - s.t_epoch,
+                **_progress(s),
+            }
+        )
+        for event in self.coach.epoch(
+            s.metrics["train/loss"], s.metrics["val/loss"], epoch=s.epoch, step=s.step
+        ):
             self.emit(event)
 
 
@@ -58,7 +85,11 @@ class LookInside(Callback):
     advice on the gradients, and a last look at the weights the run ends with (`finish`)."""
 
     def __init__(self, emit: Callable[[dict], None], coach: Coach):
-        self.emit, self.coach, self.next = emit, coach, -math.inf  # the first look: at epoch 1 at the latest
+        self.emit, self.coach, self.next = (
+            emit,
+            coach,
+            -math.inf,
+        )  # the first look: at epoch 1 at the latest
 
     def look(self, s):
         t = time.perf_counter()
@@ -86,7 +117,12 @@ class Boundary(Callback):
     """The decision boundary (or regression surface) of 2-D data, redrawn twice a second into boundary.json."""
 
     def __init__(self, out_dir: Path, grid: tuple, units: tuple[float, float]):
-        self.path, self.grid, self.units, self.next = Path(out_dir) / boundary.BOUNDARY, grid, units, -math.inf
+        self.path, self.grid, self.units, self.next = (
+            Path(out_dir) / boundary.BOUNDARY,
+            grid,
+            units,
+            -math.inf,
+        )
 
     def draw(self, s):
         surface = boundary.surface(s.net, *self.grid, s.plan.loss, self.units)
@@ -116,17 +152,33 @@ class Checkpoints(Callback):
         if s.best_state is not None:
             self.save("checkpoints/best.safetensors", s.best_state)
         device = s.data[0].device
-        save_state(self.out_dir, {
-            "model": {k: v.detach().to("cpu", copy=True) for k, v in s.model.state_dict().items()},
-            "optimizer": s.optimizer.state_dict(),
-            "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
-            "scaler": s.scaler.state_dict() if s.scaler is not None else None,
-            "generator": s.gen.get_state(), "torch_rng": torch.get_rng_state(),
-            "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
-            "step": s.step, "epoch": epoch, "start": start, "perm": s.perm.cpu() if start else None,
-            "epoch_loss": float(s.epoch_loss) if start else 0.0, "epoch_steps": s.epoch_steps if start else 0,
-            "best": s.best, "best_state": s.best_state, "waited": s.waited, "metrics": s.metrics,
-            "elapsed": s.elapsed(), "coach": self.coach.state(), "loss_ref": s.plan.loss_ref})
+        save_state(
+            self.out_dir,
+            {
+                "model": {
+                    k: v.detach().to("cpu", copy=True) for k, v in s.model.state_dict().items()
+                },
+                "optimizer": s.optimizer.state_dict(),
+                "scheduler": s.scheduler.state_dict() if s.scheduler is not None else None,
+                "scaler": s.scaler.state_dict() if s.scaler is not None else None,
+                "generator": s.gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state() if device.type == "cuda" else None,
+                "step": s.step,
+                "epoch": epoch,
+                "start": start,
+                "perm": s.perm.cpu() if start else None,
+                "epoch_loss": float(s.epoch_loss) if start else 0.0,
+                "epoch_steps": s.epoch_steps if start else 0,
+                "best": s.best,
+                "best_state": s.best_state,
+                "waited": s.waited,
+                "metrics": s.metrics,
+                "elapsed": s.elapsed(),
+                "coach": self.coach.state(),
+                "loss_ref": s.plan.loss_ref,
+            },
+        )
         self.emit({"type": "checkpoint_saved", "epoch": epoch - (start == 0), "step": s.step})
 
     def on_epoch_end(self, s):

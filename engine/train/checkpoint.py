@@ -26,10 +26,30 @@ STATE = "checkpoints/state.pt"
 PREVIOUS = "checkpoints/state.prev.pt"
 MAGIC = b"LAYERLAB-CKPT\x00"
 FORMAT = 2
-REQUIRED = ("model", "optimizer", "generator", "torch_rng", "step", "epoch", "start", "perm", "best", "best_state",
-            "waited", "metrics", "elapsed")
-DEFAULTS = {"scheduler": None, "scaler": None, "cuda_rng": None, "epoch_loss": 0.0, "epoch_steps": 0, "coach": None,
-            "loss_ref": None}  # what format 1 did not always record
+REQUIRED = (
+    "model",
+    "optimizer",
+    "generator",
+    "torch_rng",
+    "step",
+    "epoch",
+    "start",
+    "perm",
+    "best",
+    "best_state",
+    "waited",
+    "metrics",
+    "elapsed",
+)
+DEFAULTS = {
+    "scheduler": None,
+    "scaler": None,
+    "cuda_rng": None,
+    "epoch_loss": 0.0,
+    "epoch_steps": 0,
+    "coach": None,
+    "loss_ref": None,
+}  # what format 1 did not always record
 
 
 class Damaged(Exception):
@@ -41,7 +61,9 @@ def save_state(run_dir: Path, state: dict) -> None:
     torch.save({**state, "format": FORMAT}, buf)
     payload = buf.getvalue()
     path, previous = Path(run_dir) / STATE, Path(run_dir) / PREVIOUS
-    if path.exists():  # the last good one becomes the previous; the latest stays in place until replaced whole
+    if (
+        path.exists()
+    ):  # the last good one becomes the previous; the latest stays in place until replaced whole
         aside = previous.with_name(previous.name + ".tmp")
         aside.unlink(missing_ok=True)
         try:
@@ -59,7 +81,7 @@ def has_checkpoint(run_dir: Path) -> bool:
 def _read(path: Path) -> dict:
     data = path.read_bytes()
     if data.startswith(MAGIC):
-        digest, payload = data[len(MAGIC):len(MAGIC) + 32], data[len(MAGIC) + 32:]
+        digest, payload = data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
         if hashlib.sha256(payload).digest() != digest:
             raise Damaged("its checksum does not match: the file was changed or damaged on disk")
     else:
@@ -77,13 +99,17 @@ def _migrate(state: dict, run: str) -> dict:
     """A state of any known format as the loop reads it now."""
     version = state.get("format", 1)
     if version > FORMAT:
-        raise LayerLabError(f"the resume checkpoint of run {run} was written by a newer LayerLab (checkpoint format "
-                            f"{version}; this one reads up to {FORMAT}). Update LayerLab, or branch from its weights.")
+        raise LayerLabError(
+            f"the resume checkpoint of run {run} was written by a newer LayerLab (checkpoint format "
+            f"{version}; this one reads up to {FORMAT}). Update LayerLab, or branch from its weights."
+        )
     missing = [k for k in REQUIRED if k not in state]
     if missing:
-        raise LayerLabError(f"the resume checkpoint of run {run} (checkpoint format {version}) lacks "
-                            f"{', '.join(missing)}, so training cannot go on exactly where it was: branch from its "
-                            "last or best weights instead.")
+        raise LayerLabError(
+            f"the resume checkpoint of run {run} (checkpoint format {version}) lacks "
+            f"{', '.join(missing)}, so training cannot go on exactly where it was: branch from its "
+            "last or best weights instead."
+        )
     return {**DEFAULTS, **state, "format": FORMAT}
 
 
@@ -93,8 +119,10 @@ def load_state(run_dir: Path) -> dict:
     run_dir = Path(run_dir)
     path, previous = run_dir / STATE, run_dir / PREVIOUS
     if not path.exists() and not previous.exists():
-        raise LayerLabError(f"run {run_dir.name} has no resume checkpoint yet (it stopped before its first "
-                            "epoch ended): start it again instead.")
+        raise LayerLabError(
+            f"run {run_dir.name} has no resume checkpoint yet (it stopped before its first "
+            "epoch ended): start it again instead."
+        )
     problems = []
     for candidate in (path, previous):
         if not candidate.exists():
@@ -104,8 +132,16 @@ def load_state(run_dir: Path) -> dict:
         except Damaged as e:
             problems.append(f"{candidate.name}: {e}")
             continue
-        state["notices"] = [f"The latest resume checkpoint was damaged ({problems[0]}); training resumed from the "
-                            f"one before it (epoch {state['epoch']}, step {state['step']})."] if problems else []
+        state["notices"] = (
+            [
+                f"The latest resume checkpoint was damaged ({problems[0]}); training resumed from the "
+                f"one before it (epoch {state['epoch']}, step {state['step']})."
+            ]
+            if problems
+            else []
+        )
         return state
-    raise LayerLabError(f"the resume checkpoints of run {run_dir.name} are damaged ({'; '.join(problems)}); "
-                        "branch from its last or best weights instead.")
+    raise LayerLabError(
+        f"the resume checkpoints of run {run_dir.name} are damaged ({'; '.join(problems)}); "
+        "branch from its last or best weights instead."
+    )

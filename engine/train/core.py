@@ -72,9 +72,18 @@ def prepare(cfg, plan: Plan, model, net, tensors: dict, device, **speed) -> Stat
     optimizer = build_optimizer(cfg, (p for p in model.parameters() if p.requires_grad), device)
     steps = math.ceil(math.ceil(len(y_train) / cfg.batch_size) / cfg.accumulate)
     monitor, sign = monitored(cfg)
-    s = State(cfg, plan, model, net, speed.pop("forward", net), (x_train, y_train, x_val, y_val),
-              optimizer, loss_function(plan.loss, weight, plan.label_smoothing),
-              torch.Generator(device=device).manual_seed(cfg.seed), **speed)
+    s = State(
+        cfg,
+        plan,
+        model,
+        net,
+        speed.pop("forward", net),
+        (x_train, y_train, x_val, y_val),
+        optimizer,
+        loss_function(plan.loss, weight, plan.label_smoothing),
+        torch.Generator(device=device).manual_seed(cfg.seed),
+        **speed,
+    )
     s.scheduler, s.schedule_every = build_scheduler(cfg, optimizer, steps)
     s.best = {"epoch": None, monitor: math.inf * sign}
     return s
@@ -191,7 +200,9 @@ def train(s: State, callbacks=(), step=standard_step, validate=validate) -> Stat
                 s.scheduler.step(val["loss"])
             if s.best["epoch"] is None or sign * (s.best[monitor] - s.metrics[monitor]) > min_delta:
                 s.best, s.waited = {"epoch": s.epoch, **s.metrics}, 0
-                s.best_state = {k: v.detach().to("cpu", copy=True) for k, v in s.model.state_dict().items()}
+                s.best_state = {
+                    k: v.detach().to("cpu", copy=True) for k, v in s.model.state_dict().items()
+                }
             else:
                 s.waited += 1
             fire("on_epoch_end")

@@ -17,6 +17,7 @@ class Event(BaseModel):
 
 class RunStarted(Event):
     """Training began: the plan the loop decided once (device, threads, loss, batch, memory estimate)."""
+
     type: Literal["run_started"]
     device: str
     threads: int | None = None
@@ -33,14 +34,20 @@ class RunStarted(Event):
     precision: str
     compiled: bool
     channels_last: bool | None = None
-    loss_ref: float | None = Field(None, description="The untrained model's validation loss (divergence yardstick).")
-    plan: dict | None = Field(None, description="What the loop decided once (engine.train.core.Plan: the loss and "
-                              "the layer it reads, class weights, target scale, evaluation batch, threads); a "
-                              "bundle's train.py follows it.")
+    loss_ref: float | None = Field(
+        None, description="The untrained model's validation loss (divergence yardstick)."
+    )
+    plan: dict | None = Field(
+        None,
+        description="What the loop decided once (engine.train.core.Plan: the loss and "
+        "the layer it reads, class weights, target scale, evaluation batch, threads); a "
+        "bundle's train.py follows it.",
+    )
 
 
 class RunResumed(Event):
     """Training went on from a resume checkpoint."""
+
     type: Literal["run_resumed"]
     epoch: int
     step: int
@@ -49,6 +56,7 @@ class RunResumed(Event):
 
 class BatchEnd(Event):
     """A few times a second: the mean training loss since the last one, and where the run is."""
+
     type: Literal["batch_end"]
     epoch: int
     step: int = Field(description="Optimizer steps so far.")
@@ -61,10 +69,13 @@ class BatchEnd(Event):
 
 class EpochEnd(Event):
     """An epoch ended: its metrics on the training and validation splits."""
+
     type: Literal["epoch_end"]
     epoch: int
     step: int
-    metrics: dict[str, float] = Field(description="train/loss, val/loss, and val/accuracy or val/mae, val/r2, ….")
+    metrics: dict[str, float] = Field(
+        description="train/loss, val/loss, and val/accuracy or val/mae, val/r2, …."
+    )
     lr: float
     best_epoch: int | None = None
     seconds: float
@@ -75,6 +86,7 @@ class EpochEnd(Event):
 
 class CheckpointSaved(Event):
     """A resume checkpoint was written (checkpoints/state.pt)."""
+
     type: Literal["checkpoint_saved"]
     epoch: int
     step: int
@@ -82,6 +94,7 @@ class CheckpointSaved(Event):
 
 class Diagnostics(Event):
     """Sampled look inside: gradient norms, weight and activation histograms, dead units per layer."""
+
     type: Literal["diagnostics"]
     epoch: int
     step: int
@@ -91,12 +104,14 @@ class Diagnostics(Event):
 
 class Notice(Event):
     """Something the user should know about this run (a setting adjusted, a fallback taken)."""
+
     type: Literal["notice"]
     message: str
 
 
 class Coach(Event):
     """Advice from watching the run (a learning rate too high, overfitting, dead units), once per kind."""
+
     type: Literal["coach"]
     kind: str
     message: str
@@ -104,6 +119,7 @@ class Coach(Event):
 
 class RunFinished(Event):
     """The last event of every run, whatever happened."""
+
     type: Literal["run_finished"]
     status: Literal["completed", "stopped", "failed", "diverged"]
     message: str = ""
@@ -117,8 +133,20 @@ class RunFinished(Event):
     out_of_memory: bool = False
 
 
-EVENTS: dict[str, type[Event]] = {m.model_fields["type"].annotation.__args__[0]: m for m in (
-    RunStarted, RunResumed, BatchEnd, EpochEnd, CheckpointSaved, Diagnostics, Notice, Coach, RunFinished)}
+EVENTS: dict[str, type[Event]] = {
+    m.model_fields["type"].annotation.__args__[0]: m
+    for m in (
+        RunStarted,
+        RunResumed,
+        BatchEnd,
+        EpochEnd,
+        CheckpointSaved,
+        Diagnostics,
+        Notice,
+        Coach,
+        RunFinished,
+    )
+}
 
 
 def check(event: dict) -> Event:
@@ -131,7 +159,9 @@ def check(event: dict) -> Event:
 
 def run_finished(status: str, message: str = "", **fields) -> dict:
     """The final event, the one way it is made (the loop, an out-of-memory end, the worker's own failures)."""
-    return RunFinished(type="run_finished", status=status, message=message, **fields).model_dump(exclude={"time"})
+    return RunFinished(type="run_finished", status=status, message=message, **fields).model_dump(
+        exclude={"time"}
+    )
 
 
 def readme_table() -> str:

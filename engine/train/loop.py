@@ -30,14 +30,18 @@ from engine.train.diagnostics import Coach
 from engine.train.events import run_finished
 from engine.train.state import EVAL_BATCH, Plan, State
 
-EVAL_VALUES = 2**22  # evaluation batches hold at most about this many values in the widest layer's output (cache-
+EVAL_VALUES = (
+    2**22
+)  # evaluation batches hold at most about this many values in the widest layer's output (cache-
 #                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
 
 
 def pick_threads(n_params: int, batch_size: int) -> int:
     """Small models run fastest on one thread (measured: 2 threads ran 0.71-0.86x on this 2-core box and
     stalled under load); bigger ones get all cores but one, leaving one to the Streamlit server."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
     if cores <= 2 or n_params * batch_size < 20_000_000:
         return 1
     return cores - 1
@@ -48,21 +52,42 @@ def eval_batch_size(infos) -> int:
     return max(64, min(EVAL_BATCH, EVAL_VALUES // max(math.prod(i.output_shape) for i in infos)))
 
 
-def make_plan(model, infos, dataset: Dataset, cfg: TrainConfig, threads: int | None = None) -> tuple[Plan, list]:
+def make_plan(
+    model, infos, dataset: Dataset, cfg: TrainConfig, threads: int | None = None
+) -> tuple[Plan, list]:
     """The plan (see Plan) and the notices of the checks that need the model and the data (ConfigError
     with the fix when these settings cannot train it)."""
-    checked = preflight(model.spec, infos, cfg, dataset.task, dataset.num_classes, dataset.input_shape,
-                        len(dataset.split("train")[1]))
+    checked = preflight(
+        model.spec,
+        infos,
+        cfg,
+        dataset.task,
+        dataset.num_classes,
+        dataset.input_shape,
+        len(dataset.split("train")[1]),
+    )
     label = cfg.target == "label"
-    weights = class_weights(dataset.split("train")[1].numpy(), dataset.num_classes) \
-        if cfg.class_weights and task_for(dataset.task, cfg.target).class_weights else None
-    plan = Plan(checked.loss, model.spec.output_id(), checked.train_output, weights,
-                     cfg.label_smoothing if label else 0.0, target_units(dataset.meta)[0] if label else 1.0,
-                     eval_batch_size(infos), threads)
+    weights = (
+        class_weights(dataset.split("train")[1].numpy(), dataset.num_classes)
+        if cfg.class_weights and task_for(dataset.task, cfg.target).class_weights
+        else None
+    )
+    plan = Plan(
+        checked.loss,
+        model.spec.output_id(),
+        checked.train_output,
+        weights,
+        cfg.label_smoothing if label else 0.0,
+        target_units(dataset.meta)[0] if label else 1.0,
+        eval_batch_size(infos),
+        threads,
+    )
     return plan, checked
 
 
-def diverged_message(value: float, ref: float | None, cfg: TrainConfig, epoch: int, step: int) -> str:
+def diverged_message(
+    value: float, ref: float | None, cfg: TrainConfig, epoch: int, step: int
+) -> str:
     """What happened, the learning rate named first, and what to try."""
     if math.isfinite(value):
         what = f"The loss exploded to {value:.3g} at epoch {epoch}, step {step:,}"
@@ -72,9 +97,11 @@ def diverged_message(value: float, ref: float | None, cfg: TrainConfig, epoch: i
     else:
         what = f"The loss became NaN or infinite at epoch {epoch}, step {step:,}"
     suggest = min(cfg.lr / 10, options.OPTIMIZERS[cfg.optimizer].usual_lr)
-    return (f"{what}: training diverged. The learning rate, {cfg.lr:g}, is most likely too high for this model: try "
-            f"{suggest:g}. If it still diverges, clip the gradient norm (Regularization and gradients, e.g. 1.0), "
-            "scale the inputs, or add batch norm.")
+    return (
+        f"{what}: training diverged. The learning rate, {cfg.lr:g}, is most likely too high for this model: try "
+        f"{suggest:g}. If it still diverges, clip the gradient norm (Regularization and gradients, e.g. 1.0), "
+        "scale the inputs, or add batch norm."
+    )
 
 
 def try_compile(model, sample: torch.Tensor, device: torch.device, notices: list[str]):
@@ -87,21 +114,32 @@ def try_compile(model, sample: torch.Tensor, device: torch.device, notices: list
             fast(sample)
         return fast
     except Exception as e:  # noqa: BLE001 - any compile failure falls back to eager
-        notices.append(f"torch.compile is not available here ({type(e).__name__}: {str(e)[:120]}), so this run "
-                       "trains uncompiled.")
+        notices.append(
+            f"torch.compile is not available here ({type(e).__name__}: {str(e)[:120]}), so this run "
+            "trains uncompiled."
+        )
         return model
     finally:
         for b, saved in zip(model.buffers(), buffers, strict=True):
             b.copy_(saved)
 
 
-def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None],
-        should_stop: Callable[[], bool] = lambda: False, out_dir: Path | None = None, resume: dict | None = None,
-        init_weights: dict[str, torch.Tensor] | None = None) -> dict:
+def fit(
+    spec,
+    dataset: Dataset,
+    cfg: TrainConfig,
+    *,
+    emit: Callable[[dict], None],
+    should_stop: Callable[[], bool] = lambda: False,
+    out_dir: Path | None = None,
+    resume: dict | None = None,
+    init_weights: dict[str, torch.Tensor] | None = None,
+) -> dict:
     """Train `spec` on `dataset`; report through `emit`; write weights under `out_dir` if given.
 
     `resume` (a checkpoint from `engine.train.checkpoint.load_state`) continues a run exactly where it was;
-    `init_weights` starts from saved weights (a branch, or imported tensors). Returns the `run_finished` event (also emitted).
+    `init_weights` starts from saved weights (a branch, or imported tensors). Returns the
+    `run_finished` event (also emitted).
     Bad settings raise ConfigError/SpecError before any step runs. A CUDA out-of-memory error ends the run as
     failed, with the batch size and what to change, and gives the GPU memory back.
     """
@@ -112,22 +150,70 @@ def fit(spec, dataset: Dataset, cfg: TrainConfig, *, emit: Callable[[dict], None
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
-    final = run_finished("failed", f"The GPU ran out of memory at batch size {cfg.batch_size}. Lower the batch size "
-                         f"(try {max(cfg.batch_size // 2, 1)}), choose bf16 precision, or make the model smaller. The "
-                         "GPU's memory was released.", out_of_memory=True)
+    final = run_finished(
+        "failed",
+        f"The GPU ran out of memory at batch size {cfg.batch_size}. Lower the batch size "
+        f"(try {max(cfg.batch_size // 2, 1)}), choose bf16 precision, or make the model smaller. The "
+        "GPU's memory was released.",
+        out_of_memory=True,
+    )
     emit(final)
     return final
 
 
 def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -> dict:
+    """Set up, put a resume checkpoint back (or measure the untrained model), train with LayerLab's
+    callbacks, then write what the run ends with."""
+    s, started, notices = _setup(spec, dataset, cfg, init_weights)
+    task = task_for(dataset.task, cfg.target)
+    step, validate = task.step or core.standard_step, task.validate or core.validate
+    if resume:
+        _restore(s, resume)
+        first = {
+            "type": "run_resumed",
+            "epoch": s.epoch,
+            "step": s.step,
+            "device": started["device"],
+        }
+        notices = resume.get("notices") or []
+    else:  # the untrained model's validation loss: the yardstick for a loss that explodes
+        ref = validate(s)["loss"] if len(s.data[2]) else None
+        s.plan.loss_ref = ref if ref is not None and math.isfinite(ref) else None
+        first = {**started, "loss_ref": s.plan.loss_ref, "plan": asdict(s.plan)}
+
+    def save(name: str, state=None):
+        weights = state if state is not None else s.model
+        save_weights(weights, Path(out_dir) / name, s.model.spec, dataset.meta)
+
+    kinds = {node.params.get("kind") for node in s.model.spec.nodes if node.op == "activation"}
+    coach = Coach(resume and resume["coach"], activations=kinds, lr=cfg.lr)
+    coach.loss_ref = s.plan.loss_ref
+    hooks = [callbacks.Events(emit, first, notices, coach)]
+    if cfg.diagnostics:
+        hooks.append(callbacks.LookInside(emit, coach))
+    if out_dir is not None and cfg.target == "label" and boundary.applies(dataset):
+        grid = boundary.grid_axes(dataset.split("train")[0])
+        hooks.append(callbacks.Boundary(out_dir, grid, target_units(dataset.meta)))
+    if out_dir is not None:
+        hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
+    hooks.append(callbacks.StopRequest(should_stop))
+    core.train(s, hooks, step, validate)
+    return _finish(s, hooks, save if out_dir is not None else None, emit)
+
+
+def _setup(spec, dataset, cfg, init_weights) -> tuple[State, dict, list[str]]:
+    """The model on its device, the plan, the training state; the run_started event (but for the
+    untrained model's loss) and the notices of the checks."""
     device = resolve_device(cfg.device)
     amp_dtype, precision = resolve_precision(cfg, device)
     model, infos = compile_spec(spec, data_inputs(dataset.meta), seed=cfg.seed)
-    if init_weights is not None:  # a branch's full state, or an import's matching tensors (the rest stay fresh)
+    if init_weights is not None:  # a branch's full state, or an import's matching tensors
         unexpected = model.load_state_dict(init_weights, strict=False).unexpected_keys
         if unexpected:
-            raise ConfigError(f"the starting weights hold tensors this model lacks ({', '.join(unexpected[:3])}); "
-                              "match them again on the Build page.")
+            raise ConfigError(
+                f"the starting weights hold tensors this model lacks ({', '.join(unexpected[:3])}); "
+                "match them again on the Build page."
+            )
     plan, checked = make_plan(model, infos, dataset, cfg)
     for nid in cfg.freeze:
         model.layers[nid].requires_grad_(False)
@@ -135,52 +221,32 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     if device.type == "cpu":
         plan.threads = cfg.threads or pick_threads(n_params, cfg.batch_size)
         torch.set_num_threads(plan.threads)
-    images = len(dataset.input_shape) == 3
-    channels_last = images and (cfg.channels_last if cfg.channels_last is not None else device.type == "cuda")
+    layout = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
+    channels_last = len(dataset.input_shape) == 3 and layout
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
     net = model.with_output(plan.train_output) if plan.train_output != plan.output else model
-    tensors = {f"{k}_{split}": t for split in ("train", "val") for k, t in zip("xy", dataset.split(split), strict=True)}
-    s = core.prepare(cfg, plan, model, net, tensors, device, channels_last=channels_last,
-                     autocast=(lambda: torch.autocast(device.type, dtype=amp_dtype)) if amp_dtype else
-                     contextlib.nullcontext, scaler=torch.amp.GradScaler(device.type) if precision == "16" else None)
-    task, notices = task_for(dataset.task, cfg.target), list(checked.notices)
-    step, validate = task.step or core.standard_step, task.validate or core.validate
+    splits = {s: dataset.split(s) for s in ("train", "val")}
+    tensors = {f"{k}_{s}": t for s, pair in splits.items() for k, t in zip("xy", pair, strict=True)}
+    autocast = contextlib.nullcontext
+    if amp_dtype:
+        autocast = lambda: torch.autocast(device.type, dtype=amp_dtype)  # noqa: E731
+    scaler = torch.amp.GradScaler(device.type) if precision == "16" else None
+    s = core.prepare(cfg, plan, model, net, tensors, device, autocast=autocast, scaler=scaler,
+                     channels_last=channels_last)  # fmt: skip
+    notices = list(checked.notices)
     if cfg.compile:
-        s.forward = try_compile(net, core.as_input(s.data[0][:cfg.batch_size]), device, notices)
-    if resume:
-        _restore(s, resume, device)
-        first = {"type": "run_resumed", "epoch": s.epoch, "step": s.step, "device": str(device)}
-        notices = resume.get("notices") or []
-    else:  # the untrained model's validation loss: the yardstick for a loss that explodes without becoming NaN
-        ref = validate(s)["loss"] if len(s.data[2]) else None
-        plan.loss_ref = ref if ref is not None and math.isfinite(ref) else None
-        first = {"type": "run_started", "device": str(device), "threads": plan.threads, "params": n_params,
-                 "loss": plan.loss, "optimizer": cfg.optimizer, "epochs": cfg.epochs,
-                 "steps_per_epoch": math.ceil(len(s.data[1]) / cfg.batch_size), "n_train": len(s.data[1]),
-                 "batch_size": cfg.batch_size, "memory_bytes": checked.memory["total"], "lr": cfg.lr,
-                 "scheduler": cfg.scheduler, "precision": precision, "compiled": s.forward is not net,
-                 "channels_last": channels_last, "loss_ref": plan.loss_ref, "plan": asdict(plan)}
-
-    def save(name: str, state=None):
-        save_weights(state if state is not None else model, Path(out_dir) / name, model.spec, dataset.meta)
-
-    kinds = {node.params.get("kind") for node in model.spec.nodes if node.op == "activation"}
-    coach = Coach(resume and resume["coach"], activations=kinds, lr=cfg.lr)
-    coach.loss_ref = plan.loss_ref
-    hooks = [callbacks.Events(emit, first, notices, coach)]
-    if cfg.diagnostics:
-        hooks.append(callbacks.LookInside(emit, coach))
-    if out_dir is not None and cfg.target == "label" and boundary.applies(dataset):
-        hooks.append(callbacks.Boundary(out_dir, boundary.grid_axes(tensors["x_train"]), target_units(dataset.meta)))
-    if out_dir is not None:
-        hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
-    hooks.append(callbacks.StopRequest(should_stop))
-
-    core.train(s, hooks, step, validate)
-    return _finish(s, hooks, save if out_dir is not None else None, emit)
+        s.forward = try_compile(net, core.as_input(s.data[0][: cfg.batch_size]), device, notices)
+    n = len(s.data[1])
+    started = {"type": "run_started", "device": str(device), "threads": plan.threads,
+               "params": n_params, "loss": plan.loss, "optimizer": cfg.optimizer,
+               "epochs": cfg.epochs, "steps_per_epoch": math.ceil(n / cfg.batch_size), "n_train": n,
+               "batch_size": cfg.batch_size, "memory_bytes": checked.memory["total"], "lr": cfg.lr,
+               "scheduler": cfg.scheduler, "precision": precision, "compiled": s.forward is not net,
+               "channels_last": channels_last}  # fmt: skip
+    return s, started, notices
 
 
-def _restore(s: State, resume: dict, device: torch.device) -> None:
+def _restore(s: State, resume: dict) -> None:
     """Put a resume checkpoint (engine.train.checkpoint.load_state) back into the state."""
     s.model.load_state_dict(resume["model"])
     s.optimizer.load_state_dict(resume["optimizer"])
@@ -190,13 +256,18 @@ def _restore(s: State, resume: dict, device: torch.device) -> None:
         s.scaler.load_state_dict(resume["scaler"])
     s.gen.set_state(resume["generator"])
     torch.set_rng_state(resume["torch_rng"])
+    device = s.data[0].device
     if device.type == "cuda" and resume.get("cuda_rng") is not None:
         torch.cuda.set_rng_state(resume["cuda_rng"])
     s.step, s.epoch, s.start = resume["step"], resume["epoch"], resume["start"]
     s.perm = resume["perm"].to(device) if resume["perm"] is not None else None
     s.epoch_loss, s.epoch_steps = resume["epoch_loss"], resume["epoch_steps"]
-    s.best, s.best_state, s.waited, s.metrics = resume["best"], resume["best_state"], resume["waited"], \
-        resume["metrics"]
+    s.best, s.best_state, s.waited, s.metrics = (
+        resume["best"],
+        resume["best_state"],
+        resume["waited"],
+        resume["metrics"],
+    )
     s.elapsed_before, s.plan.loss_ref = resume["elapsed"], resume.get("loss_ref")
 
 
@@ -207,15 +278,21 @@ def _finish(s: State, hooks: list, save: Callable | None, emit: Callable[[dict],
     if s.status == "diverged":
         message = diverged_message(s.diverged_at, s.plan.loss_ref, cfg, s.epoch, s.step)
         if s.best_state is not None:
-            message += f" The weights of epoch {s.best['epoch']}, the best before it diverged, were kept."
+            message += (
+                f" The weights of epoch {s.best['epoch']}, the best before it diverged, were kept."
+            )
     elif s.early_stopped:
-        message = (f"Stopped early after epoch {s.epoch}: {cfg.monitor} did not improve by more than "
-                   f"{cfg.min_delta:g} for {cfg.early_stopping} epoch(s). Its best was {s.best[monitor]:.4g} at epoch "
-                   f"{s.best['epoch']}; the model keeps "
-                   + ("that epoch's weights." if cfg.restore_best else "the last epoch's weights."))
+        message = (
+            f"Stopped early after epoch {s.epoch}: {cfg.monitor} did not improve by more than "
+            f"{cfg.min_delta:g} for {cfg.early_stopping} epoch(s). Its best was {s.best[monitor]:.4g} at epoch "
+            f"{s.best['epoch']}; the model keeps "
+            + ("that epoch's weights." if cfg.restore_best else "the last epoch's weights.")
+        )
     elif s.status == "stopped":
-        message = f"Stopped at epoch {s.epoch}, step {s.step}; the weights at that point were kept." + \
-            (" Resume continues from here." if save is not None else "")
+        message = (
+            f"Stopped at epoch {s.epoch}, step {s.step}; the weights at that point were kept."
+            + (" Resume continues from here." if save is not None else "")
+        )
     if save is not None:
         if s.status != "diverged":
             save("model.safetensors")
@@ -227,8 +304,16 @@ def _finish(s: State, hooks: list, save: Callable | None, emit: Callable[[dict],
         if hasattr(hook, "finish"):
             hook.finish(s)
     elapsed = s.elapsed()
-    final = run_finished(s.status, message, epochs_completed=s.epoch if s.status == "completed" else s.epoch - 1,
-                         step=s.step, metrics=s.metrics, best=s.best, early_stopped=s.early_stopped, seconds=elapsed,
-                         samples_per_second=s.step * cfg.batch_size / elapsed if elapsed > 0 else 0.0)
+    final = run_finished(
+        s.status,
+        message,
+        epochs_completed=s.epoch if s.status == "completed" else s.epoch - 1,
+        step=s.step,
+        metrics=s.metrics,
+        best=s.best,
+        early_stopped=s.early_stopped,
+        seconds=elapsed,
+        samples_per_second=s.step * cfg.batch_size / elapsed if elapsed > 0 else 0.0,
+    )
     emit(final)
     return final

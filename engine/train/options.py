@@ -17,35 +17,101 @@ class Optimizer:
     name: str
     title: str
     description: str
-    build: type                  # the torch.optim class
-    state: int                   # tensors of state it keeps per parameter (for the memory estimate)
-    usual_lr: float              # a learning rate that usually works (divergence advice)
-    momentum: bool = False       # takes the `momentum` setting
-    fused: bool = False          # has torch's fused kernels (faster steps)
+    build: type  # the torch.optim class
+    state: int  # tensors of state it keeps per parameter (for the memory estimate)
+    usual_lr: float  # a learning rate that usually works (divergence advice)
+    momentum: bool = False  # takes the `momentum` setting
+    fused: bool = False  # has torch's fused kernels (faster steps)
 
 
-OPTIMIZERS: dict[str, Optimizer] = {o.name: o for o in (
-    Optimizer("adam", "Adam", "Adaptive moments: a good default for most models.", torch.optim.Adam, 2, 1e-3,
-              fused=True),
-    Optimizer("adamw", "AdamW", "Adam with decoupled weight decay: the usual choice for transformers.",
-              torch.optim.AdamW, 2, 1e-3, fused=True),
-    Optimizer("sgd", "SGD", "Plain gradient descent, with momentum and Nesterov: can generalize best, with tuning.",
-              torch.optim.SGD, 1, 1e-2, momentum=True, fused=True),
-    Optimizer("rmsprop", "RMSprop", "Divides by a running average of squared gradients: common for RNNs.",
-              torch.optim.RMSprop, 2, 1e-3, momentum=True),
-    Optimizer("adagrad", "Adagrad", "Per-weight rates that shrink with the gradients seen: suits sparse features.",
-              torch.optim.Adagrad, 1, 1e-2, fused=True),
-    Optimizer("adadelta", "Adadelta", "Adagrad without the ever-shrinking rate; a learning rate of 1.0 is usual.",
-              torch.optim.Adadelta, 2, 1.0),
-    Optimizer("adamax", "Adamax", "Adam with the infinity norm: steadier with large or rare gradients.",
-              torch.optim.Adamax, 2, 2e-3),
-    Optimizer("nadam", "NAdam", "Adam with Nesterov momentum.", torch.optim.NAdam, 2, 2e-3),
-    Optimizer("radam", "RAdam", "Adam with a rectified warm-up of its variance: less sensitive to the rate.",
-              torch.optim.RAdam, 2, 1e-3),
-    Optimizer("asgd", "ASGD", "SGD that averages the weights it visits.", torch.optim.ASGD, 1, 1e-2),
-    Optimizer("adafactor", "Adafactor", "Adam-like steps from factored second moments: little optimizer memory "
-              "for big weight matrices.", torch.optim.Adafactor, 1, 1e-2),
-)}
+OPTIMIZERS: dict[str, Optimizer] = {
+    o.name: o
+    for o in (
+        Optimizer(
+            "adam",
+            "Adam",
+            "Adaptive moments: a good default for most models.",
+            torch.optim.Adam,
+            2,
+            1e-3,
+            fused=True,
+        ),
+        Optimizer(
+            "adamw",
+            "AdamW",
+            "Adam with decoupled weight decay: the usual choice for transformers.",
+            torch.optim.AdamW,
+            2,
+            1e-3,
+            fused=True,
+        ),
+        Optimizer(
+            "sgd",
+            "SGD",
+            "Plain gradient descent, with momentum and Nesterov: can generalize best, with tuning.",
+            torch.optim.SGD,
+            1,
+            1e-2,
+            momentum=True,
+            fused=True,
+        ),
+        Optimizer(
+            "rmsprop",
+            "RMSprop",
+            "Divides by a running average of squared gradients: common for RNNs.",
+            torch.optim.RMSprop,
+            2,
+            1e-3,
+            momentum=True,
+        ),
+        Optimizer(
+            "adagrad",
+            "Adagrad",
+            "Per-weight rates that shrink with the gradients seen: suits sparse features.",
+            torch.optim.Adagrad,
+            1,
+            1e-2,
+            fused=True,
+        ),
+        Optimizer(
+            "adadelta",
+            "Adadelta",
+            "Adagrad without the ever-shrinking rate; a learning rate of 1.0 is usual.",
+            torch.optim.Adadelta,
+            2,
+            1.0,
+        ),
+        Optimizer(
+            "adamax",
+            "Adamax",
+            "Adam with the infinity norm: steadier with large or rare gradients.",
+            torch.optim.Adamax,
+            2,
+            2e-3,
+        ),
+        Optimizer("nadam", "NAdam", "Adam with Nesterov momentum.", torch.optim.NAdam, 2, 2e-3),
+        Optimizer(
+            "radam",
+            "RAdam",
+            "Adam with a rectified warm-up of its variance: less sensitive to the rate.",
+            torch.optim.RAdam,
+            2,
+            1e-3,
+        ),
+        Optimizer(
+            "asgd", "ASGD", "SGD that averages the weights it visits.", torch.optim.ASGD, 1, 1e-2
+        ),
+        Optimizer(
+            "adafactor",
+            "Adafactor",
+            "Adam-like steps from factored second moments: little optimizer memory "
+            "for big weight matrices.",
+            torch.optim.Adafactor,
+            1,
+            1e-2,
+        ),
+    )
+}
 
 
 def build_optimizer(cfg, params, device: torch.device) -> torch.optim.Optimizer:
@@ -70,40 +136,94 @@ def build_optimizer(cfg, params, device: torch.device) -> torch.optim.Optimizer:
 class Loss:
     name: str
     title: str
-    task: str                    # "classification" (logits against class labels) or "regression" (numbers)
+    task: str  # "classification" (logits against class labels) or "regression" (numbers)
     description: str
     fn: Callable
-    targets: str = "values"      # "classes" (one output per class, index targets), "binary" (one logit), "values"
-    applies: str | None = None   # the final activation it applies itself (a model ending in it trains on logits)
-    needs: str | None = None     # the final activation the model must end in
+    targets: str = (
+        "values"  # "classes" (one output per class, index targets), "binary" (one logit), "values"
+    )
+    applies: str | None = (
+        None  # the final activation it applies itself (a model ending in it trains on logits)
+    )
+    needs: str | None = None  # the final activation the model must end in
 
 
-LOSSES: dict[str, Loss] = {loss.name: loss for loss in (
-    Loss("cross_entropy", "Cross-entropy", "classification", "For classes; it applies softmax itself.",
-         F.cross_entropy, targets="classes", applies="softmax"),
-    Loss("bce_with_logits", "Binary cross-entropy (logits)", "classification",
-         "For two classes with one output; it applies the sigmoid itself.", F.binary_cross_entropy_with_logits,
-         targets="binary", applies="sigmoid"),
-    Loss("nll", "Negative log-likelihood", "classification", "For classes, on log-probabilities: the model ends in "
-         "a log-softmax activation (together they are cross-entropy).", F.nll_loss, targets="classes",
-         needs="log_softmax"),
-    Loss("mse", "Mean squared error", "regression", "For numbers: large errors weigh most.", F.mse_loss),
-    Loss("l1", "Mean absolute error (L1)", "regression", "For numbers: every error weighs by its size; robust "
-         "to outliers.", F.l1_loss),
-    Loss("huber", "Huber", "regression", "Squared for small errors, absolute for large ones.", F.huber_loss),
-    Loss("smooth_l1", "Smooth L1", "regression", "Huber scaled by its threshold (as in object detection).",
-         F.smooth_l1_loss),
-)}
+LOSSES: dict[str, Loss] = {
+    loss.name: loss
+    for loss in (
+        Loss(
+            "cross_entropy",
+            "Cross-entropy",
+            "classification",
+            "For classes; it applies softmax itself.",
+            F.cross_entropy,
+            targets="classes",
+            applies="softmax",
+        ),
+        Loss(
+            "bce_with_logits",
+            "Binary cross-entropy (logits)",
+            "classification",
+            "For two classes with one output; it applies the sigmoid itself.",
+            F.binary_cross_entropy_with_logits,
+            targets="binary",
+            applies="sigmoid",
+        ),
+        Loss(
+            "nll",
+            "Negative log-likelihood",
+            "classification",
+            "For classes, on log-probabilities: the model ends in "
+            "a log-softmax activation (together they are cross-entropy).",
+            F.nll_loss,
+            targets="classes",
+            needs="log_softmax",
+        ),
+        Loss(
+            "mse",
+            "Mean squared error",
+            "regression",
+            "For numbers: large errors weigh most.",
+            F.mse_loss,
+        ),
+        Loss(
+            "l1",
+            "Mean absolute error (L1)",
+            "regression",
+            "For numbers: every error weighs by its size; robust to outliers.",
+            F.l1_loss,
+        ),
+        Loss(
+            "huber",
+            "Huber",
+            "regression",
+            "Squared for small errors, absolute for large ones.",
+            F.huber_loss,
+        ),
+        Loss(
+            "smooth_l1",
+            "Smooth L1",
+            "regression",
+            "Huber scaled by its threshold (as in object detection).",
+            F.smooth_l1_loss,
+        ),
+    )
+}
 
 
-def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0) -> Callable:
+def loss_function(
+    name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0
+) -> Callable:
     """The loss by name; `weight` holds per-class weights (cross-entropy, NLL) or the positive class's (BCE)."""
     if name == "cross_entropy" and (weight is not None or label_smoothing):
-        return lambda out, y: F.cross_entropy(out, y, weight=weight, label_smoothing=label_smoothing)
+        return lambda out, y: F.cross_entropy(
+            out, y, weight=weight, label_smoothing=label_smoothing
+        )
     if name == "bce_with_logits" and (weight is not None or label_smoothing):
         pos_weight = None if weight is None else weight[1:] / weight[0]
         return lambda out, y: F.binary_cross_entropy_with_logits(
-            out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight)
+            out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight
+        )
     if name == "nll" and weight is not None:  # (label smoothing needs the logits: cross-entropy)
         return lambda out, y: F.nll_loss(out, y, weight=weight)
     return LOSSES[name].fn
@@ -113,18 +233,32 @@ def loss_function(name: str, weight: torch.Tensor | None = None, label_smoothing
 class Schedule:
     name: str
     title: str
-    description: str             # what it does; torch's scheduler is built by build_scheduler
+    description: str  # what it does; torch's scheduler is built by build_scheduler
 
 
-SCHEDULES: dict[str, Schedule] = {s.name: s for s in (
-    Schedule("none", "Constant", "The learning rate stays as set."),
-    Schedule("step", "Step decay", "Multiply the rate by a factor every few epochs."),
-    Schedule("exponential", "Exponential decay", "Multiply the rate by a factor every epoch."),
-    Schedule("cosine", "Cosine (with warm-up)", "Rise linearly for some epochs, then fall along a cosine to zero."),
-    Schedule("onecycle", "One-cycle", "Rise to the rate and fall far below it over the run (super-convergence)."),
-    Schedule("plateau", "Reduce on plateau", "Multiply the rate by a factor when the validation loss stops "
-             "improving."),
-)}
+SCHEDULES: dict[str, Schedule] = {
+    s.name: s
+    for s in (
+        Schedule("none", "Constant", "The learning rate stays as set."),
+        Schedule("step", "Step decay", "Multiply the rate by a factor every few epochs."),
+        Schedule("exponential", "Exponential decay", "Multiply the rate by a factor every epoch."),
+        Schedule(
+            "cosine",
+            "Cosine (with warm-up)",
+            "Rise linearly for some epochs, then fall along a cosine to zero.",
+        ),
+        Schedule(
+            "onecycle",
+            "One-cycle",
+            "Rise to the rate and fall far below it over the run (super-convergence).",
+        ),
+        Schedule(
+            "plateau",
+            "Reduce on plateau",
+            "Multiply the rate by a factor when the validation loss stops improving.",
+        ),
+    )
+}
 
 
 def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int):
@@ -137,10 +271,16 @@ def build_scheduler(cfg, optimizer: torch.optim.Optimizer, steps_per_epoch: int)
     if cfg.scheduler == "exponential":
         return sched.ExponentialLR(optimizer, cfg.gamma), "epoch"
     if cfg.scheduler == "plateau":
-        return sched.ReduceLROnPlateau(optimizer, factor=cfg.gamma, patience=cfg.plateau_patience), "plateau"
+        return sched.ReduceLROnPlateau(
+            optimizer, factor=cfg.gamma, patience=cfg.plateau_patience
+        ), "plateau"
     if cfg.scheduler == "onecycle":
-        cycles = "momentum" in optimizer.defaults or "betas" in optimizer.defaults  # (Adagrad, ASGD have neither)
-        return sched.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total, cycle_momentum=cycles), "step"
+        cycles = (
+            "momentum" in optimizer.defaults or "betas" in optimizer.defaults
+        )  # (Adagrad, ASGD have neither)
+        return sched.OneCycleLR(
+            optimizer, max_lr=cfg.lr, total_steps=total, cycle_momentum=cycles
+        ), "step"
     if cfg.scheduler == "cosine":
         warm = min(cfg.warmup_epochs * steps_per_epoch, total - 1)
         cosine = sched.CosineAnnealingLR(optimizer, T_max=max(total - warm, 1))

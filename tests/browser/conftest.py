@@ -15,8 +15,15 @@ import pytest
 from tests.conftest import ROOT
 
 CHROMIUM = os.environ.get("LAYERLAB_CHROMIUM", "/usr/bin/chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run"]
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -27,21 +34,36 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.browser)
             if not have:
                 if os.environ.get("LAYERLAB_REQUIRE_BROWSER"):
-                    pytest.fail("Chromium is required here (LAYERLAB_REQUIRE_BROWSER is set) but missing: "
-                                "apt-get install -y chromium", pytrace=False)
-                item.add_marker(pytest.mark.skip(reason="no Chromium: `apt-get install -y chromium` to run the "
-                                                       "browser tests (Playwright cannot download its own here)"))
+                    pytest.fail(
+                        "Chromium is required here (LAYERLAB_REQUIRE_BROWSER is set) but missing: "
+                        "apt-get install -y chromium",
+                        pytrace=False,
+                    )
+                item.add_marker(
+                    pytest.mark.skip(
+                        reason="no Chromium: `apt-get install -y chromium` to run the "
+                        "browser tests (Playwright cannot download its own here)"
+                    )
+                )
 
 
 @pytest.fixture(scope="session")
 def browser_type_launch_args(browser_type_launch_args):
-    return {**browser_type_launch_args, "executable_path": CHROMIUM if os.path.exists(CHROMIUM)
-            else shutil.which("chromium"), "args": ARGS, "headless": True}
+    return {
+        **browser_type_launch_args,
+        "executable_path": CHROMIUM if os.path.exists(CHROMIUM) else shutil.which("chromium"),
+        "args": ARGS,
+        "headless": True,
+    }
 
 
 @pytest.fixture(scope="session")
 def browser_context_args(browser_context_args):
-    return {**browser_context_args, "viewport": {"width": 1280, "height": 900}, "accept_downloads": True}
+    return {
+        **browser_context_args,
+        "viewport": {"width": 1280, "height": 900},
+        "accept_downloads": True,
+    }
 
 
 def _free_port() -> int:
@@ -56,10 +78,28 @@ def server(tmp_path):
     port = _free_port()
     env = {**os.environ, "LAYERLAB_HOME": str(tmp_path / "workspace"), "PYTHONUNBUFFERED": "1"}
     log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-                             "--server.port", str(port), "--server.address", "127.0.0.1",
-                             "--browser.gatherUsageStats", "false"], cwd=ROOT, env=env, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streamlit",
+            "run",
+            "app.py",
+            "--server.headless",
+            "true",
+            "--server.port",
+            str(port),
+            "--server.address",
+            "127.0.0.1",
+            "--browser.gatherUsageStats",
+            "false",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 60
     while True:
@@ -69,9 +109,13 @@ def server(tmp_path):
         except OSError:
             pass
         if time.time() > deadline or proc.poll() is not None:
-            raise RuntimeError(f"streamlit did not start: {(tmp_path / 'server.log').read_text()[-2000:]}")
+            raise RuntimeError(
+                f"streamlit did not start: {(tmp_path / 'server.log').read_text()[-2000:]}"
+            )
         time.sleep(0.3)
-    yield type("Server", (), {"url": url, "home": tmp_path / "workspace", "log": tmp_path / "server.log"})
+    yield type(
+        "Server", (), {"url": url, "home": tmp_path / "workspace", "log": tmp_path / "server.log"}
+    )
     os.killpg(proc.pid, signal.SIGTERM)
     try:
         proc.wait(10)
@@ -129,8 +173,9 @@ def wait_until(predicate, timeout: float = 60.0):
 
 
 def no_exceptions(page) -> None:
-    assert page.locator('[data-testid="stException"]').count() == 0, \
-        page.locator('[data-testid="stException"]').all_inner_texts()
+    assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
+        '[data-testid="stException"]'
+    ).all_inner_texts()
 
 
 SCREENSHOTS = ROOT / "screenshots"
@@ -161,7 +206,9 @@ def new_run_finished(page, before: set[str], timeout: float = 120.0) -> dict:
     from engine.runs import list_runs, read_status
 
     run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None), timeout)
-    wait_until(lambda: read_status(Path(run["path"]))["state"] not in ("queued", "running"), timeout)
+    wait_until(
+        lambda: read_status(Path(run["path"]))["state"] not in ("queued", "running"), timeout
+    )
     page.get_by_role("heading", name=run["name"]).first.wait_for(timeout=timeout * 1000)
     page.get_by_text("Run completed").first.wait_for(timeout=timeout * 1000)
     return run

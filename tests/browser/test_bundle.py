@@ -24,24 +24,39 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
     with zipfile.ZipFile(zipped) as zf:
         zf.extractall(tmp_path / "bundle")
         names = set(zf.namelist())
-    assert {"model.py", "weights.safetensors", "model.onnx", "predict.py", "train.py", "manifest.json"} <= names
+    assert {
+        "model.py",
+        "weights.safetensors",
+        "model.onnx",
+        "predict.py",
+        "train.py",
+        "manifest.json",
+    } <= names
 
     # Its predict.py, with LayerLab unimportable, predicts like the engine on rows of the same columns.
     rows = tmp_path / "rows.csv"
-    rows.write_text("sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n"
-                    "6.7,3.0,5.2,2.3\n")
+    rows.write_text(
+        "sepal length (cm),sepal width (cm),petal length (cm),petal width (cm)\n5.1,3.5,1.4,0.2\n"
+        "6.7,3.0,5.2,2.3\n"
+    )
     run_isolated(tmp_path / "bundle", "predict.py", rows, "--out", tmp_path / "p.csv")
     import pandas as pd
+
     model, meta = load_predictor(run)
-    assert (tmp_path / "p.csv").read_bytes() == csv_bytes(predict_table(model, meta, pd.read_csv(rows)))
+    assert (tmp_path / "p.csv").read_bytes() == csv_bytes(
+        predict_table(model, meta, pd.read_csv(rows))
+    )
 
     # The bundle is also a starting point on the Build page: all of its tensors load into the same model.
     open_page(page, "Build")
     page.get_by_text("Start from saved weights").scroll_into_view_if_needed()
-    page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator('input[type="file"]').set_input_files(
-        str(zipped))
+    page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator(
+        'input[type="file"]'
+    ).set_input_files(str(zipped))
     settle(page)
     loaded = page.locator('[data-testid="stMetric"]', has_text="Loaded tensors")
     loaded.wait_for()
-    assert loaded.locator('[data-testid="stMetricValue"]').inner_text() == str(len(model.state_dict()))
+    assert loaded.locator('[data-testid="stMetricValue"]').inner_text() == str(
+        len(model.state_dict())
+    )
     no_exceptions(page)

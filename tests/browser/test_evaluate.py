@@ -5,7 +5,8 @@ from engine.runs import create_run, execute
 from engine.spec import starter_spec
 from tests.browser.conftest import no_exceptions, settle, shot, trained_starter, visit
 
-TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot')).map(p => (p.layout.title || {}).text || '')"""
+TITLES = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
+  .map(p => (p.layout.title || {}).text || '')"""
 
 
 def test_evaluate_a_run(server, page):
@@ -14,11 +15,15 @@ def test_evaluate_a_run(server, page):
     visit(server, page, dataset, spec, run.name, "Evaluate")
     page.get_by_text("rows of the test split").wait_for()
     cards = page.locator('[data-testid="stMetric"]')
-    accuracy = cards.filter(has_text="Accuracy").locator('[data-testid="stMetricValue"]').inner_text()
+    accuracy = (
+        cards.filter(has_text="Accuracy").locator('[data-testid="stMetricValue"]').inner_text()
+    )
     assert accuracy == f"{expected['summary']['accuracy']:.1%}"
     page.wait_for_function(f"({TITLES})().some(t => t.includes('ROC curve'))")
     titles = page.evaluate(TITLES)
-    assert any("Confusion matrix" in t for t in titles) and any("Precision-recall" in t for t in titles)
+    assert any("Confusion matrix" in t for t in titles) and any(
+        "Precision-recall" in t for t in titles
+    )
     cells = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
         .find(p => (p.layout.title || {}).text.includes('Confusion')).data[0].text"""
     assert page.evaluate(cells) == [[str(v) for v in row] for row in expected["confusion"]]
@@ -26,7 +31,9 @@ def test_evaluate_a_run(server, page):
     settle(page)
     page.wait_for_function(f"({cells})()[0][0].endsWith('%')")
     shares = [[float(v.rstrip("%")) for v in row] for row in page.evaluate(cells)]
-    assert all(abs(sum(row) - 100) <= 2 for row in shares)  # each true class's row adds up to 100% (rounded)
+    assert all(
+        abs(sum(row) - 100) <= 2 for row in shares
+    )  # each true class's row adds up to 100% (rounded)
     no_exceptions(page)
     shot(page, "evaluate-iris")
 
@@ -37,7 +44,9 @@ def test_predict_new_rows_and_download_the_csv(server, page, tmp_path):
     from engine.portable import csv_bytes
     from engine.predict import load_predictor, predict_table
 
-    rows = "a,b,label\n" + "\n".join(f"{i % 7},{(i * 3) % 11},{'hi' if i % 7 > 3 else 'lo'}" for i in range(200))
+    rows = "a,b,label\n" + "\n".join(
+        f"{i % 7},{(i * 3) % 11},{'hi' if i % 7 > 3 else 'lo'}" for i in range(200)
+    )
     dataset = prepare_file(rows.encode(), "small.csv", "label")
     spec = starter_spec(dataset.task, dataset.input_shape, dataset.num_classes)
     run = create_run(spec, {"epochs": 30, "lr": 0.01}, dataset.path, name="small-run")
@@ -67,7 +76,9 @@ def test_draw_a_digit_and_see_the_prediction(server, page):
     visit(server, page, dataset, spec, run.name, "Predict")
     page.get_by_role("tab", name="Draw one").click()
     settle(page)
-    pad = page.locator("canvas[aria-label='Drawing pad'][data-live='1']")  # its handlers attached (a busy machine)
+    pad = page.locator(
+        "canvas[aria-label='Drawing pad'][data-live='1']"
+    )  # its handlers attached (a busy machine)
     pad.wait_for()
     box = pad.bounding_box()
     page.mouse.move(box["x"] + 140, box["y"] + 40)
@@ -80,7 +91,9 @@ def test_draw_a_digit_and_see_the_prediction(server, page):
     drawn = base64.b64decode(pad.evaluate("c => c.toDataURL('image/png')").split(",", 1)[1])
     model, meta = load_predictor(run)
     expected = predict_images(model, meta, [("drawing.png", drawn)]).iloc[0]
-    assert metric.locator('[data-testid="stMetricValue"]').inner_text() == str(expected["prediction"])
+    assert metric.locator('[data-testid="stMetricValue"]').inner_text() == str(
+        expected["prediction"]
+    )
     page.get_by_text(f"{expected['confidence']:.0%} confident").wait_for()
     no_exceptions(page)
     shot(page, "predict-draw")

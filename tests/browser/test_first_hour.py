@@ -12,7 +12,14 @@ import pytest
 
 from engine.runs import list_runs, read_status, runs_dir
 from engine.workspace import read_json
-from tests.browser.conftest import no_exceptions, settle, shot, trained_starter, use_session, wait_until
+from tests.browser.conftest import (
+    no_exceptions,
+    settle,
+    shot,
+    trained_starter,
+    use_session,
+    wait_until,
+)
 
 PAGES = ["data", "build", "train", "evaluate", "predict", "export"]
 
@@ -85,9 +92,13 @@ def test_two_tabs_keep_their_own_runs_and_settings_after_a_refresh(server, page,
     settle(tab_b)
     assert session_of(tab_b) == b
     name = next(r["name"] for r in list_runs() if r["id"] == b_run)
-    tab_b.get_by_role("heading", name=name).wait_for()  # B still shows its own run, live, with its Stop
+    tab_b.get_by_role(
+        "heading", name=name
+    ).wait_for()  # B still shows its own run, live, with its Stop
     assert tab_b.locator('input[aria-label="Batch size"]').input_value() == "32"
-    tab_b.get_by_role("button", name="Stop").nth(1).wait_for()  # the app-wide one and the run view's
+    tab_b.get_by_role("button", name="Stop").nth(
+        1
+    ).wait_for()  # the app-wide one and the run view's
     assert tab_b.get_by_role("button", name="Stop").count() == 2
 
     page.reload()
@@ -109,7 +120,9 @@ def test_two_tabs_keep_their_own_runs_and_settings_after_a_refresh(server, page,
 def test_a_killed_worker_is_shown_as_resumable_within_5_seconds(server, page):
     run = start_run(server, page, epochs=5000)
     wait_until(lambda: (run / "checkpoints" / "state.pt").exists())
-    page.wait_for_timeout(13_000)  # past the quick first seconds: the charts now redraw every few seconds
+    page.wait_for_timeout(
+        13_000
+    )  # past the quick first seconds: the charts now redraw every few seconds
     page.get_by_text("epochs done").first.wait_for()
     os.kill(read_json(run / "status.json")["pid"], signal.SIGKILL)
     killed = time.time()
@@ -130,28 +143,43 @@ LIVE = """() => {
   const text = (sel) => Array.from(document.querySelectorAll(sel)).map(e => e.innerText);
   const label = text('[data-testid="stProgress"]').join(' ');
   const cards = Array.from(document.querySelectorAll('[data-testid="stMetric"]'))
-    .filter(m => m.innerText.includes('Epochs done')).map(m => m.querySelector('[data-testid="stMetricValue"]').innerText);
+    .filter(m => m.innerText.includes('Epochs done'))
+    .map(m => m.querySelector('[data-testid="stMetricValue"]').innerText);
   return {label, card: cards[0] || null};
 }"""
 
 
 def test_the_live_labels_agree_with_the_cards_and_a_huge_learning_rate_diverges(server, page):
     run = start_run(server, page, epochs=1000)
-    page.get_by_text("Starting the worker").or_(page.get_by_text("epochs done")).first.wait_for(timeout=30_000)
+    page.get_by_text("Starting the worker").or_(page.get_by_text("epochs done")).first.wait_for(
+        timeout=30_000
+    )
     samples = []
-    strip = page.locator('[data-testid="stColumn"]', has=page.locator('a[data-testid="stPageLink-NavLink"]', has_text="Run"))
+    strip = page.locator(
+        '[data-testid="stColumn"]',
+        has=page.locator('a[data-testid="stPageLink-NavLink"]', has_text="Run"),
+    )
     while read_status(run)["state"] in ("queued", "running") and len(samples) < 12:
         seen = page.evaluate(LIVE)
-        if seen["card"] and seen["card"] not in seen["label"]:  # caught in the middle of a redraw: look again
+        if (
+            seen["card"] and seen["card"] not in seen["label"]
+        ):  # caught in the middle of a redraw: look again
             page.wait_for_timeout(300)
             seen = page.evaluate(LIVE)
         if seen["card"]:
             samples.append(seen)
             done = re.search(r"(\d+)/1000 epochs done", seen["label"])
             assert done, seen  # a live run's label counts epochs, like the card
-            assert f"{done.group(1)}/1000" == seen["card"], seen  # drawn from one snapshot: they agree
+            assert f"{done.group(1)}/1000" == seen["card"], (
+                seen
+            )  # drawn from one snapshot: they agree
             # the status strip says "training", never "queued", beside live curves
-            wait_until(lambda: "· training" in strip.inner_text() or read_status(run)["state"] != "running", 3)
+            wait_until(
+                lambda: (
+                    "· training" in strip.inner_text() or read_status(run)["state"] != "running"
+                ),
+                3,
+            )
             assert "queued" not in strip.inner_text()
         page.wait_for_timeout(400)
     assert len(samples) >= 3, samples
@@ -165,7 +193,9 @@ def test_the_live_labels_agree_with_the_cards_and_a_huge_learning_rate_diverges(
     run = start_run(server, page, learning_rate=1000000, epochs=50)
     page.get_by_text("Run diverged").wait_for(timeout=60_000)
     assert read_status(run)["state"] == "diverged"
-    alert = page.locator('[data-testid="stAlertContentError"]', has_text="Run diverged").inner_text()
+    alert = page.locator(
+        '[data-testid="stAlertContentError"]', has_text="Run diverged"
+    ).inner_text()
     assert "learning rate, 1e+06, is most likely too high" in alert
     assert page.locator('[data-testid="stAlertContentSuccess"]').count() == 0
     assert page.get_by_text("relu instead").count() == 0
@@ -192,11 +222,16 @@ def test_every_page_fits_800_px_with_the_sidebar_folded(server, narrow):
     for name in PAGES:
         narrow.goto(f"{server.url}/{'' if name == 'data' else name}?s={sid}")
         settle(narrow)
-        narrow.wait_for_function("""() => document.querySelector('[data-testid="stSidebar"]')
-                                          ?.getAttribute('data-collapsed') === 'true'""", timeout=10_000)
+        narrow.wait_for_function(
+            """() => document.querySelector('[data-testid="stSidebar"]')
+                                          ?.getAttribute('data-collapsed') === 'true'""",
+            timeout=10_000,
+        )
         assert narrow.evaluate(OVERFLOW) <= 1, name  # nothing scrolls sideways
         if name == "build":  # the stack and the form are stacked, each the full width
             assert narrow.locator(".ll-stack").bounding_box()["width"] > 300
         no_exceptions(narrow)
         shot(narrow, f"narrow-{name}")
-    assert json.loads((server.home / "sessions" / f"{sid}.json").read_text())["ll.run_id"] == run.name
+    assert (
+        json.loads((server.home / "sessions" / f"{sid}.json").read_text())["ll.run_id"] == run.name
+    )

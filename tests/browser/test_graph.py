@@ -17,14 +17,18 @@ def test_residual_skip_built_with_the_inputs_picker(server, page):
     settle(page)
     page.locator(".ll-node").nth(5).wait_for()
     add = page.locator(".ll-node", has_text="Add")
-    expect(add).to_contain_text("dense_2, relu_2")  # a new merge node starts wired to the two layers above it
+    expect(add).to_contain_text(
+        "dense_2, relu_2"
+    )  # a new merge node starts wired to the two layers above it
 
     # Make it a real skip connection: relu_1 (before dense_2) + relu_2.
     page.locator('[data-testid="stMultiSelect"] [aria-label="Remove dense_2"]').click()
     expect(page.locator(".ll-node", has_text="Add")).not_to_contain_text("dense_2")
     settle(page)
     option = page.get_by_role("option", name="relu_1")
-    for _ in range(3):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
+    for _ in range(
+        3
+    ):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
         page.locator('[data-testid="stMultiSelect"] input').click()
         page.keyboard.type("relu_1")
         try:

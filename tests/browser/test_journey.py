@@ -14,7 +14,10 @@ CHART_POINTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
 
 
 def nav_labels(page):
-    return [t.strip().split("\n")[-1] for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()]
+    return [
+        t.strip().split("\n")[-1]
+        for t in page.locator('[data-testid="stSidebarNav"] a').all_inner_texts()
+    ]
 
 
 @pytest.mark.parametrize("path", ["", "build", "train"])
@@ -47,7 +50,9 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     nodes = page.locator(".ll-node")
     nodes.nth(4).wait_for()
     assert nodes.count() == 5
-    page.locator('.ll-op[data-op="dropout"]').drag_to(nodes.nth(2), target_position={"x": 30, "y": 4})
+    page.locator('.ll-op[data-op="dropout"]').drag_to(
+        nodes.nth(2), target_position={"x": 30, "y": 4}
+    )
     settle(page)
     page.locator(".ll-node").nth(5).wait_for()
     titles = [t.split("\n")[0] for t in page.locator(".ll-node .t").all_inner_texts()]
@@ -89,7 +94,14 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     shot(page, "journey-5-export")
     tensors, meta = read_weights(path.read_bytes())
     spec = parse_spec(meta["spec"])
-    assert [n.op for n in spec.nodes] == ["linear", "activation", "dropout", "linear", "activation", "linear"]
+    assert [n.op for n in spec.nodes] == [
+        "linear",
+        "activation",
+        "dropout",
+        "linear",
+        "activation",
+        "linear",
+    ]
     fresh, _ = compile_spec(spec)
     fresh.load_state_dict(tensors, strict=True)
     fresh.eval()

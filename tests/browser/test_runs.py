@@ -1,10 +1,24 @@
 """Runs in the browser: resume a stopped run, branch from it, compare runs side by side."""
 
-
 from engine.data.prepare import prepare_builtin
-from engine.runs import create_run, execute, launch, list_runs, read_events, read_status, request_stop
+from engine.runs import (
+    create_run,
+    execute,
+    launch,
+    list_runs,
+    read_events,
+    read_status,
+    request_stop,
+)
 from engine.spec import starter_spec
-from tests.browser.conftest import new_run_finished, no_exceptions, settle, shot, use_session, wait_until
+from tests.browser.conftest import (
+    new_run_finished,
+    no_exceptions,
+    settle,
+    shot,
+    use_session,
+    wait_until,
+)
 
 TRACES = """(title) => { const p = Array.from(document.querySelectorAll('.js-plotly-plot'))
     .find(p => p.layout && p.layout.title && (p.layout.title.text || "").includes(title));
@@ -20,7 +34,9 @@ def test_resume_branch_and_compare(server, page):
         execute(run)
     long = create_run(spec, {"epochs": 300}, dataset.path, name="long")
     launch(long)
-    wait_until(lambda: any(e["type"] == "epoch_end" and e["epoch"] >= 3 for e in read_events(long)[0]))
+    wait_until(
+        lambda: any(e["type"] == "epoch_end" and e["epoch"] >= 3 for e in read_events(long)[0])
+    )
     request_stop(long)
     wait_until(lambda: read_status(long)["state"] == "stopped")
     stopped_at = read_events(long)[0][-1]["step"]
@@ -46,10 +62,14 @@ def test_resume_branch_and_compare(server, page):
     assert child["config"]["epochs"] == 4 and child["config"]["lr"] == 0.0005
     page.get_by_role("heading", name=child["name"]).first.wait_for()
     assert page.get_by_role("heading", name=child["name"]).count() == 1
-    wait_until(lambda: read_status(child["path"])["state"] == "completed")  # its end reruns the page: wait it out
+    wait_until(
+        lambda: read_status(child["path"])["state"] == "completed"
+    )  # its end reruns the page: wait it out
     page.get_by_text("4/4 epochs").first.wait_for()
     settle(page)
-    page.get_by_text("long · best").first.wait_for(state="attached")  # the run list says where it came from
+    page.get_by_text("long · best").first.wait_for(
+        state="attached"
+    )  # the run list says where it came from
 
     box = page.get_by_role("combobox", name="Compare runs")
     for name in ("fast-lr", "slow-lr"):

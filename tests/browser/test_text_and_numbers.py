@@ -25,9 +25,13 @@ def same_predictions(path, expected: bytes) -> None:
     pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-5, atol=1e-6)
 
 
-def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerlab(server, page, tmp_path):
+def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerlab(
+    server, page, tmp_path
+):
     table = _orders(800, 0.05, np.random.default_rng(3))
-    table.insert(0, "order_id", [f"o{i:05d}" for i in range(len(table))])  # an ID: ignored, and said so
+    table.insert(
+        0, "order_id", [f"o{i:05d}" for i in range(len(table))]
+    )  # an ID: ignored, and said so
     path = tmp_path / "food orders.csv"
     table.to_csv(path, index=False)
 
@@ -36,7 +40,9 @@ def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerla
     page.get_by_role("button", name="Prepare dataset").click()
     settle(page)
     expect(page.get_by_text("In use: food orders")).to_be_visible()
-    expect(page.get_by_text("features (7,), review (64,)")).to_be_visible()  # two inputs, the text's own
+    expect(
+        page.get_by_text("features (7,), review (64,)")
+    ).to_be_visible()  # two inputs, the text's own
     shot(page, "mixed-1-data")
 
     open_page(page, "Build")
@@ -54,7 +60,9 @@ def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerla
 
     open_page(page, "Evaluate")
     page.get_by_text("rows of the test split").wait_for()
-    accuracy = page.locator('[data-testid="stMetric"]', has_text="Accuracy").locator('[data-testid="stMetricValue"]')
+    accuracy = page.locator('[data-testid="stMetric"]', has_text="Accuracy").locator(
+        '[data-testid="stMetricValue"]'
+    )
     assert float(accuracy.inner_text().rstrip("%")) >= 70, accuracy.inner_text()
     page.get_by_text("Misclassified, most confident first").wait_for()
     no_exceptions(page)
@@ -69,8 +77,9 @@ def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerla
     # read as the Predict page reads it (pandas' own float parser may differ in the last digit)
     expected = csv_bytes(predict_table(model, meta, read_table(new.read_bytes(), new.name).frame))
     open_page(page, "Predict")
-    page.locator('[data-testid="stFileUploader"]', has_text="Rows to predict").locator('input[type="file"]') \
-        .set_input_files(str(new))
+    page.locator('[data-testid="stFileUploader"]', has_text="Rows to predict").locator(
+        'input[type="file"]'
+    ).set_input_files(str(new))
     page.get_by_text("5 prediction(s).").wait_for()
     with page.expect_download() as dl:
         page.get_by_role("button", name="Download predictions (CSV)").click()

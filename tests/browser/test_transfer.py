@@ -17,8 +17,9 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     execute(source)
     visit(server, page, dataset, spec, None, "Build")
     page.get_by_text("Start from saved weights").scroll_into_view_if_needed()
-    page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator('input[type="file"]').set_input_files(
-        str(source / "model.safetensors"))
+    page.locator('[data-testid="stFileUploader"]', has_text="Weights").locator(
+        'input[type="file"]'
+    ).set_input_files(str(source / "model.safetensors"))
     settle(page)
     loaded = page.locator('[data-testid="stMetric"]', has_text="Loaded tensors")
     loaded.wait_for()
@@ -30,7 +31,9 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     page.get_by_text("Advanced").click()
     box = page.get_by_role("combobox", name="Freeze layers")
     widget = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Freeze layers")
-    for _ in range(3):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
+    for _ in range(
+        3
+    ):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
         box.click()
         box.press_sequentially("dense_1")
         page.get_by_role("option", name="dense_1").click()
@@ -43,7 +46,10 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     no_exceptions(page)
     run = next(r for r in list_runs() if r["id"] != source.name)
     assert run["config"]["freeze"] == ["dense_1"] and run["parent"]["checkpoint"] == "imported"
-    before, after = load_file(source / "model.safetensors"), load_file(f"{run['path']}/model.safetensors")
+    before, after = (
+        load_file(source / "model.safetensors"),
+        load_file(f"{run['path']}/model.safetensors"),
+    )
     assert torch.equal(after["layers.dense_1.weight"], before["layers.dense_1.weight"])
     assert not torch.equal(after["layers.dense_2.weight"], before["layers.dense_2.weight"])
     shot(page, "transfer-2-trained")

@@ -23,8 +23,14 @@ def upload(server, page, path) -> None:
 def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     rng = np.random.default_rng(0)
     n = 300
-    df = pd.DataFrame({"order_id": [f"A{i:05d}" for i in range(n)], "age": rng.normal(40, 10, n).round(1),
-                       "city": rng.choice(["Zürich", "Málaga", "Oslo"], n), "spend": rng.gamma(2, 30, n).round(2)})
+    df = pd.DataFrame(
+        {
+            "order_id": [f"A{i:05d}" for i in range(n)],
+            "age": rng.normal(40, 10, n).round(1),
+            "city": rng.choice(["Zürich", "Málaga", "Oslo"], n),
+            "spend": rng.gamma(2, 30, n).round(2),
+        }
+    )
     df["churned"] = np.where(df["spend"] < 40, "yes", "no")
     df.loc[::17, "age"] = np.nan
     path = tmp_path / "customers.csv"
@@ -40,9 +46,14 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
     expect(page.get_by_role("tab", name="Upload a file")).to_have_attribute("aria-selected", "true")
     notes = page.locator('[data-testid="stExpander"]', has_text="preparation note(s)")
     notes.locator("summary").click()  # the notes are folded into one line: open it
-    expect(notes.get_by_role("listitem").filter(has_text="Ignoring 'order_id': looks like an ID")).to_be_visible()
-    expect(notes.get_by_role("listitem").filter(has_text="Column 'age': 18 missing value(s) filled with the median")) \
-        .to_be_visible()
+    expect(
+        notes.get_by_role("listitem").filter(has_text="Ignoring 'order_id': looks like an ID")
+    ).to_be_visible()
+    expect(
+        notes.get_by_role("listitem").filter(
+            has_text="Column 'age': 18 missing value(s) filled with the median"
+        )
+    ).to_be_visible()
     expect(page.get_by_text("Data health:")).to_be_visible()
     no_exceptions(page)
     shot(page, "upload-2-prepared")
@@ -54,9 +65,13 @@ def test_upload_a_semicolon_latin1_csv(server, page, tmp_path):
 def websocket_status(url: str, host: str) -> int:
     port = int(url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-        s.sendall((f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-                   "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
-                   "Sec-WebSocket-Version: 13\r\n\r\n").encode())
+        s.sendall(
+            (
+                f"GET /_stcore/stream HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                "Sec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         return int(s.recv(200).split(b" ")[1])
 
 
