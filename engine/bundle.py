@@ -125,7 +125,8 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
-| `train.py` | `python train.py`: retrains the model with the run's settings and seed |
+| `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
+| `trainer/` | LayerLab's training core, which train.py runs |
 | `manifest.json` | versions, seed, dataset hash, the full configuration and the final metrics |
 
 Final metrics: {metrics}.

@@ -594,3 +594,15 @@ def test_names_that_repeat_once_trimmed_are_made_unique_with_a_notice():
         "is read as 'a.1'. Rename the columns in the file to choose."
     ]
     prepare_table(source.frame, "y")
+
+
+def test_a_damaged_dataset_meta_is_refused_with_the_field_named(workspace):
+    from engine.data.prepare import prepare_builtin
+    from engine.data.store import load_dataset
+
+    dataset = prepare_builtin("moons", n_samples=100)
+    meta = json.loads((dataset.path / "meta.json").read_text())
+    assert load_dataset(dataset.path).meta == meta  # a meta as this version writes it loads as it is
+    (dataset.path / "meta.json").write_text(json.dumps({**meta, "input_shape": "two"}))
+    with pytest.raises(DataError, match=r"meta.json is damaged \(input_shape"):
+        load_dataset(dataset.path)

@@ -13,12 +13,56 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import DataError
 from engine.workspace import atomic_write_json, home, read_json
 
 SPLITS = ("train", "val", "test")
+
+
+class DatasetMeta(BaseModel):
+    """A prepared dataset's meta.json: the contract between preparation and everything that reads a
+    dataset (model building, training, evaluation, prediction, bundles). Validated when a dataset is
+    saved and when it is loaded; the loaded meta stays a plain dict (`Dataset.meta`). Fields a reader
+    does not know are kept (`extra="allow"`), so datasets of other versions load."""
+
+    model_config = ConfigDict(extra="allow")
+    id: str
+    name: str
+    source: str = ""
+    task: str = Field(description="classification or regression (engine.tasks)")
+    input_shape: list[int] = Field(
+        description="One row's shape as the model reads it (C, H, W for images)."
+    )
+    classes: list | None = Field(None, description="Class names, in output order (classification).")
+    feature_names: list[str] | None = None
+    sizes: dict[str, int] = Field(description="Rows per split: train, val, test.")
+    preprocessing: dict | None = Field(
+        None, description="How raw rows or images become inputs (engine.portable reads it)."
+    )
+    notices: list[str] = Field(default_factory=list)
+    created: float | None = None
+    hash: str | None = Field(None, description="SHA-256 of the tensors in key order.")
+    inputs: dict | None = Field(
+        None, description="Named inputs (several-input data): part -> shape."
+    )
+    vocab_size: int | None = Field(None, description="Token ids are below this (text data).")
+
+
+def check_meta(meta: dict, where: str) -> dict:
+    """`meta` if it is a dataset's meta as `DatasetMeta` describes it; else DataError naming the field."""
+    try:
+        DatasetMeta.model_validate(meta)
+    except ValidationError as e:
+        first = e.errors()[0]
+        field = ".".join(str(x) for x in first["loc"]) or "meta.json"
+        raise DataError(
+            f"{where}: its meta.json is damaged ({field}: {first['msg']}). Prepare the data again on "
+            "the Data page."
+        ) from None
+    return meta
 
 
 @dataclass
@@ -122,7 +166,7 @@ def save_dataset(
             **(extra or {}),
             **more,
         }
-        atomic_write_json(staging / "meta.json", meta)
+        atomic_write_json(staging / "meta.json", check_meta(meta, f"the dataset '{name}'"))
         _move_in(staging, path)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -164,6 +208,7 @@ def load_dataset(ds_id_or_path: str | Path, root: Path | None = None) -> Dataset
         raise DataError(
             f"the dataset '{ds_id_or_path}' is not in the workspace any more. Prepare it again on the Data page."
         )
+    check_meta(meta, f"the dataset '{ds_id_or_path}'")
     return Dataset(path, meta, load_file(str(path / "data.safetensors")))
 
 
