@@ -602,7 +602,9 @@ def test_a_damaged_dataset_meta_is_refused_with_the_field_named(workspace):
 
     dataset = prepare_builtin("moons", n_samples=100)
     meta = json.loads((dataset.path / "meta.json").read_text())
-    assert load_dataset(dataset.path).meta == meta  # a meta as this version writes it loads as it is
+    assert (
+        load_dataset(dataset.path).meta == meta
+    )  # a meta as this version writes it loads as it is
     (dataset.path / "meta.json").write_text(json.dumps({**meta, "input_shape": "two"}))
     with pytest.raises(DataError, match=r"meta.json is damaged \(input_shape"):
         load_dataset(dataset.path)
