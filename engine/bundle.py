@@ -1,14 +1,13 @@
 """A run as one zip that works without LayerLab: the model as plain PyTorch code with its weights, the other
 export formats, the preprocessing, a predict.py and a train.py, and a manifest.
 
-The scripts are made of LayerLab's own code, not copies: predict.py carries `engine.portable` (the
-preprocessing and prediction functions the Predict page runs); train.py is engine/train/retrain.py and trainer/
-holds the training core (engine/train/core.py, state.py, options.py, augment.py) as files, so what runs outside is what
-ran inside. train.py follows the plan the run recorded in `run_started`.
+The scripts are LayerLab's own code, not copies, shipped as files: predict.py is engine/bundle_predict.py
+and runs portable.py (engine/portable.py: the preprocessing and prediction code the Predict page runs);
+train.py is engine/train/retrain.py and runs trainer/ (engine/train/core.py, state.py, options.py,
+augment.py) with the plan the run recorded in `run_started`. What runs outside is what ran inside.
 """
 
 import hashlib
-import inspect
 import io
 import json
 import platform
@@ -35,83 +34,6 @@ from engine.train.config import TrainConfig
 DATA_LIMIT_MB = 64  # the prepared splits go into the bundle (for train.py) up to this size
 PACKAGES = ("numpy", "pandas", "safetensors", "pillow", "onnx", "onnxruntime", "streamlit")
 
-PREDICT_MAIN = '''
-
-# --- the command line ---------------------------------------------------------------------------------------
-
-HERE = Path(__file__).resolve().parent
-
-
-def read_rows(path: Path) -> pd.DataFrame:
-    """A table by its extension: CSV/TSV (delimiter sniffed), Parquet, Excel or JSON Lines."""
-    ext = path.suffix.lower()
-    if ext in (".parquet", ".pq"):
-        return pd.read_parquet(path)
-    if ext == ".xlsx":
-        return pd.read_excel(path)
-    if ext in (".jsonl", ".ndjson"):
-        return pd.read_json(path, lines=True)
-    head = path.open(encoding="utf-8-sig", errors="replace").read(65536)
-    try:
-        sep = csv.Sniffer().sniff(head, delimiters=",\t;|").delimiter
-    except csv.Error:  # one column, or nothing to tell from
-        sep = "\t" if ext in (".tsv", ".tab") else ","
-    return pd.read_csv(path, sep=sep, encoding="utf-8-sig")
-
-
-def predict(data: Path) -> pd.DataFrame:
-    """The predictions for a table of rows, or for an image file or a folder of images."""
-    sys.path.insert(0, str(HERE))
-    from model import load
-
-    info = json.loads((HERE / "preprocessing.json").read_text())
-    info["classes"] = json.loads((HERE / "labels.json").read_text())["classes"]
-    model = load(HERE / "weights.safetensors")
-    if (info["preprocessing"] or {}).get("kind") == "image":
-        files = [data] if data.is_file() else sorted(p for p in data.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
-        if not files:
-            raise InputError(f"{data} holds no PNG, JPEG, BMP, GIF or WebP images.")
-        channels, size = int(info["input_shape"][0]), int(info["input_shape"][-1])
-        x = torch.from_numpy(np.stack([decode_image(p.read_bytes(), p.name, size, channels == 1) for p in files]))
-        out = model_outputs(model, x, info["takes_tokens"])
-        return pd.concat([pd.DataFrame({"file": [p.name for p in files]}),
-                          prediction_table(out, info, info["outputs_are_probabilities"])], axis=1)
-    if data.is_dir():
-        raise InputError("this model was trained on a table: pass a CSV, Parquet, Excel or JSON Lines file.")
-    frame = read_rows(data)
-    if not len(frame):
-        raise InputError("the table has no rows to predict.")
-    out = model_outputs(model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"])
-    return with_rows(prediction_table(out, info, info["outputs_are_probabilities"]), frame, info["preprocessing"])
-
-
-def main() -> int:
-    parser = argparse.ArgumentParser(description="Predict with this bundle's model, preparing the data exactly as "
-                                                 "training did.")
-    parser.add_argument("data", type=Path, help="a table (CSV, Parquet, Excel, JSON Lines) with the training "
-                                                "columns, or an image file or folder of images")
-    parser.add_argument("--out", type=Path, default=Path("predictions.csv"), help="the CSV to write")
-    args = parser.parse_args()
-    if not args.data.exists():
-        print(f"error: no such file or folder: {args.data}", file=sys.stderr)
-        return 2
-    try:
-        table = predict(args.data)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    except (ValueError, OSError) as e:  # a file pandas cannot parse
-        print(f"error: {args.data} could not be read ({str(e)[:200]}).", file=sys.stderr)
-        return 2
-    args.out.write_bytes(csv_bytes(table))
-    print(f"{len(table)} prediction(s) written to {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-'''
-
 README = """# {name}
 
 A model trained with LayerLab {version} on *{dataset}* ({task}), exported {created}.
@@ -125,6 +47,7 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
+| `portable.py` | LayerLab's preprocessing and prediction code, which predict.py runs |
 | `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
 | `trainer/` | LayerLab's training core, which train.py runs |
 | `manifest.json` | versions, seed, dataset hash, the full configuration and the final metrics |
@@ -147,22 +70,13 @@ def _versions() -> dict:
     return found
 
 
-def _source(*objects) -> str:
-    return "\n\n".join(inspect.getsource(o).strip() for o in objects)
-
-
-def predict_script() -> str:
-    """predict.py: engine.portable (verbatim) and a command line."""
-    body = inspect.getsource(portable)
-    doc_end = body.index('"""', 3) + 3
-    header = (
-        '"""Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the '
-        "training columns\n(CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch, "
-        "safetensors, numpy, pandas, pillow.\n\nThe functions below are LayerLab's own preprocessing and "
-        'prediction code (engine/portable.py).\n"""\n\nimport argparse\nimport csv\nimport json\nimport sys\n'
-        "from pathlib import Path\n"
-    )
-    return header + body[doc_end:] + PREDICT_MAIN
+def predict_files() -> dict[str, bytes]:
+    """predict.py (engine/bundle_predict.py) and portable.py (engine/portable.py), verbatim."""
+    folder = Path(
+        portable.__file__
+    ).parent  # (bundle_predict.py runs only in a bundle: read, not imported)
+    return {name: (folder / source).read_bytes() for name, source in
+            (("predict.py", "bundle_predict.py"), ("portable.py", "portable.py"))}  # fmt: skip
 
 
 def trainer_files() -> dict[str, bytes]:
@@ -237,7 +151,7 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
         indent=1,
     ).encode()
     files["labels.json"] = json.dumps({"classes": meta.get("classes")}, indent=1).encode()
-    files["predict.py"] = predict_script().encode()
+    files.update(predict_files())
     manifest = {
         "format": "layerlab-bundle/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -98,13 +98,15 @@ def monitored(cfg) -> tuple[str, float]:
 
 def optimizer_step(s: State) -> None:
     """Clip, step (through the loss scaler in fp16), clear the gradients, advance a per-step schedule."""
-    cfg, params = s.cfg, [p for g in s.optimizer.param_groups for p in g["params"]]
-    if s.scaler is not None and (cfg.clip_grad_value or cfg.clip_grad_norm):
-        s.scaler.unscale_(s.optimizer)
-    if cfg.clip_grad_value is not None:
-        torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
-    if cfg.clip_grad_norm is not None:
-        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
+    cfg = s.cfg
+    if cfg.clip_grad_value is not None or cfg.clip_grad_norm is not None:
+        params = [p for g in s.optimizer.param_groups for p in g["params"]]
+        if s.scaler is not None:
+            s.scaler.unscale_(s.optimizer)
+        if cfg.clip_grad_value is not None:
+            torch.nn.utils.clip_grad_value_(params, cfg.clip_grad_value)
+        if cfg.clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad_norm)
     if s.scaler is not None:
         s.scaler.step(s.optimizer)
         s.scaler.update()
@@ -124,9 +126,10 @@ def standard_step(s: State, xb, yb, last: bool) -> torch.Tensor:
     if cfg.l1 or cfg.l2:
         weights = [p for g in s.optimizer.param_groups for p in g["params"] if p.dim() > 1]
         loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in weights)
-    scaled = loss / cfg.accumulate if cfg.accumulate > 1 else loss
-    (s.scaler.scale(scaled) if s.scaler is not None else scaled).backward()
-    if cfg.accumulate == 1 or s.epoch_steps % cfg.accumulate == 0 or last:
+    every, scaler = cfg.accumulate, s.scaler
+    scaled = loss / every if every > 1 else loss
+    (scaler.scale(scaled) if scaler is not None else scaled).backward()
+    if every == 1 or s.epoch_steps % every == 0 or last:
         optimizer_step(s)
     return loss.detach()
 
