@@ -226,3 +226,25 @@ def test_nll_trains_a_model_that_ends_in_log_softmax_and_explains_otherwise(moon
         ConfigError, match="expects the model to end in a log_softmax activation.*cross-entropy"
     ):
         fit(spec, moons, TrainConfig(epochs=1, loss="nll"), emit=lambda e: None)
+
+
+def test_kl_divergence_trains_on_log_probabilities_and_is_nll_without_smoothing(moons):
+    from engine.train.options import loss_function
+
+    spec = mlp_spec(2)
+    ended = {
+        **spec,
+        "nodes": spec["nodes"]
+        + [{"id": "logp", "op": "activation", "params": {"kind": "log_softmax"}}],
+    }
+    settings = {"epochs": 15, "loss": "kl_div", "lr": 0.005, "label_smoothing": 0.1}
+    result = fit(ended, moons, TrainConfig(**settings, class_weights=True), emit=lambda e: None)
+    assert result["status"] == "completed" and result["metrics"]["val/accuracy"] > 0.85
+    logp, y = torch.randn(64, 3).log_softmax(1), torch.randint(0, 3, (64,))
+    # Against one-hot targets, KL(target || p) is the negative log-likelihood; weights count as NLL's do.
+    assert torch.allclose(loss_function("kl_div")(logp, y), torch.nn.functional.nll_loss(logp, y))
+    w = torch.tensor([1.0, 2.0, 0.5])
+    weighted = torch.nn.functional.nll_loss(logp, y, weight=w)
+    assert torch.allclose(loss_function("kl_div", w)(logp, y), weighted)
+    with pytest.raises(ConfigError, match="expects the model to end in a log_softmax"):
+        fit(spec, moons, TrainConfig(epochs=1, loss="kl_div"), emit=lambda e: None)

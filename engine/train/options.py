@@ -148,6 +148,18 @@ class Loss:
     needs: str | None = None  # the final activation the model must end in
 
 
+def _kl_div(
+    out: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0, weight=None
+) -> torch.Tensor:
+    """KL(target || predicted) per row, averaged (weighted by class when `weight` is given); the target
+    is the class's one-hot distribution, with `smoothing` spread evenly over the classes."""
+    target = F.one_hot(y, out.shape[1]).float()
+    if smoothing:
+        target = target * (1 - smoothing) + smoothing / out.shape[1]
+    per_row = F.kl_div(out, target, reduction="none").sum(1)
+    return per_row.mean() if weight is None else (per_row * weight[y]).sum() / weight[y].sum()
+
+
 LOSSES: dict[str, Loss] = {
     loss.name: loss
     for loss in (
@@ -176,6 +188,16 @@ LOSSES: dict[str, Loss] = {
             "For classes, on log-probabilities: the model ends in "
             "a log-softmax activation (together they are cross-entropy).",
             F.nll_loss,
+            targets="classes",
+            needs="log_softmax",
+        ),
+        Loss(
+            "kl_div",
+            "KL divergence",
+            "classification",
+            "For classes, on log-probabilities (a log-softmax at the end): how far the predicted "
+            "distribution is from the target's (one-hot, or smoothed with label smoothing).",
+            _kl_div,
             targets="classes",
             needs="log_softmax",
         ),
@@ -214,7 +236,8 @@ LOSSES: dict[str, Loss] = {
 def loss_function(
     name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0
 ) -> Callable:
-    """The loss by name; `weight` holds per-class weights (cross-entropy, NLL) or the positive class's (BCE)."""
+    """The loss by name; `weight` holds per-class weights (cross-entropy, NLL, KL) or the positive
+    class's (BCE)."""
     if name == "cross_entropy" and (weight is not None or label_smoothing):
         return lambda out, y: F.cross_entropy(
             out, y, weight=weight, label_smoothing=label_smoothing
@@ -224,6 +247,8 @@ def loss_function(
         return lambda out, y: F.binary_cross_entropy_with_logits(
             out, y * (1 - label_smoothing) + 0.5 * label_smoothing, pos_weight=pos_weight
         )
+    if name == "kl_div" and (weight is not None or label_smoothing):
+        return lambda out, y: _kl_div(out, y, label_smoothing, weight)
     if name == "nll" and weight is not None:  # (label smoothing needs the logits: cross-entropy)
         return lambda out, y: F.nll_loss(out, y, weight=weight)
     return LOSSES[name].fn
