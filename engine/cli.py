@@ -18,9 +18,6 @@ from engine.limits import ARCHIVE_BYTES, DATA_BYTES
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
 TRAIN_FLAGS = (
     "scheduler",
-    "warmup_epochs",
-    "step_size",
-    "gamma",
     "early_stopping",
     "monitor",
     "min_delta",
@@ -134,9 +131,8 @@ def _run(args, dataset, out: Path) -> int:
         "seed": args.seed,
         "device": args.device,
     }
-    train.update(
-        {name: getattr(args, name) for name in TRAIN_FLAGS if getattr(args, name) is not None}
-    )
+    flags = (*TRAIN_FLAGS, *option_settings())
+    train.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     for note in dataset.meta.get("notices") or []:
         print(f"note: {note}", file=sys.stderr)
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
@@ -247,7 +243,19 @@ def _predict(args) -> int:
     return 0
 
 
+def option_settings() -> dict[str, list[str]]:
+    """Each optimizer's and schedule's own settings (TrainConfig fields), with who takes them."""
+    from engine.train.options import OPTIMIZERS, SCHEDULES
+
+    users: dict[str, list[str]] = {}
+    for option in (*OPTIMIZERS.values(), *SCHEDULES.values()):
+        for name in option.settings:
+            users.setdefault(name, []).append(option.name)
+    return users
+
+
 def main(argv=None) -> int:
+    from engine.train.config import TrainConfig
     from engine.train.options import LOSSES, OPTIMIZERS, SCHEDULES
 
     parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
@@ -307,11 +315,12 @@ def main(argv=None) -> int:
         choices=list(SCHEDULES),
         help="; ".join(f"{s.name}: {s.description}" for s in SCHEDULES.values()),
     )
-    g.add_argument("--warmup-epochs", type=int, help="cosine: epochs of linear warm-up")
-    g.add_argument("--step-size", type=int, help="step: epochs between drops (default 10)")
-    g.add_argument(
-        "--gamma", type=float, help="step/plateau: factor per drop; exponential: per epoch (0.1)"
-    )
+    for name, users in option_settings().items():  # an optimizer's or a schedule's own settings
+        field = TrainConfig.model_fields[name]
+        kind = {"type": field.annotation} if field.annotation is not bool else {
+            "action": argparse.BooleanOptionalAction}  # fmt: skip
+        g.add_argument(f"--{name.replace('_', '-')}", **kind,
+                       help=f"{'/'.join(users)}: {field.description} (default {field.default})")  # fmt: skip
     g.add_argument(
         "--early-stopping",
         type=int,

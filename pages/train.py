@@ -12,12 +12,13 @@ from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
 from engine.spec import data_inputs
 from engine.tasks import task_for
-from engine.train.config import resolve_device
+from engine.train.config import TrainConfig, resolve_device
 from engine.train.options import LOSSES, OPTIMIZERS
 from engine.transfer import match_weights
 from ui import state
 from ui.common import page, preflight_line, show_error
 from ui.compare import compare
+from ui.forms import settings_inputs
 from ui.layout import split
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import schedule_and_regularization
@@ -60,6 +61,9 @@ with settings:
             f"- **{o.title}** (usual rate {o.usual_lr:g}): {o.description}"
             for o in OPTIMIZERS.values()
         ),
+    )
+    optimizer_settings = settings_inputs(
+        TrainConfig, OPTIMIZERS[optimizer].settings, saved, "train."
     )
     lr = st.number_input(
         "Learning rate",
@@ -122,20 +126,6 @@ with settings:
             key="train.wd",
             help="L2 penalty on the weights; try 1e-4.",
         )
-        momentum = st.number_input(
-            "Momentum",
-            0.0,
-            0.99,
-            saved["momentum"],
-            key="train.momentum",
-            help="SGD and RMSprop only.",
-        )
-        nesterov = st.checkbox(
-            "Nesterov momentum",
-            value=saved["nesterov"],
-            key="train.nesterov",
-            help="SGD only: look ahead along the momentum before each step.",
-        )
         seed = st.number_input(
             "Seed",
             0,
@@ -180,8 +170,7 @@ with settings:
         "epochs": int(epochs),
         "device": device,
         "weight_decay": weight_decay,
-        "momentum": momentum,
-        "nesterov": nesterov,
+        **optimizer_settings,
         "seed": int(seed),
         "target": target,
         "memory_budget_mb": budget,

@@ -258,3 +258,18 @@ def test_cli_trains_into_a_relative_folder_and_the_run_is_found_from_elsewhere(
     monkeypatch.chdir(ROOT)
     code, err = cli_here(capsys, "evaluate", tmp_path / "run1")
     assert code == 0, err
+
+
+def test_cli_flags_for_an_optimizers_and_a_schedules_own_settings_reach_the_run(
+    moons_csv, tmp_path
+):
+    out = tmp_path / "run"
+    proc = run_cli("train", "--data", moons_csv, "--target", "label", "--epochs", 3,
+                   "--optimizer", "sgd", "--momentum", 0.5, "--nesterov", "--scheduler", "plateau",
+                   "--plateau-patience", 1, "--gamma", 0.5, "--out", out)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((out / "train.json").read_text())["config"]
+    assert (config["momentum"], config["nesterov"], config["plateau_patience"]) == (0.5, True, 1)
+    assert config["gamma"] == 0.5 and config["scheduler"] == "plateau"
+    started = json.loads(proc.stdout.splitlines()[0])
+    assert started["type"] == "run_started" and started["plan"]["loss"] == "cross_entropy"

@@ -332,7 +332,7 @@ def test_augmentation_settings_on_the_data_page_reach_training():
 def test_schedule_early_stopping_clipping_and_precision_reach_the_run():
     at = goto(app(), "train")
     at.selectbox(key="train.scheduler").set_value("cosine").run()
-    at.number_input(key="train.warmup").set_value(1).run()
+    at.number_input(key="train.warmup_epochs").set_value(1).run()
     at.checkbox(key="train.early").check().run()
     at.number_input(key="train.patience").set_value(2).run()
     at.selectbox(key="train.monitor").set_value("val/accuracy").run()
@@ -565,3 +565,20 @@ def test_repeated_column_names_are_said_on_the_data_page():
         "The column name 'y' appears 2 times in the header: read as 'y', 'y.1'" in i.value
         for i in at.info
     )
+
+
+def test_an_optimizers_and_a_schedules_own_settings_are_drawn_from_the_config_schema():
+    at = goto(app(), "train")
+    assert "train.momentum" not in [w.key for w in at.number_input]  # Adam takes no momentum
+    at.selectbox(key="train.optimizer").set_value("sgd").run()
+    assert at.number_input(key="train.momentum").label == "Momentum"
+    at.number_input(key="train.momentum").set_value(0.5).run()
+    at.checkbox(key="train.nesterov").check().run()
+    at.selectbox(key="train.scheduler").set_value("step").run()
+    assert at.number_input(key="train.step_size").label == "Every (epochs)"
+    at.number_input(key="train.step_size").set_value(3).run()
+    at.number_input(key="train.gamma").set_value(0.5).run()
+    saved = at.session_state["ll.train"]
+    assert (saved["optimizer"], saved["momentum"], saved["nesterov"]) == ("sgd", 0.5, True)
+    assert (saved["scheduler"], saved["step_size"], saved["gamma"]) == ("step", 3, 0.5)
+    assert not at.exception

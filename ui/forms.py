@@ -5,6 +5,7 @@ values back into params so the page can apply an edit before it draws anything.
 """
 
 import streamlit as st
+from pydantic import BaseModel
 
 from engine.registry import Op
 
@@ -112,3 +113,29 @@ def params_form(op: Op, node_id: str, params: dict) -> None:
             st.text_input(label, key=key, help=help_text)
     if not props:
         st.caption("This layer has no settings.")
+
+
+def settings_inputs(model: type[BaseModel], names, saved: dict, prefix: str) -> dict:
+    """One widget per setting of a pydantic model (TrainConfig), side by side, labelled, explained and
+    bounded by its schema; keys are `prefix` + the field's name. Returns the values they hold."""
+    props = model.model_json_schema()["properties"]
+    out = {}
+    for column, name in zip(st.columns(len(names)) if names else [], names, strict=True):
+        prop, key = props[name], prefix + name
+        label, text = prop.get("title", name), prop.get("description")
+        if prop.get("type") == "boolean":
+            out[name] = column.checkbox(label, value=bool(saved[name]), key=key, help=text)
+            continue
+        cast = int if prop.get("type") == "integer" else float
+        low = prop.get("minimum", prop.get("exclusiveMinimum"))
+        high = prop.get("maximum")
+        out[name] = column.number_input(
+            label,
+            min_value=None if low is None else cast(low),
+            max_value=None if high is None else cast(high),
+            value=cast(saved[name]),
+            key=key,
+            help=text,
+            **({} if cast is int else {"format": "%g"}),
+        )
+    return out

@@ -4,7 +4,9 @@ import streamlit as st
 import torch
 
 from engine.tasks import Task
+from engine.train.config import TrainConfig
 from engine.train.options import SCHEDULES
+from ui.forms import settings_inputs
 
 PRECISIONS = {
     "auto": "auto (bf16 on a GPU, 32-bit on the CPU)",
@@ -28,43 +30,9 @@ def schedule_and_regularization(saved: dict, task: Task) -> dict:
             help="How the learning rate changes while training; plotted live.\n"
             + "\n".join(f"- **{s.title}**: {s.description}" for s in SCHEDULES.values()),
         )
-        c1, c2 = (
-            st.columns(2)
-            if out["scheduler"] in ("step", "exponential", "plateau")
-            else (None, None)
+        out.update(
+            settings_inputs(TrainConfig, SCHEDULES[out["scheduler"]].settings, saved, "train.")
         )
-        if out["scheduler"] == "step":
-            out["step_size"] = c1.number_input(
-                "Every (epochs)", 1, 10000, int(saved["step_size"]), key="train.step"
-            )
-        if out["scheduler"] == "plateau":
-            out["plateau_patience"] = c1.number_input(
-                "Patience",
-                0,
-                1000,
-                int(saved["plateau_patience"]),
-                key="train.plateau_patience",
-                help="Epochs without a better validation loss before a drop.",
-            )
-        if out["scheduler"] in ("step", "exponential", "plateau"):
-            out["gamma"] = c2.number_input(
-                "Multiply by",
-                0.001,
-                1.0,
-                float(saved["gamma"]),
-                format="%g",
-                key="train.gamma",
-                help="The factor applied at each drop (per epoch for exponential decay).",
-            )
-        if out["scheduler"] == "cosine":
-            out["warmup_epochs"] = st.number_input(
-                "Warm-up epochs",
-                0,
-                1000,
-                int(saved["warmup_epochs"]),
-                key="train.warmup",
-                help="Rise linearly to the learning rate first, then decay along a cosine.",
-            )
         stop = st.checkbox(
             "Early stopping",
             value=saved["early_stopping"] > 0,

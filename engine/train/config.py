@@ -21,8 +21,14 @@ class TrainConfig(BaseModel):
     )
     optimizer: Literal[tuple(OPTIMIZERS)] = "adam"
     lr: float = Field(1e-3, gt=0, title="Learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
+    momentum: float = Field(
+        0.9, ge=0, lt=1, title="Momentum", description="How much of the last step each step keeps."
+    )
+    nesterov: bool = Field(
+        False,
+        title="Nesterov momentum",
+        description="Look ahead along the momentum before each step.",
+    )
     weight_decay: float = Field(0.0, ge=0, le=1)
     batch_size: int = Field(32, ge=1)
     epochs: int = Field(20, ge=1, le=10000)
@@ -60,21 +66,25 @@ class TrainConfig(BaseModel):
     )
     # Learning-rate schedule (torch's schedulers; per optimizer step for cosine and one-cycle, per epoch else)
     scheduler: Literal[tuple(SCHEDULES)] = "none"
-    step_size: int = Field(10, ge=1, description="step: epochs between drops.")
+    step_size: int = Field(10, ge=1, title="Every (epochs)", description="Epochs between drops.")
     gamma: float = Field(
         0.1,
+        title="Multiply by",
         gt=0,
         le=1,
-        description="step / plateau: the factor each drop multiplies the "
-        "rate by; exponential: the factor per epoch.",
+        description="The factor each drop multiplies the rate by (per epoch for exponential decay).",
     )
     warmup_epochs: int = Field(
-        0, ge=0, description="cosine: epochs of linear warm-up before the decay."
+        0,
+        ge=0,
+        title="Warm-up epochs",
+        description="Rise linearly to the learning rate first, then decay along a cosine.",
     )
     plateau_patience: int = Field(
         3,
         ge=0,
-        description="plateau: epochs without a better validation loss before the rate drops.",
+        title="Patience",
+        description="Epochs without a better validation loss before the rate drops.",
     )
     # Early stopping
     early_stopping: int = Field(
