@@ -134,3 +134,15 @@ def test_a_run_without_weights_is_explained(moons):
     run = create_run(mlp_spec(2), {"epochs": 1}, moons.path)
     with pytest.raises(LayerLabError, match="no trained weights yet"):
         evaluate_run(run)
+
+
+def test_an_autoencoder_run_is_evaluated_as_a_reconstruction(moons):
+    from engine.evaluate import evaluate_run
+    from engine.templates import build
+
+    run = create_run(build("autoencoder", moons.meta), {"epochs": 3, "target": "input"}, moons.path)
+    assert execute(run)["status"] == "completed"
+    report = evaluate_run(run)
+    assert report["task"] == "reconstruction" and report["worst"] == []
+    assert report["n"] == moons.meta["sizes"]["test"] * 2  # per value: two features a row
+    assert report["summary"]["mae"] >= 0 and "r2" in report["summary"]

@@ -116,26 +116,31 @@ def params_form(op: Op, node_id: str, params: dict) -> None:
 
 
 def settings_inputs(model: type[BaseModel], names, saved: dict, prefix: str) -> dict:
-    """One widget per setting of a pydantic model (TrainConfig), side by side, labelled, explained and
-    bounded by its schema; keys are `prefix` + the field's name. Returns the values they hold."""
+    """One widget per setting of a pydantic model (TrainConfig), labelled, explained and bounded by its
+    schema: numbers side by side, then switches, each on its own line. Keys are `prefix` + the field's
+    name. Returns the values they hold."""
     props = model.model_json_schema()["properties"]
+    numbers = [n for n in names if props[n].get("type") != "boolean"]
     out = {}
-    for column, name in zip(st.columns(len(names)) if names else [], names, strict=True):
-        prop, key = props[name], prefix + name
-        label, text = prop.get("title", name), prop.get("description")
-        if prop.get("type") == "boolean":
-            out[name] = column.checkbox(label, value=bool(saved[name]), key=key, help=text)
-            continue
+    for column, name in zip(st.columns(len(numbers)) if numbers else [], numbers, strict=True):
+        prop = props[name]
         cast = int if prop.get("type") == "integer" else float
-        low = prop.get("minimum", prop.get("exclusiveMinimum"))
-        high = prop.get("maximum")
+        low, high = prop.get("minimum", prop.get("exclusiveMinimum")), prop.get("maximum")
         out[name] = column.number_input(
-            label,
+            prop.get("title", name),
             min_value=None if low is None else cast(low),
             max_value=None if high is None else cast(high),
             value=cast(saved[name]),
-            key=key,
-            help=text,
+            key=prefix + name,
+            help=prop.get("description"),
             **({} if cast is int else {"format": "%g"}),
+        )
+    for name in (n for n in names if n not in numbers):
+        prop = props[name]
+        out[name] = st.checkbox(
+            prop.get("title", name),
+            value=bool(saved[name]),
+            key=prefix + name,
+            help=prop.get("description"),
         )
     return out
