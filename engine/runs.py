@@ -22,6 +22,7 @@ import time
 import traceback
 from pathlib import Path
 
+from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from engine.compiler import infer_shapes
@@ -30,7 +31,7 @@ from engine.errors import LayerLabError
 from engine.spec import data_inputs, parse_spec
 from engine.train.checkpoint import has_checkpoint, load_state
 from engine.train.config import TrainConfig, preflight
-from engine.train.events import run_finished
+from engine.train.events import EVENTS, check, run_finished
 from engine.workspace import atomic_write_json, home, read_json
 
 ACTIVE = ("queued", "running")
@@ -210,7 +211,7 @@ def prepare_resume(run_dir: Path) -> Path:
         pos += len(line)
         if not line.endswith(b"\n"):
             break
-        event = json.loads(line)
+        event = typed_event(line) or {}
         if event.get("step") == state["step"] and event["type"] in (
             "checkpoint_saved",
             "epoch_end",
@@ -367,8 +368,22 @@ def read_events(run_dir: Path, offset: int = 0) -> tuple[list[dict], int]:
     except FileNotFoundError:
         return [], offset
     end = data.rfind(b"\n") + 1
-    events = [json.loads(line) for line in data[:end].splitlines() if line.strip()]
-    return events, offset + end
+    return [e for line in data[:end].splitlines() if (e := typed_event(line))], offset + end
+
+
+def typed_event(line: bytes) -> dict | None:
+    """One line of events.jsonl as its type's model accepts it (engine.train.events); None for a damaged
+    line or an event of a known type with missing or wrong fields. An unknown type (a newer LayerLab's)
+    passes as it is: readers ignore what they do not know."""
+    try:
+        event = json.loads(line)
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            return None
+        if event["type"] in EVENTS:
+            check(event)
+    except (ValueError, ValidationError):  # (json's and pydantic's errors, and a non-dict)
+        return None
+    return event
 
 
 def _latest_progress(run_dir: Path) -> dict:
@@ -383,9 +398,8 @@ def _latest_progress(run_dir: Path) -> dict:
         return {}
     found: dict = {}
     for line in reversed(tail[1:] if len(tail) > 1 else tail):
-        try:
-            event = json.loads(line)
-        except ValueError:
+        event = typed_event(line)
+        if event is None:
             continue
         if "samples_per_second" in event and "samples_per_second" not in found:
             found["samples_per_second"] = event["samples_per_second"]

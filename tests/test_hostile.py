@@ -608,3 +608,23 @@ def test_a_damaged_dataset_meta_is_refused_with_the_field_named(workspace):
     (dataset.path / "meta.json").write_text(json.dumps({**meta, "input_shape": "two"}))
     with pytest.raises(DataError, match=r"meta.json is damaged \(input_shape"):
         load_dataset(dataset.path)
+
+
+def test_damaged_event_lines_are_skipped_and_the_rest_read_through_their_types(moons):
+    from engine.runs import create_run, execute, read_events, run_info
+
+    run = create_run({"nodes": [{"id": "out", "op": "linear", "params": {"out_features": 2}}]},
+                     {"epochs": 2}, moons.path)  # fmt: skip
+    execute(run)
+    good = read_events(run)[0]
+    with open(run / "events.jsonl", "ab") as f:
+        f.write(b"\xff\xfe not json\n[1, 2]\n")
+        f.write(
+            json.dumps({"type": "epoch_end", "epoch": "two"}).encode() + b"\n"
+        )  # wrong field type
+        f.write(json.dumps({"type": "a_newer_kind", "detail": 1}).encode() + b"\n")  # unknown: kept
+    events = read_events(run)[0]
+    assert events[: len(good)] == good and events[len(good) :] == [
+        {"type": "a_newer_kind", "detail": 1}
+    ]
+    assert run_info(run)["state"] == "completed"
