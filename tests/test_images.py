@@ -70,6 +70,13 @@ def test_class_folders_become_uint8_images_and_a_cnn_learns_them():
 
     gray = prepare_images(data, "shapes.zip", size=16, grayscale=True)
     assert gray.input_shape == (1, 16, 16)
+    # One image preprocessing shape, uploaded or built in.
+    from engine.data.prepare import prepare_builtin
+
+    assert ds.meta["preprocessing"] == {"kind": "image", "size": 32, "mode": "RGB", "scale": 255.0}
+    assert gray.meta["preprocessing"] == {"kind": "image", "size": 16, "mode": "L", "scale": 255.0}
+    builtin = prepare_builtin("digits").meta["preprocessing"]
+    assert builtin == {"kind": "image", "size": 8, "mode": "L", "scale": 255.0}
 
 
 def _zip(entries: list[tuple[zipfile.ZipInfo | str, bytes]]) -> bytes:

@@ -13,7 +13,7 @@ from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import TableSource, read_table
-from engine.data.store import Dataset, datasets_dir, save_dataset
+from engine.data.store import Dataset, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
     ColumnPlan,
     TextOptions,
@@ -332,7 +332,7 @@ def _prepare_builtin(
         y=y,
         classes=loaded["classes"],
         feature_names=[f"px{i}" for i in range(int(np.prod(images.shape[1:])))],
-        preprocessing={"kind": "image", "range": [0, 1]},
+        preprocessing=image_preprocessing(images.shape),
         notices=[],
         preview=flat,
         root=root,
@@ -375,12 +375,7 @@ def prepare_images(
         y={k: found.labels[v] for k, v in splits.items()},
         classes=found.classes,
         feature_names=[f"px{i}" for i in range(int(np.prod(found.images.shape[1:])))],
-        preprocessing={
-            "kind": "image",
-            "size": int(found.images.shape[-1]),
-            "mode": "L" if found.images.shape[1] == 1 else "RGB",
-            "scale": 255,
-        },
+        preprocessing=image_preprocessing(found.images.shape),
         notices=notices,
         preview=preview,
         root=root,

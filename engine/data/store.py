@@ -9,6 +9,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -20,6 +21,23 @@ from engine.errors import DataError
 from engine.workspace import atomic_write_json, home, read_json
 
 SPLITS = ("train", "val", "test")
+
+
+class ImagePreprocessing(BaseModel):
+    """How an image becomes a model input, the one shape for every image dataset (built-in or uploaded):
+    decoded to `mode`, resized to size×size, each 0-255 pixel divided by `scale`."""
+
+    kind: Literal["image"] = "image"
+    size: int
+    mode: Literal["L", "RGB"]
+    scale: float = 255.0
+
+
+def image_preprocessing(shape) -> dict:
+    """The preprocessing of images stored as (N, C, H, W)."""
+    return ImagePreprocessing(
+        size=int(shape[-1]), mode="L" if shape[1] == 1 else "RGB"
+    ).model_dump()
 
 
 class DatasetMeta(BaseModel):
