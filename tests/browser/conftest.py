@@ -172,6 +172,22 @@ def wait_until(predicate, timeout: float = 60.0):
     return value
 
 
+def stop_and_wait(page, run_dir: Path, timeout: float = 30.0) -> None:
+    """Click Stop and wait for the run to be stopped. A click that lands while the page redraws can be lost,
+    so it is clicked again until the stop request is on disk (the state change the click makes)."""
+    from engine.runs import read_status
+
+    for _ in range(5):
+        page.get_by_role("button", name="Stop").first.click()
+        try:
+            wait_until(lambda: (Path(run_dir) / "stop").exists() or
+                       read_status(run_dir)["state"] not in ("queued", "running"), 4)  # fmt: skip
+            break
+        except AssertionError:
+            continue
+    wait_until(lambda: read_status(run_dir)["state"] == "stopped", timeout)
+
+
 def no_exceptions(page) -> None:
     assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
         '[data-testid="stException"]'

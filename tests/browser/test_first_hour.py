@@ -16,6 +16,7 @@ from tests.browser.conftest import (
     no_exceptions,
     settle,
     shot,
+    stop_and_wait,
     trained_starter,
     use_session,
     wait_until,
@@ -109,8 +110,7 @@ def test_two_tabs_keep_their_own_runs_and_settings_after_a_refresh(server, page,
     # The app-wide indicator shows B's run in A too, with a Stop that works.
     page.get_by_text(name).first.wait_for()
     shot(page, "first-hour-tab-a")
-    page.get_by_role("button", name="Stop").first.click()
-    wait_until(lambda: read_status(runs_dir() / b_run)["state"] == "stopped", timeout=15)
+    stop_and_wait(page, runs_dir() / b_run)
     assert read_json(server.home / "sessions" / f"{a}.json")["ll.train"]["batch_size"] == 64
     assert read_json(server.home / "sessions" / f"{b}.json")["ll.train"]["batch_size"] == 32
     no_exceptions(page)
@@ -134,8 +134,7 @@ def test_a_killed_worker_is_shown_as_resumable_within_5_seconds(server, page):
     assert seen < 5
     page.get_by_role("button", name="Resume").click()
     wait_until(lambda: read_status(run)["state"] == "running", timeout=30)
-    page.get_by_role("button", name="Stop").first.click()
-    wait_until(lambda: read_status(run)["state"] == "stopped", timeout=15)
+    stop_and_wait(page, run)
     no_exceptions(page)
 
 
@@ -185,8 +184,7 @@ def test_the_live_labels_agree_with_the_cards_and_a_huge_learning_rate_diverges(
     assert len(samples) >= 3, samples
     assert len({s["card"] for s in samples}) >= 2  # it moved while we watched
     shot(page, "first-hour-live")
-    page.get_by_role("button", name="Stop").first.click()
-    wait_until(lambda: read_status(run)["state"] == "stopped", timeout=15)
+    stop_and_wait(page, run)
     no_exceptions(page)
 
     # The same server, a new run at a learning rate of a million: it ends as diverged, not "completed".
