@@ -174,17 +174,26 @@ def wait_until(predicate, timeout: float = 60.0):
 
 def stop_and_wait(page, run_dir: Path, timeout: float = 30.0) -> None:
     """Click Stop and wait for the run to be stopped. A click that lands while the page redraws can be lost,
-    so it is clicked again until the stop request is on disk (the state change the click makes)."""
+    so Stop is clicked again (while it is there) until the stop request is on disk: the state change the
+    click makes."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
     from engine.runs import read_status
 
+    def requested() -> bool:
+        stopping = (Path(run_dir) / "stop").exists()
+        return stopping or read_status(run_dir)["state"] not in ("queued", "running")
+
     for _ in range(5):
-        page.get_by_role("button", name="Stop").first.click()
-        try:
-            wait_until(lambda: (Path(run_dir) / "stop").exists() or
-                       read_status(run_dir)["state"] not in ("queued", "running"), 4)  # fmt: skip
+        if requested():
             break
-        except AssertionError:
-            continue
+        try:
+            page.get_by_role("button", name="Stop").first.click(timeout=5_000)
+        except PlaywrightTimeout:  # the page was redrawing: look again
+            pass
+        end = time.time() + 4
+        while time.time() < end and not requested():
+            time.sleep(0.1)
     wait_until(lambda: read_status(run_dir)["state"] == "stopped", timeout)
 
 
