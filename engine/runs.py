@@ -15,6 +15,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -29,6 +30,7 @@ from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.spec import data_inputs, parse_spec
+from engine.train import distributed
 from engine.train.checkpoint import has_checkpoint, load_state
 from engine.train.config import TrainConfig, preflight
 from engine.train.events import EVENTS, check, run_finished
@@ -37,6 +39,8 @@ from engine.workspace import atomic_write_json, home, read_json
 ACTIVE = ("queued", "running")
 HEARTBEAT_S = 1.0
 STALE_AFTER_S = 15.0
+REMOTE_BEAT_S = 5.0  # a run whose rank 0 is on another machine refreshes its heartbeat this often
+REMOTE_STALE_AFTER_S = 60.0  # ... and is taken for lost once its heartbeat is this old
 
 
 def runs_dir() -> Path:
@@ -203,6 +207,15 @@ def prepare_resume(run_dir: Path) -> Path:
             f"run {run_dir.name} has {status['state']}, so there is nothing to resume: branch from "
             "its best or last weights to train it further."
         )
+    return _rewind(run_dir, status)
+
+
+def _rewind(run_dir: Path, status: dict) -> Path:
+    """Cut the events back to the resume checkpoint and queue the run (no checkpoint: start over)."""
+    if not has_checkpoint(run_dir):
+        (run_dir / "events.jsonl").write_bytes(b"")
+        atomic_write_json(run_dir / "status.json", {**status, "state": "queued", "epoch": 0})
+        return run_dir
     state = load_state(run_dir)
     path = run_dir / "events.jsonl"
     data = path.read_bytes()
@@ -341,8 +354,12 @@ def read_status(run_dir: Path) -> dict:
     )
     if status.get("state") not in ACTIVE:
         return status
-    pid = status.get("pid")
-    if _pid_alive(pid) if pid else time.time() - status.get("heartbeat", 0) <= STALE_AFTER_S:
+    pid, age = status.get("pid"), time.time() - status.get("heartbeat", 0)
+    if status.get("host", socket.gethostname()) != socket.gethostname():  # rank 0 is elsewhere
+        alive = age <= REMOTE_STALE_AFTER_S
+    else:
+        alive = _pid_alive(pid) if pid else age <= STALE_AFTER_S
+    if alive:
         return status
     status = {**status, "state": "failed", "worker_lost": True}
     if has_checkpoint(run_dir):
@@ -446,23 +463,35 @@ def run_states() -> dict[str, str]:
 
 
 class RunWriter:
-    """Appends events and keeps status.json's heartbeat fresh (at most once a second)."""
+    """Appends events and keeps status.json's heartbeat fresh (at most once a second; with `beat`, also
+    every HEARTBEAT_S from a thread, so a run on another machine is not taken for lost while it validates)."""
 
-    def __init__(self, run_dir: Path, echo: bool = False):
+    def __init__(self, run_dir: Path, echo: bool = False, beat: bool = False):
         self.run_dir = Path(run_dir)
         self.echo = echo
         self.events = open(self.run_dir / "events.jsonl", "a", buffering=1)
         self.last_beat = 0.0
+        self.finished = False
         self.status: dict = {"state": "running", "pid": os.getpid()}
+        self.lock = threading.Lock()
+        self.beating = threading.Event()
+        if beat:
+            threading.Thread(target=self._beat, daemon=True).start()
+
+    def _beat(self) -> None:
+        while not self.beating.wait(REMOTE_BEAT_S):
+            self.set_status()
 
     def set_status(self, **fields) -> None:
-        self.status.update(fields, heartbeat=time.time())
-        atomic_write_json(self.run_dir / "status.json", self.status)
+        with self.lock:
+            self.status.update(fields, heartbeat=time.time())
+            atomic_write_json(self.run_dir / "status.json", self.status)
 
     def emit(self, event: dict) -> None:
         event = {"time": time.time(), **event}
         line = json.dumps(event)
         self.events.write(line + "\n")
+        self.finished |= event["type"] == "run_finished"
         if self.echo:
             print(line, flush=True)
         if event["type"] == "epoch_end":
@@ -474,15 +503,26 @@ class RunWriter:
             self.last_beat = time.time()
             self.set_status(progress=event.get("progress", self.status.get("progress", 0.0)))
 
+    def close(self) -> None:
+        self.beating.set()
+        self.events.close()
+
 
 def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
     """The worker body: train the run described by the folder (from its resume checkpoint if `resume`; call
     `prepare_resume` first). `run_finished` is always the last event; a stop asked for by a signal is named in
-    the result's `signal`."""
+    the result's `signal`. Under torchrun's environment (WORLD_SIZE > 1) this process is one rank of the run:
+    see `_execute`."""
     run_dir = Path(run_dir)
+    world = distributed.from_env()
     with stop_on_signals() as signalled:
+        stop_file = (run_dir / "stop") if world.leader else None  # rank 0 reads the stop file
         result = _execute(
-            run_dir, echo, resume, lambda: bool(signalled) or (run_dir / "stop").exists()
+            run_dir,
+            echo,
+            resume,
+            lambda: bool(signalled) or (stop_file is not None and stop_file.exists()),
+            world,
         )
     if signalled:
         result["signal"] = signalled[0]
@@ -512,41 +552,92 @@ class stop_on_signals:
             signal.signal(sig, handler)
 
 
-def _execute(run_dir: Path, echo: bool, resume: bool, should_stop) -> dict:
+def _owner_pid() -> int:
+    """The process whose life is the run's: the supervisor that started torchrun, else torchrun's agent
+    (it restarts ranks), else this worker."""
+    if os.environ.get("LAYERLAB_SUPERVISOR_PID"):
+        return int(os.environ["LAYERLAB_SUPERVISOR_PID"])
+    return os.getppid() if "TORCHELASTIC_RUN_ID" in os.environ else os.getpid()
+
+
+def _attempt() -> int:
+    """How many times torchrun restarted this run's ranks (elastic restarts, --max-restarts)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+
+
+def _rank_failures(run_dir: Path, attempt: int | None = None, since: float = 0.0) -> list[str]:
+    """What the other ranks of an attempt (default: every attempt since `since`) failed with: each
+    writes rank<r>-<attempt>.failed."""
+    found = sorted(run_dir.glob(f"rank*-{'*' if attempt is None else attempt}.failed"))
+    found = [p for p in found if p.stat().st_mtime >= since]
+    return [f"Process {p.name.split('-')[0][4:]} of the run failed: {p.read_text()}" for p in found]
+
+
+def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dict:
     from engine.export import read_weights
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
-    writer = RunWriter(run_dir, echo=echo)
-    before = read_json(run_dir / "status.json", {})
-    writer.status.update({k: before[k] for k in ("resumes", "epoch") if k in before})
-    writer.set_status(state="running", started=before.get("started") if resume else time.time())
+    lead = world.leader
+    if lead and _attempt() and not resume:  # torchrun restarted the ranks: on from the checkpoint
+        _rewind(run_dir, read_json(run_dir / "status.json", {}))
+    resume = resume or (_attempt() > 0 and has_checkpoint(run_dir))
+    writer = RunWriter(run_dir, echo=echo, beat=world.size > 1) if lead else None
+    if writer is not None:
+        before = read_json(run_dir / "status.json", {})
+        writer.status.update({k: before[k] for k in ("resumes", "epoch") if k in before})
+        writer.status.update(pid=_owner_pid(), world_size=world.size, host=socket.gethostname())
+        writer.set_status(state="running", started=before.get("started") if resume else time.time())
+    emit = writer.emit if writer is not None else (lambda event: None)
     try:
         train = read_json(run_dir / "train.json")
+        cfg = TrainConfig.parse(train["config"])
+        distributed.check_world(world.size, cfg.batch_size, cfg.device)
+        distributed.join(world, cfg.device)
         spec = read_json(run_dir / "spec.json")
         dataset = load_dataset(train["dataset_dir"])
         init = run_dir / "init.safetensors"
         result = fit(
             spec,
             dataset,
-            TrainConfig.parse(train["config"]),
-            emit=writer.emit,
+            cfg,
+            emit=emit,
             should_stop=should_stop,
-            out_dir=run_dir,
+            out_dir=run_dir if lead else None,
             resume=load_state(run_dir) if resume else None,
             init_weights=read_weights(init.read_bytes())[0]
             if init.exists() and not resume
             else None,
+            world=world,
         )
     except LayerLabError as e:
         result = run_finished("failed", str(e))
-        writer.emit(result)
     except Exception as e:  # noqa: BLE001 - the worker must always leave a final status and event
-        (run_dir / "error.log").write_text(traceback.format_exc())
+        name = "error.log" if lead else f"error-rank{world.rank}.log"
+        (run_dir / name).write_text(traceback.format_exc())
         result = run_finished(
             "failed",
             f"Training failed with an internal error ({type(e).__name__}: {e}). "
-            "Details are in error.log in the run folder.",
+            f"Details are in {name} in the run folder.",
         )
+    finally:
+        distributed.leave()
+    if (
+        writer is None
+    ):  # another rank: its failure is rank 0's message (rank 0 alone writes the run)
+        if result["status"] == "failed":
+            (run_dir / f"rank{world.rank}-{_attempt()}.failed").write_text(result["message"])
+        return result
+    if result["status"] == "failed" and world.size > 1:
+        failures = _rank_failures(run_dir, _attempt())
+        if failures:
+            result = run_finished("failed", " ".join(failures))
+    _close(writer, result)
+    return result
+
+
+def _close(writer: "RunWriter", result: dict) -> None:
+    """The final event (unless fit emitted it) and status."""
+    if not writer.finished:
         writer.emit(result)
     writer.set_status(
         state=result["status"],
@@ -557,8 +648,99 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop) -> dict:
         finished=time.time(),
         progress=1.0 if result["status"] == "completed" else writer.status.get("progress", 0.0),
     )
-    writer.events.close()
-    return result
+    writer.close()
+
+
+def supervise(
+    run_dir: Path,
+    processes: int,
+    *,
+    resume: bool = False,
+    echo: bool = False,
+    max_restarts: int = 0,
+) -> dict:
+    """Train the run on `processes` processes of this machine: torchrun starts them, each runs this
+    module's worker as one rank. This process stays as the run's owner (its pid in status.json): a
+    signal to it becomes a stop request, `echo` prints the events as rank 0 writes them, and when no
+    rank ended the run (one was killed, torchrun gave up) it writes the final event with the failing
+    rank's message. Returns the `run_finished` event."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.parse(read_json(run_dir / "train.json")["config"])
+    distributed.check_world(processes, cfg.batch_size, cfg.device)
+    events = run_dir / "events.jsonl"
+    offset = events.stat().st_size if events.exists() else 0
+    cmd = distributed.torchrun(processes, max_restarts) + ["-m", "engine.runs", str(run_dir)]
+    log, began = open(run_dir / "worker.log", "ab"), time.time()
+    proc = subprocess.Popen(
+        cmd + (["--resume"] if resume else []),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+        cwd=_ROOT,
+        env={**os.environ, "LAYERLAB_SUPERVISOR_PID": str(os.getpid())},
+    )
+    log.close()
+    with stop_on_signals() as signalled:
+        while proc.poll() is None:
+            offset = _echo(events, offset) if echo else offset
+            if signalled:
+                request_stop(run_dir)
+            time.sleep(0.2)
+    offset = _echo(events, offset) if echo else offset
+    tail = read_events(run_dir)[0][-1:]
+    final = tail[0] if tail and tail[0]["type"] == "run_finished" else None
+    if final is None:
+        final = run_finished(
+            "failed",
+            " ".join(_rank_failures(run_dir, since=began))
+            or f"The run's processes ended without finishing it (torchrun exited with code "
+            f"{proc.returncode}). worker.log in the run folder holds their output."
+            + (" Resume continues from its last checkpoint." if has_checkpoint(run_dir) else ""),
+        )
+        writer = RunWriter(run_dir, echo=echo)
+        writer.status = {**read_json(run_dir / "status.json", {}), "pid": None}
+        _close(writer, final)
+    if signalled:
+        final = {**final, "signal": signalled[0]}
+    return final
+
+
+def _echo(events: Path, offset: int) -> int:
+    """Print the whole lines appended to `events` since `offset`; the new offset."""
+    try:
+        with open(events, "rb") as f:
+            f.seek(min(offset, events.stat().st_size))  # (a restart cuts the file back)
+            data = f.read()
+            start = f.tell() - len(data)
+    except FileNotFoundError:
+        return offset
+    end = data.rfind(b"\n") + 1
+    if end:
+        sys.stdout.write(data[:end].decode("utf-8", "replace"))
+        sys.stdout.flush()
+    return start + end
+
+
+def _main(argv: list[str]) -> int:
+    """`python -m engine.runs RUN_DIR [--resume] [--nproc N [--max-restarts R]]`: the worker (one rank
+    under torchrun's environment), or with --nproc the supervisor of N local processes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m engine.runs")
+    parser.add_argument("run_dir")
+    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--nproc", type=int)
+    parser.add_argument("--max-restarts", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.nproc:
+        result = supervise(
+            args.run_dir, args.nproc, resume=args.resume, max_restarts=args.max_restarts
+        )
+    else:
+        result = execute(Path(args.run_dir), resume=args.resume)
+    # under torchrun a failed rank exits non-zero, so that torchrun restarts the group or ends it
+    return 1 if result["status"] == "failed" and "TORCHELASTIC_RUN_ID" in os.environ else 0
 
 
 def _serve_as_spare() -> None:
@@ -582,4 +764,4 @@ if __name__ == "__main__":
     if sys.argv[1:] == ["--spare"]:
         _serve_as_spare()
     else:
-        execute(Path(sys.argv[1]), resume="--resume" in sys.argv[2:])
+        sys.exit(_main(sys.argv[1:]))

@@ -176,6 +176,7 @@ class Checkpoints(Callback):
                 "metrics": s.metrics,
                 "elapsed": s.elapsed(),
                 "coach": self.coach.state(),
+                "rngs": s.rngs if s.world > 1 else None,  # each rank's streams
                 "loss_ref": s.plan.loss_ref,
             },
         )

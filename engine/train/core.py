@@ -118,14 +118,17 @@ def optimizer_step(s: State) -> None:
 
 
 def standard_step(s: State, xb, yb, last: bool) -> torch.Tensor:
-    """One batch: forward, loss (plus L1/L2 on the weight matrices), backward, and an optimizer step
-    every `accumulate` batches and at the epoch's end. Returns the loss, detached."""
+    """One batch: forward, loss (plus L1/L2 on the weight matrices; weighted by the rank's `share`
+    of the batch), backward, and an optimizer step every `accumulate` batches and at the epoch's
+    end. Returns the loss, detached."""
     cfg = s.cfg
     with s.autocast():
         loss = s.criterion(s.forward(xb), yb)
     if cfg.l1 or cfg.l2:
         weights = [p for g in s.optimizer.param_groups for p in g["params"] if p.dim() > 1]
         loss = loss + sum(cfg.l1 * p.abs().sum() + cfg.l2 * p.square().sum() for p in weights)
+    if s.share != 1.0:  # several processes: this rank's part of the global batch (see `shard`)
+        loss = loss * s.share
     every, scaler = cfg.accumulate, s.scaler
     scaled = loss / every if every > 1 else loss
     (scaler.scale(scaled) if scaler is not None else scaled).backward()
@@ -149,18 +152,76 @@ def check(s: State, value: float) -> None:
         raise Diverged(value)
 
 
+def shard(idx: torch.Tensor, rank: int, world: int) -> tuple[torch.Tensor, float]:
+    """This rank's part of a global batch (contiguous; the parts differ by one row at most) and its
+    weight in the batch's mean loss: rows x world / batch rows, so that the ranks' gradients,
+    averaged by DDP, are the one-process gradient, a ragged last batch included. A rank left
+    without a row takes one at weight 0 and still joins the all-reduce."""
+    mine = idx.tensor_split(world)[rank]
+    if len(mine) == 0:
+        return idx[:1], 0.0
+    return mine, len(mine) * world / len(idx)
+
+
+def share(s: State, *values) -> list[float]:
+    """The sums over the ranks of each rank's `values`, in one all-reduce of a small tensor; the
+    values themselves in a world of one."""
+    if s.world == 1:
+        return [float(v) for v in values]
+    device = s.data[1].device
+    t = torch.stack([torch.as_tensor(v, device=device).double().reshape(()) for v in values])
+    torch.distributed.all_reduce(t)
+    return t.tolist()
+
+
+def broadcast(value, world: int = 1):
+    """Rank 0's `value` (a small picklable object) on every rank."""
+    if world == 1:
+        return value
+    box = [value]
+    torch.distributed.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(value, world: int = 1) -> list:
+    """Every rank's `value`, in rank order, on every rank."""
+    if world == 1:
+        return [value]
+    out = [None] * world
+    torch.distributed.all_gather_object(out, value)
+    return out
+
+
+def rng_state(s: State) -> dict:
+    """This rank's random streams (dropout's and, with several processes, augmentation's)."""
+    cuda = s.data[1].device.type == "cuda"
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state() if cuda else None,
+        "aug": s.aug_gen.get_state() if s.aug_gen is not None else None,
+    }
+
+
 def train(s: State, callbacks=(), step=standard_step, validate=validate) -> State:
     """Epochs of shuffled batches from `s`'s position, validation after each, the best epoch kept,
-    early stop and restore-best. `s.status` ends completed, stopped (a hook set `stop`) or diverged."""
+    early stop and restore-best. `s.status` ends completed, stopped (a hook set `stop`) or diverged.
+
+    With several processes (`s.world` > 1) every rank runs this with the same shuffle and takes its
+    share of each batch (`shard`). Only rank 0 has callbacks. Rank 0 times the syncs, in steps, and
+    its stop request, the ranks' summed losses and the next sync's step travel in one all-reduce
+    (`share`), so no rank waits in a collective another skipped; rank 0 validates and sends the
+    metrics to all, so every rank takes the same decisions (best, early stop, divergence)."""
     cfg, (x_train, y_train, *_) = s.cfg, s.data
     n, bs, device = len(y_train), cfg.batch_size, y_train.device
     (monitor, sign), min_delta = monitored(cfg), cfg.min_delta if cfg.early_stopping else 0.0
     augmenting = augment_active(cfg) and cfg.target == "label"
     fire = lambda hook: [getattr(c, hook)(s) for c in callbacks]  # noqa: E731
+    many, lead, halt = s.world > 1, s.rank == 0, False
     s.total_steps = math.ceil(n / bs) * cfg.epochs
     s.t_start = time.perf_counter() - s.elapsed_before
     fire("on_train_start")
     next_sync, (xb, yb) = time.perf_counter() + SYNC_EVERY_S, s.batch
+    next_step, t_sync = s.step + 1, time.perf_counter()  # several processes: syncs counted in steps
     s.model.train()
     try:
         for epoch in range(s.epoch, cfg.epochs + 1):
@@ -173,28 +234,48 @@ def train(s: State, callbacks=(), step=standard_step, validate=validate) -> Stat
             window, synced = 0, s.epoch_loss.item()
             for start in range(s.start, n, bs):
                 idx = s.perm[start : start + bs]
+                if many:
+                    idx, s.share = shard(idx, s.rank, s.world)
                 xb, yb = as_input(x_train[idx]), as_input(y_train[idx])
                 if augmenting:
-                    xb = augment(xb, cfg, s.gen)
+                    xb = augment(xb, cfg, s.aug_gen if many else s.gen)
                 if s.channels_last:
                     xb = xb.contiguous(memory_format=torch.channels_last)
                 s.epoch_steps, s.step, window = s.epoch_steps + 1, s.step + 1, window + 1
                 s.epoch_loss += step(s, xb, yb, start + bs >= n)
-                if time.perf_counter() >= next_sync:
-                    total, s.start, s.batch = s.epoch_loss.item(), start + bs, (xb, yb)
+                if s.step >= next_step if many else time.perf_counter() >= next_sync:
+                    s.start, s.batch = start + bs, (xb, yb)
+                    if many:
+                        now = time.perf_counter()
+                        pace = max(1, round(SYNC_EVERY_S * window / max(now - t_sync, 1e-9)))
+                        total, halt, pace = share(s, s.epoch_loss, s.stop, pace if lead else 0)
+                        total, next_step, t_sync = total / s.world, s.step + int(pace), now
+                    else:
+                        total = s.epoch_loss.item()
                     s.window_loss, synced, window = (total - synced) / window, total, 0
+                    if halt:  # several processes: a stop that every rank now knows of
+                        s.stop, s.epoch_loss = True, torch.tensor(total, device=device)
+                        break
                     fire("on_sync")
                     check(s, s.window_loss)
                     next_sync = time.perf_counter() + SYNC_EVERY_S
-                    if s.stop:
+                    if s.stop and not many:
                         break
-            train_loss = s.epoch_loss.item() / s.epoch_steps
+            if halt:
+                break
+            if many:
+                train_loss = share(s, s.epoch_loss)[0] / s.world / s.epoch_steps
+            else:
+                train_loss = s.epoch_loss.item() / s.epoch_steps
             if not math.isfinite(train_loss):
                 raise Diverged(train_loss)
-            if s.stop:
+            if s.stop and not many:
                 break
-            s.start, s.batch, val = 0, (xb, yb), validate(s)
+            s.start, s.batch = 0, (xb, yb)
+            val = broadcast(validate(s) if lead else None, s.world)
             check(s, val["loss"])
+            if many:
+                s.rngs = gather(rng_state(s), s.world)
             s.metrics = {"train/loss": train_loss, **{f"val/{k}": v for k, v in val.items()}}
             s.lr_used = s.lr()
             if s.schedule_every == "epoch":
@@ -212,12 +293,16 @@ def train(s: State, callbacks=(), step=standard_step, validate=validate) -> Stat
             if cfg.early_stopping and s.waited >= cfg.early_stopping and s.epoch < cfg.epochs:
                 s.early_stopped = True
                 break
-            if s.stop:
+            if (
+                s.stop and not many
+            ):  # several processes: a stop asked now is shared at the next sync
                 break
     except Diverged as e:
         s.status, s.diverged_at = "diverged", e.args[0]
     if s.stop and s.status == "completed" and not s.early_stopped:
         s.status = "stopped"
+    if halt:
+        s.rngs = gather(rng_state(s), s.world)
     fire("on_train_end")
     if s.early_stopped and cfg.restore_best:
         s.model.load_state_dict(s.best_state)

@@ -43,6 +43,7 @@ class RunStarted(Event):
         "the layer it reads, class weights, target scale, evaluation batch, threads); a "
         "bundle's train.py follows it.",
     )
+    world_size: int = Field(1, description="Processes that train the run (torchrun, DDP).")
 
 
 class RunResumed(Event):
@@ -52,6 +53,7 @@ class RunResumed(Event):
     epoch: int
     step: int
     device: str
+    world_size: int = Field(1, description="Processes that train the run from here.")
 
 
 class BatchEnd(Event):

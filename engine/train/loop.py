@@ -8,6 +8,7 @@ after. The step itself is in engine/train/core.py.
 
 import contextlib
 import gc
+import hashlib
 import math
 import os
 from collections.abc import Callable
@@ -19,12 +20,12 @@ import torch
 from engine.compiler import compile_spec
 from engine.data.health import class_weights
 from engine.data.store import Dataset
-from engine.errors import ConfigError
+from engine.errors import ConfigError, LayerLabError
 from engine.export import save_weights
 from engine.portable import target_units
 from engine.spec import data_inputs
 from engine.tasks import task_for
-from engine.train import boundary, callbacks, core, options
+from engine.train import boundary, callbacks, core, distributed, options
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach
 from engine.train.events import run_finished
@@ -36,15 +37,29 @@ EVAL_VALUES = (
 #                      sized: a 1,200-image CNN validation ran 1.7x faster in chunks of 256 than in one batch)
 
 
-def pick_threads(n_params: int, batch_size: int) -> int:
+def pick_threads(n_params: int, batch_size: int, processes: int = 1) -> int:
     """Small models run fastest on one thread (measured: 2 threads ran 0.71-0.86x on this 2-core box and
-    stalled under load); bigger ones get all cores but one, leaving one to the Streamlit server."""
+    stalled under load); bigger ones get all cores but one, leaving one to the Streamlit server, shared
+    among the run's `processes` on this machine."""
     cores = (
         len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     )
     if cores <= 2 or n_params * batch_size < 20_000_000:
         return 1
-    return cores - 1
+    return max(1, (cores - 1) // processes)
+
+
+def fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the model's parameters, bit for bit: every rank of a run must hold the same."""
+    digest = hashlib.sha256()
+    for p in model.parameters():
+        digest.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of a rank's own random stream (dropout, augmentation) in a run of several processes."""
+    return seed + 7919 * rank
 
 
 def eval_batch_size(infos) -> int:
@@ -134,17 +149,19 @@ def fit(
     out_dir: Path | None = None,
     resume: dict | None = None,
     init_weights: dict[str, torch.Tensor] | None = None,
+    world: distributed.World = distributed.World(),
 ) -> dict:
     """Train `spec` on `dataset`; report through `emit`; write weights under `out_dir` if given.
 
     `resume` (a checkpoint from `engine.train.checkpoint.load_state`) continues a run exactly where it was;
-    `init_weights` starts from saved weights (a branch, or imported tensors). Returns the
-    `run_finished` event (also emitted).
+    `init_weights` starts from saved weights (a branch, or imported tensors). `world`: this process's
+    rank among several (torchrun; the process group is joined): only rank 0 emits and writes files.
+    Returns the `run_finished` event (also emitted).
     Bad settings raise ConfigError/SpecError before any step runs. A CUDA out-of-memory error ends the run as
     failed, with the batch size and what to change, and gives the GPU memory back.
     """
     try:
-        return _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights)
+        return _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, world)
     except torch.OutOfMemoryError:
         pass  # handled outside the except block, so the traceback's frames (and their tensors) are gone first
     gc.collect()
@@ -161,10 +178,12 @@ def fit(
     return final
 
 
-def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -> dict:
+def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, world) -> dict:
     """Set up, put a resume checkpoint back (or measure the untrained model), train with LayerLab's
-    callbacks, then write what the run ends with."""
-    s, started, notices = _setup(spec, dataset, cfg, init_weights)
+    callbacks (on rank 0 alone), then write what the run ends with."""
+    s, started, notices = _setup(spec, dataset, cfg, init_weights, world)
+    if not world.leader:  # the other ranks train and share; rank 0 reports and writes
+        emit, out_dir = (lambda event: None), None
     task = task_for(dataset.task, cfg.target)
     step, validate = task.step or core.standard_step, task.validate or core.validate
     if resume:
@@ -174,10 +193,12 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
             "epoch": s.epoch,
             "step": s.step,
             "device": started["device"],
+            "world_size": world.size,
         }
         notices = resume.get("notices") or []
     else:  # the untrained model's validation loss: the yardstick for a loss that explodes
-        ref = validate(s)["loss"] if len(s.data[2]) else None
+        ref = validate(s)["loss"] if len(s.data[2]) and world.leader else None
+        ref = core.broadcast(ref, world.size)
         s.plan.loss_ref = ref if ref is not None and math.isfinite(ref) else None
         first = {**started, "loss_ref": s.plan.loss_ref, "plan": asdict(s.plan)}
 
@@ -188,22 +209,28 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights) -
     kinds = {node.params.get("kind") for node in s.model.spec.nodes if node.op == "activation"}
     coach = Coach(resume and resume["coach"], activations=kinds, lr=cfg.lr)
     coach.loss_ref = s.plan.loss_ref
-    hooks = [callbacks.Events(emit, first, notices, coach)]
-    if cfg.diagnostics:
+    hooks = [callbacks.Events(emit, first, notices, coach)] if world.leader else []
+    if cfg.diagnostics and world.leader:
         hooks.append(callbacks.LookInside(emit, coach))
     if out_dir is not None and cfg.target == "label" and boundary.applies(dataset):
         grid = boundary.grid_axes(dataset.split("train")[0])
         hooks.append(callbacks.Boundary(out_dir, grid, target_units(dataset.meta)))
     if out_dir is not None:
         hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
-    hooks.append(callbacks.StopRequest(should_stop))
+    hooks.append(callbacks.StopRequest(should_stop))  # every rank: a signal stops any
     core.train(s, hooks, step, validate)
+    if world.size > 1 and len(set(core.gather(fingerprint(s.model), world.size))) > 1:
+        raise LayerLabError(
+            "the processes of this run ended with different weights, so the run is not kept as "
+            "trained. This is a LayerLab bug: please report it, with the run folder."
+        )
     return _finish(s, hooks, save if out_dir is not None else None, emit)
 
 
-def _setup(spec, dataset, cfg, init_weights) -> tuple[State, dict, list[str]]:
+def _setup(spec, dataset, cfg, init_weights, world) -> tuple[State, dict, list[str]]:
     """The model on its device, the plan, the training state; the run_started event (but for the
-    untrained model's loss) and the notices of the checks."""
+    untrained model's loss) and the notices of the checks. Several processes: the model in DDP
+    (batch norm synchronised on CUDA), each rank with its own dropout and augmentation streams."""
     device = resolve_device(cfg.device)
     amp_dtype, precision = resolve_precision(cfg, device)
     model, infos = compile_spec(spec, data_inputs(dataset.meta), seed=cfg.seed)
@@ -219,8 +246,10 @@ def _setup(spec, dataset, cfg, init_weights) -> tuple[State, dict, list[str]]:
         model.layers[nid].requires_grad_(False)
     n_params = sum(p.numel() for p in model.parameters())
     if device.type == "cpu":
-        plan.threads = cfg.threads or pick_threads(n_params, cfg.batch_size)
+        plan.threads = cfg.threads or pick_threads(n_params, cfg.batch_size, world.local_size)
         torch.set_num_threads(plan.threads)
+    if world.size > 1 and device.type == "cuda":
+        distributed.sync_batch_norm(model)
     layout = cfg.channels_last if cfg.channels_last is not None else device.type == "cuda"
     channels_last = len(dataset.input_shape) == 3 and layout
     model.to(device, memory_format=torch.channels_last) if channels_last else model.to(device)
@@ -234,15 +263,26 @@ def _setup(spec, dataset, cfg, init_weights) -> tuple[State, dict, list[str]]:
     s = core.prepare(cfg, plan, model, net, tensors, device, autocast=autocast, scaler=scaler,
                      channels_last=channels_last)  # fmt: skip
     notices = list(checked.notices)
+    if world.size > 1:
+        s.rank, s.world = world.rank, world.size
+        s.aug_gen = torch.Generator(device=device).manual_seed(rank_seed(cfg.seed, world.rank))
+        if world.rank:  # dropout: a stream of its own (rank 0 keeps the one-process stream)
+            torch.manual_seed(rank_seed(cfg.seed, world.rank))
+        ran = {nid for nid, _ in net.plan}
+        unused = any(p.requires_grad for k, m in net.layers.items() if k not in ran
+                     for p in m.parameters())  # fmt: skip
+        s.forward = distributed.wrap(net, device, unused)
     if cfg.compile:
-        s.forward = try_compile(net, core.as_input(s.data[0][: cfg.batch_size]), device, notices)
+        s.forward = try_compile(
+            s.forward, core.as_input(s.data[0][: cfg.batch_size]), device, notices
+        )
     n = len(s.data[1])
     started = {"type": "run_started", "device": str(device), "threads": plan.threads,
                "params": n_params, "loss": plan.loss, "optimizer": cfg.optimizer,
                "epochs": cfg.epochs, "steps_per_epoch": math.ceil(n / cfg.batch_size), "n_train": n,
                "batch_size": cfg.batch_size, "memory_bytes": checked.memory["total"], "lr": cfg.lr,
                "scheduler": cfg.scheduler, "precision": precision, "compiled": s.forward is not net,
-               "channels_last": channels_last}  # fmt: skip
+               "channels_last": channels_last, "world_size": world.size}  # fmt: skip
     return s, started, notices
 
 
@@ -255,10 +295,19 @@ def _restore(s: State, resume: dict) -> None:
     if s.scaler is not None and resume.get("scaler"):
         s.scaler.load_state_dict(resume["scaler"])
     s.gen.set_state(resume["generator"])
-    torch.set_rng_state(resume["torch_rng"])
     device = s.data[0].device
-    if device.type == "cuda" and resume.get("cuda_rng") is not None:
-        torch.cuda.set_rng_state(resume["cuda_rng"])
+    rngs = resume.get("rngs") or [
+        {"torch": resume["torch_rng"], "cuda": resume.get("cuda_rng"), "aug": None}
+    ]
+    if s.rank < len(rngs):  # this rank's streams where it stopped
+        torch.set_rng_state(rngs[s.rank]["torch"])
+        if device.type == "cuda" and rngs[s.rank]["cuda"] is not None:
+            torch.cuda.set_rng_state(rngs[s.rank]["cuda"])
+        if s.aug_gen is not None and rngs[s.rank]["aug"] is not None:
+            s.aug_gen.set_state(rngs[s.rank]["aug"])
+    else:  # a rank the stopped run did not have (resumed on more processes): fresh streams
+        torch.manual_seed(rank_seed(s.cfg.seed + resume["step"], s.rank))
+        s.aug_gen.manual_seed(rank_seed(s.cfg.seed + resume["step"], s.rank + 1))
     s.step, s.epoch, s.start = resume["step"], resume["epoch"], resume["start"]
     s.perm = resume["perm"].to(device) if resume["perm"] is not None else None
     s.epoch_loss, s.epoch_steps = resume["epoch_loss"], resume["epoch_steps"]

@@ -45,7 +45,8 @@ class Callback:
 class State:
     """All `train` reads and changes. `net` is the model up to the loss's layer, `forward` maybe its
     compiled twin; `data` holds x_train, y_train, x_val, y_val on the device, the targets shaped for
-    the loss. The position: `epoch`, the offset of its next batch (`start`), its shuffle (`perm`)."""
+    the loss. The position: `epoch`, the offset of its next batch (`start`), its shuffle (`perm`),
+    the same on every rank of a world of several processes."""
 
     cfg: object
     plan: Plan
@@ -79,6 +80,13 @@ class State:
     lr_used: float = math.nan  # the last epoch's rate, before an epoch schedule stepped
     batch: tuple = (None, None)  # the latest batch (x, y), for a look inside
     stop: bool = False
+    rank: int = 0  # this process's place in a world of `world` processes (engine.train.distributed)
+    world: int = 1
+    share: float = 1.0  # the weight of this rank's part of the batch in the global batch's loss
+    aug_gen: torch.Generator | None = None  # several processes: each rank's own augmentation stream
+    rngs: list | None = (
+        None  # several processes: each rank's random states, gathered for a checkpoint
+    )
     status: str = "completed"  # or "stopped", "diverged"
     early_stopped: bool = False
     diverged_at: float | None = None
