@@ -3,8 +3,9 @@
 `python -m engine export RUN_DIR --format bundle|onnx|torchscript|safetensors|state_dict --out PATH`, and
 `python -m engine predict --model BUNDLE.zip|RUN_DIR|MODEL.safetensors --data FILE --out FILE.csv`.
 
-Prepares the data as the Data page does, trains in this process, writes the same run folder as
-the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
+Prepares the data as the Data page does, trains in this process (with `--nproc N`, on N processes
+under torchrun; `--emit-launch` writes the files for several machines instead), writes the same run
+folder as the app and prints one JSON event per line. Bad input exits 2 with a one-line message.
 """
 
 import argparse
@@ -102,7 +103,7 @@ def _read_within(path: Path, budget) -> bytes:
 
 
 def _run(args, dataset, out: Path) -> int:
-    from engine.runs import create_run, execute
+    from engine.runs import create_run
     from engine.templates import starter_for, starter_train
 
     if args.spec:
@@ -135,8 +136,45 @@ def _run(args, dataset, out: Path) -> int:
     train.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     for note in dataset.meta.get("notices") or []:
         print(f"note: {note}", file=sys.stderr)
-    run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name)
-    return _finished(execute(run_dir, echo=True), run_dir)
+    nodes = args.nodes or 1
+    if nodes > 1 and not args.emit_launch:
+        raise LayerLabError(
+            "--nodes needs --emit-launch torchrun|slurm|kubernetes: the run is started on the other "
+            "machines by the files it writes."
+        )
+    processes = args.nproc or 1
+    run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name,
+                         processes=processes, nodes=nodes if args.emit_launch else 1)  # fmt: skip
+    if args.emit_launch:
+        return _emit_launch(run_dir, args.emit_launch, nodes, processes, train["device"])
+    return _start(run_dir, args)
+
+
+def _start(run_dir: Path, args, resume: bool = False) -> int:
+    """Train the run here: in this process, or with --nproc on N processes under torchrun."""
+    from engine.runs import execute, supervise
+
+    if args.nproc:
+        result = supervise(
+            run_dir, args.nproc, resume=resume, echo=True, max_restarts=args.max_restarts
+        )
+    else:
+        result = execute(run_dir, echo=True, resume=resume)
+    return _finished(result, run_dir)
+
+
+def _emit_launch(run_dir: Path, kind: str, nodes: int, processes: int, device: str) -> int:
+    """Write the files that start the run on several machines, and start nothing."""
+    from engine.launch import launch_files, storage_warning
+    from engine.train.distributed import uses_cuda
+
+    for name, text in launch_files(run_dir, kind, nodes, processes, uses_cuda(device)).items():
+        (run_dir / name).write_text(text)
+        print(f"wrote {run_dir / name}")
+    warning = storage_warning(run_dir)
+    if warning:
+        print(f"note: {warning}", file=sys.stderr)
+    return 0
 
 
 def _finished(result: dict, run_dir: Path) -> int:
@@ -155,12 +193,32 @@ def _finished(result: dict, run_dir: Path) -> int:
 
 
 def _resume(args) -> int:
-    from engine.runs import execute, prepare_resume
+    from engine.runs import prepare_resume
 
     run_dir = Path(args.run_dir)
     if not (run_dir / "train.json").exists():
         raise LayerLabError(f"{run_dir} is not a run folder (it has no train.json).")
-    return _finished(execute(prepare_resume(run_dir), echo=True, resume=True), run_dir)
+    return _start(prepare_resume(run_dir), args, resume=True)
+
+
+def _where(parser) -> None:
+    """--nproc and --max-restarts: where a run trains (train and resume)."""
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train on N processes of this machine under torchrun (DistributedDataParallel; "
+        "up to the number of GPUs on CUDA; CPU processes are for trying it out). The batch size "
+        "stays the global batch.",
+    )
+    parser.add_argument(
+        "--max-restarts",
+        type=int,
+        default=0,
+        metavar="R",
+        help="with --nproc: restart the processes from the last checkpoint up to R times when "
+        "one fails",
+    )
 
 
 def _evaluate(args) -> int:
@@ -368,8 +426,19 @@ def main(argv=None) -> int:
         help="skip the sampled gradient norms and histograms",
     )
     t.add_argument("--out", required=True, help="run folder to write")
+    w = t.add_argument_group("where it runs (default: this process)")
+    _where(w)
+    w.add_argument(
+        "--emit-launch",
+        choices=["torchrun", "slurm", "kubernetes", "all"],
+        help="write the files that start the run on several machines into --out, and start nothing",
+    )
+    w.add_argument(
+        "--nodes", type=int, metavar="M", help="with --emit-launch: machines (--nproc on each)"
+    )
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
+    _where(r)
     e = sub.add_parser(
         "evaluate", help="the metrics of a run's final model on its test split, as JSON"
     )

@@ -115,11 +115,17 @@ def create_run(
     name: str = "",
     parent: dict | None = None,
     init: dict | None = None,
+    processes: int = 1,
+    nodes: int = 1,
 ) -> Path:
     """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
-    from; `init`: the tensors to start from (an import's matching tensors)."""
+    from; `init`: the tensors to start from (an import's matching tensors). `processes` per machine on
+    `nodes` machines (more than one machine: the run waits for the launch files' commands)."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset.meta)
+    distributed.check_world(
+        processes * nodes, cfg.batch_size, cfg.device, processes if nodes == 1 else 0
+    )
     if (
         run_dir is None
     ):  # a new folder of its own, even when another session creates one in the same second
@@ -145,12 +151,14 @@ def create_run(
             "name": name or default_run_name(dataset.meta["name"], spec),
             "created": time.time(),
             "parent": parent,
+            "launch": {"processes": processes, "nodes": nodes},
         },
     )
     if init:
         save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
     atomic_write_json(
-        run_dir / "status.json", {"state": "queued", "pid": None, "heartbeat": time.time()}
+        run_dir / "status.json",
+        {"state": "queued", "pid": None, "heartbeat": time.time(), "external": nodes > 1},
     )
     return run_dir
 
@@ -355,6 +363,10 @@ def read_status(run_dir: Path) -> dict:
     if status.get("state") not in ACTIVE:
         return status
     pid, age = status.get("pid"), time.time() - status.get("heartbeat", 0)
+    if (
+        status.get("external") and status["state"] == "queued"
+    ):  # waits for its launch files' commands
+        return status
     if status.get("host", socket.gethostname()) != socket.gethostname():  # rank 0 is elsewhere
         alive = age <= REMOTE_STALE_AFTER_S
     else:
@@ -574,7 +586,7 @@ def _rank_failures(run_dir: Path, attempt: int | None = None, since: float = 0.0
 
 
 def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dict:
-    from engine.export import read_weights
+    from engine.export import read_weights, stored_weights
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
     lead = world.leader
@@ -588,6 +600,7 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
         writer.status.update(pid=_owner_pid(), world_size=world.size, host=socket.gethostname())
         writer.set_status(state="running", started=before.get("started") if resume else time.time())
     emit = writer.emit if writer is not None else (lambda event: None)
+    trained = False
     try:
         train = read_json(run_dir / "train.json")
         cfg = TrainConfig.parse(train["config"])
@@ -604,11 +617,12 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
             should_stop=should_stop,
             out_dir=run_dir if lead else None,
             resume=load_state(run_dir) if resume else None,
-            init_weights=read_weights(init.read_bytes())[0]
+            init_weights=read_weights(stored_weights(init, init.name))[0]
             if init.exists() and not resume
             else None,
             world=world,
         )
+        trained = True
     except LayerLabError as e:
         result = run_finished("failed", str(e))
     except Exception as e:  # noqa: BLE001 - the worker must always leave a final status and event
@@ -620,7 +634,7 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
             f"Details are in {name} in the run folder.",
         )
     finally:
-        distributed.leave()
+        distributed.leave(failed=not trained)
     if (
         writer is None
     ):  # another rank: its failure is rank 0's message (rank 0 alone writes the run)

@@ -247,7 +247,8 @@ def train(s: State, callbacks=(), step=standard_step, validate=validate) -> Stat
                     s.start, s.batch = start + bs, (xb, yb)
                     if many:
                         now = time.perf_counter()
-                        pace = max(1, round(SYNC_EVERY_S * window / max(now - t_sync, 1e-9)))
+                        pace = round(SYNC_EVERY_S * window / max(now - t_sync, 1e-9))
+                        pace = max(1, min(pace, 10 * window))  # at most 10x longer each time
                         total, halt, pace = share(s, s.epoch_loss, s.stop, pace if lead else 0)
                         total, next_step, t_sync = total / s.world, s.step + int(pace), now
                     else:

@@ -48,11 +48,20 @@ def join(world: World, device: str) -> None:
     cuda = uses_cuda(device)
     if cuda:
         torch.cuda.set_device(world.local_rank)
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # torchrun's store, its keys under this attempt's prefix: after an elastic restart, gloo would
+    # otherwise read the failed attempt's addresses and wait for peers that are gone
+    store, rank, size = next(dist.rendezvous("env://"))
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = dist.PrefixStore(f"layerlab/attempt{attempt}/", store)
+    dist.init_process_group("nccl" if cuda else "gloo", store=store, rank=rank, world_size=size)
 
 
-def leave() -> None:
+def leave(failed: bool = False) -> None:
+    """Leave the process group: all ranks together after a barrier (gloo aborts a process whose peer
+    tears its connections down first), at once after a failure."""
     if dist.is_initialized():
+        if not failed:
+            dist.barrier()
         dist.destroy_process_group()
 
 
@@ -97,8 +106,8 @@ def check_world(
             f"each process takes a share of every batch. Raise the batch size to {processes} or "
             "more, or train on fewer processes."
         )
-    here = per_machine or processes
-    if processes > 1 and uses_cuda(device) and here > torch.cuda.device_count():
+    here = processes if per_machine is None else per_machine  # 0: other machines, not checked here
+    if here > 1 and uses_cuda(device) and here > torch.cuda.device_count():
         raise ConfigError(
             f"{here} processes on CUDA need {here} GPUs on each machine, and this one has "
             f"{torch.cuda.device_count()}. Choose at most {torch.cuda.device_count()} processes, or "
