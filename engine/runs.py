@@ -215,6 +215,8 @@ def prepare_resume(run_dir: Path) -> Path:
             f"run {run_dir.name} has {status['state']}, so there is nothing to resume: branch from "
             "its best or last weights to train it further."
         )
+    if not has_checkpoint(run_dir):
+        load_state(run_dir)  # says there is none yet, and what to do
     return _rewind(run_dir, status)
 
 
@@ -291,9 +293,10 @@ def _take_spare() -> subprocess.Popen | None:
 
 
 def launch(run_dir: Path, resume: bool = False) -> int:
-    """Start the worker as its own process (its own session, so a page rerun never kills it): hand the run to the
-    spare worker if one waits, else start a fresh one. The queued status gets the worker's pid first (so a worker
-    that dies before it starts is noticed); the worker itself then writes "running"."""
+    """Start the worker as its own process (its own session, so a page rerun never kills it): hand the run
+    to the spare worker if one waits, else start a fresh one (a run of several processes: their
+    supervisor). The queued status gets the worker's pid first (so a worker that dies before it starts
+    is noticed); the worker itself then writes "running"."""
 
     def note_pid(pid: int) -> None:
         status = read_json(Path(run_dir) / "status.json", {})
@@ -302,6 +305,23 @@ def launch(run_dir: Path, resume: bool = False) -> int:
                 Path(run_dir) / "status.json", {**status, "pid": pid, "heartbeat": time.time()}
             )
 
+    processes = int(
+        (read_json(Path(run_dir) / "train.json", {}).get("launch") or {}).get("processes", 1)
+    )
+    if processes > 1:  # a supervisor, which starts torchrun (see `supervise`)
+        log = open(Path(run_dir) / "worker.log", "ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "engine.runs", str(run_dir), f"--nproc={processes}"]
+            + (["--resume"] if resume else []),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=_ROOT,
+        )
+        log.close()
+        note_pid(proc.pid)
+        return proc.pid
     proc = _take_spare()
     if proc is not None:
         note_pid(
@@ -363,10 +383,8 @@ def read_status(run_dir: Path) -> dict:
     if status.get("state") not in ACTIVE:
         return status
     pid, age = status.get("pid"), time.time() - status.get("heartbeat", 0)
-    if (
-        status.get("external") and status["state"] == "queued"
-    ):  # waits for its launch files' commands
-        return status
+    if status["state"] == "queued" and not pid and (status.get("external") or status.get("queue")):
+        return status  # waits in the queue (engine.scheduler), or for its launch files' commands
     if status.get("host", socket.gethostname()) != socket.gethostname():  # rank 0 is elsewhere
         alive = age <= REMOTE_STALE_AFTER_S
     else:
@@ -444,6 +462,10 @@ def run_info(run_dir: Path) -> dict:
     status = read_status(run_dir)
     if status.get("state") == "running":
         status = {**status, **_latest_progress(run_dir)}
+    elif status.get("state") == "queued" and status.get("queue") and not status.get("pid"):
+        from engine.scheduler import positions  # (it imports this module)
+
+        status = {**status, "queue_position": positions().get(run_dir.name)}
     spec = read_json(run_dir / "spec.json", {})
     return {
         "id": run_dir.name,
@@ -455,6 +477,7 @@ def run_info(run_dir: Path) -> dict:
         "created": train.get("created", 0),
         "config": train.get("config", {}),
         "parent": train.get("parent"),
+        "launch": train.get("launch"),
         **status,
     }
 

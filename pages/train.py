@@ -9,10 +9,12 @@ from safetensors.torch import load_file
 from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.runs import ACTIVE, create_run, launch, list_runs, runs_dir, validate, warm_spare
+from engine.runs import ACTIVE, create_run, list_runs, runs_dir, validate, warm_spare
+from engine.scheduler import enqueue
 from engine.spec import data_inputs
 from engine.tasks import task_for
 from engine.train.config import TrainConfig, resolve_device
+from engine.train.distributed import check_world
 from engine.train.options import LOSSES, OPTIMIZERS
 from engine.transfer import match_weights
 from ui import state
@@ -21,7 +23,7 @@ from ui.compare import compare
 from ui.forms import settings_inputs
 from ui.layout import split
 from ui.run_view import live_panel, rename_box, runs_table
-from ui.train_controls import schedule_and_regularization
+from ui.train_controls import run_on, schedule_and_regularization
 
 page(
     "Train",
@@ -108,6 +110,7 @@ with settings:
         help="auto picks CUDA, then Apple MPS, then the CPU.",
         format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
     )
+    processes, machines = run_on(device)
     with st.expander("Advanced"):
         st.checkbox(
             "Reconstruct the input (autoencoder)",
@@ -181,6 +184,8 @@ with settings:
     state.set_train(config)
     try:  # the checks a run gets when it is created, so Start is only offered when it would be accepted
         validate(state.spec(), config, meta)
+        check_world(processes * machines, config["batch_size"], device,
+                    processes if machines == 1 else 0)  # fmt: skip
         refused = None
     except LayerLabError as e:
         refused = str(e)
@@ -207,10 +212,10 @@ with settings:
                     if imported
                     else None
                 )
-                run_dir = create_run(
-                    state.spec(), config, load_dataset(meta["id"]).path, init=init, parent=parent
-                )
-                launch(run_dir)
+                run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init,
+                                     parent=parent, processes=processes, nodes=machines)  # fmt: skip
+                if machines == 1:  # (several machines: it waits for the launch files' commands)
+                    enqueue(run_dir)
                 state.set_run(run_dir.name)
                 st.rerun()
             except LayerLabError as e:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from engine.scheduler import serve
 from ui import sidebar
 
 ICON = Path(__file__).resolve().parent / "favicon.png"
@@ -34,6 +35,7 @@ def run() -> None:
             st.Page(PAGES["export"], title="Export", icon=":material/download:"),
         ]
     )
+    serve()  # the run queue: queued runs start when their device has room (once per server)
     try:
         sidebar.render()
         nav.run()

@@ -11,7 +11,6 @@ from engine.errors import LayerLabError
 from engine.runs import (
     ACTIVE,
     branch_run,
-    launch,
     list_runs,
     prepare_resume,
     read_events,
@@ -23,6 +22,8 @@ from engine.runs import (
     run_states,
     saved_checkpoints,
 )
+from engine.scheduler import cancel, enqueue, positions
+from engine.workspace import read_json
 from ui import state
 from ui.charts import curves, smooth
 from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error, unexpected
@@ -69,7 +70,7 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
         "optimizer and schedule state, to the planned epochs.",
     ):
         try:
-            launch(prepare_resume(run_dir), resume=True)
+            enqueue(prepare_resume(run_dir), resume=True)
             st.rerun(scope="app")
         except LayerLabError as e:
             show_error(e)
@@ -89,8 +90,7 @@ def run_actions(run_dir: Path, status: dict, settings: dict | None) -> None:
         "on the left.",
     ):
         try:
-            child = branch_run(run_dir, which, settings)
-            launch(child)
+            child = enqueue(branch_run(run_dir, which, settings))
             state.set_run(child.name)
             st.rerun(scope="app")
         except LayerLabError as e:
@@ -124,6 +124,11 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         "queued": "Starting the worker…",
         "running": "Loading the data and building the model…",
     }.get(status["state"], status["state"])
+    if waiting(status) and status.get("queue"):
+        place = positions().get(run_dir.name)
+        label = f"Waiting in the run queue{f': number {place} in line' if place else ''}…"
+    elif waiting(status) and status.get("external"):
+        label = "Waiting for the other machines: start it with one of the launch files below."
     if last and live:
         label = (
             f"{done}/{total} epochs done · {last['samples_per_second']:,.0f} samples/s · "
@@ -147,6 +152,13 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
     if live:
         stop_button(run_dir, "Stop", f"stop.{run_dir.name}", "secondary")
+    if waiting(status) and status.get("external"):
+        launch_downloads(run_dir)
+    if started and started.get("world_size", 1) > 1:
+        st.caption(
+            f"Trains on {started['world_size']} processes (DistributedDataParallel); batch size "
+            f"{started['batch_size']} is the global batch."
+        )
 
     for e in evs:
         if e["type"] == "notice":
@@ -325,21 +337,60 @@ def live_fragment(body, runs: list[dict], quick: bool = False) -> None:
     st.fragment(run, run_every=every)()
 
 
+def launch_downloads(run_dir: Path) -> None:
+    """The files that start a run on several machines, to download, and whether its folder is shared."""
+    from engine.launch import launch_files, storage_warning
+    from engine.train.distributed import uses_cuda
+
+    train = read_json(run_dir / "train.json", {})
+    where = train.get("launch") or {}
+    files = launch_files(run_dir, "all", where.get("nodes", 1), where.get("processes", 1),
+                         uses_cuda(train.get("config", {}).get("device", "auto")))  # fmt: skip
+    st.markdown(
+        f"**Start it on {where.get('nodes', 1)} machines × {where.get('processes', 1)} processes** with one "
+        "of these. Every machine needs this LayerLab checkout and the run folder "
+        f"(`{run_dir}`) at the same paths; the curves appear here as rank 0 writes them."
+    )
+    cols = st.columns(len(files))
+    for col, (name, text) in zip(cols, files.items(), strict=True):
+        col.download_button(name, text, file_name=name, key=f"launch.{run_dir.name}.{name}",
+                            icon=":material/download:", width="stretch")  # fmt: skip
+    warning = storage_warning(run_dir)
+    if warning:
+        st.warning(warning, icon=":material/lan:")
+
+
+def waiting(status: dict) -> bool:
+    """Queued and not started: in the run queue, or waiting for its launch files' commands."""
+    return status.get("state") == "queued" and not status.get("pid")
+
+
 def stop_button(run_dir, name: str, key: str, kind: str) -> None:
-    """Stop a run. The stop is requested in the click's callback: the button sits in a fragment that redraws
-    several times a second, and a click read from the button's return value could be lost to the next redraw."""
+    """Stop a run, or cancel one that still waits in the queue. The stop is requested in the click's
+    callback: the button sits in a fragment that redraws several times a second, and a click read from
+    the button's return value could be lost to the next redraw."""
+    queued = waiting(read_status(Path(run_dir)))
 
     def stop():
+        if queued:
+            try:
+                cancel(Path(run_dir))
+                st.toast(f"Cancelled {name}: it had not started.")
+                return
+            except LayerLabError:  # it started in the meantime: stop it
+                pass
         request_stop(Path(run_dir))
         st.toast(f"Stopping {name}… the weights at this point are kept.")
 
     st.button(
-        "Stop",
-        icon=":material/stop_circle:",
+        "Cancel" if queued else "Stop",
+        icon=":material/cancel:" if queued else ":material/stop_circle:",
         key=key,
         type=kind,
         on_click=stop,
-        help=f"Stop {name}; the weights at this point are kept.",
+        help=f"Take {name} out of the queue."
+        if queued
+        else f"Stop {name}; the weights at this point are kept.",
     )
 
 
@@ -393,10 +444,15 @@ def runs_table(runs: list[dict]) -> None:
             rows.append(
                 {
                     "run": r["name"],
-                    "status": r["state"],
+                    "status": f"queued · {r['queue_position']} in line"
+                    if r.get("queue_position")
+                    else r["state"],
                     "from": origin(r.get("parent")),
                     "dataset": r["dataset"],
                     "layers": r["layers"],
+                    "processes": r.get("world_size")
+                    or (r.get("launch") or {}).get("processes", 1)
+                    * (r.get("launch") or {}).get("nodes", 1),
                     "epochs": f"{r.get('epoch') or 0}/{r['config'].get('epochs')}",
                     "result": format_metrics(r.get("metrics") or {}),
                     "samples/s": f"{r['samples_per_second']:,.0f}"

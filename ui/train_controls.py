@@ -3,9 +3,13 @@
 import streamlit as st
 import torch
 
+from engine.launch import storage_warning
+from engine.scheduler import CORES
 from engine.tasks import Task
 from engine.train.config import TrainConfig
+from engine.train.distributed import uses_cuda
 from engine.train.options import SCHEDULES
+from engine.workspace import home
 from ui.forms import settings_inputs
 
 PRECISIONS = {
@@ -163,3 +167,53 @@ def schedule_and_regularization(saved: dict, task: Task) -> dict:
             "convolutions on recent GPUs.",
         )
     return out
+
+
+RUN_ON = {
+    "here": "This machine, one process",
+    "local": "This machine, several processes",
+    "cluster": "Several machines",
+}
+
+
+def run_on(device: str) -> tuple[int, int]:
+    """Where a run trains: (processes per machine, machines)."""
+    where = st.selectbox(
+        "Run on",
+        list(RUN_ON),
+        format_func=RUN_ON.get,
+        key="train.run_on",
+        help="Several processes train one model with DistributedDataParallel (torchrun): each takes "
+        "a share of every batch, and the batch size stays the global batch.",
+    )
+    if where == "here":
+        return 1, 1
+    cuda = uses_cuda(device)
+    gpus = torch.cuda.device_count() if cuda else 0
+    if where == "local":
+        most = gpus if cuda else max(2, CORES)
+        processes = st.number_input(
+            "Processes", min_value=2, max_value=max(2, most), value=2, step=1,
+            key="train.processes",
+            help="On CUDA, one per GPU." if cuda else "CPU processes, one model.",
+        )  # fmt: skip
+        if not cuda:
+            st.caption(
+                "CPU processes are for trying several processes out (the model trains as on one); "
+                f"on a machine with {CORES} cores they are not faster."
+            )
+        return int(processes), 1
+    nodes = st.number_input("Machines", min_value=2, max_value=4096, value=2, step=1,
+                            key="train.nodes")  # fmt: skip
+    processes = st.number_input(
+        "Processes per machine", min_value=1, max_value=256, value=max(1, gpus), step=1,
+        key="train.per_machine", help="One per GPU on each machine.",
+    )  # fmt: skip
+    st.caption(
+        "Start creates the run and its launch files (torchrun, Slurm, Kubernetes); the run waits "
+        "until the machines start it, and its curves appear here."
+    )
+    warning = storage_warning(home())
+    if warning:
+        st.warning(warning, icon=":material/lan:")
+    return int(processes), int(nodes)
