@@ -10,6 +10,7 @@ must be at the same paths on every node.
 import json
 import os
 import shlex
+import sys
 from pathlib import Path
 
 from engine.errors import LayerLabError
@@ -29,8 +30,10 @@ SHARED_FS = ("nfs", "nfs4", "cifs", "smb3", "lustre", "gpfs", "beegfs", "ceph", 
 
 
 def _torchrun(run_dir: Path, nodes: int, processes: int, endpoint: str, rdzv_id: str) -> str:
+    """The same command on every node: this Python (LayerLab's environment, at the same path on
+    each machine) runs torchrun with a c10d rendezvous at `endpoint`."""
     return shlex.join(
-        ["python", "-m", "torch.distributed.run", f"--nnodes={nodes}",
+        [sys.executable, "-m", "torch.distributed.run", f"--nnodes={nodes}",
          f"--nproc-per-node={processes}", "--rdzv-backend=c10d", f"--rdzv-endpoint={endpoint}",
          f"--rdzv-id={rdzv_id}", "--max-restarts=3", "-m", "engine.runs", str(run_dir)]
     )  # fmt: skip
@@ -38,17 +41,19 @@ def _torchrun(run_dir: Path, nodes: int, processes: int, endpoint: str, rdzv_id:
 
 def torchrun_script(run_dir: Path, nodes: int, processes: int) -> str:
     run_dir = Path(run_dir).resolve()
-    command = _torchrun(run_dir, nodes, processes, f"$HEAD:{PORT}", run_dir.name)
-    command = command.replace(f"'--rdzv-endpoint=$HEAD:{PORT}'", f'"--rdzv-endpoint=$HEAD:{PORT}"')
+    command = _torchrun(run_dir, nodes, processes, "$HEAD:$PORT", run_dir.name)
+    command = command.replace("'--rdzv-endpoint=$HEAD:$PORT'", '"--rdzv-endpoint=$HEAD:$PORT"')
     return f"""#!/usr/bin/env bash
 # LayerLab run {run_dir.name}: {nodes} machine(s) x {processes} process(es) = {nodes * processes} in all.
 # Run this same script on each of the {nodes} machines, with HEAD set to the host name of one of them
-# (the rendezvous; port {PORT} must be open between them):
+# (the rendezvous, on port PORT, {PORT} unless set, which must be open between them):
 #     HEAD=node1 bash {FILES["torchrun"]}
-# Every machine needs this LayerLab checkout at {ROOT} and the run folder at {run_dir}
+# Every machine needs this LayerLab checkout at {ROOT}, its Python at {sys.executable},
+# and the run folder at {run_dir}
 # (shared storage: NFS, Lustre, ...). The app shows the run's curves as rank 0 writes them.
 set -euo pipefail
 : "${{HEAD:?set HEAD to the host name of the first machine}}"
+PORT=${{PORT:-{PORT}}}
 cd {shlex.quote(str(ROOT))}
 {command}
 """

@@ -192,7 +192,7 @@ with settings:
     imported = st.session_state.get(state.INIT)
     with start_slot:
         if st.button(
-            "Start training",
+            "Start training" if machines == 1 else "Create the run and its launch files",
             type="primary",
             icon=":material/play_arrow:",
             width="stretch",

@@ -282,3 +282,28 @@ def test_worlds_a_run_cannot_train_are_refused_before_anything_starts(moons, mon
     distributed.check_world(2, 64, "cpu")  # CPU processes: allowed, for trying it out
     with pytest.raises(LayerLabError):
         distributed.check_world(0, 64, "cpu")
+
+
+def test_the_emitted_torchrun_script_trains_on_two_machines(moons, tmp_path):
+    """`--emit-launch torchrun --nodes 2`: the same script on two "machines" (two torchrun agents on
+    this host, meeting at the rendezvous) trains the run; the app reads it as a local run."""
+    from engine.cli import main
+
+    out = tmp_path / "cluster"
+    data = tmp_path / "table.csv"
+    rows = ["a,b,y"] + [f"{i % 7},{(i * 3) % 11},{int(i % 7 > 3)}" for i in range(300)]
+    data.write_text("\n".join(rows) + "\n")
+    assert main(["train", "--data", str(data), "--target", "y", "--out", str(out), "--epochs", "3",
+                 "--emit-launch", "all", "--nodes", "2", "--nproc", "1", "--no-diagnostics"]) == 0  # fmt: skip
+    assert {"launch-torchrun.sh", "launch.sbatch", "pytorchjob.yaml"} <= {
+        p.name for p in out.iterdir()
+    }
+    assert read_status(out)["state"] == "queued"  # waits for the machines, not taken for lost
+    env = {**os.environ, "HEAD": "127.0.0.1", "PORT": str(free_port())}
+    nodes = [subprocess.Popen(["bash", str(out / "launch-torchrun.sh")], env=env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for _ in range(2)]  # fmt: skip
+    assert [n.wait(timeout=180) for n in nodes] == [0, 0]
+    assert events_of(out, "run_started")[0]["world_size"] == 2
+    assert events_of(out, "run_finished")[-1]["status"] == "completed"
+    assert "--gpus-per-node" not in (out / "launch.sbatch").read_text()  # a CPU run asks for no GPU
+    assert '"nprocPerNode": "1"' in (out / "pytorchjob.yaml").read_text()

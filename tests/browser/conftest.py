@@ -163,6 +163,20 @@ def settle(page, timeout: float = 120_000) -> None:
     page.wait_for_timeout(300)
 
 
+def choose(page, label: str, option: str) -> None:
+    """Pick `option` in the select box `label`: the list opens on a click once the page is idle, and a
+    rerun may swallow the click, so it is clicked again until the option shows."""
+    for attempt in range(4):
+        settle(page)
+        page.get_by_role("combobox", name=label).click()
+        try:
+            page.get_by_role("option", name=option).click(timeout=5_000)
+            return
+        except Exception:  # noqa: BLE001 - a Playwright timeout: the list did not open
+            if attempt == 3:
+                raise
+
+
 def wait_until(predicate, timeout: float = 60.0):
     """Poll `predicate` until it returns something true (returned), failing after `timeout` seconds."""
     end = time.time() + timeout
