@@ -154,7 +154,17 @@ def _start(run_dir: Path, args, resume: bool = False) -> int:
     """Train the run here: in this process, or with --nproc on N processes under torchrun."""
     from engine.runs import execute, supervise
 
-    if args.nproc:
+    if args.ray:
+        from engine import raycluster
+        from engine.train.distributed import check_world, uses_cuda
+        from engine.workspace import read_json
+
+        cfg = read_json(run_dir / "train.json")["config"]
+        check_world(args.nproc or 2, cfg["batch_size"], cfg["device"], 0)
+        result = raycluster.train(
+            run_dir, args.ray, args.nproc or 2, uses_cuda(cfg["device"]), resume, echo=True
+        )
+    elif args.nproc:
         result = supervise(
             run_dir, args.nproc, resume=resume, echo=True, max_restarts=args.max_restarts
         )
@@ -218,6 +228,12 @@ def _where(parser) -> None:
         metavar="R",
         help="with --nproc: restart the processes from the last checkpoint up to R times when "
         "one fails",
+    )
+    parser.add_argument(
+        "--ray",
+        metavar="ADDRESS",
+        help="train on the Ray cluster at ADDRESS (auto, HOST:6379 or ray://HOST:10001) with "
+        "--nproc workers (default 2); needs the optional extra: pip install -e '.[ray]'",
     )
 
 

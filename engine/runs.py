@@ -117,10 +117,12 @@ def create_run(
     init: dict | None = None,
     processes: int = 1,
     nodes: int = 1,
+    ray: str | None = None,
 ) -> Path:
     """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
     from; `init`: the tensors to start from (an import's matching tensors). `processes` per machine on
-    `nodes` machines (more than one machine: the run waits for the launch files' commands)."""
+    `nodes` machines (more than one machine: the run waits for the launch files' commands); `ray`: the
+    address of the Ray cluster it trains on instead."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset.meta)
     distributed.check_world(
@@ -151,7 +153,7 @@ def create_run(
             "name": name or default_run_name(dataset.meta["name"], spec),
             "created": time.time(),
             "parent": parent,
-            "launch": {"processes": processes, "nodes": nodes},
+            "launch": {"processes": processes, "nodes": nodes, **({"ray": ray} if ray else {})},
         },
     )
     if init:
@@ -305,13 +307,14 @@ def launch(run_dir: Path, resume: bool = False) -> int:
                 Path(run_dir) / "status.json", {**status, "pid": pid, "heartbeat": time.time()}
             )
 
-    processes = int(
-        (read_json(Path(run_dir) / "train.json", {}).get("launch") or {}).get("processes", 1)
-    )
-    if processes > 1:  # a supervisor, which starts torchrun (see `supervise`)
+    where = read_json(Path(run_dir) / "train.json", {}).get("launch") or {}
+    if where.get("processes", 1) > 1 or where.get(
+        "ray"
+    ):  # a supervisor (`supervise`) or Ray's driver
         log = open(Path(run_dir) / "worker.log", "ab")
         proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.runs", str(run_dir), f"--nproc={processes}"]
+            [sys.executable, "-m", "engine.runs", str(run_dir), f"--nproc={where['processes']}"]
+            + (["--ray", where["ray"]] if where.get("ray") else [])
             + (["--resume"] if resume else []),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -720,30 +723,42 @@ def supervise(
     log.close()
     with stop_on_signals() as signalled:
         while proc.poll() is None:
-            offset = _echo(events, offset) if echo else offset
+            offset = echo_events(events, offset) if echo else offset
             if signalled:
                 request_stop(run_dir)
             time.sleep(0.2)
-    offset = _echo(events, offset) if echo else offset
-    tail = read_events(run_dir)[0][-1:]
-    final = tail[0] if tail and tail[0]["type"] == "run_finished" else None
-    if final is None:
-        final = run_finished(
-            "failed",
-            " ".join(_rank_failures(run_dir, since=began))
-            or f"The run's processes ended without finishing it (torchrun exited with code "
-            f"{proc.returncode}). worker.log in the run folder holds their output."
-            + (" Resume continues from its last checkpoint." if has_checkpoint(run_dir) else ""),
-        )
-        writer = RunWriter(run_dir, echo=echo)
-        writer.status = {**read_json(run_dir / "status.json", {}), "pid": None}
-        _close(writer, final)
+    offset = echo_events(events, offset) if echo else offset
+    final = finish_if_unfinished(
+        run_dir,
+        f"The run's processes ended without finishing it (torchrun exited with code "
+        f"{proc.returncode}). worker.log in the run folder holds their output.",
+        since=began,
+        echo=echo,
+    )
     if signalled:
         final = {**final, "signal": signalled[0]}
     return final
 
 
-def _echo(events: Path, offset: int) -> int:
+def finish_if_unfinished(
+    run_dir: Path, reason: str, since: float = 0.0, echo: bool = False
+) -> dict:
+    """The run's `run_finished` event; when no rank wrote one (a rank was killed, a launcher gave up),
+    write it as failed, with the failing ranks' messages (else `reason`) and whether Resume can go on."""
+    tail = read_events(run_dir)[0][-1:]
+    if tail and tail[0]["type"] == "run_finished":
+        return tail[0]
+    message = " ".join(_rank_failures(run_dir, since=since)) or reason
+    if has_checkpoint(run_dir):
+        message += " Resume continues from its last checkpoint."
+    final = run_finished("failed", message)
+    writer = RunWriter(run_dir, echo=echo)
+    writer.status = {**read_json(run_dir / "status.json", {}), "pid": None}
+    _close(writer, final)
+    return final
+
+
+def echo_events(events: Path, offset: int) -> int:
     """Print the whole lines appended to `events` since `offset`; the new offset."""
     try:
         with open(events, "rb") as f:
@@ -760,8 +775,9 @@ def _echo(events: Path, offset: int) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    """`python -m engine.runs RUN_DIR [--resume] [--nproc N [--max-restarts R]]`: the worker (one rank
-    under torchrun's environment), or with --nproc the supervisor of N local processes."""
+    """`python -m engine.runs RUN_DIR [--resume] [--nproc N [--max-restarts R]] [--ray ADDRESS]`: the
+    worker (one rank under torchrun's environment), or with --nproc the supervisor of N local processes,
+    or with --ray the driver of N Ray actors."""
     import argparse
 
     parser = argparse.ArgumentParser(prog="python -m engine.runs")
@@ -769,8 +785,16 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true")
     parser.add_argument("--nproc", type=int)
     parser.add_argument("--max-restarts", type=int, default=0)
+    parser.add_argument("--ray", metavar="ADDRESS")
     args = parser.parse_args(argv)
-    if args.nproc:
+    if args.ray:
+        from engine import raycluster
+
+        cfg = TrainConfig.parse(read_json(Path(args.run_dir) / "train.json")["config"])
+        distributed.check_world(args.nproc or 2, cfg.batch_size, cfg.device, 0)
+        result = raycluster.train(Path(args.run_dir), args.ray, args.nproc or 2,
+                                  distributed.uses_cuda(cfg.device), args.resume)  # fmt: skip
+    elif args.nproc:
         result = supervise(
             args.run_dir, args.nproc, resume=args.resume, max_restarts=args.max_restarts
         )

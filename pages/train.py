@@ -6,6 +6,7 @@ import streamlit as st
 import torch
 from safetensors.torch import load_file
 
+from engine import raycluster
 from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
@@ -110,7 +111,7 @@ with settings:
         help="auto picks CUDA, then Apple MPS, then the CPU.",
         format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
     )
-    processes, machines = run_on(device)
+    processes, machines, ray = run_on(device)
     with st.expander("Advanced"):
         st.checkbox(
             "Reconstruct the input (autoencoder)",
@@ -185,7 +186,9 @@ with settings:
     try:  # the checks a run gets when it is created, so Start is only offered when it would be accepted
         validate(state.spec(), config, meta)
         check_world(processes * machines, config["batch_size"], device,
-                    processes if machines == 1 else 0)  # fmt: skip
+                    processes if machines == 1 and not ray else 0)  # fmt: skip
+        if ray:
+            raycluster.available()
         refused = None
     except LayerLabError as e:
         refused = str(e)
@@ -213,7 +216,8 @@ with settings:
                     else None
                 )
                 run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init,
-                                     parent=parent, processes=processes, nodes=machines)  # fmt: skip
+                                     parent=parent, processes=processes, nodes=machines,
+                                     ray=ray)  # fmt: skip
                 if machines == 1:  # (several machines: it waits for the launch files' commands)
                     enqueue(run_dir)
                 state.set_run(run_dir.name)

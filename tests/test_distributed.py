@@ -307,3 +307,36 @@ def test_the_emitted_torchrun_script_trains_on_two_machines(moons, tmp_path):
     assert events_of(out, "run_finished")[-1]["status"] == "completed"
     assert "--gpus-per-node" not in (out / "launch.sbatch").read_text()  # a CPU run asks for no GPU
     assert '"nprocPerNode": "1"' in (out / "pytorchjob.yaml").read_text()
+
+
+def test_a_ray_job_of_two_workers_trains_the_torchrun_model(moons, tmp_path):
+    """Skipped without Ray (an optional extra; CI does not install it)."""
+    ray = pytest.importorskip("ray")
+    from engine import raycluster
+
+    by_torchrun = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "t", processes=2)
+    assert supervise(by_torchrun, 2)["status"] == "completed"
+    on_ray = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "r", processes=2)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        final = raycluster.train(on_ray, None, 2)
+    finally:
+        ray.shutdown()
+    assert final["status"] == "completed", final
+    assert events_of(on_ray, "run_started")[0]["world_size"] == 2
+    a, b = weights(by_torchrun), weights(on_ray)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_without_ray_the_ray_choice_says_how_to_install_it(moons, monkeypatch):
+    from engine import raycluster
+    from engine.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(LayerLabError, match=r"pip install -e '\.\[ray\]'"):
+        raycluster.available()
+    run = create_run(mlp_spec(2), TRAIN, moons.path, processes=2)
+    with pytest.raises(LayerLabError, match="optional extra"):
+        raycluster.train(run, "auto", 2)
+    assert read_events(run)[0] == []
+    assert main(["resume", str(run), "--ray", "auto"]) == 2  # no checkpoint: refused, not crashed

@@ -173,11 +173,12 @@ RUN_ON = {
     "here": "This machine, one process",
     "local": "This machine, several processes",
     "cluster": "Several machines",
+    "ray": "A Ray cluster",
 }
 
 
-def run_on(device: str) -> tuple[int, int]:
-    """Where a run trains: (processes per machine, machines)."""
+def run_on(device: str) -> tuple[int, int, str | None]:
+    """Where a run trains: (processes per machine, machines, a Ray cluster's address)."""
     where = st.selectbox(
         "Run on",
         list(RUN_ON),
@@ -187,7 +188,7 @@ def run_on(device: str) -> tuple[int, int]:
         "a share of every batch, and the batch size stays the global batch.",
     )
     if where == "here":
-        return 1, 1
+        return 1, 1, None
     cuda = uses_cuda(device)
     gpus = torch.cuda.device_count() if cuda else 0
     if where == "local":
@@ -202,7 +203,19 @@ def run_on(device: str) -> tuple[int, int]:
                 "CPU processes are for trying several processes out (the model trains as on one); "
                 f"on a machine with {CORES} cores they are not faster."
             )
-        return int(processes), 1
+        return int(processes), 1, None
+    if where == "ray":
+        address = st.text_input(
+            "Ray address", value="auto", key="train.ray_address",
+            help="auto: the cluster this machine belongs to; else HOST:6379 or ray://HOST:10001.",
+        )  # fmt: skip
+        workers = st.number_input("Workers", min_value=1, max_value=4096, value=2, step=1,
+                                  key="train.ray_workers", help="One process each (a GPU each on CUDA).")  # fmt: skip
+        st.caption(
+            "Ray places the workers; each runs LayerLab's worker, and the curves appear here. Every "
+            "Ray node needs LayerLab and the workspace at the same paths."
+        )
+        return int(workers), 1, address.strip() or "auto"
     nodes = st.number_input("Machines", min_value=2, max_value=4096, value=2, step=1,
                             key="train.nodes")  # fmt: skip
     processes = st.number_input(
@@ -216,4 +229,4 @@ def run_on(device: str) -> tuple[int, int]:
     warning = storage_warning(home())
     if warning:
         st.warning(warning, icon=":material/lan:")
-    return int(processes), int(nodes)
+    return int(processes), int(nodes), None
