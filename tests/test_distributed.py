@@ -340,3 +340,17 @@ def test_without_ray_the_ray_choice_says_how_to_install_it(moons, monkeypatch):
         raycluster.train(run, "auto", 2)
     assert read_events(run)[0] == []
     assert main(["resume", str(run), "--ray", "auto"]) == 2  # no checkpoint: refused, not crashed
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs 2 CUDA GPUs")
+def test_two_gpus_with_nccl_train_the_one_gpu_model_with_synced_batch_norm(moons, tmp_path):
+    spec = mlp_spec(2)
+    spec["nodes"].insert(1, {"id": "bn", "op": "batchnorm", "params": {}})
+    train = {**TRAIN, "device": "cuda", "precision": "32", "batch_size": 64}
+    one = create_run(spec, train, moons.path, run_dir=tmp_path / "one")
+    assert execute(one)["status"] == "completed"
+    two = create_run(spec, train, moons.path, run_dir=tmp_path / "two", processes=2)
+    assert supervise(two, 2)["status"] == "completed"
+    a, b = weights(one), weights(two)  # SyncBatchNorm: the statistics of the whole global batch
+    assert max((a[k].float() - b[k].float()).abs().max().item() for k in a) < 1e-4
