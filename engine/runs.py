@@ -308,9 +308,8 @@ def launch(run_dir: Path, resume: bool = False) -> int:
             )
 
     where = read_json(Path(run_dir) / "train.json", {}).get("launch") or {}
-    if where.get("processes", 1) > 1 or where.get(
-        "ray"
-    ):  # a supervisor (`supervise`) or Ray's driver
+    if where.get("processes", 1) > 1 or where.get("ray"):
+        # a supervisor (`supervise`) or Ray's driver
         log = open(Path(run_dir) / "worker.log", "ab")
         proc = subprocess.Popen(
             [sys.executable, "-m", "engine.runs", str(run_dir), f"--nproc={where['processes']}"]
@@ -616,7 +615,7 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
     lead = world.leader
-    if lead and _attempt() and not resume:  # torchrun restarted the ranks: on from the checkpoint
+    if lead and _attempt():  # torchrun restarted the ranks: on from the checkpoint
         _rewind(run_dir, read_json(run_dir / "status.json", {}))
     resume = resume or (_attempt() > 0 and has_checkpoint(run_dir))
     writer = RunWriter(run_dir, echo=echo, beat=world.size > 1) if lead else None
@@ -661,9 +660,8 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
         )
     finally:
         distributed.leave(failed=not trained)
-    if (
-        writer is None
-    ):  # another rank: its failure is rank 0's message (rank 0 alone writes the run)
+    if writer is None:
+        # another rank: its failure becomes rank 0's message (rank 0 alone writes the run)
         if result["status"] == "failed":
             (run_dir / f"rank{world.rank}-{_attempt()}.failed").write_text(result["message"])
         return result

@@ -186,6 +186,11 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
         emit, out_dir = (lambda event: None), None
     task = task_for(dataset.task, cfg.target)
     step, validate = task.step or core.standard_step, task.validate or core.validate
+    if world.size > 1 and task.step is not None:
+        raise ConfigError(
+            f"the {task.name} task trains with its own step, which runs on one process only: "
+            "choose Run on: This machine, one process."
+        )
     if resume:
         _restore(s, resume)
         first = {
@@ -272,6 +277,7 @@ def _setup(spec, dataset, cfg, init_weights, world) -> tuple[State, dict, list[s
         unused = any(p.requires_grad for k, m in net.layers.items() if k not in ran
                      for p in m.parameters())  # fmt: skip
         s.forward = distributed.wrap(net, device, unused)
+    eager = s.forward
     if cfg.compile:
         s.forward = try_compile(
             s.forward, core.as_input(s.data[0][: cfg.batch_size]), device, notices
@@ -281,7 +287,7 @@ def _setup(spec, dataset, cfg, init_weights, world) -> tuple[State, dict, list[s
                "params": n_params, "loss": plan.loss, "optimizer": cfg.optimizer,
                "epochs": cfg.epochs, "steps_per_epoch": math.ceil(n / cfg.batch_size), "n_train": n,
                "batch_size": cfg.batch_size, "memory_bytes": checked.memory["total"], "lr": cfg.lr,
-               "scheduler": cfg.scheduler, "precision": precision, "compiled": s.forward is not net,
+               "scheduler": cfg.scheduler, "precision": precision, "compiled": s.forward is not eager,
                "channels_last": channels_last, "world_size": world.size}  # fmt: skip
     return s, started, notices
 
