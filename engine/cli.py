@@ -43,6 +43,7 @@ def _train(args) -> int:
     from engine.data.readers import read_table
     from engine.data.tabular import suggest_columns
 
+    _check_where(args)
     data = Path(args.data)
     if not data.is_file():
         raise LayerLabError(
@@ -150,6 +151,16 @@ def _run(args, dataset, out: Path) -> int:
     return _start(run_dir, args)
 
 
+def _check_where(args) -> None:
+    """--nproc, --nodes and --max-restarts are counts: refused before any data is read."""
+    for flag, least in (("nproc", 1), ("nodes", 1), ("max_restarts", 0)):
+        value = getattr(args, flag, None)
+        if value is not None and value < least:
+            raise LayerLabError(
+                f"--{flag.replace('_', '-')} must be {least} or more (got {value})."
+            )
+
+
 def _start(run_dir: Path, args, resume: bool = False) -> int:
     """Train the run here: in this process, or with --nproc on N processes under torchrun."""
     from engine.runs import execute, supervise
@@ -205,6 +216,7 @@ def _finished(result: dict, run_dir: Path) -> int:
 def _resume(args) -> int:
     from engine.runs import prepare_resume
 
+    _check_where(args)
     run_dir = Path(args.run_dir)
     if not (run_dir / "train.json").exists():
         raise LayerLabError(f"{run_dir} is not a run folder (it has no train.json).")

@@ -66,7 +66,7 @@ def train(
     if not ray.is_initialized():
         try:
             ray.init(address=address or "auto", log_to_driver=False)
-        except ConnectionError as e:
+        except (ConnectionError, ValueError, RuntimeError) as e:
             raise LayerLabError(
                 f"no Ray cluster answers at {address or 'auto'} ({e}). Start one with `ray start "
                 "--head`, or give its address (ray://HOST:10001 or HOST:6379)."

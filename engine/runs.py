@@ -705,6 +705,8 @@ def supervise(
     run_dir = Path(run_dir)
     cfg = TrainConfig.parse(read_json(run_dir / "train.json")["config"])
     distributed.check_world(processes, cfg.batch_size, cfg.device)
+    if max_restarts < 0:
+        raise LayerLabError("--max-restarts must be 0 or more.")
     events = run_dir / "events.jsonl"
     offset = events.stat().st_size if events.exists() else 0
     cmd = distributed.torchrun(processes, max_restarts) + ["-m", "engine.runs", str(run_dir)]

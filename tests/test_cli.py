@@ -117,6 +117,12 @@ def test_cli_regression_reports_mae_and_r2(tmp_path):
         (["--lr", "0"], "lr"),
         (["--batch-size", "100000"], "larger than"),
         (["--target", "nope"], "no column 'nope'"),
+        (["--nproc", "0"], "--nproc must be 1 or more"),
+        (["--nproc", "3", "--batch-size", "2"], "smaller than the number of processes"),
+        (["--nodes", "2"], "--nodes needs --emit-launch"),
+        (["--nodes", "0", "--emit-launch", "slurm"], "--nodes must be 1 or more"),
+        (["--nproc", "2", "--max-restarts", "-1"], "--max-restarts must be 0 or more"),
+        (["--nproc", "2", "--device", "cuda"], "cuda"),
     ],
 )
 def test_cli_bad_input_exits_nonzero_with_one_line(moons_csv, tmp_path, capsys, extra, words):
