@@ -135,8 +135,12 @@ _serving: threading.Thread | None = None
 
 
 def serve(every: float = DISPATCH_EVERY_S) -> None:
-    """Dispatch every `every` seconds from a daemon thread of this process (the app's server), once."""
+    """Dispatch every `every` seconds from a daemon thread of this process (the app's server), once.
+    LAYERLAB_QUEUE_THREAD=0 turns it off: the engine and page tests, which run the pages inside the
+    test process, set it, so no thread of theirs starts another test's runs or reaps its workers."""
     global _serving
+    if os.environ.get("LAYERLAB_QUEUE_THREAD") == "0":
+        return
     if _serving is not None and _serving.is_alive():
         return
 

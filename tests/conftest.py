@@ -40,6 +40,9 @@ os.environ.setdefault("PYTHONUNBUFFERED", "1")
 os.environ.setdefault(
     "LAYERLAB_SPARE_WORKER", "0"
 )  # see engine.runs.warm_spare; its own test turns it on
+os.environ.setdefault(
+    "LAYERLAB_QUEUE_THREAD", "0"
+)  # see engine.scheduler.serve; browser servers run it
 
 
 # Property-based tests (tests/test_fuzz.py): a bounded number of examples in CI; `--hypothesis-profile=thorough`

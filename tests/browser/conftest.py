@@ -76,7 +76,8 @@ def _free_port() -> int:
 def server(tmp_path):
     """A freshly started LayerLab server with its own empty workspace."""
     port = _free_port()
-    env = {**os.environ, "LAYERLAB_HOME": str(tmp_path / "workspace"), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "LAYERLAB_HOME": str(tmp_path / "workspace"), "PYTHONUNBUFFERED": "1",
+           "LAYERLAB_QUEUE_THREAD": "1"}  # fmt: skip  # a real server dispatches its run queue
     log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
         [
