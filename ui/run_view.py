@@ -444,7 +444,7 @@ def runs_table(runs: list[dict]) -> None:
             rows.append(
                 {
                     "run": r["name"],
-                    "status": f"queued · {r['queue_position']} in line"
+                    "status": f"queued #{r['queue_position']}"
                     if r.get("queue_position")
                     else r["state"],
                     "from": origin(r.get("parent")),
