@@ -48,10 +48,17 @@ _CACHE = "run_view.events"  # (run path, times resumed) -> (byte offset, events 
 
 
 def events(run_dir: Path, resumes: int = 0) -> list[dict]:
-    """The run's events; a resume cuts the file back to its checkpoint, so each resume starts a fresh read."""
+    """The run's events; a resume cuts the file back to its checkpoint, so each resume starts a fresh read
+    (and so does a file found shorter than what was read of it: cut by a resume or an elastic restart
+    before the status said so)."""
     cache = st.session_state.setdefault(_CACHE, {})
     key = f"{run_dir}#{resumes}"
     offset, seen = cache.get(key, (0, []))
+    try:
+        if (run_dir / "events.jsonl").stat().st_size < offset:
+            offset, seen = 0, []
+    except OSError:
+        pass
     new, offset = read_events(run_dir, offset)
     seen = seen + new
     cache[key] = (offset, seen)

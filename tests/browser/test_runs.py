@@ -51,6 +51,7 @@ def test_resume_branch_and_compare(server, page):
     events = read_events(long)[0]
     assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == list(range(1, 301))
     assert next(e for e in events if e["type"] == "run_resumed")["step"] == stopped_at
+    page.get_by_text("Resumed at epoch").wait_for()  # drawn with the resumed run's events
     assert page.get_by_text("Resumed at epoch").count() == 1
     settle(page)
     shot(page, "runs-1-resumed")
