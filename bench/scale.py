@@ -115,8 +115,9 @@ def main() -> None:
     if args.device == "cuda":
         args.procs = [p for p in args.procs if p <= torch.cuda.device_count()]
     os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-scale-"))
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {cores} cores"
+    from engine.limits import CORES
+
+    gpu = torch.cuda.get_device_name(0) if args.device == "cuda" else f"CPU, {CORES} cores"
     print(f"# scaling on {gpu}: {args.epochs} epochs, batch {args.batch} (global for strong, per "
           f"process for weak)\n")  # fmt: skip
     print(

@@ -162,25 +162,12 @@ def _check_where(args) -> None:
 
 
 def _start(run_dir: Path, args, resume: bool = False) -> int:
-    """Train the run here: in this process, or with --nproc on N processes under torchrun."""
-    from engine.runs import execute, supervise
+    """Train the run here: in this process, with --nproc on N processes under torchrun, or with
+    --ray on a Ray cluster."""
+    from engine.runs import train_here
 
-    if args.ray:
-        from engine import raycluster
-        from engine.train.distributed import check_world, uses_cuda
-        from engine.workspace import read_json
-
-        cfg = read_json(run_dir / "train.json")["config"]
-        check_world(args.nproc or 2, cfg["batch_size"], cfg["device"], 0)
-        result = raycluster.train(
-            run_dir, args.ray, args.nproc or 2, uses_cuda(cfg["device"]), resume, echo=True
-        )
-    elif args.nproc:
-        result = supervise(
-            run_dir, args.nproc, resume=resume, echo=True, max_restarts=args.max_restarts
-        )
-    else:
-        result = execute(run_dir, echo=True, resume=resume)
+    result = train_here(run_dir, args.nproc, args.ray, resume=resume, echo=True,
+                        max_restarts=args.max_restarts)  # fmt: skip
     return _finished(result, run_dir)
 
 

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from engine.errors import DataError
 
 CHUNK = 1 << 20
+# the cores this process may use (its CPU affinity, e.g. a container's or Slurm's share)
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

@@ -49,20 +49,22 @@ class _Rank:
 
 
 def train(
-    run_dir: Path,
-    address: str | None,
-    processes: int,
-    gpus: bool = False,
-    resume: bool = False,
-    echo: bool = False,
+    run_dir: Path, address: str | None, processes: int, resume: bool = False, echo: bool = False
 ) -> dict:
     """Train the run on `processes` Ray actors of the cluster at `address` ("auto": the one this machine
     belongs to; None: a Ray already initialised in this process), from its checkpoint if `resume`
     (after `prepare_resume`); `echo` prints the events as rank 0 writes them. Returns the
-    `run_finished` event."""
+    `run_finished` event. A world the run's settings cannot train is refused before Ray is asked
+    (a GPU each on CUDA)."""
     from engine.runs import echo_events, finish_if_unfinished
+    from engine.train.config import TrainConfig
+    from engine.train.distributed import check_world, uses_cuda
+    from engine.workspace import read_json
 
     ray = _ray()
+    cfg = TrainConfig.parse(read_json(Path(run_dir) / "train.json")["config"])
+    check_world(processes, cfg.batch_size, cfg.device, 0)
+    gpus = uses_cuda(cfg.device)
     if not ray.is_initialized():
         try:
             ray.init(address=address or "auto", log_to_driver=False)

@@ -308,20 +308,12 @@ def launch(run_dir: Path, resume: bool = False) -> int:
             )
 
     where = read_json(Path(run_dir) / "train.json", {}).get("launch") or {}
-    if where.get("processes", 1) > 1 or where.get("ray"):
-        # a supervisor (`supervise`) or Ray's driver
-        log = open(Path(run_dir) / "worker.log", "ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.runs", str(run_dir), f"--nproc={where['processes']}"]
-            + (["--ray", where["ray"]] if where.get("ray") else [])
-            + (["--resume"] if resume else []),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=_ROOT,
+    worker = [sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else [])
+    if where.get("processes", 1) > 1 or where.get("ray"):  # a supervisor, or Ray's driver
+        extra = [f"--nproc={where['processes']}"] + (
+            ["--ray", where["ray"]] if where.get("ray") else []
         )
-        log.close()
+        proc = _spawn(run_dir, worker + extra)
         note_pid(proc.pid)
         return proc.pid
     proc = _take_spare()
@@ -340,18 +332,17 @@ def launch(run_dir: Path, resume: bool = False) -> int:
             return proc.pid
         except OSError:  # it died in the meantime
             pass
-    log = open(Path(run_dir) / "worker.log", "ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "engine.runs", str(run_dir)] + (["--resume"] if resume else []),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=_ROOT,
-    )
-    log.close()
+    proc = _spawn(run_dir, worker)
     note_pid(proc.pid)  # a fresh worker spends seconds importing torch before it writes anything
     return proc.pid
+
+
+def _spawn(run_dir: Path, cmd: list[str], env: dict | None = None) -> subprocess.Popen:
+    """A process of the run, in its own session (a page rerun never kills it), its output appended
+    to the run's worker.log."""
+    with open(Path(run_dir) / "worker.log", "ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, cwd=_ROOT, env=env)  # fmt: skip
 
 
 def request_stop(run_dir: Path) -> None:
@@ -484,24 +475,24 @@ def run_info(run_dir: Path) -> dict:
     }
 
 
-def _run_dirs() -> list[Path]:
+def run_dirs() -> list[Path]:
     base = runs_dir()
     return [p for p in base.iterdir() if (p / "train.json").exists()] if base.exists() else []
 
 
 def list_runs() -> list[dict]:
-    return sorted((run_info(p) for p in _run_dirs()), key=lambda r: r["created"], reverse=True)
+    return sorted((run_info(p) for p in run_dirs()), key=lambda r: r["created"], reverse=True)
 
 
 def run_states() -> dict[str, str]:
     """Every run's state and nothing else (one small file per run): what a page polls to notice a run that
     started, ended or lost its worker."""
-    return {p.name: read_status(p)["state"] for p in _run_dirs()}
+    return {p.name: read_status(p)["state"] for p in run_dirs()}
 
 
 class RunWriter:
     """Appends events and keeps status.json's heartbeat fresh (at most once a second; with `beat`, also
-    every HEARTBEAT_S from a thread, so a run on another machine is not taken for lost while it validates)."""
+    every REMOTE_BEAT_S from a thread, so a run on another machine is not taken for lost while it validates)."""
 
     def __init__(self, run_dir: Path, echo: bool = False, beat: bool = False):
         self.run_dir = Path(run_dir)
@@ -710,17 +701,9 @@ def supervise(
     events = run_dir / "events.jsonl"
     offset = events.stat().st_size if events.exists() else 0
     cmd = distributed.torchrun(processes, max_restarts) + ["-m", "engine.runs", str(run_dir)]
-    log, began = open(run_dir / "worker.log", "ab"), time.time()
-    proc = subprocess.Popen(
-        cmd + (["--resume"] if resume else []),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-        cwd=_ROOT,
-        env={**os.environ, "LAYERLAB_SUPERVISOR_PID": str(os.getpid())},
-    )
-    log.close()
+    began = time.time()
+    proc = _spawn(run_dir, cmd + (["--resume"] if resume else []),
+                  {**os.environ, "LAYERLAB_SUPERVISOR_PID": str(os.getpid())})  # fmt: skip
     with stop_on_signals() as signalled:
         while proc.poll() is None:
             offset = echo_events(events, offset) if echo else offset
@@ -774,6 +757,26 @@ def echo_events(events: Path, offset: int) -> int:
     return start + end
 
 
+def train_here(
+    run_dir: Path,
+    processes: int | None = None,
+    ray: str | None = None,
+    *,
+    resume: bool = False,
+    echo: bool = False,
+    max_restarts: int = 0,
+) -> dict:
+    """Train the run from this process: on a Ray cluster at `ray` (`processes` workers, default 2),
+    on `processes` local processes under torchrun, or in this process. The `run_finished` event."""
+    if ray:
+        from engine import raycluster
+
+        return raycluster.train(run_dir, ray, processes or 2, resume=resume, echo=echo)
+    if processes:
+        return supervise(run_dir, processes, resume=resume, echo=echo, max_restarts=max_restarts)
+    return execute(run_dir, echo=echo, resume=resume)
+
+
 def _main(argv: list[str]) -> int:
     """`python -m engine.runs RUN_DIR [--resume] [--nproc N [--max-restarts R]] [--ray ADDRESS]`: the
     worker (one rank under torchrun's environment), or with --nproc the supervisor of N local processes,
@@ -787,19 +790,8 @@ def _main(argv: list[str]) -> int:
     parser.add_argument("--max-restarts", type=int, default=0)
     parser.add_argument("--ray", metavar="ADDRESS")
     args = parser.parse_args(argv)
-    if args.ray:
-        from engine import raycluster
-
-        cfg = TrainConfig.parse(read_json(Path(args.run_dir) / "train.json")["config"])
-        distributed.check_world(args.nproc or 2, cfg.batch_size, cfg.device, 0)
-        result = raycluster.train(Path(args.run_dir), args.ray, args.nproc or 2,
-                                  distributed.uses_cuda(cfg.device), args.resume)  # fmt: skip
-    elif args.nproc:
-        result = supervise(
-            args.run_dir, args.nproc, resume=args.resume, max_restarts=args.max_restarts
-        )
-    else:
-        result = execute(Path(args.run_dir), resume=args.resume)
+    result = train_here(Path(args.run_dir), args.nproc, args.ray, resume=args.resume,
+                        max_restarts=args.max_restarts)  # fmt: skip
     # under torchrun a failed rank exits non-zero, so that torchrun restarts the group or ends it
     return 1 if result["status"] == "failed" and "TORCHELASTIC_RUN_ID" in os.environ else 0
 

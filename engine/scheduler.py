@@ -16,11 +16,10 @@ import time
 from pathlib import Path
 
 from engine.errors import LayerLabError
-from engine.limits import Limit
-from engine.runs import launch, read_status, run_states, runs_dir
+from engine.limits import CORES, Limit
+from engine.runs import launch, read_status, run_dirs, runs_dir
 from engine.workspace import atomic_write_json, read_json, record_error
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 RUNS_PER_GPU = Limit("LAYERLAB_RUNS_PER_GPU", 1, "concurrent runs on each GPU", "runs")
 CPU_RUNS = Limit("LAYERLAB_CPU_RUNS", max(2, CORES // 2), "concurrent runs on the CPU", "runs")
 DISPATCH_EVERY_S = 1.0
@@ -60,11 +59,11 @@ def _locked():
 def _waiting_and_busy() -> tuple[list[tuple[Path, dict, str, int]], dict[str, int]]:
     """The queued runs in queue order (run, status, device kind, places) and the places in use."""
     waiting, busy = [], {"cpu": 0, "cuda": 0}
-    for name, state in run_states().items():
-        if state not in ("queued", "running"):
+    for run in run_dirs():
+        status = read_status(run)
+        if status["state"] not in ("queued", "running"):
             continue
-        run = runs_dir() / name
-        train, status = read_json(run / "train.json", {}), read_status(run)
+        train = read_json(run / "train.json", {})
         kind = _device_kind(train.get("config", {}))
         places = _places(kind, train.get("launch") or {})
         if status["state"] == "running" or status.get("pid"):  # training, or being started

@@ -202,16 +202,13 @@ def test_a_killed_rank_restarts_the_group_from_the_checkpoint(workspace, tmp_pat
     assert [e["epoch"] for e in events if e["type"] == "epoch_end"] == list(range(1, 41))
 
 
-def test_launcher_environment_by_hand_matches_torchrun(moons, tmp_path):
-    """The contract Slurm's srun and Kubernetes follow: each process gets RANK, WORLD_SIZE,
-    LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and runs the plain worker."""
-    by_torchrun = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "t", processes=2)
-    assert supervise(by_torchrun, 2)["status"] == "completed"
-    by_hand = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "h", processes=2)
+def by_hand(run, extra=lambda rank: {}) -> list[subprocess.Popen]:
+    """Two plain workers of `run` with torchrun's variables set by hand (the contract Slurm's srun
+    and Kubernetes follow); `extra(rank)`: more variables for one rank."""
     port = str(free_port())
-    procs = [
+    return [
         subprocess.Popen(
-            [sys.executable, "-m", "engine.runs", str(by_hand)],
+            [sys.executable, "-m", "engine.runs", str(run)],
             cwd=ROOT,
             env={
                 **os.environ,
@@ -221,13 +218,23 @@ def test_launcher_environment_by_hand_matches_torchrun(moons, tmp_path):
                 "LOCAL_WORLD_SIZE": "2",
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": port,
+                **extra(r),
             },
         )  # fmt: skip
         for r in range(2)
     ]
+
+
+def test_launcher_environment_by_hand_matches_torchrun(moons, tmp_path):
+    """The contract Slurm's srun and Kubernetes follow: each process gets RANK, WORLD_SIZE,
+    LOCAL_RANK, MASTER_ADDR and MASTER_PORT, and runs the plain worker."""
+    by_torchrun = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "t", processes=2)
+    assert supervise(by_torchrun, 2)["status"] == "completed"
+    run = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "h", processes=2)
+    procs = by_hand(run)
     assert [p.wait(timeout=120) for p in procs] == [0, 0]
-    assert events_of(by_hand, "run_finished")[-1]["status"] == "completed"
-    a, b = weights(by_torchrun), weights(by_hand)
+    assert events_of(run, "run_finished")[-1]["status"] == "completed"
+    a, b = weights(by_torchrun), weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -239,23 +246,8 @@ def test_a_failing_rank_ends_the_run_as_failed_with_its_message(moons, tmp_path)
 
     init = compile_spec(parse_spec(mlp_spec(2)), data_inputs(moons.meta), seed=0)[0].state_dict()
     run = create_run(mlp_spec(2), TRAIN, moons.path, run_dir=tmp_path / "run", init=init)
-    port, t = str(free_port()), time.time()
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "engine.runs", str(run)],
-            cwd=ROOT,
-            env={
-                **os.environ,
-                "RANK": str(r),
-                "LOCAL_RANK": str(r),
-                "WORLD_SIZE": "2",
-                "MASTER_ADDR": "127.0.0.1",
-                "MASTER_PORT": port,
-                **({"LAYERLAB_MAX_WEIGHTS_BYTES": "100"} if r == 1 else {}),
-            },
-        )  # fmt: skip
-        for r in range(2)
-    ]
+    t = time.time()
+    procs = by_hand(run, lambda rank: {"LAYERLAB_MAX_WEIGHTS_BYTES": "100"} if rank == 1 else {})
     for p in procs:
         p.wait(timeout=120)
     assert time.time() - t < 120

@@ -4,7 +4,7 @@ import streamlit as st
 import torch
 
 from engine.launch import storage_warning
-from engine.scheduler import CORES
+from engine.limits import CORES
 from engine.tasks import Task
 from engine.train.config import TrainConfig
 from engine.train.distributed import uses_cuda

@@ -83,11 +83,6 @@ def sync_batch_norm(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
-
-
 def uses_cuda(device: str) -> bool:
     return device == "cuda" or (device == "auto" and torch.cuda.is_available())
 

@@ -10,7 +10,6 @@ import contextlib
 import gc
 import hashlib
 import math
-import os
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
@@ -22,6 +21,7 @@ from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.errors import ConfigError, LayerLabError
 from engine.export import save_weights
+from engine.limits import CORES
 from engine.portable import target_units
 from engine.spec import data_inputs
 from engine.tasks import task_for
@@ -41,12 +41,9 @@ def pick_threads(n_params: int, batch_size: int, processes: int = 1) -> int:
     """Small models run fastest on one thread (measured: 2 threads ran 0.71-0.86x on this 2-core box and
     stalled under load); bigger ones get all cores but one, leaving one to the Streamlit server, shared
     among the run's `processes` on this machine."""
-    cores = (
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    )
-    if cores <= 2 or n_params * batch_size < 20_000_000:
+    if CORES <= 2 or n_params * batch_size < 20_000_000:
         return 1
-    return max(1, (cores - 1) // processes)
+    return max(1, (CORES - 1) // processes)
 
 
 def fingerprint(model: torch.nn.Module) -> str:
