@@ -437,13 +437,15 @@ def test_class_weights_shift_predictions_toward_the_rare_class(tmp_path):
 
 
 def test_text_is_encoded_as_a_row_by_row_tokenizer_would(monkeypatch):
-    """All rows' text is tokenized in one regex pass (in blocks); the ids equal a plain pass per row, with newlines
-    and missing values in cells, two text columns, accents, unknown words and rows longer than the limit."""
+    """All rows' text is tokenized in one pass (in blocks); the ids equal a regular expression's pass per row,
+    with newlines and missing values in cells, two text columns, accents, unknown words and rows longer than the
+    limit."""
     import numpy as np
 
     from engine import portable
 
-    monkeypatch.setattr(portable, "TEXT_BLOCK", 3)  # several blocks, the last one short
+    monkeypatch.setattr(portable, "TEXT_CHARS", 20)  # several blocks, the last one short
+    monkeypatch.setattr(portable, "TEXT_ROWS", 4)
     frame = pd.DataFrame(
         {
             "title": ["Café au lait", None, "Ünïcode\nline two", "a b c d e f g", "x", "it's"],
@@ -474,10 +476,67 @@ def test_text_is_encoded_as_a_row_by_row_tokenizer_would(monkeypatch):
     got = portable.encode_rows(frame, state)
     index = {w: i for i, w in enumerate(vocab)}
     for r, (title, body) in enumerate(zip(frame["title"], frame["body"], strict=True)):
-        text = " ".join("" if pd.isna(v) else v for v in (title, body)).lower()
-        want = [index.get(w, 1) for w in portable.TOKEN.findall(text)][:5]
+        text = " ".join("" if pd.isna(v) else v for v in (title, body))
+        want = [index.get(w.lower(), 1) for w in portable.TOKEN.findall(text)][:5]
         assert got[r].tolist() == want + [0] * (5 - len(want)), (r, got[r], want)
     assert np.count_nonzero(got[3]) == 5  # cut at max_length
+
+
+@pytest.mark.parametrize("lowercase", [True, False])
+@pytest.mark.parametrize("chars", [1 << 23, 7, 50])
+@pytest.mark.parametrize("storage", ["pyarrow", "python"])
+def test_the_tokenizer_finds_the_words_a_regular_expression_finds(
+    monkeypatch, lowercase, chars, storage
+):
+    """Random text over ASCII, accents, letters that lowercase to two characters, ligatures, CJK, emoji, digits
+    of other scripts, combining marks, punctuation beyond ASCII, NUL (and a lone surrogate, which pyarrow cannot
+    hold), in two columns with missing values, held by pyarrow or as Python strings: every row's words, in blocks
+    of any size, are `TOKEN.findall` of its text, each lowercased when asked."""
+    import random
+
+    import numpy as np
+
+    from engine import portable
+
+    monkeypatch.setattr(portable, "TEXT_CHARS", chars)
+    monkeypatch.setattr(portable, "TEXT_ROWS", 3)
+    rng = random.Random(chars)
+    alphabet = list("abcXYZ019_' \n\t.,!-") + list("éÜßİǅﬁ中😀٣\u0301—’Σς\u00a0\x00Ⅻ²")
+    alphabet += ["\ud800"] if storage == "python" else []
+    text = lambda: "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 40)))  # noqa: E731
+    columns = {c: [text() if rng.random() > 0.1 else None for _ in range(1500)] for c in "ab"}
+    kind = pd.StringDtype("pyarrow") if storage == "pyarrow" else object
+    frame = pd.DataFrame(  # pyarrow's in two chunks, as a concatenation leaves them
+        {
+            c: pd.concat([pd.Series(v[:700], dtype=kind), pd.Series(v[700:], dtype=kind)])
+            for c, v in columns.items()
+        }
+    ).reset_index(drop=True)
+    assert (portable._arrow_text(frame) is not None) == (storage == "pyarrow")
+    tokens = portable.tokenize(frame, lowercase)
+    vocab = ["<pad>", "<unk>"] + tokens.words[::2]
+    got = np.zeros((len(frame), 6), np.float32)
+    portable.token_ids(tokens, vocab, got)
+    index = {w: i for i, w in enumerate(vocab)}
+    for r, (a, b) in enumerate(zip(columns["a"], columns["b"], strict=True)):
+        row = f"{a or ''} {b or ''}"
+        words = [w.lower() if lowercase else w for w in portable.TOKEN.findall(row)]
+        assert len(words) == tokens.counts[r]
+        want = [index.get(w, 1) for w in words][:6]
+        assert got[r].tolist() == want + [0] * (6 - len(want)), (r, row)
+
+
+def test_every_word_character_is_one():
+    """Each of the 1,114,112 code points (but surrogates) is a word character exactly when `[\\w']` says so."""
+    from engine import portable
+
+    every = "".join(chr(c) for c in range(0x110000) if not 0xD800 <= c < 0xE000)
+    for frame in (
+        pd.DataFrame({"t": [every]}),
+        pd.DataFrame({"t": pd.Series([every], dtype=object)}),
+    ):
+        tokens = portable.tokenize(frame, False)
+        assert [tokens.words[w] for w in tokens.word] == portable.TOKEN.findall(every)
 
 
 def test_a_refused_table_leaves_no_copy_of_the_upload_behind(tmp_path):

@@ -13,7 +13,7 @@ from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import TableSource, read_table
-from engine.data.store import Dataset, datasets_dir, image_preprocessing, save_dataset
+from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
     ColumnPlan,
     TextOptions,
@@ -54,50 +54,61 @@ def prepare_frame(
     more files into the dataset's folder before it is moved into place (see `save_dataset`)."""
     progress = progress or quiet
     progress(0.0, "Splitting the rows")
-    info = prepare_table(
-        df,
-        target,
-        task,
-        plans=plans,
-        text=text,
-        seed=seed,
-        name=name,
-        drop_duplicates=drop_duplicates,
-        progress=part(progress, 0, 0.6),
-    )
-    info.notices[:0] = notices
-    progress(0.6, "Checking the data's health and saving")
-    extra = {}
-    if info.preprocessing.get("text"):
-        vocab = info.preprocessing["text"]["vocab"]
-        extra.update(vocab=vocab, vocab_size=len(vocab))
-        if model_inputs(info.preprocessing):
-            extra["inputs"] = model_inputs(info.preprocessing)
-    ds = save_dataset(
-        name=name,
-        source=source,
-        task=info.task,
-        x=info.x,
-        y=info.y,
-        classes=info.classes,
-        feature_names=info.feature_names,
-        preprocessing=info.preprocessing,
-        notices=info.notices,
-        preview=df,
-        root=root,
-        extra=extra,
-        meanwhile=lambda: {
-            "health": health_report(
-                info.frame, target, info.task, info.x, info.y, info.classes, info.columns
-            )
-        },
-        files=lambda folder: (
-            progress(0.9, "Keeping your rows for the Evaluate page"),
-            keep_rows(folder, info.frame, info.order),
-            files and files(folder),
-        ),
-    )
-    return ds
+    staged: list[Staged] = []  # the dataset's folder, made once the encoded rows' width is known
+
+    def allocate(sizes: dict, width: int, y_dtype) -> tuple[np.ndarray, np.ndarray]:
+        staged.append(Staged(root, sizes, (width,), np.float32, y_dtype))
+        return staged[0].x, staged[0].y
+
+    try:
+        info = prepare_table(
+            df,
+            target,
+            task,
+            plans=plans,
+            text=text,
+            seed=seed,
+            name=name,
+            drop_duplicates=drop_duplicates,
+            progress=part(progress, 0, 0.6),
+            allocate=allocate,
+        )
+        info.notices[:0] = notices
+        progress(0.6, "Checking the data's health and saving")
+        extra = {}
+        if info.preprocessing.get("text"):
+            vocab = info.preprocessing["text"]["vocab"]
+            extra.update(vocab=vocab, vocab_size=len(vocab))
+            if model_inputs(info.preprocessing):
+                extra["inputs"] = model_inputs(info.preprocessing)
+        return save_dataset(
+            name=name,
+            source=source,
+            task=info.task,
+            x=info.x,
+            y=info.y,
+            classes=info.classes,
+            feature_names=info.feature_names,
+            preprocessing=info.preprocessing,
+            notices=info.notices,
+            preview=df,
+            root=root,
+            extra=extra,
+            meanwhile=lambda: {
+                "health": health_report(
+                    info.frame, target, info.task, info.x, info.y, info.classes, info.columns
+                )
+            },
+            files=lambda folder: (
+                progress(0.9, "Keeping your rows for the Evaluate page"),
+                keep_rows(folder, info.frame, info.order),
+                files and files(folder),
+            ),
+            staged=staged[0],
+        )
+    finally:
+        for folder in staged:  # moved into place by now, unless preparing failed
+            folder.discard()
 
 
 def keep_rows(folder: Path, frame: pd.DataFrame, order) -> None:

@@ -1,6 +1,8 @@
 """Prepared datasets on disk: <home>/datasets/<id>/{data.safetensors, meta.json, preview.csv}."""
 
 import hashlib
+import json
+import mmap
 import re
 import shutil
 import tempfile
@@ -117,6 +119,56 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "dataset"
 
 
+ST_DTYPES = {np.dtype(np.float32): "F32", np.dtype(np.int64): "I64", np.dtype(np.uint8): "U8"}
+
+
+class Staged:
+    """A dataset's folder while it is written, with its tensors in `data.safetensors`, memory-mapped: the rows are
+    encoded straight into the file (no copy of them in memory, no write of them afterwards). Every split's
+    targets, then every split's inputs, each region in split order: `y` and `x` are the whole regions, zeroed."""
+
+    def __init__(
+        self, root: Path | None, sizes: dict, x_shape: tuple, x_dtype, y_dtype: np.dtype
+    ) -> None:
+        base = datasets_dir(root)
+        base.mkdir(parents=True, exist_ok=True)
+        self.folder = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
+        n, x_dtype, y_dtype = sum(sizes.values()), np.dtype(x_dtype), np.dtype(y_dtype)
+        header, offset = {}, 0
+        for split in SPLITS:
+            end = offset + sizes[split] * y_dtype.itemsize
+            header[f"y_{split}"] = {
+                "dtype": ST_DTYPES[y_dtype],
+                "shape": [sizes[split]],
+                "data_offsets": [offset, end],
+            }
+            offset = end
+        row = int(np.prod(x_shape)) * x_dtype.itemsize
+        for split in SPLITS:
+            end = offset + sizes[split] * row
+            header[f"x_{split}"] = {
+                "dtype": ST_DTYPES[x_dtype],
+                "shape": [sizes[split], *x_shape],
+                "data_offsets": [offset, end],
+            }
+            offset = end
+        text = json.dumps(header, separators=(",", ":")).encode()
+        text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
+        start = 8 + len(text)
+        with open(self.folder / "data.safetensors", "wb+") as f:
+            f.write(len(text).to_bytes(8, "little") + text)
+            f.truncate(start + offset)
+            mapped = mmap.mmap(f.fileno(), start + offset)  # the mapping outlives the file object
+        self.y = np.frombuffer(mapped, y_dtype, n, start)
+        self.x = np.frombuffer(
+            mapped, x_dtype, n * int(np.prod(x_shape)), start + n * y_dtype.itemsize
+        )
+        self.x = self.x.reshape(n, *x_shape)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 def save_dataset(
     *,
     name: str,
@@ -133,10 +185,12 @@ def save_dataset(
     extra: dict | None = None,
     meanwhile: Callable[[], dict] | None = None,
     files: Callable[[Path], None] | None = None,
+    staged: Staged | None = None,
 ) -> Dataset:
     """Write the tensors, preview and meta into a folder named by the content hash. `meanwhile` computes more
     meta (e.g. the data-health report) while the file is written and hashed on other threads; `files` writes more
-    files into the folder (given its path) before it is moved into place."""
+    files into the folder (given its path) before it is moved into place. `staged`: the folder, whose file already
+    holds `x` and `y` (views of its regions)."""
     tensors = {}
     for split in SPLITS:
         xv = np.asarray(x[split])  # uint8 images stay uint8 (scaled on the device when training)
@@ -149,7 +203,7 @@ def save_dataset(
         )
     base = datasets_dir(root)
     base.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
+    staging = staged.folder if staged else Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
     digest = hashlib.sha256()
     try:
         # Both release the GIL: the hash (which names the folder) and the write run beside `meanwhile`.
@@ -157,11 +211,15 @@ def save_dataset(
             hashed = pool.submit(
                 lambda: [digest.update(tensors[k].numpy()) for k in sorted(tensors)]
             )
-            written = pool.submit(save_file, tensors, str(staging / "data.safetensors"))
+            written = (
+                None
+                if staged
+                else pool.submit(save_file, tensors, str(staging / "data.safetensors"))
+            )
             try:
                 more = meanwhile() if meanwhile else {}
             finally:
-                hashed.result(), written.result()
+                hashed.result(), written and written.result()
         if preview is not None:
             preview.head(200).to_csv(staging / "preview.csv", index=False)
         if files is not None:

@@ -10,7 +10,7 @@ fitted on the training split).
 
 import math
 import re
-from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -20,18 +20,18 @@ from pydantic import BaseModel, ConfigDict
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
+from engine.data.store import SPLITS
 from engine.errors import DataError
 from engine.limits import DATA_BYTES, ONEHOT
 from engine.portable import (
-    ROW_END,
-    TEXT_BLOCK,
     TOKEN,
     InputError,
+    Tokens,
     category_codes,
     encode_rows,
     numeric,
-    row_tokens,
     threaded,
+    tokenize,
 )
 from engine.progress import Progress, quiet
 from engine.spec import FIRST_INPUT
@@ -321,25 +321,29 @@ def _impute_statistic(values: np.ndarray, strategy: str, fill_value: str) -> flo
 
 
 def fit_preprocessing(
-    frame: pd.DataFrame, plans: list[ColumnPlan], text: TextOptions, rows: np.ndarray | None = None
+    frame: pd.DataFrame,
+    plans: list[ColumnPlan],
+    text: TextOptions,
+    rows: np.ndarray | None = None,
+    tokens: Tokens | None = None,
 ) -> dict:
     """Fit each column's imputer, scaler and encoder on the training rows (`rows` of `frame`, or all of it);
-    return their state as JSON."""
+    return their state as JSON. `tokens`: the text of those rows already tokenized, maybe followed by other
+    rows' (`prepare_table` tokenizes every split at once, the training rows first)."""
     state: dict = {"columns": [], "text": None}
-    text_cols = [p for p in plans if p.role == "feature" and p.kind == "text"]
+    text_cols = [p.name for p in plans if p.role == "feature" and p.kind == "text"]
     if text_cols:
-        counts = Counter()
-        texts = (
-            frame[[p.name for p in text_cols]]
-            if rows is None
-            else frame[[p.name for p in text_cols]].iloc[rows]
-        )
-        for start in range(0, len(texts), TEXT_BLOCK):
-            counts.update(row_tokens(texts.iloc[start : start + TEXT_BLOCK], text.lowercase))
-        counts.pop(ROW_END, None)
-        vocab = ["<pad>", "<unk>"] + [w for w, _ in counts.most_common(max(text.vocab_size - 2, 1))]
+        if tokens is None:
+            tokens = tokenize(
+                frame[text_cols] if rows is None else frame[text_cols].iloc[rows], text.lowercase
+            )
+        training = tokens.first(len(frame) if rows is None else len(rows))
+        counts = np.bincount(training, minlength=len(tokens.words))
+        # the most frequent words; a tie in order of first appearance
+        frequent = np.argsort(-counts, kind="stable")[: max(text.vocab_size - 2, 1)]
+        vocab = ["<pad>", "<unk>"] + [tokens.words[i] for i in frequent if counts[i]]
         state["text"] = {
-            "columns": [p.name for p in text_cols],
+            "columns": text_cols,
             "vocab": vocab,
             "max_length": text.max_length,
             "lowercase": text.lowercase,
@@ -451,13 +455,26 @@ def model_inputs(state: dict) -> dict | None:
     }
 
 
+Allocate = Callable[[dict, int, np.dtype], tuple[np.ndarray, np.ndarray]]
+
+
+def in_memory(sizes: dict, width: int, y_dtype: np.dtype) -> tuple[np.ndarray, np.ndarray]:
+    """Zeroed arrays for every split's encoded rows (float32, `width` wide) and targets, in split order."""
+    n = sum(sizes.values())
+    return np.zeros((n, width), np.float32), np.zeros(n, y_dtype)
+
+
 def apply_preprocessing(
-    frame: pd.DataFrame, state: dict, rows: np.ndarray | None = None
+    frame: pd.DataFrame,
+    state: dict,
+    rows: np.ndarray | None = None,
+    tokens: Tokens | None = None,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did (`engine.portable.encode_rows`, which a bundle's
     predict.py runs too); DataError when the rows cannot be prepared."""
     try:
-        return encode_rows(frame, state, rows)
+        return encode_rows(frame, state, rows, tokens, out)
     except InputError as e:
         raise DataError(str(e)) from None
 
@@ -475,9 +492,11 @@ def prepare_table(
     name: str = "the table",
     drop_duplicates: bool = False,
     progress: Progress = quiet,
+    allocate: Allocate | None = None,
 ) -> TableInfo:
     """Split the table, fit preprocessing on the training split, and return arrays for every split.
-    `drop_duplicates`: keep one of each set of rows that agree on the used columns and the target."""
+    `drop_duplicates`: keep one of each set of rows that agree on the used columns and the target. `allocate`:
+    where the encoded rows go (`in_memory` by default; a dataset's file, memory-mapped, when saving)."""
     if target not in df.columns:
         raise DataError(
             f"'{name}' has no column '{target}'. Columns: {', '.join(map(str, df.columns[:20]))}."
@@ -603,7 +622,13 @@ def prepare_table(
                 f"{'' if p.missing == 'constant' else ' of the training split'}."
             )
     progress(0.2, "Fitting the columns on the training split")
-    state = fit_preprocessing(df, features, text, rows=splits["train"])
+    # Encoded in split order (train rows, then validation, then test): each split is a slice, not a copy.
+    order = np.concatenate([splits[k] for k in SPLITS])
+    text_cols = [p.name for p in features if p.kind == "text"]
+    tokens = (
+        tokenize(df[text_cols].iloc[order], text.lowercase) if text_cols else None
+    )  # once, for the vocabulary and the encoding
+    state = fit_preprocessing(df, features, text, rows=splits["train"], tokens=tokens)
     for c in state["columns"]:
         if c.get("other"):
             notices.append(
@@ -635,12 +660,13 @@ def prepare_table(
         y_all = ((y_all - mean) / std).astype(np.float32)
     else:
         state["target"] = {"name": target, "task": task, "classes": classes}
-    # Encoded once, in split order (train rows, then validation, then test): each split is a slice, not a copy.
-    order = np.concatenate([splits[k] for k in ("train", "val", "test")])
-    x_all = apply_preprocessing(df, state, rows=order)
-    bounds = np.cumsum([0] + [len(splits[k]) for k in ("train", "val", "test")])
-    x = {k: x_all[bounds[i] : bounds[i + 1]] for i, k in enumerate(("train", "val", "test"))}
-    y = {k: y_all[v] for k, v in splits.items()}
+    sizes = {k: len(splits[k]) for k in SPLITS}
+    x_all, y_out = (allocate or in_memory)(sizes, len(feature_names(state)), y_all.dtype)
+    apply_preprocessing(df, state, rows=order, tokens=tokens, out=x_all)
+    y_out[:] = y_all[order]
+    bounds = np.cumsum([0] + [sizes[k] for k in SPLITS])
+    x = {k: x_all[bounds[i] : bounds[i + 1]] for i, k in enumerate(SPLITS)}
+    y = {k: y_out[bounds[i] : bounds[i + 1]] for i, k in enumerate(SPLITS)}
     return TableInfo(
         task,
         x,
