@@ -68,9 +68,13 @@ class Tokens(NamedTuple):
     word: np.ndarray
     words: list[str]
 
-    def first(self, rows: int) -> np.ndarray:
-        """The words of the first `rows` rows."""
-        return self.word[: int(self.counts[:rows].sum())]
+    def of(self, rows: np.ndarray | None) -> np.ndarray:
+        """The words of these rows (all rows' when None)."""
+        if rows is None:
+            return self.word
+        chosen = np.zeros(len(self.counts), bool)
+        chosen[rows] = True
+        return self.word[np.repeat(chosen, self.counts)]
 
 
 def text_rows(frame: pd.DataFrame) -> list[str]:
@@ -92,21 +96,15 @@ def tokenize(frame: pd.DataFrame, lowercase: bool) -> Tokens:
     and blocks' words by their text (a tenth of the time of a regular expression, which makes a string a word)."""
     index: dict[str, int] = {}
     count_parts, word_parts = [], []
-    for buf, starts in _text_blocks(frame):
-        counts, keys, first, last = _scan(buf, starts)
-        codes, uniques = pd.factorize(keys)
-        where = np.empty(len(uniques), np.int64)
-        where[codes[::-1]] = np.arange(
-            len(codes) - 1, -1, -1
-        )  # each distinct word's first occurrence
-        spans = zip(first[where].tolist(), last[where].tolist(), strict=True)
+    for buf, counts, codes, first, last in _scanned(frame):
+        spans = zip(first.tolist(), last.tolist(), strict=True)
         found = np.fromiter(
             (
                 index.setdefault(w.lower() if lowercase else w, len(index))
                 for w in (buf[a:b].decode("utf-8", "surrogatepass") for a, b in spans)
             ),
             np.int32,
-            len(uniques),
+            len(first),
         )
         count_parts.append(counts)
         word_parts.append(found[codes])
@@ -115,6 +113,29 @@ def tokenize(frame: pd.DataFrame, lowercase: bool) -> Tokens:
         np.concatenate(word_parts) if word_parts else np.zeros(0, np.int32),
         list(index),
     )
+
+
+def _scanned(frame: pd.DataFrame):
+    """Each block's bytes, words per row, each word's index among the block's distinct words, and those words'
+    first and last+1 bytes; blocks scanned on all cores (NumPy and pandas release the GIL), two ahead at most."""
+    workers = max(os.cpu_count() or 1, 1)
+    with ThreadPoolExecutor(workers) as pool:
+        ahead: list = []
+        for buf, starts in _text_blocks(frame):
+            ahead.append((buf, pool.submit(_distinct, buf, starts)))
+            if len(ahead) > workers:
+                buf, done = ahead.pop(0)
+                yield buf, *done.result()
+        for buf, done in ahead:
+            yield buf, *done.result()
+
+
+def _distinct(buf: bytes, starts: np.ndarray):
+    counts, keys, first, last = _scan(buf, starts)
+    codes, uniques = pd.factorize(keys)
+    where = np.empty(len(uniques), np.int64)
+    where[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct word's first occurrence
+    return counts, codes, first[where], last[where]
 
 
 def _text_blocks(frame: pd.DataFrame):
@@ -236,22 +257,30 @@ def _word_characters(b: np.ndarray, lead: np.ndarray) -> np.ndarray:
     return is_word[which]
 
 
-def token_ids(tokens: Tokens, vocab: list[str], out: np.ndarray) -> None:
-    """Into `out` (rows × length, zeros): each row's first `length` words by their place in `vocab` (1, <unk>,
-    when not in it); the rest stays 0 (<pad>). A block of rows at a time, so the scratch arrays stay small."""
+def token_ids(
+    tokens: Tokens, vocab: list[str], out: np.ndarray, rows: np.ndarray | None = None
+) -> None:
+    """Into `out` (rows × length, zeros): row i gets the first `length` words of row `rows[i]` (of row i when
+    `rows` is None) by their place in `vocab` (1, <unk>, when not in it); the rest stays 0 (<pad>). Blocks of
+    rows on all cores, so the scratch arrays stay small."""
     place = {w: i for i, w in enumerate(vocab)}
     lookup = np.fromiter((place.get(w, 1) for w in tokens.words), np.float32, len(tokens.words))
     length = out.shape[1]
     ends = np.cumsum(tokens.counts, dtype=np.int64)
-    for r in range(0, len(out), TEXT_ROWS):
-        counts = np.minimum(tokens.counts[r : r + TEXT_ROWS], length)  # longer rows are cut
-        begin = ends[r : r + TEXT_ROWS] - tokens.counts[r : r + TEXT_ROWS]
+
+    def block(r: int) -> None:
+        source = (
+            np.arange(r, min(r + TEXT_ROWS, len(out))) if rows is None else rows[r : r + TEXT_ROWS]
+        )
+        have = tokens.counts[source]
+        counts = np.minimum(have, length)  # longer rows are cut
         kept = np.cumsum(counts, dtype=np.int64)
-        at = np.arange(kept[-1] if len(kept) else 0) - np.repeat(
-            kept - counts, counts
-        )  # place in its row
+        # each word's place in its row
+        at = np.arange(kept[-1] if len(kept) else 0) - np.repeat(kept - counts, counts)
         row = np.repeat(np.arange(r, r + len(counts)), counts)
-        out[row, at] = lookup[tokens.word[np.repeat(begin, counts) + at]]
+        out[row, at] = lookup[tokens.word[np.repeat(ends[source] - have, counts) + at]]
+
+    threaded(block, range(0, len(out), TEXT_ROWS))
 
 
 def numeric(col: pd.Series, kind: str) -> np.ndarray:
@@ -304,8 +333,8 @@ def encode_rows(
     out: np.ndarray | None = None,
 ) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did, from the fitted preprocessing `state` (missing
-    columns are an error). `rows` picks and orders the rows to encode (all of them by default); `tokens`: those
-    rows' text already tokenized; `out`: a float32 array of zeros to encode into (as `encoded_width` says)."""
+    columns are an error). `rows` picks and orders the rows to encode (all of them by default); `tokens`: the
+    frame's text already tokenized; `out`: a float32 array of zeros to encode into (as `encoded_width` says)."""
     if not state.get("text") and "columns" not in state:
         raise InputError(
             "this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
@@ -337,9 +366,8 @@ def encode_rows(
     )
     if text:
         if tokens is None:
-            texts = frame[text["columns"]] if rows is None else frame[text["columns"]].iloc[rows]
-            tokens = tokenize(texts, text["lowercase"])
-        token_ids(tokens, text["vocab"], out[:, width:])
+            tokens = tokenize(frame[text["columns"]], text["lowercase"])
+        token_ids(tokens, text["vocab"], out[:, width:], None if rows is None else order)
     return out
 
 

@@ -524,6 +524,10 @@ def test_the_tokenizer_finds_the_words_a_regular_expression_finds(
         assert len(words) == tokens.counts[r]
         want = [index.get(w, 1) for w in words][:6]
         assert got[r].tolist() == want + [0] * (6 - len(want)), (r, row)
+    order = np.random.default_rng(0).permutation(len(frame))[:900]  # some rows, in another order
+    picked = np.zeros((len(order), 6), np.float32)
+    portable.token_ids(tokens, vocab, picked, order)
+    assert (picked == got[order]).all()
 
 
 def test_every_word_character_is_one():

@@ -328,17 +328,14 @@ def fit_preprocessing(
     tokens: Tokens | None = None,
 ) -> dict:
     """Fit each column's imputer, scaler and encoder on the training rows (`rows` of `frame`, or all of it);
-    return their state as JSON. `tokens`: the text of those rows already tokenized, maybe followed by other
-    rows' (`prepare_table` tokenizes every split at once, the training rows first)."""
+    return their state as JSON. `tokens`: the frame's text already tokenized (`prepare_table` tokenizes once
+    for the vocabulary and the encoding)."""
     state: dict = {"columns": [], "text": None}
     text_cols = [p.name for p in plans if p.role == "feature" and p.kind == "text"]
     if text_cols:
         if tokens is None:
-            tokens = tokenize(
-                frame[text_cols] if rows is None else frame[text_cols].iloc[rows], text.lowercase
-            )
-        training = tokens.first(len(frame) if rows is None else len(rows))
-        counts = np.bincount(training, minlength=len(tokens.words))
+            tokens = tokenize(frame[text_cols], text.lowercase)
+        counts = np.bincount(tokens.of(rows), minlength=len(tokens.words))
         # the most frequent words; a tie in order of first appearance
         frequent = np.argsort(-counts, kind="stable")[: max(text.vocab_size - 2, 1)]
         vocab = ["<pad>", "<unk>"] + [tokens.words[i] for i in frequent if counts[i]]
@@ -625,9 +622,8 @@ def prepare_table(
     # Encoded in split order (train rows, then validation, then test): each split is a slice, not a copy.
     order = np.concatenate([splits[k] for k in SPLITS])
     text_cols = [p.name for p in features if p.kind == "text"]
-    tokens = (
-        tokenize(df[text_cols].iloc[order], text.lowercase) if text_cols else None
-    )  # once, for the vocabulary and the encoding
+    # the text tokenized once, for the vocabulary and the encoding
+    tokens = tokenize(df[text_cols], text.lowercase) if text_cols else None
     state = fit_preprocessing(df, features, text, rows=splits["train"], tokens=tokens)
     for c in state["columns"]:
         if c.get("other"):
