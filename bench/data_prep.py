@@ -12,6 +12,7 @@ the table becomes a two-input dataset (its text tokenized into 64 ids a row).
 """
 
 import argparse
+import os
 import json
 import resource
 import statistics
@@ -99,6 +100,7 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "table.csv"
         make_csv(path, args.rows, args.text)
+        os.sync()  # the table on disk, as a user's file is: its write-back is not part of either step
         runs = {"read": [], "prepare": []}
         for i in range(args.repeats):  # interleaved, so a slow spell of the machine hits both alike
             for kind in runs:

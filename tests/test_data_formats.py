@@ -551,3 +551,23 @@ def test_a_refused_table_leaves_no_copy_of_the_upload_behind(tmp_path):
     with pytest.raises(DataError, match="no column 'nope'"):
         prepare_file(b"a,b\n1,2\n3,4\n", "t.csv", "nope", root=tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_is_a_message_and_leaves_nothing_behind(tmp_path, monkeypatch):
+    """The dataset's file is reserved on disk before rows are encoded into it (memory-mapped): a disk without
+    room says so, names what to do, and leaves no half-written folder or copy of the upload."""
+    import errno
+    import os
+
+    from engine.data import store
+    from engine.data.prepare import prepare_file
+    from engine.errors import DataError
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store.os, "posix_fallocate", full)
+    rows = "a,b,label\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(50))
+    with pytest.raises(DataError, match="not enough disk space .*Free some space"):
+        prepare_file(rows.encode(), "t.csv", "label", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []

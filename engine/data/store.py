@@ -157,10 +157,14 @@ class Staged:
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
         start = 8 + len(text)
-        with open(self.folder / "data.safetensors", "wb+") as f:
-            f.write(len(text).to_bytes(8, "little") + text)
-            _reserve(f, start + offset)
-            mapped = mmap.mmap(f.fileno(), start + offset)  # the mapping outlives the file object
+        try:
+            with open(self.folder / "data.safetensors", "wb+") as f:
+                f.write(len(text).to_bytes(8, "little") + text)
+                _reserve(f, start + offset)
+                mapped = mmap.mmap(f.fileno(), start + offset)  # the mapping outlives the file object
+        except BaseException:
+            self.discard()
+            raise
         self.y = np.frombuffer(mapped, y_dtype, n, start)
         self.x = np.frombuffer(
             mapped, x_dtype, n * int(np.prod(x_shape)), start + n * y_dtype.itemsize
