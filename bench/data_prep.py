@@ -12,8 +12,8 @@ the table becomes a two-input dataset (its text tokenized into 64 ids a row).
 """
 
 import argparse
-import os
 import json
+import os
 import resource
 import statistics
 import subprocess
