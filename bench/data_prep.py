@@ -47,7 +47,6 @@ def make_csv(path: Path, rows: int, text: bool = False) -> None:
 
 def step(kind: str, path: str, home: str) -> dict:
     """One measured step; run in a child process so its peak memory is its own."""
-
     os.environ["LAYERLAB_HOME"] = home
     from engine.data.prepare import (
         prepare_file,
