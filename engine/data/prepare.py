@@ -167,9 +167,7 @@ def prepare_file(
     `source`: the file as already read with these options (the Data page has it), to save reading it twice."""
     keep = len(data) <= KEEP_SOURCE_BYTES
     with ThreadPoolExecutor(1) as pool:
-        aside = (
-            pool.submit(_write_aside, data, datasets_dir(root)) if keep else None
-        )  # while the table is prepared
+        aside = None
         try:
             start = 0.0
             if source is None:
@@ -178,6 +176,8 @@ def prepare_file(
                     read_table(data, filename, delimiter=delimiter, encoding=encoding),
                     0.3,
                 )
+            # Written while the table is prepared (after reading it, which takes every core)
+            aside = pool.submit(_write_aside, data, datasets_dir(root)) if keep else None
             frame = source.frame
             plans = plans if plans is not None else suggest_columns(frame, target)
 
