@@ -46,17 +46,15 @@ def threaded(fn: Callable, items: Iterable) -> list:
 # --- tables -------------------------------------------------------------------------------------------------
 
 TEXT_ROWS = 65536  # rows of token ids written at a time
-TEXT_CHARS = (
-    1 << 23
-)  # characters of text tokenized at a time (whole rows): bounds the tokenizer's scratch memory
+# text tokenized at a time, in characters (bytes of the text pyarrow holds), whole rows: bounds scratch memory
+TEXT_CHARS = 1 << 23
 # A word's characters: what the regular expression [\w']+ takes (Python's \w is str.isalnum() or "_"). ASCII bytes
 # by table; other characters are looked up once per distinct character.
 ASCII_WORD = np.array(
     [chr(b).isalnum() or chr(b) in "_'" if b < 128 else False for b in range(256)]
 )
-WORD_MASK = np.array(
-    [(1 << 8 * k) - 1 for k in range(8)] + [2**64 - 1], np.uint64
-)  # a word's first k bytes
+# the low k bytes of a word's first 8, for k = 0..8
+WORD_MASK = np.array([(1 << 8 * k) - 1 for k in range(8)] + [2**64 - 1], np.uint64)
 HASH = tuple(np.uint64(m) for m in (0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB))
 
 
@@ -117,7 +115,8 @@ def tokenize(frame: pd.DataFrame, lowercase: bool) -> Tokens:
 
 def _scanned(frame: pd.DataFrame):
     """Each block's bytes, words per row, each word's index among the block's distinct words, and those words'
-    first and last+1 bytes; blocks scanned on all cores (NumPy and pandas release the GIL), two ahead at most."""
+    first and last+1 bytes; blocks scanned on all cores (NumPy and pandas release the GIL), a block per core
+    ahead at most."""
     workers = max(os.cpu_count() or 1, 1)
     with ThreadPoolExecutor(workers) as pool:
         ahead: list = []
@@ -131,6 +130,7 @@ def _scanned(frame: pd.DataFrame):
 
 
 def _distinct(buf: bytes, starts: np.ndarray):
+    """A block's words per row, each word's index among its distinct words, and their first and last+1 bytes."""
     counts, keys, first, last = _scan(buf, starts)
     codes, uniques = pd.factorize(keys)
     where = np.empty(len(uniques), np.int64)
@@ -203,9 +203,8 @@ def _scan(buf: bytes, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nd
         chars = np.flatnonzero((b & 0xC0) != 0x80)  # each character's first byte
         lead = np.flatnonzero(b >= 0xC0)
         word[lead] = _word_characters(b, lead)
-        inside = np.flatnonzero(
-            (b & 0xC0) == 0x80
-        )  # continuation bytes: as their character's first byte
+        # continuation bytes: as their character's first byte
+        inside = np.flatnonzero((b & 0xC0) == 0x80)
         word[inside] = word[chars[np.searchsorted(chars, inside) - 1]]
     cut = np.zeros(len(b), bool)
     cut[starts] = True  # no word goes on into the next row
@@ -334,7 +333,7 @@ def encode_rows(
 ) -> np.ndarray:
     """Turn raw rows into model inputs exactly as training did, from the fitted preprocessing `state` (missing
     columns are an error). `rows` picks and orders the rows to encode (all of them by default); `tokens`: the
-    frame's text already tokenized; `out`: a float32 array of zeros to encode into (as `encoded_width` says)."""
+    frame's text already tokenized; `out`: a float32 array of zeros to encode into (rows × the encoded width)."""
     if not state.get("text") and "columns" not in state:
         raise InputError(
             "this model's saved preprocessing cannot encode new rows (its dataset was stored as token "
