@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,10 @@ def main():
         for i in range(args.repeats):  # interleaved, so a slow spell of the machine hits both alike
             for kind in runs:
                 runs[kind].append(child(kind, path, Path(tmp) / f"home{i}"))
+                # Each step leaves the machine as it found it: the read's memory is freed when its process
+                # ends, and the prepared dataset is deleted (its files would otherwise hold that much page
+                # cache, and on a virtual machine fresh pages cost far more than pages just freed).
+                shutil.rmtree(Path(tmp) / f"home{i}", ignore_errors=True)
         read, prep = (
             {k: statistics.median(r[k] for r in runs[kind]) for k in runs[kind][0]} for kind in runs
         )
