@@ -33,17 +33,50 @@ class AttentionParams(OpParams):
     dropout: float = Field(
         0.0, ge=0, lt=1, title="Dropout", description="Dropout on the attention weights."
     )
+    causal: bool = Field(
+        False,
+        title="Causal",
+        description="Each step sees only itself and the steps before it, as a language model must (it "
+        "predicts the next token from the past). Off: every step sees every other.",
+    )
 
 
 class SelfAttention(nn.Module):
-    """Multi-head self-attention on (batch, time, features): queries, keys and values are the input."""
+    """Multi-head self-attention on (batch, time, features): queries, keys and values are the input; with
+    `causal`, each step attends only to itself and earlier steps."""
 
-    def __init__(self, features: int, num_heads: int, dropout: float):
+    def __init__(self, features: int, num_heads: int, dropout: float, causal: bool = False):
         super().__init__()
         self.attn = nn.MultiheadAttention(features, num_heads, dropout=dropout, batch_first=True)
+        self.causal = causal
 
     def forward(self, x):
-        return self.attn(x, x, x, need_weights=False)[0]
+        # (time, time), True where a step may not look: at the steps after it (model.py copies this class alone)
+        steps = x.shape[1]
+        mask = (
+            torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+            if self.causal
+            else None
+        )
+        return self.attn(x, x, x, need_weights=False, attn_mask=mask)[0]
+
+
+class CausalTransformerEncoder(nn.Module):
+    """Transformer encoder blocks whose self-attention sees only the current and earlier steps (GPT-style)."""
+
+    def __init__(
+        self, features: int, num_heads: int, dim_feedforward: int, dropout: float, num_layers: int
+    ):
+        super().__init__()
+        layer = nn.TransformerEncoderLayer(
+            features, num_heads, dim_feedforward, dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+
+    def forward(self, x):
+        steps = x.shape[1]  # True where a step may not look: at the steps after it
+        mask = torch.ones(steps, steps, dtype=torch.bool, device=x.device).triu(1)
+        return self.encoder(x, mask=mask, is_causal=True)
 
 
 @register(
@@ -57,6 +90,8 @@ def build_attention(p: AttentionParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "Self-attention")
     _heads(shape[1], p.num_heads)
+    if p.causal:
+        return make(SelfAttention, shape[1], p.num_heads, p.dropout, True)
     return make(SelfAttention, shape[1], p.num_heads, p.dropout)
 
 
@@ -77,6 +112,12 @@ class TransformerParams(OpParams):
     dropout: float = Field(
         0.1, ge=0, lt=1, title="Dropout", description="Dropout inside each block; 0.1 is usual."
     )
+    causal: bool = Field(
+        False,
+        title="Causal",
+        description="Each step sees only itself and the steps before it (a GPT-style decoder for language "
+        "models). Off: every step sees every other, as in BERT.",
+    )
 
 
 @register(
@@ -90,6 +131,15 @@ def build_transformer_encoder(p: TransformerParams, shapes):
     (shape,) = shapes
     require_sequence(shape, "A transformer encoder")
     _heads(shape[1], p.num_heads)
+    if p.causal:
+        return make(
+            CausalTransformerEncoder,
+            shape[1],
+            p.num_heads,
+            p.dim_feedforward,
+            p.dropout,
+            p.num_layers,
+        )
     layer = make(
         nn.TransformerEncoderLayer,
         shape[1],
