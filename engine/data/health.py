@@ -27,13 +27,10 @@ def _row_keys(x: np.ndarray) -> np.ndarray:
     keys = np.empty((len(raw), 2), np.uint64)
 
     def fold(i: int) -> None:
-        block = np.zeros(
-            (min(BLOCK, len(raw) - i), width), np.uint8
-        )  # small enough to stay in the cache
+        # a block small enough to stay in the cache; then a row of `words` per word of the rows
+        block = np.zeros((min(BLOCK, len(raw) - i), width), np.uint8)
         block[:, : raw.shape[1]] = raw[i : i + BLOCK]
-        words = np.ascontiguousarray(
-            block.view(np.uint64).T
-        )  # a row of `words` per word of the rows
+        words = np.ascontiguousarray(block.view(np.uint64).T)
         a, b = np.zeros(len(block), np.uint64), np.zeros(len(block), np.uint64)
         for column in words:
             a *= MIX[0]

@@ -161,9 +161,7 @@ class Staged:
             with open(self.folder / "data.safetensors", "wb+") as f:
                 f.write(len(text).to_bytes(8, "little") + text)
                 _reserve(f, start + offset)
-                mapped = mmap.mmap(
-                    f.fileno(), start + offset
-                )  # the mapping outlives the file object
+                mapped = mmap.mmap(f.fileno(), start + offset)  # outlives the file object
         except BaseException:
             self.discard()
             raise
