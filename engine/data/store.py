@@ -135,25 +135,19 @@ class Staged:
         base = datasets_dir(root)
         base.mkdir(parents=True, exist_ok=True)
         self.folder = Path(tempfile.mkdtemp(prefix=".incoming-", dir=base))
-        n, x_dtype, y_dtype = sum(sizes.values()), np.dtype(x_dtype), np.dtype(y_dtype)
-        header, offset = {}, 0
-        for split in SPLITS:
-            end = offset + sizes[split] * y_dtype.itemsize
-            header[f"y_{split}"] = {
-                "dtype": ST_DTYPES[y_dtype],
-                "shape": [sizes[split]],
-                "data_offsets": [offset, end],
-            }
-            offset = end
-        row = int(np.prod(x_shape)) * x_dtype.itemsize
-        for split in SPLITS:
-            end = offset + sizes[split] * row
-            header[f"x_{split}"] = {
-                "dtype": ST_DTYPES[x_dtype],
-                "shape": [sizes[split], *x_shape],
-                "data_offsets": [offset, end],
-            }
-            offset = end
+        n = sum(sizes.values())
+        regions = {"y": ((), np.dtype(y_dtype)), "x": (tuple(x_shape), np.dtype(x_dtype))}
+        header, begins, offset = {}, {}, 0
+        for key, (shape, dtype) in regions.items():
+            begins[key] = offset
+            for split in SPLITS:
+                end = offset + sizes[split] * int(np.prod(shape)) * dtype.itemsize
+                header[f"{key}_{split}"] = {
+                    "dtype": ST_DTYPES[dtype],
+                    "shape": [sizes[split], *shape],
+                    "data_offsets": [offset, end],
+                }
+                offset = end
         text = json.dumps(header, separators=(",", ":")).encode()
         text += b" " * (-len(text) % 8)  # the data starts 8-byte aligned
         start = 8 + len(text)
@@ -165,11 +159,12 @@ class Staged:
         except BaseException:
             self.discard()
             raise
-        self.y = np.frombuffer(mapped, y_dtype, n, start)
-        self.x = np.frombuffer(
-            mapped, x_dtype, n * int(np.prod(x_shape)), start + n * y_dtype.itemsize
+        self.y, self.x = (
+            np.frombuffer(mapped, dtype, n * int(np.prod(shape)), start + begins[key]).reshape(
+                n, *shape
+            )
+            for key, (shape, dtype) in regions.items()
         )
-        self.x = self.x.reshape(n, *x_shape)
 
     def discard(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
