@@ -20,7 +20,7 @@ from engine.spec import (
     set_inputs,
     set_params,
 )
-from engine.tasks import TASKS, task_for
+from engine.tasks import TASKS, task_for, width
 from engine.templates import starter_for
 from engine.train.options import LOSSES
 
@@ -123,7 +123,7 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     task, target = meta["task"], train.get("target", "label")
     kind = task_for(task, target)
     loss = train.get("loss") or kind.default_loss
-    classes = len(meta.get("classes") or []) or None
+    classes = width(meta)
     out_id = model.output_id()
     out = nodes[out_id]
     findings: list[Finding] = []
@@ -295,9 +295,13 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
         got = shapes[out_id]
         linear = _last_linear(spec, inputs, out_id)
         if want and got != want and linear and len(want) == 1 and len(got) == 1:
-            what = {True: "one output per class", False: "one output"}[
-                want == (classes,) and LOSSES[loss].targets == "classes"
-            ]
+            what = (
+                "one output per step of the forecast's horizon"
+                if kind.outputs == "steps"
+                else "one output per class"
+                if want == (classes,) and LOSSES[loss].targets == "classes"
+                else "one output"
+            )
             findings.append(
                 Finding(
                     "output_width",

@@ -551,3 +551,105 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
             safe[col] = safe[col].astype(object).map(_text_cell)  # categories, dates
     safe.columns = [_text_cell(str(c)) for c in safe.columns]
     return safe.to_csv(index=False, lineterminator="\r\n").encode("utf-8")
+
+
+# --- series -------------------------------------------------------------------------------------------------
+
+
+def series_times(col: pd.Series, kind: str) -> pd.Series:
+    """A time column as datetimes ("datetime") or numbers ("number"), NaT/NaN where a cell is not one."""
+    if kind == "number":
+        return pd.Series(numeric(col, "numeric"), index=col.index)
+    with (
+        warnings.catch_warnings()
+    ):  # "could not infer format": each cell is parsed on its own, as wanted
+        warnings.simplefilter("ignore", UserWarning)
+        try:
+            times = pd.to_datetime(col, errors="coerce")
+        except (ValueError, TypeError):  # offsets that differ between rows (summer time): as UTC
+            times = pd.to_datetime(col, errors="coerce", utc=True)
+    if getattr(times.dt, "tz", None) is not None:
+        times = times.dt.tz_convert("UTC").dt.tz_localize(None)
+    return times
+
+
+def series_values(frame: pd.DataFrame, prep: dict) -> tuple[pd.Series | None, np.ndarray]:
+    """The series in time order: its times (None: the rows' order is the time) and the values of its columns
+    (target first, then the covariates) as float64 (T, F), a gap filled by linear interpolation between its
+    neighbours (the nearest value at either end). Rows whose time cannot be read are dropped."""
+    columns, time = list(prep["columns"]), prep.get("time_column")
+    missing = [c for c in ([time] if time else []) + columns if c not in frame.columns]
+    if missing:
+        raise InputError(
+            f"the history has no column {', '.join(repr(str(c)) for c in missing)}: it needs "
+            f"{', '.join(repr(str(c)) for c in ([time] if time else []) + columns)}, as in training."
+        )
+    times = None
+    if time:
+        parsed = series_times(frame[time], prep.get("time_kind", "datetime"))
+        keep = parsed.notna().to_numpy()
+        if not keep.any():
+            raise InputError(
+                f"no cell of the time column '{time}' reads as "
+                f"{'a number' if prep.get('time_kind') == 'number' else 'a date or time'}."
+            )
+        order = np.argsort(parsed[keep].to_numpy(), kind="stable")
+        frame = frame[keep].iloc[order]
+        times = parsed[keep].iloc[order].reset_index(drop=True)
+    values = np.column_stack([numeric(frame[c], "numeric") for c in columns])
+    for j, name in enumerate(columns):
+        v, bad = values[:, j], np.isnan(values[:, j])
+        if bad.all():
+            raise InputError(f"the column '{name}' holds no numbers.")
+        if bad.any():
+            v[bad] = np.interp(np.flatnonzero(bad), np.flatnonzero(~bad), v[~bad])
+    return times, values
+
+
+def series_scaled(values: np.ndarray, prep: dict) -> np.ndarray:
+    """Each column scaled as in training (minus its training mean, over its training spread), float32."""
+    mean, std = np.asarray(prep["mean"]), np.asarray(prep["std"])
+    return ((values - mean) / std).astype(np.float32)
+
+
+def future_times(times: pd.Series | None, prep: dict, count: int) -> np.ndarray:
+    """The times of the `count` steps after the history: its own calendar step where pandas can name it (daily,
+    monthly, ...), else its typical step."""
+    last = times.iloc[-1]
+    if prep.get("time_kind") == "number":
+        return last + np.arange(1, count + 1) * float(prep.get("step") or 1.0)
+    freq = prep.get("freq")
+    if freq:
+        try:
+            return pd.date_range(last, periods=count + 1, freq=freq)[1:].to_numpy()
+        except ValueError:
+            pass
+    return (
+        last + pd.to_timedelta(np.arange(1, count + 1) * float(prep.get("step") or 1.0), unit="s")
+    ).to_numpy()
+
+
+def forecast(model: torch.nn.Module, frame: pd.DataFrame, meta: dict) -> pd.DataFrame:
+    """The next `horizon` values of the target after the history in `frame` (its last `window` rows are read), in
+    the target's units, with the time of each step."""
+    prep = meta["preprocessing"]
+    times, values = series_values(frame, prep)
+    window = int(prep["window"])
+    if len(values) < window:
+        raise InputError(
+            f"the model reads the last {window} steps of history, and this history has {len(values)} "
+            f"usable row(s): give it at least {window}."
+        )
+    x = torch.from_numpy(series_scaled(values[-window:], prep))[None]
+    out = model_outputs(model, x)[0]
+    scale, shift = target_units(meta)
+    horizon = int(prep["horizon"])
+    return pd.DataFrame(
+        {
+            "step": np.arange(1, horizon + 1),
+            prep.get("time_column") or "position": future_times(times, prep, horizon)
+            if times is not None
+            else len(values) + np.arange(horizon),
+            f"{prep['columns'][0]} (forecast)": (out[:horizon] * scale + shift).numpy(),
+        }
+    )

@@ -30,6 +30,7 @@ from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.spec import data_inputs, parse_spec
+from engine.tasks import width
 from engine.train import distributed
 from engine.train.checkpoint import has_checkpoint, load_state
 from engine.train.config import TrainConfig, preflight
@@ -59,7 +60,7 @@ def validate(spec: dict, train: dict, meta: dict) -> tuple:
         infos,
         cfg,
         meta["task"],
-        len(meta["classes"] or []) or None,
+        width(meta),
         input_shape,
         meta["sizes"]["train"],
     )

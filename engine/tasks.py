@@ -23,9 +23,12 @@ class Task:
     losses_for: str  # the `Loss.task` its losses have ("classification" or "regression")
     default_loss: str
     metrics: tuple[str, ...]  # validation metrics beside the loss (early stopping may watch them)
-    outputs: str  # "classes" (one per class; one logit with BCE), "value" or "input"
+    outputs: (
+        str  # "classes" (one per class; one logit with BCE), "value", "input" or "steps" (one per
+    )
+    #               step of a forecast's horizon)
     predictions: str  # how outputs become predictions: "classes" (argmax, probabilities),
-    #                                  "values" (in the target's units) or "reconstruction"
+    #                                  "values" (in the target's units), "reconstruction" or "forecast"
     views: tuple[str, ...]  # the Evaluate page's views for it
     class_weights: bool = False  # whether weighting the loss by class rarity applies
     step: Callable | None = None  # core.standard_step when None: fn(state, xb, yb, last) -> loss
@@ -40,7 +43,10 @@ class Task:
         return [k for k in names if LOSSES[k].targets != "binary" or num_classes == 2]
 
     def output_shape(self, loss: str, num_classes: int | None, input_shape) -> tuple | None:
-        """The model output shape the data needs with this loss (None: the task does not fix it)."""
+        """The model output shape the data needs with this loss (None: the task does not fix it).
+        `num_classes`: what `width` says of the data (the classes, or a forecast's horizon)."""
+        if self.outputs == "steps":
+            return (num_classes,) if num_classes else None
         if self.outputs == "input":
             return tuple(input_shape) if input_shape is not None else None
         if self.outputs == "classes":
@@ -49,6 +55,17 @@ class Task:
 
     def monitors(self) -> list[str]:
         return ["val/loss", *(f"val/{m}" for m in self.metrics[:1])]
+
+
+def forecast_validate(s) -> dict[str, float]:
+    """The validation loss and metrics, and the naive forecast's MAE beside the model's (the last value of each
+    window repeated over the horizon; the target is the inputs' first column, scaled alike), in the series' units."""
+    from engine.train.core import validate
+
+    metrics = validate(s)
+    x_val, y_val = s.data[2], s.data[3]
+    naive = (x_val[:, -1, :1].float() - y_val).abs().mean().item() * s.plan.target_scale
+    return {**metrics, "naive_mae": naive}
 
 
 TASKS: dict[str, Task] = {
@@ -85,6 +102,17 @@ TASKS: dict[str, Task] = {
             "reconstruction",
             ("summary",),
         ),
+        Task(
+            "forecast",
+            "Forecasting",
+            "regression",
+            "mse",
+            ("mae", "r2", "naive_mae"),
+            "steps",
+            "forecast",
+            ("forecast",),
+            validate=forecast_validate,
+        ),
     )
 }
 
@@ -95,6 +123,14 @@ def task_for(data_task: str, target: str = "label") -> Task:
     if target == "input":
         return TASKS["reconstruction"]
     return TASKS[data_task]
+
+
+def width(meta: dict) -> int | None:
+    """What fixes the width of a model's output on this data besides its task: the number of classes, or the
+    horizon of a forecast (`Task.output_shape`'s `num_classes`)."""
+    return (
+        len(meta.get("classes") or []) or (meta.get("preprocessing") or {}).get("horizon") or None
+    )
 
 
 def output_units(data_task: str, num_classes: int | None) -> int:

@@ -17,7 +17,7 @@ class Template:
     title: str
     description: str
     dataset: str  # the built-in dataset it is shown with
-    kind: str  # "any", "image" or "text": what input it needs
+    kind: str  # "any", "image", "text", "mixed" or "series": what input it needs
     nodes: Callable[[dict], list[dict]]
     train: dict = field(default_factory=dict)
     inputs: Callable[[dict], dict] | None = None  # the spec's inputs, for a model with several
@@ -195,6 +195,42 @@ def autoencoder(meta):
     return nodes
 
 
+def _horizon(meta) -> int:
+    return int((meta.get("preprocessing") or {}).get("horizon") or 1)
+
+
+def lstm_forecaster(meta, op="lstm"):
+    """The window's steps in order through a recurrent layer; its last state gives every step of the horizon."""
+    return [
+        _n(op, op, hidden_size=64),
+        _n("output", "linear", out_features=_horizon(meta)),
+    ]
+
+
+def conv_forecaster(meta):
+    """1-D convolutions over time (the columns as channels), then a Dense layer from the whole window."""
+    return [
+        _n("to_channels", "permute", dims=[1, 0]),
+        _n("conv_1", "conv1d", out_channels=32, kernel_size=5),
+        _n("relu_1", "activation", kind="relu"),
+        _n("conv_2", "conv1d", out_channels=32, kernel_size=3),
+        _n("relu_2", "activation", kind="relu"),
+        _n("flatten", "flatten"),
+        _n("output", "linear", out_features=_horizon(meta)),
+    ]
+
+
+def window_mlp(meta):
+    return [
+        _n("flatten", "flatten"),
+        _n("dense_1", "linear", out_features=64),
+        _n("relu_1", "activation", kind="relu"),
+        _n("output", "linear", out_features=_horizon(meta)),
+    ]
+
+
+SERIES_TRAIN = {"epochs": 30, "lr": 0.003, "early_stopping": 8}
+
 TEMPLATES = {
     t.name: t
     for t in [
@@ -279,6 +315,45 @@ TEMPLATES = {
             {"epochs": 15, "lr": 0.002},
         ),
         Template(
+            "lstm_forecaster",
+            "LSTM forecaster",
+            "An LSTM reads the window of history step by step; "
+            "a Dense layer turns its last state into every step of the horizon at once.",
+            "traffic",
+            "series",
+            lstm_forecaster,
+            SERIES_TRAIN,
+        ),
+        Template(
+            "gru_forecaster",
+            "GRU forecaster",
+            "The LSTM forecaster with a GRU: fewer weights, often as accurate on short windows.",
+            "traffic",
+            "series",
+            lambda meta: lstm_forecaster(meta, "gru"),
+            SERIES_TRAIN,
+        ),
+        Template(
+            "conv_forecaster",
+            "1-D conv forecaster",
+            "Two 1-D convolutions slide over time (each column a channel), "
+            "then a Dense layer reads the whole window and predicts the horizon.",
+            "traffic",
+            "series",
+            conv_forecaster,
+            SERIES_TRAIN,
+        ),
+        Template(
+            "window_mlp",
+            "MLP on the window (baseline)",
+            "The window flattened into one row of numbers and a small MLP: "
+            "the baseline a sequence model should beat.",
+            "traffic",
+            "series",
+            window_mlp,
+            SERIES_TRAIN,
+        ),
+        Template(
             "autoencoder",
             "MLP autoencoder",
             "Squeezes the input through an 8-unit code and rebuilds it; "
@@ -294,6 +369,12 @@ TEMPLATES = {
 
 def suits(template: Template, meta: dict) -> bool:
     rank = len(meta["input_shape"])
+    if (template.kind == "series") != (
+        meta.get("task") == "forecast"
+    ):  # windows take forecasters only
+        return False
+    if template.kind == "series":
+        return True
     if (template.kind == "mixed") != bool(
         meta.get("inputs")
     ):  # a two-part table takes two-input models only
@@ -317,6 +398,8 @@ def build(template: Template | str, meta: dict) -> dict:
 
 
 def _kind(meta: dict) -> str:
+    if meta.get("task") == "forecast":
+        return "series"
     if meta.get("inputs"):
         return "mixed"
     if token_vocab(meta):
@@ -333,8 +416,11 @@ REASONS = {
     "image": "images: a small CNN, two conv, batch norm, ReLU and pool blocks, then global average pooling and a "
     "Dense head.",
     "table": "a table of numbers: a small MLP, two hidden layers of 64 ReLU units.",
+    "series": "a time series: an LSTM reads each window of history in order, and a Dense layer predicts every "
+    "step of the horizon from its last state.",
 }
 PROPOSED = {
+    "series": "lstm_forecaster",
     "mixed": "text_and_numbers",
     "image": "small_cnn",
 }  # the others: engine.spec.starter_spec

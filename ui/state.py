@@ -15,7 +15,7 @@ import streamlit as st
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
 from engine.spec import data_inputs, migrate
-from engine.tasks import task_for
+from engine.tasks import task_for, width
 from engine.templates import starter_for, starter_train
 from engine.workspace import atomic_write_json, home, read_json
 
@@ -179,7 +179,7 @@ def use_dataset(meta: dict) -> None:
         st.session_state[TRAIN] = train
     spec = st.session_state.get(SPEC)
     edited = bool(spec) and not st.session_state.get(SPEC_IS_STARTER)
-    classes = len(meta["classes"] or []) or None
+    classes = width(meta)
     keep = False
     if edited:
         try:

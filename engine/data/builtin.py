@@ -70,6 +70,14 @@ BUILTINS = {
             "review and the delivery time both matter: a two-input model.",
             True,
         ),
+        Builtin(
+            "traffic",
+            "Traffic (hourly time series)",
+            "Generated hourly vehicle counts on a road: rush hours, quiet "
+            "nights and weekends, a slow trend and noise, with the temperature beside them. For forecasting: "
+            "each sample is a number of hours.",
+            True,
+        ),
     ]
 }
 
@@ -213,6 +221,22 @@ def _orders(n, noise, rng) -> pd.DataFrame:
     )
 
 
+def _traffic(n, noise, rng) -> pd.DataFrame:
+    """`n` hours of vehicle counts from 2024-01-01: a morning and an evening peak on weekdays, one broad midday
+    hump at weekends, a slow rise, and noise in proportion to `noise`; the temperature follows its own day."""
+    time = pd.date_range("2024-01-01", periods=n, freq="h")
+    hour, weekend = time.hour.to_numpy(), time.dayofweek.to_numpy() >= 5
+    peak = lambda at, width: np.exp(-0.5 * ((hour - at) / width) ** 2)  # noqa: E731
+    weekday = 120 + 520 * peak(8, 1.5) + 460 * peak(17.5, 2.0) + 180 * peak(13, 3.0)
+    weekend_day = 90 + 300 * peak(14, 3.5)
+    level = np.where(weekend, weekend_day, weekday) * (1 + 0.1 * np.arange(n) / max(n, 1))
+    temperature = (
+        8 + 6 * np.sin((hour - 9) / 24 * 2 * np.pi) + rng.normal(0, 1.0, n).cumsum() * 0.05
+    )
+    vehicles = np.maximum(level * (1 + rng.normal(0, 0.4 * noise, n)), 0).round()
+    return pd.DataFrame({"time": time, "vehicles": vehicles, "temperature": temperature.round(1)})
+
+
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
     """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
     rng = np.random.default_rng(seed)
@@ -233,6 +257,18 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
             "labels": labels,
             "classes": ["negative", "positive"],
             "vocab": VOCAB,
+        }
+    if name == "traffic":
+        return {
+            "series": _traffic(n_samples, noise, rng),
+            "options": {
+                "target": "vehicles",
+                "time_column": "time",
+                "covariates": ["temperature"],
+                "window": 48,
+                "horizon": 12,
+                "season": 24,
+            },
         }
     if name == "orders":
         return {"frame": _orders(n_samples, noise, rng), "target": "ordered_again"}

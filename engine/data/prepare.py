@@ -13,6 +13,7 @@ from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import TableSource, read_table
+from engine.data.series import SeriesOptions, prepare_series
 from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
     ColumnPlan,
@@ -290,6 +291,14 @@ def _prepare_builtin(
         raise DataError(f"choose between 50 and 200,000 samples (got {n_samples}).")
     loaded = load_builtin(name, n_samples=n_samples, noise=noise, seed=seed)
     title = f"{b.title} (n={n_samples}, noise={noise:g})" if b.generated else b.title
+    if "series" in loaded:
+        return prepare_series(
+            loaded["series"],
+            SeriesOptions.parse(loaded["options"]),
+            name=title,
+            source=f"builtin:{name}",
+            root=root,
+        )
     if "frame" in loaded:
         return prepare_frame(
             loaded["frame"],

@@ -226,6 +226,11 @@ def check_compatible(
                 f"last Dense layer's units to {num_classes} ({LOSSES[loss].title.lower()} wants one "
                 "output per class)."
             )
+        if kind.outputs == "steps":
+            raise ConfigError(
+                f"a forecast of {want[0]} steps needs one output per step, but the model outputs {out}: set "
+                f"the last Dense layer's units to {want[0]} (or change the horizon on the Data page)."
+            )
         if LOSSES[loss].targets == "binary":
             raise ConfigError(
                 f"binary cross-entropy needs one output, but the model outputs {out}: set the last "

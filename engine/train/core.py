@@ -66,8 +66,11 @@ def prepare(cfg, plan: Plan, model, net, tensors: dict, device, **speed) -> Stat
         y_train, y_val = x_train, x_val
     elif LOSSES[plan.loss].targets == "classes":
         y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)
-    else:  # one output per row: targets shaped (N, 1) like the model's output
-        y_train, y_val = (y.to(device, torch.float32)[:, None] for y in (y_train, y_val))
+    else:  # numbers: targets shaped like the model's output ((N, 1) for one number a row)
+        y_train, y_val = (
+            y.to(device, torch.float32)[:, None] if y.ndim == 1 else y.to(device, torch.float32)
+            for y in (y_train, y_val)
+        )
     weight = torch.tensor(plan.class_weights, device=device) if plan.class_weights else None
     optimizer = build_optimizer(cfg, (p for p in model.parameters() if p.requires_grad), device)
     steps = math.ceil(math.ceil(len(y_train) / cfg.batch_size) / cfg.accumulate)

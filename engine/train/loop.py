@@ -24,7 +24,7 @@ from engine.export import save_weights
 from engine.limits import CORES
 from engine.portable import target_units
 from engine.spec import data_inputs
-from engine.tasks import task_for
+from engine.tasks import task_for, width
 from engine.train import boundary, callbacks, core, distributed, options
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach
@@ -74,7 +74,7 @@ def make_plan(
         infos,
         cfg,
         dataset.task,
-        dataset.num_classes,
+        width(dataset.meta),
         dataset.input_shape,
         len(dataset.split("train")[1]),
     )

@@ -1,0 +1,233 @@
+"""Time series for forecasting: a table with a time column (or rows in time order) and value columns becomes
+windows of history (window × columns, the target first) and the target's next `horizon` values.
+
+The series is split by time, never shuffled across a boundary: its first 70% trains, the next 15% validates, the
+last 15% tests. A window belongs to the part its forecast falls in (its inputs may reach back into the part before,
+which is the past). Each column is scaled by its training part's mean and spread, so one model fits series of any
+size; the forecast is turned back into the series' units by the same numbers (`preprocessing.target`).
+"""
+
+import math
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from pydantic import BaseModel, Field, ValidationError
+
+from engine.data.store import SPLITS, Dataset, save_dataset
+from engine.errors import DataError
+from engine.limits import DATA_BYTES
+from engine.portable import InputError, series_scaled, series_times, series_values
+from engine.progress import Progress, quiet
+
+PARTS = (0.70, 0.15, 0.15)  # train, val, test: shares of the series, in time order
+SERIES = "series.parquet"  # the series as prepared (time, target), beside the tensors, for Evaluate's plot
+MIN_TRAIN_WINDOWS = 8
+
+
+class SeriesOptions(BaseModel):
+    """What a forecaster reads and predicts (the Data page's and the CLI's choices)."""
+
+    target: str = Field(description="The column to forecast.")
+    time_column: str | None = Field(
+        None, description="The column that orders the rows (None: the rows are in time order)."
+    )
+    covariates: list[str] = Field(
+        default_factory=list,
+        description="Other columns the model reads beside the target's history.",
+    )
+    window: int = Field(24, ge=2, le=4096, description="Steps of history each forecast reads.")
+    horizon: int = Field(6, ge=1, le=1024, description="Steps ahead each forecast predicts.")
+    stride: int = Field(
+        1, ge=1, le=10_000, description="Steps between one window's start and the next."
+    )
+    season: int | None = Field(
+        None,
+        ge=2,
+        le=10_000,
+        description="The season's length in steps (24 for hours in a day), if any.",
+    )
+    scale: bool = Field(True, description="Scale each column by its training mean and spread.")
+
+    @classmethod
+    def parse(cls, values: dict) -> "SeriesOptions":
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(
+                f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})."
+            ) from None
+
+
+def time_kind(col: pd.Series) -> str:
+    """ "number" or "datetime": how a time column is read; DataError when it is neither."""
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        return "number"
+    if pd.api.types.is_datetime64_any_dtype(col):
+        return "datetime"
+    filled = col.dropna()
+    if len(filled) and series_times(filled.head(1000), "datetime").notna().mean() >= 0.9:
+        return "datetime"
+    raise DataError(
+        f"the time column '{col.name}' holds neither dates nor numbers (e.g. {str(filled.iloc[0])[:40]!r}). "
+        "Choose the column with the dates, or 'Row order' when the rows are already in time order."
+    )
+
+
+def _calendar(times: pd.Series, kind: str) -> tuple[float, str | None]:
+    """The series' typical step (seconds for dates) and, for dates, pandas' name for its calendar step."""
+    if len(times) < 2:
+        return 1.0, None
+    if kind == "number":
+        step = float(np.median(np.diff(times.to_numpy(float))))
+        return (step if step > 0 else 1.0), None
+    deltas = np.diff(times.to_numpy("datetime64[ns]").astype(np.int64)) / 1e9
+    step = float(np.median(deltas)) if len(deltas) else 1.0
+    try:
+        freq = pd.infer_freq(pd.DatetimeIndex(times.iloc[-200:]))
+    except (ValueError, TypeError):
+        freq = None
+    return (step if step > 0 else 1.0), freq
+
+
+def windows(n: int, window: int, horizon: int, stride: int) -> dict[str, np.ndarray]:
+    """Each split's forecast origins (the position of the first forecast step) in a series of n steps."""
+    cut_val, cut_test = int(n * PARTS[0]), int(n * (PARTS[0] + PARTS[1]))
+    bounds = {
+        "train": (window, cut_val),
+        "val": (max(cut_val, window), cut_test),
+        "test": (max(cut_test, window), n),
+    }
+    return {s: np.arange(lo, hi - horizon + 1, stride) for s, (lo, hi) in bounds.items()}
+
+
+def _check_lengths(n: int, o: SeriesOptions, origins: dict) -> None:
+    short = [s for s in SPLITS if not len(origins[s])] or (
+        ["train"] if len(origins["train"]) < MIN_TRAIN_WINDOWS else []
+    )
+    if short:
+        need = math.ceil((o.window + o.horizon * 2 + MIN_TRAIN_WINDOWS) / PARTS[1] / 2)
+        raise DataError(
+            f"the series has {n:,} usable steps, too few for a window of {o.window} and a horizon of {o.horizon}: "
+            f"the {short[0]} part (the {'first 70%' if short[0] == 'train' else 'next 15%' if short[0] == 'val' else 'last 15%'} "
+            f"of the series) holds no complete {'windows' if short[0] == 'train' else 'forecast'}. Shorten the "
+            f"window or the horizon, or bring a longer series (about {need:,} steps or more)."
+        )
+    if o.season and o.window < o.season * math.ceil(o.horizon / o.season):
+        raise DataError(
+            f"a season of {o.season} steps needs a window of at least {o.season * math.ceil(o.horizon / o.season)} "
+            f"(the seasonal naive forecast repeats the last season for the {o.horizon} steps ahead): lengthen "
+            "the window or leave the season empty."
+        )
+
+
+def prepare_series(
+    frame: pd.DataFrame,
+    options: SeriesOptions,
+    *,
+    name: str,
+    source: str,
+    root: Path | None = None,
+    progress: Progress | None = None,
+) -> Dataset:
+    """Windows of the series in `frame` as a forecasting dataset (see the module's docstring)."""
+    progress = progress or quiet
+    o = options
+    columns = [o.target, *[c for c in o.covariates if c != o.target]]
+    for c in ([o.time_column] if o.time_column else []) + columns:
+        if c not in frame.columns:
+            raise DataError(
+                f"the table has no column '{c}'. Its columns: {', '.join(map(str, frame.columns[:30]))}."
+            )
+    if o.time_column in columns:
+        raise DataError(
+            f"'{o.time_column}' is the time column: it cannot also be a value to forecast or read."
+        )
+    progress(0.1, "Ordering the series in time")
+    prep = {
+        "kind": "series",
+        "time_column": o.time_column,
+        "time_kind": time_kind(frame[o.time_column]) if o.time_column else None,
+        "columns": columns,
+        "window": o.window,
+        "horizon": o.horizon,
+        "stride": o.stride,
+        "season": o.season,
+    }
+    notices = []
+    rows = len(frame)
+    try:
+        times, values = series_values(frame, prep)
+    except InputError as e:
+        raise DataError(str(e)) from None
+    n = len(values)
+    if n < rows:
+        notices.append(f"{rows - n:,} row(s) whose time could not be read were left out.")
+    if times is not None and times.duplicated().any():
+        notices.append(
+            f"{int(times.duplicated().sum()):,} time(s) appear more than once; their rows are kept in file order. "
+            "A forecaster expects one row per step: aggregate the table first if these are separate series."
+        )
+    gaps = int(sum(frame[c].isna().sum() for c in columns))
+    if gaps:
+        notices.append(f"{gaps:,} missing value(s) were filled in from their neighbours in time.")
+    origins = windows(n, o.window, o.horizon, o.stride)
+    _check_lengths(n, o, origins)
+    count = sum(len(v) for v in origins.values())
+    need = count * o.window * len(columns) * 4
+    if need > DATA_BYTES.value:
+        raise DATA_BYTES.refuse(
+            "the series",
+            f"{count:,} windows of {o.window} × {len(columns)} values take {DATA_BYTES.describe(need)}",
+            "Raise the stride or shorten the window.",
+        )
+    train_part = values[: int(n * PARTS[0])]
+    mean = train_part.mean(0) if o.scale else np.zeros(len(columns))
+    std = train_part.std(0) if o.scale else np.ones(len(columns))
+    std = np.where(std > 1e-12, std, 1.0)
+    prep.update(
+        mean=mean.tolist(),
+        std=std.tolist(),
+        target={"mean": float(mean[0]), "scale": float(std[0])},
+    )
+    if times is not None:
+        prep["step"], prep["freq"] = _calendar(times, prep["time_kind"])
+    prep["origins"] = {s: int(origins[s][0]) for s in SPLITS}
+    progress(0.3, f"Cutting {count:,} windows")
+    scaled = series_scaled(values, prep)
+    steps = np.arange(o.window)
+    ahead = np.arange(o.horizon)
+    x = {s: scaled[origins[s][:, None] - o.window + steps] for s in SPLITS}
+    y = {s: scaled[origins[s][:, None] + ahead, 0] for s in SPLITS}
+    progress(0.7, "Saving")
+
+    def keep_series(folder: Path) -> None:
+        kept = pd.DataFrame(
+            {"time": times if times is not None else np.arange(n), "value": values[:, 0]}
+        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            kept.to_parquet(folder / SERIES, index=False)
+
+    return save_dataset(
+        name=name,
+        source=source,
+        task="forecast",
+        x=x,
+        y=y,
+        classes=None,
+        feature_names=columns,
+        preprocessing=prep,
+        notices=notices,
+        preview=frame,
+        root=root,
+        files=keep_series,
+    )
+
+
+def kept_series(ds: Dataset) -> pd.DataFrame | None:
+    """The prepared series (time, value in the target's units), or None for a dataset without one."""
+    path = ds.path / SERIES
+    return pd.read_parquet(path) if path.exists() else None
