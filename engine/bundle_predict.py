@@ -1,5 +1,6 @@
 """Predict with this bundle: `python predict.py DATA --out predictions.csv`. DATA is a table with the
-training columns (CSV, Parquet, Excel, JSON Lines) or an image file or folder. Needs torch,
+training columns (CSV, Parquet, Excel, JSON Lines) or an image file or folder; for a forecaster, a table of the
+series' history (its time and value columns), and the output is the forecast of the next steps. Needs torch,
 safetensors, numpy, pandas, pillow.
 
 portable.py beside it is LayerLab's own preprocessing and prediction code (engine/portable.py),
@@ -24,6 +25,7 @@ from portable import (  # noqa: E402
     csv_bytes,
     decode_image,
     encode_rows,
+    forecast,
     model_outputs,
     prediction_table,
     with_rows,
@@ -82,6 +84,8 @@ def predict(data: Path) -> pd.DataFrame:
     frame = read_rows(data)
     if not len(frame):
         raise InputError("the table has no rows to predict.")
+    if (info["preprocessing"] or {}).get("kind") == "series":  # a forecaster: the table is the history
+        return forecast(model, frame, info)
     out = model_outputs(
         model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"]
     )

@@ -63,6 +63,13 @@ def _train(args) -> int:
         return _run(args, dataset, out)
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
+    if args.task == "forecast":
+        return _run(args, _forecast_data(args, raw, data.name, out), out)
+    series_flags = [f for f in SERIES_FLAGS if getattr(args, f) not in (None, [], False)]
+    if series_flags:
+        raise LayerLabError(
+            f"--{series_flags[0].replace('_', '-')} is for forecasting: add --task forecast."
+        )
     plans, source = None, None
     if (
         args.text_column
@@ -91,6 +98,27 @@ def _train(args) -> int:
         source=source,
     )
     return _run(args, dataset, out)
+
+
+SERIES_FLAGS = ("time_column", "window", "horizon", "stride", "season", "covariate", "no_scale")
+
+
+def _forecast_data(args, raw: bytes, name: str, out: Path):
+    from engine.data.prepare import prepare_series_file
+    from engine.data.series import SeriesOptions
+
+    given = {
+        "target": args.target,
+        "time_column": args.time_column,
+        "covariates": args.covariate or [],
+        "window": args.window,
+        "horizon": args.horizon,
+        "stride": args.stride,
+        "season": args.season,
+        "scale": not args.no_scale,
+    }
+    options = SeriesOptions.parse({k: v for k, v in given.items() if v is not None})
+    return prepare_series_file(raw, name, options, root=out / "dataset")
 
 
 def _read_within(path: Path, budget) -> bytes:
@@ -253,6 +281,9 @@ def _evaluate(args) -> int:
         "averages",
         "confusion",
         "classes",
+        "baselines",
+        "ratios",
+        "by_step",
     )
     print(json.dumps({k: report[k] for k in keep if k in report}, indent=1))
     return 0
@@ -354,8 +385,20 @@ def main(argv=None) -> int:
     )
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument(
-        "--task", choices=["classification", "regression"], help="override the detected task"
+        "--task",
+        choices=["classification", "regression", "forecast"],
+        help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags)",
     )
+    f = t.add_argument_group("forecasting (with --task forecast)")
+    f.add_argument("--time-column", help="the column of dates or times (default: the rows are in time order)")
+    f.add_argument("--window", type=int, help="steps of history each forecast reads (default 24)")
+    f.add_argument("--horizon", type=int, help="steps ahead to forecast (default 6)")
+    f.add_argument("--stride", type=int, help="steps between one window and the next (default 1)")
+    f.add_argument(
+        "--season", type=int, help="the season's length in steps (24 for hours of a day): adds the seasonal naive baseline"
+    )
+    f.add_argument("--covariate", action="append", help="another column the model reads (repeat for more)")
+    f.add_argument("--no-scale", action="store_true", help="keep the series' own units (default: scale each column)")
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
     t.add_argument(
         "--epochs",

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.data.series import kept_series
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
@@ -166,6 +167,81 @@ def regression_metrics(actual: np.ndarray, predicted: np.ndarray) -> dict:
     }
 
 
+FORECAST_SEGMENTS = 40  # forecasts drawn over the actual series
+
+
+def forecast_errors(actual: np.ndarray, predicted: np.ndarray) -> dict:
+    """MAE, RMSE, MAPE (over the actual values that are not zero; None when all are) and sMAPE, in percent for the
+    last two."""
+    err = predicted - actual
+    nonzero = np.abs(actual) > 1e-9
+    denom = np.abs(actual) + np.abs(predicted)
+    return {
+        "mae": float(np.abs(err).mean()),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "mape": float(np.mean(np.abs(err[nonzero] / actual[nonzero])) * 100) if nonzero.any() else None,
+        "smape": float(np.mean(np.where(denom > 0, 2 * np.abs(err) / np.where(denom > 0, denom, 1), 0)) * 100),
+    }
+
+
+def naive_forecasts(x: np.ndarray, horizon: int, season: int | None) -> dict[str, np.ndarray]:
+    """The baselines from each window alone (scaled like it): the last value repeated, and the last season
+    repeated when a season is given (preparing made sure the window holds enough of it)."""
+    naive = {"naive": np.repeat(x[:, -1, :1], horizon, 1)}
+    if season:
+        ahead = np.arange(horizon)
+        naive["seasonal_naive"] = x[:, x.shape[1] + ahead - season * (1 + ahead // season), 0]
+    return naive
+
+
+def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
+    """A forecaster's errors on a split in the series' units, beside the naive forecasts' (and their ratio: below 1
+    the model beats the baseline), the error by step ahead, and the forecasts from every `horizon`-th origin drawn
+    over the actual series."""
+    prep = dataset.meta["preprocessing"]
+    x, y = (t.numpy() for t in dataset.split(split))
+    scale, shift = target_units(dataset.meta)
+    units = lambda a: a * scale + shift  # noqa: E731
+    actual, predicted = units(y), units(out)
+    summary = forecast_errors(actual, predicted)
+    baselines = {
+        name: forecast_errors(actual, units(b))
+        for name, b in naive_forecasts(x, int(prep["horizon"]), prep.get("season")).items()
+    }
+    ratios = {
+        name: {k: (summary[k] / v if v else None) for k, v in b.items() if summary[k] is not None and v is not None}
+        for name, b in baselines.items()
+    }
+    horizon, stride = int(prep["horizon"]), int(prep["stride"])
+    series = kept_series(dataset)
+    plot = None
+    if series is not None and len(y):
+        picks = np.arange(0, len(y), max(1, -(-horizon // stride)))[-FORECAST_SEGMENTS:]
+        first = int(prep["origins"][split])
+        lo = max(first + int(picks[0]) * stride - int(prep["window"]), 0)
+        hi = min(first + int(picks[-1]) * stride + horizon, len(series))
+        when = series["time"].astype(str).tolist()
+        plot = {
+            "time": when[lo:hi],
+            "actual": series["value"].iloc[lo:hi].tolist(),
+            "forecasts": [
+                {"time": when[first + int(k) * stride : first + int(k) * stride + horizon], "value": predicted[k].tolist()}
+                for k in picks
+            ],
+        }
+    return {
+        "task": "forecast",
+        "n": int(len(y)),
+        "horizon": horizon,
+        "summary": summary,
+        "baselines": baselines,
+        "ratios": ratios,
+        "by_step": np.abs(predicted - actual).mean(0).tolist() if len(y) else [],
+        "plot": plot,
+        "worst": [],
+    }
+
+
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
     return model_outputs(model, x, model.takes_tokens)
@@ -208,7 +284,9 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     x, y = dataset.split(split)
     config = train.get("config", {})
     out, task = outputs(model, x), task_for(dataset.task, config.get("target", "label"))
-    if task.predictions == "reconstruction":
+    if task.predictions == "forecast":
+        result = forecast_report(dataset, split, out.numpy())
+    elif task.predictions == "reconstruction":
         result = regression_metrics(x.float().flatten().numpy(), out.flatten().numpy())
         result["worst"] = []  # per value, not per row: no row list
     elif task.predictions == "classes":

@@ -2,7 +2,8 @@
 
 New rows go through exactly the preprocessing fitted in training (`apply_preprocessing`); images are decoded,
 resized and scaled as the training images were. The result is a table: the prediction, its confidence and
-each class's probability (classification), or the predicted value in the target's own units (regression).
+each class's probability (classification), or the predicted value in the target's own units (regression). A
+forecaster reads a table of history and gives the next `horizon` steps.
 """
 
 import json
@@ -20,7 +21,7 @@ from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
 from engine.limits import DATA_BYTES
-from engine.portable import prediction_table, with_rows
+from engine.portable import InputError, forecast, prediction_table, with_rows
 
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
 
@@ -54,11 +55,16 @@ def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:
 
 def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.DataFrame:
     """The predictions for each row of `frame` (the training columns, any order; others are ignored), beside
-    the rows themselves."""
+    the rows themselves; for a forecaster, `frame` is the history and the table its forecast."""
     if (meta.get("preprocessing") or {}).get("kind") == "image":
         raise LayerLabError("this model was trained on images: upload images, not a table.")
     if not len(frame):
         raise LayerLabError("the table has no rows to predict.")
+    if (meta.get("preprocessing") or {}).get("kind") == "series":
+        try:
+            return forecast(model, frame, meta)
+        except InputError as e:
+            raise DataError(str(e)) from None
     need = len(frame) * len(meta.get("feature_names") or []) * 4
     if need > DATA_BYTES.value:
         raise DATA_BYTES.refuse(

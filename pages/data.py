@@ -5,9 +5,16 @@ import streamlit as st
 
 from engine.data.builtin import BUILTINS
 from engine.data.images import ARCHIVE_TYPES, is_archive
-from engine.data.prepare import prepare_again, prepare_builtin, prepare_file, prepare_images
+from engine.data.prepare import (
+    prepare_again,
+    prepare_builtin,
+    prepare_file,
+    prepare_images,
+    prepare_series_file,
+)
 from engine.data.readers import read_table
 from engine.data.store import list_datasets, load_dataset, load_preview
+from engine.data.series import SeriesOptions, suggest_time_column
 from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
 from ui import state
@@ -19,6 +26,7 @@ from ui.data_views import (
     health_panel,
     image_grid,
     scatter_2d,
+    series_chart,
     token_preview,
 )
 from ui.progress import with_progress
@@ -57,6 +65,97 @@ def use(ds) -> None:
     state.use_dataset(ds.meta)
     state.notice(f"Now using '{ds.meta['name']}'. The Build page holds a model that fits it.")
     st.rerun()
+
+
+def series_form(upload, source, target: str) -> None:
+    """A time series' choices (time column, window, horizon, stride, covariates, season, scaling) and Prepare."""
+    frame = source.frame
+    columns = [str(c) for c in frame.columns]
+    times = ["(row order)"] + [c for c in columns if c != target]
+    guess = suggest_time_column(frame.drop(columns=[target]))
+    s1, s2, s3, s4 = st.columns(4)
+    time = s1.selectbox(
+        "Time column",
+        times,
+        index=times.index(guess) if guess in times else 0,
+        key=f"data.series.time.{upload.file_id}",
+        help="The column of dates or times that orders the rows. (row order): the rows are already in time order.",
+    )
+    window = s2.number_input(
+        "Window",
+        2,
+        4096,
+        24,
+        key="data.series.window",
+        help="Steps of history each forecast reads.",
+    )
+    horizon = s3.number_input(
+        "Horizon", 1, 1024, 6, key="data.series.horizon", help="Steps ahead each forecast predicts."
+    )
+    stride = s4.number_input(
+        "Stride",
+        1,
+        10_000,
+        1,
+        key="data.series.stride",
+        help="Steps from one window's start to the next.",
+    )
+    s5, s6, s7 = st.columns([2, 1, 1])
+    others = [
+        c for c in columns if c not in (target, time) and pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    covariates = s5.multiselect(
+        "Covariates",
+        others,
+        key=f"data.series.covariates.{upload.file_id}",
+        help="Other numeric columns the model reads beside the target's history (temperature, price, …).",
+    )
+    season = s6.number_input(
+        "Season (steps)",
+        0,
+        10_000,
+        0,
+        key="data.series.season",
+        help="The length of a season in steps, e.g. 24 for hours in a day, 7 for days in a week (0: none). Adds "
+        "the seasonal naive forecast to the baselines.",
+    )
+    scale = s7.toggle(
+        "Scale per series",
+        True,
+        key="data.series.scale",
+        help="Scale each column by its training part's mean and spread; forecasts are reported in the series' "
+        "own units either way.",
+    )
+    st.caption(
+        "Split by time, never shuffled: the first 70% of the series trains, the next 15% validates, the last 15% "
+        "tests. Scaling is fitted on the training part only."
+    )
+    if st.button(
+        "Prepare series", type="primary", icon=":material/check:", key="data.prepare_series"
+    ):
+        try:
+            options = SeriesOptions.parse(
+                {
+                    "target": target,
+                    "time_column": None if time == times[0] else time,
+                    "covariates": covariates,
+                    "window": int(window),
+                    "horizon": int(horizon),
+                    "stride": int(stride),
+                    "season": int(season) or None,
+                    "scale": scale,
+                }
+            )
+            use(
+                with_progress(
+                    lambda progress: prepare_series_file(
+                        upload.getvalue(), upload.name, options, source=source, progress=progress
+                    ),
+                    f"Preparing {upload.name}",
+                )
+            )
+        except LayerLabError as e:
+            show_error(e)
 
 
 builtin_tab, upload_tab, saved_tab = st.tabs(
@@ -106,15 +205,18 @@ with builtin_tab:
         key="data.use_builtin",
         disabled=same,
     ):
-        use(
-            with_progress(
-                lambda progress: prepare_builtin(
-                    name, n_samples=n_samples, noise=noise, seed=int(seed)
-                ),
-                f"Preparing {b.title}",
-                expected_s=0.5 + n_samples / 2000,
+        try:
+            use(
+                with_progress(
+                    lambda progress: prepare_builtin(
+                        name, n_samples=n_samples, noise=noise, seed=int(seed)
+                    ),
+                    f"Preparing {b.title}",
+                    expected_s=0.5 + n_samples / 2000,
+                )
             )
-        )
+        except LayerLabError as e:
+            show_error(e)
 
 with upload_tab:
     upload = st.file_uploader(
@@ -213,63 +315,68 @@ with upload_tab:
             detected = detect_task(frame[target])
             task = c2.radio(
                 "Task",
-                ["classification", "regression"],
+                ["classification", "regression", "forecast"],
                 index=["classification", "regression"].index(detected),
                 horizontal=True,
                 key=f"data.task.{target}",
-                help=f"Detected: {detected}. Change it if that is wrong.",
+                format_func=lambda t: "forecast (time series)" if t == "forecast" else t,
+                help=f"Detected: {detected}. Change it if that is wrong. Forecast: the target is a series "
+                "in time, and the model predicts its next values from the ones before.",
             )
-            split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
-            st.markdown("**Columns**")
-            plans = column_editor(frame, target, key=f"data.columns.{upload.file_id}.{target}")
-            text = None
-            if any(p.role == "feature" and p.kind == "text" for p in plans):
-                t1, t2 = st.columns(2)
-                text = TextOptions(
-                    vocab_size=t1.number_input(
-                        "Vocabulary size",
-                        10,
-                        200_000,
-                        10_000,
-                        key="data.vocab",
-                        help="Keep the most frequent words; the rest become <unk>.",
-                    ),
-                    max_length=t2.number_input(
-                        "Tokens per row",
-                        4,
-                        2048,
-                        64,
-                        key="data.maxlen",
-                        help="Longer texts are cut, shorter ones padded with <pad>.",
-                    ),
-                )
-            st.caption(
-                "Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
-                "statistic (medians, scales, categories, vocabulary) is fitted on the training split only."
-            )
-            if st.button(
-                "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"
-            ):
-                try:
-                    ds = with_progress(
-                        lambda progress: prepare_file(
-                            upload.getvalue(),
-                            upload.name,
-                            target,
-                            task=task,
-                            plans=plans,
-                            text=text,
-                            seed=int(split_seed),
-                            source=source,
-                            delimiter=None if delimiter == "auto" else delimiter,
-                            encoding=None if encoding == "auto" else encoding,
-                            progress=progress,
+            if task == "forecast":
+                series_form(upload, source, target)
+            else:
+                split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
+                st.markdown("**Columns**")
+                plans = column_editor(frame, target, key=f"data.columns.{upload.file_id}.{target}")
+                text = None
+                if any(p.role == "feature" and p.kind == "text" for p in plans):
+                    t1, t2 = st.columns(2)
+                    text = TextOptions(
+                        vocab_size=t1.number_input(
+                            "Vocabulary size",
+                            10,
+                            200_000,
+                            10_000,
+                            key="data.vocab",
+                            help="Keep the most frequent words; the rest become <unk>.",
                         ),
-                        f"Preparing {upload.name}",
+                        max_length=t2.number_input(
+                            "Tokens per row",
+                            4,
+                            2048,
+                            64,
+                            key="data.maxlen",
+                            help="Longer texts are cut, shorter ones padded with <pad>.",
+                        ),
                     )
-                    use(ds)
-                except LayerLabError as e:
-                    show_error(e)
+                st.caption(
+                    "Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
+                    "statistic (medians, scales, categories, vocabulary) is fitted on the training split only."
+                )
+                if st.button(
+                    "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"
+                ):
+                    try:
+                        ds = with_progress(
+                            lambda progress: prepare_file(
+                                upload.getvalue(),
+                                upload.name,
+                                target,
+                                task=task,
+                                plans=plans,
+                                text=text,
+                                seed=int(split_seed),
+                                source=source,
+                                delimiter=None if delimiter == "auto" else delimiter,
+                                encoding=None if encoding == "auto" else encoding,
+                                progress=progress,
+                            ),
+                            f"Preparing {upload.name}",
+                        )
+                        use(ds)
+                    except LayerLabError as e:
+                        show_error(e)
 
 with saved_tab:
     saved = list_datasets()
@@ -323,7 +430,15 @@ if meta.get("inputs"):
     )
 else:
     m[3].metric("Input", input_text(meta), help=f"shape {tuple(meta['input_shape'])} per row")
-m[4].metric("Classes", ds.num_classes or "–")
+if ds.task == "forecast":
+    prep = meta["preprocessing"]
+    m[4].metric(
+        "Horizon",
+        f"{prep['horizon']} steps",
+        help=f"Each forecast reads {prep['window']} steps of history and predicts the next {prep['horizon']}.",
+    )
+else:
+    m[4].metric("Classes", ds.num_classes or "–")
 notes = meta.get("notices") or []
 if notes:  # one summary line, the details folded
     with st.expander(
@@ -360,7 +475,9 @@ with left:
             "errors are reported in the original units)."
         )
 with right:
-    if ds.meta.get("vocab"):
+    if ds.task == "forecast":
+        st.plotly_chart(series_chart(ds), width="stretch")
+    elif ds.meta.get("vocab"):
         token_preview(ds)
     elif len(ds.input_shape) == 3:
         st.caption("Sample images (training split)")

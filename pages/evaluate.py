@@ -12,6 +12,7 @@ from ui.common import page, show_error, trained_run
 from ui.evaluate_views import (
     class_table,
     confusion_figure,
+    forecast_view,
     regression_figures,
     roc_pr_figures,
     wide_confusion,
@@ -45,10 +46,16 @@ try:
 except LayerLabError as e:
     show_error(e)
     st.stop()
-st.caption(f"{result['n']:,} rows of the {split} split of {result['dataset']}.")
+st.caption(
+    f"{result['n']:,} {'forecasts' if result['task'] == 'forecast' else 'rows'} of the {split} split of "
+    f"{result['dataset']}."
+)
 summary = result["summary"]
+kind = TASKS[result["task"]].predictions
 
-if TASKS[result["task"]].predictions == "classes":
+if kind == "forecast":
+    forecast_view(result, dataset.meta["preprocessing"]["columns"][0])
+elif kind == "classes":
     cards = st.columns(4)
     cards[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
     cards[1].metric(
@@ -104,4 +111,5 @@ else:
     c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")
     c4.plotly_chart(hist, width="stretch", key="evaluate.residuals")
     st.subheader("Worst predictions")
-worst_rows(result, dataset, split)
+if kind != "forecast":
+    worst_rows(result, dataset, split)

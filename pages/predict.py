@@ -9,9 +9,9 @@ from engine.data.images import decode_image
 from engine.data.readers import EXTENSIONS, read_table
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.portable import IMAGE_EXTENSIONS, csv_bytes
+from engine.portable import IMAGE_EXTENSIONS, csv_bytes, series_values
 from engine.predict import load_predictor, novelty, novelty_reference, predict_images, predict_table
-from ui.charts import probability_bars
+from ui.charts import forecast_figure, probability_bars
 from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
 from ui.draw import drawing_pad
@@ -142,9 +142,13 @@ def show_predictions(uploads) -> None:
         if images:
             table = predict_images(model, meta, [(f.name, f.getvalue()) for f in uploads])
         else:
-            table = predict_table(model, meta, read_table(uploads.getvalue(), uploads.name).frame)
+            frame = read_table(uploads.getvalue(), uploads.name).frame
+            table = predict_table(model, meta, frame)
     except LayerLabError as e:
         show_error(e)
+        return
+    if series:
+        show_forecast(frame, table)
         return
     unreadable = int((table["error"] != "").sum()) if "error" in table else 0
     st.success(
@@ -186,7 +190,41 @@ def show_predictions(uploads) -> None:
     )
 
 
+def show_forecast(history, table) -> None:
+    """The forecast after the uploaded history: the last stretch of the history and the forecast on one chart,
+    the table and its CSV."""
+    prep = meta["preprocessing"]
+    times, values = series_values(history, prep)
+    keep = max(4 * int(prep["window"]), 2 * int(prep["horizon"]))
+    when = times.iloc[-keep:] if times is not None else np.arange(len(values))[-keep:]
+    target, time_name = prep["columns"][0], table.columns[1]
+    st.success(f"The next {len(table)} step(s) of {target}, from the last {prep['window']} rows of the history.")
+    st.plotly_chart(
+        forecast_figure(
+            [str(t) for t in when],
+            values[-keep:, 0].tolist(),
+            [{"time": [str(t) for t in table[time_name]], "value": table.iloc[:, 2].tolist()}],
+            target,
+            "History and forecast",
+        ),
+        width="stretch",
+        key="predict.forecast",
+    )
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button(
+        "Download the forecast (CSV)",
+        csv_bytes(table),
+        file_name=f"forecast-{run_id}.csv",
+        mime="text/csv",
+        on_click="ignore",
+        icon=":material/download:",
+        type="primary",
+        key="predict.download",
+    )
+
+
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
+series = (meta.get("preprocessing") or {}).get("kind") == "series"
 if images:
     st.caption(
         f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "
@@ -204,6 +242,19 @@ if images:
             show_predictions(uploads)
     with draw_tab:
         draw_and_predict()
+elif series:
+    prep = meta["preprocessing"]
+    needs = ([prep["time_column"]] if prep.get("time_column") else []) + prep["columns"]
+    st.caption(
+        f"Trained on {meta['name']}: a forecaster of {prep['columns'][0]}. Upload the history, a table with the "
+        f"column(s) {', '.join(needs)}{'' if prep.get('time_column') else ' in time order'}: the model reads its "
+        f"last {prep['window']} rows and forecasts the next {prep['horizon']} steps."
+    )
+    uploads = st.file_uploader(
+        "History", type=[e.lstrip(".") for e in sorted(EXTENSIONS)] + ["gz"], key="predict.history"
+    )
+    if uploads:
+        show_predictions(uploads)
 else:
     prep = meta.get("preprocessing") or {}
     columns = [c["name"] for c in prep.get("columns") or []] + (prep.get("text") or {}).get(

@@ -130,3 +130,23 @@ def short_labels(names: list[str]) -> list[str]:
         label = name if len(name) <= LABEL_CHARS else name[: LABEL_CHARS - 1] + "…"
         out.append(label if label not in out else f"{label} ({i})")
     return out
+
+
+def forecast_figure(time: list, actual: list, forecasts: list[dict], target: str, title: str) -> go.Figure:
+    """The actual series as a line and each forecast (`time`, `value`) over it, in its own colour with markers, so
+    the horizon each one covers is plain to see."""
+    fig = go.Figure(
+        go.Scatter(x=time, y=actual, mode="lines", name="actual", line=dict(color="#64748B", width=1.5))
+    )
+    for i, f in enumerate(forecasts):
+        fig.add_scatter(
+            x=f["time"],
+            y=f["value"],
+            mode="lines+markers",
+            name="forecast",
+            legendgroup="forecast",
+            showlegend=i == 0,
+            line=dict(color=COLORS[i % 2], width=2),
+            marker=dict(size=4),
+        )
+    return layout(fig, title, height=340, yaxis_title=target)

@@ -10,7 +10,7 @@ from engine.data.prepare import kept_rows
 from engine.data.store import Dataset
 from engine.portable import with_rows
 from engine.tasks import TASKS
-from ui.charts import COLORS, curves, layout, short_labels
+from ui.charts import COLORS, curves, forecast_figure, layout, short_labels
 
 
 def wide_confusion(report: dict) -> bool:
@@ -167,3 +167,54 @@ def worst_rows(report: dict, dataset: Dataset, split: str) -> None:
             "encoding)."
         )
     st.dataframe(frame, hide_index=True, width="stretch")
+
+
+BASELINES = {"naive": "Naive (last value)", "seasonal_naive": "Seasonal naive (last season)"}
+ERRORS = {"mae": "MAE", "rmse": "RMSE", "mape": "MAPE %", "smape": "sMAPE %"}
+
+
+def forecast_view(report: dict, target: str) -> None:
+    """A forecaster's errors in the series' units beside the naive forecasts' (a ratio below 1: the model is
+    better), the error by step ahead, and its forecasts drawn over the actual series."""
+    summary, baselines = report["summary"], report["baselines"]
+    cards = st.columns(4)
+    for card, (key, title) in zip(cards, ERRORS.items(), strict=True):
+        ratio = report["ratios"].get("naive", {}).get(key)
+        value = summary[key]
+        card.metric(
+            title,
+            "–" if value is None else f"{value:.4g}",
+            delta=None if ratio is None else f"{ratio:.2f}× the naive forecast's",
+            delta_color="normal" if ratio is None or ratio < 1 else "inverse",
+            delta_arrow="off",
+        )
+    rows = [{"forecast": "This model", **{ERRORS[k]: summary[k] for k in ERRORS}}]
+    for name, errors in baselines.items():
+        rows.append({"forecast": BASELINES[name], **{ERRORS[k]: errors[k] for k in ERRORS}})
+        rows.append(
+            {"forecast": f"model ÷ {BASELINES[name].split(' (')[0].lower()}", **{ERRORS[k]: report["ratios"][name].get(k) for k in ERRORS}}
+        )
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    st.caption(
+        f"Errors in {target}'s units over all {report['n']:,} forecasts of {report['horizon']} steps. A ratio below 1 "
+        "means the model beats that baseline; a forecaster that cannot beat the naive forecast has learned nothing "
+        "useful yet."
+    )
+    left, right = st.columns([2.2, 1])
+    if report["plot"]:
+        plot = report["plot"]
+        left.plotly_chart(
+            forecast_figure(plot["time"], plot["actual"], plot["forecasts"], target, "Forecasts over the actual series"),
+            width="stretch",
+            key="evaluate.forecast",
+        )
+    right.plotly_chart(
+        layout(
+            go.Figure(go.Bar(x=list(range(1, len(report["by_step"]) + 1)), y=report["by_step"], marker_color=COLORS[0])),
+            "Error by step ahead (MAE)",
+            xaxis_title="steps ahead",
+            yaxis_title=target,
+        ),
+        width="stretch",
+        key="evaluate.by_step",
+    )

@@ -220,6 +220,29 @@ def prepare_file(
             raise
 
 
+def prepare_series_file(
+    data: bytes,
+    filename: str,
+    options: SeriesOptions,
+    *,
+    root: Path | None = None,
+    source: TableSource | None = None,
+    progress: Progress | None = None,
+) -> Dataset:
+    """A table file (any format the Data page reads) holding a time series, as a forecasting dataset."""
+    if source is None:
+        (progress or quiet)(0.0, f"Reading {Path(filename).name}")
+        source = read_table(data, filename)
+    return prepare_series(
+        source.frame,
+        options,
+        name=Path(filename).stem,
+        source=f"upload:{Path(filename).name}",
+        root=root,
+        progress=part(progress, 0.3, 1.0),
+    )
+
+
 def _write_aside(data: bytes, folder: Path) -> str:
     """The uploaded file in a temporary file of the datasets folder (moved into the dataset's when it exists). Not
     synced to disk, like the tensors: a copy for preparing again, which a crash costs nothing but that."""

@@ -8,6 +8,7 @@ size; the forecast is turned back into the series' units by the same numbers (`p
 """
 
 import math
+import re
 import warnings
 from pathlib import Path
 
@@ -74,6 +75,26 @@ def time_kind(col: pd.Series) -> str:
         f"the time column '{col.name}' holds neither dates nor numbers (e.g. {str(filled.iloc[0])[:40]!r}). "
         "Choose the column with the dates, or 'Row order' when the rows are already in time order."
     )
+
+
+TIME_NAME = re.compile(r"(^|[_\W])(date|time|timestamp|datetime|day|month|year|week|hour|period|ds)([_\W]|$)", re.I)
+
+
+def suggest_time_column(frame: pd.DataFrame) -> str | None:
+    """The column that most likely holds each row's time: one of dates or times, else one named like a time whose
+    values are numbers (a year); None when no column looks like one (the rows' order is then the time)."""
+    for c in frame.columns:
+        col = frame[c]
+        if pd.api.types.is_datetime64_any_dtype(col):
+            return str(c)
+        if col.dtype == object or isinstance(col.dtype, (pd.CategoricalDtype, pd.StringDtype)):
+            try:
+                if time_kind(col.head(200)) == "datetime":
+                    return str(c)
+            except DataError:
+                pass
+    named = [c for c in frame.columns if TIME_NAME.search(str(c)) and pd.api.types.is_numeric_dtype(frame[c])]
+    return str(named[0]) if named else None
 
 
 def _calendar(times: pd.Series, kind: str) -> tuple[float, str | None]:
@@ -190,7 +211,7 @@ def prepare_series(
     prep.update(
         mean=mean.tolist(),
         std=std.tolist(),
-        target={"mean": float(mean[0]), "scale": float(std[0])},
+        target={"name": o.target, "mean": float(mean[0]), "scale": float(std[0])},
     )
     if times is not None:
         prep["step"], prep["freq"] = _calendar(times, prep["time_kind"])
