@@ -161,6 +161,7 @@ def _run(args, dataset, out: Path) -> int:
         "seed": args.seed,
         "device": args.device,
     }
+    train.update({k: v for k, v in proposed.items() if k not in train})  # e.g. a forecaster's early stopping
     flags = (*TRAIN_FLAGS, *option_settings())
     train.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     for note in dataset.meta.get("notices") or []:

@@ -200,8 +200,13 @@ def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
     over the actual series."""
     prep = dataset.meta["preprocessing"]
     x, y = (t.numpy() for t in dataset.split(split))
+    horizon, stride = int(prep["horizon"]), int(prep["stride"])
+    series = kept_series(dataset)
+    origins = int(prep["origins"][split]) + np.arange(len(y)) * stride
     scale, shift = target_units(dataset.meta)
-    units = lambda a: a * scale + shift  # noqa: E731
+    # relative windows: each forecast is a change from the window's last value, which the kept series holds
+    base = series["value"].to_numpy()[origins - 1, None] if prep.get("relative") else shift
+    units = lambda a: a * scale + base  # noqa: E731
     actual, predicted = units(y), units(out)
     summary = forecast_errors(actual, predicted)
     baselines = {
@@ -212,21 +217,16 @@ def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
         name: {k: (summary[k] / v if v else None) for k, v in b.items() if summary[k] is not None and v is not None}
         for name, b in baselines.items()
     }
-    horizon, stride = int(prep["horizon"]), int(prep["stride"])
-    series = kept_series(dataset)
     plot = None
-    if series is not None and len(y):
+    if len(y):
         picks = np.arange(0, len(y), max(1, -(-horizon // stride)))[-FORECAST_SEGMENTS:]
-        first = int(prep["origins"][split])
-        lo = max(first + int(picks[0]) * stride - int(prep["window"]), 0)
-        hi = min(first + int(picks[-1]) * stride + horizon, len(series))
+        lo, hi = max(origins[picks[0]] - int(prep["window"]), 0), origins[picks[-1]] + horizon
         when = series["time"].astype(str).tolist()
         plot = {
             "time": when[lo:hi],
             "actual": series["value"].iloc[lo:hi].tolist(),
             "forecasts": [
-                {"time": when[first + int(k) * stride : first + int(k) * stride + horizon], "value": predicted[k].tolist()}
-                for k in picks
+                {"time": when[origins[k] : origins[k] + horizon], "value": predicted[k].tolist()} for k in picks
             ],
         }
     return {

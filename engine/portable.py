@@ -557,9 +557,13 @@ def csv_bytes(table: pd.DataFrame) -> bytes:
 
 
 def series_times(col: pd.Series, kind: str) -> pd.Series:
-    """A time column as datetimes ("datetime") or numbers ("number"), NaT/NaN where a cell is not one."""
+    """A time column as datetimes ("datetime"; numbers as YYYYMMDD, such as 19580329) or numbers ("number"),
+    NaT/NaN where a cell is not one."""
     if kind == "number":
         return pd.Series(numeric(col, "numeric"), index=col.index)
+    if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        digits = pd.Series(numeric(col, "numeric"), index=col.index).round().astype("Int64").astype(str)
+        return pd.to_datetime(digits, format="%Y%m%d", errors="coerce")
     with (
         warnings.catch_warnings()
     ):  # "could not infer format": each cell is parsed on its own, as wanted
@@ -612,6 +616,17 @@ def series_scaled(values: np.ndarray, prep: dict) -> np.ndarray:
     return ((values - mean) / std).astype(np.float32)
 
 
+def relative_window(x: np.ndarray, prep: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Windows (N, window, columns) as the model reads them (changed in place), and what to add to its outputs: with
+    `relative`, the target's column minus each window's last value, and that value (N, 1); else as they are, and
+    0."""
+    if not prep.get("relative"):
+        return x, np.zeros((len(x), 1), x.dtype)
+    last = x[:, -1:, 0].copy()
+    x[:, :, 0] -= last
+    return x, last
+
+
 def future_times(times: pd.Series | None, prep: dict, count: int) -> np.ndarray:
     """The times of the `count` steps after the history: its own calendar step where pandas can name it (daily,
     monthly, ...), else its typical step."""
@@ -640,8 +655,8 @@ def forecast(model: torch.nn.Module, frame: pd.DataFrame, meta: dict) -> pd.Data
             f"the model reads the last {window} steps of history, and this history has {len(values)} "
             f"usable row(s): give it at least {window}."
         )
-    x = torch.from_numpy(series_scaled(values[-window:], prep))[None]
-    out = model_outputs(model, x)[0]
+    x, last = relative_window(series_scaled(values[-window:], prep)[None], prep)
+    out = model_outputs(model, torch.from_numpy(x))[0] + float(last[0, 0])
     scale, shift = target_units(meta)
     horizon = int(prep["horizon"])
     return pd.DataFrame(

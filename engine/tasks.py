@@ -59,7 +59,8 @@ class Task:
 
 def forecast_validate(s) -> dict[str, float]:
     """The validation loss and metrics, and the naive forecast's MAE beside the model's (the last value of each
-    window repeated over the horizon; the target is the inputs' first column, scaled alike), in the series' units."""
+    window repeated over the horizon; the target is the inputs' first column, scaled alike, and both are relative
+    to that last value where the data is), in the series' units."""
     from engine.train.core import validate
 
     metrics = validate(s)

@@ -1,6 +1,10 @@
 """Time series for forecasting: a table with a time column (or rows in time order) and value columns becomes
 windows of history (window × columns, the target first) and the target's next `horizon` values.
 
+With `relative` (the default) the target's column of each window and its forecast are taken relative to the
+window's last value, so the model learns changes, which carry over to levels the training part never saw (a
+trend); forecasting adds that value back (`engine.portable.relative_window`).
+
 The series is split by time, never shuffled across a boundary: its first 70% trains, the next 15% validates, the
 last 15% tests. A window belongs to the part its forecast falls in (its inputs may reach back into the part before,
 which is the past). Each column is scaled by its training part's mean and spread, so one model fits series of any
@@ -19,7 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from engine.data.store import SPLITS, Dataset, save_dataset
 from engine.errors import DataError
 from engine.limits import DATA_BYTES
-from engine.portable import InputError, series_scaled, series_times, series_values
+from engine.portable import InputError, relative_window, series_scaled, series_times, series_values
 from engine.progress import Progress, quiet
 
 PARTS = (0.70, 0.15, 0.15)  # train, val, test: shares of the series, in time order
@@ -50,6 +54,11 @@ class SeriesOptions(BaseModel):
         description="The season's length in steps (24 for hours in a day), if any.",
     )
     scale: bool = Field(True, description="Scale each column by its training mean and spread.")
+    relative: bool = Field(
+        True,
+        description="Read each window, and forecast, relative to the window's last value of the target: a level "
+        "the training part never reached (a trend) is then no different from one it did.",
+    )
 
     @classmethod
     def parse(cls, values: dict) -> "SeriesOptions":
@@ -63,9 +72,16 @@ class SeriesOptions(BaseModel):
 
 
 def time_kind(col: pd.Series) -> str:
-    """ "number" or "datetime": how a time column is read; DataError when it is neither."""
+    """How a time column is read: "datetime" (dates, or whole numbers written as YYYYMMDD) or "number"; DataError
+    when it is neither."""
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        return "number"
+        sample = col.dropna().head(1000)
+        dated = (
+            len(sample) > 0
+            and sample.between(1000_01_01, 9999_12_31).all()
+            and series_times(sample, "datetime").notna().mean() >= 0.9
+        )
+        return "datetime" if dated else "number"
     if pd.api.types.is_datetime64_any_dtype(col):
         return "datetime"
     filled = col.dropna()
@@ -176,6 +192,7 @@ def prepare_series(
         "horizon": o.horizon,
         "stride": o.stride,
         "season": o.season,
+        "relative": o.relative,
     }
     notices = []
     rows = len(frame)
@@ -222,6 +239,9 @@ def prepare_series(
     ahead = np.arange(o.horizon)
     x = {s: scaled[origins[s][:, None] - o.window + steps] for s in SPLITS}
     y = {s: scaled[origins[s][:, None] + ahead, 0] for s in SPLITS}
+    for s in SPLITS:
+        x[s], last = relative_window(x[s], prep)
+        y[s] -= last
     progress(0.7, "Saving")
 
     def keep_series(folder: Path) -> None:
@@ -248,7 +268,9 @@ def prepare_series(
     )
 
 
-def kept_series(ds: Dataset) -> pd.DataFrame | None:
-    """The prepared series (time, value in the target's units), or None for a dataset without one."""
+def kept_series(ds: Dataset) -> pd.DataFrame:
+    """The prepared series (time, value in the target's units) of a forecasting dataset."""
     path = ds.path / SERIES
-    return pd.read_parquet(path) if path.exists() else None
+    if not path.exists():
+        raise DataError(f"the series of '{ds.meta['name']}' is missing from its folder: prepare the data again.")
+    return pd.read_parquet(path)
