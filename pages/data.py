@@ -180,16 +180,16 @@ with builtin_tab:
     )
     b = BUILTINS[name]
     st.caption(b.description)
-    n_samples, noise, seed = 1000, 0.1, 0
+    n_samples, noise, seed = b.samples, 0.1, 0
     if b.generated:
         c1, c2, c3 = st.columns(3)
         n_samples = c1.slider(
             "Samples",
             100,
             10000,
-            int(current.get("n_samples", 1000)),
+            int(current.get("n_samples", b.samples) if current.get("name") == name else b.samples),
             step=100,
-            key="data.n_samples",
+            key=f"data.n_samples.{name}",
         )
         noise = c2.slider(
             "Noise", 0.0, 0.5, float(current.get("noise", 0.1)), step=0.01, key="data.noise"

@@ -13,6 +13,7 @@ class Builtin:
     title: str
     description: str
     generated: bool = False  # takes n_samples and noise
+    samples: int = 1000  # its n_samples unless one is chosen
 
 
 BUILTINS = {
@@ -77,6 +78,7 @@ BUILTINS = {
             "nights and weekends, a slow trend and noise, with the temperature beside them. For forecasting: "
             "each sample is a number of hours.",
             True,
+            4000,  # about 24 weeks: the weekly pattern, seen 16 times in the training part
         ),
     ]
 }

@@ -295,9 +295,12 @@ def prepare_again(
 
 
 def prepare_builtin(
-    name: str, *, n_samples: int = 1000, noise: float = 0.1, seed: int = 0, root: Path | None = None
+    name: str, *, n_samples: int | None = None, noise: float = 0.1, seed: int = 0, root: Path | None = None
 ) -> Dataset:
-    """A built-in set; its meta records how it was made (`builtin`), so the Data page's picker shows the set in use."""
+    """A built-in set (of its usual size unless `n_samples` says otherwise); its meta records how it was made
+    (`builtin`), so the Data page's picker shows the set in use."""
+    if name in BUILTINS and n_samples is None:
+        n_samples = BUILTINS[name].samples
     ds = _prepare_builtin(name, n_samples=n_samples, noise=noise, seed=seed, root=root)
     ds.meta["builtin"] = {"name": name, "n_samples": n_samples, "noise": noise, "seed": seed}
     atomic_write_json(ds.path / "meta.json", ds.meta)
