@@ -582,3 +582,33 @@ def test_an_optimizers_and_a_schedules_own_settings_are_drawn_from_the_config_sc
     assert (saved["optimizer"], saved["momentum"], saved["nesterov"]) == ("sgd", 0.5, True)
     assert (saved["scheduler"], saved["step_size"], saved["gamma"]) == ("step", 3, 0.5)
     assert not at.exception
+
+
+def test_every_page_renders_for_a_forecaster_and_its_run():
+    """The built-in series and its proposed forecaster: every page draws (the series split by time, the
+    forecaster's errors beside the naive forecasts', the history upload), with no error."""
+    from engine.evaluate import evaluate_run
+    from engine.runs import runs_dir
+
+    at = app()
+    at.selectbox(key="data.builtin").set_value("traffic").run()
+    at.slider(key="data.n_samples.traffic").set_value(1500).run()
+    button(at, "Use this dataset").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert at.session_state[DATASET].startswith("traffic")
+    assert [n["op"] for n in at.session_state[SPEC]["nodes"]] == ["lstm", "linear"]
+    assert any(m.label == "Horizon" and m.value == "12 steps" for m in at.metric)
+    goto(at, "build")
+    assert any("starter model for a time series" in c.value for c in at.caption) and not at.error
+    goto(at, "train")
+    at.number_input(key="train.epochs").set_value(3).run()
+    button(at, "Start training").click().run()
+    run_id = at.session_state["ll.run_id"]
+    assert wait_finished(run_id) == "completed"
+    for page in ["train", "evaluate", "predict", "export"]:
+        goto(at, page)
+        assert not at.error, (page, at.error)
+    goto(at, "evaluate")
+    expected = evaluate_run(runs_dir() / run_id)
+    cards = {m.label: m.value for m in at.metric}
+    assert cards["MAE"] == f"{expected['summary']['mae']:.4g}"

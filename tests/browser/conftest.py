@@ -213,9 +213,12 @@ def stop_and_wait(page, run_dir: Path, timeout: float = 30.0) -> None:
 
 
 def no_exceptions(page) -> None:
+    """No traceback on the page, and no "Something went wrong" (the app's own message for an unexpected error)."""
     assert page.locator('[data-testid="stException"]').count() == 0, page.locator(
         '[data-testid="stException"]'
     ).all_inner_texts()
+    failed = page.get_by_text("Something went wrong in the")
+    assert failed.count() == 0, failed.all_inner_texts()
 
 
 SCREENSHOTS = ROOT / "screenshots"
