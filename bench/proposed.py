@@ -34,7 +34,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sets", default=DEFAULT_SETS)
     ap.add_argument("--csv", nargs="*", default=[], help="FILE:TARGET, a table of your own")
-    ap.add_argument("--series", nargs="*", default=[], help="FILE:TARGET:TIME:WINDOW:HORIZON[:SEASON]")
+    ap.add_argument(
+        "--series", nargs="*", default=[], help="FILE:TARGET:TIME:WINDOW:HORIZON[:SEASON]"
+    )
     args = ap.parse_args()
     datasets = [prepare_builtin(name) for name in args.sets.split(",") if name]
     for item in args.csv:
@@ -42,9 +44,18 @@ def main() -> None:
         datasets.append(prepare_file(Path(path).read_bytes(), Path(path).name, target))
     for item in args.series:
         path, target, time_column, window, horizon, *season = item.split(":")
-        options = {"target": target, "time_column": time_column or None, "window": window, "horizon": horizon}
+        options = {
+            "target": target,
+            "time_column": time_column or None,
+            "window": window,
+            "horizon": horizon,
+        }
         options["season"] = int(season[0]) if season else None
-        datasets.append(prepare_series_file(Path(path).read_bytes(), Path(path).name, SeriesOptions.parse(options)))
+        datasets.append(
+            prepare_series_file(
+                Path(path).read_bytes(), Path(path).name, SeriesOptions.parse(options)
+            )
+        )
     print("| data | kind | proposed model | epochs, lr | val | test | seconds |")
     print("|---|---|---|---|---:|---:|---:|")
     for ds in datasets:
@@ -54,7 +65,9 @@ def main() -> None:
         final = execute(run)
         seconds = time.perf_counter() - start
         report = evaluate_run(run)
-        if ds.task == "forecast":  # MAE over the naive forecast's (below 1: better than repeating the last value)
+        if (
+            ds.task == "forecast"
+        ):  # MAE over the naive forecast's (below 1: better than repeating the last value)
             metrics = final["metrics"]
             final["metrics"]["val/mae over naive"] = metrics["val/mae"] / metrics["val/naive_mae"]
             metric, ratios = "mae over naive", report["ratios"]

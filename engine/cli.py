@@ -161,7 +161,9 @@ def _run(args, dataset, out: Path) -> int:
         "seed": args.seed,
         "device": args.device,
     }
-    train.update({k: v for k, v in proposed.items() if k not in train})  # e.g. a forecaster's early stopping
+    train.update(
+        {k: v for k, v in proposed.items() if k not in train}
+    )  # e.g. a forecaster's early stopping
     flags = (*TRAIN_FLAGS, *option_settings())
     train.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
     for note in dataset.meta.get("notices") or []:
@@ -391,15 +393,25 @@ def main(argv=None) -> int:
         help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags)",
     )
     f = t.add_argument_group("forecasting (with --task forecast)")
-    f.add_argument("--time-column", help="the column of dates or times (default: the rows are in time order)")
+    f.add_argument(
+        "--time-column", help="the column of dates or times (default: the rows are in time order)"
+    )
     f.add_argument("--window", type=int, help="steps of history each forecast reads (default 24)")
     f.add_argument("--horizon", type=int, help="steps ahead to forecast (default 6)")
     f.add_argument("--stride", type=int, help="steps between one window and the next (default 1)")
     f.add_argument(
-        "--season", type=int, help="the season's length in steps (24 for hours of a day): adds the seasonal naive baseline"
+        "--season",
+        type=int,
+        help="the season's length in steps (24 for hours of a day): adds the seasonal naive baseline",
     )
-    f.add_argument("--covariate", action="append", help="another column the model reads (repeat for more)")
-    f.add_argument("--no-scale", action="store_true", help="keep the series' own units (default: scale each column)")
+    f.add_argument(
+        "--covariate", action="append", help="another column the model reads (repeat for more)"
+    )
+    f.add_argument(
+        "--no-scale",
+        action="store_true",
+        help="keep the series' own units (default: scale each column)",
+    )
     t.add_argument("--spec", help="model spec JSON (default: the starter model for the data)")
     t.add_argument(
         "--epochs",

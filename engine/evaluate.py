@@ -179,8 +179,12 @@ def forecast_errors(actual: np.ndarray, predicted: np.ndarray) -> dict:
     return {
         "mae": float(np.abs(err).mean()),
         "rmse": float(np.sqrt(np.mean(err**2))),
-        "mape": float(np.mean(np.abs(err[nonzero] / actual[nonzero])) * 100) if nonzero.any() else None,
-        "smape": float(np.mean(np.where(denom > 0, 2 * np.abs(err) / np.where(denom > 0, denom, 1), 0)) * 100),
+        "mape": float(np.mean(np.abs(err[nonzero] / actual[nonzero])) * 100)
+        if nonzero.any()
+        else None,
+        "smape": float(
+            np.mean(np.where(denom > 0, 2 * np.abs(err) / np.where(denom > 0, denom, 1), 0)) * 100
+        ),
     }
 
 
@@ -214,7 +218,11 @@ def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
         for name, b in naive_forecasts(x, int(prep["horizon"]), prep.get("season")).items()
     }
     ratios = {
-        name: {k: (summary[k] / v if v else None) for k, v in b.items() if summary[k] is not None and v is not None}
+        name: {
+            k: (summary[k] / v if v else None)
+            for k, v in b.items()
+            if summary[k] is not None and v is not None
+        }
         for name, b in baselines.items()
     }
     plot = None
@@ -226,7 +234,8 @@ def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
             "time": when[lo:hi],
             "actual": series["value"].iloc[lo:hi].tolist(),
             "forecasts": [
-                {"time": when[origins[k] : origins[k] + horizon], "value": predicted[k].tolist()} for k in picks
+                {"time": when[origins[k] : origins[k] + horizon], "value": predicted[k].tolist()}
+                for k in picks
             ],
         }
     return {

@@ -562,7 +562,9 @@ def series_times(col: pd.Series, kind: str) -> pd.Series:
     if kind == "number":
         return pd.Series(numeric(col, "numeric"), index=col.index)
     if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
-        digits = pd.Series(numeric(col, "numeric"), index=col.index).round().astype("Int64").astype(str)
+        digits = (
+            pd.Series(numeric(col, "numeric"), index=col.index).round().astype("Int64").astype(str)
+        )
         return pd.to_datetime(digits, format="%Y%m%d", errors="coerce")
     with (
         warnings.catch_warnings()

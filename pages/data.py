@@ -13,8 +13,8 @@ from engine.data.prepare import (
     prepare_series_file,
 )
 from engine.data.readers import read_table
-from engine.data.store import list_datasets, load_dataset, load_preview
 from engine.data.series import SeriesOptions, suggest_time_column
+from engine.data.store import list_datasets, load_dataset, load_preview
 from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
 from ui import state
@@ -418,9 +418,10 @@ shapes = (
 )
 st.caption(f"{meta['task'].capitalize()} · {shapes} · source {meta['source']}")
 m = st.columns(5)
-m[0].metric("Train rows", f"{meta['sizes']['train']:,}")
-m[1].metric("Validation rows", f"{meta['sizes']['val']:,}")
-m[2].metric("Test rows", f"{meta['sizes']['test']:,}")
+rows = "windows" if ds.task == "forecast" else "rows"  # a forecast's samples: windows of the series
+m[0].metric(f"Train {rows}", f"{meta['sizes']['train']:,}")
+m[1].metric(f"Validation {rows}", f"{meta['sizes']['val']:,}")
+m[2].metric(f"Test {rows}", f"{meta['sizes']['test']:,}")
 if meta.get("inputs"):
     m[3].metric(
         "Inputs",

@@ -198,7 +198,9 @@ def show_forecast(history, table) -> None:
     keep = max(4 * int(prep["window"]), 2 * int(prep["horizon"]))
     when = times.iloc[-keep:] if times is not None else np.arange(len(values))[-keep:]
     target, time_name = prep["columns"][0], table.columns[1]
-    st.success(f"The next {len(table)} step(s) of {target}, from the last {prep['window']} rows of the history.")
+    st.success(
+        f"The next {len(table)} step(s) of {target}, from the last {prep['window']} rows of the history."
+    )
     st.plotly_chart(
         forecast_figure(
             [str(t) for t in when],

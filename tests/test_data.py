@@ -14,7 +14,9 @@ from engine.errors import DataError
 def test_every_builtin_prepares(name):
     ds = prepare_builtin(name, n_samples=300, noise=0.1)
     assert sum(ds.meta["sizes"].values()) > 0
-    assert ds.meta["task"] == {"diabetes": "regression", "traffic": "forecast"}.get(name, "classification")
+    assert ds.meta["task"] == {"diabetes": "regression", "traffic": "forecast"}.get(
+        name, "classification"
+    )
     assert ds.tensors["x_train"].shape[1:] == ds.input_shape
     if name == "digits":
         assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
@@ -39,7 +41,9 @@ def test_every_builtin_prepares(name):
             ds.input_shape == (71,)
             and int(ds.tensors["x_train"][:, 7:].max()) < ds.meta["vocab_size"]
         )
-    elif name == "traffic":  # windows of 48 hours (vehicles, temperature), the next 12 hours to forecast
+    elif (
+        name == "traffic"
+    ):  # windows of 48 hours (vehicles, temperature), the next 12 hours to forecast
         assert ds.input_shape == (48, 2) and ds.tensors["y_train"].shape[1:] == (12,)
     elif BUILTINS[name].generated:
         assert ds.input_shape == (2,)

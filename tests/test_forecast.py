@@ -28,7 +28,9 @@ def test_windows_are_split_by_time_and_the_row_order_of_the_file_does_not_matter
     frame = series_frame()
     options = SeriesOptions(target="vehicles", time_column="time", window=24, horizon=6, stride=2)
     ds = prepare_series(frame, options, name="t", source="test")
-    shuffled = prepare_series(frame.sample(frac=1, random_state=1), options, name="t", source="test")
+    shuffled = prepare_series(
+        frame.sample(frac=1, random_state=1), options, name="t", source="test"
+    )
     for key, tensor in ds.tensors.items():  # sorted by its time column, the same series
         assert tensor.equal(shuffled.tensors[key]), key
     prep = ds.meta["preprocessing"]
@@ -42,7 +44,9 @@ def test_windows_are_split_by_time_and_the_row_order_of_the_file_does_not_matter
     # relative to the window's last value
     values = (frame["vehicles"].to_numpy() - prep["mean"][0]) / prep["std"][0]
     at = origins["val"]
-    assert np.allclose(ds.tensors["x_val"][0, :, 0], values[at - 24 : at] - values[at - 1], atol=1e-5)
+    assert np.allclose(
+        ds.tensors["x_val"][0, :, 0], values[at - 24 : at] - values[at - 1], atol=1e-5
+    )
     assert np.allclose(ds.tensors["y_val"][0], values[at : at + 6] - values[at - 1], atol=1e-5)
     assert prep["freq"] == "h" and prep["step"] == 3600
 
@@ -51,10 +55,21 @@ def test_a_trend_beyond_the_training_levels_is_forecast_from_changes(workspace):
     """A rising series (like CO2): its test part lies above every level the training part saw. Relative windows
     (the default) learn the changes and beat the naive forecast; absolute ones fall behind the trend."""
     t = np.arange(1500)
-    rise = pd.DataFrame({"level": 0.05 * t + 3 * np.sin(2 * np.pi * t / 52) + np.random.default_rng(0).normal(0, 0.3, 1500)})
+    rise = pd.DataFrame(
+        {
+            "level": 0.05 * t
+            + 3 * np.sin(2 * np.pi * t / 52)
+            + np.random.default_rng(0).normal(0, 0.3, 1500)
+        }
+    )
     ratios = {}
     for relative in (True, False):
-        ds = prepare_series(rise, SeriesOptions(target="level", window=60, horizon=8, relative=relative), name="r", source="t")
+        ds = prepare_series(
+            rise,
+            SeriesOptions(target="level", window=60, horizon=8, relative=relative),
+            name="r",
+            source="t",
+        )
         run = create_run(build("window_mlp", ds.meta), {"epochs": 40, "lr": 0.003}, ds.path)
         execute(run)
         ratios[relative] = evaluate_run(run)["ratios"]["naive"]["mae"]
@@ -66,10 +81,16 @@ def test_gaps_are_filled_unreadable_times_dropped_and_said(workspace):
     frame.loc[[10, 11, 300], "vehicles"] = np.nan
     frame.loc[5, "time"] = "not a date"
     ds = prepare_series(
-        frame, SeriesOptions(target="vehicles", time_column="time", window=12, horizon=3), name="g", source="t"
+        frame,
+        SeriesOptions(target="vehicles", time_column="time", window=12, horizon=3),
+        name="g",
+        source="t",
     )
     notes = " ".join(ds.meta["notices"])
-    assert "1 row(s) whose time could not be read" in notes and "3 missing value(s) were filled" in notes
+    assert (
+        "1 row(s) whose time could not be read" in notes
+        and "3 missing value(s) were filled" in notes
+    )
     assert not any(t.isnan().any() for t in ds.tensors.values())
     assert suggest_time_column(frame) == "time"
     assert suggest_time_column(pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})) is None
@@ -99,7 +120,9 @@ def test_a_time_column_of_text_that_is_not_dates_is_refused(workspace):
     frame = series_frame(300)
     frame["time"] = [f"row {i}" for i in range(len(frame))]
     with pytest.raises(DataError, match="holds neither dates nor numbers"):
-        prepare_series(frame, SeriesOptions(target="vehicles", time_column="time"), name="b", source="t")
+        prepare_series(
+            frame, SeriesOptions(target="vehicles", time_column="time"), name="b", source="t"
+        )
 
 
 def test_the_proposed_forecaster_beats_the_naive_and_seasonal_naive_forecasts(workspace):
@@ -115,10 +138,15 @@ def test_the_proposed_forecaster_beats_the_naive_and_seasonal_naive_forecasts(wo
     assert report["ratios"]["seasonal_naive"]["mae"] < 0.95, report["ratios"]
     # the baselines are what their names say, computed from the test windows
     x, y = (t.numpy() for t in ds.split("test"))
-    scale, shift = ds.meta["preprocessing"]["target"]["scale"], ds.meta["preprocessing"]["target"]["mean"]
+    scale, shift = (
+        ds.meta["preprocessing"]["target"]["scale"],
+        ds.meta["preprocessing"]["target"]["mean"],
+    )
     naive = np.abs(x[:, -1:, 0] - y).mean() * scale
     assert report["baselines"]["naive"]["mae"] == pytest.approx(naive, rel=1e-4)
-    season = np.abs(x[:, 24:36, 0] - y).mean() * scale  # window 48, season 24: the day before each hour ahead
+    season = (
+        np.abs(x[:, 24:36, 0] - y).mean() * scale
+    )  # window 48, season 24: the day before each hour ahead
     assert report["baselines"]["seasonal_naive"]["mae"] == pytest.approx(season, rel=1e-4)
     assert shift != 0 and report["plot"]["forecasts"]
 
@@ -153,7 +181,10 @@ def test_forecasting_from_the_command_line_and_the_bundle(tmp_path):
     frame.iloc[-80:].to_csv(tmp_path / "history.csv", index=False)
     args = ["--data", tmp_path / "series.csv", "--target", "vehicles", "--out", tmp_path / "run"]
     refused = run_cli("train", *args, "--window", "24")
-    assert refused.returncode == 2 and "--window is for forecasting: add --task forecast" in refused.stderr
+    assert (
+        refused.returncode == 2
+        and "--window is for forecasting: add --task forecast" in refused.stderr
+    )
     proc = run_cli(
         "train", *args, "--task", "forecast", "--time-column", "time", "--window", "24", "--horizon", "6",
         "--season", "24", "--covariate", "temperature", "--epochs", "3",
@@ -162,14 +193,18 @@ def test_forecasting_from_the_command_line_and_the_bundle(tmp_path):
     finished = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"val/mae", "val/naive_mae"} <= set(finished["metrics"])
     out = tmp_path / "forecast.csv"
-    proc = run_cli("predict", "--model", tmp_path / "run", "--data", tmp_path / "history.csv", "--out", out)
+    proc = run_cli(
+        "predict", "--model", tmp_path / "run", "--data", tmp_path / "history.csv", "--out", out
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     forecast = pd.read_csv(out)
     assert len(forecast) == 6 and forecast["step"].tolist() == [1, 2, 3, 4, 5, 6]
     proc = run_cli("export", tmp_path / "run", "--format", "bundle", "--out", tmp_path / "b.zip")
     assert proc.returncode == 0, proc.stderr[-2000:]
     unzip((tmp_path / "b.zip").read_bytes(), tmp_path / "bundle")
-    run_isolated(tmp_path / "bundle", "predict.py", tmp_path / "history.csv", "--out", tmp_path / "p.csv")
+    run_isolated(
+        tmp_path / "bundle", "predict.py", tmp_path / "history.csv", "--out", tmp_path / "p.csv"
+    )
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "p.csv"), forecast, rtol=1e-5)
     short = tmp_path / "short.csv"
     frame.iloc[-5:].to_csv(short, index=False)

@@ -132,11 +132,15 @@ def short_labels(names: list[str]) -> list[str]:
     return out
 
 
-def forecast_figure(time: list, actual: list, forecasts: list[dict], target: str, title: str) -> go.Figure:
+def forecast_figure(
+    time: list, actual: list, forecasts: list[dict], target: str, title: str
+) -> go.Figure:
     """The actual series as a line and each forecast (`time`, `value`) over it, in its own colour with markers, so
     the horizon each one covers is plain to see."""
     fig = go.Figure(
-        go.Scatter(x=time, y=actual, mode="lines", name="actual", line=dict(color="#64748B", width=1.5))
+        go.Scatter(
+            x=time, y=actual, mode="lines", name="actual", line=dict(color="#64748B", width=1.5)
+        )
     )
     for i, f in enumerate(forecasts):
         fig.add_scatter(

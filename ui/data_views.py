@@ -15,12 +15,19 @@ def series_chart(ds: Dataset) -> go.Figure:
     step = max(1, len(series) // MAX_POINTS)
     shown = series.iloc[::step]
     time = shown["time"].astype(str).tolist()
-    fig = go.Figure(go.Scatter(x=time, y=shown["value"], mode="lines", line=dict(color=COLORS[0], width=1)))
+    fig = go.Figure(
+        go.Scatter(x=time, y=shown["value"], mode="lines", line=dict(color=COLORS[0], width=1))
+    )
     cuts = [0, int(len(shown) * PARTS[0]), int(len(shown) * (PARTS[0] + PARTS[1])), len(shown) - 1]
     for (name, color), lo, hi in zip(
-        (("train", "#E0E7FF"), ("validation", "#FEF3C7"), ("test", "#D1FAE5")), cuts[:-1], cuts[1:], strict=True
+        (("train", "#E0E7FF"), ("validation", "#FEF3C7"), ("test", "#D1FAE5")),
+        cuts[:-1],
+        cuts[1:],
+        strict=True,
     ):
-        fig.add_vrect(x0=time[lo], x1=time[hi], fillcolor=color, opacity=0.5, line_width=0, layer="below")
+        fig.add_vrect(
+            x0=time[lo], x1=time[hi], fillcolor=color, opacity=0.5, line_width=0, layer="below"
+        )
         fig.add_annotation(x=time[(lo + hi) // 2], y=1.02, yref="paper", text=name, showarrow=False)
     return layout(fig, f"{target}: split by time", height=300, showlegend=False)
 

@@ -192,7 +192,10 @@ def forecast_view(report: dict, target: str) -> None:
     for name, errors in baselines.items():
         rows.append({"forecast": BASELINES[name], **{ERRORS[k]: errors[k] for k in ERRORS}})
         rows.append(
-            {"forecast": f"model ÷ {BASELINES[name].split(' (')[0].lower()}", **{ERRORS[k]: report["ratios"][name].get(k) for k in ERRORS}}
+            {
+                "forecast": f"model ÷ {BASELINES[name].split(' (')[0].lower()}",
+                **{ERRORS[k]: report["ratios"][name].get(k) for k in ERRORS},
+            }
         )
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
     st.caption(
@@ -204,13 +207,25 @@ def forecast_view(report: dict, target: str) -> None:
     if report["plot"]:
         plot = report["plot"]
         left.plotly_chart(
-            forecast_figure(plot["time"], plot["actual"], plot["forecasts"], target, "Forecasts over the actual series"),
+            forecast_figure(
+                plot["time"],
+                plot["actual"],
+                plot["forecasts"],
+                target,
+                "Forecasts over the actual series",
+            ),
             width="stretch",
             key="evaluate.forecast",
         )
     right.plotly_chart(
         layout(
-            go.Figure(go.Bar(x=list(range(1, len(report["by_step"]) + 1)), y=report["by_step"], marker_color=COLORS[0])),
+            go.Figure(
+                go.Bar(
+                    x=list(range(1, len(report["by_step"]) + 1)),
+                    y=report["by_step"],
+                    marker_color=COLORS[0],
+                )
+            ),
             "Error by step ahead (MAE)",
             xaxis_title="steps ahead",
             yaxis_title=target,

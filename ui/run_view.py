@@ -236,7 +236,10 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         else:
             series = {"validation MAE": (xs, [e["metrics"].get("val/mae") for e in epochs])}
             if "val/naive_mae" in epochs[0]["metrics"]:  # a forecast: the baseline it has to beat
-                series["naive forecast's MAE"] = (xs, [e["metrics"]["val/naive_mae"] for e in epochs])
+                series["naive forecast's MAE"] = (
+                    xs,
+                    [e["metrics"]["val/naive_mae"] for e in epochs],
+                )
             fig = curves(
                 series,
                 "Mean absolute error per epoch",

@@ -295,7 +295,12 @@ def prepare_again(
 
 
 def prepare_builtin(
-    name: str, *, n_samples: int | None = None, noise: float = 0.1, seed: int = 0, root: Path | None = None
+    name: str,
+    *,
+    n_samples: int | None = None,
+    noise: float = 0.1,
+    seed: int = 0,
+    root: Path | None = None,
 ) -> Dataset:
     """A built-in set (of its usual size unless `n_samples` says otherwise); its meta records how it was made
     (`builtin`), so the Data page's picker shows the set in use."""

@@ -23,7 +23,14 @@ from pydantic import BaseModel, Field, ValidationError
 from engine.data.store import SPLITS, Dataset, save_dataset
 from engine.errors import DataError
 from engine.limits import DATA_BYTES
-from engine.portable import InputError, relative_window, series_scaled, series_times, series_values
+from engine.portable import (
+    InputError,
+    numeric,
+    relative_window,
+    series_scaled,
+    series_times,
+    series_values,
+)
 from engine.progress import Progress, quiet
 
 PARTS = (0.70, 0.15, 0.15)  # train, val, test: shares of the series, in time order
@@ -93,7 +100,9 @@ def time_kind(col: pd.Series) -> str:
     )
 
 
-TIME_NAME = re.compile(r"(^|[_\W])(date|time|timestamp|datetime|day|month|year|week|hour|period|ds)([_\W]|$)", re.I)
+TIME_NAME = re.compile(
+    r"(^|[_\W])(date|time|timestamp|datetime|day|month|year|week|hour|period|ds)([_\W]|$)", re.I
+)
 
 
 def suggest_time_column(frame: pd.DataFrame) -> str | None:
@@ -109,7 +118,11 @@ def suggest_time_column(frame: pd.DataFrame) -> str | None:
                     return str(c)
             except DataError:
                 pass
-    named = [c for c in frame.columns if TIME_NAME.search(str(c)) and pd.api.types.is_numeric_dtype(frame[c])]
+    named = [
+        c
+        for c in frame.columns
+        if TIME_NAME.search(str(c)) and pd.api.types.is_numeric_dtype(frame[c])
+    ]
     return str(named[0]) if named else None
 
 
@@ -140,17 +153,41 @@ def windows(n: int, window: int, horizon: int, stride: int) -> dict[str, np.ndar
     return {s: np.arange(lo, hi - horizon + 1, stride) for s, (lo, hi) in bounds.items()}
 
 
-def _check_lengths(n: int, o: SeriesOptions, origins: dict) -> None:
-    short = [s for s in SPLITS if not len(origins[s])] or (
-        ["train"] if len(origins["train"]) < MIN_TRAIN_WINDOWS else []
-    )
+def _short_part(n: int, o: SeriesOptions) -> str | None:
+    """The first part of a series of n steps that is too short for these windows (None: each has enough)."""
+    origins = windows(n, o.window, o.horizon, o.stride)
+    empty = [s for s in SPLITS if not len(origins[s])]
+    return empty[0] if empty else "train" if len(origins["train"]) < MIN_TRAIN_WINDOWS else None
+
+
+def _shortest(o: SeriesOptions) -> int:
+    """The fewest steps a series needs for these windows (every part holds a forecast, training 8 or more)."""
+    lo, hi = 1, 1 << 30
+    while lo < hi:  # the parts only grow with n
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if _short_part(mid, o) is None else (mid + 1, hi)
+    return lo
+
+
+PART_NAMES = {
+    "train": "training part (the first 70%)",
+    "val": "validation part (the next 15%)",
+    "test": "test part (the last 15%)",
+}
+
+
+def _check_lengths(n: int, o: SeriesOptions) -> None:
+    short = _short_part(n, o)
     if short:
-        need = math.ceil((o.window + o.horizon * 2 + MIN_TRAIN_WINDOWS) / PARTS[1] / 2)
+        holds = (
+            f"fewer than {MIN_TRAIN_WINDOWS} complete windows"
+            if short == "train"
+            else "no complete forecast"
+        )
         raise DataError(
             f"the series has {n:,} usable steps, too few for a window of {o.window} and a horizon of {o.horizon}: "
-            f"the {short[0]} part (the {'first 70%' if short[0] == 'train' else 'next 15%' if short[0] == 'val' else 'last 15%'} "
-            f"of the series) holds no complete {'windows' if short[0] == 'train' else 'forecast'}. Shorten the "
-            f"window or the horizon, or bring a longer series (about {need:,} steps or more)."
+            f"its {PART_NAMES[short]} holds {holds}. Shorten the window or the horizon, or bring a series of at "
+            f"least {_shortest(o):,} steps."
         )
     if o.season and o.window < o.season * math.ceil(o.horizon / o.season):
         raise DataError(
@@ -208,11 +245,11 @@ def prepare_series(
             f"{int(times.duplicated().sum()):,} time(s) appear more than once; their rows are kept in file order. "
             "A forecaster expects one row per step: aggregate the table first if these are separate series."
         )
-    gaps = int(sum(frame[c].isna().sum() for c in columns))
+    gaps = int(sum(np.isnan(numeric(frame[c], "numeric")).sum() for c in columns))
     if gaps:
         notices.append(f"{gaps:,} missing value(s) were filled in from their neighbours in time.")
+    _check_lengths(n, o)
     origins = windows(n, o.window, o.horizon, o.stride)
-    _check_lengths(n, o, origins)
     count = sum(len(v) for v in origins.values())
     need = count * o.window * len(columns) * 4
     if need > DATA_BYTES.value:
@@ -272,5 +309,7 @@ def kept_series(ds: Dataset) -> pd.DataFrame:
     """The prepared series (time, value in the target's units) of a forecasting dataset."""
     path = ds.path / SERIES
     if not path.exists():
-        raise DataError(f"the series of '{ds.meta['name']}' is missing from its folder: prepare the data again.")
+        raise DataError(
+            f"the series of '{ds.meta['name']}' is missing from its folder: prepare the data again."
+        )
     return pd.read_parquet(path)

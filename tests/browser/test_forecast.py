@@ -95,7 +95,9 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
 
     # Predict: the next 12 hours after a new history, as the engine forecasts them.
     model, meta = load_predictor(run["path"])
-    expected = csv_bytes(predict_table(model, meta, read_table(history.read_bytes(), history.name).frame))
+    expected = csv_bytes(
+        predict_table(model, meta, read_table(history.read_bytes(), history.name).frame)
+    )
     open_page(page, "Predict")
     page.locator('[data-testid="stFileUploader"]', has_text="History").locator(
         'input[type="file"]'
@@ -106,7 +108,9 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
     dl.value.save_as(tmp_path / "got.csv")
     same_predictions(tmp_path / "got.csv", expected)
     got = pd.read_csv(tmp_path / "got.csv")
-    assert got["time"].iloc[0] == str(pd.Timestamp(pd.read_csv(history)["time"].iloc[-1]) + pd.Timedelta("1h"))
+    assert got["time"].iloc[0] == str(
+        pd.Timestamp(pd.read_csv(history)["time"].iloc[-1]) + pd.Timedelta("1h")
+    )
     no_exceptions(page)
     shot(page, "forecast-5-predict")
 
