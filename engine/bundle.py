@@ -47,7 +47,8 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
-| `portable.py` | LayerLab's preprocessing and prediction code, which predict.py runs |
+| `generate.py` | a language model: `python generate.py --prompt "once upon" --length 200` |
+| `portable.py` | LayerLab's preprocessing and prediction code, which predict.py and generate.py run |
 | `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
 | `trainer/` | LayerLab's training core, which train.py runs |
 | `manifest.json` | versions, seed, dataset hash, the full configuration and the final metrics |
@@ -71,12 +72,14 @@ def _versions() -> dict:
 
 
 def predict_files() -> dict[str, bytes]:
-    """predict.py (engine/bundle_predict.py) and portable.py (engine/portable.py), verbatim."""
+    """predict.py (engine/bundle_predict.py), generate.py (engine/bundle_generate.py) and portable.py
+    (engine/portable.py), verbatim."""
     folder = Path(
         portable.__file__
     ).parent  # (bundle_predict.py runs only in a bundle: read, not imported)
     return {name: (folder / source).read_bytes() for name, source in
-            (("predict.py", "bundle_predict.py"), ("portable.py", "portable.py"))}  # fmt: skip
+            (("predict.py", "bundle_predict.py"), ("generate.py", "bundle_generate.py"),
+             ("portable.py", "portable.py"))}  # fmt: skip
 
 
 def trainer_files() -> dict[str, bytes]:

@@ -57,6 +57,8 @@ def predict(data: Path) -> pd.DataFrame:
     info = json.loads((HERE / "preprocessing.json").read_text())
     info["classes"] = json.loads((HERE / "labels.json").read_text())["classes"]
     model = load(HERE / "weights.safetensors")
+    if info.get("task") == "language_model":
+        raise InputError("this model writes text: run generate.py --prompt '...' instead.")
     if (info["preprocessing"] or {}).get("kind") == "image":
         files = (
             [data]
@@ -84,9 +86,7 @@ def predict(data: Path) -> pd.DataFrame:
     frame = read_rows(data)
     if not len(frame):
         raise InputError("the table has no rows to predict.")
-    if (info["preprocessing"] or {}).get(
-        "kind"
-    ) == "series":  # a forecaster: the table is the history
+    if (info["preprocessing"] or {}).get("kind") == "series":  # a forecaster: the table is the history
         return forecast(model, frame, info)
     out = model_outputs(
         model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"]

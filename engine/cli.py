@@ -44,6 +44,7 @@ def _train(args) -> int:
     from engine.data.tabular import suggest_columns
 
     _check_where(args)
+    _check_task_flags(args)
     data = Path(args.data)
     if not data.is_file():
         raise LayerLabError(
@@ -61,15 +62,12 @@ def _train(args) -> int:
             root=out / "dataset",
         )
         return _run(args, dataset, out)
+    if args.task == "language_model":
+        return _run(args, _corpus_data(args, raw, data.name, out), out)
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
     if args.task == "forecast":
         return _run(args, _forecast_data(args, raw, data.name, out), out)
-    series_flags = [f for f in SERIES_FLAGS if getattr(args, f) not in (None, [], False)]
-    if series_flags:
-        raise LayerLabError(
-            f"--{series_flags[0].replace('_', '-')} is for forecasting: add --task forecast."
-        )
     plans, source = None, None
     if (
         args.text_column
@@ -100,7 +98,17 @@ def _train(args) -> int:
     return _run(args, dataset, out)
 
 
-SERIES_FLAGS = ("time_column", "window", "horizon", "stride", "season", "covariate", "no_scale")
+TASK_FLAGS = {  # the flags only these tasks take
+    "forecast": ("time_column", "window", "horizon", "stride", "season", "covariate", "no_scale"),
+    "language_model": ("tokens", "context"),
+}
+
+
+def _check_task_flags(args) -> None:
+    for task, flags in TASK_FLAGS.items():
+        given = [f for f in flags if getattr(args, f) not in (None, [], False)]
+        if given and args.task != task:
+            raise LayerLabError(f"--{given[0].replace('_', '-')} is for --task {task}: add --task {task}.")
 
 
 def _forecast_data(args, raw: bytes, name: str, out: Path):
@@ -119,6 +127,31 @@ def _forecast_data(args, raw: bytes, name: str, out: Path):
     }
     options = SeriesOptions.parse({k: v for k, v in given.items() if v is not None})
     return prepare_series_file(raw, name, options, root=out / "dataset")
+
+
+def _corpus_data(args, raw: bytes, name: str, out: Path):
+    from engine.data.corpus import CorpusOptions
+    from engine.data.prepare import prepare_corpus_file
+
+    if args.text_column and len(args.text_column) > 1:
+        raise LayerLabError("a language model learns one text: pass one --text-column.")
+    given = {"tokens": args.tokens, "context": args.context}
+    options = CorpusOptions.parse({k: v for k, v in given.items() if v is not None})
+    column = args.text_column[0] if args.text_column else None
+    return prepare_corpus_file(raw, name, options, text_column=column, root=out / "dataset")
+
+
+def _generate(args) -> int:
+    from engine.predict import generate_text, load_predictor
+
+    model, meta = load_predictor(args.run)
+    print(
+        generate_text(
+            model, meta, args.prompt, length=args.length, temperature=args.temperature, top_k=args.top_k,
+            seed=args.seed,
+        )  # fmt: skip
+    )
+    return 0
 
 
 def _read_within(path: Path, budget) -> bytes:
@@ -389,9 +422,13 @@ def main(argv=None) -> int:
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument(
         "--task",
-        choices=["classification", "regression", "forecast"],
-        help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags)",
+        choices=["classification", "regression", "forecast", "language_model"],
+        help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags); "
+        "language_model: learn to write like the text in --data (a text file, or a table's --text-column)",
     )
+    lm = t.add_argument_group("language model (with --task language_model)")
+    lm.add_argument("--tokens", choices=["char", "word"], help="characters (default) or words and punctuation")
+    lm.add_argument("--context", type=int, help="tokens the model reads to predict the next one (default 64)")
     f = t.add_argument_group("forecasting (with --task forecast)")
     f.add_argument(
         "--time-column", help="the column of dates or times (default: the rows are in time order)"
@@ -543,6 +580,13 @@ def main(argv=None) -> int:
         help="a table in any format the Data page reads, or a folder of images",
     )
     p.add_argument("--out", required=True, help="the CSV to write")
+    gen = sub.add_parser("generate", help="write text with a trained language model")
+    gen.add_argument("run", help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model")
+    gen.add_argument("--prompt", default="", help="the text to continue")
+    gen.add_argument("--length", type=int, default=200, help="tokens to write (default 200)")
+    gen.add_argument("--temperature", type=float, default=0.8, help="below 1: more predictable (default 0.8)")
+    gen.add_argument("--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)")
+    gen.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:
         return {
@@ -551,6 +595,7 @@ def main(argv=None) -> int:
             "evaluate": _evaluate,
             "export": _export,
             "predict": _predict,
+            "generate": _generate,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

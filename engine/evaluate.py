@@ -7,6 +7,7 @@ the worst predictions, in the target's own units. Computed here with numpy; the 
 scikit-learn's.
 """
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from engine.data.series import kept_series
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
-from engine.portable import model_outputs, probabilities, target_units
+from engine.portable import decode_tokens, generate, model_outputs, probabilities, target_units
 from engine.tasks import task_for
 from engine.workspace import read_json
 
@@ -251,6 +252,45 @@ def forecast_report(dataset, split: str, out: np.ndarray) -> dict:
     }
 
 
+TEXT_BATCH = 32  # windows scored at a time: (windows, context, vocabulary) scores can be large
+
+
+@torch.no_grad()
+def text_report(model, dataset, split: str) -> dict:
+    """A language model on a split: cross-entropy per token in bits and as a perplexity, next-token accuracy, the
+    same for the unigram baseline (each token's training frequency, add-one smoothed, whatever came before), and
+    a sample written after the split's first window."""
+    x, y = dataset.split(split)
+    vocab = int(dataset.meta["vocab_size"])
+    model.eval()
+    nats, right = 0.0, 0
+    for i in range(0, len(x), TEXT_BATCH):
+        scores = model(x[i : i + TEXT_BATCH].long()).float()
+        target = y[i : i + TEXT_BATCH]
+        nats += torch.nn.functional.cross_entropy(scores.flatten(0, 1), target.flatten(), reduction="sum").item()
+        right += int((scores.argmax(-1) == target).sum())
+    tokens = y.numel()
+    counts = torch.bincount(dataset.split("train")[1].flatten(), minlength=vocab).double() + 1
+    unigram = -(counts / counts.sum()).log2()
+    baseline_bits = float(unigram[y.flatten()].mean())
+    bits = nats / max(tokens, 1) / math.log(2)
+    prompt = decode_tokens(x[0].long().tolist(), dataset.meta) if len(x) else ""
+    return {
+        "task": "language_model",
+        "n": int(len(x)),
+        "tokens": int(tokens),
+        "summary": {
+            "bits_per_token": bits,
+            "perplexity": float(2**bits),
+            "accuracy": right / max(tokens, 1),
+            "unigram_bits_per_token": baseline_bits,
+        },
+        "prompt": prompt,
+        "sample": generate(model, dataset.meta, prompt, length=200, temperature=0.8, top_k=20) if prompt else "",
+        "worst": [],
+    }
+
+
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
     return model_outputs(model, x, model.takes_tokens)
@@ -292,7 +332,10 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     model, _ = load_model(weights)
     x, y = dataset.split(split)
     config = train.get("config", {})
-    out, task = outputs(model, x), task_for(dataset.task, config.get("target", "label"))
+    task = task_for(dataset.task, config.get("target", "label"))
+    if task.predictions == "text":
+        return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **text_report(model, dataset, split)}
+    out = outputs(model, x)
     if task.predictions == "forecast":
         result = forecast_report(dataset, split, out.numpy())
     elif task.predictions == "reconstruction":

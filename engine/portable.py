@@ -670,3 +670,72 @@ def forecast(model: torch.nn.Module, frame: pd.DataFrame, meta: dict) -> pd.Data
             f"{prep['columns'][0]} (forecast)": (out[:horizon] * scale + shift).numpy(),
         }
     )
+
+
+# --- text generation ----------------------------------------------------------------------------------------
+
+WORD_TOKEN = re.compile(r"[\w']+|[^\w\s]", re.UNICODE)  # a word, or one mark of punctuation
+
+
+def corpus_tokens(text: str, prep: dict) -> list[str]:
+    """A text as a language model's tokens: its characters, or its words and punctuation marks ("word")."""
+    if prep.get("lowercase"):
+        text = text.lower()
+    return list(text) if prep["tokens"] == "char" else WORD_TOKEN.findall(text)
+
+
+def encode_corpus(text: str, meta: dict) -> np.ndarray:
+    """The token ids of a text (0, <unk>, for a token outside the vocabulary), int64."""
+    prep, vocab = meta["preprocessing"], meta["vocab"]
+    if prep["tokens"] == "char":  # by code point, without a Python loop over a long text
+        text = text.lower() if prep.get("lowercase") else text
+        points = np.frombuffer(text.encode("utf-32-le"), np.uint32)
+        known = np.array([ord(c) for c in vocab[1:]], np.uint32)
+        order = np.argsort(known)
+        at = np.searchsorted(known[order], points).clip(0, max(len(known) - 1, 0))
+        hit = known[order][at] == points if len(known) else np.zeros(len(points), bool)
+        return np.where(hit, order[at] + 1, 0).astype(np.int64)
+    index = {t: i for i, t in enumerate(vocab)}
+    return np.array([index.get(t, 0) for t in corpus_tokens(text, prep)], np.int64)
+
+
+def decode_tokens(ids, meta: dict) -> str:
+    """Token ids as text: characters joined, or words joined by spaces with no space before punctuation."""
+    vocab = meta["vocab"]
+    words = [vocab[int(i)] for i in ids]
+    if meta["preprocessing"]["tokens"] == "char":
+        return "".join(words)
+    return re.sub(r" ([^\w\s'(\[{])", r"\1", " ".join(words))
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    meta: dict,
+    prompt: str,
+    length: int = 200,
+    temperature: float = 0.8,
+    top_k: int | None = 20,
+    seed: int = 0,
+) -> str:
+    """`length` tokens after `prompt`, each drawn from the model's scores for the next token given the last
+    `context` tokens (divided by `temperature`; only the `top_k` best kept), with a seeded generator."""
+    if temperature <= 0:
+        raise InputError("the temperature must be above 0 (0.8 is usual; lower is more predictable).")
+    if length < 1:
+        raise InputError("the length must be at least 1 token.")
+    context = int(meta["preprocessing"]["context"])
+    ids = encode_corpus(prompt, meta).tolist() or [0]
+    gen = torch.Generator().manual_seed(seed)
+    was_training = model.training
+    model.eval()
+    start = len(ids)
+    for _ in range(length):
+        window = torch.tensor([ids[-context:]], dtype=torch.long)
+        scores = model(window)[0, -1].float() / temperature
+        if top_k:
+            kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
+            scores = scores.masked_fill(scores < kth, -float("inf"))
+        ids.append(int(torch.multinomial(torch.softmax(scores, -1), 1, generator=gen)))
+    model.train(was_training)
+    return decode_tokens(ids[start:], meta)

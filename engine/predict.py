@@ -21,7 +21,7 @@ from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
 from engine.limits import DATA_BYTES
-from engine.portable import InputError, forecast, prediction_table, with_rows
+from engine.portable import InputError, forecast, generate, prediction_table, with_rows
 
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
 
@@ -58,6 +58,8 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
     the rows themselves; for a forecaster, `frame` is the history and the table its forecast."""
     if (meta.get("preprocessing") or {}).get("kind") == "image":
         raise LayerLabError("this model was trained on images: upload images, not a table.")
+    if meta.get("task") == "language_model":
+        raise LayerLabError("this model generates text: give it a prompt (`python -m engine generate`), not a table.")
     if not len(frame):
         raise LayerLabError("the table has no rows to predict.")
     if (meta.get("preprocessing") or {}).get("kind") == "series":
@@ -74,6 +76,16 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
         )
     x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
     return with_rows(_table(model, meta, x), frame, meta["preprocessing"])
+
+
+def generate_text(model: GraphModel, meta: dict, prompt: str, **options) -> str:
+    """Text a language model writes after `prompt` (see `engine.portable.generate` for the options)."""
+    if meta.get("task") != "language_model":
+        raise LayerLabError("this model does not generate text: it predicts rows or images (`predict`).")
+    try:
+        return generate(model, meta, prompt, **options)
+    except InputError as e:
+        raise DataError(str(e)) from None
 
 
 def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:

@@ -47,6 +47,8 @@ class Task:
         `num_classes`: what `width` says of the data (the classes, or a forecast's horizon)."""
         if self.outputs == "steps":
             return (num_classes,) if num_classes else None
+        if self.outputs == "tokens":  # scores for every token of the vocabulary, at each position
+            return (int(input_shape[0]), num_classes) if num_classes and input_shape else None
         if self.outputs == "input":
             return tuple(input_shape) if input_shape is not None else None
         if self.outputs == "classes":
@@ -67,6 +69,19 @@ def forecast_validate(s) -> dict[str, float]:
     x_val, y_val = s.data[2], s.data[3]
     naive = (x_val[:, -1, :1].float() - y_val).abs().mean().item() * s.plan.target_scale
     return {**metrics, "naive_mae": naive}
+
+
+def language_model_validate(s) -> dict[str, float]:
+    """The validation loss (cross-entropy per token, in nats) and accuracy, and the same loss in bits per token and
+    as a perplexity."""
+    from engine.train.core import validate
+
+    metrics = validate(s)
+    return {
+        **metrics,
+        "bits_per_token": metrics["loss"] / math.log(2),
+        "perplexity": math.exp(min(metrics["loss"], 50.0)),
+    }
 
 
 TASKS: dict[str, Task] = {
@@ -114,6 +129,17 @@ TASKS: dict[str, Task] = {
             ("forecast",),
             validate=forecast_validate,
         ),
+        Task(
+            "language_model",
+            "Language model",
+            "classification",
+            "cross_entropy",
+            ("accuracy", "bits_per_token", "perplexity"),
+            "tokens",
+            "text",
+            ("text",),
+            validate=language_model_validate,
+        ),
     )
 }
 
@@ -127,11 +153,11 @@ def task_for(data_task: str, target: str = "label") -> Task:
 
 
 def width(meta: dict) -> int | None:
-    """What fixes the width of a model's output on this data besides its task: the number of classes, or the
-    horizon of a forecast (`Task.output_shape`'s `num_classes`)."""
-    return (
-        len(meta.get("classes") or []) or (meta.get("preprocessing") or {}).get("horizon") or None
-    )
+    """What fixes the width of a model's output on this data besides its task: the number of classes, the horizon
+    of a forecast, or a language model's vocabulary (`Task.output_shape`'s `num_classes`)."""
+    if meta.get("task") == "language_model":
+        return meta.get("vocab_size")
+    return len(meta.get("classes") or []) or (meta.get("preprocessing") or {}).get("horizon") or None
 
 
 def output_units(data_task: str, num_classes: int | None) -> int:

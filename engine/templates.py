@@ -229,6 +229,37 @@ def window_mlp(meta):
     ]
 
 
+def _vocab(meta) -> int:
+    return int(meta.get("vocab_size") or 2)
+
+
+def char_transformer(meta):
+    """nanoGPT in small: token and learned position embeddings, causal transformer blocks, a Dense layer that
+    scores every token of the vocabulary at each position."""
+    return [
+        _n("embed", "embedding", num_embeddings=_vocab(meta), embedding_dim=64),
+        _n("positions", "positional_encoding", kind="learned"),
+        _n(
+            "blocks",
+            "transformer_encoder",
+            num_heads=4,
+            dim_feedforward=256,
+            num_layers=2,
+            dropout=0.1,
+            causal=True,
+        ),
+        _n("next_token", "linear", out_features=_vocab(meta)),
+    ]
+
+
+def lstm_lm(meta):
+    return [
+        _n("embed", "embedding", num_embeddings=_vocab(meta), embedding_dim=64),
+        _n("lstm", "lstm", hidden_size=128, return_sequences=True),
+        _n("next_token", "linear", out_features=_vocab(meta)),
+    ]
+
+
 SERIES_TRAIN = {"epochs": 30, "lr": 0.003, "early_stopping": 8}
 
 TEMPLATES = {
@@ -354,6 +385,26 @@ TEMPLATES = {
             SERIES_TRAIN,
         ),
         Template(
+            "char_transformer",
+            "Character transformer (nanoGPT-style)",
+            "Token and position embeddings, two causal transformer blocks "
+            "(each position sees only itself and the ones before), a Dense layer scoring the next token everywhere.",
+            "tales",
+            "corpus",
+            char_transformer,
+            {"epochs": 10, "lr": 0.002, "batch_size": 32},
+        ),
+        Template(
+            "lstm_lm",
+            "LSTM language model",
+            "An Embedding, an LSTM that returns every step (it reads left to "
+            "right, so it never sees ahead), a Dense layer scoring the next token at each step.",
+            "tales",
+            "corpus",
+            lstm_lm,
+            {"epochs": 10, "lr": 0.003, "batch_size": 32},
+        ),
+        Template(
             "autoencoder",
             "MLP autoencoder",
             "Squeezes the input through an 8-unit code and rebuilds it; "
@@ -374,6 +425,10 @@ def suits(template: Template, meta: dict) -> bool:
     ):  # windows take forecasters only
         return False
     if template.kind == "series":
+        return True
+    if (template.kind == "corpus") != (meta.get("task") == "language_model"):  # next-token models only
+        return False
+    if template.kind == "corpus":
         return True
     if (template.kind == "mixed") != bool(
         meta.get("inputs")
@@ -400,6 +455,8 @@ def build(template: Template | str, meta: dict) -> dict:
 def _kind(meta: dict) -> str:
     if meta.get("task") == "forecast":
         return "series"
+    if meta.get("task") == "language_model":
+        return "corpus"
     if meta.get("inputs"):
         return "mixed"
     if token_vocab(meta):
@@ -416,11 +473,14 @@ REASONS = {
     "image": "images: a small CNN, two conv, batch norm, ReLU and pool blocks, then global average pooling and a "
     "Dense head.",
     "table": "a table of numbers: a small MLP, two hidden layers of 64 ReLU units.",
+    "corpus": "text to generate: a small causal transformer (each position sees only the tokens before it) scores "
+    "the next token at every position.",
     "series": "a time series: an LSTM reads each window of history in order, and a Dense layer predicts every "
     "step of the horizon from its last state.",
 }
 PROPOSED = {
     "series": "lstm_forecaster",
+    "corpus": "char_transformer",
     "mixed": "text_and_numbers",
     "image": "small_cnn",
 }  # the others: engine.spec.starter_spec

@@ -183,7 +183,7 @@ def test_forecasting_from_the_command_line_and_the_bundle(tmp_path):
     refused = run_cli("train", *args, "--window", "24")
     assert (
         refused.returncode == 2
-        and "--window is for forecasting: add --task forecast" in refused.stderr
+        and "--window is for --task forecast: add --task forecast" in refused.stderr
     )
     proc = run_cli(
         "train", *args, "--task", "forecast", "--time-column", "time", "--window", "24", "--horizon", "6",

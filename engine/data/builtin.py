@@ -80,6 +80,14 @@ BUILTINS = {
             True,
             4000,  # about 24 weeks: the weekly pattern, seen 16 times in the training part
         ),
+        Builtin(
+            "tales",
+            "Tiny tales (text to generate)",
+            "Generated two-sentence tales from a small grammar (who went "
+            "where, what they found, how they felt). For language models: each sample is a tale.",
+            True,
+            2000,
+        ),
     ]
 }
 
@@ -239,6 +247,31 @@ def _traffic(n, noise, rng) -> pd.DataFrame:
     return pd.DataFrame({"time": time, "vehicles": vehicles, "temperature": temperature.round(1)})
 
 
+TALE_WORDS = {
+    "who": ["the cat", "a little fox", "the old sailor", "my sister", "a tired dragon", "the baker", "a brave mouse"],
+    "went": ["walked to", "ran to", "sailed to", "flew over", "crept into", "wandered through"],
+    "where": ["the forest", "the market", "a quiet harbour", "the castle", "the snowy hills", "an empty garden"],
+    "found": ["a golden key", "an old map", "a sleeping owl", "a box of apples", "a lost shoe", "a singing stone"],
+    "felt": ["happy", "surprised", "a little afraid", "very proud", "hungry", "sleepy"],
+}
+
+
+def _tales(n, noise, rng) -> str:
+    """`n` tales like "the cat walked to the forest. there it found an old map and felt happy."; `noise` is the
+    share of phrases replaced by a random phrase of another kind."""
+    kinds = list(TALE_WORDS)
+    tales = []
+    for _ in range(n):
+        pick = {}
+        for k in kinds:
+            source = TALE_WORDS[rng.choice(kinds)] if rng.random() < noise else TALE_WORDS[k]
+            pick[k] = source[rng.integers(len(source))]
+        tales.append(
+            f"{pick['who']} {pick['went']} {pick['where']}. there it found {pick['found']} and felt {pick['felt']}."
+        )
+    return "\n".join(tales) + "\n"
+
+
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
     """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
     rng = np.random.default_rng(seed)
@@ -260,6 +293,8 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
             "classes": ["negative", "positive"],
             "vocab": VOCAB,
         }
+    if name == "tales":
+        return {"corpus": _tales(n_samples, noise, rng), "options": {"tokens": "char", "context": 64}}
     if name == "traffic":
         return {
             "series": _traffic(n_samples, noise, rng),

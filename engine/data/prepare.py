@@ -12,7 +12,8 @@ import pandas as pd
 from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
-from engine.data.readers import TableSource, read_table
+from engine.data.readers import TableSource, decode_text, read_table
+from engine.data.corpus import CorpusOptions, corpus_text, prepare_corpus
 from engine.data.series import SeriesOptions, prepare_series
 from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
@@ -24,6 +25,7 @@ from engine.data.tabular import (
     suggest_columns,
 )
 from engine.errors import DataError
+from engine.limits import DATA_BYTES
 from engine.progress import Progress, part, quiet
 from engine.workspace import atomic_write_json, read_json
 
@@ -243,6 +245,38 @@ def prepare_series_file(
     )
 
 
+def prepare_corpus_file(
+    data: bytes,
+    filename: str,
+    options: CorpusOptions,
+    *,
+    text_column: str | None = None,
+    root: Path | None = None,
+    source: TableSource | None = None,
+    progress: Progress | None = None,
+) -> Dataset:
+    """A text to learn to generate: a plain text file (`text_column` None), or a table's text column."""
+    if text_column is None:
+        if len(data) > DATA_BYTES.value:
+            raise DATA_BYTES.refuse(Path(filename).name, f"it holds {DATA_BYTES.describe(len(data))}", "Use a part.")
+        text = decode_text(data, Path(filename).name)[0]
+    else:
+        if source is None:
+            (progress or quiet)(0.0, f"Reading {Path(filename).name}")
+            source = read_table(data, filename)
+        text = corpus_text(source.frame, text_column)
+    if not text.strip():
+        raise DataError(f"'{Path(filename).name}' holds no text to learn from.")
+    return prepare_corpus(
+        text,
+        options,
+        name=Path(filename).stem,
+        source=f"upload:{Path(filename).name}",
+        root=root,
+        progress=part(progress, 0.2, 1.0),
+    )
+
+
 def _write_aside(data: bytes, folder: Path) -> str:
     """The uploaded file in a temporary file of the datasets folder (moved into the dataset's when it exists). Not
     synced to disk, like the tensors: a copy for preparing again, which a crash costs nothing but that."""
@@ -322,6 +356,14 @@ def _prepare_builtin(
         raise DataError(f"choose between 50 and 200,000 samples (got {n_samples}).")
     loaded = load_builtin(name, n_samples=n_samples, noise=noise, seed=seed)
     title = f"{b.title} (n={n_samples}, noise={noise:g})" if b.generated else b.title
+    if "corpus" in loaded:
+        return prepare_corpus(
+            loaded["corpus"],
+            CorpusOptions.parse(loaded["options"]),
+            name=title,
+            source=f"builtin:{name}",
+            root=root,
+        )
     if "series" in loaded:
         return prepare_series(
             loaded["series"],

@@ -226,6 +226,12 @@ def check_compatible(
                 f"last Dense layer's units to {num_classes} ({LOSSES[loss].title.lower()} wants one "
                 "output per class)."
             )
+        if kind.outputs == "tokens":
+            raise ConfigError(
+                f"a language model outputs a score for each of the {want[1]:,} tokens of the vocabulary at each of "
+                f"the {want[0]} positions, {want}, but this model outputs {out}: end it with a Dense layer of "
+                f"{want[1]:,} units applied to every position (no Flatten or pooling before it)."
+            )
         if kind.outputs == "steps":
             raise ConfigError(
                 f"a forecast of {want[0]} steps needs one output per step, but the model outputs {out}: set "

@@ -46,7 +46,7 @@ def evaluate(net, x, y, plan: Plan, autocast=contextlib.nullcontext) -> dict[str
     y, targets = as_input(y), LOSSES[plan.loss].targets
     metrics = {"loss": loss_function(plan.loss)(outs, y).item()}
     if targets == "classes":
-        metrics["accuracy"] = (outs.argmax(1) == y).float().mean().item()
+        metrics["accuracy"] = (outs.argmax(-1) == y).float().mean().item()
     elif targets == "binary":
         metrics["accuracy"] = ((outs > 0).float() == y).float().mean().item()
     else:

@@ -233,11 +233,28 @@ LOSSES: dict[str, Loss] = {
 }
 
 
+def per_position(fn: Callable) -> Callable:
+    """A class loss that also takes class scores at every position of a sequence ((N, T, C) against (N, T) labels,
+    a language model's): each position counts as a row."""
+
+    def loss(out, y):
+        if out.dim() == 3 and y.dim() == 2:
+            return fn(out.flatten(0, 1), y.flatten())
+        return fn(out, y)
+
+    return loss
+
+
 def loss_function(
     name: str, weight: torch.Tensor | None = None, label_smoothing: float = 0.0
 ) -> Callable:
     """The loss by name; `weight` holds per-class weights (cross-entropy, NLL, KL) or the positive
-    class's (BCE)."""
+    class's (BCE). Class losses take a sequence's positions as rows (`per_position`)."""
+    fn = _loss_function(name, weight, label_smoothing)
+    return per_position(fn) if LOSSES[name].targets == "classes" else fn
+
+
+def _loss_function(name: str, weight: torch.Tensor | None, label_smoothing: float) -> Callable:
     if name == "cross_entropy" and (weight is not None or label_smoothing):
         return lambda out, y: F.cross_entropy(
             out, y, weight=weight, label_smoothing=label_smoothing
