@@ -52,6 +52,14 @@ def _output_width(spec, linear_id, width) -> Fix:
     return fix
 
 
+def _set_param(node_id, key, value) -> Fix:
+    def fix(spec, train):
+        node = next(n for n in spec["nodes"] if n["id"] == node_id)
+        return set_params(spec, node_id, {**node["params"], key: value}), train
+
+    return fix
+
+
 def _embedding_size(node_id, vocab) -> Fix:
     def fix(spec, train):
         node = next(n for n in spec["nodes"] if n["id"] == node_id)
@@ -321,6 +329,39 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                     f"to {list(want)} at the end.",
                     "Add Reshape",
                     lambda s, t: (_append_reshape(s, want), t),
+                )
+            )
+    if kind.outputs == "tokens":
+        findings += _sees_ahead(model.nodes)
+    return findings
+
+
+LOOKS_AHEAD = {  # a language model's layers that can read later positions, and the setting that stops it
+    "attention": ("causal", True),
+    "transformer_encoder": ("causal", True),
+    "rnn": ("bidirectional", False),
+    "lstm": ("bidirectional", False),
+    "gru": ("bidirectional", False),
+}
+
+
+def _sees_ahead(nodes) -> list[Finding]:
+    """A layer of a language model that reads the positions after the one it predicts for: without a causal mask
+    (attention) or reading backwards too (a bidirectional RNN), it learns to copy the next token from its input,
+    and scores far better in training than it can write."""
+    findings = []
+    for n in nodes:
+        if n.op in LOOKS_AHEAD and n.params.get(LOOKS_AHEAD[n.op][0]) != LOOKS_AHEAD[n.op][1]:
+            key, value = LOOKS_AHEAD[n.op]
+            what = "has no causal mask" if key == "causal" else "also reads backwards (bidirectional)"
+            findings.append(
+                Finding(
+                    "sees_ahead",
+                    n.id,
+                    f"'{n.id}' {what}, so each position sees the token it is meant to predict: the model learns to "
+                    "copy it and cannot write text. A language model must only look back.",
+                    "Make it causal" if key == "causal" else "Read forwards only",
+                    _set_param(n.id, key, value),
                 )
             )
     return findings

@@ -727,12 +727,13 @@ def generate(
     context = int(meta["preprocessing"]["context"])
     ids = encode_corpus(prompt, meta).tolist() or [0]
     gen = torch.Generator().manual_seed(seed)
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     start = len(ids)
     for _ in range(length):
-        window = torch.tensor([ids[-context:]], dtype=torch.long)
-        scores = model(window)[0, -1].float() / temperature
+        window = torch.tensor([ids[-context:]], dtype=torch.long, device=device)
+        scores = model(window)[0, -1].float().cpu() / temperature
         if top_k:
             kth = torch.topk(scores, min(top_k, len(scores))).values[-1]
             scores = scores.masked_fill(scores < kth, -float("inf"))

@@ -1,7 +1,8 @@
 """LayerLab's instrumentation of a run, as callbacks on the hooks of `engine.train.core.train`.
 
 `fit` passes them in this order, which is the order they act in at each hook: the event writer, the look
-inside (diagnostics and the coach), the decision boundary, the resume checkpoints, the stop request.
+inside (diagnostics and the coach), the decision boundary or a language model's live text, the resume checkpoints,
+the stop request.
 """
 
 import math
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from engine.portable import decode_tokens, generate
 from engine.train import boundary
 from engine.train.checkpoint import save_state
 from engine.train.core import healthy
@@ -23,6 +25,7 @@ DIAGNOSE_SHARE = (
     0.02  # diagnostics are sampled less often than every 2 s when a look would cost more than this
 )
 BOUNDARY_EVERY_S = 0.5
+SAMPLE_FIRST_S, SAMPLE_EVERY_S, SAMPLE_LENGTH = 2.0, 5.0, 120  # a language model's live text
 CHECKPOINT_SHARE = (
     0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
 )
@@ -111,6 +114,30 @@ class LookInside(Callback):
     def finish(self, s):
         if s.status != "diverged" and s.batch[0] is not None:
             self.look(s)
+
+
+class Writes(Callback):
+    """A language model's text from a fixed prompt (the start of the validation text), every SAMPLE_EVERY_S and at
+    the end: what it has learned to write, as it learns. Its own random stream, so training is unchanged."""
+
+    def __init__(self, emit, dataset):
+        x_val = dataset.split("val")[0]
+        context = int(dataset.meta["preprocessing"]["context"])
+        self.emit, self.meta, self.next = emit, dataset.meta, time.perf_counter() + SAMPLE_FIRST_S
+        self.prompt = decode_tokens(x_val[0, : context // 2].long().tolist(), dataset.meta) if len(x_val) else ""
+
+    def write(self, s):
+        text = generate(s.model, self.meta, self.prompt, length=SAMPLE_LENGTH)
+        self.emit({"type": "sample", "epoch": s.epoch, "step": s.step, "prompt": self.prompt, "text": text})
+        self.next = time.perf_counter() + SAMPLE_EVERY_S
+
+    def on_sync(self, s):
+        if time.perf_counter() >= self.next:
+            self.write(s)
+
+    def on_train_end(self, s):
+        if s.status != "diverged":
+            self.write(s)
 
 
 class Boundary(Callback):

@@ -119,6 +119,16 @@ class Coach(Event):
     message: str
 
 
+class Sample(Event):
+    """A language model's text from a fixed prompt, written every few seconds while it trains."""
+
+    type: Literal["sample"]
+    epoch: int
+    step: int
+    prompt: str
+    text: str
+
+
 class RunFinished(Event):
     """The last event of every run, whatever happened."""
 
@@ -146,6 +156,7 @@ EVENTS: dict[str, type[Event]] = {
         Diagnostics,
         Notice,
         Coach,
+        Sample,
         RunFinished,
     )
 }
