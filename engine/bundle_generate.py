@@ -20,7 +20,9 @@ def main() -> int:
     parser.add_argument("--prompt", default="", help="the text to continue")
     parser.add_argument("--length", type=int, default=200, help="tokens to write")
     parser.add_argument("--temperature", type=float, default=0.8, help="below 1: more predictable")
-    parser.add_argument("--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)")
+    parser.add_argument(
+        "--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     from model import load

@@ -86,7 +86,9 @@ def predict(data: Path) -> pd.DataFrame:
     frame = read_rows(data)
     if not len(frame):
         raise InputError("the table has no rows to predict.")
-    if (info["preprocessing"] or {}).get("kind") == "series":  # a forecaster: the table is the history
+    if (info["preprocessing"] or {}).get(
+        "kind"
+    ) == "series":  # a forecaster: the table is the history
         return forecast(model, frame, info)
     out = model_outputs(
         model, torch.from_numpy(encode_rows(frame, info["preprocessing"])), info["takes_tokens"]

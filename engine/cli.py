@@ -108,7 +108,9 @@ def _check_task_flags(args) -> None:
     for task, flags in TASK_FLAGS.items():
         given = [f for f in flags if getattr(args, f) not in (None, [], False)]
         if given and args.task != task:
-            raise LayerLabError(f"--{given[0].replace('_', '-')} is for --task {task}: add --task {task}.")
+            raise LayerLabError(
+                f"--{given[0].replace('_', '-')} is for --task {task}: add --task {task}."
+            )
 
 
 def _forecast_data(args, raw: bytes, name: str, out: Path):
@@ -147,7 +149,12 @@ def _generate(args) -> int:
     model, meta = load_predictor(args.run)
     print(
         generate_text(
-            model, meta, args.prompt, length=args.length, temperature=args.temperature, top_k=args.top_k,
+            model,
+            meta,
+            args.prompt,
+            length=args.length,
+            temperature=args.temperature,
+            top_k=args.top_k,
             seed=args.seed,
         )  # fmt: skip
     )
@@ -427,8 +434,12 @@ def main(argv=None) -> int:
         "language_model: learn to write like the text in --data (a text file, or a table's --text-column)",
     )
     lm = t.add_argument_group("language model (with --task language_model)")
-    lm.add_argument("--tokens", choices=["char", "word"], help="characters (default) or words and punctuation")
-    lm.add_argument("--context", type=int, help="tokens the model reads to predict the next one (default 64)")
+    lm.add_argument(
+        "--tokens", choices=["char", "word"], help="characters (default) or words and punctuation"
+    )
+    lm.add_argument(
+        "--context", type=int, help="tokens the model reads to predict the next one (default 64)"
+    )
     f = t.add_argument_group("forecasting (with --task forecast)")
     f.add_argument(
         "--time-column", help="the column of dates or times (default: the rows are in time order)"
@@ -581,11 +592,17 @@ def main(argv=None) -> int:
     )
     p.add_argument("--out", required=True, help="the CSV to write")
     gen = sub.add_parser("generate", help="write text with a trained language model")
-    gen.add_argument("run", help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model")
+    gen.add_argument(
+        "run", help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model"
+    )
     gen.add_argument("--prompt", default="", help="the text to continue")
     gen.add_argument("--length", type=int, default=200, help="tokens to write (default 200)")
-    gen.add_argument("--temperature", type=float, default=0.8, help="below 1: more predictable (default 0.8)")
-    gen.add_argument("--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)")
+    gen.add_argument(
+        "--temperature", type=float, default=0.8, help="below 1: more predictable (default 0.8)"
+    )
+    gen.add_argument(
+        "--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)"
+    )
     gen.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     try:

@@ -267,7 +267,9 @@ def text_report(model, dataset, split: str) -> dict:
     for i in range(0, len(x), TEXT_BATCH):
         scores = model(x[i : i + TEXT_BATCH].long()).float()
         target = y[i : i + TEXT_BATCH]
-        nats += torch.nn.functional.cross_entropy(scores.flatten(0, 1), target.flatten(), reduction="sum").item()
+        nats += torch.nn.functional.cross_entropy(
+            scores.flatten(0, 1), target.flatten(), reduction="sum"
+        ).item()
         right += int((scores.argmax(-1) == target).sum())
     tokens = y.numel()
     counts = torch.bincount(dataset.split("train")[1].flatten(), minlength=vocab).double() + 1
@@ -286,7 +288,9 @@ def text_report(model, dataset, split: str) -> dict:
             "unigram_bits_per_token": baseline_bits,
         },
         "prompt": prompt,
-        "sample": generate(model, dataset.meta, prompt, length=200, temperature=0.8, top_k=20) if prompt else "",
+        "sample": generate(model, dataset.meta, prompt, length=200, temperature=0.8, top_k=20)
+        if prompt
+        else "",
         "worst": [],
     }
 
@@ -333,10 +337,12 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     x, y = dataset.split(split)
     config = train.get("config", {})
     task = task_for(dataset.task, config.get("target", "label"))
+    out = (
+        None if task.predictions == "text" else outputs(model, x)
+    )  # scores per token: in batches, below
     if task.predictions == "text":
-        return {"run": run_dir.name, "split": split, "dataset": dataset.meta["name"], **text_report(model, dataset, split)}
-    out = outputs(model, x)
-    if task.predictions == "forecast":
+        result = text_report(model, dataset, split)
+    elif task.predictions == "forecast":
         result = forecast_report(dataset, split, out.numpy())
     elif task.predictions == "reconstruction":
         result = regression_metrics(x.float().flatten().numpy(), out.flatten().numpy())

@@ -353,7 +353,9 @@ def _sees_ahead(nodes) -> list[Finding]:
     for n in nodes:
         if n.op in LOOKS_AHEAD and n.params.get(LOOKS_AHEAD[n.op][0]) != LOOKS_AHEAD[n.op][1]:
             key, value = LOOKS_AHEAD[n.op]
-            what = "has no causal mask" if key == "causal" else "also reads backwards (bidirectional)"
+            what = (
+                "has no causal mask" if key == "causal" else "also reads backwards (bidirectional)"
+            )
             findings.append(
                 Finding(
                     "sees_ahead",

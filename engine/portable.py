@@ -721,7 +721,9 @@ def generate(
     """`length` tokens after `prompt`, each drawn from the model's scores for the next token given the last
     `context` tokens (divided by `temperature`; only the `top_k` best kept), with a seeded generator."""
     if temperature <= 0:
-        raise InputError("the temperature must be above 0 (0.8 is usual; lower is more predictable).")
+        raise InputError(
+            "the temperature must be above 0 (0.8 is usual; lower is more predictable)."
+        )
     if length < 1:
         raise InputError("the length must be at least 1 token.")
     context = int(meta["preprocessing"]["context"])

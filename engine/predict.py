@@ -59,7 +59,9 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
     if (meta.get("preprocessing") or {}).get("kind") == "image":
         raise LayerLabError("this model was trained on images: upload images, not a table.")
     if meta.get("task") == "language_model":
-        raise LayerLabError("this model generates text: give it a prompt (`python -m engine generate`), not a table.")
+        raise LayerLabError(
+            "this model generates text: give it a prompt (`python -m engine generate`), not a table."
+        )
     if not len(frame):
         raise LayerLabError("the table has no rows to predict.")
     if (meta.get("preprocessing") or {}).get("kind") == "series":
@@ -81,7 +83,9 @@ def predict_table(model: GraphModel, meta: dict, frame: pd.DataFrame) -> pd.Data
 def generate_text(model: GraphModel, meta: dict, prompt: str, **options) -> str:
     """Text a language model writes after `prompt` (see `engine.portable.generate` for the options)."""
     if meta.get("task") != "language_model":
-        raise LayerLabError("this model does not generate text: it predicts rows or images (`predict`).")
+        raise LayerLabError(
+            "this model does not generate text: it predicts rows or images (`predict`)."
+        )
     try:
         return generate(model, meta, prompt, **options)
     except InputError as e:

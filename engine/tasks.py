@@ -157,7 +157,9 @@ def width(meta: dict) -> int | None:
     of a forecast, or a language model's vocabulary (`Task.output_shape`'s `num_classes`)."""
     if meta.get("task") == "language_model":
         return meta.get("vocab_size")
-    return len(meta.get("classes") or []) or (meta.get("preprocessing") or {}).get("horizon") or None
+    return (
+        len(meta.get("classes") or []) or (meta.get("preprocessing") or {}).get("horizon") or None
+    )
 
 
 def output_units(data_task: str, num_classes: int | None) -> int:

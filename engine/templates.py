@@ -426,7 +426,9 @@ def suits(template: Template, meta: dict) -> bool:
         return False
     if template.kind == "series":
         return True
-    if (template.kind == "corpus") != (meta.get("task") == "language_model"):  # next-token models only
+    if (template.kind == "corpus") != (
+        meta.get("task") == "language_model"
+    ):  # next-token models only
         return False
     if template.kind == "corpus":
         return True

@@ -4,10 +4,12 @@ import pandas as pd
 import streamlit as st
 
 from engine.data.builtin import BUILTINS
+from engine.data.corpus import CorpusOptions
 from engine.data.images import ARCHIVE_TYPES, is_archive
 from engine.data.prepare import (
     prepare_again,
     prepare_builtin,
+    prepare_corpus_file,
     prepare_file,
     prepare_images,
     prepare_series_file,
@@ -17,6 +19,8 @@ from engine.data.series import SeriesOptions, suggest_time_column
 from engine.data.store import list_datasets, load_dataset, load_preview
 from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
+from engine.portable import decode_tokens
+from engine.tasks import TASKS
 from ui import state
 from ui.common import input_text, page, show_error
 from ui.data_views import (
@@ -65,6 +69,69 @@ def use(ds) -> None:
     state.use_dataset(ds.meta)
     state.notice(f"Now using '{ds.meta['name']}'. The Build page holds a model that fits it.")
     st.rerun()
+
+
+TASK_LABELS = {
+    "forecast": "forecast (time series)",
+    "language_model": "text generation (the target is the text)",
+}
+
+
+def corpus_form(upload, source, column: str | None) -> None:
+    """How a text becomes a language model's tokens (characters or words, the context, the vocabulary), and
+    Prepare. `column`: the table's text column (None: the file is the text)."""
+    k1, k2, k3 = st.columns(3)
+    tokens = k1.radio(
+        "Tokens",
+        ["char", "word"],
+        horizontal=True,
+        key="data.corpus.tokens",
+        format_func=lambda t: {"char": "characters", "word": "words"}[t],
+        help="Characters: a small vocabulary, any word can be written. Words (and punctuation marks): fewer, more "
+        "meaningful steps, but a word the vocabulary lacks becomes <unk>.",
+    )
+    context = k2.number_input(
+        "Context (tokens)",
+        4,
+        2048,
+        64,
+        key="data.corpus.context",
+        help="Tokens the model reads to predict the next.",
+    )
+    vocab = k3.number_input(
+        "Vocabulary size",
+        2,
+        200_000,
+        10_000,
+        key="data.corpus.vocab",
+        help="The most frequent tokens; others: <unk>.",
+    )
+    st.caption(
+        "Split by position, never shuffled: the first 80% of the text trains, the next 10% validates, the last 10% "
+        "tests. The vocabulary is fitted on the training part only."
+    )
+    if st.button(
+        "Prepare text", type="primary", icon=":material/check:", key="data.prepare_corpus"
+    ):
+        try:
+            options = CorpusOptions.parse(
+                {"tokens": tokens, "context": int(context), "vocab_size": int(vocab)}
+            )
+            use(
+                with_progress(
+                    lambda progress: prepare_corpus_file(
+                        upload.getvalue(),
+                        upload.name,
+                        options,
+                        text_column=column,
+                        source=source,
+                        progress=progress,
+                    ),
+                    f"Preparing {upload.name}",
+                )
+            )
+        except LayerLabError as e:
+            show_error(e)
 
 
 def series_form(upload, source, target: str) -> None:
@@ -262,6 +329,22 @@ with upload_tab:
                 )
             except LayerLabError as e:
                 show_error(e)
+    elif (
+        upload is not None
+        and upload.name.lower().endswith(".txt")
+        and (
+            st.radio(
+                "Read it as",
+                ["plain text", "a table"],
+                horizontal=True,
+                key=f"data.txt_kind.{upload.file_id}",
+                help="Plain text: a corpus for a language model to learn to write like. A table: columns separated by "
+                "commas, tabs or semicolons.",
+            )
+            == "plain text"
+        )
+    ):
+        corpus_form(upload, None, None)
     elif upload is not None:
         o1, o2 = st.columns(2)
         delimiter = o1.selectbox(
@@ -315,16 +398,18 @@ with upload_tab:
             detected = detect_task(frame[target])
             task = c2.radio(
                 "Task",
-                ["classification", "regression", "forecast"],
+                ["classification", "regression", "forecast", "language_model"],
                 index=["classification", "regression"].index(detected),
                 horizontal=True,
                 key=f"data.task.{target}",
-                format_func=lambda t: "forecast (time series)" if t == "forecast" else t,
+                format_func=lambda t: TASK_LABELS.get(t, t),
                 help=f"Detected: {detected}. Change it if that is wrong. Forecast: the target is a series "
                 "in time, and the model predicts its next values from the ones before.",
             )
             if task == "forecast":
                 series_form(upload, source, target)
+            elif task == "language_model":
+                corpus_form(upload, source, target)
             else:
                 split_seed = c3.number_input("Split seed", 0, 2**31 - 1, 0, key="data.split_seed")
                 st.markdown("**Columns**")
@@ -416,7 +501,7 @@ shapes = (
     if meta.get("inputs")
     else f"input shape {tuple(meta['input_shape'])}"
 )
-st.caption(f"{meta['task'].capitalize()} · {shapes} · source {meta['source']}")
+st.caption(f"{TASKS[meta['task']].title} · {shapes} · source {meta['source']}")
 m = st.columns(5)
 rows = "windows" if ds.task == "forecast" else "rows"  # a forecast's samples: windows of the series
 m[0].metric(f"Train {rows}", f"{meta['sizes']['train']:,}")
@@ -468,6 +553,13 @@ left, right = st.columns(2)
 with left:
     if ds.task == "classification":
         st.plotly_chart(class_balance(ds), width="stretch")
+    elif ds.task == "language_model":
+        prep = meta["preprocessing"]
+        st.caption(
+            f"A vocabulary of {meta['vocab_size']:,} {'characters' if prep['tokens'] == 'char' else 'words and marks'}"
+            f" (id 0, <unk>, for any other); each window holds {prep['context']} tokens, and its targets are the "
+            "same window one token later."
+        )
     else:
         target = (meta.get("preprocessing") or {}).get("target", {})
         st.caption(
@@ -478,6 +570,10 @@ with left:
 with right:
     if ds.task == "forecast":
         st.plotly_chart(series_chart(ds), width="stretch")
+    elif ds.task == "language_model":
+        st.caption("Training windows, as the model reads them:")
+        for row in ds.tensors["x_train"][:4]:
+            st.code(decode_tokens(row.long().tolist(), meta), language=None, wrap_lines=True)
     elif ds.meta.get("vocab"):
         token_preview(ds)
     elif len(ds.input_shape) == 3:

@@ -15,6 +15,7 @@ from ui.evaluate_views import (
     forecast_view,
     regression_figures,
     roc_pr_figures,
+    text_view,
     wide_confusion,
     worst_rows,
 )
@@ -24,6 +25,9 @@ page(
     "How a trained model does on data it never saw: its test split, with every metric, the confusion "
     "matrix, the curves and its worst mistakes.",
 )
+
+
+ROWS = {"forecast": "forecasts", "language_model": "windows of text"}  # what a split's samples are
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring the split…")
@@ -47,7 +51,7 @@ except LayerLabError as e:
     show_error(e)
     st.stop()
 st.caption(
-    f"{result['n']:,} {'forecasts' if result['task'] == 'forecast' else 'rows'} of the {split} split of "
+    f"{result['n']:,} {ROWS.get(result['task'], 'rows')} of the {split} split of "
     f"{result['dataset']}."
 )
 summary = result["summary"]
@@ -55,6 +59,8 @@ kind = TASKS[result["task"]].predictions
 
 if kind == "forecast":
     forecast_view(result, dataset.meta["preprocessing"]["columns"][0])
+elif kind == "text":
+    text_view(result)
 elif kind == "classes":
     cards = st.columns(4)
     cards[0].metric("Accuracy", f"{summary['accuracy']:.1%}")
@@ -111,5 +117,5 @@ else:
     c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")
     c4.plotly_chart(hist, width="stretch", key="evaluate.residuals")
     st.subheader("Worst predictions")
-if kind != "forecast":
+if kind not in ("forecast", "text"):
     worst_rows(result, dataset, split)

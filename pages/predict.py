@@ -10,7 +10,14 @@ from engine.data.readers import EXTENSIONS, read_table
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.portable import IMAGE_EXTENSIONS, csv_bytes, series_values
-from engine.predict import load_predictor, novelty, novelty_reference, predict_images, predict_table
+from engine.predict import (
+    generate_text,
+    load_predictor,
+    novelty,
+    novelty_reference,
+    predict_images,
+    predict_table,
+)
 from ui.charts import forecast_figure, probability_bars
 from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
@@ -225,6 +232,47 @@ def show_forecast(history, table) -> None:
     )
 
 
+def write_text() -> None:
+    """A prompt and the sampling settings; Generate writes the continuation."""
+    prep = meta["preprocessing"]
+    st.caption(
+        f"Trained on {meta['name']}: a language model over {len(meta['vocab']):,} "
+        f"{'characters' if prep['tokens'] == 'char' else 'words and marks'}, reading {prep['context']} tokens back."
+    )
+    prompt = st.text_area(
+        "Prompt", "", key="predict.prompt", help="The text to continue (empty: start anywhere)."
+    )
+    g1, g2, g3, g4 = st.columns(4)
+    length = g1.number_input("Length (tokens)", 1, 2000, 200, key="predict.length")
+    temperature = g2.number_input(
+        "Temperature", 0.05, 3.0, 0.8, step=0.05, key="predict.temperature",
+        help="Below 1: safer, more repetitive; above 1: more surprising, more mistakes.",
+    )  # fmt: skip
+    top_k = g3.number_input(
+        "Top-k",
+        0,
+        1000,
+        20,
+        key="predict.top_k",
+        help="Draw only from the k likeliest tokens (0: from all).",
+    )
+    seed = g4.number_input("Seed", 0, 2**31 - 1, 0, key="predict.seed")
+    if st.button("Generate", type="primary", icon=":material/edit_note:", key="predict.generate"):
+        try:
+            with st.spinner("Writing…"):
+                text = generate_text(
+                    model, meta, prompt, length=int(length), temperature=float(temperature),
+                    top_k=int(top_k) or None, seed=int(seed),
+                )  # fmt: skip
+        except LayerLabError as e:
+            show_error(e)
+            return
+        st.session_state[f"predict.written.{run_id}"] = (prompt, text)
+    if written := st.session_state.get(f"predict.written.{run_id}"):
+        st.markdown("**Generated**")
+        st.code(written[0] + written[1], language=None, wrap_lines=True)
+
+
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
 series = (meta.get("preprocessing") or {}).get("kind") == "series"
 if images:
@@ -244,6 +292,8 @@ if images:
             show_predictions(uploads)
     with draw_tab:
         draw_and_predict()
+elif meta.get("task") == "language_model":
+    write_text()
 elif series:
     prep = meta["preprocessing"]
     needs = ([prep["time_column"]] if prep.get("time_column") else []) + prep["columns"]

@@ -233,3 +233,30 @@ def forecast_view(report: dict, target: str) -> None:
         width="stretch",
         key="evaluate.by_step",
     )
+
+
+def text_view(report: dict) -> None:
+    """A language model on the split: bits per token and perplexity beside the unigram baseline's, next-token
+    accuracy, and what it writes after the split's first window."""
+    summary = report["summary"]
+    cards = st.columns(4)
+    cards[0].metric(
+        "Bits per token",
+        f"{summary['bits_per_token']:.3f}",
+        delta=f"{summary['bits_per_token'] / summary['unigram_bits_per_token']:.2f}× the unigram baseline's",
+        delta_arrow="off",
+        help="Cross-entropy of the next token, in bits: how surprised the model is, on average. Lower is better.",
+    )
+    cards[1].metric("Perplexity", f"{summary['perplexity']:.3g}", help="2 to the bits per token: as unsure as "
+                    "choosing among this many tokens at random.")  # fmt: skip
+    cards[2].metric("Next-token accuracy", f"{summary['accuracy']:.1%}")
+    cards[3].metric(
+        "Unigram baseline",
+        f"{summary['unigram_bits_per_token']:.3f} bits",
+        help="Each token guessed from how often it appears in the training text alone, whatever came before.",
+    )
+    st.caption(
+        f"Over {report['tokens']:,} next-token predictions. Written after the split's first window "
+        f"(“…{report['prompt'][-60:]}”), temperature 0.8, top-k 20:"
+    )
+    st.code(report["sample"], language=None, wrap_lines=True)

@@ -196,6 +196,13 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         st.error(status.get("message", "The run failed."), icon=":material/error:")
     if not live:
         run_actions(run_dir, status, settings)
+    written = [e for e in evs if e["type"] == "sample"]
+    if written:  # a language model: what it writes now, from the same prompt each time
+        w = written[-1]
+        st.caption(
+            f"What it writes now (epoch {w['epoch']}, step {w['step']:,}), after “{w['prompt']}”:"
+        )
+        st.code(w["text"], language=None, wrap_lines=True)
 
     if not epochs:
         st.caption(

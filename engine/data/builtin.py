@@ -248,10 +248,32 @@ def _traffic(n, noise, rng) -> pd.DataFrame:
 
 
 TALE_WORDS = {
-    "who": ["the cat", "a little fox", "the old sailor", "my sister", "a tired dragon", "the baker", "a brave mouse"],
+    "who": [
+        "the cat",
+        "a little fox",
+        "the old sailor",
+        "my sister",
+        "a tired dragon",
+        "the baker",
+        "a brave mouse",
+    ],
     "went": ["walked to", "ran to", "sailed to", "flew over", "crept into", "wandered through"],
-    "where": ["the forest", "the market", "a quiet harbour", "the castle", "the snowy hills", "an empty garden"],
-    "found": ["a golden key", "an old map", "a sleeping owl", "a box of apples", "a lost shoe", "a singing stone"],
+    "where": [
+        "the forest",
+        "the market",
+        "a quiet harbour",
+        "the castle",
+        "the snowy hills",
+        "an empty garden",
+    ],
+    "found": [
+        "a golden key",
+        "an old map",
+        "a sleeping owl",
+        "a box of apples",
+        "a lost shoe",
+        "a singing stone",
+    ],
     "felt": ["happy", "surprised", "a little afraid", "very proud", "hungry", "sleepy"],
 }
 
@@ -294,7 +316,10 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
             "vocab": VOCAB,
         }
     if name == "tales":
-        return {"corpus": _tales(n_samples, noise, rng), "options": {"tokens": "char", "context": 64}}
+        return {
+            "corpus": _tales(n_samples, noise, rng),
+            "options": {"tokens": "char", "context": 64},
+        }
     if name == "traffic":
         return {
             "series": _traffic(n_samples, noise, rng),

@@ -26,10 +26,18 @@ UNK = "<unk>"
 
 
 class CorpusOptions(BaseModel):
-    tokens: Literal["char", "word"] = Field("char", description="Characters, or words and punctuation marks.")
-    context: int = Field(64, ge=4, le=2048, description="Tokens the model reads to predict the next one.")
-    vocab_size: int = Field(10_000, ge=2, le=200_000, description="Keep the most frequent tokens; others: <unk>.")
-    lowercase: bool | None = Field(None, description="Lowercase the text first (default: for words only).")
+    tokens: Literal["char", "word"] = Field(
+        "char", description="Characters, or words and punctuation marks."
+    )
+    context: int = Field(
+        64, ge=4, le=2048, description="Tokens the model reads to predict the next one."
+    )
+    vocab_size: int = Field(
+        10_000, ge=2, le=200_000, description="Keep the most frequent tokens; others: <unk>."
+    )
+    lowercase: bool | None = Field(
+        None, description="Lowercase the text first (default: for words only)."
+    )
 
     @classmethod
     def parse(cls, values: dict) -> "CorpusOptions":
@@ -45,7 +53,9 @@ class CorpusOptions(BaseModel):
 def corpus_text(frame: pd.DataFrame, column: str) -> str:
     """A table's text column as one corpus: its filled rows, each on its own line."""
     if column not in frame.columns:
-        raise DataError(f"the table has no column '{column}'. Its columns: {', '.join(map(str, frame.columns[:30]))}.")
+        raise DataError(
+            f"the table has no column '{column}'. Its columns: {', '.join(map(str, frame.columns[:30]))}."
+        )
     rows = frame[column].dropna().astype(str)
     if not len(rows):
         raise DataError(f"the column '{column}' holds no text.")
@@ -77,7 +87,9 @@ def prepare_corpus(
         "lowercase": o.tokens == "word" if o.lowercase is None else o.lowercase,
     }
     if len(text) * 8 > DATA_BYTES.value:  # a token id (int64) per character at most
-        raise DATA_BYTES.refuse("the text", f"it holds {len(text):,} characters", "Use a part of it.")
+        raise DATA_BYTES.refuse(
+            "the text", f"it holds {len(text):,} characters", "Use a part of it."
+        )
     progress(0.1, "Fitting the vocabulary")
     cut = int(len(text) * PARTS[0])
     vocab = _vocabulary(corpus_tokens(text[:cut], prep), o.vocab_size)
@@ -115,7 +127,9 @@ def prepare_corpus(
         feature_names=[f"token{i}" for i in range(o.context)],
         preprocessing=prep,
         notices=notices,
-        preview=pd.DataFrame({"text": [text[i : i + 200] for i in range(0, min(len(text), 40_000), 200)]}),
+        preview=pd.DataFrame(
+            {"text": [text[i : i + 200] for i in range(0, min(len(text), 40_000), 200)]}
+        ),
         root=root,
         extra={"vocab": vocab, "vocab_size": len(vocab)},
     )

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 
 from engine.data.builtin import BUILTINS, load_builtin
+from engine.data.corpus import CorpusOptions, corpus_text, prepare_corpus
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
 from engine.data.readers import TableSource, decode_text, read_table
-from engine.data.corpus import CorpusOptions, corpus_text, prepare_corpus
 from engine.data.series import SeriesOptions, prepare_series
 from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
@@ -258,7 +258,9 @@ def prepare_corpus_file(
     """A text to learn to generate: a plain text file (`text_column` None), or a table's text column."""
     if text_column is None:
         if len(data) > DATA_BYTES.value:
-            raise DATA_BYTES.refuse(Path(filename).name, f"it holds {DATA_BYTES.describe(len(data))}", "Use a part.")
+            raise DATA_BYTES.refuse(
+                Path(filename).name, f"it holds {DATA_BYTES.describe(len(data))}", "Use a part."
+            )
         text = decode_text(data, Path(filename).name)[0]
     else:
         if source is None:

@@ -217,7 +217,9 @@ def save_dataset(
         )
         yv = np.asarray(y[split])
         tensors[f"y_{split}"] = torch.from_numpy(
-            np.ascontiguousarray(yv, dtype=np.int64 if task in ("classification", "language_model") else np.float32)
+            np.ascontiguousarray(
+                yv, dtype=np.int64 if task in ("classification", "language_model") else np.float32
+            )
         )
     base = datasets_dir(root)
     base.mkdir(parents=True, exist_ok=True)

@@ -181,7 +181,9 @@ class PositionalEncoding(nn.Module):
             self.register_buffer("pe", pe, persistent=False)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x):  # a shorter sequence (a prompt while generating) takes the first positions
+    def forward(
+        self, x
+    ):  # a shorter sequence (a prompt while generating) takes the first positions
         return self.drop(x + self.pe[: x.shape[1]])
 
 

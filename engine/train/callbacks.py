@@ -124,11 +124,23 @@ class Writes(Callback):
         x_val = dataset.split("val")[0]
         context = int(dataset.meta["preprocessing"]["context"])
         self.emit, self.meta, self.next = emit, dataset.meta, time.perf_counter() + SAMPLE_FIRST_S
-        self.prompt = decode_tokens(x_val[0, : context // 2].long().tolist(), dataset.meta) if len(x_val) else ""
+        self.prompt = (
+            decode_tokens(x_val[0, : context // 2].long().tolist(), dataset.meta)
+            if len(x_val)
+            else ""
+        )
 
     def write(self, s):
         text = generate(s.model, self.meta, self.prompt, length=SAMPLE_LENGTH)
-        self.emit({"type": "sample", "epoch": s.epoch, "step": s.step, "prompt": self.prompt, "text": text})
+        self.emit(
+            {
+                "type": "sample",
+                "epoch": s.epoch,
+                "step": s.step,
+                "prompt": self.prompt,
+                "text": text,
+            }
+        )
         self.next = time.perf_counter() + SAMPLE_EVERY_S
 
     def on_sync(self, s):

@@ -50,7 +50,7 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
     page.get_by_role("button", name="Prepare series").click()
     settle(page)
     expect(page.get_by_text("In use: road traffic")).to_be_visible()
-    expect(page.get_by_text("Forecast · input shape (48, 1)")).to_be_visible()
+    expect(page.get_by_text("Forecasting · input shape (48, 1)")).to_be_visible()
     no_exceptions(page)
     shot(page, "forecast-1-data")
 
