@@ -36,6 +36,7 @@ class Task:
         None  # core.validate when None: fn(state) -> {"loss": ..., metric: ...}
     )
     notes: dict = field(default_factory=dict)
+    samples: str = "rows"  # what one sample of its data is called (a forecast's and a language model's: windows)
 
     def losses(self, num_classes: int | None = None) -> list[str]:
         """The losses that fit this task (binary cross-entropy only for two classes)."""
@@ -128,6 +129,7 @@ TASKS: dict[str, Task] = {
             "forecast",
             ("forecast",),
             validate=forecast_validate,
+            samples="windows",
         ),
         Task(
             "language_model",
@@ -139,6 +141,7 @@ TASKS: dict[str, Task] = {
             "text",
             ("text",),
             validate=language_model_validate,
+            samples="windows",
         ),
     )
 }

@@ -392,7 +392,7 @@ TEMPLATES = {
             "tales",
             "corpus",
             char_transformer,
-            {"epochs": 10, "lr": 0.002, "batch_size": 32},
+            {"epochs": 6, "lr": 0.002, "batch_size": 32},
         ),
         Template(
             "lstm_lm",
@@ -402,7 +402,7 @@ TEMPLATES = {
             "tales",
             "corpus",
             lstm_lm,
-            {"epochs": 10, "lr": 0.003, "batch_size": 32},
+            {"epochs": 6, "lr": 0.003, "batch_size": 32},
         ),
         Template(
             "autoencoder",

@@ -503,7 +503,7 @@ shapes = (
 )
 st.caption(f"{TASKS[meta['task']].title} · {shapes} · source {meta['source']}")
 m = st.columns(5)
-rows = "windows" if ds.task == "forecast" else "rows"  # a forecast's samples: windows of the series
+rows = TASKS[ds.task].samples
 m[0].metric(f"Train {rows}", f"{meta['sizes']['train']:,}")
 m[1].metric(f"Validation {rows}", f"{meta['sizes']['val']:,}")
 m[2].metric(f"Test {rows}", f"{meta['sizes']['test']:,}")

@@ -27,9 +27,6 @@ page(
 )
 
 
-ROWS = {"forecast": "forecasts", "language_model": "windows of text"}  # what a split's samples are
-
-
 @st.cache_data(max_entries=16, show_spinner="Scoring the split…")
 def report(path: str, split: str, weights_mtime: float) -> dict:
     return evaluate_run(Path(path), split)
@@ -51,8 +48,7 @@ except LayerLabError as e:
     show_error(e)
     st.stop()
 st.caption(
-    f"{result['n']:,} {ROWS.get(result['task'], 'rows')} of the {split} split of "
-    f"{result['dataset']}."
+    f"{result['n']:,} {TASKS[result['task']].samples} of the {split} split of {result['dataset']}."
 )
 summary = result["summary"]
 kind = TASKS[result["task"]].predictions

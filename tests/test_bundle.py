@@ -299,6 +299,7 @@ def test_model_py_of_every_template_runs_alone_and_matches(tmp_path):
             "inputs": {"features": {"shape": [5]}, "review": {"shape": [20], "tokens": True}},
         },
         "series": {"input_shape": [24, 2], "task": "forecast", "preprocessing": {"horizon": 6}},
+        "corpus": {"input_shape": [16], "task": "language_model", "vocab_size": 30},
     }
     expected = {}
     for name, template in TEMPLATES.items():

@@ -14,9 +14,8 @@ from engine.errors import DataError
 def test_every_builtin_prepares(name):
     ds = prepare_builtin(name, n_samples=300, noise=0.1)
     assert sum(ds.meta["sizes"].values()) > 0
-    assert ds.meta["task"] == {"diabetes": "regression", "traffic": "forecast"}.get(
-        name, "classification"
-    )
+    tasks = {"diabetes": "regression", "traffic": "forecast", "tales": "language_model"}
+    assert ds.meta["task"] == tasks.get(name, "classification")
     assert ds.tensors["x_train"].shape[1:] == ds.input_shape
     if name == "digits":
         assert ds.input_shape == (1, 8, 8) and ds.num_classes == 10
@@ -41,6 +40,10 @@ def test_every_builtin_prepares(name):
             ds.input_shape == (71,)
             and int(ds.tensors["x_train"][:, 7:].max()) < ds.meta["vocab_size"]
         )
+    elif (
+        name == "tales"
+    ):  # 64 characters a window, the same window one character later as its targets
+        assert ds.input_shape == (64,) and ds.meta["vocab"][0] == "<unk>"
     elif (
         name == "traffic"
     ):  # windows of 48 hours (vehicles, temperature), the next 12 hours to forecast

@@ -612,3 +612,27 @@ def test_every_page_renders_for_a_forecaster_and_its_run():
     expected = evaluate_run(runs_dir() / run_id)
     cards = {m.label: m.value for m in at.metric}
     assert cards["MAE"] == f"{expected['summary']['mae']:.4g}"
+
+
+def test_every_page_renders_for_a_language_model_and_its_run():
+    """The built-in tales and the proposed causal transformer: every page draws, and Predict writes text."""
+    at = app()
+    at.selectbox(key="data.builtin").set_value("tales").run()
+    at.slider(key="data.n_samples.tales").set_value(200).run()
+    button(at, "Use this dataset").click().run()
+    assert not at.exception and not at.error, (at.exception, at.error)
+    assert [n["op"] for n in at.session_state[SPEC]["nodes"]][-2:] == ["transformer_encoder", "linear"]
+    goto(at, "build")
+    assert any("text to generate" in c.value for c in at.caption) and not at.error
+    goto(at, "train")
+    at.number_input(key="train.epochs").set_value(1).run()
+    button(at, "Start training").click().run()
+    assert wait_finished(at.session_state["ll.run_id"]) == "completed"
+    for page in ["train", "evaluate", "export", "predict"]:
+        goto(at, page)
+        assert not at.error, (page, at.error)
+    assert any(m.label == "Bits per token" for m in goto(at, "evaluate").metric)
+    goto(at, "predict")
+    at.text_area(key="predict.prompt").set_value("the cat").run()
+    button(at, "Generate").click().run()
+    assert not at.error and len(at.code[-1].value) > len("the cat")

@@ -10,6 +10,7 @@ from engine.compiler import analyse, infer_shapes, memory_estimate
 from engine.errors import LayerLabError
 from engine.runs import list_runs
 from engine.spec import data_inputs, data_parts
+from engine.tasks import TASKS
 from engine.workspace import record_error
 from ui import router, state
 from ui.layout import narrow_layout
@@ -68,7 +69,8 @@ def status_strip() -> None:
             "data", "Dataset", ":material/table_chart:"
         )  # a link's label does not wrap: the name goes below
         st.caption(
-            f"**{meta['name']}** · {meta['task']} · {sum(meta['sizes'].values()):,} rows · "
+            f"**{meta['name']}** · {TASKS[meta['task']].title.lower()} · {sum(meta['sizes'].values()):,} "
+            f"{TASKS[meta['task']].samples} · "
             f"{input_text(meta)}"
         )
     with c2:

@@ -84,7 +84,7 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
     shot(page, "forecast-3-train")
 
     open_page(page, "Evaluate")
-    page.get_by_text("forecasts of the test split").wait_for()
+    page.get_by_text("windows of the test split").wait_for()
     ratio = page.locator('[data-testid="stMetric"]', has_text="MAE").first.locator(
         '[data-testid="stMetricDelta"]'
     )
