@@ -1,12 +1,13 @@
 """What the proposed model reaches on each kind of data, with the epochs and learning rate it is proposed with.
 
     python bench/proposed.py [--sets moons,iris,...] [--csv FILE:TARGET ...]
-                             [--series FILE:TARGET:TIME:WINDOW:HORIZON[:SEASON] ...]
+                             [--series FILE:TARGET:TIME:WINDOW:HORIZON[:SEASON] ...] [--text FILE ...]
 
 For each built-in set (default size, noise and seed), each CSV and each series given, prepares the data, trains
 `engine.templates.starter_for(meta)` with `starter_train(meta)` on the CPU, and prints validation and test
 accuracy (R² for regression; for a forecast, its MAE over the naive forecast's, and on the test split over the
-seasonal naive forecast's too) with the training time. No reference run: these are the bars the README states.
+seasonal naive forecast's too; for a language model, bits per token, and on the test split the unigram
+baseline's) with the training time. No reference run: these are the bars the README states.
 """
 
 import argparse
@@ -17,7 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-DEFAULT_SETS = "moons,spiral,iris,wine,breast_cancer,diabetes,digits,shapes,reviews,orders,traffic"
+DEFAULT_SETS = (
+    "moons,spiral,iris,wine,breast_cancer,diabetes,digits,shapes,reviews,orders,traffic,tales"
+)
 
 
 def main() -> None:
@@ -25,7 +28,14 @@ def main() -> None:
     import tempfile
 
     os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-bench-"))
-    from engine.data.prepare import prepare_builtin, prepare_file, prepare_series_file
+    from engine.data.corpus import CorpusOptions
+    from engine.data.corpus import CorpusOptions
+    from engine.data.prepare import (
+        prepare_builtin,
+        prepare_corpus_file,
+        prepare_file,
+        prepare_series_file,
+    )
     from engine.data.series import SeriesOptions
     from engine.evaluate import evaluate_run
     from engine.runs import create_run, execute
@@ -36,6 +46,9 @@ def main() -> None:
     ap.add_argument("--csv", nargs="*", default=[], help="FILE:TARGET, a table of your own")
     ap.add_argument(
         "--series", nargs="*", default=[], help="FILE:TARGET:TIME:WINDOW:HORIZON[:SEASON]"
+    )
+    ap.add_argument(
+        "--text", nargs="*", default=[], help="a plain text file, for a character language model"
     )
     args = ap.parse_args()
     datasets = [prepare_builtin(name) for name in args.sets.split(",") if name]
@@ -56,6 +69,10 @@ def main() -> None:
                 Path(path).read_bytes(), Path(path).name, SeriesOptions.parse(options)
             )
         )
+    for path in args.text:
+        datasets.append(
+            prepare_corpus_file(Path(path).read_bytes(), Path(path).name, CorpusOptions())
+        )
     print("| data | kind | proposed model | epochs, lr | val | test | seconds |")
     print("|---|---|---|---|---:|---:|---:|")
     for ds in datasets:
@@ -74,6 +91,12 @@ def main() -> None:
             test = ratios["naive"]["mae"]
             if "seasonal_naive" in ratios:
                 test = f"{test:.3f} (÷ seasonal naive: {ratios['seasonal_naive']['mae']:.3f})"
+        elif (
+            ds.task == "language_model"
+        ):  # bits per token (the unigram baseline's on the test split)
+            metric = "bits_per_token"
+            summary = report["summary"]
+            test = f"{summary['bits_per_token']:.3f} (unigram: {summary['unigram_bits_per_token']:.3f})"
         else:
             metric = "accuracy" if ds.task == "classification" else "r2"
             test = report["summary"].get(metric)

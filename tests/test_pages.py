@@ -621,7 +621,10 @@ def test_every_page_renders_for_a_language_model_and_its_run():
     at.slider(key="data.n_samples.tales").set_value(200).run()
     button(at, "Use this dataset").click().run()
     assert not at.exception and not at.error, (at.exception, at.error)
-    assert [n["op"] for n in at.session_state[SPEC]["nodes"]][-2:] == ["transformer_encoder", "linear"]
+    assert [n["op"] for n in at.session_state[SPEC]["nodes"]][-2:] == [
+        "transformer_encoder",
+        "linear",
+    ]
     goto(at, "build")
     assert any("text to generate" in c.value for c in at.caption) and not at.error
     goto(at, "train")
