@@ -29,7 +29,6 @@ def main() -> None:
 
     os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-bench-"))
     from engine.data.corpus import CorpusOptions
-    from engine.data.corpus import CorpusOptions
     from engine.data.prepare import (
         prepare_builtin,
         prepare_corpus_file,
