@@ -23,12 +23,12 @@ class Task:
     losses_for: str  # the `Loss.task` its losses have ("classification" or "regression")
     default_loss: str
     metrics: tuple[str, ...]  # validation metrics beside the loss (early stopping may watch them)
-    outputs: (
-        str  # "classes" (one per class; one logit with BCE), "value", "input" or "steps" (one per
-    )
-    #               step of a forecast's horizon)
-    predictions: str  # how outputs become predictions: "classes" (argmax, probabilities),
-    #                                  "values" (in the target's units), "reconstruction" or "forecast"
+    # outputs: "classes" (one per class; one logit with BCE), "value", "input", "steps" (one per step of a
+    # forecast's horizon) or "tokens" (a score per vocabulary entry at each position)
+    outputs: str
+    # predictions: how outputs become them: "classes" (argmax, probabilities), "values" (in the target's units),
+    # "reconstruction", "forecast" or "text"
+    predictions: str
     views: tuple[str, ...]  # the Evaluate page's views for it
     class_weights: bool = False  # whether weighting the loss by class rarity applies
     step: Callable | None = None  # core.standard_step when None: fn(state, xb, yb, last) -> loss
@@ -45,7 +45,7 @@ class Task:
 
     def output_shape(self, loss: str, num_classes: int | None, input_shape) -> tuple | None:
         """The model output shape the data needs with this loss (None: the task does not fix it).
-        `num_classes`: what `width` says of the data (the classes, or a forecast's horizon)."""
+        `num_classes`: what `width` says of the data (the classes, a forecast's horizon, a vocabulary)."""
         if self.outputs == "steps":
             return (num_classes,) if num_classes else None
         if self.outputs == "tokens":  # scores for every token of the vocabulary, at each position

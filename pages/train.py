@@ -41,7 +41,11 @@ with settings:
         st.container()
     )  # Start sits on top; it is drawn once the settings below say whether it can run
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
-    reconstruct = st.session_state.get("train.reconstruct", saved["target"] == "input")
+    # An autoencoder reads a table or images; windows of a series or of a text have targets of their own.
+    can_reconstruct = meta["task"] in ("classification", "regression")
+    reconstruct = can_reconstruct and st.session_state.get(
+        "train.reconstruct", saved["target"] == "input"
+    )
     target = "input" if reconstruct else "label"
     task = task_for(meta["task"], target)
     loss_options = task.losses(n_classes)
@@ -113,13 +117,14 @@ with settings:
     )
     processes, machines, ray = run_on(device)
     with st.expander("Advanced"):
-        st.checkbox(
-            "Reconstruct the input (autoencoder)",
-            value=reconstruct,
-            key="train.reconstruct",
-            help="Train the model to output its own input, e.g. the MLP autoencoder template, instead of "
-            "predicting the target.",
-        )
+        if can_reconstruct:
+            st.checkbox(
+                "Reconstruct the input (autoencoder)",
+                value=reconstruct,
+                key="train.reconstruct",
+                help="Train the model to output its own input, e.g. the MLP autoencoder template, instead of "
+                "predicting the target.",
+            )
         weight_decay = st.number_input(
             "Weight decay",
             min_value=0.0,

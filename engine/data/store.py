@@ -54,7 +54,9 @@ class DatasetMeta(BaseModel):
     id: str
     name: str
     source: str = ""
-    task: str = Field(description="classification or regression (engine.tasks)")
+    task: str = Field(
+        description="classification, regression, forecast or language_model (engine.tasks)"
+    )
     input_shape: list[int] = Field(
         description="One row's shape as the model reads it (C, H, W for images)."
     )
