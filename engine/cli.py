@@ -140,6 +140,10 @@ def _corpus_data(args, raw: bytes, name: str, out: Path):
     given = {"tokens": args.tokens, "context": args.context}
     options = CorpusOptions.parse({k: v for k, v in given.items() if v is not None})
     column = args.text_column[0] if args.text_column else None
+    if column is None and Path(name).suffix.lower() != ".txt":
+        raise LayerLabError(
+            f"{name} is a table: name the column of text to learn with --text-column (or pass a plain .txt file)."
+        )
     return prepare_corpus_file(raw, name, options, text_column=column, root=out / "dataset")
 
 

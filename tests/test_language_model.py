@@ -9,7 +9,7 @@ import pytest
 
 from engine.data.builtin import _tales
 from engine.data.corpus import CorpusOptions, prepare_corpus
-from engine.data.prepare import prepare_builtin
+from engine.data.prepare import prepare_builtin, prepare_corpus_file
 from engine.errors import DataError, LayerLabError
 from engine.evaluate import evaluate_run
 from engine.linter import lint
@@ -41,6 +41,10 @@ def test_a_text_becomes_next_token_windows_split_by_position(workspace):
 def test_a_text_too_short_for_its_context_says_what_to_change(workspace):
     with pytest.raises(DataError, match="too few for a context of 64.*Bring at least 650"):
         prepare_corpus("hello world. " * 20, CorpusOptions(context=64), name="s", source="t")
+    with pytest.raises(DataError, match="holds binary data, not text"):
+        prepare_corpus_file(b"\x89PNG\r\n\x1a\n\x00\x00" * 100, "picture.txt", CorpusOptions())
+    with pytest.raises(DataError, match="holds no text to learn from"):
+        prepare_corpus_file(b"  \n\n ", "blank.txt", CorpusOptions())
 
 
 def test_a_small_model_learns_far_below_the_unigram_entropy_and_writes(workspace):

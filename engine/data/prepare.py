@@ -261,6 +261,10 @@ def prepare_corpus_file(
             raise DATA_BYTES.refuse(
                 Path(filename).name, f"it holds {DATA_BYTES.describe(len(data))}", "Use a part."
             )
+        if b"\x00" in data[:65536]:  # no text holds NUL bytes; images, archives and executables do
+            raise DataError(
+                f"'{Path(filename).name}' holds binary data, not text. Choose a plain text file (UTF-8 or Latin-1)."
+            )
         text = decode_text(data, Path(filename).name)[0]
     else:
         if source is None:
