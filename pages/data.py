@@ -71,6 +71,15 @@ def use(ds) -> None:
     st.rerun()
 
 
+def prepare_and_use(work, label: str, expected_s: float | None = None) -> None:
+    """`work(progress)` prepares a dataset with a progress bar, and it is used; a problem is shown, and the dataset
+    in use stays."""
+    try:
+        use(with_progress(work, label, expected_s))
+    except LayerLabError as e:
+        show_error(e)
+
+
 TASK_LABELS = {
     "forecast": "forecast (time series)",
     "language_model": "text generation (the target is the text)",
@@ -113,25 +122,18 @@ def corpus_form(upload, source, column: str | None) -> None:
     if st.button(
         "Prepare text", type="primary", icon=":material/check:", key="data.prepare_corpus"
     ):
-        try:
-            options = CorpusOptions.parse(
-                {"tokens": tokens, "context": int(context), "vocab_size": int(vocab)}
-            )
-            use(
-                with_progress(
-                    lambda progress: prepare_corpus_file(
-                        upload.getvalue(),
-                        upload.name,
-                        options,
-                        text_column=column,
-                        source=source,
-                        progress=progress,
-                    ),
-                    f"Preparing {upload.name}",
-                )
-            )
-        except LayerLabError as e:
-            show_error(e)
+        choices = {"tokens": tokens, "context": int(context), "vocab_size": int(vocab)}
+        prepare_and_use(
+            lambda progress: prepare_corpus_file(
+                upload.getvalue(),
+                upload.name,
+                CorpusOptions.parse(choices),
+                text_column=column,
+                source=source,
+                progress=progress,
+            ),
+            f"Preparing {upload.name}",
+        )
 
 
 def series_form(upload, source, target: str) -> None:
@@ -200,29 +202,26 @@ def series_form(upload, source, target: str) -> None:
     if st.button(
         "Prepare series", type="primary", icon=":material/check:", key="data.prepare_series"
     ):
-        try:
-            options = SeriesOptions.parse(
-                {
-                    "target": target,
-                    "time_column": None if time == times[0] else time,
-                    "covariates": covariates,
-                    "window": int(window),
-                    "horizon": int(horizon),
-                    "stride": int(stride),
-                    "season": int(season) or None,
-                    "scale": scale,
-                }
-            )
-            use(
-                with_progress(
-                    lambda progress: prepare_series_file(
-                        upload.getvalue(), upload.name, options, source=source, progress=progress
-                    ),
-                    f"Preparing {upload.name}",
-                )
-            )
-        except LayerLabError as e:
-            show_error(e)
+        choices = {
+            "target": target,
+            "time_column": None if time == times[0] else time,
+            "covariates": covariates,
+            "window": int(window),
+            "horizon": int(horizon),
+            "stride": int(stride),
+            "season": int(season) or None,
+            "scale": scale,
+        }
+        prepare_and_use(
+            lambda progress: prepare_series_file(
+                upload.getvalue(),
+                upload.name,
+                SeriesOptions.parse(choices),
+                source=source,
+                progress=progress,
+            ),
+            f"Preparing {upload.name}",
+        )
 
 
 builtin_tab, upload_tab, saved_tab = st.tabs(
@@ -272,18 +271,13 @@ with builtin_tab:
         key="data.use_builtin",
         disabled=same,
     ):
-        try:
-            use(
-                with_progress(
-                    lambda progress: prepare_builtin(
-                        name, n_samples=n_samples, noise=noise, seed=int(seed)
-                    ),
-                    f"Preparing {b.title}",
-                    expected_s=0.5 + n_samples / 2000,
-                )
-            )
-        except LayerLabError as e:
-            show_error(e)
+        prepare_and_use(
+            lambda progress: prepare_builtin(
+                name, n_samples=n_samples, noise=noise, seed=int(seed)
+            ),
+            f"Preparing {b.title}",
+            expected_s=0.5 + n_samples / 2000,
+        )
 
 with upload_tab:
     upload = st.file_uploader(
@@ -314,21 +308,16 @@ with upload_tab:
         if st.button(
             "Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"
         ):
-            try:
-                use(
-                    with_progress(
-                        lambda progress: prepare_images(
-                            upload.getvalue(),
-                            upload.name,
-                            size=size,
-                            grayscale=grayscale,
-                            progress=progress,
-                        ),
-                        f"Reading the images in {upload.name}",
-                    )
-                )
-            except LayerLabError as e:
-                show_error(e)
+            prepare_and_use(
+                lambda progress: prepare_images(
+                    upload.getvalue(),
+                    upload.name,
+                    size=size,
+                    grayscale=grayscale,
+                    progress=progress,
+                ),
+                f"Reading the images in {upload.name}",
+            )
     elif (
         upload is not None
         and upload.name.lower().endswith(".txt")
@@ -442,26 +431,22 @@ with upload_tab:
                 if st.button(
                     "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"
                 ):
-                    try:
-                        ds = with_progress(
-                            lambda progress: prepare_file(
-                                upload.getvalue(),
-                                upload.name,
-                                target,
-                                task=task,
-                                plans=plans,
-                                text=text,
-                                seed=int(split_seed),
-                                source=source,
-                                delimiter=None if delimiter == "auto" else delimiter,
-                                encoding=None if encoding == "auto" else encoding,
-                                progress=progress,
-                            ),
-                            f"Preparing {upload.name}",
-                        )
-                        use(ds)
-                    except LayerLabError as e:
-                        show_error(e)
+                    prepare_and_use(
+                        lambda progress: prepare_file(
+                            upload.getvalue(),
+                            upload.name,
+                            target,
+                            task=task,
+                            plans=plans,
+                            text=text,
+                            seed=int(split_seed),
+                            source=source,
+                            delimiter=None if delimiter == "auto" else delimiter,
+                            encoding=None if encoding == "auto" else encoding,
+                            progress=progress,
+                        ),
+                        f"Preparing {upload.name}",
+                    )
 
 with saved_tab:
     saved = list_datasets()
@@ -536,19 +521,15 @@ if notes:  # one summary line, the details folded
 if meta.get("health"):
     fix = health_panel(ds)
     if fix:
-        try:
-            ds = with_progress(
-                lambda progress: prepare_again(
-                    ds,
-                    ignore=fix.get("columns", []),
-                    drop_duplicates=fix["kind"] == "drop_duplicates",
-                    progress=progress,
-                ),
-                "Preparing again",
-            )
-            use(ds)
-        except LayerLabError as e:
-            show_error(e)
+        prepare_and_use(
+            lambda progress: prepare_again(
+                ds,
+                ignore=fix.get("columns", []),
+                drop_duplicates=fix["kind"] == "drop_duplicates",
+                progress=progress,
+            ),
+            "Preparing again",
+        )
 left, right = st.columns(2)
 with left:
     if ds.task == "classification":

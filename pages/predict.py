@@ -185,10 +185,15 @@ def show_predictions(uploads) -> None:
         },
     )
     st.caption("Probabilities are shown as percentages; the CSV keeps them as numbers from 0 to 1.")
+    download_csv(table, "Download predictions (CSV)", "predictions")
+
+
+def download_csv(table, label: str, stem: str) -> None:
+    """The table as a CSV a spreadsheet opens safely, named after the run."""
     st.download_button(
-        "Download predictions (CSV)",
+        label,
         csv_bytes(table),
-        file_name=f"predictions-{run_id}.csv",
+        file_name=f"{stem}-{run_id}.csv",
         mime="text/csv",
         on_click="ignore",
         icon=":material/download:",
@@ -220,16 +225,7 @@ def show_forecast(history, table) -> None:
         key="predict.forecast",
     )
     st.dataframe(table, hide_index=True, width="stretch")
-    st.download_button(
-        "Download the forecast (CSV)",
-        csv_bytes(table),
-        file_name=f"forecast-{run_id}.csv",
-        mime="text/csv",
-        on_click="ignore",
-        icon=":material/download:",
-        type="primary",
-        key="predict.download",
-    )
+    download_csv(table, "Download the forecast (CSV)", "forecast")
 
 
 def write_text() -> None:

@@ -13,9 +13,9 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field
 
-from engine.data.store import SPLITS, Dataset, save_dataset
+from engine.data.store import SPLITS, Choices, Dataset, require_columns, save_dataset
 from engine.errors import DataError
 from engine.limits import DATA_BYTES
 from engine.portable import corpus_tokens, encode_corpus
@@ -25,7 +25,7 @@ PARTS = (0.8, 0.1, 0.1)
 UNK = "<unk>"
 
 
-class CorpusOptions(BaseModel):
+class CorpusOptions(Choices):
     tokens: Literal["char", "word"] = Field(
         "char", description="Characters, or words and punctuation marks."
     )
@@ -39,23 +39,10 @@ class CorpusOptions(BaseModel):
         None, description="Lowercase the text first (default: for words only)."
     )
 
-    @classmethod
-    def parse(cls, values: dict) -> "CorpusOptions":
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise DataError(
-                f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})."
-            ) from None
-
 
 def corpus_text(frame: pd.DataFrame, column: str) -> str:
     """A table's text column as one corpus: its filled rows, each on its own line."""
-    if column not in frame.columns:
-        raise DataError(
-            f"the table has no column '{column}'. Its columns: {', '.join(map(str, frame.columns[:30]))}."
-        )
+    require_columns(frame, [column])
     rows = frame[column].dropna().astype(str)
     if not len(rows):
         raise DataError(f"the column '{column}' holds no text.")

@@ -13,7 +13,7 @@ from engine.data.builtin import BUILTINS, load_builtin
 from engine.data.corpus import CorpusOptions, corpus_text, prepare_corpus
 from engine.data.health import health_report
 from engine.data.images import archive_stem, read_image_archive
-from engine.data.readers import TableSource, decode_text, read_table
+from engine.data.readers import TableSource, decode_text, read_table, sniff_format
 from engine.data.series import SeriesOptions, prepare_series
 from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
@@ -261,7 +261,7 @@ def prepare_corpus_file(
             raise DATA_BYTES.refuse(
                 Path(filename).name, f"it holds {DATA_BYTES.describe(len(data))}", "Use a part."
             )
-        if b"\x00" in data[:65536]:  # no text holds NUL bytes; images, archives and executables do
+        if sniff_format(data) != "text":  # an image, an archive, a program
             raise DataError(
                 f"'{Path(filename).name}' holds binary data, not text. Choose a plain text file (UTF-8 or Latin-1)."
             )

@@ -48,7 +48,8 @@ class TableSource:
         return " · ".join([self.format, *[e for e in extra if e]])
 
 
-def _sniff_format(data: bytes) -> str:
+def sniff_format(data: bytes) -> str:
+    """What the bytes hold, from their start: "parquet", "zip", "binary" or "text"."""
     if data[:4] == b"PAR1":
         return "parquet"
     if data[:4] == b"PK\x03\x04":
@@ -363,7 +364,7 @@ def read_table(
             else f"'{name}' has the extension '{ext or '(none)'}', which LayerLab does not read as a table. "
             "Use CSV, TSV, Parquet, Excel .xlsx or JSON Lines (gzipped text too, as .csv.gz)."
         )
-    kind = _sniff_format(data)
+    kind = sniff_format(data)
     expected = {".parquet": "parquet", ".pq": "parquet", ".xlsx": "zip"}.get(ext, "text")
     if kind != expected:
         what = {

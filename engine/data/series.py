@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import Field
 
-from engine.data.store import SPLITS, Dataset, save_dataset
+from engine.data.store import SPLITS, Choices, Dataset, require_columns, save_dataset
 from engine.errors import DataError
 from engine.limits import DATA_BYTES
 from engine.portable import (
@@ -38,7 +38,7 @@ SERIES = "series.parquet"  # the series as prepared (time, target), beside the t
 MIN_TRAIN_WINDOWS = 8
 
 
-class SeriesOptions(BaseModel):
+class SeriesOptions(Choices):
     """What a forecaster reads and predicts (the Data page's and the CLI's choices)."""
 
     target: str = Field(description="The column to forecast.")
@@ -66,16 +66,6 @@ class SeriesOptions(BaseModel):
         description="Read each window, and forecast, relative to the window's last value of the target: a level "
         "the training part never reached (a trend) is then no different from one it did.",
     )
-
-    @classmethod
-    def parse(cls, values: dict) -> "SeriesOptions":
-        try:
-            return cls.model_validate(values)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise DataError(
-                f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})."
-            ) from None
 
 
 def time_kind(col: pd.Series) -> str:
@@ -210,11 +200,7 @@ def prepare_series(
     progress = progress or quiet
     o = options
     columns = [o.target, *[c for c in o.covariates if c != o.target]]
-    for c in ([o.time_column] if o.time_column else []) + columns:
-        if c not in frame.columns:
-            raise DataError(
-                f"the table has no column '{c}'. Its columns: {', '.join(map(str, frame.columns[:30]))}."
-            )
+    require_columns(frame, ([o.time_column] if o.time_column else []) + columns)
     if o.time_column in columns:
         raise DataError(
             f"'{o.time_column}' is the time column: it cannot also be a value to forecast or read."

@@ -89,6 +89,30 @@ def check_meta(meta: dict, where: str) -> dict:
     return meta
 
 
+class Choices(BaseModel):
+    """What a user chooses for preparing data (a series' window, a text's tokens): `parse` gives the choices, or a
+    DataError naming the first that is wrong."""
+
+    @classmethod
+    def parse(cls, values: dict):
+        try:
+            return cls.model_validate(values)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise DataError(
+                f"{'.'.join(map(str, first['loc']))}: {first['msg']} (got {first.get('input')!r})."
+            ) from None
+
+
+def require_columns(frame: pd.DataFrame, names) -> None:
+    """DataError naming the first of `names` that `frame` lacks, with the columns it has."""
+    for name in names:
+        if name not in frame.columns:
+            raise DataError(
+                f"the table has no column '{name}'. Its columns: {', '.join(map(str, frame.columns[:30]))}."
+            )
+
+
 @dataclass
 class Dataset:
     path: Path

@@ -264,3 +264,29 @@ def train_and_wait(page, epochs: int, timeout: float = 120.0) -> dict:
     before = {r["id"] for r in list_runs()}
     start_training(page, epochs)
     return new_run_finished(page, before, timeout)
+
+
+def use_template(page, title: str) -> None:
+    """On the Build page: open the templates and press the "Use" of the one titled `title`."""
+    page.locator('[data-testid="stExpander"] summary', has_text="ready-made models").click()
+    card = page.locator(
+        '[data-testid="stVerticalBlock"]', has=page.get_by_text(title, exact=True)
+    ).last  # the innermost block holding the title: its card
+    card.get_by_role("button", name="Use", exact=True).click()
+    settle(page)
+
+
+def download_bundle(page, folder: Path) -> set[str]:
+    """On the Export page: build the run's bundle, download it, unzip it into `folder`; its files' names."""
+    import zipfile
+
+    page.get_by_role("button", name="Build bundle (.zip)").click()
+    download = page.get_by_role("button", name="Download bundle (.zip)")
+    download.wait_for(timeout=120_000)
+    with page.expect_download() as dl:
+        download.click()
+    zipped = folder.with_suffix(".zip")
+    dl.value.save_as(zipped)
+    with zipfile.ZipFile(zipped) as zf:
+        zf.extractall(folder)
+        return set(zf.namelist())

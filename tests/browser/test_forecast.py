@@ -3,7 +3,6 @@ its template, train it while its live view moves, evaluate it against the naive 
 history on the Predict page, and run the bundle's predict.py outside LayerLab."""
 
 import re
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -16,11 +15,13 @@ from engine.predict import load_predictor, predict_table
 from engine.runs import list_runs, read_status
 from tests.browser.conftest import (
     choose,
+    download_bundle,
     no_exceptions,
     open_page,
     settle,
     shot,
     start_training,
+    use_template,
     wait_until,
 )
 from tests.browser.test_first_hour import LIVE, set_number
@@ -56,12 +57,7 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
 
     open_page(page, "Build")
     expect(page.get_by_text("a time series: an LSTM reads each window")).to_be_visible()
-    page.locator('[data-testid="stExpander"] summary', has_text="ready-made models").click()
-    card = page.locator(
-        '[data-testid="stVerticalBlock"]', has=page.get_by_text("GRU forecaster", exact=True)
-    ).last
-    card.get_by_role("button", name="Use", exact=True).click()
-    settle(page)
+    use_template(page, "GRU forecaster")
     expect(page.locator(".ll-node", has_text="GRU")).to_be_visible()
     no_exceptions(page)
     shot(page, "forecast-2-build")
@@ -116,14 +112,7 @@ def test_a_series_is_forecast_from_a_template_and_beats_the_naive_forecast(serve
 
     # The bundle's predict.py, with LayerLab unimportable, forecasts the same from the same history.
     open_page(page, "Export")
-    page.get_by_role("button", name="Build bundle (.zip)").click()
-    download = page.get_by_role("button", name="Download bundle (.zip)")
-    download.wait_for(timeout=120_000)
-    with page.expect_download() as dl:
-        download.click()
-    dl.value.save_as(tmp_path / "bundle.zip")
-    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
-        zf.extractall(tmp_path / "bundle")
+    download_bundle(page, tmp_path / "bundle")
     run_isolated(tmp_path / "bundle", "predict.py", history, "--out", tmp_path / "p.csv")
     same_predictions(tmp_path / "p.csv", expected)
     no_exceptions(page)

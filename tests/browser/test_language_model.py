@@ -17,6 +17,7 @@ from tests.browser.conftest import (
     shot,
     start_training,
     stop_and_wait,
+    use_template,
     wait_until,
 )
 from tests.browser.test_upload import upload
@@ -45,12 +46,7 @@ def test_a_text_file_trains_a_language_model_that_writes(server, page, tmp_path)
 
     open_page(page, "Build")
     expect(page.get_by_text("text to generate: a small causal transformer")).to_be_visible()
-    page.locator('[data-testid="stExpander"] summary', has_text="ready-made models").click()
-    card = page.locator(
-        '[data-testid="stVerticalBlock"]', has=page.get_by_text("LSTM language model", exact=True)
-    ).last
-    card.get_by_role("button", name="Use", exact=True).click()
-    settle(page)
+    use_template(page, "LSTM language model")
     expect(page.locator(".ll-node", has_text="LSTM")).to_be_visible()
     no_exceptions(page)
     shot(page, "lm-2-build")

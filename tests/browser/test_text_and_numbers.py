@@ -2,7 +2,6 @@
 model, train, evaluate, predict new rows, and run the bundle's predict.py outside LayerLab."""
 
 import io
-import zipfile
 
 import numpy as np
 import pandas as pd
@@ -13,7 +12,14 @@ from engine.data.readers import read_table
 from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_table
 from engine.runs import runs_dir
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait
+from tests.browser.conftest import (
+    download_bundle,
+    no_exceptions,
+    open_page,
+    settle,
+    shot,
+    train_and_wait,
+)
 from tests.browser.test_upload import upload
 from tests.test_bundle import run_isolated
 
@@ -90,15 +96,8 @@ def test_a_text_and_numbers_table_trains_two_inputs_and_predicts_outside_layerla
 
     # The bundle: its predict.py, with LayerLab unimportable, predicts the same.
     open_page(page, "Export")
-    page.get_by_role("button", name="Build bundle (.zip)").click()
-    download = page.get_by_role("button", name="Download bundle (.zip)")
-    download.wait_for(timeout=120_000)
-    with page.expect_download() as dl:
-        download.click()
-    dl.value.save_as(tmp_path / "bundle.zip")
-    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
-        zf.extractall(tmp_path / "bundle")
-        assert {"model.py", "model.onnx", "predict.py", "train.py"} <= set(zf.namelist())
+    names = download_bundle(page, tmp_path / "bundle")
+    assert {"model.py", "model.onnx", "predict.py", "train.py"} <= names
     run_isolated(tmp_path / "bundle", "predict.py", new, "--out", tmp_path / "p.csv")
     same_predictions(tmp_path / "p.csv", expected)
     no_exceptions(page)
