@@ -178,6 +178,29 @@ def choose(page, label: str, option: str) -> None:
                 raise
 
 
+def add_to_multiselect(page, label: str, option: str, shown: str | None = None) -> None:
+    """Add `option` to the multiselect `label` by typing it and clicking it in the list. The list opens on a click
+    once the page is idle, and a rerun may swallow the click or redraw the list under the pointer, so each try
+    waits for the page to settle and gives up on the click after 5 s; it is done when the tag shows in the
+    widget (`shown`, the option's text by default)."""
+    widget = page.locator('[data-testid="stMultiSelect"]').filter(has_text=label)
+    tags = widget.locator('[data-testid="stMultiSelectTagsContainer"]')
+    for attempt in range(5):
+        settle(page)
+        if (shown or option) in tags.inner_text():
+            return
+        try:
+            widget.get_by_role("combobox").click(timeout=5_000)
+            page.keyboard.type(option)
+            page.get_by_role("option", name=option).first.click(timeout=5_000)
+        except Exception:  # noqa: BLE001 - a Playwright timeout: the list did not open or was redrawn
+            if attempt == 4:
+                raise
+        page.keyboard.press("Escape")
+    settle(page)
+    assert (shown or option) in tags.inner_text()
+
+
 def wait_until(predicate, timeout: float = 60.0):
     """Poll `predicate` until it returns something true (returned), failing after `timeout` seconds."""
     end = time.time() + timeout

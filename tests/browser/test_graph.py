@@ -1,9 +1,15 @@
 """Graphs, not just stacks, in a real browser: drag in a residual Add, pick its inputs, train it."""
 
-from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import expect
 
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait
+from tests.browser.conftest import (
+    add_to_multiselect,
+    no_exceptions,
+    open_page,
+    settle,
+    shot,
+    train_and_wait,
+)
 
 
 def test_residual_skip_built_with_the_inputs_picker(server, page):
@@ -25,20 +31,7 @@ def test_residual_skip_built_with_the_inputs_picker(server, page):
     page.locator('[data-testid="stMultiSelect"] [aria-label="Remove dense_2"]').click()
     expect(page.locator(".ll-node", has_text="Add")).not_to_contain_text("dense_2")
     settle(page)
-    option = page.get_by_role("option", name="relu_1")
-    for _ in range(
-        3
-    ):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
-        page.locator('[data-testid="stMultiSelect"] input').click()
-        page.keyboard.type("relu_1")
-        try:
-            option.wait_for(timeout=5_000)
-            break
-        except PlaywrightTimeout:
-            page.keyboard.press("Escape")
-            settle(page)
-    option.click()
-    page.keyboard.press("Escape")
+    add_to_multiselect(page, "Inputs", "relu_1")
     expect(page.locator(".ll-node", has_text="Add")).to_contain_text("relu_2, relu_1")
     settle(page)
     assert page.locator('[data-testid="stAlertContentError"]').count() == 0

@@ -12,6 +12,7 @@ from engine.runs import (
 )
 from engine.spec import starter_spec
 from tests.browser.conftest import (
+    add_to_multiselect,
     new_run_finished,
     no_exceptions,
     settle,
@@ -72,14 +73,8 @@ def test_resume_branch_and_compare(server, page):
         state="attached"
     )  # the run list says where it came from
 
-    box = page.get_by_role("combobox", name="Compare runs")
     for name in ("fast-lr", "slow-lr"):
-        box.click()
-        box.press_sequentially(name)
-        page.get_by_role("option", name=name).first.wait_for()
-        page.keyboard.press("Enter")
-        settle(page)
-    page.keyboard.press("Escape")
+        add_to_multiselect(page, "Compare runs", name)
     page.wait_for_function(f"({TRACES})('Validation loss per epoch') !== null", timeout=30_000)
     traces = page.evaluate(TRACES, "Validation loss per epoch")
     assert sorted(traces) == [[f"fast-lr ({fast.name})", 6], [f"slow-lr ({slow.name})", 6]]

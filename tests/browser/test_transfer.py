@@ -7,7 +7,15 @@ from safetensors.torch import load_file
 from engine.data.prepare import prepare_builtin
 from engine.runs import create_run, execute, list_runs
 from engine.spec import starter_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, train_and_wait, visit
+from tests.browser.conftest import (
+    add_to_multiselect,
+    no_exceptions,
+    open_page,
+    settle,
+    shot,
+    train_and_wait,
+    visit,
+)
 
 
 def test_import_weights_freeze_and_fine_tune(server, page):
@@ -29,19 +37,7 @@ def test_import_weights_freeze_and_fine_tune(server, page):
     open_page(page, "Train")
     page.get_by_text("Starts from the weights in model.safetensors").wait_for()
     page.get_by_text("Advanced").click()
-    box = page.get_by_role("combobox", name="Freeze layers")
-    widget = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Freeze layers")
-    for _ in range(
-        3
-    ):  # the dropdown opens on click once the page is idle; try again if a rerun swallowed it
-        box.click()
-        box.press_sequentially("dense_1")
-        page.get_by_role("option", name="dense_1").click()
-        page.keyboard.press("Escape")
-        settle(page)
-        if "dense_1" in widget.inner_text():  # the chosen layer shows as a tag in the widget
-            break
-    assert "dense_1" in widget.inner_text()
+    add_to_multiselect(page, "Freeze layers", "dense_1")
     train_and_wait(page, 3)
     no_exceptions(page)
     run = next(r for r in list_runs() if r["id"] != source.name)
