@@ -17,12 +17,27 @@ from engine.data.series import kept_series
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
-from engine.portable import decode_tokens, generate, model_outputs, probabilities, target_units
-from engine.tasks import task_for
+from engine.portable import (
+    PREDICT_BATCH,
+    as_input,
+    decode_tokens,
+    decoded_rows,
+    generate,
+    images_uint8,
+    interpolation,
+    latent_layer,
+    model_outputs,
+    prior_samples,
+    probabilities,
+    target_units,
+)
+from engine.tasks import task_for, usual_loss
+from engine.train.options import LOSSES
 from engine.workspace import read_json
 
 CURVE_POINTS = 400  # points kept per ROC / PR curve
 WORST = 50  # misclassified or worst-predicted rows listed
+PAIRS, SAMPLES, LATENT_POINTS = 8, 16, 2000  # a VAE's originals beside reconstructions, prior samples, map points
 
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
@@ -295,6 +310,97 @@ def text_report(model, dataset, split: str) -> dict:
     }
 
 
+def vae_report(model, dataset, split: str, loss: str) -> dict:
+    """A VAE on a split: the reconstruction loss per row (each row coded by its mean) beside the mean training
+    row's, the KL per row, originals beside their reconstructions, samples decoded from the prior and the latent
+    map (the codes, projected on their two main axes when there are more than two), coloured by label."""
+    x, y = dataset.split(split)
+    shape, layer = tuple(dataset.input_shape), latent_layer(model)
+    outs, codes, kls = [], [], []
+    model.eval()
+    with torch.no_grad():
+        for i in range(0, len(x), PREDICT_BATCH):
+            xb = as_input(x[i : i + PREDICT_BATCH])
+            outs.append(model(xb).float())
+            codes.append(layer.mean_out.float())
+            kls.append(layer.kl.float())
+    out, code, kl = torch.cat(outs), torch.cat(codes), torch.cat(kls)
+    actual = as_input(x).float()
+    mean_row = as_input(dataset.split("train")[0]).float().mean(0, keepdim=True).expand_as(actual)
+    squashed = ends_in_squash(model)
+    recon = reconstruction_loss(out, actual, loss, squashed)
+    baseline = reconstruction_loss(mean_row, actual, loss, True)
+    image = len(shape) == 3
+    show = min(len(x), PAIRS)
+    samples = prior_samples(model, SAMPLES, shape, seed=0)
+    if not squashed and LOSSES[loss].targets == "binary":  # a decoder that ends in logits
+        out, samples = out.sigmoid(), samples.sigmoid()
+    return {
+        "task": "vae",
+        "n": int(len(x)),
+        "summary": {
+            "reconstruction": float(recon.mean()),
+            "mean_row_reconstruction": float(baseline.mean()),
+            "kl": float(kl.mean()),
+            "mse": float((out - actual).square().mean()),
+            "mean_row_mse": float((mean_row - actual).square().mean()),
+            "latent_size": int(code.shape[1]),
+        },
+        "loss": loss,
+        "image": image,
+        "originals": _samples(actual[:show], dataset.meta, image),
+        "reconstructions": _samples(out[:show], dataset.meta, image),
+        "samples": _samples(samples, dataset.meta, image),
+        "latent": latent_map(code[:LATENT_POINTS], y[:LATENT_POINTS], dataset.meta),
+        "worst": [],
+    }
+
+
+def reconstruction_loss(out: torch.Tensor, actual: torch.Tensor, loss: str, squashed: bool) -> torch.Tensor:
+    """Each row's reconstruction loss, summed over its values: binary cross-entropy on probabilities (logits
+    when not `squashed`), or the loss itself."""
+    if LOSSES[loss].targets == "binary":
+        p = (out if squashed else out.sigmoid()).clamp(1e-6, 1 - 1e-6)
+        per_value = torch.nn.functional.binary_cross_entropy(p, actual, reduction="none")
+    else:
+        per_value = LOSSES[loss].fn(out, actual, reduction="none")
+    return per_value.flatten(1).sum(1)
+
+
+def _samples(out: torch.Tensor, meta: dict, image: bool) -> list:
+    """Generated or rebuilt rows to show: uint8 pictures as nested lists, or table rows as records."""
+    if image:
+        return images_uint8(out).tolist()
+    return decoded_rows(out.flatten(1), meta.get("preprocessing") or {}).to_dict("records")
+
+
+def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
+    """The codes as points on a plane: themselves with two numbers, else their projection on the two main axes
+    (PCA, with the share of the variance each keeps); a label per point where the data has classes."""
+    points, explained = code.numpy().astype(np.float64), None
+    if points.shape[1] > 2:
+        centred = points - points.mean(0)
+        _, sv, vt = np.linalg.svd(centred, full_matrices=False)
+        points = centred @ vt[:2].T
+        explained = (sv[:2] ** 2 / max(float((sv**2).sum()), 1e-12)).tolist()
+    elif points.shape[1] == 1:
+        points = np.c_[points, np.zeros(len(points))]
+    classes = meta.get("classes")
+    labels = [classes[int(i)] for i in y.tolist()] if classes and y.ndim == 1 else None
+    return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": labels, "explained": explained}
+
+
+def vae_interpolation(run_dir: Path, split: str, a: int, b: int, steps: int = 8) -> dict:
+    """Samples on the line between the codes of rows `a` and `b` of a run's split, both ends included."""
+    model, dataset, _ = _run_parts(Path(run_dir), split)
+    x = dataset.split(split)[0]
+    out = interpolation(model, x[a], x[b], steps, tuple(dataset.input_shape))
+    if not ends_in_squash(model) and LOSSES[_run_loss(Path(run_dir), dataset)].targets == "binary":
+        out = out.sigmoid()
+    image = len(dataset.input_shape) == 3
+    return {"image": image, "steps": _samples(out, dataset.meta, image)}
+
+
 def outputs(model, x: torch.Tensor) -> torch.Tensor:
     """The model's outputs for `x` in batches (images scaled, token ids as integers)."""
     return model_outputs(model, x, model.takes_tokens)
@@ -315,9 +421,8 @@ def class_probabilities(model, out: torch.Tensor) -> torch.Tensor:
     return probabilities(out, ends_in_squash(model))
 
 
-def evaluate_run(run_dir: Path, split: str = "test") -> dict:
-    """The run's final model on a split of its dataset (the test split by default)."""
-    run_dir = Path(run_dir)
+def _run_parts(run_dir: Path, split: str):
+    """A finished run's model, its dataset (with rows in `split`) and its train.json."""
     weights = run_dir / "model.safetensors"
     if not weights.exists():
         raise LayerLabError(
@@ -333,19 +438,34 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
         ) from None
     if f"x_{split}" not in dataset.tensors or not len(dataset.split(split)[1]):
         raise LayerLabError(f"the dataset of run {run_dir.name} has no rows in its {split} split.")
-    model, _ = load_model(weights)
+    return load_model(weights)[0], dataset, train
+
+
+def _run_loss(run_dir: Path, dataset) -> str:
+    """The loss a run trained with: its setting, else the one its task takes on this data."""
+    config = read_json(run_dir / "train.json", {}).get("config", {})
+    task = task_for(dataset.task, config.get("target", "label"))
+    return config.get("loss") or usual_loss(task, dataset.input_shape)
+
+
+def evaluate_run(run_dir: Path, split: str = "test") -> dict:
+    """The run's final model on a split of its dataset (the test split by default)."""
+    run_dir = Path(run_dir)
+    model, dataset, train = _run_parts(run_dir, split)
     x, y = dataset.split(split)
     config = train.get("config", {})
     task = task_for(dataset.task, config.get("target", "label"))
     out = (
-        None if task.predictions == "text" else outputs(model, x)
-    )  # scores per token: in batches, below
+        None if task.predictions in ("text", "samples") else outputs(model, x)
+    )  # scores per token, a VAE's parts: in batches, below
     if task.predictions == "text":
         result = text_report(model, dataset, split)
+    elif task.predictions == "samples":
+        result = vae_report(model, dataset, split, _run_loss(run_dir, dataset))
     elif task.predictions == "forecast":
         result = forecast_report(dataset, split, out.numpy())
     elif task.predictions == "reconstruction":
-        result = regression_metrics(x.float().flatten().numpy(), out.flatten().numpy())
+        result = regression_metrics(as_input(x).float().flatten().numpy(), out.flatten().numpy())
         result["worst"] = []  # per value, not per row: no row list
     elif task.predictions == "classes":
         probs = class_probabilities(model, out)

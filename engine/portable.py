@@ -742,3 +742,88 @@ def generate(
         ids.append(int(torch.multinomial(torch.softmax(scores, -1), 1, generator=gen)))
     model.train(was_training)
     return decode_tokens(ids[start:], meta)
+
+
+# --- variational autoencoders -------------------------------------------------------------------------------
+
+
+def latent_layer(model: torch.nn.Module) -> torch.nn.Module | None:
+    """A VAE's Gaussian latent layer (LayerLab's, or its copy in a bundle's model.py); None for other models."""
+    return next((m for m in model.modules() if type(m).__name__ == "GaussianLatent"), None)
+
+
+def _vae_layer(model: torch.nn.Module) -> torch.nn.Module:
+    layer = latent_layer(model)
+    if layer is None:
+        raise InputError(
+            "this model has no Gaussian latent layer, so it cannot encode or generate: train a VAE."
+        )
+    return layer
+
+
+@torch.no_grad()
+def encode_latent(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The codes (the latent means) of inputs `x` (images as stored, uint8, or numbers), in batches."""
+    layer, codes = _vae_layer(model), []
+    model.eval()
+    for i in range(0, len(x), PREDICT_BATCH):
+        model(as_input(x[i : i + PREDICT_BATCH]))
+        codes.append(layer.mean_out.float())
+    return torch.cat(codes) if codes else torch.zeros(0, layer.mean.out_features)
+
+
+@torch.no_grad()
+def decode_latent(model: torch.nn.Module, z: torch.Tensor, input_shape) -> torch.Tensor:
+    """What the decoder makes of codes `z` (N, latent size): the model runs with the latent layer's output replaced
+    by `z` (its encoder reads zeros, and what it makes is dropped), so any graph after the code decodes alike."""
+    layer = _vae_layer(model)
+    handle = layer.register_forward_hook(lambda module, args, out: z.to(out.dtype))
+    try:
+        model.eval()
+        return model(torch.zeros(len(z), *input_shape)).float()
+    finally:
+        handle.remove()
+
+
+def prior_samples(model: torch.nn.Module, n: int, input_shape, seed: int = 0) -> torch.Tensor:
+    """`n` new samples: codes drawn from the prior N(0, I), decoded."""
+    size = _vae_layer(model).mean.out_features
+    z = torch.randn(n, size, generator=torch.Generator().manual_seed(seed))
+    return decode_latent(model, z, input_shape)
+
+
+def interpolation(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, input_shape):
+    """`steps` samples on the straight line between the codes of inputs `a` and `b`, both ends included."""
+    za, zb = encode_latent(model, torch.stack([a, b]))
+    t = torch.linspace(0.0, 1.0, steps)[:, None]
+    return decode_latent(model, za + t * (zb - za), input_shape)
+
+
+def images_uint8(out: torch.Tensor) -> np.ndarray:
+    """Generated images (N, channels, height, width, values from 0 to 1) as uint8 pictures: (N, H, W) grey or
+    (N, H, W, 3) colour."""
+    pixels = (out.clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    return pixels[:, 0] if pixels.shape[1] == 1 else pixels.transpose(0, 2, 3, 1)
+
+
+def decoded_rows(out: torch.Tensor, prep: dict) -> pd.DataFrame:
+    """Generated table rows in the columns' own terms: numbers unscaled, a one-hot group as its likeliest
+    category, an index as the nearest category."""
+    values, columns, j = out.numpy(), {}, 0
+    for c in prep.get("columns") or []:
+        if c["kind"] in ("numeric", "boolean"):
+            columns[c["name"]] = values[:, j] * c["scale"] + c["shift"]
+            j += 1
+        elif c["encoding"] == "onehot":
+            width = len(c["categories"])
+            columns[c["name"]] = np.asarray(c["categories"], dtype=object)[
+                values[:, j : j + width].argmax(1)
+            ]
+            j += width
+        else:
+            index = np.clip(np.rint(values[:, j]) - 1, 0, len(c["categories"]) - 1).astype(int)
+            columns[c["name"]] = np.asarray(c["categories"], dtype=object)[index]
+            j += 1
+    if not columns:  # no fitted columns (a built-in set of numbers): the values as they are
+        columns = {f"x{i}": values[:, i] for i in range(values.shape[1])}
+    return pd.DataFrame(columns)

@@ -42,6 +42,7 @@ FAMILIES = (
     "normalization",
     "regularization",
     "reshape",
+    "generative",
 )
 
 _REGISTRY: dict[str, Op] = {}

@@ -27,7 +27,7 @@ class Task:
     # forecast's horizon) or "tokens" (a score per vocabulary entry at each position)
     outputs: str
     # predictions: how outputs become them: "classes" (argmax, probabilities), "values" (in the target's units),
-    # "reconstruction", "forecast" or "text"
+    # "reconstruction", "samples" (a VAE's: rebuilt and generated rows), "forecast" or "text"
     predictions: str
     views: tuple[str, ...]  # the Evaluate page's views for it
     class_weights: bool = False  # whether weighting the loss by class rarity applies
@@ -35,11 +35,16 @@ class Task:
     validate: Callable | None = (
         None  # core.validate when None: fn(state) -> {"loss": ..., metric: ...}
     )
+    # criterion: fn(state) -> the training criterion, where it is not the plan's loss alone (a VAE's adds the KL)
+    criterion: Callable | None = None
+    loss_names: tuple[str, ...] = ()  # the losses that fit, where not every loss of `losses_for` does
     notes: dict = field(default_factory=dict)
     samples: str = "rows"  # what one sample of its data is called (a forecast's and a language model's: windows)
 
     def losses(self, num_classes: int | None = None) -> list[str]:
         """The losses that fit this task (binary cross-entropy only for two classes)."""
+        if self.loss_names:
+            return list(self.loss_names)
         names = [k for k, loss in LOSSES.items() if loss.task == self.losses_for]
         return [k for k in names if LOSSES[k].targets != "binary" or num_classes == 2]
 
@@ -85,6 +90,49 @@ def language_model_validate(s) -> dict[str, float]:
     }
 
 
+def latents(model) -> list:
+    """The model's Gaussian latent layers (a VAE's code)."""
+    from engine.layers.generative import GaussianLatent
+
+    return [m for m in model.modules() if isinstance(m, GaussianLatent)]
+
+
+def vae_criterion(s) -> Callable:
+    """A VAE's training loss: the reconstruction loss summed over a row's values, plus β times the KL divergence
+    of its code from the prior (per row, both averaged over the batch). With a KL warm-up the weight rises from 0
+    to β over the first `kl_warmup` epochs."""
+    fn, cfg, codes = LOSSES[s.plan.loss].fn, s.cfg, latents(s.model)
+    warm_steps = math.ceil(len(s.data[1]) / cfg.batch_size) * cfg.kl_warmup
+
+    def criterion(out, y):
+        weight = cfg.beta * (min(1.0, s.step / warm_steps) if warm_steps else 1.0)
+        kl = sum(m.kl.float().mean() for m in codes)
+        return fn(out.float(), y, reduction="sum") / len(y) + weight * kl
+
+    return criterion
+
+
+def vae_validate(s) -> dict[str, float]:
+    """A VAE on the validation split, each row coded by its mean: the reconstruction loss and the KL per row, and
+    the loss at the full β (so epochs compare while the KL warms up)."""
+    import torch
+
+    from engine.train.core import as_input
+
+    fn, net, x, batch = LOSSES[s.plan.loss].fn, s.net, s.data[2], s.plan.eval_batch
+    codes, was_training = latents(s.model), net.training
+    recon = kl = 0.0
+    net.eval()
+    with torch.no_grad(), s.autocast():
+        for i in range(0, len(x), batch):
+            xb = as_input(x[i : i + batch])
+            recon += fn(net(xb).float(), xb, reduction="sum").item()
+            kl += sum(m.kl.float().sum() for m in codes).item()
+    net.train(was_training)
+    n = max(len(x), 1)
+    return {"loss": (recon + s.cfg.beta * kl) / n, "reconstruction": recon / n, "kl": kl / n}
+
+
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -120,6 +168,19 @@ TASKS: dict[str, Task] = {
             ("summary",),
         ),
         Task(
+            "vae",
+            "Variational autoencoder",
+            "regression",
+            "mse",
+            ("reconstruction", "kl"),
+            "input",
+            "samples",
+            ("vae",),
+            validate=vae_validate,
+            criterion=vae_criterion,
+            loss_names=("bce_with_logits", "mse", "l1"),
+        ),
+        Task(
             "forecast",
             "Forecasting",
             "regression",
@@ -149,10 +210,20 @@ TASKS: dict[str, Task] = {
 
 def task_for(data_task: str, target: str = "label") -> Task:
     """The task a run trains: the dataset's (classification, regression, or a registered one), or
-    reconstruction when the target is the input itself."""
+    reconstruction when the target is the input itself, a VAE when it is the input through a Gaussian latent."""
     if target == "input":
         return TASKS["reconstruction"]
+    if target == "vae":
+        return TASKS["vae"]
     return TASKS[data_task]
+
+
+def usual_loss(task: Task, input_shape) -> str:
+    """The loss a run of this task takes unless told: for a VAE of images (values from 0 to 1), binary
+    cross-entropy per pixel; else the task's default."""
+    if task.name == "vae" and input_shape is not None and len(input_shape) == 3:
+        return "bce_with_logits"
+    return task.default_loss
 
 
 def width(meta: dict) -> int | None:

@@ -195,6 +195,56 @@ def autoencoder(meta):
     return nodes
 
 
+def _decoded(meta) -> list[dict]:
+    """A decoder's last layers for a flat vector of the input's size: back into the input's shape, and through a
+    sigmoid for images (values from 0 to 1; the loss reads the logits before it)."""
+    shape = meta["input_shape"]
+    nodes = [_n("unflatten", "reshape", shape=list(shape))] if len(shape) > 1 else []
+    return nodes + ([_n("pixels", "activation", kind="sigmoid")] if len(shape) == 3 else [])
+
+
+def mlp_vae(meta):
+    """Encoder and decoder of Dense layers around a 2-number Gaussian code (its latent map needs no projection)."""
+    size = math.prod(meta["input_shape"])
+    hidden = 256 if size > 256 else 64
+    return (
+        _flat(meta)
+        + [
+            _n("enc_1", "linear", out_features=hidden),
+            _n("relu_1", "activation", kind="relu"),
+            _n("code", "gaussian_latent", units=2),
+            _n("dec_1", "linear", out_features=hidden),
+            _n("relu_2", "activation", kind="relu"),
+            _n("dec_2", "linear", out_features=size),
+        ]
+        + _decoded(meta)
+    )
+
+
+def conv_vae(meta):
+    """Two stride-2 convolutions down to a quarter of the size, an 8-number Gaussian code, and two stride-2
+    transposed convolutions back up."""
+    channels, height, width = meta["input_shape"]
+    return [
+        _n("conv_1", "conv2d", out_channels=32, kernel_size=3, stride=2, padding=1),
+        _n("relu_1", "activation", kind="relu"),
+        _n("conv_2", "conv2d", out_channels=64, kernel_size=3, stride=2, padding=1),
+        _n("relu_2", "activation", kind="relu"),
+        _n("flatten", "flatten"),
+        _n("code", "gaussian_latent", units=8),
+        _n("dec_1", "linear", out_features=64 * (height // 4) * (width // 4)),
+        _n("relu_3", "activation", kind="relu"),
+        _n("grid", "reshape", shape=[64, height // 4, width // 4]),
+        _n("up_1", "conv_transpose2d", out_channels=32, kernel_size=2, stride=2),
+        _n("relu_4", "activation", kind="relu"),
+        _n("up_2", "conv_transpose2d", out_channels=channels, kernel_size=2, stride=2),
+        _n("pixels", "activation", kind="sigmoid"),
+    ]
+
+
+VAE_TRAIN = {"target": "vae", "epochs": 40, "lr": 0.002, "batch_size": 64, "kl_warmup": 5}
+
+
 def _horizon(meta) -> int:
     return int((meta.get("preprocessing") or {}).get("horizon") or 1)
 
@@ -407,6 +457,26 @@ TEMPLATES = {
             {"epochs": 6, "lr": 0.003, "batch_size": 32, "early_stopping": 5},
         ),
         Template(
+            "mlp_vae",
+            "MLP VAE",
+            "A variational autoencoder of Dense layers with a 2-number Gaussian code: it learns to rebuild its "
+            "input, and new samples decode from random codes. Its latent map is drawn without a projection.",
+            "digits",
+            "any",
+            mlp_vae,
+            VAE_TRAIN,
+        ),
+        Template(
+            "conv_vae",
+            "Conv VAE",
+            "A convolutional variational autoencoder for images whose sides divide by 4: two stride-2 "
+            "convolutions, an 8-number Gaussian code, two transposed convolutions back up.",
+            "digits",
+            "image",
+            conv_vae,
+            VAE_TRAIN,
+        ),
+        Template(
             "autoencoder",
             "MLP autoencoder",
             "Squeezes the input through an 8-unit code and rebuilds it; "
@@ -439,10 +509,12 @@ def suits(template: Template, meta: dict) -> bool:
     ):  # a two-part table takes two-input models only
         return False
     if template.kind == "image":
-        return rank == 3 and min(meta["input_shape"][1:]) >= 8
+        sides = meta["input_shape"][1:] if rank == 3 else (0,)
+        divides = template.nodes is not conv_vae or all(side % 4 == 0 for side in sides)
+        return rank == 3 and min(sides) >= 8 and divides
     if template.kind == "text":
         return bool(meta.get("vocab_size")) and rank == 1
-    if template.train.get("target") == "input":
+    if template.train.get("target") in ("input", "vae"):
         return True
     return meta["task"] == "classification"
 

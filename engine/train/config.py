@@ -42,10 +42,27 @@ class TrainConfig(BaseModel):
         description="Weight each class's loss by how rare it is in the training "
         "split (classification).",
     )
-    target: Literal["label", "input"] = Field(
+    target: Literal["label", "input", "vae"] = Field(
         "label",
         description="label: predict the dataset's target; input: "
-        "reconstruct the input (autoencoder).",
+        "reconstruct the input (autoencoder); vae: reconstruct it through a Gaussian latent, with the KL term "
+        "(variational autoencoder).",
+    )
+    beta: float = Field(
+        1.0,
+        ge=0,
+        le=100,
+        title="β (KL weight)",
+        description="VAE: the weight of the KL term. Above 1, a smoother latent space and blurrier "
+        "reconstructions; below 1, sharper reconstructions and worse samples.",
+    )
+    kl_warmup: int = Field(
+        0,
+        ge=0,
+        le=1000,
+        title="KL warm-up (epochs)",
+        description="VAE: raise the KL weight from 0 to β over this many epochs, so the decoder learns to use "
+        "the code before the KL term pulls it toward the prior (0 = off).",
     )
     flip: bool = Field(False, description="Augmentation: mirror images left-right at random.")
     crop_padding: int = Field(
@@ -200,7 +217,7 @@ def check_compatible(
 ) -> str:
     """Raise ConfigError if these settings cannot train this model on this data; return the loss to use."""
     kind = tasks.task_for(task, cfg.target)
-    loss = cfg.loss or kind.default_loss
+    loss = cfg.loss or tasks.usual_loss(kind, input_shape)
     if loss not in kind.losses(num_classes):
         if LOSSES[loss].targets == "binary" and LOSSES[loss].task == kind.losses_for:
             raise ConfigError(
@@ -211,6 +228,11 @@ def check_compatible(
         raise ConfigError(
             f"the loss '{loss}' is for {LOSSES[loss].task}, which does not fit {what}. "
             f"Choose one of: {', '.join(kind.losses(num_classes))}."
+        )
+    if kind.name == "vae" and LOSSES[loss].targets == "binary" and len(input_shape or ()) != 3:
+        raise ConfigError(
+            "binary cross-entropy reconstructs values between 0 and 1, such as an image's pixels, but this data "
+            "holds scaled numbers that go below 0 and above 1: choose mean squared error."
         )
     out, want = tuple(out_shape), kind.output_shape(loss, num_classes, input_shape)
     if want is not None and out != want:
@@ -279,6 +301,18 @@ def preflight(
 
     shapes = {i.id: i.output_shape for i in infos}
     out_id = spec.output_id()
+    latent = any(node.op == "gaussian_latent" for node in spec.nodes)
+    if cfg.target == "vae" and not latent:
+        raise ConfigError(
+            "a variational autoencoder needs a Gaussian latent layer between its encoder and its decoder: add "
+            "one (Generative), start from the MLP VAE template, or train a plain autoencoder."
+        )
+    if latent and cfg.target != "vae":
+        raise ConfigError(
+            "this model has a Gaussian latent layer, which trains only as a variational autoencoder (its KL term "
+            "keeps the codes near the prior): train it as a VAE (CLI: --task vae), or replace the layer with a "
+            "Dense one."
+        )
     loss = check_compatible(cfg, task, num_classes, shapes[out_id], n_train, input_shape)
     resolve_precision(cfg, resolve_device(cfg.device))
     unknown = [nid for nid in cfg.freeze if nid not in shapes]

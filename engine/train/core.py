@@ -62,7 +62,7 @@ def prepare(cfg, plan: Plan, model, net, tensors: dict, device, **speed) -> Stat
     `speed`: forward (a compiled `net`), autocast, scaler, channels_last."""
     x_train, x_val = tensors["x_train"].to(device), tensors["x_val"].to(device)
     y_train, y_val = (tensors[k] for k in ("y_train", "y_val"))
-    if cfg.target == "input":
+    if cfg.target in ("input", "vae"):
         y_train, y_val = x_train, x_val
     elif LOSSES[plan.loss].targets == "classes":
         y_train, y_val = y_train.to(device, torch.long), y_val.to(device, torch.long)

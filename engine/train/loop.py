@@ -183,6 +183,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
         emit, out_dir = (lambda event: None), None
     task = task_for(dataset.task, cfg.target)
     step, validate = task.step or core.standard_step, task.validate or core.validate
+    if task.criterion is not None:
+        s.criterion = task.criterion(s)
     if world.size > 1 and task.step is not None:
         raise ConfigError(
             f"the {task.name} task trains with its own step, which runs on one process only: "
