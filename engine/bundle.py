@@ -47,7 +47,7 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
-| `generate.py` | a language model: `python generate.py --prompt "once upon" --length 200` |
+| `generate.py` | a language model: `python generate.py --prompt "once upon" --length 200`; a VAE: `python generate.py --n 16 --out samples/` |
 | `portable.py` | LayerLab's preprocessing and prediction code, which predict.py and generate.py run |
 | `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
 | `trainer/` | LayerLab's training core, which train.py runs |
@@ -192,14 +192,17 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     files["README.md"] = _readme(manifest, meta, files, skipped).encode()
+    return zip_bytes(files)
+
+
+def zip_bytes(files: dict[str, bytes]) -> bytes:
+    """A zip of these files (name: bytes), readable by everyone once unzipped."""
     buf = io.BytesIO()
     now = time.localtime()[:6]
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
             entry = zipfile.ZipInfo(name, date_time=now)
-            entry.external_attr = (
-                0o644 << 16
-            )  # readable files once unzipped (the default is owner-only)
+            entry.external_attr = 0o644 << 16  # the default is owner-only
             zf.writestr(entry, data, zipfile.ZIP_DEFLATED)
     return buf.getvalue()
 

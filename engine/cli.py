@@ -34,6 +34,8 @@ TRAIN_FLAGS = (
     "compile",
     "channels_last",
     "diagnostics",
+    "beta",
+    "kl_warmup",
 )
 
 
@@ -89,7 +91,7 @@ def _train(args) -> int:
         raw,
         data.name,
         args.target,
-        task=args.task,
+        task=None if args.task == "vae" else args.task,
         plans=plans,
         seed=args.seed,
         root=out / "dataset",
@@ -101,6 +103,7 @@ def _train(args) -> int:
 TASK_FLAGS = {  # the flags only these tasks take
     "forecast": ("time_column", "window", "horizon", "stride", "season", "covariate", "no_scale"),
     "language_model": ("tokens", "context"),
+    "vae": ("beta", "kl_warmup"),
 }
 
 
@@ -148,9 +151,18 @@ def _corpus_data(args, raw: bytes, name: str, out: Path):
 
 
 def _generate(args) -> int:
-    from engine.predict import generate_text, load_predictor
+    from engine.predict import generate_samples, generate_text, load_predictor
+    from engine.workspace import atomic_write_bytes
 
     model, meta = load_predictor(args.run)
+    if meta.get("task") != "language_model":  # a VAE: files of samples
+        if not args.out:
+            raise LayerLabError("--out is required: the folder to write the samples into.")
+        files = generate_samples(model, meta, args.n, args.seed)
+        for name, data in files.items():
+            atomic_write_bytes(Path(args.out) / name, data)
+        print(json.dumps({"samples": args.n, "out": str(args.out), "files": len(files)}))
+        return 0
     print(
         generate_text(
             model,
@@ -177,7 +189,7 @@ def _read_within(path: Path, budget) -> bytes:
 
 def _run(args, dataset, out: Path) -> int:
     from engine.runs import create_run
-    from engine.templates import starter_for, starter_train
+    from engine.templates import build, starter_for, starter_train, vae_template
 
     if args.spec:
         try:
@@ -188,9 +200,10 @@ def _run(args, dataset, out: Path) -> int:
             raise LayerLabError(
                 f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno})."
             ) from None
-    else:
-        spec = starter_for(dataset.meta)
-    proposed = starter_train(dataset.meta)
+    vae = vae_template(dataset.meta) if args.task == "vae" else None
+    if not args.spec:
+        spec = build(vae, dataset.meta) if vae else starter_for(dataset.meta)
+    proposed = dict(vae.train) if vae else starter_train(dataset.meta)
     batch_size = (
         max(1, min(32, dataset.meta["sizes"]["train"]))
         if args.batch_size is None
@@ -433,9 +446,19 @@ def main(argv=None) -> int:
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument(
         "--task",
-        choices=["classification", "regression", "forecast", "language_model"],
+        choices=["classification", "regression", "forecast", "language_model", "vae"],
         help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags); "
-        "language_model: learn to write like the text in --data (a text file, or a table's --text-column)",
+        "language_model: learn to write like the text in --data (a text file, or a table's --text-column); "
+        "vae: a variational autoencoder of the images or rows (a table's --target is left out of its inputs and "
+        "colours the latent map)",
+    )
+    v = t.add_argument_group("variational autoencoder (with --task vae)")
+    v.add_argument("--beta", type=float, help="the KL term's weight (default 1)")
+    v.add_argument(
+        "--kl-warmup",
+        type=int,
+        metavar="EPOCHS",
+        help="raise the KL weight from 0 to β over these epochs",
     )
     lm = t.add_argument_group("language model (with --task language_model)")
     lm.add_argument(
@@ -595,10 +618,16 @@ def main(argv=None) -> int:
         help="a table in any format the Data page reads, or a folder of images",
     )
     p.add_argument("--out", required=True, help="the CSV to write")
-    gen = sub.add_parser("generate", help="write text with a trained language model")
-    gen.add_argument(
-        "run", help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model"
+    gen = sub.add_parser(
+        "generate",
+        help="write text with a trained language model, or new samples with a VAE (PNG images or a CSV of rows)",
     )
+    gen.add_argument(
+        "run",
+        help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model or a VAE",
+    )
+    gen.add_argument("--n", type=int, default=16, help="a VAE: samples to write (default 16)")
+    gen.add_argument("--out", help="a VAE: the folder to write them into")
     gen.add_argument("--prompt", default="", help="the text to continue")
     gen.add_argument("--length", type=int, default=200, help="tokens to write (default 200)")
     gen.add_argument(

@@ -37,7 +37,11 @@ from engine.workspace import read_json
 
 CURVE_POINTS = 400  # points kept per ROC / PR curve
 WORST = 50  # misclassified or worst-predicted rows listed
-PAIRS, SAMPLES, LATENT_POINTS = 8, 16, 2000  # a VAE's originals beside reconstructions, prior samples, map points
+PAIRS, SAMPLES, LATENT_POINTS = (
+    8,
+    16,
+    2000,
+)  # a VAE's originals beside reconstructions, prior samples, map points
 
 
 def _thin(*arrays: np.ndarray) -> list[list[float]]:
@@ -356,7 +360,9 @@ def vae_report(model, dataset, split: str, loss: str) -> dict:
     }
 
 
-def reconstruction_loss(out: torch.Tensor, actual: torch.Tensor, loss: str, squashed: bool) -> torch.Tensor:
+def reconstruction_loss(
+    out: torch.Tensor, actual: torch.Tensor, loss: str, squashed: bool
+) -> torch.Tensor:
     """Each row's reconstruction loss, summed over its values: binary cross-entropy on probabilities (logits
     when not `squashed`), or the loss itself."""
     if LOSSES[loss].targets == "binary":
@@ -387,7 +393,12 @@ def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
         points = np.c_[points, np.zeros(len(points))]
     classes = meta.get("classes")
     labels = [classes[int(i)] for i in y.tolist()] if classes and y.ndim == 1 else None
-    return {"x": points[:, 0].tolist(), "y": points[:, 1].tolist(), "labels": labels, "explained": explained}
+    return {
+        "x": points[:, 0].tolist(),
+        "y": points[:, 1].tolist(),
+        "labels": labels,
+        "explained": explained,
+    }
 
 
 def vae_interpolation(run_dir: Path, split: str, a: int, b: int, steps: int = 8) -> dict:

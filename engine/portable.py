@@ -792,7 +792,9 @@ def prior_samples(model: torch.nn.Module, n: int, input_shape, seed: int = 0) ->
     return decode_latent(model, z, input_shape)
 
 
-def interpolation(model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, input_shape):
+def interpolation(
+    model: torch.nn.Module, a: torch.Tensor, b: torch.Tensor, steps: int, input_shape
+):
     """`steps` samples on the straight line between the codes of inputs `a` and `b`, both ends included."""
     za, zb = encode_latent(model, torch.stack([a, b]))
     t = torch.linspace(0.0, 1.0, steps)[:, None]
@@ -827,3 +829,17 @@ def decoded_rows(out: torch.Tensor, prep: dict) -> pd.DataFrame:
     if not columns:  # no fitted columns (a built-in set of numbers): the values as they are
         columns = {f"x{i}": values[:, i] for i in range(values.shape[1])}
     return pd.DataFrame(columns)
+
+
+def sample_files(out: torch.Tensor, meta: dict) -> dict[str, bytes]:
+    """Generated samples as files: one PNG per image (sample_000.png, …), or the rows in samples.csv."""
+    if len(meta["input_shape"]) != 3:
+        return {
+            "samples.csv": csv_bytes(decoded_rows(out.flatten(1), meta.get("preprocessing") or {}))
+        }
+    files = {}
+    for i, picture in enumerate(images_uint8(out)):
+        buffer = io.BytesIO()
+        Image.fromarray(picture).save(buffer, "PNG")
+        files[f"sample_{i:03d}.png"] = buffer.getvalue()
+    return files

@@ -21,8 +21,18 @@ from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
 from engine.limits import DATA_BYTES
-from engine.portable import InputError, forecast, generate, prediction_table, with_rows
+from engine.portable import (
+    InputError,
+    forecast,
+    generate,
+    latent_layer,
+    prediction_table,
+    prior_samples,
+    sample_files,
+    with_rows,
+)
 
+MAX_SAMPLES = 1000  # samples generated at once
 EXPECTED = "a bundle (the .zip from the Export page), a finished run's folder or a LayerLab .safetensors file"
 
 
@@ -90,6 +100,22 @@ def generate_text(model: GraphModel, meta: dict, prompt: str, **options) -> str:
         return generate(model, meta, prompt, **options)
     except InputError as e:
         raise DataError(str(e)) from None
+
+
+def generate_samples(model: GraphModel, meta: dict, n: int, seed: int = 0) -> dict[str, bytes]:
+    """`n` new samples from a VAE (codes drawn from the prior, decoded) as files: PNG images or a CSV of rows."""
+    if latent_layer(model) is None:
+        raise LayerLabError(
+            "this model does not generate samples: only a VAE (a model with a Gaussian latent layer) does"
+            + (
+                " (a language model writes text: pass --prompt)."
+                if meta.get("task") == "language_model"
+                else "."
+            )
+        )
+    if not 1 <= n <= MAX_SAMPLES:
+        raise LayerLabError(f"ask for between 1 and {MAX_SAMPLES:,} samples (got {n}).")
+    return sample_files(prior_samples(model, n, tuple(meta["input_shape"]), seed), meta)
 
 
 def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:

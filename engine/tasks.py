@@ -37,7 +37,9 @@ class Task:
     )
     # criterion: fn(state) -> the training criterion, where it is not the plan's loss alone (a VAE's adds the KL)
     criterion: Callable | None = None
-    loss_names: tuple[str, ...] = ()  # the losses that fit, where not every loss of `losses_for` does
+    loss_names: tuple[
+        str, ...
+    ] = ()  # the losses that fit, where not every loss of `losses_for` does
     notes: dict = field(default_factory=dict)
     samples: str = "rows"  # what one sample of its data is called (a forecast's and a language model's: windows)
 

@@ -490,6 +490,11 @@ TEMPLATES = {
 }
 
 
+def vae_template(meta: dict) -> Template:
+    """The VAE a dataset gets unless told: the conv VAE for images whose sides divide by 4, else the MLP VAE."""
+    return TEMPLATES["conv_vae"] if suits(TEMPLATES["conv_vae"], meta) else TEMPLATES["mlp_vae"]
+
+
 def suits(template: Template, meta: dict) -> bool:
     rank = len(meta["input_shape"])
     if (template.kind == "series") != (

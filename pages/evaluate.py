@@ -6,8 +6,9 @@ import streamlit as st
 
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.evaluate import evaluate_run
+from engine.evaluate import evaluate_run, vae_interpolation
 from engine.tasks import TASKS
+from engine.train.options import LOSSES
 from ui.common import page, show_error, trained_run
 from ui.evaluate_views import (
     class_table,
@@ -19,6 +20,7 @@ from ui.evaluate_views import (
     wide_confusion,
     worst_rows,
 )
+from ui.generative_views import latent_figure, show_pairs, show_samples, vae_cards
 
 page(
     "Evaluate",
@@ -30,6 +32,11 @@ page(
 @st.cache_data(max_entries=16, show_spinner="Scoring the split…")
 def report(path: str, split: str, weights_mtime: float) -> dict:
     return evaluate_run(Path(path), split)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
+def interpolate(path: str, split: str, a: int, b: int, steps: int, weights_mtime: float) -> dict:
+    return vae_interpolation(Path(path), split, a, b, steps)
 
 
 c1, c2 = st.columns([3, 1])
@@ -53,7 +60,24 @@ st.caption(
 summary = result["summary"]
 kind = TASKS[result["task"]].predictions
 
-if kind == "forecast":
+if kind == "samples":  # a VAE
+    vae_cards(summary, LOSSES[result["loss"]].title)
+    show_pairs(result["originals"], result["reconstructions"], result["image"],
+               f"The first {len(result['originals'])} {split} rows (top) and their reconstructions.")  # fmt: skip
+    show_samples(result["samples"], result["image"],
+                 "New samples: codes drawn from the prior N(0, 1), decoded.")  # fmt: skip
+    st.plotly_chart(latent_figure(result["latent"]), width="stretch", key="evaluate.latent")
+    st.subheader("Interpolation")
+    a, b, steps = st.columns(3)
+    first = a.number_input("From row", 0, result["n"] - 1, 0, key="evaluate.from")
+    last = b.number_input("To row", 0, result["n"] - 1, min(1, result["n"] - 1), key="evaluate.to")
+    count = steps.number_input("Steps", 3, 16, 8, key="evaluate.steps")
+    line = interpolate(
+        run["path"], split, int(first), int(last), int(count), weights.stat().st_mtime
+    )
+    show_samples(line["steps"], line["image"], f"From row {first} to row {last} of the {split} split, "
+                 "along the straight line between their codes.", per_row=int(count))  # fmt: skip
+elif kind == "forecast":
     forecast_view(result, dataset.meta["preprocessing"]["columns"][0])
 elif kind == "text":
     text_view(result)
@@ -113,5 +137,5 @@ else:
     c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")
     c4.plotly_chart(hist, width="stretch", key="evaluate.residuals")
     st.subheader("Worst predictions")
-if kind not in ("forecast", "text"):
+if kind not in ("forecast", "text", "samples"):
     worst_rows(result, dataset, split)

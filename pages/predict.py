@@ -5,11 +5,21 @@ from pathlib import Path
 import numpy as np
 import streamlit as st
 
+from engine.bundle import zip_bytes
 from engine.data.images import decode_image
 from engine.data.readers import EXTENSIONS, read_table
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
-from engine.portable import IMAGE_EXTENSIONS, csv_bytes, series_values
+from engine.portable import (
+    IMAGE_EXTENSIONS,
+    csv_bytes,
+    decoded_rows,
+    images_uint8,
+    latent_layer,
+    prior_samples,
+    sample_files,
+    series_values,
+)
 from engine.predict import (
     generate_text,
     load_predictor,
@@ -22,6 +32,7 @@ from ui.charts import forecast_figure, probability_bars
 from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
 from ui.draw import drawing_pad
+from ui.generative_views import show_samples
 
 page(
     "Predict",
@@ -269,9 +280,43 @@ def write_text() -> None:
         st.code(written[0] + written[1], language=None, wrap_lines=True)
 
 
+def new_samples() -> None:
+    """A VAE: how many samples and a seed; Generate decodes codes drawn from the prior. Download them as files."""
+    st.caption(
+        f"Trained on {meta['name']}: a variational autoencoder. New samples are codes drawn from the prior "
+        "N(0, 1), decoded."
+    )
+    g1, g2 = st.columns(2)
+    count = g1.number_input("Samples", 1, 64, 16, key="predict.count")
+    seed = g2.number_input("Seed", 0, 2**31 - 1, 0, key="predict.sample_seed")
+    if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="predict.sample"):
+        st.session_state[f"predict.samples.{run_id}"] = (int(count), int(seed))
+    if chosen := st.session_state.get(f"predict.samples.{run_id}"):
+        image = len(meta["input_shape"]) == 3
+        out = prior_samples(model, chosen[0], tuple(meta["input_shape"]), chosen[1])
+        shown = (
+            images_uint8(out).tolist()
+            if image
+            else decoded_rows(out.flatten(1), meta["preprocessing"])
+        )
+        show_samples(
+            shown if image else shown.to_dict("records"),
+            image,
+            f"{chosen[0]} samples, seed {chosen[1]}.",
+        )
+        files = sample_files(out, meta)
+        if image:
+            st.download_button("Download the samples (PNG files in a zip)", zip_bytes(files), file_name="samples.zip",
+                               mime="application/zip", on_click="ignore", icon=":material/download:")  # fmt: skip
+        else:
+            download_csv(shown, "Download the samples (CSV)", "samples")
+
+
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
 series = (meta.get("preprocessing") or {}).get("kind") == "series"
-if images:
+if latent_layer(model) is not None:
+    new_samples()
+elif images:
     st.caption(
         f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "
         f"{'grayscale' if meta['input_shape'][0] == 1 else 'RGB'}; classes {', '.join(meta['classes'])}."

@@ -13,7 +13,7 @@ from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, list_runs, runs_dir, validate, warm_spare
 from engine.scheduler import enqueue
 from engine.spec import data_inputs
-from engine.tasks import task_for
+from engine.tasks import task_for, usual_loss
 from engine.train.config import TrainConfig, resolve_device
 from engine.train.distributed import check_world
 from engine.train.options import LOSSES, OPTIMIZERS
@@ -43,13 +43,19 @@ with settings:
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
     # An autoencoder reads a table or images; windows of a series or of a text have targets of their own.
     can_reconstruct = meta["task"] in ("classification", "regression")
+    # A model with a Gaussian latent trains as a VAE, and only as one: the model decides, not a switch.
+    variational = can_reconstruct and any(
+        n["op"] == "gaussian_latent" for n in state.spec()["nodes"]
+    )
     reconstruct = can_reconstruct and st.session_state.get(
         "train.reconstruct", saved["target"] == "input"
     )
-    target = "input" if reconstruct else "label"
+    target = "vae" if variational else "input" if reconstruct else "label"
     task = task_for(meta["task"], target)
     loss_options = task.losses(n_classes)
-    default = saved["loss"] if saved["loss"] in loss_options else task.default_loss
+    default = (
+        saved["loss"] if saved["loss"] in loss_options else usual_loss(task, meta["input_shape"])
+    )
     loss = st.selectbox(
         "Loss",
         loss_options,
@@ -116,8 +122,15 @@ with settings:
         format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
     )
     processes, machines, ray = run_on(device)
+    vae_settings = {}
+    if variational:
+        st.caption(
+            "The model has a Gaussian latent layer, so it trains as a variational autoencoder: the "
+            "reconstruction loss plus β times the KL term."
+        )
+        vae_settings = settings_inputs(TrainConfig, ("beta", "kl_warmup"), saved, "train.")
     with st.expander("Advanced"):
-        if can_reconstruct:
+        if can_reconstruct and not variational:
             st.checkbox(
                 "Reconstruct the input (autoencoder)",
                 value=reconstruct,
@@ -185,6 +198,7 @@ with settings:
         "memory_budget_mb": budget,
         "class_weights": weighted,
         "freeze": freeze,
+        **vae_settings,
         **controls,
     }
     state.set_train(config)

@@ -23,10 +23,12 @@ from engine.runs import (
     saved_checkpoints,
 )
 from engine.scheduler import cancel, enqueue, positions
+from engine.train.callbacks import REBUILDS
 from engine.workspace import read_json
 from ui import state
 from ui.charts import curves, smooth
 from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error, unexpected
+from ui.generative_views import show_pairs
 from ui.inside import boundary_chart, gradient_chart, inside_panel
 
 # The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
@@ -155,6 +157,17 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         if "val/mae" in m:
             cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
             cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
+        elif "val/kl" in m:  # a VAE
+            cards[2].metric(
+                "Reconstruction",
+                f"{m['val/reconstruction']:.4g}",
+                help="Per row, summed over its values.",
+            )
+            cards[3].metric(
+                "KL per row",
+                f"{m['val/kl']:.3g}",
+                help="The codes' distance from the prior, in nats.",
+            )
         else:
             cards[3].metric("Samples / s", f"{(last or epochs[-1])['samples_per_second']:,.0f}")
     if live:
@@ -203,6 +216,11 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             f"What it writes now (epoch {w['epoch']}, step {w['step']:,}), after “{w['prompt']}”:"
         )
         st.code(w["text"], language=None, wrap_lines=True)
+    rebuilt = read_json(run_dir / REBUILDS, None)
+    if rebuilt:  # a VAE: validation rows above what it rebuilds of them now
+        show_pairs(rebuilt["originals"], rebuilt["rebuilt"], rebuilt["image"],
+                   f"Validation rows (top) and what the model rebuilds of them now (epoch {rebuilt['epoch']}, "
+                   f"step {rebuilt['step']:,}).")  # fmt: skip
 
     if not epochs:
         st.caption(
@@ -231,7 +249,18 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             key=f"loss.{run_dir.name}",
         )
     with c2:
-        if "val/accuracy" in epochs[0]["metrics"]:
+        if "val/kl" in epochs[0]["metrics"]:  # a VAE: its loss's two parts
+            fig = curves(
+                {
+                    "reconstruction": (xs, [e["metrics"]["val/reconstruction"] for e in epochs]),
+                    "KL": (xs, [e["metrics"]["val/kl"] for e in epochs]),
+                },
+                "Reconstruction and KL per epoch (validation, per row)",
+                "epoch",
+                "nats",
+                best_x=best_epoch,
+            )
+        elif "val/accuracy" in epochs[0]["metrics"]:
             fig = curves(
                 {"validation accuracy": (xs, [e["metrics"]["val/accuracy"] for e in epochs])},
                 "Accuracy per epoch",

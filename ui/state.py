@@ -173,7 +173,7 @@ def use_dataset(meta: dict) -> None:
         st.session_state[RUN] = None
     st.session_state[DATASET] = meta["id"]
     train = dict(st.session_state.get(TRAIN) or {})
-    if train.get("loss") or train.get("target") == "input":
+    if train.get("loss") or train.get("target") in ("input", "vae"):
         train.pop("loss", None)
         train.pop("target", None)
         st.session_state[TRAIN] = train

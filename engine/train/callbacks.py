@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from engine.portable import decode_tokens, generate
+from engine.portable import as_input, decode_tokens, decoded_rows, generate, images_uint8
 from engine.train import boundary
 from engine.train.checkpoint import save_state
 from engine.train.core import healthy
@@ -26,6 +26,10 @@ DIAGNOSE_SHARE = (
 )
 BOUNDARY_EVERY_S = 0.5
 SAMPLE_FIRST_S, SAMPLE_EVERY_S, SAMPLE_LENGTH = 2.0, 5.0, 120  # a language model's live text
+REBUILDS, REBUILD_ROWS = (
+    "reconstructions.json",
+    8,
+)  # a VAE's live originals beside their reconstructions
 CHECKPOINT_SHARE = (
     0.05  # resume checkpoints are written each epoch unless that costs more than this share of time
 )
@@ -149,6 +153,38 @@ class Writes(Callback):
 
     def on_train_end(self, s):
         if s.status != "diverged":
+            self.write(s)
+
+
+class Rebuilds(Callback):
+    """A VAE's first validation rows beside what it rebuilds of them, written to reconstructions.json every
+    SAMPLE_EVERY_S and at the end (pictures as uint8, rows in their columns' terms), for the live view."""
+
+    def __init__(self, out_dir: Path, dataset):
+        x_val = dataset.split("val")[0]
+        self.path, self.meta = Path(out_dir) / REBUILDS, dataset.meta
+        self.x = as_input(x_val[:REBUILD_ROWS]).float()
+        self.next = time.perf_counter() + SAMPLE_FIRST_S
+
+    def write(self, s):
+        was_training = s.model.training
+        s.model.eval()
+        with torch.no_grad():
+            out = s.model(self.x.to(s.data[0].device)).float().cpu()
+        s.model.train(was_training)
+        pictures = len(self.meta["input_shape"]) == 3
+        shown = (lambda t: images_uint8(t).tolist()) if pictures else (
+            lambda t: decoded_rows(t.flatten(1), self.meta.get("preprocessing") or {}).to_dict("records"))  # fmt: skip
+        atomic_write_json(self.path, {"epoch": s.epoch, "step": s.step, "image": pictures,
+                                      "originals": shown(self.x), "rebuilt": shown(out)})  # fmt: skip
+        self.next = time.perf_counter() + SAMPLE_EVERY_S
+
+    def on_sync(self, s):
+        if time.perf_counter() >= self.next and len(self.x):
+            self.write(s)
+
+    def on_train_end(self, s):
+        if s.status != "diverged" and len(self.x):
             self.write(s)
 
 

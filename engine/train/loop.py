@@ -221,6 +221,8 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
         hooks.append(callbacks.Boundary(out_dir, grid, target_units(dataset.meta)))
     if world.leader and task_for(dataset.task).predictions == "text":
         hooks.append(callbacks.Writes(emit, dataset))
+    if out_dir is not None and task.predictions == "samples":
+        hooks.append(callbacks.Rebuilds(out_dir, dataset))
     if out_dir is not None:
         hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
     hooks.append(callbacks.StopRequest(should_stop))  # every rank: a signal stops any
