@@ -47,7 +47,7 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
-| `generate.py` | a language model: `python generate.py --prompt "once upon" --length 200`; a VAE: `python generate.py --n 16 --out samples/` |
+| `generate.py` | text (`--prompt "once upon" --length 200`) or a VAE's samples (`--n 16 --out samples/`) |
 | `portable.py` | LayerLab's preprocessing and prediction code, which predict.py and generate.py run |
 | `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
 | `trainer/` | LayerLab's training core, which train.py runs |
