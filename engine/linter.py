@@ -20,7 +20,7 @@ from engine.spec import (
     set_inputs,
     set_params,
 )
-from engine.tasks import TASKS, task_for, width
+from engine.tasks import TASKS, task_for, usual_loss, variational, width
 from engine.templates import starter_for
 from engine.train.options import LOSSES
 
@@ -128,9 +128,10 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     refs = model.input_refs()
     shapes = {refs[n]: tuple(p["shape"]) for n, p in parts.items() if n in refs}
     shapes.update({i.id: i.output_shape for i in infos})
-    task, target = meta["task"], train.get("target", "label")
+    task = meta["task"]
+    target = "vae" if variational(spec, meta) else train.get("target", "label")
     kind = task_for(task, target)
-    loss = train.get("loss") or kind.default_loss
+    loss = train.get("loss") or usual_loss(kind, meta["input_shape"])
     classes = width(meta)
     out_id = model.output_id()
     out = nodes[out_id]
@@ -161,7 +162,21 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
                 _remove(out_id),
             )
         )
-    if out.op == "activation" and out.params["kind"] == "sigmoid" and loss == "bce_with_logits":
+    squashed = out.op == "activation" and out.params["kind"] == "sigmoid"
+    if kind.name == "vae" and len(meta["input_shape"]) == 3 and not squashed:
+        findings.append(
+            Finding(
+                "vae_images_without_sigmoid",
+                out_id,
+                f"This VAE rebuilds images, whose pixels lie between 0 and 1, but it ends in '{out_id}' ({out.op}), "
+                "so its reconstructions and samples are not pixels. End it in a sigmoid: with binary cross-entropy, "
+                "training still reads the logits before it.",
+                "Add a sigmoid",
+                _append_sigmoid,
+            )
+        )
+    # A reconstruction's sigmoid makes its pixels (the loss reads the logits before it): a classifier's is in the way.
+    if squashed and loss == "bce_with_logits" and kind.outputs != "input":
         findings.append(
             Finding(
                 "sigmoid_before_bce",
@@ -403,6 +418,11 @@ def _after_head(model: ModelSpec, inputs: dict, target: str) -> list[str]:
             after.append(node)
         node = inputs[node][0]
     return after[::-1]
+
+
+def _append_sigmoid(spec: dict, train: dict) -> tuple[dict, dict]:
+    spec, node_id = insert_node(spec, "activation")
+    return set_params(spec, node_id, {"kind": "sigmoid"}), train
 
 
 def _append_reshape(spec: dict, shape) -> dict:

@@ -220,6 +220,14 @@ def task_for(data_task: str, target: str = "label") -> Task:
     return TASKS[data_task]
 
 
+def variational(spec: dict, meta: dict) -> bool:
+    """Whether this model trains on this data as a VAE: it has a Gaussian latent layer (which trains only in a VAE),
+    and the data is a table or images (windows of a series or of a text have targets of their own)."""
+    return meta["task"] in ("classification", "regression") and any(
+        node["op"] == "gaussian_latent" for node in spec["nodes"]
+    )
+
+
 def usual_loss(task: Task, input_shape) -> str:
     """The loss a run of this task takes unless told: for a VAE of images (values from 0 to 1), binary
     cross-entropy per pixel; else the task's default."""

@@ -36,6 +36,7 @@ FAMILY_COLORS = {
     "normalization": "#64748B",
     "regularization": "#84CC16",
     "reshape": "#EAB308",
+    "generative": "#DC2626",
 }
 PREVIOUS = "(previous layer)"
 

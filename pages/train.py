@@ -13,7 +13,7 @@ from engine.errors import LayerLabError
 from engine.runs import ACTIVE, create_run, list_runs, runs_dir, validate, warm_spare
 from engine.scheduler import enqueue
 from engine.spec import data_inputs
-from engine.tasks import task_for, usual_loss
+from engine.tasks import task_for, usual_loss, variational
 from engine.train.config import TrainConfig, resolve_device
 from engine.train.distributed import check_world
 from engine.train.options import LOSSES, OPTIMIZERS
@@ -44,13 +44,11 @@ with settings:
     # An autoencoder reads a table or images; windows of a series or of a text have targets of their own.
     can_reconstruct = meta["task"] in ("classification", "regression")
     # A model with a Gaussian latent trains as a VAE, and only as one: the model decides, not a switch.
-    variational = can_reconstruct and any(
-        n["op"] == "gaussian_latent" for n in state.spec()["nodes"]
-    )
+    vae = variational(state.spec(), meta)
     reconstruct = can_reconstruct and st.session_state.get(
         "train.reconstruct", saved["target"] == "input"
     )
-    target = "vae" if variational else "input" if reconstruct else "label"
+    target = "vae" if vae else "input" if reconstruct else "label"
     task = task_for(meta["task"], target)
     loss_options = task.losses(n_classes)
     default = (
@@ -123,14 +121,14 @@ with settings:
     )
     processes, machines, ray = run_on(device)
     vae_settings = {}
-    if variational:
+    if vae:
         st.caption(
             "The model has a Gaussian latent layer, so it trains as a variational autoencoder: the "
             "reconstruction loss plus β times the KL term."
         )
         vae_settings = settings_inputs(TrainConfig, ("beta", "kl_warmup"), saved, "train.")
     with st.expander("Advanced"):
-        if can_reconstruct and not variational:
+        if can_reconstruct and not vae:
             st.checkbox(
                 "Reconstruct the input (autoencoder)",
                 value=reconstruct,

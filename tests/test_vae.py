@@ -18,8 +18,10 @@ from engine.errors import ConfigError
 from engine.evaluate import evaluate_run, vae_interpolation
 from engine.export import load_model
 from engine.layers.generative import GaussianLatent
+from engine.linter import lint
 from engine.portable import as_input, decode_latent, encode_latent, prior_samples
 from engine.runs import create_run, execute, validate
+from engine.spec import remove_node
 from engine.templates import TEMPLATES, build, suits, vae_template
 from tests.test_bundle import run_isolated, unzip
 from tests.test_cli import cli_here, run_cli
@@ -107,6 +109,20 @@ def test_vae_mistakes_are_refused_with_the_fix(workspace):
             build("mlp_vae", wine.meta), {"target": "vae", "loss": "bce_with_logits"}, wine.meta
         )
     validate(build("mlp_vae", wine.meta), {"target": "vae"}, wine.meta)  # MSE by default on a table
+
+
+def test_the_linter_knows_a_vae_of_images_needs_a_sigmoid_and_leaves_its_sigmoid_alone(workspace):
+    ds = prepare_builtin("digits")
+    spec = build("mlp_vae", ds.meta)
+    assert lint(spec, ds.meta, {}) == []  # its sigmoid makes pixels; BCE reads the logits before it
+    bare = remove_node(spec, "pixels")
+    (finding,) = [f for f in lint(bare, ds.meta, {}) if f.rule == "vae_images_without_sigmoid"]
+    fixed, _ = finding.fix(bare, {})
+    assert (
+        fixed["nodes"][-1]["op"] == "activation"
+        and fixed["nodes"][-1]["params"]["kind"] == "sigmoid"
+    )
+    assert lint(fixed, ds.meta, {}) == []
 
 
 @pytest.fixture
