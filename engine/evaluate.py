@@ -397,6 +397,7 @@ def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
         "x": points[:, 0].tolist(),
         "y": points[:, 1].tolist(),
         "labels": labels,
+        "classes": list(classes or []),
         "explained": explained,
     }
 

@@ -68,6 +68,7 @@ def validate(spec: dict, train: dict, meta: dict) -> tuple:
 
 
 MODEL_KINDS = (
+    ("VAE", ("gaussian_latent",)),
     ("transformer", ("transformer_encoder", "attention")),
     ("RNN", ("lstm", "gru", "rnn")),
     ("CNN", ("conv1d", "conv2d", "conv_transpose2d")),

@@ -42,18 +42,17 @@ def show_pictures(rows: list[list], caption: str) -> None:
 
 
 def show_pairs(originals: list, rebuilt: list, image: bool, caption: str) -> None:
-    """Originals above what the model rebuilds of them (pictures), or side by side in a table (rows)."""
+    """Originals above what the model rebuilds of them: pictures in two rows, or table rows in pairs."""
     if image:
         show_pictures([originals, rebuilt], caption)
         return
-    table = pd.concat(
-        [
-            pd.DataFrame(originals).assign(row="original"),
-            pd.DataFrame(rebuilt).assign(row="rebuilt"),
-        ]
-    )
-    st.caption(caption)
-    st.dataframe(table.set_index("row"), width="stretch")
+    pairs = [
+        {"row": f"{i} {kind}", **values}
+        for i, both in enumerate(zip(originals, rebuilt, strict=True))
+        for kind, values in zip(("original", "rebuilt"), both, strict=True)
+    ]
+    st.caption(caption.replace(" (top)", ", each above its reconstruction"))
+    st.dataframe(pd.DataFrame(pairs).set_index("row").round(3), width="stretch")
 
 
 def show_samples(samples: list, image: bool, caption: str, per_row: int = 8) -> None:
@@ -61,7 +60,7 @@ def show_samples(samples: list, image: bool, caption: str, per_row: int = 8) -> 
         show_pictures([samples[i : i + per_row] for i in range(0, len(samples), per_row)], caption)
     else:
         st.caption(caption)
-        st.dataframe(pd.DataFrame(samples), hide_index=True, width="stretch")
+        st.dataframe(pd.DataFrame(samples).round(3), hide_index=True, width="stretch")
 
 
 def latent_figure(latent: dict) -> go.Figure:
@@ -69,7 +68,8 @@ def latent_figure(latent: dict) -> go.Figure:
     fig = go.Figure()
     labels = latent["labels"] or [""] * len(latent["x"])
     xs, ys = np.asarray(latent["x"]), np.asarray(latent["y"])
-    for i, name in enumerate(dict.fromkeys(labels)):
+    present = set(labels)
+    for i, name in enumerate([c for c in latent["classes"] if c in present] or [""]):
         keep = np.asarray([label == name for label in labels])
         fig.add_trace(
             go.Scattergl(

@@ -255,7 +255,7 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
                     "reconstruction": (xs, [e["metrics"]["val/reconstruction"] for e in epochs]),
                     "KL": (xs, [e["metrics"]["val/kl"] for e in epochs]),
                 },
-                "Reconstruction and KL per epoch (validation, per row)",
+                "Reconstruction and KL per epoch",
                 "epoch",
                 "nats",
                 best_x=best_epoch,
