@@ -28,7 +28,7 @@ from safetensors.torch import save_file
 
 from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
-from engine.errors import LayerLabError
+from engine.errors import ConfigError, LayerLabError
 from engine.spec import data_inputs, parse_spec
 from engine.tasks import width
 from engine.train import distributed
@@ -53,6 +53,12 @@ def validate(spec: dict, train: dict, meta: dict) -> tuple:
     the Train page can say why a run would be refused before Start is pressed; raises LayerLabError with advice."""
     spec_obj = parse_spec(spec)
     cfg = TrainConfig.parse(train)
+    if cfg.target in ("input", "vae") and meta.get("vocab_size"):
+        raise ConfigError(
+            "an autoencoder rebuilds numbers or images, but this data holds text as token ids, which are names, "
+            "not amounts: prepare the table without its text column (or with it as a category), or train the "
+            "model to predict the target."
+        )
     input_shape = tuple(meta["input_shape"])
     infos = infer_shapes(spec_obj, data_inputs(meta))
     preflight(
