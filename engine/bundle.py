@@ -3,7 +3,7 @@ export formats, the preprocessing, a predict.py and a train.py, and a manifest.
 
 The scripts are LayerLab's own code, not copies, shipped as files: predict.py is engine/bundle_predict.py
 and runs portable.py (engine/portable.py: the preprocessing and prediction code the Predict page runs);
-train.py is engine/train/retrain.py and runs trainer/ (engine/train/core.py, state.py, options.py,
+train.py is engine/train/retrain.py and runs trainer/ (engine/train/core.py, state.py, options.py, vae.py,
 augment.py) with the plan the run recorded in `run_started`. What runs outside is what ran inside.
 """
 
@@ -95,7 +95,7 @@ def trainer_files() -> dict[str, bytes]:
     files.update(
         {
             f"trainer/{name}.py": (folder / f"{name}.py").read_bytes()
-            for name in ("core", "state", "options", "augment")
+            for name in ("core", "state", "options", "augment", "vae")
         }
     )
     return files

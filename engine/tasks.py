@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from engine.train import vae
 from engine.train.options import LOSSES
 
 
@@ -92,49 +93,6 @@ def language_model_validate(s) -> dict[str, float]:
     }
 
 
-def latents(model) -> list:
-    """The model's Gaussian latent layers (a VAE's code)."""
-    from engine.layers.generative import GaussianLatent
-
-    return [m for m in model.modules() if isinstance(m, GaussianLatent)]
-
-
-def vae_criterion(s) -> Callable:
-    """A VAE's training loss: the reconstruction loss summed over a row's values, plus β times the KL divergence
-    of its code from the prior (per row, both averaged over the batch). With a KL warm-up the weight rises from 0
-    to β over the first `kl_warmup` epochs."""
-    fn, cfg, codes = LOSSES[s.plan.loss].fn, s.cfg, latents(s.model)
-    warm_steps = math.ceil(len(s.data[1]) / cfg.batch_size) * cfg.kl_warmup
-
-    def criterion(out, y):
-        weight = cfg.beta * (min(1.0, s.step / warm_steps) if warm_steps else 1.0)
-        kl = sum(m.kl.float().mean() for m in codes)
-        return fn(out.float(), y, reduction="sum") / len(y) + weight * kl
-
-    return criterion
-
-
-def vae_validate(s) -> dict[str, float]:
-    """A VAE on the validation split, each row coded by its mean: the reconstruction loss and the KL per row, and
-    the loss at the full β (so epochs compare while the KL warms up)."""
-    import torch
-
-    from engine.train.core import as_input
-
-    fn, net, x, batch = LOSSES[s.plan.loss].fn, s.net, s.data[2], s.plan.eval_batch
-    codes, was_training = latents(s.model), net.training
-    recon = kl = 0.0
-    net.eval()
-    with torch.no_grad(), s.autocast():
-        for i in range(0, len(x), batch):
-            xb = as_input(x[i : i + batch])
-            recon += fn(net(xb).float(), xb, reduction="sum").item()
-            kl += sum(m.kl.float().sum() for m in codes).item()
-    net.train(was_training)
-    n = max(len(x), 1)
-    return {"loss": (recon + s.cfg.beta * kl) / n, "reconstruction": recon / n, "kl": kl / n}
-
-
 TASKS: dict[str, Task] = {
     t.name: t
     for t in (
@@ -178,8 +136,8 @@ TASKS: dict[str, Task] = {
             "input",
             "samples",
             ("vae",),
-            validate=vae_validate,
-            criterion=vae_criterion,
+            validate=vae.validate,
+            criterion=vae.criterion,
             loss_names=("bce_with_logits", "mse", "l1"),
         ),
         Task(

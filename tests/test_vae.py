@@ -170,6 +170,11 @@ def test_cli_generates_png_images_from_an_image_vae(workspace, capsys, tmp_path)
     unzip(bundle_bytes(run), tmp_path / "bundle")
     run_isolated(tmp_path / "bundle", "generate.py", "--n", "2", "--out", "made")
     assert len(list((tmp_path / "bundle" / "made").glob("*.png"))) == 2
+    # train.py retrains it as a VAE (the KL term included) to the run's metrics and weights
+    proc = run_isolated(tmp_path / "bundle", "train.py", "--out", tmp_path / "again.safetensors")
+    final = json.loads(proc.stdout.splitlines()[-1])
+    assert final["metrics"] == pytest.approx(final["run_metrics"], abs=1e-5)
+    assert final["metrics"]["val/kl"] > 0
 
 
 def test_cli_refuses_vae_flags_without_the_task_and_a_latent_model_without_it(

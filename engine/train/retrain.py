@@ -22,7 +22,7 @@ from safetensors.torch import load_file, save_file
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from model import Model  # noqa: E402
-from trainer import core  # noqa: E402
+from trainer import core, vae  # noqa: E402
 from trainer.state import Callback, Plan  # noqa: E402
 
 
@@ -94,7 +94,13 @@ def main() -> int:
         plan.train_output != plan.output
     ):  # the loss applies the final softmax / sigmoid (no weights) itself
         model.layers[plan.output] = torch.nn.Identity()
-    s = core.train(core.prepare(cfg, plan, model, model, tensors, device), [Report()])
+    s = core.prepare(cfg, plan, model, model, tensors, device)
+    validate = core.validate
+    if (
+        getattr(cfg, "target", "label") == "vae"
+    ):  # the reconstruction plus the KL term, as in LayerLab
+        s.criterion, validate = vae.criterion(s), vae.validate
+    s = core.train(s, [Report()], validate=validate)
     if s.status == "diverged":
         print(
             f"error: the loss became NaN, infinite or exploded at epoch {s.epoch}.", file=sys.stderr
