@@ -36,6 +36,9 @@ TRAIN_FLAGS = (
     "diagnostics",
     "beta",
     "kl_warmup",
+    "g_lr",
+    "d_steps",
+    "gan_loss",
 )
 
 
@@ -91,7 +94,7 @@ def _train(args) -> int:
         raw,
         data.name,
         args.target,
-        task=None if args.task == "vae" else args.task,
+        task=None if args.task in ("vae", "gan") else args.task,
         plans=plans,
         seed=args.seed,
         root=out / "dataset",
@@ -104,6 +107,7 @@ TASK_FLAGS = {  # the flags only these tasks take
     "forecast": ("time_column", "window", "horizon", "stride", "season", "covariate", "no_scale"),
     "language_model": ("tokens", "context"),
     "vae": ("beta", "kl_warmup"),
+    "gan": ("g_lr", "d_steps", "gan_loss"),
 }
 
 
@@ -188,6 +192,7 @@ def _read_within(path: Path, budget) -> bytes:
 
 
 def _run(args, dataset, out: Path) -> int:
+    from engine.gan import gan_train, starter_gan
     from engine.runs import create_run
     from engine.templates import build, starter_for, starter_train, vae_template
 
@@ -201,9 +206,13 @@ def _run(args, dataset, out: Path) -> int:
                 f"the spec file {args.spec} is not valid JSON ({e.msg}, line {e.lineno})."
             ) from None
     vae = vae_template(dataset.meta) if args.task == "vae" else None
-    if not args.spec:
-        spec = build(vae, dataset.meta) if vae else starter_for(dataset.meta)
-    proposed = dict(vae.train) if vae else starter_train(dataset.meta)
+    if args.task == "gan":
+        spec = spec if args.spec else starter_gan(dataset.meta)
+        proposed = gan_train(dataset.meta)
+    else:
+        if not args.spec:
+            spec = build(vae, dataset.meta) if vae else starter_for(dataset.meta)
+        proposed = dict(vae.train) if vae else starter_train(dataset.meta)
     batch_size = (
         max(1, min(32, dataset.meta["sizes"]["train"]))
         if args.batch_size is None
@@ -446,11 +455,22 @@ def main(argv=None) -> int:
     t.add_argument("--grayscale", action="store_true", help="images: one channel instead of RGB")
     t.add_argument(
         "--task",
-        choices=["classification", "regression", "forecast", "language_model", "vae"],
+        choices=["classification", "regression", "forecast", "language_model", "vae", "gan"],
         help="override the detected task; forecast: --target is a series to forecast (see the forecasting flags); "
         "language_model: learn to write like the text in --data (a text file, or a table's --text-column); "
         "vae: a variational autoencoder of the images or rows (a table's --target is left out of its inputs and "
-        "colours the latent map)",
+        "colours the latent map); gan: a generator and a discriminator of the images or rows (2-D points with "
+        "labelled modes are scored by the modes the generated points cover)",
+    )
+    gn = t.add_argument_group("GAN (with --task gan; --lr is the discriminator's rate)")
+    gn.add_argument("--g-lr", type=float, help="the generator's learning rate (default: --lr)")
+    gn.add_argument(
+        "--d-steps", type=int, help="discriminator steps per generator step (default 1)"
+    )
+    gn.add_argument(
+        "--gan-loss",
+        choices=["non_saturating", "minimax"],
+        help="the generator's loss (default non_saturating: strong gradients while it is poor)",
     )
     v = t.add_argument_group("variational autoencoder (with --task vae)")
     v.add_argument("--beta", type=float, help="the KL term's weight (default 1)")
@@ -620,14 +640,16 @@ def main(argv=None) -> int:
     p.add_argument("--out", required=True, help="the CSV to write")
     gen = sub.add_parser(
         "generate",
-        help="write text with a trained language model, or new samples with a VAE (PNG images or a CSV of rows)",
+        help="write text with a trained language model, or new samples with a VAE or a GAN (PNG images or a CSV)",
     )
     gen.add_argument(
         "run",
         help="a run folder, a bundle .zip or a LayerLab .safetensors of a language model or a VAE",
     )
-    gen.add_argument("--n", type=int, default=16, help="a VAE: samples to write (default 16)")
-    gen.add_argument("--out", help="a VAE: the folder to write them into")
+    gen.add_argument(
+        "--n", type=int, default=16, help="a VAE or a GAN: samples to write (default 16)"
+    )
+    gen.add_argument("--out", help="a VAE or a GAN: the folder to write them into")
     gen.add_argument("--prompt", default="", help="the text to continue")
     gen.add_argument("--length", type=int, default=200, help="tokens to write (default 200)")
     gen.add_argument(

@@ -23,6 +23,7 @@ from engine.portable import (
     decode_tokens,
     decoded_rows,
     generate,
+    generator_samples,
     images_uint8,
     interpolation,
     latent_layer,
@@ -402,6 +403,52 @@ def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
     }
 
 
+def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
+    """A GAN on a split: its discriminator's accuracy on the split's rows and on as many generated samples, samples
+    to look at (points: 1,000, beside the split's own) and, for 2-D points with labelled modes, the modes covered."""
+    from engine.gan import DISCRIMINATOR, VIEW_POINTS, VIEW_SAMPLES, coverage, modes
+    from engine.predict import noise_size
+
+    x, y = dataset.split(split)
+    noise = noise_size(generator)
+    made = generator_samples(generator, len(x), noise, seed=1)
+    summary = {"noise": noise}
+    judge = run_dir / DISCRIMINATOR
+    if judge.exists():
+        discriminator, _ = load_model(judge)
+        discriminator.eval()
+        with torch.no_grad():
+            on_real = torch.cat(
+                [
+                    discriminator(as_input(x[i : i + PREDICT_BATCH]))
+                    for i in range(0, len(x), PREDICT_BATCH)
+                ]
+            )
+            on_fake = torch.cat(
+                [
+                    discriminator(made[i : i + PREDICT_BATCH])
+                    for i in range(0, len(made), PREDICT_BATCH)
+                ]
+            )
+        summary["d_real_accuracy"] = float((on_real > 0).float().mean())
+        summary["d_fake_accuracy"] = float((on_fake < 0).float().mean())
+    image = len(dataset.input_shape) == 3
+    result = {"task": "gan", "n": int(len(x)), "image": image, "worst": []}
+    targets = modes(*dataset.split("train"))
+    if targets is not None:
+        points = generator_samples(generator, VIEW_POINTS, noise, seed=2)
+        summary.update(coverage(points.double().numpy(), *targets))
+        result["points"] = {
+            "real": as_input(x[:VIEW_POINTS]).float().tolist(),
+            "generated": points.tolist(),
+        }
+    else:
+        result["samples"] = _samples(
+            generator_samples(generator, VIEW_SAMPLES, noise, seed=0), dataset.meta, image
+        )
+    return {**result, "summary": summary}
+
+
 def vae_interpolation(run_dir: Path, split: str, a: int, b: int, steps: int = 8) -> dict:
     """Samples on the line between the codes of rows `a` and `b` of a run's split, both ends included."""
     model, dataset, _ = _run_parts(Path(run_dir), split)
@@ -468,12 +515,14 @@ def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     config = train.get("config", {})
     task = task_for(dataset.task, config.get("target", "label"))
     out = (
-        None if task.predictions in ("text", "samples") else outputs(model, x)
+        None if task.predictions in ("text", "samples", "generated") else outputs(model, x)
     )  # scores per token, a VAE's parts: in batches, below
     if task.predictions == "text":
         result = text_report(model, dataset, split)
     elif task.predictions == "samples":
         result = vae_report(model, dataset, split, _run_loss(run_dir, dataset))
+    elif task.predictions == "generated":
+        result = gan_report(model, dataset, split, run_dir)
     elif task.predictions == "forecast":
         result = forecast_report(dataset, split, out.numpy())
     elif task.predictions == "reconstruction":

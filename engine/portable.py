@@ -831,6 +831,14 @@ def decoded_rows(out: torch.Tensor, prep: dict) -> pd.DataFrame:
     return pd.DataFrame(columns)
 
 
+@torch.no_grad()
+def generator_samples(model: torch.nn.Module, n: int, noise: int, seed: int = 0) -> torch.Tensor:
+    """A GAN's generator on `n` noise vectors of `noise` numbers drawn from N(0, 1) with `seed`."""
+    model.eval()
+    z = torch.randn(n, noise, generator=torch.Generator().manual_seed(seed))
+    return model(z.to(next(model.parameters()).device)).float().cpu()
+
+
 def sample_files(out: torch.Tensor, meta: dict) -> dict[str, bytes]:
     """Generated samples as files: one PNG per image (sample_000.png, …), or the rows in samples.csv."""
     if len(meta["input_shape"]) != 3:

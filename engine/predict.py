@@ -20,11 +20,13 @@ from engine.data.tabular import apply_preprocessing
 from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
 from engine.export import load_model, stored_weights
+from engine.gan import NOISE
 from engine.limits import DATA_BYTES
 from engine.portable import (
     InputError,
     forecast,
     generate,
+    generator_samples,
     latent_layer,
     prediction_table,
     prior_samples,
@@ -102,20 +104,31 @@ def generate_text(model: GraphModel, meta: dict, prompt: str, **options) -> str:
         raise DataError(str(e)) from None
 
 
-def generate_samples(model: GraphModel, meta: dict, n: int, seed: int = 0) -> dict[str, bytes]:
-    """`n` new samples from a VAE (codes drawn from the prior, decoded) as files: PNG images or a CSV of rows."""
-    if latent_layer(model) is None:
+def noise_size(model: GraphModel) -> int | None:
+    """A GAN generator's noise size (it reads one input named `noise`); None for other models."""
+    inputs = model.spec.inputs
+    return int(inputs[NOISE].shape[0]) if list(inputs) == [NOISE] else None
+
+
+def new_samples(model: GraphModel, meta: dict, n: int, seed: int = 0) -> torch.Tensor:
+    """`n` new samples: a VAE's codes drawn from the prior and decoded, or a GAN generator's from noise."""
+    noise = noise_size(model)
+    if latent_layer(model) is None and noise is None:
+        lm = meta.get("task") == "language_model"
         raise LayerLabError(
-            "this model does not generate samples: only a VAE (a model with a Gaussian latent layer) does"
-            + (
-                " (a language model writes text: pass --prompt)."
-                if meta.get("task") == "language_model"
-                else "."
-            )
+            "this model does not generate samples: only a VAE (a model with a Gaussian latent layer) or a GAN's "
+            "generator does" + (" (a language model writes text: pass --prompt)." if lm else ".")
         )
     if not 1 <= n <= MAX_SAMPLES:
         raise LayerLabError(f"ask for between 1 and {MAX_SAMPLES:,} samples (got {n}).")
-    return sample_files(prior_samples(model, n, tuple(meta["input_shape"]), seed), meta)
+    if noise is not None:
+        return generator_samples(model, n, noise, seed)
+    return prior_samples(model, n, tuple(meta["input_shape"]), seed)
+
+
+def generate_samples(model: GraphModel, meta: dict, n: int, seed: int = 0) -> dict[str, bytes]:
+    """`new_samples` as files: PNG images or a CSV of rows."""
+    return sample_files(new_samples(model, meta, n, seed), meta)
 
 
 def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:

@@ -29,6 +29,7 @@ from safetensors.torch import save_file
 from engine.compiler import infer_shapes
 from engine.data.store import load_dataset
 from engine.errors import ConfigError, LayerLabError
+from engine.gan import is_gan, validate_gan
 from engine.spec import data_inputs, parse_spec
 from engine.tasks import width
 from engine.train import distributed
@@ -51,8 +52,10 @@ def runs_dir() -> Path:
 def validate(spec: dict, train: dict, meta: dict) -> tuple:
     """Everything that can be checked before a worker starts, from the dataset's meta (no tensors are read), so
     the Train page can say why a run would be refused before Start is pressed; raises LayerLabError with advice."""
-    spec_obj = parse_spec(spec)
     cfg = TrainConfig.parse(train)
+    if is_gan(spec):
+        return validate_gan(spec, cfg, meta), cfg
+    spec_obj = parse_spec(spec)
     if cfg.target in ("input", "vae") and meta.get("vocab_size"):
         raise ConfigError(
             "an autoencoder rebuilds numbers or images, but this data holds text as token ids, which are names, "
@@ -83,6 +86,8 @@ MODEL_KINDS = (
 
 def model_label(spec: dict) -> str:
     """A few words for a model: "4-layer CNN"."""
+    if is_gan(spec):
+        return "GAN"
     ops = {n["op"] for n in spec.get("nodes", [])}
     kind = next((name for name, members in MODEL_KINDS if ops & set(members)), "MLP")
     if len(spec.get("inputs") or {}) > 1:

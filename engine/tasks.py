@@ -28,7 +28,7 @@ class Task:
     # forecast's horizon) or "tokens" (a score per vocabulary entry at each position)
     outputs: str
     # predictions: how outputs become them: "classes" (argmax, probabilities), "values" (in the target's units),
-    # "reconstruction", "samples" (a VAE's: rebuilt and generated rows), "forecast" or "text"
+    # "reconstruction", "samples" (a VAE's: rebuilt and generated rows), "generated" (a GAN's), "forecast" or "text"
     predictions: str
     views: tuple[str, ...]  # the Evaluate page's views for it
     class_weights: bool = False  # whether weighting the loss by class rarity applies
@@ -141,6 +141,17 @@ TASKS: dict[str, Task] = {
             loss_names=("bce_with_logits", "mse", "l1"),
         ),
         Task(
+            "gan",
+            "GAN",
+            "classification",
+            "bce_with_logits",
+            ("d_loss", "g_loss", "d_real_accuracy", "d_fake_accuracy"),
+            "input",
+            "generated",
+            ("gan",),
+            loss_names=("bce_with_logits",),
+        ),
+        Task(
             "forecast",
             "Forecasting",
             "regression",
@@ -173,8 +184,8 @@ def task_for(data_task: str, target: str = "label") -> Task:
     reconstruction when the target is the input itself, a VAE when it is the input through a Gaussian latent."""
     if target == "input":
         return TASKS["reconstruction"]
-    if target == "vae":
-        return TASKS["vae"]
+    if target in ("vae", "gan"):
+        return TASKS[target]
     return TASKS[data_task]
 
 

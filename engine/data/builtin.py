@@ -35,6 +35,20 @@ BUILTINS = {
         Builtin("xor", "XOR", "2-D, 2 classes: the four quadrants, diagonals alike.", True),
         Builtin("blobs", "Gaussian blobs", "2-D, 4 classes: four Gaussian clusters.", True),
         Builtin(
+            "rings",
+            "Ring of Gaussians",
+            "2-D, 8 classes: eight small Gaussians on a circle. A GAN target: does it make all eight?",
+            True,
+            2000,
+        ),
+        Builtin(
+            "grid",
+            "Grid of Gaussians",
+            "2-D, 25 classes: a 5×5 grid of small Gaussians. A harder GAN target.",
+            True,
+            4000,
+        ),
+        Builtin(
             "iris", "Iris", "150 flowers, 4 measurements, 3 species. The classic first dataset."
         ),
         Builtin("wine", "Wine", "178 wines, 13 chemical measurements, 3 cultivars."),
@@ -294,6 +308,22 @@ def _tales(n, noise, rng) -> str:
     return "\n".join(tales) + "\n"
 
 
+def _mixture(name: str, n: int, noise: float, rng) -> tuple[np.ndarray, np.ndarray]:
+    """Points from equal Gaussians: eight on a circle of radius 2 ("rings") or a 5×5 grid a unit apart ("grid"),
+    each of spread 0.02 + noise / 2; the label is the Gaussian a point came from."""
+    if name == "rings":
+        angles = np.arange(8) * 2 * np.pi / 8
+        centres = 2.0 * np.c_[np.cos(angles), np.sin(angles)]
+    else:
+        centres = (
+            np.stack(np.meshgrid(np.arange(-2, 3), np.arange(-2, 3)), -1)
+            .reshape(-1, 2)
+            .astype(float)
+        )
+    y = rng.integers(0, len(centres), n)
+    return centres[y] + rng.normal(0, 0.02 + noise / 2, (n, 2)), y
+
+
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
     """Return (frame, target column) for tables, or (images uint8-like float array, labels, classes) for digits."""
     rng = np.random.default_rng(seed)
@@ -354,6 +384,8 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
         x, y = _spiral(n_samples, noise, rng)
     elif name == "xor":
         x, y = _xor(n_samples, noise, rng)
+    elif name in ("rings", "grid"):
+        x, y = _mixture(name, n_samples, noise, rng)
     elif name == "blobs":
         x, y = skd.make_blobs(n_samples, centers=4, cluster_std=1.0 + 10 * noise, random_state=seed)
     else:

@@ -42,11 +42,31 @@ class TrainConfig(BaseModel):
         description="Weight each class's loss by how rare it is in the training "
         "split (classification).",
     )
-    target: Literal["label", "input", "vae"] = Field(
+    target: Literal["label", "input", "vae", "gan"] = Field(
         "label",
         description="label: predict the dataset's target; input: "
         "reconstruct the input (autoencoder); vae: reconstruct it through a Gaussian latent, with the KL term "
-        "(variational autoencoder).",
+        "(variational autoencoder); gan: a generator learns to make samples a discriminator cannot tell from the "
+        "data (GAN).",
+    )
+    g_lr: float | None = Field(
+        None,
+        gt=0,
+        title="Generator learning rate",
+        description="GAN: the generator's rate (None: the same as lr).",
+    )
+    d_steps: int = Field(
+        1,
+        ge=1,
+        le=10,
+        title="D steps per G step",
+        description="GAN: discriminator steps before each generator step.",
+    )
+    gan_loss: Literal["non_saturating", "minimax"] = Field(
+        "non_saturating",
+        title="GAN loss",
+        description="GAN: non_saturating (the generator maximises log D(G(z)): strong gradients early) or the "
+        "original minimax (it minimises log(1 - D(G(z)))).",
     )
     beta: float = Field(
         1.0,

@@ -21,6 +21,7 @@ from engine.data.health import class_weights
 from engine.data.store import Dataset
 from engine.errors import ConfigError, LayerLabError
 from engine.export import save_weights
+from engine.gan import fit_gan, is_gan
 from engine.limits import CORES
 from engine.portable import target_units
 from engine.spec import data_inputs
@@ -157,6 +158,12 @@ def fit(
     Bad settings raise ConfigError/SpecError before any step runs. A CUDA out-of-memory error ends the run as
     failed, with the batch size and what to change, and gives the GPU memory back.
     """
+    if is_gan(spec):
+        if resume or world.size > 1 or init_weights:
+            raise ConfigError(
+                "a GAN trains from the start, on one process: it cannot resume, branch or use several processes."
+            )
+        return fit_gan(spec, dataset, cfg, emit, should_stop, out_dir)
     try:
         return _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, world)
     except torch.OutOfMemoryError:
