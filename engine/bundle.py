@@ -172,7 +172,11 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     except (KeyError, OSError, LayerLabError):
         dataset = None
         skipped["train.py"] = "the run's dataset is no longer in the workspace"
-    if dataset is not None:
+    if dataset is not None and cfg.target == "gan":
+        skipped["train.py"] = (
+            "the bundle holds a GAN's generator alone: retrain it in LayerLab (python -m engine train --task gan)"
+        )
+    elif dataset is not None:
         manifest["dataset"] = {
             k: dataset.meta.get(k) for k in ("id", "name", "source", "hash", "sizes", "task")
         }

@@ -1,6 +1,6 @@
 """Write with this bundle's model: a language model's text, `python generate.py --prompt "once upon" --length 200`,
-or a VAE's new samples, `python generate.py --n 16 --out samples/` (PNG images, or the rows in samples.csv). Needs
-torch, safetensors, numpy, pandas, pillow.
+or new samples of a VAE or a GAN's generator, `python generate.py --n 16 --out samples/` (PNG images, or the rows in
+samples.csv). Needs torch, safetensors, numpy, pandas, pillow.
 
 portable.py beside it is LayerLab's own code (engine/portable.py), unchanged: the same tokens, vocabulary, sampling
 and decoding as the Predict page. (In LayerLab this file is engine/bundle_generate.py; it runs only inside a bundle.)
@@ -13,7 +13,14 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from portable import InputError, generate, latent_layer, prior_samples, sample_files  # noqa: E402
+from portable import (  # noqa: E402
+    InputError,
+    generate,
+    generator_samples,
+    latent_layer,
+    prior_samples,
+    sample_files,
+)
 
 
 def main() -> int:
@@ -26,23 +33,29 @@ def main() -> int:
     parser.add_argument(
         "--top-k", type=int, default=20, help="draw from the k likeliest tokens (0: all)"
     )
-    parser.add_argument("--n", type=int, default=16, help="a VAE: samples to write")
-    parser.add_argument("--out", help="a VAE: the folder to write them into")
+    parser.add_argument("--n", type=int, default=16, help="a VAE or a GAN: samples to write")
+    parser.add_argument("--out", help="a VAE or a GAN: the folder to write them into")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    from model import load
+    from model import INPUTS, load
 
     info = json.loads((HERE / "preprocessing.json").read_text())
     model = load(HERE / "weights.safetensors")
-    if latent_layer(model) is not None:
+    noise = (
+        INPUTS["noise"][0] if list(INPUTS) == ["noise"] else None
+    )  # a GAN's generator reads noise
+    if latent_layer(model) is not None or noise is not None:
         if not args.out or not 1 <= args.n <= 1000:
             print("error: pass --out FOLDER and --n between 1 and 1000.", file=sys.stderr)
             return 2
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        files = sample_files(
-            prior_samples(model, args.n, tuple(info["input_shape"]), args.seed), info
+        made = (
+            generator_samples(model, args.n, noise, args.seed)
+            if noise is not None
+            else prior_samples(model, args.n, tuple(info["input_shape"]), args.seed)
         )
+        files = sample_files(made, info)
         for name, data in files.items():
             (out / name).write_bytes(data)
         print(f"wrote {args.n} samples to {out}")

@@ -245,10 +245,13 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
           "loss": cfg.gan_loss, "optimizer": cfg.optimizer, "epochs": cfg.epochs, "steps_per_epoch": steps,
           "n_train": n, "batch_size": bs, "lr": cfg.lr, "scheduler": "none", "precision": "32",
           "compiled": False})  # fmt: skip
-    view_noise = VIEW_POINTS if targets is not None else VIEW_SAMPLES
+    view_noise = VIEW_POINTS if len(dataset.input_shape) == 1 else VIEW_SAMPLES
     status, step, metrics, best = "completed", 0, {}, {"epoch": None}
     t0 = time.perf_counter()
     next_view = t0 + SAMPLE_FIRST_S
+
+    points = len(dataset.input_shape) == 1  # rows of numbers: drawn as points, beside the data's
+    beside = {"real": as_input(x_train[:VIEW_POINTS]).float().cpu().tolist()} if points else {}
 
     def view(epoch: int) -> None:
         if out_dir is None:
@@ -257,7 +260,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
         generator.train()
         atomic_write_json(
             Path(out_dir) / SAMPLES_FILE,
-            {"epoch": epoch, "step": step, **_shown(made, dataset.meta)},
+            {"epoch": epoch, "step": step, **_shown(made, dataset.meta), **beside},
         )
 
     for epoch in range(1, cfg.epochs + 1):

@@ -14,6 +14,7 @@ from engine.compiler import analyse, memory_estimate
 from engine.data.builtin import BUILTINS
 from engine.data.prepare import prepare_builtin
 from engine.errors import LayerLabError, SpecError
+from engine.gan import gan_train, starter_gan
 from engine.linter import lint
 from engine.registry import FAMILIES, get_op, ops
 from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
@@ -54,8 +55,8 @@ if selected not in node_ids:
     selected = None
 
 
-def commit(new_spec: dict, select: str | None = None) -> None:
-    state.set_spec(new_spec)
+def commit(new_spec: dict, select: str | None = None, whole: bool = False) -> None:
+    state.set_spec(new_spec, whole)
     st.session_state[state.SELECTED] = select
     st.rerun()
 
@@ -80,7 +81,7 @@ if st.session_state.get(state.SPEC_IS_STARTER):
     )
 # Folded: open, it would push the model below the fold on a laptop screen; its label says what it holds.
 with st.expander(
-    f":material/auto_awesome: Start from a template ({len(TEMPLATES)} ready-made models)"
+    f":material/auto_awesome: Start from a template ({len(TEMPLATES) + 1} ready-made models)"
 ):
     cols = st.columns(4)
     for i, t in enumerate(TEMPLATES.values()):
@@ -106,14 +107,57 @@ with st.expander(
                     f"Loaded the {t.title} template for '{meta['name']}'. Its training settings are set on "
                     "the Train page."
                 )
-                commit(build(t, meta))
+                commit(build(t, meta), whole=True)
+    with cols[len(TEMPLATES) % 4].container(border=True):
+        st.markdown("**GAN**")
+        st.caption(
+            "A generator that turns random noise into samples and a discriminator that tells them from the data, "
+            "trained against each other. For images and for points (try the ring of Gaussians)."
+        )
+        if st.button("Use", key="template.gan", width="stretch"):
+            reset_widgets()
+            state.set_train({**(st.session_state.get(state.TRAIN) or {}), **gan_train(meta)})
+            state.notice(
+                f"Loaded a GAN for '{meta['name']}': edit its generator or its discriminator below."
+            )
+            commit(starter_gan(meta), whole=True)
 
-infos, error = analyse(spec, specs.data_inputs(meta))
+part = state.gan_part()
+if part:  # a GAN: pick the network to edit; both shapes, joined
+    whole = state.whole_spec()
+    g1, g2 = st.columns([2, 1])
+    g1.segmented_control(
+        "Network",
+        ["generator", "discriminator"],
+        default=part,
+        key="build.gan_part",
+        format_func=str.capitalize,
+        on_change=lambda: (
+            state.set_gan_part(st.session_state["build.gan_part"] or part),
+            st.session_state.update({state.SELECTED: None}),
+        ),
+        help="A GAN is two models: edit each here. The generator turns noise into a sample; the discriminator "
+        "scores a sample (one logit: real or generated).",
+    )
+    noise = g2.number_input(
+        "Noise size", 1, 1024, int(whole["noise"]), key="build.noise",
+        help="How many random numbers from N(0, 1) the generator turns into a sample.",
+    )  # fmt: skip
+    if noise != whole["noise"]:
+        commit({**whole, "noise": int(noise)}, whole=True)
+    st.caption(
+        f"noise {(whole['noise'],)} → **generator** → sample {tuple(meta['input_shape'])} → **discriminator** → "
+        "1 logit (real or generated)"
+    )
+
+seen = state.edited_meta(meta)  # what the edited model reads: the data, or a GAN generator's noise
+infos, error = analyse(spec, specs.data_inputs(seen))
 sources = specs.input_sources(
-    spec, meta
+    spec, seen
 )  # what a layer can read: "input" (and "input:review", …) with shapes
 shape_of = {i.id: i for i in infos}
-findings = lint(spec, meta, train, (infos, error))
+# A GAN's networks are checked as a pair when the run is created (their shapes, the discriminator's logit).
+findings = [] if part else lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
 explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 
@@ -182,7 +226,7 @@ with left:
         if action == "insert" and get_op(event.get("op", "")):
             index = event.get("index")
             new_spec, new_id = specs.insert_node(
-                spec, event["op"], add_position() if index is None else index, meta
+                spec, event["op"], add_position() if index is None else index, seen
             )
             commit(new_spec, new_id)
         elif action == "move" and event.get("id") in node_ids:
@@ -280,7 +324,7 @@ with right:
             help="Added after the selected layer (or before the output layer).",
         )
         if a2.button("Add", icon=":material/add:", width="stretch"):
-            new_spec, new_id = specs.insert_node(spec, new_op, add_position(), meta)
+            new_spec, new_id = specs.insert_node(spec, new_op, add_position(), seen)
             commit(new_spec, new_id)
 
 
@@ -421,14 +465,14 @@ if upload is not None and st.session_state.get("build.loaded") != upload.file_id
         }  # the data's shapes
         reset_widgets()
         state.notice(f"Loaded {len(loaded['nodes'])} layers from {upload.name}.")
-        commit(loaded)
+        commit(loaded, whole=True)
     except (SpecError, UnicodeDecodeError, json.JSONDecodeError) as e:
         show_error(
             e if isinstance(e, SpecError) else SpecError(None, "the file is not a JSON spec.")
         )
 if s3.button("Reset to starter model", icon=":material/restart_alt:", width="stretch"):
     reset_widgets()
-    state.set_spec(starter_for(meta))
+    state.set_spec(starter_for(meta), whole=True)
     st.session_state[state.SPEC_IS_STARTER] = True
     state.save()
     st.session_state[state.SELECTED] = None
@@ -445,7 +489,7 @@ if weights is not None and st.session_state.get("build.weights_loaded") != weigh
     st.session_state["build.weights_loaded"] = weights.file_id
     try:
         report = match_weights(
-            spec, specs.data_inputs(meta), read_any_weights(weights.getvalue(), weights.name)
+            spec, specs.data_inputs(seen), read_any_weights(weights.getvalue(), weights.name)
         )
         path = (
             home()

@@ -20,7 +20,14 @@ from ui.evaluate_views import (
     wide_confusion,
     worst_rows,
 )
-from ui.generative_views import latent_figure, show_pairs, show_samples, vae_cards
+from ui.generative_views import (
+    gan_cards,
+    latent_figure,
+    points_figure,
+    show_pairs,
+    show_samples,
+    vae_cards,
+)
 
 page(
     "Evaluate",
@@ -60,7 +67,27 @@ st.caption(
 summary = result["summary"]
 kind = TASKS[result["task"]].predictions
 
-if kind == "samples":  # a VAE
+if kind == "generated":  # a GAN
+    gan_cards(summary)
+    if "points" in result:
+        st.plotly_chart(
+            points_figure(
+                result["points"]["real"],
+                result["points"]["generated"],
+                f"1,000 generated points over the {split} split's",
+            ),  # fmt: skip
+            width="stretch",
+            key="evaluate.gan_points",
+        )
+    else:
+        show_samples(
+            result["samples"], result["image"], "Generated samples (noise drawn with seed 0)."
+        )
+    st.caption(
+        "A generator is judged by its samples: look at them. On points with labelled modes, the modes covered "
+        "measure mode collapse; on images, a discriminator near 100% on generated samples is winning outright."
+    )
+elif kind == "samples":  # a VAE
     vae_cards(summary, LOSSES[result["loss"]].title)
     show_pairs(result["originals"], result["reconstructions"], result["image"],
                f"The first {len(result['originals'])} {split} rows (top) and their reconstructions.")  # fmt: skip
@@ -137,5 +164,5 @@ else:
     c3.plotly_chart(scatter, width="stretch", key="evaluate.scatter")
     c4.plotly_chart(hist, width="stretch", key="evaluate.residuals")
     st.subheader("Worst predictions")
-if kind not in ("forecast", "text", "samples"):
+if kind not in ("forecast", "text", "samples", "generated"):
     worst_rows(result, dataset, split)

@@ -16,13 +16,14 @@ from engine.portable import (
     decoded_rows,
     images_uint8,
     latent_layer,
-    prior_samples,
     sample_files,
     series_values,
 )
 from engine.predict import (
     generate_text,
     load_predictor,
+    new_samples,
+    noise_size,
     novelty,
     novelty_reference,
     predict_images,
@@ -280,42 +281,37 @@ def write_text() -> None:
         st.code(written[0] + written[1], language=None, wrap_lines=True)
 
 
-def new_samples() -> None:
-    """A VAE: how many samples and a seed; Generate decodes codes drawn from the prior. Download them as files."""
-    st.caption(
-        f"Trained on {meta['name']}: a variational autoencoder. New samples are codes drawn from the prior "
-        "N(0, 1), decoded."
+def samples_page() -> None:
+    """A VAE or a GAN's generator: how many samples and a seed; Generate makes them. Download them as files."""
+    what = (
+        "a GAN's generator: new samples are its output for noise drawn from N(0, 1)"
+        if noise_size(model)
+        else "a variational autoencoder: new samples are codes drawn from the prior N(0, 1), decoded"
     )
+    st.caption(f"Trained on {meta['name']}: {what}.")
     g1, g2 = st.columns(2)
-    count = g1.number_input("Samples", 1, 64, 16, key="predict.count")
+    count = g1.number_input("Samples", 1, 1000, 16, key="predict.count")
     seed = g2.number_input("Seed", 0, 2**31 - 1, 0, key="predict.sample_seed")
     if st.button("Generate", type="primary", icon=":material/auto_awesome:", key="predict.sample"):
         st.session_state[f"predict.samples.{run_id}"] = (int(count), int(seed))
     if chosen := st.session_state.get(f"predict.samples.{run_id}"):
-        image = len(meta["input_shape"]) == 3
-        out = prior_samples(model, chosen[0], tuple(meta["input_shape"]), chosen[1])
-        shown = (
-            images_uint8(out).tolist()
-            if image
-            else decoded_rows(out.flatten(1), meta["preprocessing"])
-        )
-        show_samples(
-            shown if image else shown.to_dict("records"),
-            image,
-            f"{chosen[0]} samples, seed {chosen[1]}.",
-        )
-        files = sample_files(out, meta)
-        if image:
-            st.download_button("Download the samples (PNG files in a zip)", zip_bytes(files), file_name="samples.zip",
-                               mime="application/zip", on_click="ignore", icon=":material/download:")  # fmt: skip
+        out = new_samples(model, meta, *chosen)
+        caption = f"{chosen[0]} samples, seed {chosen[1]}."
+        if len(meta["input_shape"]) == 3:
+            show_samples(images_uint8(out).tolist(), True, caption)
+            st.download_button("Download the samples (PNG files in a zip)", zip_bytes(sample_files(out, meta)),
+                               file_name="samples.zip", mime="application/zip", on_click="ignore",
+                               icon=":material/download:")  # fmt: skip
         else:
-            download_csv(shown, "Download the samples (CSV)", "samples")
+            rows = decoded_rows(out.flatten(1), meta.get("preprocessing") or {})
+            show_samples(rows.to_dict("records"), False, caption)
+            download_csv(rows, "Download the samples (CSV)", "samples")
 
 
 images = (meta.get("preprocessing") or {}).get("kind") == "image"
 series = (meta.get("preprocessing") or {}).get("kind") == "series"
-if latent_layer(model) is not None:
-    new_samples()
+if latent_layer(model) is not None or noise_size(model):
+    samples_page()
 elif images:
     st.caption(
         f"Trained on {meta['name']}: images, resized to {meta['input_shape'][-1]}×{meta['input_shape'][-1]} "

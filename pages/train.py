@@ -10,6 +10,7 @@ from engine import raycluster
 from engine.compiler import analyse
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
+from engine.gan import is_gan
 from engine.runs import ACTIVE, create_run, list_runs, runs_dir, validate, warm_spare
 from engine.scheduler import enqueue
 from engine.spec import data_inputs
@@ -44,11 +45,12 @@ with settings:
     # An autoencoder reads a table or images; windows of a series or of a text have targets of their own.
     can_reconstruct = meta["task"] in ("classification", "regression")
     # A model with a Gaussian latent trains as a VAE, and only as one: the model decides, not a switch.
-    vae = variational(state.spec(), meta)
+    gan = is_gan(state.whole_spec())  # a GAN's two networks train as one: see the Build page
+    vae = not gan and variational(state.spec(), meta)
     reconstruct = can_reconstruct and st.session_state.get(
         "train.reconstruct", saved["target"] == "input"
     )
-    target = "vae" if vae else "input" if reconstruct else "label"
+    target = "gan" if gan else "vae" if vae else "input" if reconstruct else "label"
     task = task_for(meta["task"], target)
     loss_options = task.losses(n_classes)
     default = (
@@ -121,6 +123,18 @@ with settings:
     )
     processes, machines, ray = run_on(device)
     vae_settings = {}
+    if gan:
+        st.caption(
+            "A GAN: each batch, the discriminator learns to tell the data from the generator's samples, then the "
+            "generator learns to fool it. The learning rate above is the discriminator's."
+        )
+        vae_settings = settings_inputs(TrainConfig, ("g_lr", "d_steps"), {**saved, "g_lr": saved["g_lr"] or lr},
+                                       "train.")  # fmt: skip
+        vae_settings["gan_loss"] = st.selectbox(
+            "GAN loss", ["non_saturating", "minimax"],
+            index=["non_saturating", "minimax"].index(saved["gan_loss"]), key="train.gan_loss",
+            help=TrainConfig.model_fields["gan_loss"].description,
+        )  # fmt: skip
     if vae:
         st.caption(
             "The model has a Gaussian latent layer, so it trains as a variational autoencoder: the "
@@ -128,7 +142,7 @@ with settings:
         )
         vae_settings = settings_inputs(TrainConfig, ("beta", "kl_warmup"), saved, "train.")
     with st.expander("Advanced"):
-        if can_reconstruct and not vae:
+        if can_reconstruct and not vae and not gan:
             st.checkbox(
                 "Reconstruct the input (autoencoder)",
                 value=reconstruct,
@@ -162,7 +176,9 @@ with settings:
             help="Weight each class's loss by how rare it is in the training split; helps "
             "with imbalanced classes.",
         )
-        trainable = [i.id for i in analyse(state.spec(), data_inputs(meta))[0] if i.params]
+        trainable = (
+            [] if gan else [i.id for i in analyse(state.spec(), data_inputs(meta))[0] if i.params]
+        )
         freeze = st.multiselect(
             "Freeze layers",
             trainable,
@@ -201,7 +217,7 @@ with settings:
     }
     state.set_train(config)
     try:  # the checks a run gets when it is created, so Start is only offered when it would be accepted
-        validate(state.spec(), config, meta)
+        validate(state.whole_spec(), config, meta)
         check_world(processes * machines, config["batch_size"], device,
                     processes if machines == 1 and not ray else 0)  # fmt: skip
         if ray:
@@ -232,7 +248,7 @@ with settings:
                     if imported
                     else None
                 )
-                run_dir = create_run(state.spec(), config, load_dataset(meta["id"]).path, init=init,
+                run_dir = create_run(state.whole_spec(), config, load_dataset(meta["id"]).path, init=init,
                                      parent=parent, processes=processes, nodes=machines,
                                      ray=ray)  # fmt: skip
                 if machines == 1:  # (several machines: it waits for the launch files' commands)
@@ -246,7 +262,8 @@ with settings:
                 f"**Can't start yet.** {refused.rstrip('.')}. Change it here or on the Build page.",
                 icon=":material/block:",
             )
-        preflight_line(state.spec(), meta, config)
+        if not gan:  # (a GAN's two networks are checked together by validate)
+            preflight_line(state.spec(), meta, config)
         if imported:
             st.info(
                 f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "

@@ -9,11 +9,13 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin
 from engine.errors import ConfigError, SpecError
 from engine.evaluate import evaluate_run
 from engine.gan import SAMPLES_FILE, coverage, gan_train, starter_gan
 from engine.runs import create_run, execute, validate
+from tests.test_bundle import run_isolated, unzip
 from tests.test_cli import cli_here, run_cli
 
 
@@ -84,6 +86,10 @@ def test_cli_trains_a_gan_and_writes_points_in_the_data_units(workspace, ring_cs
     points = pd.read_csv(tmp_path / "points" / "samples.csv")
     assert list(points.columns) == ["x", "y"] and len(points) == 200
     assert 17 < points["x"].median() < 23  # in the data's units (the ring is centred at x = 20)
+    # the bundle: the generator alone, and a generate.py that runs without LayerLab
+    unzip(bundle_bytes(out), tmp_path / "bundle")
+    run_isolated(tmp_path / "bundle", "generate.py", "--n", "9", "--out", "made")
+    assert len(pd.read_csv(tmp_path / "bundle" / "made" / "samples.csv")) == 9
 
 
 def test_cli_gan_of_images_writes_pngs_and_refuses_its_flags_elsewhere(workspace, capsys, ring_csv, tmp_path):

@@ -75,7 +75,7 @@ def status_strip() -> None:
         )
     with c2:
         link("build", "Model", ":material/account_tree:")
-        st.caption(model_summary_line(state.spec(), data_inputs(meta)))
+        st.caption(model_summary_line(state.spec(), data_inputs(state.edited_meta(meta))))
     runs = list_runs()
     with c3:
         runs_cell(runs)

@@ -115,3 +115,65 @@ def vae_cards(summary: dict, loss_title: str) -> None:
         help="Per value, between the inputs (pixels from 0 to 1, or scaled numbers) and their reconstructions.",
     )
     cards[3].metric("Latent size", f"{summary['latent_size']}")
+
+
+def points_figure(real: list, generated: list, title: str) -> go.Figure:
+    """Generated 2-D points over the data's, as GAN Lab draws them (the first two numbers of wider rows)."""
+    fig = go.Figure()
+    for name, points, colour in (("data", real, "#94A3B8"), ("generated", generated, COLORS[0])):
+        if points:
+            xy = np.asarray(points, dtype=float)
+            ys = xy[:, 1] if xy.shape[1] > 1 else np.zeros(len(xy))
+            fig.add_trace(
+                go.Scattergl(
+                    x=xy[:, 0],
+                    y=ys,
+                    mode="markers",
+                    name=name,
+                    marker=dict(size=4, color=colour, opacity=0.6),
+                )  # fmt: skip
+            )
+    layout(fig, title, height=380)
+    fig.update_yaxes(scaleanchor="x", scaleratio=1)
+    return fig
+
+
+def show_generated(shown: dict, caption: str, key: str) -> None:
+    """A GAN's samples: a picture grid, or its points over the data's."""
+    if shown.get("image"):
+        show_samples(shown["samples"], True, caption)
+        return
+    ys = shown["y"] or [0.0] * len(shown["x"])
+    generated = [[a, b] for a, b in zip(shown["x"], ys, strict=True)]
+    figure = points_figure(shown.get("real") or [], generated, caption)
+    st.plotly_chart(figure, width="stretch", key=key)
+
+
+def gan_cards(summary: dict) -> None:
+    cards = st.columns(4)
+    if "d_real_accuracy" in summary:
+        cards[0].metric(
+            "D on real rows",
+            f"{summary['d_real_accuracy']:.1%}",
+            help="How many of the split's rows the discriminator calls real.",
+        )
+        cards[1].metric(
+            "D on generated",
+            f"{summary['d_fake_accuracy']:.1%}",
+            help="How many generated samples it calls generated. Near 50% on both: the generator fools it half "
+            "the time; near 100%: the discriminator wins outright.",
+        )
+    if "modes_covered" in summary:
+        cards[2].metric(
+            "Modes covered",
+            f"{summary['modes_covered']:.0%}",
+            help="Of the data's labelled modes, those with at least a quarter of their fair share of generated "
+            "points (within 3 spreads of the mode's centre). Low: mode collapse.",
+        )
+        cards[3].metric(
+            "Points on a mode",
+            f"{summary['quality']:.0%}",
+            help="Generated points within 3 spreads of their nearest mode.",
+        )
+    else:
+        cards[2].metric("Noise size", f"{summary['noise']}")

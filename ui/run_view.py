@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from engine.errors import LayerLabError
+from engine.gan import SAMPLES_FILE as GAN_SAMPLES
 from engine.runs import (
     ACTIVE,
     branch_run,
@@ -28,7 +29,7 @@ from engine.workspace import read_json
 from ui import state
 from ui.charts import curves, smooth
 from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error, unexpected
-from ui.generative_views import show_pairs
+from ui.generative_views import show_generated, show_pairs
 from ui.inside import boundary_chart, gradient_chart, inside_panel
 
 # The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
@@ -157,6 +158,16 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
         if "val/mae" in m:
             cards[2].metric("Validation MAE", f"{m['val/mae']:.3g}")
             cards[3].metric("Validation R²", f"{m['val/r2']:.3f}")
+        elif "val/g_loss" in m:  # a GAN
+            cards[2].metric(
+                "D on real / generated",
+                f"{m['val/d_real_accuracy']:.0%} / {m['val/d_fake_accuracy']:.0%}",
+                help="The discriminator's accuracy on validation rows and on generated samples.",
+            )
+            if "val/modes_covered" in m:
+                cards[3].metric("Modes covered", f"{m['val/modes_covered']:.0%}")
+            else:
+                cards[3].metric("Generator loss", fmt_value(m["val/g_loss"]))
         elif "val/kl" in m:  # a VAE
             cards[2].metric(
                 "Reconstruction",
@@ -216,6 +227,13 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             f"What it writes now (epoch {w['epoch']}, step {w['step']:,}), after “{w['prompt']}”:"
         )
         st.code(w["text"], language=None, wrap_lines=True)
+    made = read_json(run_dir / GAN_SAMPLES, None)
+    if made:  # a GAN: what the generator makes of the same noise now
+        show_generated(
+            made,
+            f"Generated from fixed noise (epoch {made['epoch']}, step {made['step']:,})",
+            f"gan.{run_dir.name}",
+        )
     rebuilt = read_json(run_dir / REBUILDS, None)
     if rebuilt:  # a VAE: validation rows above what it rebuilds of them now
         show_pairs(rebuilt["originals"], rebuilt["rebuilt"], rebuilt["image"],
@@ -249,7 +267,22 @@ def draw(run_dir: Path, settings: dict | None = None) -> str:
             key=f"loss.{run_dir.name}",
         )
     with c2:
-        if "val/kl" in epochs[0]["metrics"]:  # a VAE: its loss's two parts
+        if "val/g_loss" in epochs[0]["metrics"]:  # a GAN: both players' losses and D's accuracies
+            fig = curves(
+                {
+                    name: (xs, [e["metrics"][key] for e in epochs])
+                    for name, key in (
+                        ("D loss", "val/d_loss"),
+                        ("G loss", "val/g_loss"),
+                        ("D on real", "val/d_real_accuracy"),
+                        ("D on generated", "val/d_fake_accuracy"),
+                    )
+                },
+                "Discriminator and generator per epoch",
+                "epoch",
+                "loss · accuracy",
+            )
+        elif "val/kl" in epochs[0]["metrics"]:  # a VAE: its loss's two parts
             fig = curves(
                 {
                     "reconstruction": (xs, [e["metrics"]["val/reconstruction"] for e in epochs]),

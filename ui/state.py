@@ -14,6 +14,7 @@ import streamlit as st
 
 from engine.data.prepare import prepare_builtin
 from engine.data.store import load_meta
+from engine.gan import compile_gan, is_gan
 from engine.spec import data_inputs, migrate
 from engine.tasks import task_for, width
 from engine.templates import starter_for, starter_train
@@ -27,6 +28,7 @@ RUN = "ll.run_id"  # the run shown on the Train page
 TRAIN = "ll.train"  # training settings (train.json's config), shared by Build's linter and Train
 NOTICE = "ll.notice"  # a one-shot message for the next page render
 INIT = "ll.init"  # imported weights to start the next run from: {"path", "name", "loaded", ...}
+GAN_PART = "ll.gan_part"  # the GAN network the Build page edits
 
 SESSION = "ll.session"  # this tab's session id, also the URL's ?s=
 PARAM = "s"
@@ -139,8 +141,8 @@ def ensure() -> None:
         if saved.get(DATASET) and load_meta(saved[DATASET]):
             for k in _PERSISTED:
                 st.session_state[k] = saved.get(k)
-            if isinstance(
-                saved.get(SPEC), dict
+            if isinstance(saved.get(SPEC), dict) and not is_gan(
+                saved[SPEC]
             ):  # a model saved by an older LayerLab: today's spec format
                 st.session_state[SPEC] = migrate(saved[SPEC])
     if (
@@ -183,9 +185,13 @@ def use_dataset(meta: dict) -> None:
     keep = False
     if edited:
         try:
-            out = infer_shapes(spec, data_inputs(meta))[-1].output_shape
-            task = task_for(meta["task"])
-            keep = out == task.output_shape(task.default_loss, classes, meta["input_shape"])
+            if is_gan(spec):  # a GAN fits data whose samples its generator makes
+                compile_gan(spec, meta)
+                keep = True
+            else:
+                out = infer_shapes(spec, data_inputs(meta))[-1].output_shape
+                task = task_for(meta["task"])
+                keep = out == task.output_shape(task.default_loss, classes, meta["input_shape"])
         except LayerLabError:
             keep = False
     if not keep:  # the proposed model, with the epochs and learning rate it is meant to train with
@@ -200,14 +206,42 @@ def use_dataset(meta: dict) -> None:
     save()
 
 
-def spec() -> dict:
+def whole_spec() -> dict:
+    """The model as it trains: one spec, or a GAN's (its generator and discriminator)."""
     return st.session_state[SPEC]
 
 
-def set_spec(new_spec: dict) -> None:
+def gan_part() -> str | None:
+    """Which of a GAN's two networks the Build page edits ("generator" or "discriminator"); None for other models."""
+    return st.session_state.get(GAN_PART, "generator") if is_gan(whole_spec()) else None
+
+
+def spec() -> dict:
+    """The model being edited: the spec, or the GAN's network chosen on the Build page."""
+    part = gan_part()
+    return whole_spec()[part] if part else whole_spec()
+
+
+def edited_meta(meta: dict) -> dict:
+    """The dataset's meta as the edited model sees its input: a GAN generator reads noise, not the data."""
+    if gan_part() != "generator":
+        return meta
+    return {**meta, "input_shape": [whole_spec()["noise"]], "inputs": None, "vocab_size": None}
+
+
+def set_spec(new_spec: dict, whole: bool = False) -> None:
+    """Replace the edited model: a GAN's chosen network, or with `whole` (a template, a reset, a loaded file) the
+    whole model."""
+    part = gan_part()
+    if part and not whole:
+        new_spec = {**whole_spec(), part: new_spec}
     st.session_state[SPEC] = new_spec
     st.session_state[SPEC_IS_STARTER] = False
     save()
+
+
+def set_gan_part(part: str) -> None:
+    st.session_state[GAN_PART] = part
 
 
 def train_settings() -> dict:
