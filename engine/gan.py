@@ -216,6 +216,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
     from engine.export import save_weights
     from engine.train.callbacks import SAMPLE_EVERY_S, SAMPLE_FIRST_S
     from engine.train.config import resolve_device
+    from engine.train.core import SYNC_EVERY_S
     from engine.train.events import run_finished
     from engine.train.options import build_optimizer
 
@@ -248,7 +249,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
     view_noise = VIEW_POINTS if len(dataset.input_shape) == 1 else VIEW_SAMPLES
     status, step, metrics, best = "completed", 0, {}, {"epoch": None}
     t0 = time.perf_counter()
-    next_view = t0 + SAMPLE_FIRST_S
+    next_view, next_check = t0 + SAMPLE_FIRST_S, t0
 
     points = len(dataset.input_shape) == 1  # rows of numbers: drawn as points, beside the data's
     beside = {"real": as_input(x_train[:VIEW_POINTS]).float().cpu().tolist()} if points else {}
@@ -287,23 +288,26 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
                 opt_g.step()
                 sums[1] += g_loss.detach()
             step += 1
-            if time.perf_counter() >= next_view:
+            now = time.perf_counter()
+            if now >= next_view:
                 view(epoch)
                 next_view = time.perf_counter() + SAMPLE_EVERY_S
-            if should_stop():
-                status = "stopped"
-                break
+            if (
+                now >= next_check
+            ):  # the Stop button's file, a signal: a few times a second, as the core does
+                next_check = now + SYNC_EVERY_S
+                if should_stop():
+                    status = "stopped"
+                    break
         if status == "stopped":
             break
         train_d = sums[0].item() / steps
         if not math.isfinite(train_d):
             status = "diverged"
             break
-        metrics = {
-            "train/d_loss": train_d,
-            **_validate(generator, discriminator, x_val, y_val, z, cfg, targets),
-        }
-        metrics["val/loss"] = metrics["val/d_loss"]
+        metrics = _validate(generator, discriminator, x_val, y_val, z, cfg, targets)
+        # "loss" (what run lists and the loss chart show) is the discriminator's: real against generated
+        metrics = {"train/loss": train_d, "val/loss": metrics["val/d_loss"], **metrics}
         best = {"epoch": epoch, **metrics}
         elapsed = time.perf_counter() - t0
         emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": metrics, "lr": cfg.lr,

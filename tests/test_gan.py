@@ -23,7 +23,9 @@ def test_coverage_counts_the_modes_the_points_fall_in():
     centres, spread = np.array([[0.0, 0.0], [5.0, 0.0], [0.0, 5.0], [5.0, 5.0]]), np.full(4, 0.1)
     rng = np.random.default_rng(0)
     everywhere = centres[rng.integers(0, 4, 400)] + rng.normal(0, 0.1, (400, 2))
-    assert coverage(everywhere, centres, spread) == pytest.approx({"modes_covered": 1.0, "quality": 1.0}, abs=0.02)
+    assert coverage(everywhere, centres, spread) == pytest.approx(
+        {"modes_covered": 1.0, "quality": 1.0}, abs=0.02
+    )
     collapsed = centres[[1] * 400] + rng.normal(0, 0.1, (400, 2))
     assert coverage(collapsed, centres, spread)["modes_covered"] == 0.25
     between = rng.uniform(1, 4, (400, 2))  # far from every mode
@@ -36,7 +38,9 @@ def test_a_gan_covers_most_modes_of_a_ring_of_gaussians(workspace):
     final = execute(run)
     assert final["status"] == "completed"
     metrics = final["metrics"]
-    assert {"val/d_loss", "val/g_loss", "val/d_real_accuracy", "val/d_fake_accuracy"} <= set(metrics)
+    assert {"val/d_loss", "val/g_loss", "val/d_real_accuracy", "val/d_fake_accuracy"} <= set(
+        metrics
+    )
     assert metrics["val/modes_covered"] >= 0.75 and metrics["val/quality"] >= 0.5, metrics
     # neither network wins outright: the discriminator is unsure of the generated points
     assert metrics["val/d_fake_accuracy"] < 0.9
@@ -52,7 +56,9 @@ def test_gan_mistakes_are_refused_with_the_fix(workspace):
     with pytest.raises(ConfigError, match="--task gan"):
         validate(spec, {}, ds.meta)
     squashed = json.loads(json.dumps(spec))
-    squashed["discriminator"]["nodes"].append({"id": "sig", "op": "activation", "params": {"kind": "sigmoid"}})
+    squashed["discriminator"]["nodes"].append(
+        {"id": "sig", "op": "activation", "params": {"kind": "sigmoid"}}
+    )
     with pytest.raises(SpecError, match="remove the sigmoid"):
         validate(squashed, {"target": "gan"}, ds.meta)
     wide = json.loads(json.dumps(spec))
@@ -68,8 +74,11 @@ def ring_csv(tmp_path):
     angle = mode * 2 * np.pi / 8
     path = tmp_path / "ring.csv"
     pd.DataFrame(
-        {"x": 20 + 2 * np.cos(angle) + rng.normal(0, 0.05, 1500), "y": 2 * np.sin(angle) + rng.normal(0, 0.05, 1500),
-         "mode": mode}  # fmt: skip
+        {
+            "x": 20 + 2 * np.cos(angle) + rng.normal(0, 0.05, 1500),
+            "y": 2 * np.sin(angle) + rng.normal(0, 0.05, 1500),
+            "mode": mode,
+        }  # fmt: skip
     ).to_csv(path, index=False)
     return path
 
@@ -92,7 +101,9 @@ def test_cli_trains_a_gan_and_writes_points_in_the_data_units(workspace, ring_cs
     assert len(pd.read_csv(tmp_path / "bundle" / "made" / "samples.csv")) == 9
 
 
-def test_cli_gan_of_images_writes_pngs_and_refuses_its_flags_elsewhere(workspace, capsys, ring_csv, tmp_path):
+def test_cli_gan_of_images_writes_pngs_and_refuses_its_flags_elsewhere(
+    workspace, capsys, ring_csv, tmp_path
+):
     ds = prepare_builtin("digits")
     run = create_run(starter_gan(ds.meta), {**gan_train(ds.meta), "epochs": 2}, ds.path)
     execute(run)

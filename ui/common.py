@@ -75,7 +75,14 @@ def status_strip() -> None:
         )
     with c2:
         link("build", "Model", ":material/account_tree:")
-        st.caption(model_summary_line(state.spec(), data_inputs(state.edited_meta(meta))))
+        if state.gan_part():
+            whole = state.whole_spec()
+            st.caption(
+                f"GAN · generator {len(whole['generator']['nodes'])} layers · discriminator "
+                f"{len(whole['discriminator']['nodes'])} layers"
+            )
+        else:
+            st.caption(model_summary_line(state.spec(), data_inputs(meta)))
     runs = list_runs()
     with c3:
         runs_cell(runs)
