@@ -250,6 +250,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
     status, step, metrics, best = "completed", 0, {}, {"epoch": None}
     t0 = time.perf_counter()
     next_view, next_check = t0 + SAMPLE_FIRST_S, t0
+    coach = GanCoach()
 
     points = len(dataset.input_shape) == 1  # rows of numbers: drawn as points, beside the data's
     beside = {"real": as_input(x_train[:VIEW_POINTS]).float().cpu().tolist()} if points else {}
@@ -308,6 +309,8 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
         metrics = _validate(generator, discriminator, x_val, y_val, z, cfg, targets)
         # "loss" (what run lists and the loss chart show) is the discriminator's: real against generated
         metrics = {"train/loss": train_d, "val/loss": metrics["val/d_loss"], **metrics}
+        for kind, message in coach.look(metrics):
+            emit({"type": "coach", "kind": kind, "message": message, "epoch": epoch, "step": step})
         best = {"epoch": epoch, **metrics}
         elapsed = time.perf_counter() - t0
         emit({"type": "epoch_end", "epoch": epoch, "step": step, "metrics": metrics, "lr": cfg.lr,
@@ -327,6 +330,44 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
                          samples_per_second=step * bs / elapsed if elapsed > 0 else 0.0)  # fmt: skip
     emit(final)
     return final
+
+
+class GanCoach:
+    """What a GAN's epochs say, each said once: the discriminator winning outright (three epochs in a row it tells
+    almost every real row and every generated sample apart), and mode collapse (the generated samples far less
+    varied than the data, or on labelled 2-D modes, half of them or more left out)."""
+
+    WINS, COLLAPSE_SPREAD, COLLAPSE_MODES, PATIENCE = 0.97, 0.35, 0.5, 3
+
+    def __init__(self):
+        self.said: set[str] = set()
+        self.winning = 0
+
+    def look(self, m: dict) -> list[tuple[str, str]]:
+        out = []
+        self.winning = (
+            self.winning + 1
+            if min(m["val/d_real_accuracy"], m["val/d_fake_accuracy"]) >= self.WINS
+            else 0
+        )
+        if self.winning >= self.PATIENCE:
+            out.append(("discriminator_wins", "The discriminator wins outright: it tells almost every real row and "
+                        "every generated sample apart, so the generator learns little. Lower its learning rate (or "
+                        "raise the generator's), add label smoothing (0.1), use one D step per G step, or give the "
+                        "discriminator fewer units."))  # fmt: skip
+        spread = m.get("val/spread_ratio")
+        covered = m.get("val/modes_covered")
+        if (spread is not None and spread < self.COLLAPSE_SPREAD) or (
+            covered is not None and covered <= self.COLLAPSE_MODES
+        ):
+            what = (f"it covers {covered:.0%} of the data's modes" if covered is not None
+                    else f"its samples vary {spread:.0%} as much as the data")  # fmt: skip
+            out.append(("mode_collapse", f"Mode collapse: {what}. The generator has found a few samples that fool "
+                        "the discriminator and makes little else. Lower both learning rates, use the "
+                        "non-saturating loss, add label smoothing, or give the generator more noise."))  # fmt: skip
+        fresh = [(k, v) for k, v in out if k not in self.said]
+        self.said.update(k for k, _ in fresh)
+        return fresh
 
 
 @torch.no_grad()
@@ -350,6 +391,9 @@ def _validate(generator, discriminator, x_val, y_val, z: int, cfg, targets) -> d
         "val/d_real_accuracy": (on_real > 0).float().mean().item(),
         "val/d_fake_accuracy": (on_fake < 0).float().mean().item(),
     }
+    # variety: the generated samples' spread about their mean over the real rows' (near 0: they are all alike)
+    spread = (fake.flatten(1).std(0).mean() / real.flatten(1).std(0).mean().clamp_min(1e-12)).item()
+    out["val/spread_ratio"] = spread
     if targets is not None:
         points = sample(generator, VIEW_POINTS, z, seed=cfg.seed + 2).double().numpy()
         out.update({f"val/{k}": v for k, v in coverage(points, *targets).items()})

@@ -420,6 +420,38 @@ def _after_head(model: ModelSpec, inputs: dict, target: str) -> list[str]:
     return after[::-1]
 
 
+def lint_gan_part(part: str, spec: dict, meta: dict) -> list[Finding]:
+    """A GAN network's mistakes, with fixes: a discriminator that ends in a sigmoid (the loss takes logits), a
+    generator of images whose last layer is not a sigmoid (pixels lie between 0 and 1)."""
+    if not spec.get("nodes"):
+        return []
+    last = spec["nodes"][-1]
+    squashed = last["op"] == "activation" and last["params"].get("kind") == "sigmoid"
+    if part == "discriminator" and squashed:
+        return [
+            Finding(
+                "discriminator_sigmoid",
+                last["id"],
+                f"The discriminator ends in a sigmoid ('{last['id']}'), but the GAN's loss is binary cross-entropy "
+                "on logits, which applies the sigmoid itself. Remove it.",
+                "Remove sigmoid",
+                _remove(last["id"]),
+            )
+        ]
+    if part == "generator" and len(meta["input_shape"]) == 3 and not squashed:
+        return [
+            Finding(
+                "generator_images_without_sigmoid",
+                last["id"],
+                f"The generator makes images, whose pixels lie between 0 and 1, but it ends in '{last['id']}' "
+                f"({last['op']}). End it in a sigmoid.",
+                "Add a sigmoid",
+                _append_sigmoid,
+            )
+        ]
+    return []
+
+
 def _append_sigmoid(spec: dict, train: dict) -> tuple[dict, dict]:
     spec, node_id = insert_node(spec, "activation")
     return set_params(spec, node_id, {"kind": "sigmoid"}), train

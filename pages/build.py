@@ -15,7 +15,7 @@ from engine.data.builtin import BUILTINS
 from engine.data.prepare import prepare_builtin
 from engine.errors import LayerLabError, SpecError
 from engine.gan import gan_train, starter_gan
-from engine.linter import lint
+from engine.linter import lint, lint_gan_part
 from engine.registry import FAMILIES, get_op, ops
 from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
 from engine.transfer import match_weights, read_any_weights
@@ -156,8 +156,8 @@ sources = specs.input_sources(
     spec, seen
 )  # what a layer can read: "input" (and "input:review", …) with shapes
 shape_of = {i.id: i for i in infos}
-# A GAN's networks are checked as a pair when the run is created (their shapes, the discriminator's logit).
-findings = [] if part else lint(spec, meta, train, (infos, error))
+# A GAN's networks have mistakes of their own; their shapes are checked as a pair when the run is created.
+findings = lint_gan_part(part, spec, meta) if part else lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
 explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 

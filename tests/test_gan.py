@@ -13,7 +13,8 @@ from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin
 from engine.errors import ConfigError, SpecError
 from engine.evaluate import evaluate_run
-from engine.gan import SAMPLES_FILE, coverage, gan_train, starter_gan
+from engine.gan import SAMPLES_FILE, GanCoach, coverage, gan_train, starter_gan
+from engine.linter import lint_gan_part
 from engine.runs import create_run, execute, validate
 from tests.test_bundle import run_isolated, unzip
 from tests.test_cli import cli_here, run_cli
@@ -30,6 +31,21 @@ def test_coverage_counts_the_modes_the_points_fall_in():
     assert coverage(collapsed, centres, spread)["modes_covered"] == 0.25
     between = rng.uniform(1, 4, (400, 2))  # far from every mode
     assert coverage(between, centres, spread)["quality"] == 0.0
+
+
+def test_the_coach_says_when_the_discriminator_wins_and_when_the_modes_collapse():
+    coach = GanCoach()
+    winning = {"val/d_real_accuracy": 0.99, "val/d_fake_accuracy": 1.0, "val/spread_ratio": 0.9}
+    assert coach.look(winning) == [] and coach.look(winning) == []  # two epochs: not yet
+    (said,) = coach.look(winning)
+    assert said[0] == "discriminator_wins" and "learning rate" in said[1]
+    assert coach.look(winning) == []  # said once
+    balanced = {"val/d_real_accuracy": 0.6, "val/d_fake_accuracy": 0.55, "val/spread_ratio": 1.0}
+    assert GanCoach().look(balanced) == []
+    (said,) = GanCoach().look({**balanced, "val/spread_ratio": 0.1})
+    assert said[0] == "mode_collapse" and "vary 10%" in said[1]
+    (said,) = GanCoach().look({**balanced, "val/modes_covered": 0.25})
+    assert said[0] == "mode_collapse" and "covers 25% of the data's modes" in said[1]
 
 
 def test_a_gan_covers_most_modes_of_a_ring_of_gaussians(workspace):
@@ -65,6 +81,23 @@ def test_gan_mistakes_are_refused_with_the_fix(workspace):
     wide["generator"]["nodes"][-1]["params"]["out_features"] = 3
     with pytest.raises(SpecError, match="end it with a Dense layer of 2 units"):
         validate(wide, {"target": "gan"}, ds.meta)
+
+
+def test_the_linter_knows_a_gan_s_mistakes_and_fixes_them(workspace):
+    ds = prepare_builtin("digits")
+    spec = starter_gan(ds.meta)
+    assert lint_gan_part("generator", spec["generator"], ds.meta) == []
+    assert lint_gan_part("discriminator", spec["discriminator"], ds.meta) == []
+    squashed = {**spec["discriminator"], "nodes": [*spec["discriminator"]["nodes"],
+                {"id": "sig", "op": "activation", "params": {"kind": "sigmoid"}}]}  # fmt: skip
+    (finding,) = lint_gan_part("discriminator", squashed, ds.meta)
+    assert finding.rule == "discriminator_sigmoid"
+    assert finding.fix(squashed, {})[0]["nodes"][-1]["id"] == "d_out"
+    bare = {**spec["generator"], "nodes": spec["generator"]["nodes"][:-1]}
+    (finding,) = lint_gan_part("generator", bare, ds.meta)
+    fixed = finding.fix(bare, {})[0]
+    assert fixed["nodes"][-1]["params"]["kind"] == "sigmoid"
+    validate({**spec, "generator": fixed}, {"target": "gan"}, ds.meta)
 
 
 @pytest.fixture
