@@ -310,7 +310,7 @@ def _tales(n, noise, rng) -> str:
 
 def _mixture(name: str, n: int, noise: float, rng) -> tuple[np.ndarray, np.ndarray]:
     """Points from equal Gaussians: eight on a circle of radius 2 ("rings") or a 5×5 grid a unit apart ("grid"),
-    each of spread 0.02 + noise / 2; the label is the Gaussian a point came from."""
+    each of spread 0.02 + noise / 2; the label names the Gaussian a point came from (its centre)."""
     if name == "rings":
         angles = np.arange(8) * 2 * np.pi / 8
         centres = 2.0 * np.c_[np.cos(angles), np.sin(angles)]
@@ -320,8 +320,9 @@ def _mixture(name: str, n: int, noise: float, rng) -> tuple[np.ndarray, np.ndarr
             .reshape(-1, 2)
             .astype(float)
         )
-    y = rng.integers(0, len(centres), n)
-    return centres[y] + rng.normal(0, 0.02 + noise / 2, (n, 2)), y
+    k = rng.integers(0, len(centres), n)
+    names = np.array([f"({a:g}, {b:g})" for a, b in centres.round(2)], dtype=object)
+    return centres[k] + rng.normal(0, 0.02 + noise / 2, (n, 2)), names[k]
 
 
 def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int = 0):
@@ -384,8 +385,9 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
         x, y = _spiral(n_samples, noise, rng)
     elif name == "xor":
         x, y = _xor(n_samples, noise, rng)
-    elif name in ("rings", "grid"):
+    elif name in ("rings", "grid"):  # each point labelled by its mode's centre, a name, not a number
         x, y = _mixture(name, n_samples, noise, rng)
+        return {"frame": pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "mode": y}), "target": "mode"}
     elif name == "blobs":
         x, y = skd.make_blobs(n_samples, centers=4, cluster_std=1.0 + 10 * noise, random_state=seed)
     else:
