@@ -385,7 +385,7 @@ def load_builtin(name: str, n_samples: int = 1000, noise: float = 0.1, seed: int
         x, y = _spiral(n_samples, noise, rng)
     elif name == "xor":
         x, y = _xor(n_samples, noise, rng)
-    elif name in ("rings", "grid"):  # each point labelled by its mode's centre, a name, not a number
+    elif name in ("rings", "grid"):  # each point labelled by its mode's centre (a name)
         x, y = _mixture(name, n_samples, noise, rng)
         return {"frame": pd.DataFrame({"x1": x[:, 0], "x2": x[:, 1], "mode": y}), "target": "mode"}
     elif name == "blobs":
