@@ -1,5 +1,6 @@
 """A real Chromium against `streamlit run` on a free loopback port (../shared/TESTING.md)."""
 
+import json
 import os
 import shutil
 import signal
@@ -122,6 +123,16 @@ def server(tmp_path):
         proc.wait(10)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
+    # Run workers live in sessions of their own (a run outlives the app): a test that failed mid-run leaves one
+    # training, which would slow every test after it. Its workspace's workers end with it.
+    for status in (tmp_path / "workspace" / "runs").glob("*/status.json"):
+        try:
+            info = json.loads(status.read_text())
+            pid = int(info.get("pid") or 0)
+            if pid > 1 and info.get("state") in ("queued", "running"):  # (a finished run's pid may be reused)
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
 
 
 def use_session(server, dataset, spec: dict, run_id: str | None, **train) -> str:
