@@ -129,7 +129,10 @@ def server(tmp_path):
         try:
             info = json.loads(status.read_text())
             pid = int(info.get("pid") or 0)
-            if pid > 1 and info.get("state") in ("queued", "running"):  # (a finished run's pid may be reused)
+            if pid > 1 and info.get("state") in (
+                "queued",
+                "running",
+            ):  # (a finished run's pid may be reused)
                 os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
             pass
