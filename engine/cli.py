@@ -353,6 +353,7 @@ def _evaluate(args) -> int:
         "baselines",
         "ratios",
         "by_step",
+        "judged",
     )
     print(json.dumps({k: report[k] for k in keep if k in report}, indent=1))
     return 0

@@ -406,7 +406,7 @@ def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
 def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
     """A GAN on a split: its discriminator's accuracy on the split's rows and on as many generated samples, samples
     to look at (points: 1,000, beside the split's own) and, for 2-D points with labelled modes, the modes covered."""
-    from engine.gan import DISCRIMINATOR, VIEW_POINTS, VIEW_SAMPLES, coverage, modes
+    from engine.gan import DISCRIMINATOR, VIEW_POINTS, VIEW_SAMPLES, class_figures, coverage, modes
     from engine.predict import noise_size
 
     x, y = dataset.split(split)
@@ -446,6 +446,9 @@ def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
         result["samples"] = _samples(
             generator_samples(generator, VIEW_SAMPLES, noise, seed=0), dataset.meta, image
         )
+    classes = dataset.meta.get("classes")
+    if image and classes and len(classes) > 1:  # a classifier of the real images judges both
+        result["judged"] = class_figures(*dataset.split("train"), classes, x, made)
     return {**result, "summary": summary}
 
 

@@ -185,6 +185,47 @@ def modes(x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray] | N
     return centres, spread
 
 
+JUDGE_ROWS, JUDGE_EPOCHS = (
+    10_000,
+    10,
+)  # the quality figure's classifier: its training rows and epochs
+
+
+def class_figures(
+    x_train, y_train, classes: list, real: torch.Tensor, made: torch.Tensor, seed: int = 0
+) -> dict:
+    """The quality figure of a GAN of labelled images: a small classifier trained here on the real training images
+    (an MLP, seeded, at most JUDGE_ROWS rows for JUDGE_EPOCHS epochs) judges real test images and as many generated
+    ones. For each: its mean confidence (the top class's probability: high when the images look like some class)
+    and the share of classes it predicts for at least a quarter of their fair share of images (low: mode
+    collapse)."""
+    torch.manual_seed(seed)
+    x, y = as_input(x_train[:JUDGE_ROWS]).float().flatten(1), y_train[:JUDGE_ROWS].long()
+    judge = torch.nn.Sequential(
+        torch.nn.Linear(x.shape[1], 256), torch.nn.ReLU(), torch.nn.Linear(256, len(classes))
+    )
+    optimizer = torch.optim.Adam(judge.parameters(), lr=1e-3)
+    order = torch.Generator().manual_seed(seed)
+    for _ in range(JUDGE_EPOCHS):
+        for batch in torch.randperm(len(x), generator=order).split(64):
+            loss = F.cross_entropy(judge(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    @torch.no_grad()
+    def figures(images: torch.Tensor) -> dict[str, float]:
+        probs = judge(images.float().flatten(1)).softmax(1)
+        counts = torch.bincount(probs.argmax(1), minlength=len(classes)).double()
+        fair = len(images) / len(classes)
+        return {
+            "confidence": float(probs.max(1).values.mean()),
+            "classes_covered": float((counts >= 0.25 * fair).double().mean()),
+        }
+
+    return {"real": figures(as_input(real)), "generated": figures(made)}
+
+
 def coverage(points: np.ndarray, centres: np.ndarray, spread: np.ndarray) -> dict[str, float]:
     """How generated 2-D points cover a mixture's modes: a point is of a mode when within 3 of its spreads of the
     mode's centre (its nearest); a mode is covered when at least a quarter of its fair share of points is of it.

@@ -140,6 +140,11 @@ def test_cli_gan_of_images_writes_pngs_and_refuses_its_flags_elsewhere(
     ds = prepare_builtin("digits")
     run = create_run(starter_gan(ds.meta), {**gan_train(ds.meta), "epochs": 2}, ds.path)
     execute(run)
+    # the quality figure: a classifier of the real digits is sure of them and sees every class; two epochs of
+    # a GAN make blurs it is far less sure of
+    judged = evaluate_run(run)["judged"]
+    assert judged["real"]["confidence"] > 0.7 and judged["real"]["classes_covered"] == 1.0
+    assert judged["generated"]["confidence"] < judged["real"]["confidence"]
     code, err = cli_here(capsys, "generate", run, "--n", "3", "--out", tmp_path / "png")
     assert code == 0, err
     pictures = sorted((tmp_path / "png").glob("*.png"))
