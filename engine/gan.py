@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.compiler import compile_spec
 from engine.errors import ConfigError, SpecError
-from engine.portable import as_input
+from engine.portable import as_input, generator_samples
 from engine.spec import SPEC_VERSION, data_inputs, parse_spec
 from engine.workspace import atomic_write_json
 
@@ -121,7 +121,7 @@ def parse_gan(spec: dict) -> GanSpec:
 
 
 def compile_gan(spec: dict, meta: dict, seed: int | None = None):
-    """The generator and the discriminator as models, and their layers' shapes; SpecError where either does not fit
+    """The spec, the generator and the discriminator as models; SpecError where either does not fit
     the data: the generator must make samples of the data's shape, the discriminator give one logit."""
     gan = parse_gan(spec)
     if meta.get("vocab_size") or meta.get("inputs"):
@@ -157,7 +157,7 @@ def compile_gan(spec: dict, meta: dict, seed: int | None = None):
             "the discriminator ends in a sigmoid, but the GAN's loss is binary cross-entropy on logits, which "
             "applies the sigmoid itself: remove the sigmoid.",
         )
-    return gan, generator, discriminator, g_infos, d_infos
+    return gan, generator, discriminator
 
 
 def validate_gan(spec: dict, cfg, meta: dict) -> GanSpec:
@@ -245,13 +245,6 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, target))
 
 
-def sample(generator, n: int, noise: int, seed: int = 0) -> torch.Tensor:
-    """`n` generated samples from noise drawn with `seed` (on the generator's device; returned on the CPU)."""
-    from engine.portable import generator_samples
-
-    return generator_samples(generator, n, noise, seed)
-
-
 def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -> dict:
     """Train a GAN (see the module's notes); returns the `run_finished` event (also emitted)."""
     from engine.export import save_weights
@@ -262,11 +255,10 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
     from engine.train.options import build_optimizer
 
     device = resolve_device(cfg.device)
-    gan, generator, discriminator, g_infos, d_infos = compile_gan(spec, dataset.meta, seed=cfg.seed)
+    gan, generator, discriminator = compile_gan(spec, dataset.meta, seed=cfg.seed)
     generator.to(device).train(), discriminator.to(device).train()
     x_train = dataset.split("train")[0].to(device)
-    x_val, y_val = dataset.split("val")
-    x_val, y_val = x_val[:VAL_ROWS], y_val[:VAL_ROWS]
+    x_val = dataset.split("val")[0][:VAL_ROWS]
     targets = modes(*dataset.split("train"))
     n, bs, z = len(x_train), cfg.batch_size, gan.noise
     opt_d = build_optimizer(cfg, discriminator.parameters(), device)
@@ -299,7 +291,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
     def view(epoch: int) -> None:
         if out_dir is None:
             return
-        made = sample(generator, view_noise, z, seed=cfg.seed)
+        made = generator_samples(generator, view_noise, z, seed=cfg.seed)
         generator.train()
         atomic_write_json(
             Path(out_dir) / SAMPLES_FILE,
@@ -347,7 +339,7 @@ def fit_gan(spec: dict, dataset, cfg, emit, should_stop, out_dir: Path | None) -
         if not math.isfinite(train_d):
             status = "diverged"
             break
-        metrics = _validate(generator, discriminator, x_val, y_val, z, cfg, targets)
+        metrics = _validate(generator, discriminator, x_val, z, cfg, targets)
         # "loss" (what run lists and the loss chart show) is the discriminator's: real against generated
         metrics = {"train/loss": train_d, "val/loss": metrics["val/d_loss"], **metrics}
         for kind, message in coach.look(metrics):
@@ -412,7 +404,7 @@ class GanCoach:
 
 
 @torch.no_grad()
-def _validate(generator, discriminator, x_val, y_val, z: int, cfg, targets) -> dict[str, float]:
+def _validate(generator, discriminator, x_val, z: int, cfg, targets) -> dict[str, float]:
     """The losses and the discriminator's accuracy on validation rows and as many generated samples (fixed noise),
     and on 2-D mixtures the modes covered."""
     generator.eval(), discriminator.eval()
@@ -436,7 +428,7 @@ def _validate(generator, discriminator, x_val, y_val, z: int, cfg, targets) -> d
     spread = (fake.flatten(1).std(0).mean() / real.flatten(1).std(0).mean().clamp_min(1e-12)).item()
     out["val/spread_ratio"] = spread
     if targets is not None:
-        points = sample(generator, VIEW_POINTS, z, seed=cfg.seed + 2).double().numpy()
+        points = generator_samples(generator, VIEW_POINTS, z, seed=cfg.seed + 2).double().numpy()
         out.update({f"val/{k}": v for k, v in coverage(points, *targets).items()})
     generator.train(), discriminator.train()
     return out

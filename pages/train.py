@@ -44,8 +44,9 @@ with settings:
     # The loss choices depend on the autoencoder switch under Advanced, drawn further down: read its value first.
     # An autoencoder reads a table or images; windows of a series or of a text have targets of their own.
     can_reconstruct = meta["task"] in ("classification", "regression")
-    # A model with a Gaussian latent trains as a VAE, and only as one: the model decides, not a switch.
-    gan = is_gan(state.whole_spec())  # a GAN's two networks train as one: see the Build page
+    # The model decides, not a switch: a GAN's two networks train as one (see the Build page), and a model with a
+    # Gaussian latent trains as a VAE, and only as one.
+    gan = is_gan(state.whole_spec())
     vae = not gan and variational(state.spec(), meta)
     reconstruct = can_reconstruct and st.session_state.get(
         "train.reconstruct", saved["target"] == "input"
@@ -122,15 +123,15 @@ with settings:
         format_func=lambda d: f"auto ({resolve_device('auto').type})" if d == "auto" else d,
     )
     processes, machines, ray = run_on(device)
-    vae_settings = {}
+    task_settings = {}
     if gan:
         st.caption(
             "A GAN: each batch, the discriminator learns to tell the data from the generator's samples, then the "
             "generator learns to fool it. The learning rate above is the discriminator's."
         )
-        vae_settings = settings_inputs(TrainConfig, ("g_lr", "d_steps"), {**saved, "g_lr": saved["g_lr"] or lr},
+        task_settings = settings_inputs(TrainConfig, ("g_lr", "d_steps"), {**saved, "g_lr": saved["g_lr"] or lr},
                                        "train.")  # fmt: skip
-        vae_settings["gan_loss"] = st.selectbox(
+        task_settings["gan_loss"] = st.selectbox(
             "GAN loss", ["non_saturating", "minimax"],
             index=["non_saturating", "minimax"].index(saved["gan_loss"]), key="train.gan_loss",
             help=TrainConfig.model_fields["gan_loss"].description,
@@ -140,7 +141,7 @@ with settings:
             "The model has a Gaussian latent layer, so it trains as a variational autoencoder: the "
             "reconstruction loss plus β times the KL term."
         )
-        vae_settings = settings_inputs(TrainConfig, ("beta", "kl_warmup"), saved, "train.")
+        task_settings = settings_inputs(TrainConfig, ("beta", "kl_warmup"), saved, "train.")
     with st.expander("Advanced"):
         if can_reconstruct and not vae and not gan:
             st.checkbox(
@@ -212,7 +213,7 @@ with settings:
         "memory_budget_mb": budget,
         "class_weights": weighted,
         "freeze": freeze,
-        **vae_settings,
+        **task_settings,
         **controls,
     }
     state.set_train(config)
