@@ -69,8 +69,9 @@ def gan_train(meta: dict) -> dict:
 
 
 def starter_gan(meta: dict) -> dict:
-    """The GAN a dataset gets: MLPs both ways (LeakyReLU in the discriminator), the generator ending in a sigmoid for
-    images (pixels from 0 to 1) and in plain numbers otherwise."""
+    """The GAN a dataset gets: MLPs both ways (LeakyReLU in the discriminator); for images the generator has batch
+    norm after its hidden layers (without it, on the digits, every sample became the same image) and ends in a
+    sigmoid (pixels from 0 to 1); for numbers it ends in plain numbers."""
     shape = list(meta["input_shape"])
     size, image = math.prod(shape), len(shape) == 3
     hidden = 256 if size > 64 else 128
@@ -78,10 +79,15 @@ def starter_gan(meta: dict) -> dict:
     def node(node_id, op, **params):
         return {"id": node_id, "op": op, "params": params}
 
+    norm = (
+        [node("g_bn_1", "batchnorm")] if image else []
+    )  # keeps an image generator from collapsing
     generator = [
         node("g_1", "linear", out_features=hidden),
+        *norm,
         node("g_relu_1", "activation", kind="relu"),
         node("g_2", "linear", out_features=hidden),
+        *([node("g_bn_2", "batchnorm")] if image else []),
         node("g_relu_2", "activation", kind="relu"),
         node("g_out", "linear", out_features=size),
     ]

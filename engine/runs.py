@@ -179,7 +179,9 @@ def create_run(
 
 
 def saved_checkpoints(run_dir: Path) -> list[str]:
-    """The weights a branch can start from, of "best", "last", "final"."""
+    """The weights a branch can start from, of "best", "last", "final" (none for a GAN: it trains from the start)."""
+    if is_gan(read_json(Path(run_dir) / "spec.json", {})):
+        return []
     return [k for k, rel in CHECKPOINTS.items() if (Path(run_dir) / rel).exists()]
 
 
