@@ -21,15 +21,14 @@ from engine.portable import (
     PREDICT_BATCH,
     as_input,
     decode_tokens,
-    decoded_rows,
     generate,
     generator_samples,
-    images_uint8,
     interpolation,
     latent_layer,
     model_outputs,
     prior_samples,
     probabilities,
+    shown_samples,
     target_units,
 )
 from engine.tasks import task_for, usual_loss
@@ -353,9 +352,9 @@ def vae_report(model, dataset, split: str, loss: str) -> dict:
         },
         "loss": loss,
         "image": image,
-        "originals": _samples(actual[:show], dataset.meta, image),
-        "reconstructions": _samples(out[:show], dataset.meta, image),
-        "samples": _samples(samples, dataset.meta, image),
+        "originals": shown_samples(actual[:show], dataset.meta),
+        "reconstructions": shown_samples(out[:show], dataset.meta),
+        "samples": shown_samples(samples, dataset.meta),
         "latent": latent_map(code[:LATENT_POINTS], y[:LATENT_POINTS], dataset.meta),
         "worst": [],
     }
@@ -372,13 +371,6 @@ def reconstruction_loss(
     else:
         per_value = LOSSES[loss].fn(out, actual, reduction="none")
     return per_value.flatten(1).sum(1)
-
-
-def _samples(out: torch.Tensor, meta: dict, image: bool) -> list:
-    """Generated or rebuilt rows to show: uint8 pictures as nested lists, or table rows as records."""
-    if image:
-        return images_uint8(out).tolist()
-    return decoded_rows(out.flatten(1), meta.get("preprocessing") or {}).to_dict("records")
 
 
 def latent_map(code: torch.Tensor, y: torch.Tensor, meta: dict) -> dict:
@@ -417,19 +409,7 @@ def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
     if judge.exists():
         discriminator, _ = load_model(judge)
         discriminator.eval()
-        with torch.no_grad():
-            on_real = torch.cat(
-                [
-                    discriminator(as_input(x[i : i + PREDICT_BATCH]))
-                    for i in range(0, len(x), PREDICT_BATCH)
-                ]
-            )
-            on_fake = torch.cat(
-                [
-                    discriminator(made[i : i + PREDICT_BATCH])
-                    for i in range(0, len(made), PREDICT_BATCH)
-                ]
-            )
+        on_real, on_fake = model_outputs(discriminator, x), model_outputs(discriminator, made)
         summary["d_real_accuracy"] = float((on_real > 0).float().mean())
         summary["d_fake_accuracy"] = float((on_fake < 0).float().mean())
     image = len(dataset.input_shape) == 3
@@ -443,8 +423,8 @@ def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
             "generated": points.tolist(),
         }
     else:
-        result["samples"] = _samples(
-            generator_samples(generator, VIEW_SAMPLES, noise, seed=0), dataset.meta, image
+        result["samples"] = shown_samples(
+            generator_samples(generator, VIEW_SAMPLES, noise, seed=0), dataset.meta
         )
     classes = dataset.meta.get("classes")
     if image and classes and len(classes) > 1:  # a classifier of the real images judges both
@@ -460,7 +440,7 @@ def vae_interpolation(run_dir: Path, split: str, a: int, b: int, steps: int = 8)
     if not ends_in_squash(model) and LOSSES[_run_loss(Path(run_dir), dataset)].targets == "binary":
         out = out.sigmoid()
     image = len(dataset.input_shape) == 3
-    return {"image": image, "steps": _samples(out, dataset.meta, image)}
+    return {"image": image, "steps": shown_samples(out, dataset.meta)}
 
 
 def outputs(model, x: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from engine.compiler import compile_spec
 from engine.errors import ConfigError, SpecError
-from engine.portable import as_input, generator_samples
+from engine.portable import as_input, generator_samples, shown_samples
 from engine.spec import SPEC_VERSION, data_inputs, parse_spec
 from engine.workspace import atomic_write_json
 
@@ -442,10 +442,8 @@ def _validate(generator, discriminator, x_val, z: int, cfg, targets) -> dict[str
 
 def _shown(made: torch.Tensor, meta: dict) -> dict:
     """Generated samples to draw: 2-D points as two lists, pictures as uint8 nested lists."""
-    from engine.portable import images_uint8
-
     if len(meta["input_shape"]) == 3:
-        return {"image": True, "samples": images_uint8(made).tolist()}
+        return {"image": True, "samples": shown_samples(made, meta)}
     return {
         "image": False,
         "x": made[:, 0].tolist(),

@@ -839,6 +839,14 @@ def generator_samples(model: torch.nn.Module, n: int, noise: int, seed: int = 0)
     return model(z.to(next(model.parameters()).device)).float().cpu()
 
 
+def shown_samples(out: torch.Tensor, meta: dict) -> list:
+    """Generated or rebuilt samples to show: pictures as uint8 nested lists, or table rows as records in the
+    columns' own terms."""
+    if len(meta["input_shape"]) == 3:
+        return images_uint8(out).tolist()
+    return decoded_rows(out.flatten(1), meta.get("preprocessing") or {}).to_dict("records")
+
+
 def sample_files(out: torch.Tensor, meta: dict) -> dict[str, bytes]:
     """Generated samples as files: one PNG per image (sample_000.png, …), or the rows in samples.csv."""
     if len(meta["input_shape"]) != 3:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from engine.portable import as_input, decode_tokens, decoded_rows, generate, images_uint8
+from engine.portable import as_input, decode_tokens, generate, shown_samples
 from engine.train import boundary
 from engine.train.checkpoint import save_state
 from engine.train.core import healthy
@@ -173,10 +173,9 @@ class Rebuilds(Callback):
             out = s.model(self.x.to(s.data[0].device)).float().cpu()
         s.model.train(was_training)
         pictures = len(self.meta["input_shape"]) == 3
-        shown = (lambda t: images_uint8(t).tolist()) if pictures else (
-            lambda t: decoded_rows(t.flatten(1), self.meta.get("preprocessing") or {}).to_dict("records"))  # fmt: skip
         atomic_write_json(self.path, {"epoch": s.epoch, "step": s.step, "image": pictures,
-                                      "originals": shown(self.x), "rebuilt": shown(out)})  # fmt: skip
+                                      "originals": shown_samples(self.x, self.meta),
+                                      "rebuilt": shown_samples(out, self.meta)})  # fmt: skip
         self.next = time.perf_counter() + SAMPLE_EVERY_S
 
     def on_sync(self, s):

@@ -280,6 +280,23 @@ def start_training(page, epochs: int) -> None:
     page.get_by_role("button", name="Start training").click()
 
 
+def live_changes(page, epochs: int, shown) -> tuple[dict, set]:
+    """Start a run of `epochs` on the Train page and watch the live view while it trains, until `shown(page)` (what
+    the view shows now, "" before anything) has taken two different values. Returns the run and the values seen;
+    the caller asserts on them."""
+    from engine.runs import list_runs, read_status
+
+    before = {r["id"] for r in list_runs()}
+    start_training(page, epochs)
+    run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None))
+    seen: set = set()
+    while read_status(run["path"])["state"] in ("queued", "running") and len(seen) < 2:
+        if value := shown(page):
+            seen.add(value)
+        page.wait_for_timeout(300)
+    return run, seen
+
+
 def new_run_finished(page, before: set[str], timeout: float = 120.0) -> dict:
     """Wait for the run that appeared since `before` (run ids) to finish, on disk and then on the page (its own
     heading, then "Run completed"): never for a text that a run shown before may already have put there."""

@@ -5,18 +5,16 @@ generate points on the Predict page."""
 from playwright.sync_api import expect
 
 from engine.data.prepare import prepare_builtin
-from engine.runs import list_runs, read_status
 from engine.templates import starter_for
 from tests.browser.conftest import (
+    live_changes,
     no_exceptions,
     open_page,
     settle,
     shot,
-    start_training,
     stop_and_wait,
     use_template,
     visit,
-    wait_until,
 )
 
 LIVE = "Generated from fixed noise"
@@ -45,14 +43,7 @@ def test_a_gan_trains_live_evaluates_and_generates(server, page):
 
     open_page(page, "Train")
     expect(page.get_by_text("A GAN: each batch")).to_be_visible()
-    before = {r["id"] for r in list_runs()}
-    start_training(page, 3000)
-    run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None))
-    captions = set()
-    while read_status(run["path"])["state"] in ("queued", "running") and len(captions) < 2:
-        if caption := live_caption(page):
-            captions.add(caption)
-        page.wait_for_timeout(300)
+    run, captions = live_changes(page, 3000, live_caption)
     assert len(captions) >= 2, captions  # the generated points were redrawn while it trained
     page.locator(".gtitle", has_text="Discriminator and generator per epoch").first.wait_for()
     stop_and_wait(page, run["path"])

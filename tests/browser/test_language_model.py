@@ -9,16 +9,14 @@ from playwright.sync_api import expect
 
 from engine.data.builtin import _tales
 from engine.predict import generate_text, load_predictor
-from engine.runs import list_runs, read_status
 from tests.browser.conftest import (
+    live_changes,
     no_exceptions,
     open_page,
     settle,
     shot,
-    start_training,
     stop_and_wait,
     use_template,
-    wait_until,
 )
 from tests.browser.test_upload import upload
 
@@ -62,14 +60,7 @@ def test_a_text_file_trains_a_language_model_that_writes(server, page, tmp_path)
     page.get_by_text("Early stopping", exact=True).click()
     settle(page)
     expect(early).not_to_be_checked()
-    before = {r["id"] for r in list_runs()}
-    start_training(page, 1000)
-    run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None))
-    texts = set()
-    while read_status(run["path"])["state"] in ("queued", "running") and len(texts) < 2:
-        if text := written(page):
-            texts.add(text)
-        page.wait_for_timeout(300)
+    run, texts = live_changes(page, 1000, written)
     assert len(texts) >= 2, texts
     stop_and_wait(page, run["path"])
     page.get_by_text("Run stopped").first.wait_for(timeout=60_000)

@@ -7,18 +7,16 @@ import zipfile
 from playwright.sync_api import expect
 
 from engine.data.prepare import prepare_builtin
-from engine.runs import list_runs, read_status
 from engine.templates import starter_for
 from tests.browser.conftest import (
+    live_changes,
     no_exceptions,
     open_page,
     settle,
     shot,
-    start_training,
     stop_and_wait,
     use_template,
     visit,
-    wait_until,
 )
 
 LIVE = "what the model rebuilds of them now"
@@ -41,14 +39,7 @@ def test_a_vae_trains_live_evaluates_and_generates(server, page, tmp_path):
     open_page(page, "Train")
     expect(page.get_by_text("it trains as a variational autoencoder")).to_be_visible()
     expect(page.get_by_role("spinbutton", name="KL warm-up (epochs)")).to_have_value("5")
-    before = {r["id"] for r in list_runs()}
-    start_training(page, 3000)
-    run = wait_until(lambda: next((r for r in list_runs() if r["id"] not in before), None))
-    captions = set()
-    while read_status(run["path"])["state"] in ("queued", "running") and len(captions) < 2:
-        if caption := rebuilt_caption(page):
-            captions.add(caption)
-        page.wait_for_timeout(300)
+    run, captions = live_changes(page, 3000, rebuilt_caption)
     assert len(captions) >= 2, captions  # the reconstructions were redrawn while it trained
     page.get_by_text("Reconstruction and KL per epoch").first.wait_for()
     stop_and_wait(page, run["path"])
