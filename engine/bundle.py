@@ -22,7 +22,8 @@ import torch
 from engine import __version__, portable
 from engine.codegen import model_code
 from engine.compiler import infer_shapes
-from engine.data.store import load_dataset, prediction_meta
+from engine.data.folds import run_dataset
+from engine.data.store import prediction_meta
 from engine.errors import LayerLabError
 from engine.evaluate import ends_in_squash
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
@@ -168,7 +169,7 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
         "status": final.get("status"),
     }
     try:
-        dataset = load_dataset(json.loads((run_dir / "train.json").read_text())["dataset_dir"])
+        dataset = run_dataset(json.loads((run_dir / "train.json").read_text()))
     except (KeyError, OSError, LayerLabError):
         dataset = None
         skipped["train.py"] = "the run's dataset is no longer in the workspace"

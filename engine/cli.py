@@ -43,36 +43,37 @@ TRAIN_FLAGS = (
 
 
 def _train(args) -> int:
+    _check_where(args)
+    out = Path(args.out).resolve()
+    dataset = _prepared(args, out / "dataset")
+    if args.folds:
+        return _cross_validate(args, dataset, out)
+    return _run(args, dataset, out)
+
+
+def _prepared(args, root: Path):
+    """The data file prepared as the Data page does (its dataset folder under `root`)."""
     from engine.data.images import is_archive
     from engine.data.prepare import prepare_file, prepare_images
     from engine.data.readers import read_table
     from engine.data.tabular import suggest_columns
 
-    _check_where(args)
     _check_task_flags(args)
     data = Path(args.data)
     if not data.is_file():
         raise LayerLabError(
             f"no such data file: {data}. Pass the path of a table or an image archive with --data."
         )
-    out = Path(args.out).resolve()
     raw = _read_within(data, ARCHIVE_BYTES if is_archive(data.name) else DATA_BYTES)
     if is_archive(data.name):  # images: folder names, MNIST or CIFAR labels
-        dataset = prepare_images(
-            raw,
-            data.name,
-            size=args.image_size,
-            grayscale=args.grayscale,
-            seed=args.seed,
-            root=out / "dataset",
-        )
-        return _run(args, dataset, out)
+        return prepare_images(raw, data.name, size=args.image_size, grayscale=args.grayscale,
+                              seed=args.seed, root=root, split=_split(args))  # fmt: skip
     if args.task == "language_model":
-        return _run(args, _corpus_data(args, raw, data.name, out), out)
+        return _corpus_data(args, raw, data.name, root)
     if not args.target:
         raise LayerLabError("--target is required for a table: name the column to predict.")
     if args.task == "forecast":
-        return _run(args, _forecast_data(args, raw, data.name, out), out)
+        return _forecast_data(args, raw, data.name, root)
     plans, source = None, None
     if (
         args.text_column
@@ -90,17 +91,17 @@ def _train(args) -> int:
             else p
             for p in suggest_columns(frame, args.target)
         ]
-    dataset = prepare_file(
+    return prepare_file(
         raw,
         data.name,
         args.target,
         task=None if args.task in ("vae", "gan") else args.task,
         plans=plans,
         seed=args.seed,
-        root=out / "dataset",
+        root=root,
         source=source,
+        split=_split(args),
     )
-    return _run(args, dataset, out)
 
 
 TASK_FLAGS = {  # the flags only these tasks take
@@ -120,7 +121,7 @@ def _check_task_flags(args) -> None:
             )
 
 
-def _forecast_data(args, raw: bytes, name: str, out: Path):
+def _forecast_data(args, raw: bytes, name: str, root: Path):
     from engine.data.prepare import prepare_series_file
     from engine.data.series import SeriesOptions
 
@@ -135,10 +136,10 @@ def _forecast_data(args, raw: bytes, name: str, out: Path):
         "scale": not args.no_scale,
     }
     options = SeriesOptions.parse({k: v for k, v in given.items() if v is not None})
-    return prepare_series_file(raw, name, options, root=out / "dataset")
+    return prepare_series_file(raw, name, options, root=root)
 
 
-def _corpus_data(args, raw: bytes, name: str, out: Path):
+def _corpus_data(args, raw: bytes, name: str, root: Path):
     from engine.data.corpus import CorpusOptions
     from engine.data.prepare import prepare_corpus_file
 
@@ -151,7 +152,7 @@ def _corpus_data(args, raw: bytes, name: str, out: Path):
         raise LayerLabError(
             f"{name} is a table: name the column of text to learn with --text-column (or pass a plain .txt file)."
         )
-    return prepare_corpus_file(raw, name, options, text_column=column, root=out / "dataset")
+    return prepare_corpus_file(raw, name, options, text_column=column, root=root)
 
 
 def _generate(args) -> int:
@@ -191,9 +192,64 @@ def _read_within(path: Path, budget) -> bytes:
     return path.read_bytes()
 
 
+def _split(args):
+    """--val-split and --test-split (each default 0.15) as a Split; a share out of range says so."""
+    from pydantic import ValidationError
+
+    from engine.data.tabular import Split
+
+    given = {"val": args.val_split, "test": args.test_split}
+    try:
+        return Split.model_validate({k: v for k, v in given.items() if v is not None})
+    except ValidationError as e:
+        first = e.errors()[0]
+        flag = f"--{first['loc'][0]}-split " if first["loc"] else ""
+        raise LayerLabError(f"{flag}{first['msg'].removeprefix('Value error, ')}.") from None
+
+
 def _run(args, dataset, out: Path) -> int:
-    from engine.gan import gan_train, starter_gan
     from engine.runs import create_run
+
+    spec, train = _spec_train(args, dataset)
+    for note in dataset.meta.get("notices") or []:
+        print(f"note: {note}", file=sys.stderr)
+    nodes = args.nodes or 1
+    if nodes > 1 and not args.emit_launch:
+        raise LayerLabError(
+            "--nodes needs --emit-launch torchrun|slurm|kubernetes: the run is started on the other "
+            "machines by the files it writes."
+        )
+    processes = args.nproc or 1
+    run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name,
+                         processes=processes, nodes=nodes if args.emit_launch else 1)  # fmt: skip
+    if args.emit_launch:
+        return _emit_launch(run_dir, args.emit_launch, nodes, processes, train["device"])
+    return _start(run_dir, args)
+
+
+def _cross_validate(args, dataset, out: Path) -> int:
+    """k runs, one per fold, trained here one after the other; the last line holds the folds' summary."""
+    from engine.crossval import create_folds, summary
+
+    if args.nproc or args.ray or args.emit_launch:
+        raise LayerLabError(
+            "--folds trains its runs in this process: leave out --nproc, --ray and --emit-launch."
+        )
+    spec, train = _spec_train(args, dataset)
+    runs = create_folds(spec, train, dataset.path, args.folds, name=out.name,
+                        run_dirs_=[out / f"fold-{i + 1}" for i in range(args.folds)])  # fmt: skip
+    for run_dir in runs:
+        code = _start(run_dir, args)
+        if code not in (0, 1):  # a signal stopped it: the other folds wait
+            return code
+    result = summary(runs)
+    print(json.dumps({"type": "cross_validation_finished", "k": args.folds, **result}))
+    return 0 if all(f["state"] == "completed" for f in result["folds"]) else 1
+
+
+def _spec_train(args, dataset) -> tuple[dict, dict]:
+    """The model (--spec, else the one proposed for the data) and train.json's settings from the flags."""
+    from engine.gan import gan_train, starter_gan
     from engine.templates import build, starter_for, starter_train, vae_template
 
     if args.spec:
@@ -232,20 +288,88 @@ def _run(args, dataset, out: Path) -> int:
     )  # e.g. a forecaster's early stopping
     flags = (*TRAIN_FLAGS, *option_settings())
     train.update({name: getattr(args, name) for name in flags if getattr(args, name) is not None})
-    for note in dataset.meta.get("notices") or []:
-        print(f"note: {note}", file=sys.stderr)
-    nodes = args.nodes or 1
-    if nodes > 1 and not args.emit_launch:
+    return spec, train
+
+
+def _search(args) -> int:
+    """A study: its worker processes train the trials as queued runs; one JSON line per finished trial."""
+    import signal
+    import time
+
+    from engine import search
+    from engine.scheduler import dispatch
+
+    out = Path(args.out).resolve()
+    try:
+        space = json.loads(Path(args.space).read_text())
+    except FileNotFoundError:
+        raise LayerLabError(f"no such space file: {args.space}.") from None
+    except json.JSONDecodeError as e:
         raise LayerLabError(
-            "--nodes needs --emit-launch torchrun|slurm|kubernetes: the run is started on the other "
-            "machines by the files it writes."
+            f"the space file {args.space} is not valid JSON ({e.msg}, line {e.lineno})."
+        ) from None
+    if (out / "study.json").exists():
+        raise LayerLabError(f"{out} already holds a study: choose a new --out folder.")
+    dataset = _prepared(args, out / "dataset")
+    spec, train = _spec_train(args, dataset)
+    metric = args.metric or search.metric_choices(dataset.meta, train)[-1]
+    study_dir = search.create_study(
+        {"name": args.name or out.name, "dataset_dir": str(dataset.path), "spec": spec, "train": train,
+         "space": space, "metric": metric, "direction": args.direction or search.default_direction(metric),
+         "sampler": args.sampler, "pruner": args.pruner, "trials": args.trials, "workers": args.workers,
+         "seed": args.seed},
+        out,
+    )  # fmt: skip
+    search.start(study_dir)
+    stopping = []
+    previous = signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
+    printed: set[int] = set()
+    try:
+        while True:
+            alive = search.running(study_dir)
+            study = search.load(study_dir)
+            for row in search.trial_rows(study):
+                if row["state"] != "running" and row["number"] not in printed:
+                    printed.add(row["number"])
+                    print(json.dumps({"type": "trial_finished", **row}), flush=True)
+            if not alive:
+                break
+            if stopping and not (study_dir / "stop").exists():
+                search.request_stop(study_dir)
+                print(
+                    "stopping the study: the running trials stop at their next step",
+                    file=sys.stderr,
+                )
+            dispatch()  # no app is serving the run queue
+            time.sleep(1.0)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    top = search.best(study)
+    print(json.dumps({"type": "study_finished", "best_value": top and top["value"],
+                      "best_params": top and top["params"], "best_run": top and top["run"],
+                      "trials": len(printed), "study": str(study_dir)}))  # fmt: skip
+    return 130 if stopping else 0 if top else 1
+
+
+def _lr_find(args) -> int:
+    import tempfile
+
+    from engine.runs import validate
+    from engine.train.lr_find import lr_range_test
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = _prepared(args, Path(tmp))
+        spec, train = _spec_train(args, dataset)
+        _, cfg = validate(spec, train, dataset.meta)
+        result = lr_range_test(spec, dataset, cfg, low=args.low, high=args.high, steps=args.steps)
+    if result["suggestion"] is None:
+        print(
+            "note: the loss did not fall over the sweep; try more steps or a wider range",
+            file=sys.stderr,
         )
-    processes = args.nproc or 1
-    run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name,
-                         processes=processes, nodes=nodes if args.emit_launch else 1)  # fmt: skip
-    if args.emit_launch:
-        return _emit_launch(run_dir, args.emit_launch, nodes, processes, train["device"])
-    return _start(run_dir, args)
+    print(json.dumps({"type": "lr_found", "suggested_lr": result["suggestion"],
+                      **{k: result[k] for k in ("lrs", "losses", "stopped_at", "seconds")}}))  # fmt: skip
+    return 0
 
 
 def _check_where(args) -> None:
@@ -428,13 +552,11 @@ def option_settings() -> dict[str, list[str]]:
     return users
 
 
-def main(argv=None) -> int:
+def _data_and_model(t) -> None:
+    """The flags that say what to train on and how (train, search and lr-find share them)."""
     from engine.train.config import TrainConfig
     from engine.train.options import LOSSES, OPTIMIZERS, SCHEDULES
 
-    parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    t = sub.add_parser("train", help="prepare a data file and train a model on it")
     t.add_argument(
         "--data",
         required=True,
@@ -592,6 +714,33 @@ def main(argv=None) -> int:
         default=None,
         help="skip the sampled gradient norms and histograms",
     )
+    d = t.add_argument_group("split")
+    d.add_argument(
+        "--val-split", type=float, help="the share of rows to validate on (default 0.15; 0.05-0.5)"
+    )
+    d.add_argument(
+        "--test-split", type=float, help="the share of rows held out for testing (default 0.15)"
+    )
+
+
+def search_samplers():
+    from engine.search import SAMPLERS
+
+    return SAMPLERS
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m engine", description="LayerLab, headless.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="prepare a data file and train a model on it")
+    _data_and_model(t)
+    t.add_argument(
+        "--folds",
+        type=int,
+        metavar="K",
+        help="k-fold cross-validation: K runs (stratified for classes) in --out/fold-1..K, whose validation "
+        "rows partition the non-test rows; the last line holds each metric's mean and standard deviation",
+    )
     t.add_argument("--out", required=True, help="run folder to write")
     w = t.add_argument_group("where it runs (default: this process)")
     _where(w)
@@ -603,6 +752,36 @@ def main(argv=None) -> int:
     w.add_argument(
         "--nodes", type=int, metavar="M", help="with --emit-launch: machines (--nproc on each)"
     )
+    se = sub.add_parser(
+        "search",
+        help="search training options and layer settings with Optuna: each trial is a run",
+    )
+    _data_and_model(se)
+    se.add_argument("--space", required=True,
+                    help='a JSON file mapping a training option or LAYER.SETTING to a range or choices, e.g. '
+                    '{"lr": {"low": 1e-4, "high": 0.1, "log": true}, "batch_size": {"choices": [16, 32, 64]}, '
+                    '"dense_1.out_features": {"low": 8, "high": 128}}')  # fmt: skip
+    se.add_argument("--trials", type=int, default=20, help="trials in all (default 20)")
+    se.add_argument("--workers", type=int, default=1,
+                    help="worker processes sharing the study (the run queue places their runs)")  # fmt: skip
+    se.add_argument(
+        "--metric", help="the validation metric to optimize (default val/accuracy or val/mae)"
+    )
+    se.add_argument(
+        "--direction", choices=["minimize", "maximize"], help="default: from the metric"
+    )
+    se.add_argument("--sampler", default="tpe", choices=list(search_samplers()), help="default tpe")
+    se.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
+    se.add_argument("--name", help="the study's name (default: the --out folder's)")
+    se.add_argument("--out", required=True, help="the study folder to write (journal, study.json)")
+    lf = sub.add_parser(
+        "lr-find",
+        help="the learning-rate range test: sweep the rate on a log scale and print the suggested rate",
+    )
+    _data_and_model(lf)
+    lf.add_argument("--low", type=float, default=1e-7)
+    lf.add_argument("--high", type=float, default=10.0)
+    lf.add_argument("--steps", type=int, default=200)
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
     _where(r)
@@ -669,6 +848,8 @@ def main(argv=None) -> int:
             "export": _export,
             "predict": _predict,
             "generate": _generate,
+            "search": _search,
+            "lr-find": _lr_find,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

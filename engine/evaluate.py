@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from engine.data.folds import run_dataset
 from engine.data.series import kept_series
-from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.export import load_model
 from engine.portable import (
@@ -472,7 +472,7 @@ def _run_parts(run_dir: Path, split: str):
         )
     train = read_json(run_dir / "train.json", {})
     try:
-        dataset = load_dataset(train["dataset_dir"])
+        dataset = run_dataset(train)
     except (KeyError, LayerLabError):
         raise LayerLabError(
             f"the dataset of run {run_dir.name} is no longer in the workspace, so it cannot be "

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from safetensors.torch import save_file
 
 from engine.compiler import infer_shapes
+from engine.data.folds import run_dataset
 from engine.data.store import load_dataset
 from engine.errors import ConfigError, LayerLabError
 from engine.gan import is_gan, validate_gan
@@ -131,11 +132,12 @@ def create_run(
     processes: int = 1,
     nodes: int = 1,
     ray: str | None = None,
+    extra: dict | None = None,
 ) -> Path:
     """Validate and write a queued run folder (nothing runs yet). `parent`: where a branch or an import came
     from; `init`: the tensors to start from (an import's matching tensors). `processes` per machine on
     `nodes` machines (more than one machine: the run waits for the launch files' commands); `ray`: the
-    address of the Ray cluster it trains on instead."""
+    address of the Ray cluster it trains on instead. `extra`: more of train.json (a study's trial, a fold)."""
     dataset = load_dataset(dataset_dir)
     spec_obj, cfg = validate(spec, train, dataset.meta)
     distributed.check_world(
@@ -167,6 +169,7 @@ def create_run(
             "created": time.time(),
             "parent": parent,
             "launch": {"processes": processes, "nodes": nodes, **({"ray": ray} if ray else {})},
+            **(extra or {}),
         },
     )
     if init:
@@ -638,7 +641,7 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
         distributed.check_world(world.size, cfg.batch_size, cfg.device)
         distributed.join(world, cfg.device)
         spec = read_json(run_dir / "spec.json")
-        dataset = load_dataset(train["dataset_dir"])
+        dataset = run_dataset(train)
         init = run_dir / "init.safetensors"
         result = fit(
             spec,

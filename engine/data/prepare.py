@@ -18,6 +18,7 @@ from engine.data.series import SeriesOptions, prepare_series
 from engine.data.store import Dataset, Staged, datasets_dir, image_preprocessing, save_dataset
 from engine.data.tabular import (
     ColumnPlan,
+    Split,
     TextOptions,
     model_inputs,
     prepare_table,
@@ -52,9 +53,12 @@ def prepare_frame(
     progress: Progress | None = None,
     notices: list[str] = (),
     files: Callable[[Path], None] | None = None,
+    split: Split | None = None,
 ) -> Dataset:
     """`notices`: what reading the file changed (renamed columns), listed before preparing's own; `files`: writes
-    more files into the dataset's folder before it is moved into place (see `save_dataset`)."""
+    more files into the dataset's folder before it is moved into place (see `save_dataset`); `split`: the
+    validation and test shares (default 15% each)."""
+    split = split or Split()
     progress = progress or quiet
     progress(0.0, "Splitting the rows")
     staged: list[Staged] = []  # the dataset's folder, made once the encoded rows' width is known
@@ -71,6 +75,7 @@ def prepare_frame(
             plans=plans,
             text=text,
             seed=seed,
+            split=split,
             name=name,
             drop_duplicates=drop_duplicates,
             progress=part(progress, 0, 0.6),
@@ -78,7 +83,7 @@ def prepare_frame(
         )
         info.notices[:0] = notices
         progress(0.6, "Checking the data's health and saving")
-        extra = {}
+        extra = {"split": split.model_dump()}
         if info.preprocessing.get("text"):
             vocab = info.preprocessing["text"]["vocab"]
             extra.update(vocab=vocab, vocab_size=len(vocab))
@@ -141,12 +146,14 @@ def kept_rows(ds: Dataset, split: str, rows) -> pd.DataFrame | None:
     path = ds.path / ROWS
     if not path.exists():
         return None
-    start = {
-        "train": 0,
-        "val": ds.meta["sizes"]["train"],
-        "test": ds.meta["sizes"]["train"] + ds.meta["sizes"]["val"],
-    }[split]
-    return pd.read_parquet(path).iloc[[start + int(r) for r in rows]].reset_index(drop=True)
+    positions = ds.meta.get("positions", {}).get(split)  # a fold's re-cut rows (engine.data.folds)
+    if positions is not None:
+        picked = [int(positions[int(r)]) for r in rows]
+    else:
+        sizes = ds.meta["sizes"]
+        start = {"train": 0, "val": sizes["train"], "test": sizes["train"] + sizes["val"]}[split]
+        picked = [start + int(r) for r in rows]
+    return pd.read_parquet(path).iloc[picked].reset_index(drop=True)
 
 
 def prepare_file(
@@ -164,6 +171,7 @@ def prepare_file(
     drop_duplicates: bool = False,
     source: TableSource | None = None,
     progress: Progress | None = None,
+    split: Split | None = None,
 ) -> Dataset:
     """Any table file the Data page reads (CSV, TSV, Parquet, Excel, JSON Lines). The file and how it was prepared
     are kept beside the dataset (up to KEEP_SOURCE_BYTES), so a health finding's fix can prepare it again.
@@ -196,6 +204,7 @@ def prepare_file(
                         "delimiter": delimiter,
                         "encoding": encoding,
                         "drop_duplicates": drop_duplicates,
+                        "split": (split or Split()).model_dump(),
                         "text": (text or TextOptions()).model_dump(),
                         "plans": [p.model_dump() for p in plans],
                     },
@@ -215,6 +224,7 @@ def prepare_file(
                 drop_duplicates=drop_duplicates,
                 progress=part(progress, start, 1.0),
                 files=kept if keep else None,
+                split=split,
             )
         except BaseException:
             if aside is not None:
@@ -331,6 +341,7 @@ def prepare_again(
         drop_duplicates=drop_duplicates or recipe["drop_duplicates"],
         root=ds.path.parent,
         progress=progress,
+        split=Split.model_validate(recipe.get("split") or {}),
     )
 
 
@@ -341,19 +352,22 @@ def prepare_builtin(
     noise: float = 0.1,
     seed: int = 0,
     root: Path | None = None,
+    split: Split | None = None,
 ) -> Dataset:
     """A built-in set (of its usual size unless `n_samples` says otherwise); its meta records how it was made
-    (`builtin`), so the Data page's picker shows the set in use."""
+    (`builtin`), so the Data page's picker shows the set in use. `split`: the validation and test shares of a
+    table or labelled set (a series and a text keep theirs: in time order)."""
     if name in BUILTINS and n_samples is None:
         n_samples = BUILTINS[name].samples
-    ds = _prepare_builtin(name, n_samples=n_samples, noise=noise, seed=seed, root=root)
+    ds = _prepare_builtin(name, n_samples=n_samples, noise=noise, seed=seed, root=root,
+                          split=split or Split())  # fmt: skip
     ds.meta["builtin"] = {"name": name, "n_samples": n_samples, "noise": noise, "seed": seed}
     atomic_write_json(ds.path / "meta.json", ds.meta)
     return ds
 
 
 def _prepare_builtin(
-    name: str, *, n_samples: int, noise: float, seed: int, root: Path | None
+    name: str, *, n_samples: int, noise: float, seed: int, root: Path | None, split: Split
 ) -> Dataset:
     if name not in BUILTINS:
         raise DataError(f"unknown built-in dataset '{name}'. Choose one of: {', '.join(BUILTINS)}.")
@@ -386,9 +400,10 @@ def _prepare_builtin(
             source=f"builtin:{name}",
             seed=seed,
             root=root,
+            split=split,
         )
     labels = loaded["labels"]
-    splits = split_indices(len(labels), labels, True, 0.15, 0.15, seed)
+    splits = split_indices(len(labels), labels, True, split.val, split.test, seed)
     y = {k: labels[v] for k, v in splits.items()}
     if "tokens" in loaded:  # text: token ids per position, with the vocabulary saved alongside
         tokens, vocab = loaded["tokens"], loaded["vocab"]
@@ -417,7 +432,7 @@ def _prepare_builtin(
             notices=[],
             preview=preview,
             root=root,
-            extra={"vocab": vocab, "vocab_size": len(vocab)},
+            extra={"vocab": vocab, "vocab_size": len(vocab), "split": split.model_dump()},
         )
     # Images: already scaled to [0, 1]; no fitted preprocessing needed.
     images = loaded["images"]
@@ -435,6 +450,7 @@ def _prepare_builtin(
         notices=[],
         preview=flat,
         root=root,
+        extra={"split": split.model_dump()},
     )
 
 
@@ -447,14 +463,16 @@ def prepare_images(
     seed: int = 0,
     root: Path | None = None,
     progress: Progress | None = None,
+    split: Split | None = None,
 ) -> Dataset:
     """An image archive (class folders, MNIST idx or CIFAR-10 batches): stored as uint8, split stratified;
     skipped files are listed."""
+    split = split or Split()
     found = read_image_archive(
         data, Path(filename).name, size=size, grayscale=grayscale, progress=part(progress, 0, 0.85)
     )
     (progress or quiet)(0.85, f"Saving {len(found.labels):,} images")
-    splits = split_indices(len(found.labels), found.labels, True, 0.15, 0.15, seed)
+    splits = split_indices(len(found.labels), found.labels, True, split.val, split.test, seed)
     notices = (
         [
             f"Skipped {len(found.skipped)} file(s): "
@@ -478,5 +496,5 @@ def prepare_images(
         notices=notices,
         preview=preview,
         root=root,
-        extra={"skipped": found.skipped},
+        extra={"skipped": found.skipped, "split": split.model_dump()},
     )

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sklearn.impute import SimpleImputer
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
@@ -61,6 +61,23 @@ class TextOptions(BaseModel):
     vocab_size: int = 10000
     max_length: int = 64
     lowercase: bool = True
+
+
+class Split(BaseModel):
+    """How the rows are shared out: the validation and test fractions (the rest trains). Stored with the dataset."""
+
+    model_config = ConfigDict(extra="forbid")
+    val: float = Field(0.15, ge=0.05, le=0.5, title="Validation share")
+    test: float = Field(0.15, ge=0.05, le=0.5, title="Test share")
+
+    @model_validator(mode="after")
+    def _leaves_training_rows(self):
+        if self.val + self.test > 0.6:
+            raise ValueError(
+                f"validation {self.val:.0%} and test {self.test:.0%} leave only "
+                f"{1 - self.val - self.test:.0%} of the rows to train on; keep them to 60% or less together"
+            )
+        return self
 
 
 def _is_bool(s: pd.Series) -> bool:
@@ -483,8 +500,7 @@ def prepare_table(
     *,
     plans: list[ColumnPlan] | None = None,
     text: TextOptions | None = None,
-    val_fraction: float = 0.15,
-    test_fraction: float = 0.15,
+    split: Split | None = None,
     seed: int = 0,
     name: str = "the table",
     drop_duplicates: bool = False,
@@ -586,9 +602,8 @@ def prepare_table(
         df.index.to_numpy()
     )  # each row's place in the table as read, before rows were dropped
     df = df.reset_index(drop=True)
-    splits = split_indices(
-        len(df), y_all, task == "classification", val_fraction, test_fraction, seed
-    )
+    split = split or Split()
+    splits = split_indices(len(df), y_all, task == "classification", split.val, split.test, seed)
     for p in features:
         if p.kind == "numeric":
             count, rows = not_numbers(df[p.name])

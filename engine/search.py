@@ -1,0 +1,580 @@
+"""Hyperparameter and architecture search on Optuna. A study's trials are ordinary runs.
+
+<home>/studies/<id>/          (or the CLI's --out folder)
+    study.json     what was asked: the data, the base model and training settings, the space, the objective
+    journal.log    Optuna's journal storage, shared by the study's worker processes (and readable by the page)
+    workers.json   the worker processes' pids
+    stop           present = stop the study: each worker stops its trial's run and ends
+
+A worker (`python -m engine.search STUDY_DIR --worker I --trials N`) asks Optuna for a trial, writes it as a run
+(named "<study> · trial <n>", with `"trial"` in its train.json), puts it in the run queue (engine.scheduler: the
+queue's limits place it on a GPU or the CPU) and watches its events: each epoch's validation metric is reported
+to the pruner, and a pruned trial's run is stopped (a `stopped` run, resumable). The run's final metric is the
+trial's value. Trials share nothing but the journal, so workers on several machines can share one study through
+a journal file on a shared file system, or an Optuna storage URL (`storage` in study.json).
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+import typing
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from engine.errors import ConfigError, LayerLabError
+from engine.workspace import atomic_write_json, home, read_json
+
+SAMPLERS = {
+    "tpe": "TPE (Bayesian): learns from the trials so far",
+    "random": "random: each trial drawn independently",
+    "grid": "grid: every combination of the choices, once",
+}
+PRUNERS = {
+    "median": "median: stop a trial whose metric is worse than the median of earlier trials at that epoch",
+    "hyperband": "Hyperband (successive halving): keep the best fraction of trials at each rung of epochs",
+    "none": "none: every trial trains to the end",
+}
+GRID_MAX = 1000  # combinations a grid may hold
+POLL_S = 0.5
+_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Dimension(BaseModel):
+    """One searched setting: a range (`low`, `high`, optionally `log` or `step`) or a list of `choices`."""
+
+    model_config = ConfigDict(extra="forbid")
+    low: int | float | None = None
+    high: int | float | None = None
+    log: bool = False
+    step: int | float | None = None
+    choices: list[int | float | str | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self):
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low and high, not both")
+            if not self.choices:
+                raise ValueError("choices is empty: list at least one value")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (a range) or choices (a list)")
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range must start above 0")
+        if self.log and self.step:
+            raise ValueError("a range is either log or stepped, not both")
+        return self
+
+    def integer(self, target_is_int: bool) -> bool:
+        return target_is_int and self.choices is None
+
+    def grid(self, name: str, target_is_int: bool) -> list:
+        """The values a grid search visits."""
+        if self.choices is not None:
+            return list(self.choices)
+        if self.log or (self.step is None and not target_is_int):
+            raise ConfigError(
+                f"grid search needs a list of choices (or a step) for '{name}': a continuous range has no grid."
+            )
+        step = self.step or 1
+        count = int(math.floor((self.high - self.low) / step + 1e-9)) + 1
+        if count > GRID_MAX:
+            raise ConfigError(f"'{name}' has {count:,} grid values; use a larger step or choices.")
+        return [
+            int(self.low + i * step) if target_is_int else round(self.low + i * step, 12)
+            for i in range(count)
+        ]
+
+
+class StudyConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=80)
+    dataset_dir: str
+    spec: dict
+    train: dict
+    space: dict[str, Dimension] = Field(min_length=1)
+    metric: str = "val/loss"
+    direction: Literal["minimize", "maximize"] = "minimize"
+    sampler: Literal[tuple(SAMPLERS)] = "tpe"
+    pruner: Literal[tuple(PRUNERS)] = "median"
+    trials: int = Field(20, ge=1, le=1000)
+    workers: int = Field(1, ge=1, le=64)
+    seed: int = Field(0, ge=0)
+    storage: str | None = (
+        None  # an Optuna storage URL shared by machines (default: journal.log here)
+    )
+    created: float = Field(default_factory=time.time)
+
+
+def default_direction(metric: str) -> str:
+    return (
+        "maximize" if any(k in metric for k in ("accuracy", "r2", "f1", "coverage")) else "minimize"
+    )
+
+
+def _is_int(annotation) -> bool:
+    kinds = set(typing.get_args(annotation)) or {annotation}
+    return int in kinds and float not in kinds
+
+
+def _target(name: str, spec: dict) -> tuple[str, bool]:
+    """What a space's key names (a description, and whether it takes whole numbers); ConfigError if nothing."""
+    from engine.registry import get_op
+    from engine.train.config import TrainConfig
+
+    if "." in name:
+        node_id, param = name.split(".", 1)
+        nodes = {n["id"]: n for n in spec.get("nodes", [])}
+        if node_id not in nodes:
+            raise ConfigError(
+                f"'{name}': the model has no layer '{node_id}' (its layers: {', '.join(nodes) or 'none'})."
+            )
+        fields = get_op(nodes[node_id]["op"]).params.model_fields
+        if param not in fields:
+            raise ConfigError(
+                f"'{name}': a {nodes[node_id]['op']} layer has no setting '{param}' (it has: "
+                f"{', '.join(fields) or 'none'})."
+            )
+        return f"layer {node_id}'s {param}", _is_int(fields[param].annotation)
+    if name not in TrainConfig.model_fields or name in ("target", "device"):
+        raise ConfigError(
+            f"'{name}' is neither a training option nor a layer setting (write a layer's as LAYER.SETTING, "
+            "e.g. dense_1.out_features)."
+        )
+    return f"the training option {name}", _is_int(TrainConfig.model_fields[name].annotation)
+
+
+def apply(spec: dict, train: dict, params: dict) -> tuple[dict, dict]:
+    """The model and training settings with a trial's values in place."""
+    spec = json.loads(json.dumps(spec))
+    train = dict(train)
+    for name, value in params.items():
+        if "." in name:
+            node_id, param = name.split(".", 1)
+            for node in spec["nodes"]:
+                if node["id"] == node_id:
+                    node.setdefault("params", {})[param] = value
+        else:
+            train[name] = value
+    return spec, train
+
+
+def parse_space(space: dict, spec: dict) -> dict[str, Dimension]:
+    if not isinstance(space, dict) or not space:
+        raise ConfigError(
+            'the search space is empty: map at least one setting to a range or choices, e.g. {"lr": '
+            '{"low": 0.0001, "high": 0.1, "log": true}}.'
+        )
+    out = {}
+    for name, given in space.items():
+        try:
+            dim = Dimension.model_validate(given)
+        except ValidationError as e:
+            first = e.errors()[0]
+            raise ConfigError(f"'{name}' in the search space: {first['msg']}.") from None
+        _, is_int = _target(name, spec)
+        if (
+            dim.choices is None
+            and is_int
+            and not all(float(v).is_integer() for v in (dim.low, dim.high))
+        ):
+            raise ConfigError(f"'{name}' takes whole numbers: give whole low and high values.")
+        out[name] = dim
+    return out
+
+
+def _corners(space: dict[str, Dimension]) -> list[dict]:
+    """Values to check before any trial: every setting at its low, then each end and each choice in turn."""
+    first = {n: d.choices[0] if d.choices is not None else d.low for n, d in space.items()}
+    out = [first]
+    for n, d in space.items():
+        for v in d.choices[1:] if d.choices is not None else [d.high]:
+            out.append({**first, n: v})
+    return out[:64]
+
+
+def check_study(config: StudyConfig) -> None:
+    """Refuse a study whose trials would be refused: each end of every range and every choice is checked
+    as a run would be (the model's shapes, the training settings), before any trial starts."""
+    from engine.data.store import load_dataset
+    from engine.runs import validate
+
+    meta = load_dataset(config.dataset_dir).meta
+    space = parse_space({n: d.model_dump(exclude_none=True) for n, d in config.space.items()},
+                        config.spec)  # fmt: skip
+    if config.sampler == "grid":
+        grid_size(config)
+    for params in _corners(space):
+        spec, train = apply(config.spec, config.train, params)
+        try:
+            validate(spec, train, meta)
+        except LayerLabError as e:
+            shown = ", ".join(f"{k}={v}" for k, v in params.items())
+            raise ConfigError(f"with {shown} a trial would be refused: {e}") from None
+    if config.metric not in metric_choices(meta, config.train):
+        raise ConfigError(
+            f"the runs do not report '{config.metric}'; choose one of "
+            f"{', '.join(metric_choices(meta, config.train))}."
+        )
+
+
+def metric_choices(meta: dict, train: dict) -> list[str]:
+    """The validation metrics a run on this data reports each epoch (what a study can optimize)."""
+    from engine.tasks import task_for
+
+    task = task_for(meta["task"], train.get("target", "label"))
+    return ["val/loss", *(f"val/{m}" for m in task.metrics)]
+
+
+def grid_space(config: StudyConfig) -> dict[str, list]:
+    return {n: d.grid(n, _target(n, config.spec)[1]) for n, d in config.space.items()}
+
+
+def grid_size(config: StudyConfig) -> int:
+    return math.prod(len(v) for v in grid_space(config).values())
+
+
+# ---- the study on disk
+
+
+def studies_dir() -> Path:
+    return home() / "studies"
+
+
+def storage_of(study_dir: Path, config: StudyConfig | None = None):
+    import optuna
+    from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalStorage
+
+    config = config or read_config(study_dir)
+    if config.storage:
+        return optuna.storages.get_storage(config.storage)
+    path = str(Path(study_dir) / "journal.log")
+    return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
+
+
+def read_config(study_dir: Path) -> StudyConfig:
+    data = read_json(Path(study_dir) / "study.json")
+    if data is None:
+        raise LayerLabError(f"{study_dir} is not a study folder (it has no study.json).")
+    return StudyConfig.model_validate(data)
+
+
+def create_study(config: dict | StudyConfig, study_dir: Path | None = None) -> Path:
+    """Validate and write a study (nothing runs yet); its folder."""
+    import optuna
+
+    try:
+        config = StudyConfig.model_validate(config) if isinstance(config, dict) else config
+    except ValidationError as e:
+        first = e.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"the study's {where}: {first['msg']}.") from None
+    check_study(config)
+    if config.sampler == "grid":
+        config = config.model_copy(update={"trials": min(config.trials, grid_size(config))})
+    if study_dir is None:
+        studies_dir().mkdir(parents=True, exist_ok=True)
+        study_dir = studies_dir() / (time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
+    study_dir = Path(study_dir)
+    study_dir.mkdir(parents=True, exist_ok=True)
+    if (study_dir / "study.json").exists():
+        raise LayerLabError(f"{study_dir} already holds a study: choose a new folder.")
+    atomic_write_json(study_dir / "study.json", config.model_dump(mode="json"))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.create_study(
+        study_name="study",
+        storage=storage_of(study_dir, config),
+        direction=config.direction,
+        load_if_exists=True,
+    )
+    return study_dir
+
+
+def load(study_dir: Path):
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name="study", storage=storage_of(study_dir))
+
+
+def start(study_dir: Path) -> list[int]:
+    """Start the study's worker processes (each in its own session: a page rerun never kills them)."""
+    config = read_config(study_dir)
+    share = [config.trials // config.workers + (i < config.trials % config.workers)
+             for i in range(config.workers)]  # fmt: skip
+    pids = []
+    with open(Path(study_dir) / "workers.log", "ab") as log:
+        for i, n in enumerate(share):
+            if n == 0:
+                continue
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "engine.search", str(study_dir), "--worker", str(i),
+                 "--trials", str(n)],
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True, cwd=_ROOT,
+                env={**os.environ, "LAYERLAB_HOME": str(home())},
+            )  # fmt: skip
+            pids.append(proc.pid)
+    atomic_write_json(Path(study_dir) / "workers.json", {"pids": pids, "started": time.time()})
+    return pids
+
+
+def request_stop(study_dir: Path) -> None:
+    (Path(study_dir) / "stop").touch()
+
+
+def running(study_dir: Path) -> bool:
+    from engine.runs import _pid_alive
+
+    pids = read_json(Path(study_dir) / "workers.json", {}).get("pids", [])
+    return any(_pid_alive(p) for p in pids)
+
+
+def state(study_dir: Path) -> str:
+    """running, stopping, stopped (by the user), finished, or not started."""
+    if running(study_dir):
+        return "stopping" if (Path(study_dir) / "stop").exists() else "running"
+    if (Path(study_dir) / "stop").exists():
+        return "stopped"
+    return "finished" if (Path(study_dir) / "workers.json").exists() else "not started"
+
+
+def list_studies() -> list[dict]:
+    out = []
+    for d in (
+        sorted(studies_dir().glob("*/study.json"), reverse=True) if studies_dir().exists() else []
+    ):
+        data = read_json(d)
+        if data:
+            out.append(
+                {
+                    "dir": d.parent,
+                    "name": data.get("name", d.parent.name),
+                    "created": data.get("created"),
+                }
+            )
+    return out
+
+
+# ---- a worker
+
+
+def _sampler(config: StudyConfig, worker: int):
+    import optuna
+
+    seed = config.seed + worker  # workers draw different trials
+    if config.sampler == "grid":
+        return optuna.samplers.GridSampler(grid_space(config), seed=config.seed)
+    if config.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(
+        seed=seed, n_startup_trials=min(5, max(2, config.trials // 3))
+    )
+
+
+def _pruner(config: StudyConfig):
+    import optuna
+
+    epochs = int(config.train.get("epochs", 20))
+    if config.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1)
+    if config.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(epochs, 3))
+    return optuna.pruners.NopPruner()
+
+
+def suggest(trial, config: StudyConfig) -> dict:
+    params = {}
+    for name, dim in config.space.items():
+        if dim.choices is not None:
+            params[name] = trial.suggest_categorical(name, dim.choices)
+        elif _target(name, config.spec)[1]:
+            params[name] = trial.suggest_int(
+                name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log
+            )
+        else:
+            params[name] = trial.suggest_float(
+                name, float(dim.low), float(dim.high), step=dim.step, log=dim.log
+            )
+    return params
+
+
+def _objective(study_dir: Path, config: StudyConfig):
+    import optuna
+
+    from engine.runs import create_run, read_events, read_status
+    from engine.runs import request_stop as stop_run
+    from engine.scheduler import cancel, dispatch, enqueue
+
+    stop_file = Path(study_dir) / "stop"
+
+    def objective(trial) -> float:
+        if stop_file.exists():
+            trial.study.stop()
+            raise optuna.TrialPruned("the study was stopped")
+        params = suggest(trial, config)
+        spec, train = apply(config.spec, config.train, params)
+        run_dir = create_run(spec, train, Path(config.dataset_dir),
+                             name=f"{config.name} · trial {trial.number}",
+                             extra={"trial": {"study": str(Path(study_dir).resolve()), "number": trial.number,
+                                              "params": params, "metric": config.metric}})  # fmt: skip
+        trial.set_user_attr("run", str(run_dir))
+        enqueue(run_dir)
+        offset, pruned, stopping, final = 0, False, False, None
+        while final is None:
+            events, offset = read_events(run_dir, offset)
+            for event in events:
+                if event["type"] == "epoch_end" and config.metric in event["metrics"]:
+                    value = event["metrics"][config.metric]
+                    if value is not None and math.isfinite(value):
+                        trial.report(value, event["epoch"])
+                        if not pruned and not stopping and trial.should_prune():
+                            stop_run(run_dir)
+                            pruned = True
+                elif event["type"] == "run_finished":
+                    final = event
+            if final is not None:
+                break
+            status = read_status(run_dir)
+            if status["state"] not in ("queued", "running"):
+                final = {
+                    "status": status["state"],
+                    "message": status.get("message", ""),
+                    "metrics": {},
+                }
+                break
+            if stop_file.exists() and not stopping:
+                stopping = True
+                trial.study.stop()
+                try:
+                    cancel(run_dir)
+                except LayerLabError:  # already started
+                    stop_run(run_dir)
+            dispatch()
+            time.sleep(POLL_S)
+        trial.set_user_attr("status", final["status"])
+        if final.get("message"):
+            trial.set_user_attr("message", final["message"][:500])
+        if (pruned or stopping) and final[
+            "status"
+        ] != "completed":  # (a stop may come after the last epoch)
+            raise optuna.TrialPruned()
+        value = (final.get("metrics") or {}).get(config.metric)
+        if final["status"] != "completed" or value is None or not math.isfinite(value):
+            return float("nan")  # a failed trial (its run says why); the study goes on
+        return float(value)
+
+    return objective
+
+
+def work(study_dir: Path, worker: int, trials: int) -> None:
+    import optuna
+
+    config = read_config(study_dir)
+    study = optuna.load_study(study_name="study", storage=storage_of(study_dir, config),
+                              sampler=_sampler(config, worker), pruner=_pruner(config))  # fmt: skip
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study.optimize(_objective(study_dir, config), n_trials=trials, gc_after_trial=True)
+
+
+# ---- reading results
+
+
+def trial_rows(study) -> list[dict]:
+    """Each trial as the table and the CLI show it."""
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        rows.append({
+            "number": t.number,
+            "state": t.state.name.lower(),
+            "value": t.value,
+            "params": dict(t.params),
+            "run": t.user_attrs.get("run"),
+            "epochs": len(t.intermediate_values),
+            "message": t.user_attrs.get("message", ""),
+            "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
+            if t.datetime_complete and t.datetime_start else None,
+        })  # fmt: skip
+    return rows
+
+
+def best(study) -> dict | None:
+    """The best finished trial: its value, settings and run, or None before one completes."""
+    try:
+        t = study.best_trial
+    except ValueError:
+        return None
+    return {
+        "number": t.number,
+        "value": t.value,
+        "params": dict(t.params),
+        "run": t.user_attrs.get("run"),
+    }
+
+
+def train_best(study_dir: Path) -> Path:
+    """A new run with the best trial's model and settings (queued; the caller enqueues it)."""
+    from engine.runs import create_run
+
+    config = read_config(study_dir)
+    top = best(load(study_dir))
+    if top is None:
+        raise LayerLabError("no trial has finished yet: wait for one, then train the best.")
+    spec, train = apply(config.spec, config.train, top["params"])
+    return create_run(spec, train, Path(config.dataset_dir),
+                      name=f"{config.name} · best (trial {top['number']})",
+                      extra={"from_study": {"study": str(Path(study_dir).resolve()), "trial": top["number"],
+                                            "params": top["params"]}})  # fmt: skip
+
+
+def figures(study) -> dict:
+    """Optuna's own plotly figures of the study, by title (those it can draw yet)."""
+    from optuna import visualization as vis
+
+    finished = [t for t in study.get_trials(deepcopy=False) if t.state.is_finished()]
+    complete = [t for t in finished if t.state.name == "COMPLETE"]
+    out = {}
+    makers = {
+        "Optimization history": (vis.plot_optimization_history, 1),
+        "Intermediate values": (vis.plot_intermediate_values, 1),
+        "Parallel coordinates": (vis.plot_parallel_coordinate, 1),
+        "Slice": (vis.plot_slice, 1),
+        "Contour": (vis.plot_contour, 2),
+        "Parameter importances": (vis.plot_param_importances, 2),
+    }
+    for title, (make, least) in makers.items():
+        need = finished if title == "Intermediate values" else complete
+        if len(need) < least or (title == "Contour" and len(study.best_trial.params) < 2):
+            continue
+        try:
+            out[title] = make(study)
+        except (
+            ValueError,
+            RuntimeError,
+            ZeroDivisionError,
+        ):  # e.g. importances of a constant value
+            continue
+    return out
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m engine.search")
+    parser.add_argument("study_dir")
+    parser.add_argument("--worker", type=int, default=0)
+    parser.add_argument("--trials", type=int, required=True)
+    args = parser.parse_args(argv)
+    work(Path(args.study_dir), args.worker, args.trials)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))
