@@ -99,7 +99,7 @@ class StudyConfig(BaseModel):
     dataset_dir: str
     spec: dict
     train: dict
-    space: dict[str, Dimension] = Field(min_length=1)
+    space: dict[str, Dimension]  # (empty: refused with an example, by parse_space)
     metric: str = "val/loss"
     direction: Literal["minimize", "maximize"] = "minimize"
     sampler: Literal[tuple(SAMPLERS)] = "tpe"
@@ -107,9 +107,10 @@ class StudyConfig(BaseModel):
     trials: int = Field(20, ge=1, le=1000)
     workers: int = Field(1, ge=1, le=64)
     seed: int = Field(0, ge=0)
-    storage: str | None = (
-        None  # an Optuna storage URL shared by machines (default: journal.log here)
-    )
+    # an Optuna storage URL shared by machines (default: journal.log in the study's folder)
+    storage: str | None = None
+    # settings to try first, in order (e.g. the model's current ones), before the sampler's own
+    enqueue: list[dict] = Field(default_factory=list, max_length=100)
     created: float = Field(default_factory=time.time)
 
 
@@ -288,12 +289,14 @@ def create_study(config: dict | StudyConfig, study_dir: Path | None = None) -> P
         raise LayerLabError(f"{study_dir} already holds a study: choose a new folder.")
     atomic_write_json(study_dir / "study.json", config.model_dump(mode="json"))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    optuna.create_study(
+    study = optuna.create_study(
         study_name="study",
         storage=storage_of(study_dir, config),
         direction=config.direction,
         load_if_exists=True,
     )
+    for params in config.enqueue:
+        study.enqueue_trial({k: v for k, v in params.items() if k in config.space})
     return study_dir
 
 

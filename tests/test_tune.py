@@ -1,0 +1,229 @@
+"""Tuning: Optuna studies whose trials are runs, the learning-rate range test, k-fold cross-validation and the
+validation split."""
+
+import itertools
+import json
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from engine import search
+from engine.compiler import compile_spec
+from engine.crossval import create_folds, summary
+from engine.data.folds import fold_view
+from engine.data.prepare import prepare_builtin
+from engine.data.tabular import Split
+from engine.errors import ConfigError, LayerLabError
+from engine.runs import execute, prepare_resume, read_status, resumable
+from engine.spec import data_inputs
+from engine.train.config import TrainConfig
+from engine.train.lr_find import lr_range_test
+from tests.conftest import ROOT, mlp_spec
+
+QUICK = {"epochs": 4, "batch_size": 32, "lr": 0.01, "diagnostics": False}
+
+
+def study_config(ds, **over) -> dict:
+    return {
+        "name": "moons search",
+        "dataset_dir": str(ds.path),
+        "spec": mlp_spec(2),
+        "train": QUICK,
+        "space": {
+            "lr": {"low": 1e-3, "high": 0.1, "log": True},
+            "fc1.out_features": {"low": 4, "high": 32},
+        },
+        "metric": "val/accuracy",
+        "direction": "maximize",
+        **over,
+    }
+
+
+def run_study(study_dir, timeout=300):
+    search.start(study_dir)
+    end = time.time() + timeout
+    while search.running(study_dir):
+        assert time.time() < end, "the study did not finish"
+        time.sleep(0.5)
+    return search.load(study_dir)
+
+
+def test_six_trials_on_two_workers_are_six_runs_and_the_best_value_is_the_best_runs_metric(moons):
+    study = run_study(search.create_study(study_config(moons, trials=6, workers=2)))
+    rows = search.trial_rows(study)
+    assert len(rows) == 6 and {r["state"] for r in rows} <= {"complete", "pruned"}
+    assert len({r["run"] for r in rows}) == 6
+    for row in rows:
+        train = json.loads((ROOT / row["run"] / "train.json").read_text())
+        assert (
+            train["trial"]["number"] == row["number"] and train["trial"]["params"] == row["params"]
+        )
+        assert train["name"] == f"moons search · trial {row['number']}"
+        spec = json.loads((ROOT / row["run"] / "spec.json").read_text())
+        width = next(n for n in spec["nodes"] if n["id"] == "fc1")["params"]["out_features"]
+        assert width == row["params"]["fc1.out_features"] and 4 <= width <= 32
+        assert train["config"]["lr"] == pytest.approx(row["params"]["lr"])
+    top = search.best(study)
+    assert top["value"] == max(r["value"] for r in rows if r["state"] == "complete")
+    assert read_status(top["run"])["metrics"]["val/accuracy"] == pytest.approx(top["value"])
+    assert {"Optimization history", "Parallel coordinates", "Intermediate values"} <= set(
+        search.figures(study)
+    )
+    best_run = search.train_best(next(search.studies_dir().iterdir()))
+    assert json.loads((best_run / "spec.json").read_text()) == json.loads(
+        (ROOT / top["run"] / "spec.json").read_text()
+    )
+
+
+def test_a_trial_far_worse_than_the_earlier_ones_is_pruned_as_a_stopped_resumable_run(moons):
+    config = study_config(
+        moons,
+        train={**QUICK, "epochs": 60},  # long enough for the worker to see the first epochs go by
+        space={"lr": {"low": 1e-7, "high": 0.1, "log": True}},
+        trials=3,
+        enqueue=[
+            {"lr": 0.05},
+            {"lr": 0.04},
+            {"lr": 1e-7},
+        ],  # two good trials, then one that cannot learn
+    )
+    rows = search.trial_rows(run_study(search.create_study(config)))
+    assert [r["state"] for r in rows] == ["complete", "complete", "pruned"]
+    pruned = ROOT / rows[2]["run"]
+    assert read_status(pruned)["state"] == "stopped" and rows[2]["epochs"] < 60
+    assert resumable(pruned)
+    assert execute(prepare_resume(pruned), resume=True)["status"] == "completed"
+
+
+def test_grid_search_visits_exactly_the_grid(moons):
+    space = {
+        "lr": {"choices": [0.01, 0.05]},
+        "batch_size": {"choices": [16, 64]},
+        "fc1.out_features": {"low": 8, "high": 16, "step": 8},
+    }
+    config = study_config(
+        moons, space=space, sampler="grid", pruner="none", trials=50, train={**QUICK, "epochs": 1}
+    )
+    study_dir = search.create_study(config)
+    assert search.read_config(study_dir).trials == 8  # capped to the grid
+    visited = [tuple(sorted(r["params"].items())) for r in search.trial_rows(run_study(study_dir))]
+    grid = [tuple(sorted(zip(space, combo, strict=True))) for combo in
+            itertools.product([0.01, 0.05], [16, 64], [8, 16])]  # fmt: skip
+    assert sorted(visited) == sorted(grid)
+
+
+@pytest.mark.parametrize(
+    "space, message",
+    [
+        ({}, "empty"),
+        ({"fc9.out_features": {"low": 1, "high": 4}}, "no layer 'fc9'"),
+        ({"fc1.kernel": {"low": 1, "high": 4}}, "has no setting 'kernel'"),
+        ({"lrr": {"low": 0.1, "high": 1}}, "neither a training option"),
+        ({"lr": {"low": 0.1, "high": 0.01}}, "must be below"),
+        ({"lr": {"low": 0, "high": 1, "log": True}}, "above 0"),
+        ({"batch_size": {"low": 1.5, "high": 8}}, "whole numbers"),
+        ({"optimizer": {"choices": ["adam", "nonsense"]}}, "would be refused"),
+        ({"batch_size": {"low": 16, "high": 64}, "lr": {"low": 0.01, "high": 0.1}}, None),
+    ],
+)
+def test_a_bad_space_is_refused_before_any_trial_with_what_to_fix(moons, space, message):
+    config = study_config(moons, space=space, sampler="grid" if message is None else "tpe")
+    with pytest.raises(LayerLabError, match=message or "grid search needs a list of choices"):
+        search.create_study(config)
+
+
+def test_the_lr_finder_suggests_a_rate_on_the_falling_part_and_leaves_the_weights_alone(moons):
+    spec = mlp_spec(2)
+    model, _ = compile_spec(spec, data_inputs(moons.meta), seed=3)
+    start = {k: v.clone() for k, v in model.state_dict().items()}
+    given = model.state_dict()
+    result = lr_range_test(spec, moons, TrainConfig(batch_size=32), init_weights=given)
+    for k, v in given.items():
+        assert torch.equal(v, start[k]), f"{k} changed"
+    lrs, losses = result["lrs"], result["losses"]
+    at, lowest = result["steepest_at"], result["min_at"]
+    assert result["suggestion"] == lrs[at] and at < lowest
+    assert (
+        losses[at] < losses[0] - 0.05 and losses[lowest] < losses[at]
+    )  # falling, not yet at its lowest
+    assert (
+        1e-4 < result["suggestion"] < 1.0
+    )  # Adam on two moons: not the flat start, not the blow-up
+    with pytest.raises(ConfigError, match="between 20"):
+        lr_range_test(spec, moons, TrainConfig(), steps=5)
+
+
+def test_k_folds_validate_on_a_partition_of_the_non_test_rows_and_leave_the_test_split(moons):
+    runs = create_folds(mlp_spec(2), {**QUICK, "epochs": 2}, moons.path, 4, name="cv")
+    views = [fold_view(moons, json.loads((r / "train.json").read_text())["fold"]) for r in runs]
+    n = moons.meta["sizes"]["train"] + moons.meta["sizes"]["val"]
+    val = np.concatenate([v.meta["positions"]["val"] for v in views])
+    assert sorted(val.tolist()) == list(range(n))  # each non-test row validates exactly once
+    for v in views:
+        assert len(v.meta["positions"]["train"]) + len(v.meta["positions"]["val"]) == n
+        assert torch.equal(v.tensors["x_test"], moons.tensors["x_test"])
+        counts = np.bincount(v.tensors["y_val"].numpy())
+        assert abs(counts[0] - counts[1]) <= 2  # stratified
+    for r in runs:
+        assert execute(r)["status"] == "completed"
+    result = summary(runs)
+    accuracies = [f["metrics"]["val/accuracy"] for f in result["folds"]]
+    assert result["metrics"]["val/accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert result["metrics"]["val/accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+    with pytest.raises(ConfigError, match="between 2 and"):
+        create_folds(mlp_spec(2), QUICK, moons.path, 1, name="cv")
+
+
+def test_the_split_is_chosen_and_stored_with_the_dataset(workspace):
+    ds = prepare_builtin("moons", n_samples=1000, split=Split(val=0.2, test=0.1))
+    assert ds.meta["sizes"] == {"train": 700, "val": 200, "test": 100}
+    assert ds.meta["split"] == {"val": 0.2, "test": 0.1}
+    with pytest.raises(ValueError, match="60% or less"):
+        Split(val=0.4, test=0.3)
+
+
+def test_cli_search_lr_find_and_folds(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 3))
+    table = tmp_path / "t.csv"
+    rows = ["a,b,c,label"] + [f"{a:.4f},{b:.4f},{c:.4f},{int(a + b > 0)}" for a, b, c in x]
+    table.write_text("\n".join(rows) + "\n")
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps({"lr": {"low": 1e-3, "high": 0.1, "log": True}}))
+    base = [sys.executable, "-m", "engine"]
+    data = ["--data", str(table), "--target", "label", "--epochs", "2"]
+
+    def cli(*args):
+        return subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    out = cli(
+        "search", *data, "--space", str(space), "--trials", "2", "--out", str(tmp_path / "study")
+    )
+    lines = [json.loads(line) for line in out.stdout.splitlines()]
+    assert out.returncode == 0, out.stderr
+    assert [line["type"] for line in lines] == [
+        "trial_finished",
+        "trial_finished",
+        "study_finished",
+    ]
+    assert lines[-1]["best_value"] == max(
+        line["value"] for line in lines[:2] if line["state"] == "complete"
+    )
+    out = cli("lr-find", *data, "--steps", "60")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["type"] == "lr_found"
+    out = cli("train", *data, "--folds", "3", "--val-split", "0.2", "--out", str(tmp_path / "cv"))
+    assert out.returncode == 0, out.stderr
+    last = json.loads(out.stdout.splitlines()[-1])
+    assert last["type"] == "cross_validation_finished" and len(last["folds"]) == 3
+    assert set(last["metrics"]["val/accuracy"]) == {"mean", "std", "n"}
+    bad = cli("train", *data, "--val-split", "0.7", "--out", str(tmp_path / "x"))
+    assert bad.returncode == 2 and "--val-split" in bad.stderr
+    bad = cli(
+        "search", *data, "--space", str(tmp_path / "none.json"), "--out", str(tmp_path / "s2")
+    )
+    assert bad.returncode == 2 and "no such space file" in bad.stderr
