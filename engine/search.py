@@ -581,3 +581,85 @@ def _main(argv: list[str]) -> int:
 
 if __name__ == "__main__":
     sys.exit(_main(sys.argv[1:]))
+
+
+# ---- what a form offers
+
+PARAM_TITLES = {
+    "p": "dropout rate",
+    "kind": "activation",
+    "out_features": "width",
+    "units": "code size",
+}
+WIDTHS = (
+    "out_features",
+    "out_channels",
+    "hidden_size",
+    "dim_feedforward",
+    "embedding_dim",
+    "units",
+)
+TRAIN_KNOBS = {
+    "lr": {"low": 1e-4, "high": 0.1, "log": True},
+    "batch_size": {"choices": [16, 32, 64, 128]},
+    "optimizer": {"choices": ["adam", "adamw", "sgd"]},
+    "weight_decay": {"low": 1e-6, "high": 1e-2, "log": True},
+    "scheduler": {"choices": ["none", "cosine", "onecycle"]},
+    "momentum": {"low": 0.8, "high": 0.99},
+    "label_smoothing": {"low": 0.0, "high": 0.2},
+}
+
+
+def tunable(spec: dict, train: dict, meta: dict) -> dict[str, dict]:
+    """The settings a study can search for this model and data, each with a title, its current value and a
+    starting range or list: the training options above, and each layer's width, kernel size, number of heads
+    or layers, dropout rate and activation (not the output layer's width: the data fixes it)."""
+    from engine.registry import get_op
+    from engine.spec import parse_spec
+    from engine.train.config import TrainConfig
+    from engine.train.options import OPTIMIZERS, SCHEDULES
+
+    out = {}
+    rows = int(meta.get("sizes", {}).get("train", 10**9))
+    for name, default in TRAIN_KNOBS.items():
+        if name == "label_smoothing" and meta.get("task") != "classification":
+            continue
+        field = TrainConfig.model_fields[name]
+        current = train.get(name, field.default)
+        if name == "batch_size":
+            default = {"choices": [b for b in default["choices"] if b <= rows] or [max(1, rows)]}
+        options = {"optimizer": list(OPTIMIZERS), "scheduler": list(SCHEDULES)}.get(name)
+        out[name] = {"title": field.title or name.replace("_", " ").capitalize(), "value": current,
+                     "default": default, "options": options}  # fmt: skip
+    try:
+        output = parse_spec(spec).output_id()
+    except LayerLabError:
+        return out
+    for node in spec.get("nodes", []):
+        op = get_op(node["op"])
+        if op is None:
+            continue
+        params = {
+            **{k: f.default for k, f in op.params.model_fields.items()},
+            **node.get("params", {}),
+        }
+        for param, value in params.items():
+            default, options = None, None
+            if param in WIDTHS and node["id"] != output and isinstance(value, int):
+                default = {"low": max(1, value // 4), "high": max(value * 4, 4), "log": True}
+            elif param == "kernel_size" and isinstance(value, int):
+                default = {"choices": [2, 3] if "pool" in node["op"] else [1, 3, 5]}
+            elif param == "num_heads":
+                default = {"choices": [1, 2, 4, 8]}
+            elif param == "num_layers" and isinstance(value, int):
+                default = {"low": 1, "high": max(3, value * 2)}
+            elif param in ("p", "dropout"):
+                default = {"low": 0.0, "high": 0.5}
+            elif node["op"] == "activation" and param == "kind":
+                default = {"choices": ["relu", "gelu", "tanh", "silu"]}
+                options = list(typing.get_args(op.params.model_fields["kind"].annotation))
+            if default is not None:
+                title = f"{node['id']}: {PARAM_TITLES.get(param, param.replace('_', ' '))}"
+                out[f"{node['id']}.{param}"] = {"title": title, "value": value, "default": default,
+                                                "options": options}  # fmt: skip
+    return out

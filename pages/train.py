@@ -8,6 +8,8 @@ from safetensors.torch import load_file
 
 from engine import raycluster
 from engine.compiler import analyse
+from engine.crossval import create_folds
+from engine.data.folds import MAX_FOLDS
 from engine.data.store import load_dataset
 from engine.errors import LayerLabError
 from engine.gan import is_gan
@@ -26,6 +28,7 @@ from ui.forms import settings_inputs
 from ui.layout import split
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import run_on, schedule_and_regularization
+from ui.tune_views import crossval_view, lr_finder
 
 page(
     "Train",
@@ -87,6 +90,7 @@ with settings:
         key="train.lr",
         help="Step size of each update: 0.001 is usual for Adam, 0.01-0.1 for SGD.",
     )
+    finder_slot = st.container()  # the finder needs the whole config: drawn below, shown here
     c1, c2 = st.columns(2)
     batch_size = c1.number_input(
         "Batch size",
@@ -188,6 +192,15 @@ with settings:
             help="Their weights stay as they are: fine-tune the rest, e.g. "
             "after starting from saved weights (Build page).",
         )
+        folds = st.number_input(
+            "Cross-validation folds",
+            min_value=0,
+            max_value=MAX_FOLDS,
+            value=0,
+            key="train.folds",
+            help="0: off. K: K runs, one per fold of the training and validation rows (stratified for classes); "
+            "each validates on its fold and trains on the rest. The test split stays held out.",
+        )
         budget = st.number_input(
             "Memory budget (MB)",
             min_value=1.0,
@@ -226,10 +239,18 @@ with settings:
         refused = None
     except LayerLabError as e:
         refused = str(e)
+    if folds and (machines > 1 or ray or processes > 1):
+        refused = "cross-validation runs its folds on one process each: choose Run on: This machine, one process"
+    with finder_slot:
+        lr_finder(state.whole_spec(), config, load_dataset(meta["id"]).path, refused)
     imported = st.session_state.get(state.INIT)
     with start_slot:
         if st.button(
-            "Start training" if machines == 1 else "Create the run and its launch files",
+            f"Start {folds}-fold cross-validation"
+            if folds
+            else "Start training"
+            if machines == 1
+            else "Create the run and its launch files",
             type="primary",
             icon=":material/play_arrow:",
             width="stretch",
@@ -249,10 +270,16 @@ with settings:
                     if imported
                     else None
                 )
-                run_dir = create_run(state.whole_spec(), config, load_dataset(meta["id"]).path, init=init,
-                                     parent=parent, processes=processes, nodes=machines,
-                                     ray=ray)  # fmt: skip
-                if machines == 1:  # (several machines: it waits for the launch files' commands)
+                if folds:  # k runs, queued together
+                    run_dir = [enqueue(r) for r in create_folds(state.whole_spec(), config,
+                               load_dataset(meta["id"]).path, int(folds), name=f"{meta['name']} CV")][0]  # fmt: skip
+                else:
+                    run_dir = create_run(state.whole_spec(), config, load_dataset(meta["id"]).path,
+                                         init=init, parent=parent, processes=processes, nodes=machines,
+                                         ray=ray)  # fmt: skip
+                if (
+                    machines == 1 and not folds
+                ):  # (several machines: it waits for the launch files' commands)
                     enqueue(run_dir)
                 state.set_run(run_dir.name)
                 st.rerun()
@@ -278,6 +305,7 @@ with charts:
     if run_dir and run_dir.exists():
         rename_box(run_dir)
         live_panel(Path(run_dir), config)
+        crossval_view(Path(run_dir))
     else:
         st.info(
             "No run in this session yet. The settings on the left already fit this dataset and model: press "
