@@ -488,6 +488,7 @@ def run_info(run_dir: Path) -> dict:
         "created": train.get("created", 0),
         "config": train.get("config", {}),
         "parent": train.get("parent"),
+        "trial": train.get("trial"),  # a search's trial: its study, number and settings
         "launch": train.get("launch"),
         **status,
     }

@@ -17,7 +17,7 @@ from engine.data.prepare import (
 from engine.data.readers import read_table
 from engine.data.series import SeriesOptions, suggest_time_column
 from engine.data.store import list_datasets, load_dataset, load_preview
-from engine.data.tabular import TextOptions, detect_task, suggest_target, target_problem
+from engine.data.tabular import Split, TextOptions, detect_task, suggest_target, target_problem
 from engine.errors import LayerLabError
 from engine.portable import decode_tokens
 from engine.tasks import TASKS
@@ -31,6 +31,7 @@ from ui.data_views import (
     image_grid,
     scatter_2d,
     series_chart,
+    split_inputs,
     token_preview,
 )
 from ui.progress import with_progress
@@ -261,19 +262,22 @@ with builtin_tab:
             "Noise", 0.0, 0.5, float(current.get("noise", 0.1)), step=0.01, key="data.noise"
         )
         seed = c3.number_input("Seed", 0, 2**31 - 1, int(current.get("seed", 0)), key="data.seed")
-    same = current == {"name": name, "n_samples": n_samples, "noise": noise, "seed": int(seed)} or (
-        not b.generated and current.get("name") == name
-    )
+    in_use = state.dataset_meta().get("split") or {}
+    split = split_inputs("data.builtin_split", in_use) if b.split else Split()
+    same = (
+        current == {"name": name, "n_samples": n_samples, "noise": noise, "seed": int(seed)}
+        or (not b.generated and current.get("name") == name)
+    ) and (not b.split or split == Split.model_validate(in_use))
     if st.button(
         "In use" if same else "Use this dataset",
         type="secondary" if same else "primary",
         icon=":material/check:",
         key="data.use_builtin",
-        disabled=same,
+        disabled=same or split is None,
     ):
         prepare_and_use(
             lambda progress: prepare_builtin(
-                name, n_samples=n_samples, noise=noise, seed=int(seed)
+                name, n_samples=n_samples, noise=noise, seed=int(seed), split=split
             ),
             f"Preparing {b.title}",
             expected_s=0.5 + n_samples / 2000,
@@ -305,9 +309,11 @@ with upload_tab:
             i2.radio("Colour", ["RGB", "grayscale"], horizontal=True, key="data.img_mode")
             == "grayscale"
         )
+        image_split = split_inputs("data.images_split")
         if st.button(
-            "Prepare images", type="primary", icon=":material/check:", key="data.prepare_images"
-        ):
+            "Prepare images", type="primary", icon=":material/check:", key="data.prepare_images",
+            disabled=image_split is None,
+        ):  # fmt: skip
             prepare_and_use(
                 lambda progress: prepare_images(
                     upload.getvalue(),
@@ -315,6 +321,7 @@ with upload_tab:
                     size=size,
                     grayscale=grayscale,
                     progress=progress,
+                    split=image_split,
                 ),
                 f"Reading the images in {upload.name}",
             )
@@ -424,13 +431,17 @@ with upload_tab:
                             help="Longer texts are cut, shorter ones padded with <pad>.",
                         ),
                     )
-                st.caption(
-                    "Split: 70% train · 15% validation · 15% test (stratified for classification). Every "
-                    "statistic (medians, scales, categories, vocabulary) is fitted on the training split only."
-                )
+                table_split = split_inputs("data.table_split")
+                if table_split:
+                    st.caption(
+                        f"Split: {1 - table_split.val - table_split.test:.0%} train · {table_split.val:.0%} "
+                        f"validation · {table_split.test:.0%} test (stratified for classification). Every "
+                        "statistic (medians, scales, categories, vocabulary) is fitted on the training split only."
+                    )
                 if st.button(
-                    "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare"
-                ):
+                    "Prepare dataset", type="primary", icon=":material/check:", key="data.prepare",
+                    disabled=table_split is None,
+                ):  # fmt: skip
                     prepare_and_use(
                         lambda progress: prepare_file(
                             upload.getvalue(),
@@ -440,6 +451,7 @@ with upload_tab:
                             plans=plans,
                             text=text,
                             seed=int(split_seed),
+                            split=table_split,
                             source=source,
                             delimiter=None if delimiter == "auto" else delimiter,
                             encoding=None if encoding == "auto" else encoding,

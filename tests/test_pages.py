@@ -31,7 +31,9 @@ def button(at, label):
     return next(b for b in at.button if b.label == label)
 
 
-@pytest.mark.parametrize("page", ["data", "build", "train", "evaluate", "predict", "export"])
+@pytest.mark.parametrize(
+    "page", ["data", "build", "train", "tune", "evaluate", "predict", "export"]
+)
 def test_every_page_renders_on_the_default_dataset_and_model(page):
     at = goto(app(), page)
     assert at.title[0].value == page.capitalize()
@@ -41,7 +43,7 @@ def test_every_page_renders_on_the_default_dataset_and_model(page):
 
 
 def test_each_page_is_safe_to_run_on_its_own():
-    for page in ["data", "build", "train", "evaluate", "predict", "export"]:
+    for page in ["data", "build", "train", "tune", "evaluate", "predict", "export"]:
         at = AppTest.from_file(str(ROOT / "pages" / f"{page}.py"), default_timeout=60)
         at.run()
         assert not at.exception, (page, at.exception)
@@ -94,6 +96,25 @@ def test_csv_upload_preview_target_and_prepare():
     assert [i.value for i in at.info] == [
         "Now using 'people'. The Build page holds a model that fits it."
     ]
+
+
+def test_the_split_is_chosen_on_the_data_page_and_a_split_leaving_too_few_rows_is_refused():
+    at = app()
+    rows = "".join(f"{i * 0.1:.1f},{i % 2}\n" for i in range(100))
+    at.file_uploader(key="data.upload").set_value(
+        ("s.csv", f"x,y\n{rows}".encode(), "text/csv")
+    ).run()
+    at.number_input(key="data.table_split.val").set_value(50).run()
+    at.number_input(key="data.table_split.test").set_value(30).run()
+    assert "leave only 20%" in at.error[0].value and button(at, "Prepare dataset").disabled
+    at.number_input(key="data.table_split.val").set_value(20).run()
+    at.number_input(key="data.table_split.test").set_value(10).run()
+    assert not at.error
+    assert any("70% train · 20% validation · 10% test" in c.value for c in at.caption)
+    button(at, "Prepare dataset").click().run()
+    from engine.data.store import load_meta
+
+    assert load_meta(at.session_state[DATASET])["sizes"] == {"train": 70, "val": 20, "test": 10}
 
 
 def test_picking_an_unlikely_target_warns_and_health_fixes_are_buttons():

@@ -130,8 +130,14 @@ def fmt_seconds(s: float) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else f"{s // 60}m {s % 60:02d}s"
 
 
-def origin(parent: dict | None) -> str:
-    """Where a branched run came from, in words."""
+def origin(parent: dict | None, trial: dict | None = None) -> str:
+    """Where a branched run came from, or the settings a search's trial tried, in words."""
+    if trial:
+        shown = ", ".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in trial["params"].items()
+        )
+        return f"trial {trial['number']}: {shown}"
     if not parent:
         return ""
     epoch = f", epoch {parent['epoch']}" if parent.get("epoch") else ""

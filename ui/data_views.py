@@ -3,9 +3,11 @@
 import plotly.graph_objects as go
 import streamlit as st
 import torch
+from pydantic import ValidationError
 
 from engine.data.series import PARTS, kept_series
 from engine.data.store import Dataset
+from engine.data.tabular import Split
 from ui.charts import COLORS, MAX_POINTS, layout, short_labels
 
 
@@ -285,3 +287,22 @@ def augmentation_panel(ds: Dataset) -> None:
         cfg = TrainConfig.parse({**saved, **settings})
         gen = torch.Generator().manual_seed(0)
         image_grid(ds, transform=lambda x: augment(x, cfg, gen).clamp(0, 1))
+
+
+def split_inputs(key: str, current: dict | None = None) -> Split | None:
+    """The validation and test shares (percent of the rows; the rest trains), stored with the dataset; None, with
+    the reason shown, when they leave too little to train on."""
+    current = current or {}
+    c1, c2 = st.columns(2)
+    val = c1.number_input("Validation %", 5, 50, round(100 * current.get("val", 0.15)), key=f"{key}.val",
+                          help="Rows each epoch is checked on (Keras' validation_split=0.2 is 20%).")  # fmt: skip
+    test = c2.number_input("Test %", 5, 50, round(100 * current.get("test", 0.15)), key=f"{key}.test",
+                           help="Rows held out until the Evaluate page.")  # fmt: skip
+    try:
+        return Split(val=val / 100, test=test / 100)
+    except ValidationError as e:
+        st.error(
+            e.errors()[0]["msg"].removeprefix("Value error, ").capitalize() + ".",
+            icon=":material/block:",
+        )
+        return None

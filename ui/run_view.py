@@ -529,7 +529,7 @@ def runs_table(runs: list[dict]) -> None:
                     "status": f"queued #{r['queue_position']}"
                     if r.get("queue_position")
                     else r["state"],
-                    "from": origin(r.get("parent")),
+                    "from": origin(r.get("parent"), r.get("trial")),
                     "dataset": r["dataset"],
                     "layers": r["layers"],
                     "processes": r.get("world_size")

@@ -15,6 +15,11 @@ class Builtin:
     generated: bool = False  # takes n_samples and noise
     samples: int = 1000  # its n_samples unless one is chosen
 
+    @property
+    def split(self) -> bool:
+        """Whether its rows are shared out at random (a series and a text keep their time order)."""
+        return self.name not in ("traffic", "tales")
+
 
 BUILTINS = {
     b.name: b
