@@ -555,11 +555,12 @@ class RunWriter:
         self.events.close()
 
 
-def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
+def execute(run_dir: Path, echo: bool = False, resume: bool = False, watch=None) -> dict:
     """The worker body: train the run described by the folder (from its resume checkpoint if `resume`; call
     `prepare_resume` first). `run_finished` is always the last event; a stop asked for by a signal is named in
     the result's `signal`. Under torchrun's environment (WORLD_SIZE > 1) this process is one rank of the run:
-    see `_execute`."""
+    see `_execute`. `watch`: called with each event as it is written, on the training thread (a search's
+    pruner; a stop it asks for is seen at the end of that epoch)."""
     run_dir = Path(run_dir)
     world = distributed.from_env()
     with stop_on_signals() as signalled:
@@ -570,6 +571,7 @@ def execute(run_dir: Path, echo: bool = False, resume: bool = False) -> dict:
             resume,
             lambda: bool(signalled) or (stop_file is not None and stop_file.exists()),
             world,
+            watch,
         )
     if signalled:
         result["signal"] = signalled[0]
@@ -620,7 +622,7 @@ def _rank_failures(run_dir: Path, attempt: int | None = None, since: float = 0.0
     return [f"Process {p.name.split('-')[0][4:]} of the run failed: {p.read_text()}" for p in found]
 
 
-def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dict:
+def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world, watch=None) -> dict:
     from engine.export import read_weights, stored_weights
     from engine.train.loop import fit  # imported here so the page process never pays for it
 
@@ -635,6 +637,8 @@ def _execute(run_dir: Path, echo: bool, resume: bool, should_stop, world) -> dic
         writer.status.update(pid=_owner_pid(), world_size=world.size, host=socket.gethostname())
         writer.set_status(state="running", started=before.get("started") if resume else time.time())
     emit = writer.emit if writer is not None else (lambda event: None)
+    if watch is not None and writer is not None:
+        emit = lambda event: (writer.emit(event), watch(event))  # noqa: E731
     trained = False
     try:
         train = read_json(run_dir / "train.json")

@@ -104,14 +104,34 @@ def dispatch() -> list[str]:
     return started
 
 
-def enqueue(run_dir: Path, resume: bool = False) -> Path:
-    """Put a queued run (create_run, prepare_resume) in the queue and start what has room."""
+def claim(run_dir: Path) -> bool:
+    """Take the queued run `run_dir` to train in this process (a search's worker, which has torch loaded already)
+    when its device has room and no older run of that device waits: its status gets this process's pid, so the
+    queue counts it as started. False: it keeps its place in the queue."""
+    with _locked():
+        waiting, busy = _waiting_and_busy()
+        for i, (run, _, kind, places) in enumerate(waiting):
+            if run.name != Path(run_dir).name:
+                continue
+            ahead = any(w[2] == kind for w in waiting[:i])
+            if ahead or (busy[kind] and busy[kind] + places > capacity(kind)):
+                return False
+            status = read_json(Path(run_dir) / "status.json", {})
+            atomic_write_json(Path(run_dir) / "status.json",
+                              {**status, "pid": os.getpid(), "heartbeat": time.time()})  # fmt: skip
+            return True
+    return False
+
+
+def enqueue(run_dir: Path, resume: bool = False, start: bool = True) -> Path:
+    """Put a queued run (create_run, prepare_resume) in the queue and (`start`) start what has room."""
     status = read_json(Path(run_dir) / "status.json", {})
     atomic_write_json(
         Path(run_dir) / "status.json",
         {**status, "queue": True, "queued_at": time.time(), "resume": resume},
     )
-    dispatch()
+    if start:
+        dispatch()
     return Path(run_dir)
 
 

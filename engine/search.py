@@ -7,8 +7,9 @@
     stop           present = stop the study: each worker stops its trial's run and ends
 
 A worker (`python -m engine.search STUDY_DIR --worker I --trials N`) asks Optuna for a trial, writes it as a run
-(named "<study> · trial <n>", with `"trial"` in its train.json), puts it in the run queue (engine.scheduler: the
-queue's limits place it on a GPU or the CPU) and watches its events: each epoch's validation metric is reported
+(named "<study> · trial <n>", with `"trial"` in its train.json) and puts it in the run queue (engine.scheduler).
+When the queue gives the run its turn (its device has room), the worker trains it in its own process, where torch
+is loaded already (`scheduler.claim`), and watches its events meanwhile: each epoch's validation metric is reported
 to the pruner, and a pruned trial's run is stopped (a `stopped` run, resumable). The run's final metric is the
 trial's value. Trials share nothing but the journal, so workers on several machines can share one study through
 a journal file on a shared file system, or an Optuna storage URL (`storage` in study.json).
@@ -19,6 +20,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import typing
 from pathlib import Path
@@ -412,9 +414,9 @@ def suggest(trial, config: StudyConfig) -> dict:
 def _objective(study_dir: Path, config: StudyConfig):
     import optuna
 
-    from engine.runs import create_run, read_events, read_status
+    from engine.runs import create_run
     from engine.runs import request_stop as stop_run
-    from engine.scheduler import cancel, dispatch, enqueue
+    from engine.scheduler import enqueue
 
     stop_file = Path(study_dir) / "stop"
 
@@ -429,52 +431,81 @@ def _objective(study_dir: Path, config: StudyConfig):
                              extra={"trial": {"study": str(Path(study_dir).resolve()), "number": trial.number,
                                               "params": params, "metric": config.metric}})  # fmt: skip
         trial.set_user_attr("run", str(run_dir))
-        enqueue(run_dir)
-        offset, pruned, stopping, final = 0, False, False, None
-        while final is None:
-            events, offset = read_events(run_dir, offset)
-            for event in events:
-                if event["type"] == "epoch_end" and config.metric in event["metrics"]:
-                    value = event["metrics"][config.metric]
-                    if value is not None and math.isfinite(value):
-                        trial.report(value, event["epoch"])
-                        if not pruned and not stopping and trial.should_prune():
-                            stop_run(run_dir)
-                            pruned = True
-                elif event["type"] == "run_finished":
-                    final = event
-            if final is not None:
-                break
-            status = read_status(run_dir)
-            if status["state"] not in ("queued", "running"):
-                final = {
-                    "status": status["state"],
-                    "message": status.get("message", ""),
-                    "metrics": {},
-                }
-                break
-            if stop_file.exists() and not stopping:
-                stopping = True
-                trial.study.stop()
-                try:
-                    cancel(run_dir)
-                except LayerLabError:  # already started
-                    stop_run(run_dir)
-            dispatch()
-            time.sleep(POLL_S)
+        enqueue(run_dir, start=False)
+        pruned = []
+
+        def watch(
+            event: dict,
+        ) -> None:  # each epoch's metric to the pruner; a pruned trial's run stops
+            value = event["metrics"].get(config.metric) if event["type"] == "epoch_end" else None
+            if pruned or value is None or not math.isfinite(value):
+                return
+            trial.report(value, event["epoch"])
+            if trial.should_prune():
+                pruned.append(event["epoch"])
+                stop_run(run_dir)
+
+        final, stopped = _train_trial(run_dir, watch, stop_file)
+        if stopped:
+            trial.study.stop()
         trial.set_user_attr("status", final["status"])
         if final.get("message"):
             trial.set_user_attr("message", final["message"][:500])
-        if (pruned or stopping) and final[
+        if (pruned or stopped) and final[
             "status"
         ] != "completed":  # (a stop may come after the last epoch)
             raise optuna.TrialPruned()
         value = (final.get("metrics") or {}).get(config.metric)
         if final["status"] != "completed" or value is None or not math.isfinite(value):
+            if not final.get("message"):
+                trial.set_user_attr(
+                    "message", f"the run ended {final['status']} without {config.metric}"
+                )
             return float("nan")  # a failed trial (its run says why); the study goes on
         return float(value)
 
     return objective
+
+
+def _train_trial(run_dir: Path, watch, stop_file: Path) -> tuple[dict, bool]:
+    """Wait for the run's turn in the queue, train it on a thread of this process (`watch` sees each event as it
+    is written), and return its final event, and whether the study was stopped meanwhile. A run that another
+    process started (the app's queue) is watched through its events instead."""
+    from engine.runs import execute, read_events, read_status
+    from engine.runs import request_stop as stop_run
+    from engine.scheduler import cancel, claim, dispatch
+
+    offset, stopping, trainer, result = 0, False, None, {}
+    while True:
+        if trainer is None and not stopping and claim(run_dir):  # its turn: train it here
+            trainer = threading.Thread(target=lambda: result.update(execute(run_dir, watch=watch)),
+                                       name="trial", daemon=True)  # fmt: skip
+            trainer.start()
+        if trainer is not None:
+            trainer.join(POLL_S)
+            if not trainer.is_alive():
+                return result, stopping
+        else:  # waiting, or trained by another process
+            events, offset = read_events(run_dir, offset)
+            for event in events:
+                watch(event)
+                if event["type"] == "run_finished":
+                    return event, stopping
+            status = read_status(run_dir)
+            if status["state"] not in (
+                "queued",
+                "running",
+            ):  # (its last events may still be on their way)
+                return {"status": status["state"], "message": status.get("message", ""),
+                        "metrics": status.get("metrics") or {}}, stopping  # fmt: skip
+            dispatch()  # older runs waiting before this one (no app may be serving the queue)
+            time.sleep(POLL_S)
+        if stop_file.exists() and not stopping:
+            stopping = True
+            try:
+                cancel(run_dir)
+            except LayerLabError:  # already started
+                stop_run(run_dir)
 
 
 def work(study_dir: Path, worker: int, trials: int) -> None:

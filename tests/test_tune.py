@@ -18,7 +18,7 @@ from engine.data.folds import fold_view
 from engine.data.prepare import prepare_builtin
 from engine.data.tabular import Split
 from engine.errors import ConfigError, LayerLabError
-from engine.runs import execute, prepare_resume, read_status, resumable
+from engine.runs import execute, list_runs, prepare_resume, read_status, resumable
 from engine.spec import data_inputs
 from engine.train.config import TrainConfig
 from engine.train.lr_find import lr_range_test
@@ -227,3 +227,22 @@ def test_cli_search_lr_find_and_folds(tmp_path):
         "search", *data, "--space", str(tmp_path / "none.json"), "--out", str(tmp_path / "s2")
     )
     assert bad.returncode == 2 and "no such space file" in bad.stderr
+
+
+def test_stopping_a_study_stops_its_workers_and_their_runs(moons):
+    study_dir = search.create_study(
+        study_config(moons, train={**QUICK, "epochs": 500}, trials=4, workers=2)
+    )
+    search.start(study_dir)
+    end = time.time() + 120
+    while not any(r["state"] == "running" for r in list_runs()):
+        assert time.time() < end, "no trial started"
+        time.sleep(0.3)
+    search.request_stop(study_dir)
+    while search.running(study_dir):
+        assert time.time() < end + 60, "the workers did not end"
+        time.sleep(0.3)
+    assert search.state(study_dir) == "stopped"
+    states = {read_status(r["path"])["state"] for r in list_runs()}
+    assert states <= {"stopped", "cancelled"} and "stopped" in states
+    assert len(list_runs()) <= 2  # no trial was started after the stop
