@@ -132,6 +132,15 @@ def _target(name: str, spec: dict) -> tuple[str, bool]:
     from engine.registry import get_op
     from engine.train.config import TrainConfig
 
+    if name.startswith(REPEAT):
+        first = name[len(REPEAT) :]
+        if first not in blocks(spec):
+            raise ConfigError(
+                f"'{name}': '{first}' does not start a block that can be repeated (blocks start at "
+                f"{', '.join(blocks(spec)) or 'no layer of this model'}: a layer with weights and the "
+                "activation, normalization and dropout after it, in a chain)."
+            )
+        return f"the number of {first} blocks", True
     if "." in name:
         node_id, param = name.split(".", 1)
         nodes = {n["id"]: n for n in spec.get("nodes", [])}
@@ -154,11 +163,51 @@ def _target(name: str, spec: dict) -> tuple[str, bool]:
     return f"the training option {name}", _is_int(TrainConfig.model_fields[name].annotation)
 
 
+REPEAT = "repeat:"
+WEIGHTED = ("linear", "conv1d", "conv2d", "rnn", "lstm", "gru")
+FOLLOWERS = ("activation", "batchnorm", "layernorm", "groupnorm", "dropout", "dropout2d")
+
+
+def blocks(spec: dict) -> dict[str, list[str]]:
+    """The blocks a study can repeat, by their first layer: a layer with weights and the activation,
+    normalization and dropout layers after it, each reading the one before (not the output layer)."""
+    nodes = spec.get("nodes", [])
+    output = spec.get("output") or (nodes[-1]["id"] if nodes else None)
+    out = {}
+    for i, node in enumerate(nodes):
+        if node["op"] not in WEIGHTED or node["id"] == output or node.get("inputs"):
+            continue
+        block = [node["id"]]
+        for after in nodes[i + 1 :]:
+            if after["op"] not in FOLLOWERS or after.get("inputs") or after["id"] == output:
+                break
+            block.append(after["id"])
+        out[node["id"]] = block
+    return out
+
+
+def _repeat(spec: dict, first: str, times: int) -> None:
+    """`times` copies of the block that starts at `first` in a row (its copies named <id>_r2, <id>_r3, …)."""
+    block = blocks(spec)[first]
+    nodes = spec["nodes"]
+    end = next(i for i, n in enumerate(nodes) if n["id"] == block[-1]) + 1
+    members = [n for n in nodes if n["id"] in block]
+    copies = [
+        {**json.loads(json.dumps(n)), "id": f"{n['id']}_r{c}"}
+        for c in range(2, times + 1)
+        for n in members
+    ]
+    nodes[end:end] = copies
+
+
 def apply(spec: dict, train: dict, params: dict) -> tuple[dict, dict]:
-    """The model and training settings with a trial's values in place."""
+    """The model and training settings with a trial's values in place (blocks repeated last, so that their copies
+    take the searched settings of their layers)."""
     spec = json.loads(json.dumps(spec))
     train = dict(train)
     for name, value in params.items():
+        if name.startswith(REPEAT):
+            continue
         if "." in name:
             node_id, param = name.split(".", 1)
             for node in spec["nodes"]:
@@ -166,6 +215,9 @@ def apply(spec: dict, train: dict, params: dict) -> tuple[dict, dict]:
                     node.setdefault("params", {})[param] = value
         else:
             train[name] = value
+    for name, value in params.items():
+        if name.startswith(REPEAT) and int(value) > 1:
+            _repeat(spec, name[len(REPEAT) :], int(value))
     return spec, train
 
 
@@ -693,4 +745,7 @@ def tunable(spec: dict, train: dict, meta: dict) -> dict[str, dict]:
                 title = f"{node['id']}: {PARAM_TITLES.get(param, param.replace('_', ' '))}"
                 out[f"{node['id']}.{param}"] = {"title": title, "value": value, "default": default,
                                                 "options": options}  # fmt: skip
+    for first, block in blocks(spec).items():
+        out[f"{REPEAT}{first}"] = {"title": f"Repeat {' → '.join(block)}", "value": 1,
+                                   "default": {"low": 1, "high": 3}, "options": None}  # fmt: skip
     return out

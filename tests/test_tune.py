@@ -246,3 +246,34 @@ def test_stopping_a_study_stops_its_workers_and_their_runs(moons):
     states = {read_status(r["path"])["state"] for r in list_runs()}
     assert states <= {"stopped", "cancelled"} and "stopped" in states
     assert len(list_runs()) <= 2  # no trial was started after the stop
+
+
+def test_an_architecture_search_repeats_a_block_and_each_trial_trains_its_own_depth(moons):
+    assert search.blocks(mlp_spec(2)) == {"fc1": ["fc1", "act1"], "fc2": ["fc2", "act2"]}
+    space = {"repeat:fc1": {"low": 1, "high": 3}, "fc1.out_features": {"choices": [8]}}
+    config = study_config(
+        moons, space=space, sampler="grid", pruner="none", train={**QUICK, "epochs": 1}
+    )
+    rows = search.trial_rows(run_study(search.create_study(config)))
+    depth = {}
+    for row in rows:
+        spec = json.loads((ROOT / row["run"] / "spec.json").read_text())
+        ids = [n["id"] for n in spec["nodes"]]
+        depth[row["params"]["repeat:fc1"]] = ids
+        assert all(
+            n["params"]["out_features"] == 8 for n in spec["nodes"] if n["id"].startswith("fc1")
+        )
+    assert depth[1] == ["fc1", "act1", "fc2", "act2", "head"]
+    assert depth[3] == [
+        "fc1",
+        "act1",
+        "fc1_r2",
+        "act1_r2",
+        "fc1_r3",
+        "act1_r3",
+        "fc2",
+        "act2",
+        "head",
+    ]
+    with pytest.raises(ConfigError, match="does not start a block"):
+        search.create_study(study_config(moons, space={"repeat:head": {"low": 1, "high": 2}}))
