@@ -317,7 +317,7 @@ def _search(args) -> int:
         {"name": args.name or out.name, "dataset_dir": str(dataset.path), "spec": spec, "train": train,
          "space": space, "metric": metric, "direction": args.direction or search.default_direction(metric),
          "sampler": args.sampler, "pruner": args.pruner, "trials": args.trials, "workers": args.workers,
-         "seed": args.seed},
+         "seed": args.seed, "storage": args.storage},
         out,
     )  # fmt: skip
     search.start(study_dir)
@@ -773,6 +773,8 @@ def main(argv=None) -> int:
     se.add_argument("--sampler", default="tpe", choices=list(search_samplers()), help="default tpe")
     se.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     se.add_argument("--name", help="the study's name (default: the --out folder's)")
+    se.add_argument("--storage", help="an Optuna storage URL that workers on several machines share (e.g. "
+                    "postgresql://…; default: a journal file in --out)")  # fmt: skip
     se.add_argument("--out", required=True, help="the study folder to write (journal, study.json)")
     lf = sub.add_parser(
         "lr-find",
