@@ -52,11 +52,10 @@ with form:
             }
             continue
         whole = isinstance(default["low"], int) and isinstance(default["high"], int)
-        c1, c2, c3 = st.columns([1, 1, 0.6], vertical_alignment="bottom")
+        st.markdown(f"**{knob['title']}** (now {knob['value']})")
+        c1, c2, c3 = st.columns([1, 1, 0.7], vertical_alignment="bottom")
         kind = dict(step=1) if whole else dict(format="%g", step=None)
-        low = c1.number_input(
-            f"{knob['title']}: from", value=default["low"], key=f"tune.low.{key}", **kind
-        )
+        low = c1.number_input("from", value=default["low"], key=f"tune.low.{key}", **kind)
         high = c2.number_input("to", value=default["high"], key=f"tune.high.{key}", **kind)
         log = c3.checkbox("log", value=default.get("log", False), key=f"tune.log.{key}",
                           help="Draw on a log scale (rates, widths).")  # fmt: skip

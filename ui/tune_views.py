@@ -28,7 +28,7 @@ FINDER = "train.lr_finder"  # the session's finder job folder
 def lr_finder(spec: dict, config: dict, dataset_dir: str, refused: str | None) -> None:
     """A button that sweeps the rate in a process of its own, the loss against the rate as it comes, the
     suggested rate and a button that sets it."""
-    c1, c2 = st.columns([1, 1], vertical_alignment="center")
+    c1, c2 = st.columns([1.4, 1], vertical_alignment="center")
     if c1.button("Find a learning rate", icon=":material/search_insights:", key="train.find_lr",
                  disabled=refused is not None, help=refused or
                  f"Trains a copy of the model for {lr_find.STEPS} steps while the rate grows from "
@@ -78,7 +78,7 @@ def lr_finder(spec: dict, config: dict, dataset_dir: str, refused: str | None) -
               help="Sets the learning rate (one-cycle rises to it as its maximum).")  # fmt: skip
     st.caption(
         f"Suggested: **{suggestion:.2g}**, where the loss falls fastest (the loss was lowest at "
-        f"{result['lrs'][result['min_at']]:.2g}; {result['stopped_at']} steps in {result['seconds']:.1f} s)."
+        f"{result['lrs'][result['min_at']]:.2g}; {result['stopped_at']} steps in {result['seconds']:.2g} s)."
     )
 
 
