@@ -320,7 +320,10 @@ def _search(args) -> int:
          "seed": args.seed, "storage": args.storage},
         out,
     )  # fmt: skip
-    search.start(study_dir)
+    if args.ray:  # Ray Tune drives the trials from this process; their lines come at the end
+        search.ray_tune(study_dir, args.ray)
+    else:
+        search.start(study_dir)
     stopping = []
     previous = signal.signal(signal.SIGINT, lambda *_: stopping.append(True))
     printed: set[int] = set()
@@ -328,7 +331,7 @@ def _search(args) -> int:
         while True:
             alive = search.running(study_dir)
             study = search.load(study_dir)
-            for row in search.trial_rows(study):
+            for row in search.trial_rows(study, study_dir):
                 if row["state"] != "running" and row["number"] not in printed:
                     printed.add(row["number"])
                     print(json.dumps({"type": "trial_finished", **row}), flush=True)
@@ -344,7 +347,7 @@ def _search(args) -> int:
             time.sleep(1.0)
     finally:
         signal.signal(signal.SIGINT, previous)
-    top = search.best(study)
+    top = search.best(study, study_dir)
     print(json.dumps({"type": "study_finished", "best_value": top and top["value"],
                       "best_params": top and top["params"], "best_run": top and top["run"],
                       "trials": len(printed), "study": str(study_dir)}))  # fmt: skip
@@ -773,6 +776,9 @@ def main(argv=None) -> int:
     se.add_argument("--sampler", default="tpe", choices=list(search_samplers()), help="default tpe")
     se.add_argument("--pruner", default="median", choices=["median", "hyperband", "none"])
     se.add_argument("--name", help="the study's name (default: the --out folder's)")
+    se.add_argument("--ray", metavar="ADDRESS",
+                    help="run the trials with Ray Tune (its Optuna searcher and ASHA) on the Ray cluster at "
+                    "ADDRESS (auto, HOST:6379 or ray://HOST:10001); needs pip install -e '.[ray]'")  # fmt: skip
     se.add_argument("--storage", help="an Optuna storage URL that workers on several machines share (e.g. "
                     "postgresql://…; default: a journal file in --out)")  # fmt: skip
     se.add_argument("--out", required=True, help="the study folder to write (journal, study.json)")

@@ -48,6 +48,21 @@ class _Rank:
         return execute(Path(run_dir), resume=resume)
 
 
+def connect(address: str | None):
+    """Ray, joined to the cluster at `address` ("auto": the one this machine belongs to) unless this process
+    has joined one already."""
+    ray = _ray()
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address or "auto", log_to_driver=False)
+        except (ConnectionError, ValueError, RuntimeError) as e:
+            raise LayerLabError(
+                f"no Ray cluster answers at {address or 'auto'} ({e}). Start one with `ray start "
+                "--head`, or give its address (ray://HOST:10001 or HOST:6379)."
+            ) from None
+    return ray
+
+
 def train(
     run_dir: Path, address: str | None, processes: int, resume: bool = False, echo: bool = False
 ) -> dict:
@@ -61,18 +76,10 @@ def train(
     from engine.train.distributed import check_world, uses_cuda
     from engine.workspace import read_json
 
-    ray = _ray()
     cfg = TrainConfig.parse(read_json(Path(run_dir) / "train.json")["config"])
     check_world(processes, cfg.batch_size, cfg.device, 0)
     gpus = uses_cuda(cfg.device)
-    if not ray.is_initialized():
-        try:
-            ray.init(address=address or "auto", log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as e:
-            raise LayerLabError(
-                f"no Ray cluster answers at {address or 'auto'} ({e}). Start one with `ray start "
-                "--head`, or give its address (ray://HOST:10001 or HOST:6379)."
-            ) from None
+    ray = connect(address)
     actor = ray.remote(num_cpus=1, num_gpus=1 if gpus else 0)(_Rank)
     ranks = [actor.remote() for _ in range(processes)]
     places = ray.get([r.where.remote() for r in ranks])

@@ -15,6 +15,7 @@ trial's value. Trials share nothing but the journal, so workers on several machi
 a journal file on a shared file system, or an Optuna storage URL (`storage` in study.json).
 """
 
+import functools
 import json
 import math
 import os
@@ -329,8 +330,18 @@ def create_study(config: dict | StudyConfig, study_dir: Path | None = None) -> P
         config = StudyConfig.model_validate(config) if isinstance(config, dict) else config
     except ValidationError as e:
         first = e.errors()[0]
-        where = ".".join(str(p) for p in first["loc"])
-        raise ConfigError(f"the study's {where}: {first['msg']}.") from None
+        loc = [
+            str(p)
+            for p in first["loc"]
+            if p not in ("int", "float", "str", "bool", "none", "Dimension")
+        ]
+        hint = (
+            ' Each setting maps to a range, {"low": 0.0001, "high": 0.1, "log": true}, or to choices, '
+            '{"choices": [16, 32, 64]} (numbers, words, true/false).'
+            if loc and loc[0] == "space"
+            else ""
+        )
+        raise ConfigError(f"the study's {'.'.join(loc)}: {first['msg']}.{hint}") from None
     check_study(config)
     if config.sampler == "grid":
         config = config.model_copy(update={"trials": min(config.trials, grid_size(config))})
@@ -573,8 +584,9 @@ def work(study_dir: Path, worker: int, trials: int) -> None:
 # ---- reading results
 
 
-def trial_rows(study) -> list[dict]:
-    """Each trial as the table and the CLI show it."""
+def trial_rows(study, study_dir: Path | None = None) -> list[dict]:
+    """Each trial as the table and the CLI show it (`study_dir`: where a Ray study maps its trials to runs)."""
+    ray_runs = read_json(Path(study_dir) / "runs.json", {}) if study_dir else {}
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({
@@ -582,7 +594,7 @@ def trial_rows(study) -> list[dict]:
             "state": t.state.name.lower(),
             "value": t.value,
             "params": dict(t.params),
-            "run": t.user_attrs.get("run"),
+            "run": t.user_attrs.get("run") or ray_runs.get(str(t.number)),
             "epochs": len(t.intermediate_values),
             "message": t.user_attrs.get("message", ""),
             "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
@@ -591,18 +603,15 @@ def trial_rows(study) -> list[dict]:
     return rows
 
 
-def best(study) -> dict | None:
+def best(study, study_dir: Path | None = None) -> dict | None:
     """The best finished trial: its value, settings and run, or None before one completes."""
     try:
         t = study.best_trial
     except ValueError:
         return None
-    return {
-        "number": t.number,
-        "value": t.value,
-        "params": dict(t.params),
-        "run": t.user_attrs.get("run"),
-    }
+    ray_runs = read_json(Path(study_dir) / "runs.json", {}) if study_dir else {}
+    run = t.user_attrs.get("run") or ray_runs.get(str(t.number))
+    return {"number": t.number, "value": t.value, "params": dict(t.params), "run": run}
 
 
 def train_best(study_dir: Path) -> Path:
@@ -749,3 +758,108 @@ def tunable(spec: dict, train: dict, meta: dict) -> dict[str, dict]:
         out[f"{REPEAT}{first}"] = {"title": f"Repeat {' → '.join(block)}", "value": 1,
                                    "default": {"low": 1, "high": 3}, "options": None}  # fmt: skip
     return out
+
+
+# ---- on a Ray cluster: Ray Tune runs the same space through its Optuna searcher and ASHA
+
+
+def ray_tune(study_dir: Path, address: str | None) -> None:
+    """Run the study's trials on the Ray cluster at `address`: Ray Tune's OptunaSearch asks Optuna (this study's
+    storage, so the Tune page and `trial_rows` read it as any study) with the same `suggest`, ASHA stops weak
+    trials, and each trial trains as an ordinary run on whichever node Ray places it (the workspace must be on
+    storage every node reaches)."""
+    from engine import raycluster
+
+    raycluster.connect(address)
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+    from ray.tune.search.optuna import OptunaSearch
+
+    config = read_config(study_dir)
+    mode = "max" if config.direction == "maximize" else "min"
+    searcher = OptunaSearch(space=functools.partial(_define, config=config), metric="objective", mode=mode,
+                            storage=storage_of(study_dir, config), study_name="study",
+                            seed=config.seed)  # fmt: skip
+    epochs = int(config.train.get("epochs", 20))
+    scheduler = ASHAScheduler(metric="objective", mode=mode, max_t=max(epochs, 1), grace_period=1)
+    resources = {"gpu": 1} if _uses_cuda(config) else {"cpu": 1}
+    trainable = tune.with_resources(
+        tune.with_parameters(
+            _ray_trial, study_dir=str(Path(study_dir).resolve()), home=str(home())
+        ),
+        resources,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=config.trials,
+                                    max_concurrent_trials=config.workers),
+        run_config=tune.RunConfig(name="ray", storage_path=str(Path(study_dir).resolve()), verbose=0),
+    )  # fmt: skip
+    results = tuner.fit()
+    _name_runs(study_dir, [r.metrics.get("run") for r in results if r.metrics])
+
+
+def _define(trial, config: StudyConfig) -> None:
+    """Ray Tune's define-by-run space: the same suggestions as a worker's (a module-level function: Tune pickles
+    its searcher)."""
+    suggest(trial, config)
+
+
+def _uses_cuda(config: StudyConfig) -> bool:
+    from engine.train.distributed import uses_cuda
+
+    return uses_cuda(config.train.get("device", "auto"))
+
+
+def _ray_trial(params: dict, study_dir: str, home: str) -> None:
+    """One Ray trial: a run of the trial's settings, trained on a thread while each epoch's metric is reported
+    to Tune; when ASHA stops the trial, its run is stopped (a `stopped` run, resumable)."""
+    os.environ["LAYERLAB_HOME"] = home
+    from ray import tune
+
+    from engine.runs import create_run, execute, read_events, request_stop
+
+    config = read_config(Path(study_dir))
+    spec, train = apply(config.spec, config.train, params)
+    run_dir = create_run(spec, train, Path(config.dataset_dir), name=f"{config.name} · Ray trial",
+                         extra={"trial": {"study": study_dir, "params": params, "metric": config.metric,
+                                          "number": None}})  # fmt: skip
+    trainer = threading.Thread(target=execute, args=(run_dir,), name="trial", daemon=True)
+    trainer.start()
+    offset = 0
+    try:
+        while True:
+            alive = trainer.is_alive()
+            events, offset = read_events(run_dir, offset)
+            for event in events:
+                value = (
+                    event["metrics"].get(config.metric) if event["type"] == "epoch_end" else None
+                )
+                if value is not None and math.isfinite(value):
+                    tune.report({"objective": value, "epoch": event["epoch"], "run": str(run_dir)})
+            if not alive:
+                break
+            trainer.join(POLL_S)
+    finally:
+        if trainer.is_alive():  # Tune stopped the trial (ASHA), or the study ended
+            request_stop(run_dir)
+            trainer.join()
+
+
+def _name_runs(study_dir: Path, runs: list) -> None:
+    """Each Ray trial's run gets its trial's number (Optuna numbers the trials as Tune asks for them), and the
+    study's runs.json maps the numbers to the runs (a finished Optuna trial takes no more attributes)."""
+    from engine.workspace import atomic_write_json as write
+
+    config, trials = read_config(study_dir), load(study_dir).get_trials(deepcopy=False)
+    found = {}
+    for run in filter(None, runs):
+        train = read_json(Path(run) / "train.json", {})
+        params = (train.get("trial") or {}).get("params")
+        match = next((t for t in trials if t.params == params), None)
+        if match is not None:
+            found[str(match.number)] = run
+            train["trial"]["number"] = match.number
+            train["name"] = f"{config.name} · trial {match.number}"
+            write(Path(run) / "train.json", train)
+    write(Path(study_dir) / "runs.json", found)

@@ -277,3 +277,28 @@ def test_an_architecture_search_repeats_a_block_and_each_trial_trains_its_own_de
     ]
     with pytest.raises(ConfigError, match="does not start a block"):
         search.create_study(study_config(moons, space={"repeat:head": {"low": 1, "high": 2}}))
+
+
+def test_ray_tune_runs_the_same_space_and_its_trials_are_runs(moons):
+    ray = pytest.importorskip("ray")  # the optional extra: pip install -e '.[ray]'
+    from engine.runs import read_events
+
+    study_dir = search.create_study(study_config(moons, trials=3, workers=2))
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        search.ray_tune(study_dir, None)
+    finally:
+        ray.shutdown()
+    rows = search.trial_rows(search.load(study_dir), study_dir)
+    assert len(rows) == 3 and all(r["run"] for r in rows)
+    for row in rows:
+        train = json.loads((ROOT / row["run"] / "train.json").read_text())
+        assert (
+            train["trial"]["params"] == row["params"] and train["trial"]["number"] == row["number"]
+        )
+        assert 4 <= row["params"]["fc1.out_features"] <= 32
+    top = search.best(search.load(study_dir), study_dir)
+    seen = [
+        e["metrics"]["val/accuracy"] for e in read_events(top["run"])[0] if e["type"] == "epoch_end"
+    ]
+    assert top["value"] in seen

@@ -147,7 +147,7 @@ def study_view(study_dir: Path) -> None:
 def _study_body(study_dir: Path) -> None:
     config = search.read_config(study_dir)
     study = search.load(study_dir)
-    rows = search.trial_rows(study)
+    rows = search.trial_rows(study, study_dir)
     now = search.state(study_dir)
     finished = [r for r in rows if r["state"] != "running"]
     took = [r["seconds"] for r in finished if r["seconds"]]
@@ -159,7 +159,7 @@ def _study_body(study_dir: Path) -> None:
     )
     st.progress(min(len(finished) / config.trials, 1.0),
                 text=f"{len(finished)} of {config.trials} trials finished ({now}){eta}")  # fmt: skip
-    top = search.best(study)
+    top = search.best(study, study_dir)
     c1, c2, c3 = st.columns(3)
     c1.metric(f"Best {config.metric}", fmt_value(top["value"]) if top else "–",
               help=f"{config.direction} {config.metric}")  # fmt: skip
@@ -195,7 +195,7 @@ def study_actions(study_dir: Path) -> None:
                  help="Each running trial stops at its next step (a stopped, resumable run)."):  # fmt: skip
         search.request_stop(study_dir)
         st.rerun()
-    top = search.best(search.load(study_dir))
+    top = search.best(search.load(study_dir), study_dir)
     if c2.button("Train the best", type="primary", icon=":material/emoji_events:", disabled=top is None,
                  width="stretch", key="tune.best",
                  help="A new run with the best trial's model and settings, ready to export."):  # fmt: skip
