@@ -312,7 +312,7 @@ def _search(args) -> int:
         raise LayerLabError(f"{out} already holds a study: choose a new --out folder.")
     dataset = _prepared(args, out / "dataset")
     spec, train = _spec_train(args, dataset)
-    metric = args.metric or search.metric_choices(dataset.meta, train)[-1]
+    metric = args.metric or search.default_metric(dataset.meta, train)
     study_dir = search.create_study(
         {"name": args.name or out.name, "dataset_dir": str(dataset.path), "spec": spec, "train": train,
          "space": space, "metric": metric, "direction": args.direction or search.default_direction(metric),

@@ -286,7 +286,17 @@ def metric_choices(meta: dict, train: dict) -> list[str]:
     from engine.tasks import task_for
 
     task = task_for(meta["task"], train.get("target", "label"))
-    return ["val/loss", *(f"val/{m}" for m in task.metrics)]
+    return [
+        "val/loss",
+        *(f"val/{m}" for m in task.metrics if m != "naive_mae"),
+    ]  # (a baseline's, not the model's)
+
+
+def default_metric(meta: dict, train: dict) -> str:
+    """What a study optimizes unless told: accuracy for classes, the mean absolute error for numbers, else the
+    validation loss."""
+    choices = metric_choices(meta, train)
+    return next((m for m in ("val/accuracy", "val/mae") if m in choices), "val/loss")
 
 
 def grid_space(config: StudyConfig) -> dict[str, list]:

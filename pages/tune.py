@@ -61,7 +61,8 @@ with form:
                           help="Draw on a log scale (rates, widths).")  # fmt: skip
         space[key] = {"low": low, "high": high, "log": log}
     metrics = search.metric_choices(meta, train)
-    metric = st.selectbox("Objective", metrics, index=len(metrics) - 1, key="tune.metric",
+    metric = st.selectbox("Objective", metrics, index=metrics.index(search.default_metric(meta, train)),
+                          key="tune.metric",
                           help="The validation metric each trial ends with.")  # fmt: skip
     direction = search.default_direction(metric)
     st.caption(f"Each trial's final {metric} is {direction}d.")

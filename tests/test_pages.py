@@ -626,7 +626,7 @@ def test_every_page_renders_for_a_forecaster_and_its_run():
     button(at, "Start training").click().run()
     run_id = at.session_state["ll.run_id"]
     assert wait_finished(run_id) == "completed"
-    for page in ["train", "evaluate", "predict", "export"]:
+    for page in ["train", "tune", "evaluate", "predict", "export"]:
         goto(at, page)
         assert not at.error, (page, at.error)
     goto(at, "evaluate")
@@ -652,7 +652,7 @@ def test_every_page_renders_for_a_language_model_and_its_run():
     at.number_input(key="train.epochs").set_value(1).run()
     button(at, "Start training").click().run()
     assert wait_finished(at.session_state["ll.run_id"]) == "completed"
-    for page in ["train", "evaluate", "export", "predict"]:
+    for page in ["train", "tune", "evaluate", "export", "predict"]:
         goto(at, page)
         assert not at.error, (page, at.error)
     assert any(m.label == "Bits per token" for m in goto(at, "evaluate").metric)

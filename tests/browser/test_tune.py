@@ -45,6 +45,9 @@ def test_search_four_trials_see_parallel_coordinates_and_train_the_best(server, 
     assert page.get_by_text("4 of 4 trials finished").count() == 1
     shot(page, "tune_study")
     no_exceptions(page)
+    page.reload()  # the study lives on disk: a refresh brings it back
+    settle(page)
+    page.get_by_text("4 of 4 trials finished (finished)").wait_for(timeout=60_000)
     before = {r["id"] for r in list_runs()}
     page.get_by_role("button", name="Train the best").click()
     run = new_run_finished(page, before)
