@@ -223,10 +223,6 @@ def test_cli_search_lr_find_and_folds(tmp_path):
     assert set(last["metrics"]["val/accuracy"]) == {"mean", "std", "n"}
     bad = cli("train", *data, "--val-split", "0.7", "--out", str(tmp_path / "x"))
     assert bad.returncode == 2 and "--val-split" in bad.stderr
-    bad = cli(
-        "search", *data, "--space", str(tmp_path / "none.json"), "--out", str(tmp_path / "s2")
-    )
-    assert bad.returncode == 2 and "no such space file" in bad.stderr
 
 
 def test_stopping_a_study_stops_its_workers_and_their_runs(moons):
