@@ -26,6 +26,9 @@ DISPATCH_EVERY_S = 1.0
 
 
 def gpu_count() -> int:
+    """The machine's GPUs (a search's worker sees one, and is told the machine's count: LAYERLAB_MACHINE_GPUS)."""
+    if os.environ.get("LAYERLAB_MACHINE_GPUS"):
+        return int(os.environ["LAYERLAB_MACHINE_GPUS"])
     import torch
 
     return torch.cuda.device_count() if torch.cuda.is_available() else 0

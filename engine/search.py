@@ -387,7 +387,9 @@ def start(study_dir: Path) -> list[int]:
     config = read_config(study_dir)
     share = [config.trials // config.workers + (i < config.trials % config.workers)
              for i in range(config.workers)]  # fmt: skip
-    pids = []
+    from engine.scheduler import gpu_count
+
+    pids, gpus = [], gpu_count()
     with open(Path(study_dir) / "workers.log", "ab") as log:
         for i, n in enumerate(share):
             if n == 0:
@@ -397,11 +399,25 @@ def start(study_dir: Path) -> list[int]:
                  "--trials", str(n)],
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True, cwd=_ROOT,
-                env={**os.environ, "LAYERLAB_HOME": str(home())},
+                env={**os.environ, "LAYERLAB_HOME": str(home()), **worker_gpu(i, gpus)},
             )  # fmt: skip
             pids.append(proc.pid)
     atomic_write_json(Path(study_dir) / "workers.json", {"pids": pids, "started": time.time()})
     return pids
+
+
+def worker_gpu(worker: int, gpus: int, visible: str | None = None) -> dict[str, str]:
+    """The environment that gives worker `worker` a GPU of its own (one trial per GPU; worker i takes GPU i mod n),
+    and tells its run queue how many GPUs the machine has (it sees one). Nothing with fewer than two GPUs."""
+    if gpus < 2:
+        return {}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    ids = (
+        [v.strip() for v in visible.split(",") if v.strip()]
+        if visible
+        else [str(k) for k in range(gpus)]
+    )
+    return {"CUDA_VISIBLE_DEVICES": ids[worker % len(ids)], "LAYERLAB_MACHINE_GPUS": str(gpus)}
 
 
 def request_stop(study_dir: Path) -> None:

@@ -298,3 +298,14 @@ def test_ray_tune_runs_the_same_space_and_its_trials_are_runs(moons):
         e["metrics"]["val/accuracy"] for e in read_events(top["run"])[0] if e["type"] == "epoch_end"
     ]
     assert top["value"] in seen
+
+
+def test_each_worker_of_a_study_gets_a_gpu_of_its_own():
+    assert search.worker_gpu(0, 1) == {}  # one GPU (or none): the trials share it through the queue
+    assert search.worker_gpu(3, 4, "") == {
+        "CUDA_VISIBLE_DEVICES": "3",
+        "LAYERLAB_MACHINE_GPUS": "4",
+    }
+    assert (
+        search.worker_gpu(2, 2, "5,7")["CUDA_VISIBLE_DEVICES"] == "5"
+    )  # the GPUs the user made visible
