@@ -128,8 +128,8 @@ def _is_int(annotation) -> bool:
     return int in kinds and float not in kinds
 
 
-def _target(name: str, spec: dict) -> tuple[str, bool]:
-    """What a space's key names (a description, and whether it takes whole numbers); ConfigError if nothing."""
+def _takes_int(name: str, spec: dict) -> bool:
+    """Whether the setting a space's key names takes whole numbers; ConfigError when the key names nothing."""
     from engine.registry import get_op
     from engine.train.config import TrainConfig
 
@@ -141,7 +141,7 @@ def _target(name: str, spec: dict) -> tuple[str, bool]:
                 f"{', '.join(blocks(spec)) or 'no layer of this model'}: a layer with weights and the "
                 "activation, normalization and dropout after it, in a chain)."
             )
-        return f"the number of {first} blocks", True
+        return True
     if "." in name:
         node_id, param = name.split(".", 1)
         nodes = {n["id"]: n for n in spec.get("nodes", [])}
@@ -155,13 +155,13 @@ def _target(name: str, spec: dict) -> tuple[str, bool]:
                 f"'{name}': a {nodes[node_id]['op']} layer has no setting '{param}' (it has: "
                 f"{', '.join(fields) or 'none'})."
             )
-        return f"layer {node_id}'s {param}", _is_int(fields[param].annotation)
+        return _is_int(fields[param].annotation)
     if name not in TrainConfig.model_fields or name in ("target", "device"):
         raise ConfigError(
             f"'{name}' is neither a training option nor a layer setting (write a layer's as LAYER.SETTING, "
             "e.g. dense_1.out_features)."
         )
-    return f"the training option {name}", _is_int(TrainConfig.model_fields[name].annotation)
+    return _is_int(TrainConfig.model_fields[name].annotation)
 
 
 REPEAT = "repeat:"
@@ -235,7 +235,7 @@ def parse_space(space: dict, spec: dict) -> dict[str, Dimension]:
         except ValidationError as e:
             first = e.errors()[0]
             raise ConfigError(f"'{name}' in the search space: {first['msg']}.") from None
-        _, is_int = _target(name, spec)
+        is_int = _takes_int(name, spec)
         if (
             dim.choices is None
             and is_int
@@ -300,7 +300,7 @@ def default_metric(meta: dict, train: dict) -> str:
 
 
 def grid_space(config: StudyConfig) -> dict[str, list]:
-    return {n: d.grid(n, _target(n, config.spec)[1]) for n, d in config.space.items()}
+    return {n: d.grid(n, _takes_int(n, config.spec)) for n, d in config.space.items()}
 
 
 def grid_size(config: StudyConfig) -> int:
@@ -489,7 +489,7 @@ def suggest(trial, config: StudyConfig) -> dict:
     for name, dim in config.space.items():
         if dim.choices is not None:
             params[name] = trial.suggest_categorical(name, dim.choices)
-        elif _target(name, config.spec)[1]:
+        elif _takes_int(name, config.spec):
             params[name] = trial.suggest_int(
                 name, int(dim.low), int(dim.high), step=int(dim.step or 1), log=dim.log
             )
