@@ -320,7 +320,14 @@ def storage_of(study_dir: Path, config: StudyConfig | None = None):
 
     config = config or read_config(study_dir)
     if config.storage:
-        return optuna.storages.get_storage(config.storage)
+        try:
+            return optuna.storages.get_storage(config.storage)
+        except Exception as e:  # noqa: BLE001 - SQLAlchemy's and the drivers' own errors, for a URL the user typed
+            raise ConfigError(
+                f"the study's storage {config.storage!r} cannot be opened ({type(e).__name__}: {str(e)[:200]}). "
+                "Give a database URL Optuna reads (e.g. postgresql://USER:PASSWORD@HOST/DB, with its driver "
+                "installed), or leave --storage out to keep the study in a journal file."
+            ) from None
     path = str(Path(study_dir) / "journal.log")
     return JournalStorage(JournalFileBackend(path, lock_obj=JournalFileOpenLock(path)))
 
