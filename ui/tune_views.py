@@ -178,7 +178,8 @@ def _study_body(study_dir: Path) -> None:
     if rows:
         table = pd.DataFrame([{"trial": r["number"], "state": r["state"], config.metric: r["value"],
                                **{k: _shown(v) for k, v in r["params"].items()},
-                               "epochs": r["epochs"], "run": Path(r["run"]).name if r["run"] else ""}
+                               "epochs": r["epochs"], "run": Path(r["run"]).name if r["run"] else "",
+                               "note": r["message"] if r["state"] == "fail" else ""}
                               for r in rows])  # fmt: skip
         st.dataframe(table, hide_index=True, width="stretch")
 
