@@ -3,8 +3,6 @@ validation split."""
 
 import itertools
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -186,7 +184,11 @@ def test_the_split_is_chosen_and_stored_with_the_dataset(workspace):
         Split(val=0.4, test=0.3)
 
 
-def test_cli_search_lr_find_and_folds(tmp_path):
+def test_cli_search_lr_find_and_folds(tmp_path, capsys):
+    """The commands' main in this process (their own processes are the search's workers): each prints JSON lines
+    and ends as documented."""
+    from engine.cli import main
+
     rng = np.random.default_rng(0)
     x = rng.normal(size=(300, 3))
     table = tmp_path / "t.csv"
@@ -194,35 +196,39 @@ def test_cli_search_lr_find_and_folds(tmp_path):
     table.write_text("\n".join(rows) + "\n")
     space = tmp_path / "space.json"
     space.write_text(json.dumps({"lr": {"low": 1e-3, "high": 0.1, "log": True}}))
-    base = [sys.executable, "-m", "engine"]
     data = ["--data", str(table), "--target", "label", "--epochs", "2"]
 
-    def cli(*args):
-        return subprocess.run([*base, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    def cli(*args) -> tuple[int, list[dict], str]:
+        code = main([str(a) for a in args])
+        out = capsys.readouterr()
+        return (
+            code,
+            [json.loads(line) for line in out.out.splitlines() if line.startswith("{")],
+            out.err,
+        )
 
-    out = cli(
-        "search", *data, "--space", str(space), "--trials", "2", "--out", str(tmp_path / "study")
+    code, lines, err = cli(
+        "search", *data, "--space", space, "--trials", 2, "--out", tmp_path / "study"
     )
-    lines = [json.loads(line) for line in out.stdout.splitlines()]
-    assert out.returncode == 0, out.stderr
+    assert code == 0, err
     assert [line["type"] for line in lines] == [
         "trial_finished",
         "trial_finished",
         "study_finished",
     ]
-    assert lines[-1]["best_value"] == max(
-        line["value"] for line in lines[:2] if line["state"] == "complete"
+    done = [line["value"] for line in lines[:2] if line["state"] == "complete"]
+    assert lines[-1]["best_value"] == max(done) and lines[-1]["trials"] == 2
+    code, lines, err = cli("lr-find", *data, "--steps", 60)
+    assert code == 0 and lines[-1]["type"] == "lr_found", err
+    code, lines, err = cli(
+        "train", *data, "--folds", 3, "--val-split", 0.2, "--out", tmp_path / "cv"
     )
-    out = cli("lr-find", *data, "--steps", "60")
-    assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["type"] == "lr_found"
-    out = cli("train", *data, "--folds", "3", "--val-split", "0.2", "--out", str(tmp_path / "cv"))
-    assert out.returncode == 0, out.stderr
-    last = json.loads(out.stdout.splitlines()[-1])
+    assert code == 0, err
+    last = lines[-1]
     assert last["type"] == "cross_validation_finished" and len(last["folds"]) == 3
     assert set(last["metrics"]["val/accuracy"]) == {"mean", "std", "n"}
-    bad = cli("train", *data, "--val-split", "0.7", "--out", str(tmp_path / "x"))
-    assert bad.returncode == 2 and "--val-split" in bad.stderr
+    code, _, err = cli("train", *data, "--val-split", 0.7, "--out", tmp_path / "x")
+    assert code == 2 and "--val-split" in err
 
 
 def test_stopping_a_study_stops_its_workers_and_their_runs(moons):

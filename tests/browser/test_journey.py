@@ -27,7 +27,7 @@ def test_fresh_server_shows_exactly_our_pages(server, page, path):
     settle(page)
     # the shared sidebar: app.py ran (only there: a template's description on the Build page says "trains on")
     page.get_by_test_id("stSidebarUserContent").get_by_text("Trains on").wait_for()
-    assert nav_labels(page) == ["Data", "Build", "Train", "Evaluate", "Predict", "Export"]
+    assert nav_labels(page) == ["Data", "Build", "Train", "Tune", "Evaluate", "Predict", "Export"]
     assert page.locator("h1").first.inner_text() == (path or "data").capitalize()
     no_exceptions(page)
 
