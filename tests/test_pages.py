@@ -660,3 +660,14 @@ def test_every_page_renders_for_a_language_model_and_its_run():
     at.text_area(key="predict.prompt").set_value("the cat").run()
     button(at, "Generate").click().run()
     assert not at.error and len(at.code[-1].value) > len("the cat")
+
+
+def test_the_tune_page_refuses_a_bad_range_with_the_reason_and_starts_nothing():
+    from engine.search import list_studies
+
+    at = goto(app(), "tune")
+    assert [s.label for s in at.multiselect if s.label == "Settings to search"]
+    at.number_input(key="tune.low.lr").set_value(0.5).run()  # above its "to" (0.1)
+    button(at, "Start the search").click().run()
+    assert not at.exception
+    assert "must be below" in at.error[0].value and list_studies() == []
