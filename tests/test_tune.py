@@ -100,17 +100,17 @@ def test_a_trial_far_worse_than_the_earlier_ones_is_pruned_as_a_stopped_resumabl
 def test_grid_search_visits_exactly_the_grid(moons):
     space = {
         "lr": {"choices": [0.01, 0.05]},
-        "batch_size": {"choices": [16, 64]},
+        "batch_size": {"choices": [64]},
         "fc1.out_features": {"low": 8, "high": 16, "step": 8},
     }
     config = study_config(
         moons, space=space, sampler="grid", pruner="none", trials=50, train={**QUICK, "epochs": 1}
     )
     study_dir = search.create_study(config)
-    assert search.read_config(study_dir).trials == 8  # capped to the grid
+    assert search.read_config(study_dir).trials == 4  # capped to the grid
     visited = [tuple(sorted(r["params"].items())) for r in search.trial_rows(run_study(study_dir))]
     grid = [tuple(sorted(zip(space, combo, strict=True))) for combo in
-            itertools.product([0.01, 0.05], [16, 64], [8, 16])]  # fmt: skip
+            itertools.product([0.01, 0.05], [64], [8, 16])]  # fmt: skip
     assert sorted(visited) == sorted(grid)
 
 

@@ -1,4 +1,4 @@
-"""The Tune page as a user drives it: a 2-setting search of 4 trials, its figures, then train the best; the
+"""The Tune page as a user drives it: a 2-setting search of 4 trials, its figures, then train the best; then the
 Train page's learning-rate finder and cross-validation."""
 
 from engine import search
@@ -16,7 +16,7 @@ from tests.browser.conftest import (
 from tests.conftest import mlp_spec
 
 
-def test_search_four_trials_see_parallel_coordinates_and_train_the_best(server, page):
+def test_search_four_trials_train_the_best_then_find_a_rate_and_cross_validate(server, page):
     dataset = prepare_builtin("moons", n_samples=600)
     use_session(server, dataset, mlp_spec(2), None, epochs=3, lr=0.01)
     page.goto(server.url)
@@ -56,12 +56,8 @@ def test_search_four_trials_see_parallel_coordinates_and_train_the_best(server, 
     assert read_status(run["path"])["state"] == "completed"
     no_exceptions(page)
 
-
-def test_the_lr_finder_sets_the_rate_and_cross_validation_shows_its_folds(server, page):
-    dataset = prepare_builtin("moons", n_samples=600)
-    use_session(server, dataset, mlp_spec(2), None, epochs=3, lr=0.001)
-    page.goto(server.url)
-    settle(page)
+    # Then, on the Train page where Train the best left us: the learning-rate finder and cross-validation (one
+    # server for both: each fresh server costs the suite seconds).
     open_page(page, "Train")
     page.get_by_role("button", name="Find a learning rate").click()
     use = page.get_by_role("button", name="Use ")
@@ -73,17 +69,17 @@ def test_the_lr_finder_sets_the_rate_and_cross_validation_shows_its_folds(server
     shot(page, "train_lr_finder")
     page.locator('[data-testid="stExpander"] summary', has_text="Advanced").click()
     folds = page.locator('input[aria-label="Cross-validation folds"]')
-    folds.fill("3")
+    folds.fill("2")
     folds.press("Enter")
     settle(page)
     before = {r["id"] for r in list_runs()}
-    page.get_by_role("button", name="Start 3-fold cross-validation").click()
-    wait_until(lambda: len([r for r in list_runs() if r["id"] not in before]) == 3)
+    page.get_by_role("button", name="Start 2-fold cross-validation").click()
+    wait_until(lambda: len([r for r in list_runs() if r["id"] not in before]) == 2)
     wait_until(
         lambda: all(read_status(r["path"])["state"] == "completed" for r in list_runs()
                     if r["id"] not in before), timeout=180,
     )  # fmt: skip
-    page.get_by_role("heading", name="Cross-validation: 3 folds").wait_for(timeout=30_000)
+    page.get_by_role("heading", name="Cross-validation: 2 folds").wait_for(timeout=30_000)
     page.get_by_text("val/accuracy (mean ± std)").wait_for(timeout=60_000)
     shot(page, "train_cross_validation")
     no_exceptions(page)
