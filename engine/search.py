@@ -102,7 +102,7 @@ class StudyConfig(BaseModel):
     dataset_dir: str
     spec: dict
     train: dict
-    space: dict[str, Dimension]  # (empty: refused with an example, by parse_space)
+    space: dict[str, Dimension]  # (empty: refused with an example, by check_space)
     metric: str = "val/loss"
     direction: Literal["minimize", "maximize"] = "minimize"
     sampler: Literal[tuple(SAMPLERS)] = "tpe"
@@ -222,28 +222,21 @@ def apply(spec: dict, train: dict, params: dict) -> tuple[dict, dict]:
     return spec, train
 
 
-def parse_space(space: dict, spec: dict) -> dict[str, Dimension]:
-    if not isinstance(space, dict) or not space:
+def check_space(space: dict[str, Dimension], spec: dict) -> None:
+    """Refuse an empty space, a key that names nothing, and fractional bounds for a whole-number setting."""
+    if not space:
         raise ConfigError(
             'the search space is empty: map at least one setting to a range or choices, e.g. {"lr": '
             '{"low": 0.0001, "high": 0.1, "log": true}}.'
         )
-    out = {}
-    for name, given in space.items():
-        try:
-            dim = Dimension.model_validate(given)
-        except ValidationError as e:
-            first = e.errors()[0]
-            raise ConfigError(f"'{name}' in the search space: {first['msg']}.") from None
-        is_int = _takes_int(name, spec)
+    for name, dim in space.items():
+        whole = _takes_int(name, spec)
         if (
             dim.choices is None
-            and is_int
+            and whole
             and not all(float(v).is_integer() for v in (dim.low, dim.high))
         ):
             raise ConfigError(f"'{name}' takes whole numbers: give whole low and high values.")
-        out[name] = dim
-    return out
 
 
 def _corners(space: dict[str, Dimension]) -> list[dict]:
@@ -263,11 +256,10 @@ def check_study(config: StudyConfig) -> None:
     from engine.runs import validate
 
     meta = load_dataset(config.dataset_dir).meta
-    space = parse_space({n: d.model_dump(exclude_none=True) for n, d in config.space.items()},
-                        config.spec)  # fmt: skip
+    check_space(config.space, config.spec)
     if config.sampler == "grid":
         grid_size(config)
-    for params in _corners(space):
+    for params in _corners(config.space):
         spec, train = apply(config.spec, config.train, params)
         try:
             validate(spec, train, meta)
@@ -619,7 +611,7 @@ def work(study_dir: Path, worker: int, trials: int) -> None:
 
 def trial_rows(study, study_dir: Path | None = None) -> list[dict]:
     """Each trial as the table and the CLI show it (`study_dir`: where a Ray study maps its trials to runs)."""
-    ray_runs = read_json(Path(study_dir) / "runs.json", {}) if study_dir else {}
+    runs = _runs(study_dir)
     rows = []
     for t in study.get_trials(deepcopy=False):
         rows.append({
@@ -627,7 +619,7 @@ def trial_rows(study, study_dir: Path | None = None) -> list[dict]:
             "state": t.state.name.lower(),
             "value": t.value,
             "params": dict(t.params),
-            "run": t.user_attrs.get("run") or ray_runs.get(str(t.number)),
+            "run": _run_of(t, runs),
             "epochs": len(t.intermediate_values),
             "message": t.user_attrs.get("message", ""),
             "seconds": (t.datetime_complete - t.datetime_start).total_seconds()
@@ -642,9 +634,18 @@ def best(study, study_dir: Path | None = None) -> dict | None:
         t = study.best_trial
     except ValueError:
         return None
-    ray_runs = read_json(Path(study_dir) / "runs.json", {}) if study_dir else {}
-    run = t.user_attrs.get("run") or ray_runs.get(str(t.number))
+    run = _run_of(t, _runs(study_dir))
     return {"number": t.number, "value": t.value, "params": dict(t.params), "run": run}
+
+
+def _runs(study_dir: Path | None) -> dict:
+    """A Ray study's trial numbers -> runs (runs.json: its finished trials took no attributes)."""
+    return read_json(Path(study_dir) / "runs.json", {}) if study_dir else {}
+
+
+def _run_of(trial, runs: dict) -> str | None:
+    """A trial's run folder: its attribute (a worker's trial), else runs.json's entry (a Ray trial)."""
+    return trial.user_attrs.get("run") or runs.get(str(trial.number))
 
 
 def train_best(study_dir: Path) -> Path:

@@ -17,6 +17,11 @@ def eta_text(seconds: float) -> str:
     return f"about {seconds:.0f} s left" if seconds < 90 else f"about {seconds / 60:.0f} min left"
 
 
+def eta_suffix(elapsed: float, done: float) -> str:
+    """ " · about N s left" from the time so far and the share done; nothing until both say enough."""
+    return f" · {eta_text(elapsed * (1 - done) / done)}" if done >= 0.05 and elapsed >= 1 else ""
+
+
 def with_progress(work: Callable[[Progress], T], label: str, expected_s: float | None = None) -> T:
     """`work(progress)` on a worker thread (it must not call Streamlit) while a bar shows what it reports, with an
     ETA from the time so far. `expected_s`: for work that cannot report (one library call), the bar follows the
@@ -36,11 +41,7 @@ def with_progress(work: Callable[[Progress], T], label: str, expected_s: float |
                 done = seen["done"]
                 if expected_s:
                     done = max(done, min(elapsed / expected_s, 0.95))
-                left = (
-                    f" · {eta_text(elapsed * (1 - done) / done)}"
-                    if done >= 0.05 and elapsed >= 1
-                    else ""
-                )
+                left = eta_suffix(elapsed, done)
                 bar.progress(done, text=f"{seen['what']}… {done:.0%}{left}")
             return future.result()
     finally:

@@ -16,7 +16,7 @@ from engine.train import lr_find
 from ui import router, state
 from ui.charts import COLORS, layout
 from ui.common import fmt_value, show_error
-from ui.progress import eta_text
+from ui.progress import eta_suffix, eta_text
 
 LIVE_EVERY_S = 2.0
 FINDER = "train.lr_finder"  # the session's finder job folder
@@ -48,11 +48,7 @@ def lr_finder(spec: dict, config: dict, dataset_dir: str, refused: str | None) -
             if job["state"] != "running":
                 st.rerun(scope="app")  # the result, with its button, is drawn by the page
             started, done = job.get("started"), float(job["progress"])
-            left = (
-                f" · {eta_text((time.time() - started) * (1 - done) / done)}"
-                if started and done > 0.05
-                else ""
-            )
+            left = eta_suffix(time.time() - started, done) if started else ""
             st.progress(min(done, 1.0), text=f"Finding a rate: {job['what']}{left}")
 
         st.fragment(progress, run_every=1.0)()

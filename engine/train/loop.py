@@ -189,9 +189,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
     if not world.leader:  # the other ranks train and share; rank 0 reports and writes
         emit, out_dir = (lambda event: None), None
     task = task_for(dataset.task, cfg.target)
-    step, validate = task.step or core.standard_step, task.validate or core.validate
-    if task.criterion is not None:
-        s.criterion = task.criterion(s)
+    step, validate = task_step(s, task), task.validate or core.validate
     if world.size > 1 and task.step is not None:
         raise ConfigError(
             f"the {task.name} task trains with its own step, which runs on one process only: "
@@ -240,6 +238,14 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
             "trained. This is a LayerLab bug: please report it, with the run folder."
         )
     return _finish(s, hooks, save if out_dir is not None else None, emit)
+
+
+def task_step(s: State, task) -> Callable:
+    """The task's training step (the standard one unless the task has its own), with the task's criterion set
+    on `s` where it has one (a VAE's adds the KL term)."""
+    if task.criterion is not None:
+        s.criterion = task.criterion(s)
+    return task.step or core.standard_step
 
 
 def _setup(spec, dataset, cfg, init_weights, world) -> tuple[State, dict, list[str]]:

@@ -43,7 +43,7 @@ def lr_range_test(
     should_stop: Callable[[], bool] = lambda: False,
 ) -> dict:
     """{"lrs", "losses" (smoothed), "raw", "suggestion", "steepest_at", "min_at", "stopped_at", "seconds"}."""
-    from engine.train.loop import _setup
+    from engine.train.loop import _setup, task_step
 
     if is_gan(spec):
         raise ConfigError(
@@ -56,10 +56,7 @@ def lr_range_test(
     cfg = cfg.model_copy(update={"scheduler": None, "accumulate": 1, "early_stopping": None, "compile": False,
                                  "lr": low})  # fmt: skip
     s, _, _ = _setup(spec, dataset, cfg, init_weights, World())
-    task = task_for(dataset.task, cfg.target)
-    step = task.step or core.standard_step
-    if task.criterion is not None:
-        s.criterion = task.criterion(s)
+    step = task_step(s, task_for(dataset.task, cfg.target))
     x_train, y_train = s.data[0], s.data[1]
     n, bs = len(y_train), cfg.batch_size
     factor = (high / low) ** (1 / (steps - 1))
