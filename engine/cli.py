@@ -375,6 +375,30 @@ def _lr_find(args) -> int:
     return 0
 
 
+def _check(args) -> int:
+    """The will-it-learn check: each item as a line of JSON; 1 when one fails."""
+    import tempfile
+
+    from engine.runs import validate
+    from engine.train.learncheck import DEFAULT_LR, check_learning
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dataset = _prepared(args, Path(tmp))
+        spec, train = _spec_train(args, dataset)
+        validate(
+            spec, {**train, "lr": train["lr"] if train["lr"] > 0 else DEFAULT_LR}, dataset.meta
+        )
+        result = check_learning(spec, dataset, train)
+    for item in result["items"]:
+        fix = item["fix"] and {"label": item["fix"]["label"], "train": item["fix"]["train"]}
+        print(json.dumps({"type": "check", "id": item["id"], "title": item["title"], "passed": item["passed"],
+                          "message": item["message"], "fix": fix}))  # fmt: skip
+    failed = [i["id"] for i in result["items"] if not i["passed"]]
+    print(f"{len(result['items']) - len(failed)} of {len(result['items'])} checks passed"
+          + (f"; failed: {', '.join(failed)}" if failed else ""), file=sys.stderr)  # fmt: skip
+    return 1 if failed else 0
+
+
 def _check_where(args) -> None:
     """--nproc, --nodes and --max-restarts are counts: refused before any data is read."""
     for flag, least in (("nproc", 1), ("nodes", 1), ("max_restarts", 0)):
@@ -790,6 +814,12 @@ def main(argv=None) -> int:
     lf.add_argument("--low", type=float, default=1e-7)
     lf.add_argument("--high", type=float, default=10.0)
     lf.add_argument("--steps", type=int, default=200)
+    ck = sub.add_parser(
+        "check",
+        help="the will-it-learn check before training: loss at initialization, gradients, samples kept apart, "
+        "scales through the layers, overfitting one batch; prints each as JSON, exits 1 when one fails",
+    )
+    _data_and_model(ck)
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
     _where(r)
@@ -858,6 +888,7 @@ def main(argv=None) -> int:
             "generate": _generate,
             "search": _search,
             "lr-find": _lr_find,
+            "check": _check,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -26,6 +26,7 @@ from ui.common import page, preflight_line, show_error
 from ui.compare import compare
 from ui.forms import settings_inputs
 from ui.layout import split
+from ui.learn_views import will_it_learn
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import run_on, schedule_and_regularization
 from ui.tune_views import crossval_view, lr_finder
@@ -292,6 +293,17 @@ with settings:
             )
         if not gan:  # (a GAN's two networks are checked together by validate)
             preflight_line(state.spec(), meta, config)
+            try:  # a learning rate of 0 is one of the things the check explains
+                validate(
+                    state.whole_spec(),
+                    {**config, "lr": config["lr"] if config["lr"] > 0 else 1e-3},
+                    meta,
+                )
+                unfit = None
+            except LayerLabError as e:
+                unfit = str(e)
+            will_it_learn(state.whole_spec(), config, load_dataset(meta["id"]).path, unfit,
+                          busy=any(r["state"] in ACTIVE for r in list_runs()))  # fmt: skip
         if imported:
             st.info(
                 f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "

@@ -46,3 +46,34 @@ def with_progress(work: Callable[[Progress], T], label: str, expected_s: float |
             return future.result()
     finally:
         bar.empty()
+
+
+def job_view(key: str, label: str) -> dict | None:
+    """The job (engine.jobs) whose folder the session keeps under `key`: while it runs, a bar with what it is doing
+    and an ETA that redraws itself and reruns the page when the job ends; then its result (None: no job, or it is
+    still running). A failed job shows its message and returns None."""
+    from pathlib import Path
+
+    from engine import jobs
+
+    folder = st.session_state.get(key)
+    if not folder:
+        return None
+    folder = Path(folder)
+    if jobs.state(folder)["state"] == "running":
+
+        def live():
+            job = jobs.state(folder)
+            if job["state"] != "running":
+                st.rerun(scope="app")  # the result is drawn by the page
+            started, done = job.get("started"), float(job["progress"])
+            left = eta_suffix(time.time() - started, done) if started else ""
+            st.progress(min(done, 1.0), text=f"{label}: {job['what']}{left}")
+
+        st.fragment(live, run_every=1.0)()
+        return None
+    job = jobs.state(folder)
+    if job["state"] == "failed":
+        st.error(job["message"], icon=":material/error:")
+        return None
+    return job["result"]

@@ -1,14 +1,13 @@
 """Tuning on the pages: a study's live view (Tune), the learning-rate finder and cross-validation's results
 (Train)."""
 
-import time
 from pathlib import Path
 
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from engine import crossval, search
+from engine import crossval, jobs, search
 from engine.errors import LayerLabError
 from engine.runs import read_events
 from engine.scheduler import enqueue
@@ -16,7 +15,7 @@ from engine.train import lr_find
 from ui import router, state
 from ui.charts import COLORS, layout
 from ui.common import fmt_value, show_error
-from ui.progress import eta_suffix, eta_text
+from ui.progress import eta_text, job_view
 
 LIVE_EVERY_S = 2.0
 FINDER = "train.lr_finder"  # the session's finder job folder
@@ -34,29 +33,14 @@ def lr_finder(spec: dict, config: dict, dataset_dir: str, refused: str | None) -
                  f"Trains a copy of the model for {lr_find.STEPS} steps while the rate grows from "
                  f"{lr_find.LOW:g} to {lr_find.HIGH:g}, and suggests the rate where the loss falls fastest. "
                  "The model and its runs are not changed."):  # fmt: skip
-        st.session_state[FINDER] = str(lr_find.start_job(spec, config, dataset_dir))
-    folder = st.session_state.get(FINDER)
-    if not folder:
+        st.session_state[FINDER] = str(
+            jobs.start(
+                "lr-finder", {"spec": spec, "train": config, "dataset_dir": str(dataset_dir)}
+            )
+        )
+    result = job_view(FINDER, "Finding a rate")
+    if result is None:
         return
-    folder = Path(folder)
-
-    job = lr_find.job_state(folder)
-    if job["state"] == "running":
-
-        def progress():
-            job = lr_find.job_state(folder)
-            if job["state"] != "running":
-                st.rerun(scope="app")  # the result, with its button, is drawn by the page
-            started, done = job.get("started"), float(job["progress"])
-            left = eta_suffix(time.time() - started, done) if started else ""
-            st.progress(min(done, 1.0), text=f"Finding a rate: {job['what']}{left}")
-
-        st.fragment(progress, run_every=1.0)()
-        return
-    if job["state"] == "failed":
-        st.error(job["message"], icon=":material/error:")
-        return
-    result = job["result"]
     suggestion = result["suggestion"]
     st.plotly_chart(finder_figure(result), width="stretch", key="train.lr_finder_chart")
     if suggestion is None:

@@ -5,24 +5,19 @@ trains a model of its own, built from the spec (and the run's starting weights, 
 """
 
 import math
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import torch
 
 from engine.data.store import Dataset
-from engine.errors import ConfigError, LayerLabError
+from engine.errors import ConfigError
 from engine.gan import is_gan
 from engine.tasks import task_for
 from engine.train import core
 from engine.train.config import TrainConfig
 from engine.train.distributed import World
-from engine.workspace import atomic_write_json, home, read_json
 
 LOW, HIGH = 1e-7, 10.0
 STEPS = 200
@@ -102,61 +97,13 @@ def suggest(lrs: list[float], losses: list[float]) -> dict:
     return {"suggestion": float(lrs[steepest]), "steepest_at": steepest, "min_at": lowest}
 
 
-# ---- as a job of its own process (the Train page's button): <home>/lr-finder/<id>/ holds job.json (spec, train
-# settings, dataset folder), progress.json while it sweeps, and result.json or error.json.
+# ---- as a job of its own process (the Train page's button; engine.jobs runs it)
 
 
-def start_job(spec: dict, train: dict, dataset_dir: str) -> Path:
-    """Write the job and start its process (its own session: a page rerun never kills it); its folder."""
-    folder = home() / "lr-finder" / (time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
-    folder.mkdir(parents=True)
-    atomic_write_json(
-        folder / "job.json", {"spec": spec, "train": train, "dataset_dir": str(dataset_dir)}
-    )
-    with open(folder / "worker.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "engine.train.lr_find", str(folder)], stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                         cwd=Path(__file__).resolve().parents[2])  # fmt: skip
-    return folder
-
-
-def job_state(folder: Path) -> dict:
-    """{"state": running|done|failed, "progress", "what", "result" or "message"}."""
-    if (result := read_json(folder / "result.json")) is not None:
-        return {"state": "done", "result": result}
-    if (error := read_json(folder / "error.json")) is not None:
-        return {"state": "failed", "message": error["message"]}
-    progress = read_json(folder / "progress.json", {})
-    return {"state": "running", "progress": progress.get("done", 0.0), "what": progress.get("what", "Starting"),
-            "started": progress.get("started")}  # fmt: skip
-
-
-def _run_job(folder: Path) -> None:
+def run_job(job: dict, progress: Callable[[float, str], None]) -> dict:
+    """job: {"spec", "train", "dataset_dir"}."""
     from engine.data.folds import run_dataset
 
-    job = read_json(folder / "job.json")
-    started = time.time()
-    try:
-        dataset = run_dataset(job)
-        cfg = TrainConfig.parse(job["train"])
-        last = [0.0]
-
-        def progress(done: float, what: str) -> None:
-            if time.time() - last[0] > 0.3 or done >= 1:
-                last[0] = time.time()
-                atomic_write_json(
-                    folder / "progress.json", {"done": done, "what": what, "started": started}
-                )
-
-        result = lr_range_test(job["spec"], dataset, cfg, progress=progress)
-        atomic_write_json(folder / "result.json", result)
-    except LayerLabError as e:
-        atomic_write_json(folder / "error.json", {"message": str(e)})
-    except Exception as e:  # noqa: BLE001 - the page must always learn how it ended
-        atomic_write_json(
-            folder / "error.json", {"message": f"The finder failed ({type(e).__name__}: {e})."}
-        )
-
-
-if __name__ == "__main__":
-    _run_job(Path(sys.argv[1]))
+    return lr_range_test(
+        job["spec"], run_dataset(job), TrainConfig.parse(job["train"]), progress=progress
+    )
