@@ -568,6 +568,79 @@ def _predict(args) -> int:
     return 0
 
 
+def _explain(args) -> int:
+    """Attributions for rows or images (new ones, or the first --count of a split), or permutation importance."""
+    import torch
+
+    from engine import explain
+    from engine.data.readers import read_table
+    from engine.data.tabular import apply_preprocessing
+    from engine.portable import IMAGE_EXTENSIONS
+    from engine.predict import image_tensor
+    from engine.workspace import atomic_write_bytes, atomic_write_json
+
+    run_dir = Path(args.run_dir)
+    if not run_dir.is_dir():
+        raise LayerLabError(
+            f"no such run folder: {run_dir}. Pass a run's folder (runs/<id> in the workspace)."
+        )
+    model, dataset = explain.run_parts(run_dir)
+    meta, out = dataset.meta, Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.method == "permutation":
+        x, y = dataset.split(args.split)
+        result = explain.permutation_importance(model, meta, x, y)
+        atomic_write_json(out / "permutation.json", result)
+        print(json.dumps(result))
+        return 0
+    target = None
+    if args.target_class is not None:
+        classes = [str(c) for c in meta.get("classes") or []]
+        if args.target_class in classes:
+            target = classes.index(args.target_class)
+        elif args.target_class.isdigit():
+            target = int(args.target_class)
+        else:
+            raise LayerLabError(
+                f"no class {args.target_class!r}: this model's classes are {', '.join(classes)}."
+            )
+    originals, names = None, None
+    if args.rows:
+        path = Path(args.rows)
+        if not path.is_file():
+            raise LayerLabError(f"no such file: {path}. Pass a table of rows with --rows.")
+        originals = read_table(_read_within(path, DATA_BYTES), path.name).frame
+        x = torch.from_numpy(apply_preprocessing(originals, meta["preprocessing"]))
+    elif args.images:
+        folder = Path(args.images)
+        files = (
+            sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS)
+            if folder.is_dir()
+            else []
+        )
+        if not files:
+            raise LayerLabError(
+                f"no images in {folder}: pass a folder of PNG or JPEG files with --images."
+            )
+        x, read, _ = image_tensor(
+            meta, [(p.name, p.read_bytes()) for p in files[: explain.MAX_EXPLAIN_ROWS]]
+        )
+        names = [files[i].stem for i in read]
+    else:
+        x = dataset.split(args.split)[0][: args.count]
+    base = explain.training_mean(dataset) if explain.kind(meta) == "table" else None
+    result = explain.explain_rows(model, meta, x, args.method, target=target, layer=args.layer, baseline=base,
+                                  originals=originals)  # fmt: skip
+    written = []
+    for i, png in enumerate(result.pop("overlays", None) or []):
+        written.append(out / f"{names[i] if names else f'{args.split}_{i}'}.png")
+        atomic_write_bytes(written[-1], png)
+    atomic_write_json(out / "attributions.json", result)
+    print(json.dumps({"method": args.method, "rows": len(result["rows"]), "out": str(out),
+                      "images": [str(p) for p in written], "completeness_gap": result["delta"]}))  # fmt: skip
+    return 0
+
+
 def option_settings() -> dict[str, list[str]]:
     """Each optimizer's and schedule's own settings (TrainConfig fields), with who takes them."""
     from engine.train.options import OPTIMIZERS, SCHEDULES
@@ -814,6 +887,28 @@ def main(argv=None) -> int:
     lf.add_argument("--low", type=float, default=1e-7)
     lf.add_argument("--high", type=float, default=10.0)
     lf.add_argument("--steps", type=int, default=200)
+    ex = sub.add_parser(
+        "explain",
+        help="why a run's model predicts what it does: attributions per column, token or pixel (JSON, PNG "
+        "overlays), or permutation importance over a split",
+    )
+    ex.add_argument("run_dir", metavar="RUN_DIR")
+    ex.add_argument("--method", required=True,
+                    choices=["integrated_gradients", "saliency", "smoothgrad", "gradcam", "permutation"])  # fmt: skip
+    rows = ex.add_mutually_exclusive_group()
+    rows.add_argument("--rows", help="a table of new rows to explain (the training columns)")
+    rows.add_argument("--images", help="a folder of images to explain")
+    ex.add_argument("--split", default="test", choices=["test", "val", "train"],
+                    help="without --rows or --images: explain this split's first --count rows; permutation "
+                    "importance is measured on it")  # fmt: skip
+    ex.add_argument("--count", type=int, default=8)
+    ex.add_argument(
+        "--target-class", help="the class to explain (name or index; default: the predicted one)"
+    )
+    ex.add_argument("--layer", help="Grad-CAM: the conv layer (default: the last one)")
+    ex.add_argument(
+        "--out", required=True, help="the folder to write attributions.json and overlays into"
+    )
     ck = sub.add_parser(
         "check",
         help="the will-it-learn check before training: loss at initialization, gradients, samples kept apart, "
@@ -889,6 +984,7 @@ def main(argv=None) -> int:
             "search": _search,
             "lr-find": _lr_find,
             "check": _check,
+            "explain": _explain,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -133,6 +133,19 @@ def generate_samples(model: GraphModel, meta: dict, n: int, seed: int = 0) -> di
 
 def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]) -> pd.DataFrame:
     """Predictions for image files, decoded and resized as the training images were."""
+    x, read, errors = image_tensor(meta, files)
+    table = _table(model, meta, x).set_axis(read)
+    if errors:
+        table = table.reindex(range(len(files)))
+        table["error"] = [errors.get(i, "") for i in range(len(files))]
+    return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), table], axis=1)
+
+
+def image_tensor(
+    meta: dict, files: list[tuple[str, bytes]]
+) -> tuple[torch.Tensor, list[int], dict[int, str]]:
+    """Image files decoded and resized as the training images were: (the images that could be read, their
+    positions in `files`, the reason per position of each that could not)."""
     prep = meta.get("preprocessing") or {}
     if prep.get("kind") != "image":
         raise LayerLabError(
@@ -157,11 +170,7 @@ def predict_images(model: GraphModel, meta: dict, files: list[tuple[str, bytes]]
         if arrays
         else torch.zeros((0, channels, size, size), dtype=torch.uint8)
     )
-    table = _table(model, meta, x).set_axis(read)
-    if errors:
-        table = table.reindex(range(len(files)))
-        table["error"] = [errors.get(i, "") for i in range(len(files))]
-    return pd.concat([pd.DataFrame({"file": [name for name, _ in files]}), table], axis=1)
+    return x, read, errors
 
 
 NOVELTY_REFERENCE = 2000  # training images a new one is compared with

@@ -1,6 +1,7 @@
 """Seeing why a model does what it does: the will-it-learn check and explanations."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,3 +125,153 @@ def test_cli_check_prints_each_item_and_exits_1_on_a_failure(tmp_path, capsys):
     failed = [json.loads(line) for line in out.out.splitlines() if not json.loads(line)["passed"]]
     assert [f["id"] for f in failed] == ["overfit"] and failed[0]["fix"]["train"]["lr"] == 1e-3
     assert "4 of 5 checks passed" in out.err
+
+
+# ---- explanations
+
+
+def test_integrated_gradients_add_up_to_the_output_change_from_the_baseline(moons):
+    from engine import explain
+    from engine.compiler import compile_spec
+    from engine.spec import data_inputs
+
+    model, _ = compile_spec(mlp_spec(2), data_inputs(moons.meta), seed=0)
+    model.eval()
+    x = moons.split("test")[0][:6]
+    base = explain.training_mean(moons)
+    found = explain.attribute(model, moons.meta, x, "integrated_gradients", target=1, baseline=base)
+    with torch.no_grad():
+        scores = explain._scores(model, moons.meta)
+        change = (scores(x)[:, 1] - scores(base)[:, 1]).numpy()
+    assert np.allclose(
+        found["attributions"].sum(1), change, atol=1e-3 + 1e-2 * np.abs(change).max()
+    )
+    assert found["delta"] < 1e-2
+
+
+def test_grad_cam_lights_the_quadrant_the_model_reads():
+    """A model built by hand to read only the top-right quadrant of 16x16 images (where they are bright; their
+    bottom-left is dark): Grad-CAM's map falls on the top-right, not on its mirror image."""
+    from engine import explain
+    from engine.compiler import compile_spec
+
+    spec = {"version": 1, "nodes": [
+        {"id": "conv", "op": "conv2d", "params": {"out_channels": 2, "kernel_size": 1}},
+        {"id": "relu", "op": "activation", "params": {"kind": "relu"}},
+        {"id": "flat", "op": "flatten", "params": {}},
+        {"id": "head", "op": "linear", "params": {"out_features": 2}}]}  # fmt: skip
+    model, _ = compile_spec(spec, [1, 16, 16])
+    with torch.no_grad():
+        conv, head = model.layers["conv"], model.layers["head"]
+        conv.weight[:] = torch.tensor([2.0, -2.0]).view(
+            2, 1, 1, 1
+        )  # ch0: bright pixels, ch1: dark ones
+        conv.bias[:] = torch.tensor([-1.0, 1.0])
+        head.weight.zero_(), head.bias.zero_()
+        reads = torch.zeros(2, 16, 16)
+        reads[0, :8, 8:] = 1.0  # class 1 reads channel 0 in the top-right quadrant only
+        head.weight[1] = reads.flatten()
+    x = torch.full((3, 1, 16, 16), 0.5)
+    x[:, :, :8, 8:] = 1.0
+    x[:, :, 8:, :8] = 0.0
+    meta = {"task": "classification", "classes": ["no", "yes"], "input_shape": [1, 16, 16],
+            "preprocessing": {"kind": "image"}}  # fmt: skip
+    found = explain.attribute(model.eval(), meta, x, "gradcam", target=1)
+    cam = found["attributions"]
+    assert found["layer"] == "conv" and cam.shape == (3, 16, 16)
+    top_right = cam[:, :8, 8:].sum() / cam.sum()
+    assert top_right > 0.95, top_right
+    png = explain.overlay_png(x[0].numpy(), explain.heatmap(cam[0]))
+    assert png.startswith(b"\x89PNG")
+
+
+def test_permutation_importance_ranks_the_one_informative_column_first(tmp_path):
+    """The class follows a categorical column (three values, one-hot encoded); four numeric columns are noise. The
+    ranking is per source column, with its one-hot columns shuffled together, and Integrated Gradients on a row
+    give that column the largest share too."""
+    from engine import explain
+    from engine.data.prepare import prepare_file
+    from engine.runs import create_run, execute
+    from engine.templates import starter_for
+
+    rng = np.random.default_rng(0)
+    n = 900
+    colour = rng.choice(["red", "green", "blue"], n)
+    noise = rng.normal(size=(n, 4))
+    label = np.where(colour == "red", "stop", "go")
+    lines = ["n1,n2,n3,n4,colour,label"] + [
+        f"{a:.3f},{b:.3f},{c:.3f},{d:.3f},{k},{t}"
+        for (a, b, c, d), k, t in zip(noise, colour, label, strict=True)
+    ]
+    ds = prepare_file("\n".join(lines).encode(), "signal.csv", "label")
+    run = create_run(starter_for(ds.meta), {"epochs": 8, "lr": 0.01}, ds.path)
+    assert execute(run)["status"] == "completed"
+    model, dataset = explain.run_parts(run)
+    x, y = dataset.split("test")
+    result = explain.permutation_importance(model, dataset.meta, x, y)
+    ranking = list(result["importances"])
+    assert ranking[0] == "colour" and sorted(ranking) == ["colour", "n1", "n2", "n3", "n4"]
+    assert (
+        result["importances"]["colour"]["mean"]
+        > 0.2
+        > max(result["importances"][c]["mean"] for c in ranking[1:])
+    )
+    rows = explain.explain_rows(model, dataset.meta, x[:5], "integrated_gradients",
+                                baseline=explain.training_mean(dataset))["rows"]  # fmt: skip
+    for row in rows:
+        assert max(row["columns"], key=lambda c: abs(row["columns"][c])) == "colour"
+
+
+def test_cli_explain_writes_overlays_for_images_and_refuses_what_it_cannot_do(tmp_path, capsys):
+    from PIL import Image
+
+    from engine.cli import main
+    from engine.data.prepare import prepare_builtin
+    from engine.runs import create_run, execute
+    from engine.templates import starter_for
+
+    ds = prepare_builtin("digits")
+    run = create_run(starter_for(ds.meta), {"epochs": 1}, ds.path)
+    execute(run)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i, img in enumerate(ds.split("test")[0][:2]):
+        pixels = img[0].float().numpy()
+        pixels = pixels * 255 if pixels.max() <= 1 else pixels
+        Image.fromarray(pixels.astype(np.uint8)).save(folder / f"digit{i}.png")
+    (folder / "broken.png").write_bytes(b"not an image")
+    assert (
+        main(
+            [
+                "explain",
+                str(run),
+                "--method",
+                "smoothgrad",
+                "--images",
+                str(folder),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 0
+    )
+    printed = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert sorted(Path(p).name for p in printed["images"]) == ["digit0.png", "digit1.png"]
+    assert Image.open(printed["images"][0]).size[0] >= 224
+    saved = json.loads((tmp_path / "o" / "attributions.json").read_text())
+    assert len(saved["rows"]) == 2 and saved["rows"][0]["target"] in ds.meta["classes"]
+    assert main(["explain", str(run), "--method", "permutation", "--out", str(tmp_path / "o")]) == 2
+    assert "ranks a table's columns" in capsys.readouterr().err
+    assert (
+        main(
+            [
+                "explain",
+                str(tmp_path / "nope"),
+                "--method",
+                "saliency",
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+        == 2
+    )

@@ -438,15 +438,25 @@ def _fit(col: pd.Series, p: ColumnPlan, rows: np.ndarray | None) -> dict:
 
 def feature_names(state: dict) -> list[str]:
     """The encoded columns' names: the other columns' first, then the text's tokens."""
-    names = []
+    return [name for name, _ in _features(state)]
+
+
+def feature_sources(state: dict) -> list[str]:
+    """The source column of each encoded column (a one-hot column's, a token's: the column it came from)."""
+    return [source for _, source in _features(state)]
+
+
+def _features(state: dict) -> list[tuple[str, str]]:
+    features = []
     for c in state["columns"]:
         if c["kind"] == "categorical" and c["encoding"] == "onehot":
-            names += [f"{c['name']}={cat}" for cat in c["categories"]]
+            features += [(f"{c['name']}={cat}", c["name"]) for cat in c["categories"]]
         else:
-            names.append(c["name"])
+            features.append((c["name"], c["name"]))
     if state.get("text"):
-        names += [f"token{i}" for i in range(state["text"]["max_length"])]
-    return names
+        text = " + ".join(str(c) for c in state["text"]["columns"])
+        features += [(f"token{i}", text) for i in range(state["text"]["max_length"])]
+    return features
 
 
 def model_inputs(state: dict) -> dict | None:
