@@ -351,8 +351,8 @@ def training_mean(dataset) -> torch.Tensor:
 
 
 def run_job(job: dict, progress: Callable[[float, str], None]) -> dict:
-    """job: {"run_dir", "method", "split", "rows": [row indices], "target", "layer", "out"} (engine.jobs runs it;
-    images' overlays are written as PNG files into "out", named in the result)."""
+    """job: {"run_dir", "method", "split", "rows": [row indices], "target", "layer", "folder"} (engine.jobs runs
+    it; images' overlays are written as PNG files into the job's folder, named in the result)."""
     model, dataset = run_parts(Path(job["run_dir"]))
     meta = dataset.meta
     x, y = dataset.split(job.get("split", "test"))
@@ -365,8 +365,7 @@ def run_job(job: dict, progress: Callable[[float, str], None]) -> dict:
                           baseline=base)  # fmt: skip
     overlays = result.pop("overlays", None)
     if overlays:
-        out = Path(job["out"])
-        out.mkdir(parents=True, exist_ok=True)
+        out = Path(job["folder"])
         result["images"] = []
         for i, png in zip(job["rows"], overlays, strict=True):
             (out / f"{i}.png").write_bytes(png)

@@ -2,7 +2,8 @@
 finder, the will-it-learn check, explanations. `<home>/jobs/<kind>/<id>/` holds job.json (what to do),
 progress.json while it works, then result.json or error.json; `state` reads them for the page's live view.
 
-A kind is a function `(job: dict, progress(done, what)) -> dict` (JSON), named in KINDS by its module path, so this
+A kind is a function `(job: dict, progress(done, what)) -> dict` (JSON; the job's "folder" is where it may write
+files of its own), named in KINDS by its module path, so this
 module imports none of them until a job runs.
 """
 
@@ -50,7 +51,7 @@ def state(folder: Path) -> dict:
 
 def run(folder: Path) -> None:
     """Do the job in this process and write how it ended."""
-    job = read_json(folder / "job.json")
+    job = {**read_json(folder / "job.json"), "folder": str(folder)}
     started, last = time.time(), [0.0]
 
     def progress(done: float, what: str) -> None:

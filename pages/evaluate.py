@@ -20,6 +20,7 @@ from ui.evaluate_views import (
     wide_confusion,
     worst_rows,
 )
+from ui.explain_views import explain_section
 from ui.generative_views import (
     gan_cards,
     latent_figure,
@@ -166,3 +167,5 @@ else:
     st.subheader("Worst predictions")
 if kind not in ("forecast", "text", "samples", "generated"):
     worst_rows(result, dataset, split)
+if kind in ("classes", "values"):
+    explain_section(Path(run["path"]), dataset, split)

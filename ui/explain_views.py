@@ -1,0 +1,166 @@
+"""Why the model said what it said (Evaluate page): attributions for one row, image or text of the split, and the
+ranking of a table's columns by permutation importance. Each runs as a job of its own (engine.jobs)."""
+
+import html
+from pathlib import Path
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+import torch
+
+from engine import explain, jobs
+from engine.compiler import analyse
+from engine.data.store import Dataset
+from ui.charts import COLORS, layout
+from ui.progress import job_view
+
+EXPLAIN = "evaluate.explain_job"
+RANKING = "evaluate.ranking_job"
+HELP = {
+    "integrated_gradients": "How much each input moved the score from a baseline (a black image, an average "
+    "training row, or padding for text) to this input. The parts add up to that change: trust it most.",
+    "saliency": "How sharply the score reacts to a small change of each input (the gradient's size). Quick, "
+    "but noisy and blind to inputs the model is already sure about.",
+    "smoothgrad": "Saliency averaged over 20 noisy copies of the input: less speckle, the same idea.",
+    "gradcam": "Where in the image a convolution layer's features pushed this class up: coarse (the layer's "
+    "resolution), but the clearest view of where the model looked.",
+}
+
+
+def _methods(what: str, has_conv: bool) -> list[str]:
+    if what == "image":
+        return ["gradcam", "integrated_gradients", "smoothgrad", "saliency"] if has_conv else [
+            "integrated_gradients", "smoothgrad", "saliency"]  # fmt: skip
+    if what == "text":
+        return ["integrated_gradients", "saliency"]
+    return ["integrated_gradients", "saliency", "smoothgrad"]
+
+
+def explain_section(run_dir: Path, dataset: Dataset, split: str) -> None:
+    meta = dataset.meta
+    if meta.get("task") not in ("classification", "regression"):
+        return
+    st.subheader("Why: explanations")
+    what = explain.kind(meta)
+    tabs = (["One row", "Rank the columns"] if what == "table" else ["Rank the columns"] if what == "mixed"
+            else ["One image" if what == "image" else "One text"])  # fmt: skip
+    for tab, name in zip(st.tabs(tabs, key="evaluate.explain_tabs"), tabs, strict=True):
+        with tab:
+            (_ranking if name == "Rank the columns" else _one)(run_dir, dataset, split, what)
+
+
+def _convs(run_dir: Path, meta: dict) -> list[str]:
+    from engine.spec import data_inputs
+    from engine.workspace import read_json
+
+    spec = read_json(run_dir / "spec.json") or {}
+    infos, _ = analyse(spec, data_inputs(meta)) if spec else ([], None)
+    return [i.id for i in infos if i.op == "conv2d"]
+
+
+def _one(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
+    meta = dataset.meta
+    n = dataset.meta["sizes"][split]
+    convs = _convs(run_dir, meta) if what == "image" else []
+    methods = _methods(what, bool(convs))
+    c1, c2, c3 = st.columns([1, 1.3, 1.3])
+    row = c1.number_input(
+        f"Row of the {split} split", 0, max(n - 1, 0), 0, key="evaluate.explain_row"
+    )
+    method = c2.selectbox("Method", methods, format_func=explain.TITLES.get, key="evaluate.explain_method",
+                          help="\n".join(f"- **{explain.TITLES[m]}**: {HELP[m]}" for m in methods))  # fmt: skip
+    classes = [str(c) for c in meta.get("classes") or []]
+    target = c3.selectbox("Explain the class", [None, *range(len(classes))], key="evaluate.explain_class",
+                          format_func=lambda c: "the predicted one" if c is None else classes[c],
+                          disabled=not classes)  # fmt: skip
+    layer = None
+    if method == "gradcam":
+        layer = st.selectbox("Convolution layer", convs, index=len(convs) - 1, key="evaluate.explain_layer",
+                             help="The last one sees the most (its features are the most abstract), at the "
+                             "coarsest resolution.")  # fmt: skip
+    asked = {"run_dir": str(run_dir), "method": method, "split": split, "rows": [int(row)], "target": target,
+             "layer": layer}  # fmt: skip
+    if st.button("Explain", icon=":material/visibility:", key="evaluate.explain", type="primary"):
+        folder = jobs.start("explain", asked)
+        st.session_state[EXPLAIN] = str(folder)
+        st.session_state[EXPLAIN + ".asked"] = asked
+    if st.session_state.get(EXPLAIN + ".asked") != asked:
+        st.caption(HELP[method])
+        return
+    result = job_view(EXPLAIN, f"{explain.TITLES[method]}")
+    if result is None:
+        return
+    shown = result["rows"][0]
+    score = f"score {shown['score']:.3g}" if classes else f"output {shown['score']:.3g}"
+    st.caption(
+        f"Explaining **{shown['target']}** ({score}) for row {row} of the {split} split. {HELP[method]}"
+    )
+    x = dataset.split(split)[0][int(row)]
+    if what == "image":
+        img = x.float() / 255 if x.dtype == torch.uint8 else x
+        img = img[0] if img.shape[0] == 1 else img.permute(1, 2, 0)
+        a, b = st.columns(2)
+        a.image(img.clamp(0, 1).numpy(), caption="the image", width=224)
+        b.image(result["images"][0], caption=f"{explain.TITLES[method]}" + (
+            f" at {result['layer']}" if result.get("layer") else ""), width=224)  # fmt: skip
+    elif what == "text":
+        st.html(colored_tokens(shown["tokens"]))
+        st.caption(
+            "Green words pushed the score up, red ones down; the stronger the colour, the more."
+        )
+    else:
+        st.plotly_chart(columns_figure(shown["columns"], f"What moved the score (row {row})"),
+                        width="stretch", key="evaluate.explain_columns")  # fmt: skip
+        if result["delta"] is not None:
+            st.caption(f"The bars add up to the score's change from an average training row (gap "
+                       f"{result['delta']:.2g}: Integrated Gradients' completeness).")  # fmt: skip
+
+
+def colored_tokens(pairs: list) -> str:
+    """Words on a background whose colour and strength follow their attribution (green up, red down)."""
+    top = max((abs(v) for _, v in pairs), default=0.0) or 1.0
+    spans = []
+    for word, value in pairs:
+        strength = min(abs(value) / top, 1.0) * 0.75
+        rgb = "34,160,90" if value >= 0 else "220,60,60"
+        spans.append(f'<span title="{value:+.3g}" style="background: rgba({rgb},{strength:.2f}); '
+                     f'padding: 1px 3px; border-radius: 3px">{html.escape(str(word))}</span>')  # fmt: skip
+    return f'<div style="line-height: 2; font-size: 1.05rem">{" ".join(spans)}</div>'
+
+
+def columns_figure(values: dict, title: str) -> go.Figure:
+    items = sorted(values.items(), key=lambda kv: abs(kv[1]))[-20:]
+    names, v = [k for k, _ in items], np.array([x for _, x in items])
+    fig = go.Figure(go.Bar(x=v, y=names, orientation="h",
+                           marker_color=[COLORS[2] if x >= 0 else COLORS[1] for x in v]))  # fmt: skip
+    fig.update_xaxes(title="attribution (+ pushes the score up)")
+    return layout(fig, title, height=max(220, 28 * len(names) + 80))
+
+
+def _ranking(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
+    asked = {"run_dir": str(run_dir), "method": "permutation", "split": split}
+    if st.button("Rank the columns", icon=":material/leaderboard:", key="evaluate.rank",
+                 help=f"Shuffles one column at a time among the {split} split's rows ({explain.PERMUTATION_REPEATS} "
+                 "times each) and measures how much the model's score drops: the columns it relies on most "
+                 "drop it most."):  # fmt: skip
+        st.session_state[RANKING] = str(jobs.start("explain", asked))
+        st.session_state[RANKING + ".asked"] = asked
+    if st.session_state.get(RANKING + ".asked") != asked:
+        return
+    result = job_view(RANKING, "Shuffling the columns")
+    if result is None:
+        return
+    items = list(result["importances"].items())[:25][::-1]
+    fig = go.Figure(go.Bar(x=[s["mean"] for _, s in items], y=[c for c, _ in items], orientation="h",
+                           error_x=dict(type="data", array=[s["std"] for _, s in items]),
+                           marker_color=COLORS[0]))  # fmt: skip
+    fig.update_xaxes(title=f"{result['metric']} lost when the column is shuffled")
+    st.plotly_chart(layout(fig, "Permutation importance", height=max(220, 28 * len(items) + 80)),
+                    width="stretch", key="evaluate.ranking")  # fmt: skip
+    st.caption(
+        f"Over {result['rows']:,} rows; the bars are the mean of {result['repeats']} shuffles and the whiskers their "
+        f"spread. With nothing shuffled, the {result['metric']} is {result['baseline']:.3g}. A column near 0 is one the "
+        "model ignores, or one whose information another column also carries (shuffling one of two twins "
+        "costs little)."
+    )
