@@ -160,7 +160,7 @@ def _ranking(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
                     width="stretch", key="evaluate.ranking")  # fmt: skip
     st.caption(
         f"Over {result['rows']:,} rows; the bars are the mean of {result['repeats']} shuffles and the whiskers their "
-        f"spread. With nothing shuffled, the {result['metric']} is {result['baseline']:.3g}. A column near 0 is one the "
-        "model ignores, or one whose information another column also carries (shuffling one of two twins "
+        f"spread. With nothing shuffled, the {result['metric']} is {result['baseline']:.3g}. A column near 0 is "
+        "one the model ignores, or one whose information another column also carries (shuffling one of two twins "
         "costs little)."
     )
