@@ -4,11 +4,14 @@ from pathlib import Path
 
 import numpy as np
 import streamlit as st
+import torch
 
+from engine import explain
 from engine.bundle import zip_bytes
 from engine.data.images import decode_image
 from engine.data.readers import EXTENSIONS, read_table
 from engine.data.store import load_dataset
+from engine.data.tabular import apply_preprocessing
 from engine.errors import LayerLabError
 from engine.portable import (
     IMAGE_EXTENSIONS,
@@ -21,6 +24,7 @@ from engine.portable import (
 )
 from engine.predict import (
     generate_text,
+    image_tensor,
     load_predictor,
     new_samples,
     noise_size,
@@ -33,6 +37,7 @@ from ui.charts import forecast_figure, probability_bars
 from ui.common import page, show_error, trained_run
 from ui.data_views import image_grid
 from ui.draw import drawing_pad
+from ui.explain_views import explain_prediction
 from ui.generative_views import show_samples
 
 page(
@@ -159,7 +164,8 @@ def show_predictions(uploads) -> None:
     """The uploaded rows or images through the model: a table, thumbnails for images, and the CSV download."""
     try:
         if images:
-            table = predict_images(model, meta, [(f.name, f.getvalue()) for f in uploads])
+            files = [(f.name, f.getvalue()) for f in uploads]
+            table = predict_images(model, meta, files)
         else:
             frame = read_table(uploads.getvalue(), uploads.name).frame
             table = predict_table(model, meta, frame)
@@ -198,6 +204,20 @@ def show_predictions(uploads) -> None:
     )
     st.caption("Probabilities are shown as percentages; the CSV keeps them as numbers from 0 to 1.")
     download_csv(table, "Download predictions (CSV)", "predictions")
+    if images:
+        x, read, _ = image_tensor(meta, files)
+        labels = [files[i][0] for i in read]
+    else:
+        x = torch.from_numpy(apply_preprocessing(frame, meta["preprocessing"]))
+        labels = [f"row {i + 1}" for i in range(len(x))]
+    known = training_images(dataset_id) if images else None
+    try:
+        dataset = known[0] if known else (load_dataset(dataset_id) if dataset_id else None)
+    except LayerLabError:
+        dataset = None
+    explain_prediction(
+        model, meta, x[: explain.MAX_EXPLAIN_ROWS], labels[: explain.MAX_EXPLAIN_ROWS], dataset
+    )
 
 
 def download_csv(table, label: str, stem: str) -> None:

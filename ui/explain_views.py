@@ -164,3 +164,61 @@ def _ranking(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
         "one the model ignores, or one whose information another column also carries (shuffling one of two twins "
         "costs little)."
     )
+
+
+# ---- Predict page: why the model said what it said about a new row or image
+
+
+def explain_prediction(
+    model, meta: dict, x: torch.Tensor, labels: list[str], dataset: Dataset | None
+) -> None:
+    """An expander under the predictions: pick one, a method, and see its explanation. `x`: the predicted rows or
+    images as the model takes them; `labels`: what the user calls each (a row number, a file name)."""
+    from ui.progress import with_progress
+
+    what = explain.kind(meta)
+    if (
+        meta.get("task") not in ("classification", "regression")
+        or what in ("mixed", "series")
+        or not len(x)
+    ):
+        return
+    if not st.toggle("Explain a prediction", key="predict.explain",
+                     help="Why the model said what it did about one of these: which pixels, words or columns "
+                     "moved its score."):  # fmt: skip
+        return
+    with st.container(border=True):
+        has_conv = bool(explain.conv_layers(model)) if what == "image" else False
+        c1, c2 = st.columns(2)
+        pick = c1.selectbox("Prediction", range(len(labels)), format_func=lambda i: labels[i],
+                            key="predict.explain_pick")  # fmt: skip
+        methods = _methods(what, has_conv)
+        method = c2.selectbox("Method", methods, format_func=explain.TITLES.get, key="predict.explain_method",
+                              help="\n".join(f"- **{explain.TITLES[m]}**: {HELP[m]}" for m in methods))  # fmt: skip
+        base = explain.training_mean(dataset) if dataset is not None and what == "table" else None
+        try:
+            found = with_progress(
+                lambda report: explain.explain_rows(
+                    model, meta, x[pick : pick + 1], method, baseline=base
+                ),
+                f"{explain.TITLES[method]}",
+                expected_s=3.0,
+            )
+        except Exception as e:  # noqa: BLE001 - shown in words, with the page kept
+            from ui.common import show_error
+
+            show_error(e)
+            return
+        shown = found["rows"][0]
+        st.caption(f"Explaining **{shown['target']}** for {labels[pick]}. {HELP[method]}")
+        if what == "image":
+            at = f" at {found['layer']}" if found.get("layer") else ""
+            st.image(found["overlays"][0], width=224, caption=explain.TITLES[method] + at)
+        elif what == "text":
+            st.html(colored_tokens(shown["tokens"]))
+        else:
+            st.plotly_chart(columns_figure(shown["columns"], "What moved the score"), width="stretch",
+                            key="predict.explain_columns")  # fmt: skip
+            if base is None:
+                st.caption("Against a row of all zeros (this model's training data is not here): for scaled "
+                           "numbers that is their average.")  # fmt: skip
