@@ -16,6 +16,7 @@ from engine.data.prepare import prepare_builtin
 from engine.errors import LayerLabError, SpecError
 from engine.gan import gan_train, starter_gan
 from engine.linter import lint, lint_gan_part
+from engine.receptive import receptive_fields
 from engine.registry import FAMILIES, get_op, ops
 from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
 from engine.transfer import match_weights, read_any_weights
@@ -428,7 +429,33 @@ rows = [
     }
     for n in stack_nodes
 ]
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+try:
+    fields = receptive_fields(spec, state.edited_meta(meta))
+except (SpecError, ValidationError):  # a graph that does not parse: its error is shown above
+    fields = {"layers": [], "warnings": []}
+if fields[
+    "layers"
+]:  # convolution and pooling layers: their size and what one position of them sees
+    seen = {f["id"]: f for f in fields["layers"]}
+    for row in rows:
+        f = seen.get(row["layer"])
+        row["spatial size"] = "×".join(map(str, f["size"])) if f and f["size"] else ""
+        row["receptive field"] = (
+            f"{f['field']} px" + (" (all)" if f["field"] >= fields["input"] else "") if f else ""
+        )
+st.dataframe(
+    pd.DataFrame(rows),
+    hide_index=True,
+    width="stretch",
+    column_config={
+        "receptive field": st.column_config.TextColumn(
+            help="How many input pixels (or steps) across one position of this layer sees: it grows with each "
+            "kernel, and faster after each stride or pooling."
+        )
+    },
+)
+for warning in fields["warnings"]:
+    st.warning(warning, icon=":material/center_focus_weak:")
 memory = memory_estimate(infos, int(train["batch_size"]), train["optimizer"])
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("Layers", len(spec["nodes"]))

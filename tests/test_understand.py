@@ -275,3 +275,38 @@ def test_cli_explain_writes_overlays_for_images_and_refuses_what_it_cannot_do(tm
         )
         == 2
     )
+
+
+# ---- receptive field
+
+
+def test_receptive_fields_grow_with_kernels_and_strides_and_warn_when_the_head_sees_a_part():
+    from engine.receptive import receptive_fields
+
+    meta = {"task": "classification", "input_shape": [1, 32, 32], "classes": ["a", "b"]}
+
+    def conv(i, k):
+        return {"id": f"conv{i}", "op": "conv2d", "params": {"out_channels": 4, "kernel_size": k}}
+
+    def pool(i):
+        return {"id": f"pool{i}", "op": "maxpool2d", "params": {"kernel_size": 2}}
+
+    head = [
+        {"id": "flat", "op": "flatten", "params": {}},
+        {"id": "out", "op": "linear", "params": {"out_features": 2}},
+    ]
+    spec = {"version": 1, "nodes": [conv(1, 3), pool(1), conv(2, 3), pool(2), *head]}
+    found = receptive_fields(spec, meta)
+    assert [(f["id"], f["size"], f["field"], f["jump"]) for f in found["layers"]] == [
+        ("conv1", [32, 32], 3, 1), ("pool1", [16, 16], 4, 2), ("conv2", [16, 16], 8, 2), ("pool2", [8, 8], 10, 4)
+    ]  # fmt: skip
+    assert (
+        len(found["warnings"]) == 1
+        and "'pool2', sees 10 of the input's 32 pixels" in found["warnings"][0]
+    )
+    spec["nodes"][4:4] = [{"id": "gap", "op": "global_avgpool", "params": {}}]
+    assert receptive_fields(spec, meta)["warnings"] == []  # global pooling sees the whole image
+    tiny = {**meta, "input_shape": [1, 4, 4]}
+    spec = {"version": 1, "nodes": [pool(1), pool(2), pool(3), *head]}
+    warned = receptive_fields(spec, tiny)["warnings"]
+    assert any("'pool3' would shrink the size below 1" in w for w in warned)
