@@ -48,9 +48,8 @@ def receptive_fields(spec: dict, meta: dict) -> dict:
         size = tuple(shapes[nid][1:]) if nid in shapes else ()
         layers.append({"id": nid, "op": node.op, "size": list(size), "field": fr, "jump": jump})
     extent = _input_extent(parts)
-    spatial = [layer for layer in layers if layer["size"]]
-    if spatial:
-        last = spatial[-1]
+    if layers:
+        last = layers[-1]
         if last["op"] != "global_avgpool" and last["field"] < extent:
             warnings.append(
                 f"The last spatial layer, '{last['id']}', sees {last['field']} of the input's {extent} pixels per "
