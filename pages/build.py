@@ -18,14 +18,19 @@ from engine.gan import gan_train, starter_gan
 from engine.linter import lint, lint_gan_part
 from engine.receptive import receptive_fields
 from engine.registry import FAMILIES, get_op, ops
+from engine.runs import ACTIVE, read_status, runs_dir
 from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
 from engine.transfer import match_weights, read_any_weights
 from engine.workspace import home
+from engine.xray import colours as xray_colours
+from engine.xray import looks as diagnostics_of
 from ui import state
 from ui.common import page, show_error
 from ui.forms import params_form, pending_params, reset_widgets
 from ui.layout import split
+from ui.run_view import LIVE_EVERY_S as LIVE_S
 from ui.stack import layer_stack
+from ui.xray import NONE, legend, signal_picker
 
 FAMILY_COLORS = {
     "core": "#4F46E5",
@@ -356,66 +361,93 @@ def diagram_config(rows: int) -> Config:
 
 
 st.subheader("Architecture")
-first_use = {src: i for i, ins in reversed(list(enumerate(explicit.values()))) for src in ins or []}
-graph_nodes = [
-    Node(
-        id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0"
-    )  # in the order layers read them
-    for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))
-]
-for n in stack_nodes:
-    short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
-    graph_nodes.append(
+open_run = st.session_state.get(state.RUN)
+run_dir = runs_dir() / open_run if open_run else None
+looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
+xc1, xc2 = st.columns([1, 2], vertical_alignment="bottom")
+signal = signal_picker("build.xray", xc1, allow_none=True) if looks else None
+if not looks:
+    xc2.caption(
+        "Training X-ray: open a run with diagnostics on the Train page to colour the layers by what it saw."
+    )
+live = bool(signal) and read_status(run_dir).get("state") in ACTIVE
+
+
+@st.fragment(run_every=LIVE_S if live else None)
+def architecture() -> None:
+    """The diagram, coloured by family or, with the X-ray on, by the open run's latest diagnostics (redrawn while
+    the run trains)."""
+    latest = (diagnostics_of(run_dir) or [None])[-1] if signal else None
+    paint = xray_colours(latest, signal) if latest else {}
+    first_use = {
+        src: i for i, ins in reversed(list(enumerate(explicit.values()))) for src in ins or []
+    }
+    graph_nodes = [
         Node(
-            id=n["id"],
-            label=f"{n['title']}\n{short}".strip(),
-            shape="box",
-            title=n["detail"],
-            color="#FCA5A5" if n["error"] else n["color"],
-            font={"color": "#111827" if n["error"] else "#FFFFFF"},
-            borderWidth=3 if n["selected"] else 1,
+            id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0"
+        )  # in the order layers read them
+        for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))
+    ]
+    for n in stack_nodes:
+        short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
+        graph_nodes.append(
+            Node(
+                id=n["id"],
+                label=f"{n['title']}\n{short}".strip(),
+                shape="box",
+                title=n["detail"],
+                color="#FCA5A5"
+                if n["error"]
+                else (paint.get(n["id"], NONE) if signal else n["color"]),
+                font={"color": "#111827" if n["error"] or signal else "#FFFFFF"},
+                borderWidth=3 if n["selected"] else 1,
+            )
         )
-    )
-out_shape = {
-    **{ref: str(shape) for ref, shape in sources.items()},
-    **{n["id"]: n["shape"] for n in stack_nodes},
-}
-previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
-try:
-    wiring = specs.ModelSpec.model_validate(specs.migrate(spec)).input_ids()
-except ValidationError:
-    wiring = {}
-# An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.
-edges = [
-    Edge(
-        source=src,
-        target=node_id,
-        label=out_shape.get(src, "?"),
-        font={"size": 11},
-        **(
-            {}
-            if src == previous[node_id]
-            else {
-                "smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45},
-                "color": "#EC4899",
-            }
-        ),
-    )
-    for node_id, ins in wiring.items()
-    for src in ins
-]
-level = dict.fromkeys(sources, 0)
-for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
-    level[node_id] = 1 + max(
-        (level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0
-    )
-clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
-# agraph keeps returning its last click on every rerun: act only on a new one.
-if clicked and clicked != st.session_state.get("build.last_graph_click"):
-    st.session_state["build.last_graph_click"] = clicked
-    if clicked in node_ids:
-        st.session_state[state.SELECTED] = clicked
-        st.rerun()
+    out_shape = {
+        **{ref: str(shape) for ref, shape in sources.items()},
+        **{n["id"]: n["shape"] for n in stack_nodes},
+    }
+    previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
+    try:
+        wiring = specs.ModelSpec.model_validate(specs.migrate(spec)).input_ids()
+    except ValidationError:
+        wiring = {}
+    # An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.
+    edges = [
+        Edge(
+            source=src,
+            target=node_id,
+            label=out_shape.get(src, "?"),
+            font={"size": 11},
+            **(
+                {}
+                if src == previous[node_id]
+                else {
+                    "smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45},
+                    "color": "#EC4899",
+                }
+            ),
+        )
+        for node_id, ins in wiring.items()
+        for src in ins
+    ]
+    level = dict.fromkeys(sources, 0)
+    for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
+        level[node_id] = 1 + max(
+            (level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0
+        )
+    clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
+    # agraph keeps returning its last click on every rerun: act only on a new one.
+    if clicked and clicked != st.session_state.get("build.last_graph_click"):
+        st.session_state["build.last_graph_click"] = clicked
+        if clicked in node_ids:
+            st.session_state[state.SELECTED] = clicked
+            st.rerun()
+    if latest:
+        legend(latest, signal)
+
+
+architecture()
 
 st.subheader("Summary")
 rows = [

@@ -310,3 +310,49 @@ def test_receptive_fields_grow_with_kernels_and_strides_and_warn_when_the_head_s
     spec = {"version": 1, "nodes": [pool(1), pool(2), pool(3), *head]}
     warned = receptive_fields(spec, tiny)["warnings"]
     assert any("'pool3' would shrink the size below 1" in w for w in warned)
+
+
+# ---- training X-ray
+
+
+def test_the_xray_colours_come_from_the_recorded_diagnostics(moons):
+    from engine import xray
+    from engine.runs import create_run, execute
+
+    run = create_run(mlp_spec(2), {"epochs": 3, "lr": 0.01}, moons.path)
+    assert execute(run)["status"] == "completed"
+    looks = xray.looks(run)
+    assert len(looks) >= 2
+    latest = looks[-1]
+    ratios = xray.values(latest, "update_ratio")
+    assert set(ratios) == {"fc1", "fc2", "head"} and all(0 < r < 1 for r in ratios.values())
+    assert set(xray.values(latest, "dead")) == {"act1"}  # the ReLU
+    assert set(xray.values(latest, "saturated")) == {"act2"}  # the tanh
+    for signal in xray.SIGNALS:
+        found = xray.values(latest, signal)
+        assert xray.colours(latest, signal) == {
+            nid: xray.colour(signal, v, found) for nid, v in found.items()
+        }
+    steps, values = xray.history(looks, "fc1")["grad_norm"]
+    assert steps == [look["step"] for look in looks]
+    assert values == [
+        next(la["grad_norm"] for la in look["layers"] if la["id"] == "fc1") for look in looks
+    ]
+
+
+def test_xray_colours_run_from_green_to_red_with_the_signal():
+    from engine import xray
+
+    green, red = "#16A34A", "#DC2626"
+    assert xray.colour("dead", 0.0, {}) == green and xray.colour("dead", 0.9, {}) == red
+    assert xray.colour("update_ratio", 1e-3, {}) == green
+    assert (
+        xray.colour("update_ratio", 1.0, {}) == red
+        and xray.colour("update_ratio", 1e-7, {}) == "#2563EB"
+    )
+    norms = {"first": 1e-6, "last": 1.0}
+    assert (
+        xray.colour("grad_norm", 1.0, norms) == green
+        and xray.colour("grad_norm", 1e-6, norms) == red
+    )
+    assert xray.colour("grad_norm", float("nan"), norms) == red

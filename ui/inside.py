@@ -147,45 +147,9 @@ def gradient_chart(looks: list[dict], key: str) -> None:
     st.plotly_chart(fig, width="stretch", key=key)
 
 
-def _histogram(hist: dict, title: str, color: str) -> go.Figure:
+def histogram_figure(hist: dict, title: str, color: str) -> go.Figure:
     counts = hist["counts"]
     width = (hist["hi"] - hist["lo"]) / max(len(counts), 1)
     centers = [hist["lo"] + width * (i + 0.5) for i in range(len(counts))]
     fig = go.Figure(go.Bar(x=centers, y=counts, width=width, marker_color=color, showlegend=False))
     return layout(fig, title, height=220, bargap=0.02)
-
-
-def inside_panel(looks: list[dict], key: str) -> None:
-    """The latest look inside: per-layer histograms and dead ReLUs."""
-    latest = looks[-1]
-    st.caption(
-        f"Sampled at step {latest['step']:,} (epoch {latest['epoch']}) on one batch; every 2 s while it trains."
-    )
-    dead = [(layer["id"], layer["dead"]) for layer in latest["layers"] if "dead" in layer]
-    if dead:
-        st.markdown(
-            "**Dead ReLUs** (units that output 0 for every row of the batch): "
-            + " · ".join(f"`{nid}` {share:.0%}" for nid, share in dead)
-        )
-    ids = [
-        layer["id"] for layer in latest["layers"] if "weights" in layer or "activations" in layer
-    ]
-    if not ids:
-        return
-    pick = st.selectbox("Layer", ids, key=f"{key}.layer")
-    layer = next(entry for entry in latest["layers"] if entry["id"] == pick)
-    c1, c2 = st.columns(2)
-    if "weights" in layer:
-        c1.plotly_chart(
-            _histogram(layer["weights"], f"{pick}: weights", COLORS[0]),
-            width="stretch",
-            key=f"{key}.w",
-        )
-    else:
-        c1.caption(f"{pick} has no weights.")
-    if "activations" in layer:
-        c2.plotly_chart(
-            _histogram(layer["activations"], f"{pick}: outputs", COLORS[1]),
-            width="stretch",
-            key=f"{key}.a",
-        )

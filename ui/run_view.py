@@ -30,7 +30,8 @@ from ui import state
 from ui.charts import curves, smooth
 from ui.common import fmt_seconds, fmt_value, format_metrics, origin, show_error, unexpected
 from ui.generative_views import show_generated, show_pairs
-from ui.inside import boundary_chart, gradient_chart, inside_panel
+from ui.inside import boundary_chart, gradient_chart
+from ui.xray import xray_panel
 
 # The browser's redrawing of the charts competes with training for the CPU. Measured with bench/observe.py on a
 # 2-core machine, the Train page open while a run trains: redrawn every 1 s, training ran 33% slower; every 2 s,
@@ -380,8 +381,8 @@ def detail_charts(
         c3, _ = st.columns(2)
         with c3:
             gradient_chart(looks, key=f"grad.{run_dir.name}")
-        st.markdown("**Inside the model: histograms and dead ReLUs**")
-        inside_panel(looks, key=f"inside.{run_dir.name}")
+        st.markdown("**Inside the model: X-ray, histograms and history**")
+        xray_panel(read_json(run_dir / "spec.json", {}), looks, key=f"inside.{run_dir.name}")
 
 
 def live_every(runs: list[dict], quick: bool = False) -> float | None:

@@ -19,6 +19,7 @@ LR_TOO_HIGH = (
 )
 DEAD_SHARE = 0.5  # a ReLU layer with this share of dead units
 SATURATING = {"sigmoid", "tanh"}
+SATURATED = 0.97  # |tanh| above this (a sigmoid's 0.015 from 0 or 1): the unit's gradient is under 6% of its peak
 OVERFIT_EPOCHS = 3  # the best validation loss this many epochs back,
 OVERFIT_RISE = (
     1.1  # the validation loss now this much above it, and the training loss lower than then,
@@ -89,8 +90,14 @@ def inspect_model(model, xb: torch.Tensor, yb: torch.Tensor, criterion, autocast
             entry["weights"] = histogram(torch.cat([w.detach().flatten() for w in weights]))
         if isinstance(out, torch.Tensor) and out.is_floating_point():
             entry["activations"] = histogram(out)
-            if node.op == "activation" and node.params.get("kind") == "relu" and out.dim() > 1:
+            kind = node.params.get("kind") if node.op == "activation" else None
+            if kind == "relu" and out.dim() > 1:
                 entry["dead"] = float((out <= 0).all(0).float().mean())
+            elif (
+                kind in SATURATING
+            ):  # outputs in the flat tails, where the gradient all but vanishes
+                centred = out.detach().float() if kind == "tanh" else 2 * out.detach().float() - 1
+                entry["saturated"] = float((centred.abs() > SATURATED).float().mean())
         layers.append(entry)
     return {"loss": float(loss.detach()), "grad_norm": math.sqrt(total_sq), "layers": layers}
 
