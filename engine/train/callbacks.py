@@ -226,27 +226,6 @@ class Boundary(Callback):
         atomic_write_json(self.path, {"epoch": s.epoch, "step": s.step, **surface})
         self.next = time.perf_counter() + BOUNDARY_EVERY_S
 
-    def updates(self, s, diag: dict) -> None:
-        """Each layer's update-to-weight ratio per step since the last look: |W now - W then| / |W then| / steps
-        (about 1e-3 is healthy; far below, the layer hardly learns; far above, it is thrown about)."""
-        now = {nid: [p.detach() for p in s.net.layers[nid].parameters() if p.requires_grad]
-               for nid, _ in s.net.plan}  # fmt: skip
-        if self.before is not None and s.step > self.before[0]:
-            steps, then = s.step - self.before[0], self.before[1]
-            for entry in diag["layers"]:
-                old, new = then.get(entry["id"]), now.get(entry["id"])
-                if old and new and len(old) == len(new):
-                    moved = math.sqrt(
-                        sum(
-                            float((a - b).float().square().sum())
-                            for a, b in zip(new, old, strict=True)
-                        )
-                    )
-                    size = math.sqrt(sum(float(b.float().square().sum()) for b in old))
-                    if size > 0:
-                        entry["update_ratio"] = moved / size / steps
-        self.before = (s.step, {nid: [p.clone() for p in ps] for nid, ps in now.items() if ps})
-
     def on_sync(self, s):
         if time.perf_counter() >= self.next and healthy(s.plan, s.window_loss):
             self.draw(s)
