@@ -356,3 +356,50 @@ def test_xray_colours_run_from_green_to_red_with_the_signal():
         and xray.colour("grad_norm", 1e-6, norms) == red
     )
     assert xray.colour("grad_norm", float("nan"), norms) == red
+
+
+# ---- training dynamics: hard and mislabelled rows, pinned samples
+
+
+def _flipped_moons(n: int = 800, flip: float = 0.05):
+    """Two moons with 5% of the labels flipped on purpose: (the prepared dataset, the flipped rows' positions in
+    its training split)."""
+    from sklearn.datasets import make_moons
+
+    from engine.data.prepare import prepare_file
+
+    x, y = make_moons(n, noise=0.08, random_state=0)
+    rng = np.random.default_rng(1)
+    flipped = rng.choice(n, int(n * flip), replace=False)
+    y[flipped] = 1 - y[flipped]
+    lines = ["a,b,row,label"] + [
+        f"{a:.4f},{b:.4f},{i},{'ab'[t]}" for i, ((a, b), t) in enumerate(zip(x, y, strict=True))
+    ]
+    ds = prepare_file("\n".join(lines).encode(), "moons.csv", "label",
+                      plans=None)  # fmt: skip
+    return ds, set(flipped.tolist())
+
+
+def test_the_training_dynamics_map_finds_most_flipped_labels_and_pins_show_when_rows_were_learned():
+    from engine.data.prepare import kept_rows
+    from engine.runs import create_run, execute
+    from engine.train import dynamics
+
+    ds, flipped = _flipped_moons()
+    assert "row" not in ds.meta["feature_names"]  # an ID column: ignored, kept for the user
+    run = create_run(mlp_spec(2), {"epochs": 20, "lr": 0.01}, ds.path)
+    assert execute(run)["status"] == "completed"
+    x_train, y_train = ds.split("train")
+    found = dynamics.cartography(run, y_train, ds.meta["classes"])
+    assert found["epochs"] == 20 and len(found["rows"]) == len(y_train)
+    original = kept_rows(ds, "train", [s["row"] for s in found["suspects"]])["row"].tolist()
+    in_train = {int(r) for r in kept_rows(ds, "train", list(range(len(y_train))))["row"]} & flipped
+    caught = in_train & set(original)
+    assert len(caught) >= 0.7 * len(in_train), (len(caught), len(in_train))
+    assert len(original) <= 2 * len(in_train)  # few false alarms
+    assert found["counts"]["easy"] > 0.8 * len(y_train)
+    pins = dynamics.timeline(run, [0, 1, 2], ds.split("val")[1], ds.meta["classes"])
+    assert [p["row"] for p in pins] == [0, 1, 2] and all(len(p["predicted"]) == 20 for p in pins)
+    for p in pins:
+        assert p["learned"] is None or p["right"][p["epochs"].index(p["learned"]) :] == [True] * (
+            21 - p["learned"])  # fmt: skip

@@ -158,7 +158,10 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
             else "most_frequent",
             scaling="standard" if kind == "numeric" else "none",
         )
-        name_says_id = bool(re.search(r"(^|_|\b)(id|uuid|key|index)$|^unnamed", col.lower()))
+        name_says_id = bool(
+            re.search(r"(^|_|\b)(id|uuid|key|index|idx|row|row_?(no|num|number)|rownum|serial|s\.?no)$|^unnamed",
+                      col.lower())
+        )  # fmt: skip
         if unique <= 1 and df[col].nunique(dropna=True) <= 1:
             if pixels:  # a picture stored as a row: positions matter (a reshape to an image needs every pixel)
                 plan.note = (
@@ -176,7 +179,10 @@ def suggest_columns(df: pd.DataFrame, target: str) -> list[ColumnPlan]:
             and (name_says_id if kind == "numeric" else True)
             and df[col].is_unique
         ):
-            plan.role, plan.note = "ignore", "looks like an ID: a different value in every row"
+            plan.role, plan.note = (
+                "ignore",
+                "looks like an ID or a row number: a different value in every row",
+            )
         elif (
             kind == "categorical" and unique > 20 and unique > 0.5 * filled
         ):  # one-hot, rows would be memorised

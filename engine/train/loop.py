@@ -26,7 +26,7 @@ from engine.limits import CORES
 from engine.portable import target_units
 from engine.spec import data_inputs
 from engine.tasks import task_for, width
-from engine.train import boundary, callbacks, core, distributed, options
+from engine.train import boundary, callbacks, core, distributed, dynamics, options
 from engine.train.config import TrainConfig, preflight, resolve_device, resolve_precision
 from engine.train.diagnostics import Coach
 from engine.train.events import run_finished
@@ -228,6 +228,13 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
         hooks.append(callbacks.Writes(emit, dataset))
     if out_dir is not None and task.predictions == "samples":
         hooks.append(callbacks.Rebuilds(out_dir, dataset))
+    if (
+        out_dir is not None
+        and world.size == 1
+        and task.predictions == "classes"
+        and dynamics.applies(s.plan)
+    ):
+        hooks.append(dynamics.Dynamics(out_dir, cfg.seed))
     if out_dir is not None:
         hooks.append(callbacks.Checkpoints(out_dir, save, coach, emit))
     hooks.append(callbacks.StopRequest(should_stop))  # every rank: a signal stops any
