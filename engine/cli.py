@@ -220,11 +220,62 @@ def _run(args, dataset, out: Path) -> int:
             "machines by the files it writes."
         )
     processes = args.nproc or 1
+    dropped = _dropped_rows(args.drop_rows) if getattr(args, "drop_rows", None) else None
     run_dir = create_run(spec, train, dataset.path, run_dir=out, name=out.name,
-                         processes=processes, nodes=nodes if args.emit_launch else 1)  # fmt: skip
+                         processes=processes, nodes=nodes if args.emit_launch else 1,
+                         extra={"drop_rows": dropped} if dropped else None)  # fmt: skip
     if args.emit_launch:
         return _emit_launch(run_dir, args.emit_launch, nodes, processes, train["device"])
     return _start(run_dir, args)
+
+
+def _dropped_rows(value: str) -> list[int]:
+    """--drop-rows: "3,17,42", or a file from `dynamics --out` (its suspects' rows) or a JSON list."""
+    path = Path(value)
+    try:
+        if path.is_file():
+            found = json.loads(path.read_text())
+            rows = [s["row"] for s in found["suspects"]] if isinstance(found, dict) else found
+        else:
+            rows = [r.strip() for r in value.split(",") if r.strip()]
+        rows = sorted({int(r) for r in rows})
+    except (ValueError, TypeError, KeyError, json.JSONDecodeError):
+        raise LayerLabError(
+            f"--drop-rows takes training-row positions as 3,17,42 or the JSON file `dynamics --out` writes; "
+            f"could not read {value!r}."
+        ) from None
+    if any(r < 0 for r in rows):
+        raise LayerLabError("--drop-rows: positions start at 0.")
+    return rows
+
+
+def _dynamics(args) -> int:
+    """The training-dynamics map's summary, its likely mislabelled rows and pinned rows' timelines, as JSON."""
+    from engine.data.folds import run_dataset
+    from engine.train import dynamics
+    from engine.workspace import atomic_write_json, read_json
+
+    run_dir = Path(args.run_dir)
+    train = read_json(run_dir / "train.json")
+    if train is None:
+        raise LayerLabError(f"no run at {run_dir}: pass a run's folder.")
+    dataset = run_dataset(train)
+    found = dynamics.cartography(
+        run_dir, dataset.split("train")[1], dataset.meta.get("classes") or []
+    )
+    if found is None:
+        raise LayerLabError(
+            f"run {run_dir.name} has no training dynamics: they are kept for classifiers trained on one process, "
+            "after their first epoch."
+        )
+    pins = [int(p) for p in args.pin.split(",") if p.strip()] if args.pin else []
+    result = {"epochs": found["epochs"], "rows": len(found["rows"]), "counts": found["counts"],
+              "suspects": found["suspects"],
+              "pins": dynamics.timeline(run_dir, pins, dataset.split("val")[1], dataset.meta["classes"])}  # fmt: skip
+    if args.out:
+        atomic_write_json(Path(args.out), result)
+    print(json.dumps(result))
+    return 0
 
 
 def _cross_validate(args, dataset, out: Path) -> int:
@@ -235,6 +286,8 @@ def _cross_validate(args, dataset, out: Path) -> int:
         raise LayerLabError(
             "--folds trains its runs in this process: leave out --nproc, --ray and --emit-launch."
         )
+    if args.drop_rows:
+        raise LayerLabError("--folds re-cuts the training rows: leave out --drop-rows.")
     spec, train = _spec_train(args, dataset)
     runs = create_folds(spec, train, dataset.path, args.folds, name=out.name,
                         run_dirs_=[out / f"fold-{i + 1}" for i in range(args.folds)])  # fmt: skip
@@ -841,6 +894,12 @@ def main(argv=None) -> int:
         help="k-fold cross-validation: K runs (stratified for classes) in --out/fold-1..K, whose validation "
         "rows partition the non-test rows; the last line holds each metric's mean and standard deviation",
     )
+    t.add_argument(
+        "--drop-rows",
+        metavar="ROWS",
+        help="train without these training rows (positions in the training split): a comma list, or the JSON "
+        "that `dynamics --out` writes (its likely mislabelled rows)",
+    )
     t.add_argument("--out", required=True, help="run folder to write")
     w = t.add_argument_group("where it runs (default: this process)")
     _where(w)
@@ -909,6 +968,14 @@ def main(argv=None) -> int:
     ex.add_argument(
         "--out", required=True, help="the folder to write attributions.json and overlays into"
     )
+    dy = sub.add_parser(
+        "dynamics",
+        help="a classifier run's training-dynamics map: easy, ambiguous and hard rows, the likely mislabelled ones, "
+        "and pinned validation rows epoch by epoch (JSON)",
+    )
+    dy.add_argument("run_dir", metavar="RUN_DIR")
+    dy.add_argument("--pin", help="validation rows to follow epoch by epoch, e.g. 0,5,9 (up to 20)")
+    dy.add_argument("--out", help="also write the JSON here (train --drop-rows reads it)")
     ck = sub.add_parser(
         "check",
         help="the will-it-learn check before training: loss at initialization, gradients, samples kept apart, "
@@ -985,6 +1052,7 @@ def main(argv=None) -> int:
             "lr-find": _lr_find,
             "check": _check,
             "explain": _explain,
+            "dynamics": _dynamics,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -24,6 +24,7 @@ from engine.transfer import match_weights
 from ui import state
 from ui.common import page, preflight_line, show_error
 from ui.compare import compare
+from ui.dynamics_views import data_view
 from ui.forms import settings_inputs
 from ui.layout import split
 from ui.learn_views import will_it_learn
@@ -318,6 +319,7 @@ with charts:
         rename_box(run_dir)
         live_panel(Path(run_dir), config)
         crossval_view(Path(run_dir))
+        data_view(Path(run_dir))
     else:
         st.info(
             "No run in this session yet. The settings on the left already fit this dataset and model: press "

@@ -403,3 +403,50 @@ def test_the_training_dynamics_map_finds_most_flipped_labels_and_pins_show_when_
     for p in pins:
         assert p["learned"] is None or p["right"][p["epochs"].index(p["learned"]) :] == [True] * (
             21 - p["learned"])  # fmt: skip
+
+
+def test_cli_dynamics_lists_the_suspects_and_train_drops_them(tmp_path, capsys):
+    from engine.cli import main
+    from engine.data.folds import run_dataset
+    from engine.workspace import read_json
+
+    _, flipped = _flipped_moons()
+    from sklearn.datasets import make_moons
+
+    x, y = make_moons(800, noise=0.08, random_state=0)
+    y[sorted(flipped)] = 1 - y[sorted(flipped)]
+    table = tmp_path / "moons.csv"
+    table.write_text(
+        "a,b,label\n"
+        + "\n".join(f"{a:.4f},{b:.4f},{'ab'[t]}" for (a, b), t in zip(x, y, strict=True))
+    )
+    data = ["--data", str(table), "--target", "label", "--epochs", "12", "--lr", "0.01"]
+    assert main(["train", *data, "--out", str(tmp_path / "first")]) == 0
+    capsys.readouterr()
+    assert (
+        main(
+            ["dynamics", str(tmp_path / "first"), "--pin", "0,1", "--out", str(tmp_path / "d.json")]
+        )
+        == 0
+    )
+    found = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert found["epochs"] == 12 and sum(found["counts"].values()) == found["rows"]
+    assert len(found["suspects"]) >= 10 and [p["row"] for p in found["pins"]] == [0, 1]
+    assert (
+        main(
+            [
+                "train",
+                *data,
+                "--drop-rows",
+                str(tmp_path / "d.json"),
+                "--out",
+                str(tmp_path / "second"),
+            ]
+        )
+        == 0
+    )
+    second = read_json(tmp_path / "second" / "train.json")
+    assert second["drop_rows"] == sorted(s["row"] for s in found["suspects"])
+    assert len(run_dataset(second).split("train")[1]) == found["rows"] - len(found["suspects"])
+    assert main(["train", *data, "--drop-rows", "x,y", "--out", str(tmp_path / "bad")]) == 2
+    assert "--drop-rows takes" in capsys.readouterr().err

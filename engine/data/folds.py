@@ -61,6 +61,56 @@ def fold_view(dataset: Dataset, fold: dict) -> Dataset:
 
 
 def run_dataset(train: dict) -> Dataset:
-    """A run's data (its train.json): the dataset, or the fold of it that the run trains on."""
+    """A run's data (its train.json): the dataset, or the fold of it that the run trains on; without the training
+    rows it dropped (`drop_rows`, positions in the training split); on a share of its training rows (`subset`, a
+    learning curve's point)."""
     dataset = load_dataset(train["dataset_dir"])
-    return fold_view(dataset, train["fold"]) if train.get("fold") else dataset
+    dataset = fold_view(dataset, train["fold"]) if train.get("fold") else dataset
+    if train.get("drop_rows"):
+        keep = np.ones(len(dataset.split("train")[1]), bool)
+        keep[[r for r in train["drop_rows"] if 0 <= r < len(keep)]] = False
+        dataset = train_rows_view(dataset, np.flatnonzero(keep))
+    if train.get("subset"):
+        dataset = train_rows_view(
+            dataset, subset_rows(dataset, train["subset"]["share"], train["subset"]["seed"])
+        )
+    return dataset
+
+
+def subset_rows(dataset: Dataset, share: float, seed: int) -> np.ndarray:
+    """A share of the training rows (stratified for classes), the same for the same seed; sorted."""
+    y = dataset.split("train")[1]
+    n = len(y)
+    k = max(2, int(round(share * n)))
+    if k >= n:
+        return np.arange(n)
+    rng = np.random.default_rng(seed)
+    if dataset.task == "classification" and y.dim() == 1:
+        labels = y.long().numpy()
+        picked = [rng.permutation(np.flatnonzero(labels == c))[: max(1, int(round(share * (labels == c).sum())))]
+                  for c in np.unique(labels)]  # fmt: skip
+        return np.sort(np.concatenate(picked))
+    return np.sort(rng.permutation(n)[:k])
+
+
+def train_rows_view(dataset: Dataset, rows: np.ndarray) -> Dataset:
+    """The dataset training on `rows` of its training split only (validation and test as they are)."""
+    rows = np.asarray(rows, dtype=np.int64)
+    index = torch.from_numpy(rows)
+    tensors = {**dataset.tensors, "x_train": dataset.tensors["x_train"][index],
+               "y_train": dataset.tensors["y_train"][index]}  # fmt: skip
+    positions = dict(dataset.meta.get("positions") or {})
+    sizes = dataset.meta["sizes"]
+    at = {"train": 0, "val": sizes["train"], "test": sizes["train"] + sizes["val"]}
+    for split in (
+        "val",
+        "test",
+    ):  # their places in the dataset's own order, which the smaller train would move
+        positions.setdefault(split, np.arange(at[split], at[split] + sizes[split]))
+    positions["train"] = np.asarray(positions["train"])[rows] if "train" in positions else rows
+    meta = {
+        **dataset.meta,
+        "sizes": {**dataset.meta["sizes"], "train": len(rows)},
+        "positions": positions,
+    }
+    return Dataset(dataset.path, meta, tensors)
