@@ -46,8 +46,8 @@ def _train(args) -> int:
     _check_where(args)
     out = Path(args.out).resolve()
     dataset = _prepared(args, out / "dataset")
-    if args.folds:
-        return _cross_validate(args, dataset, out)
+    if args.folds or args.learning_curve:
+        return _several(args, dataset, out)
     return _run(args, dataset, out)
 
 
@@ -278,26 +278,40 @@ def _dynamics(args) -> int:
     return 0
 
 
-def _cross_validate(args, dataset, out: Path) -> int:
-    """k runs, one per fold, trained here one after the other; the last line holds the folds' summary."""
-    from engine.crossval import create_folds, summary
+def _several(args, dataset, out: Path) -> int:
+    """Cross-validation (k runs, one per fold) or a learning curve (four runs on growing shares of the rows),
+    trained here one after the other; the last line holds their summary."""
+    from engine import crossval, learning_curve
 
+    flag = "--folds" if args.folds else "--learning-curve"
+    if args.folds and args.learning_curve:
+        raise LayerLabError("choose --folds or --learning-curve, not both.")
     if args.nproc or args.ray or args.emit_launch:
         raise LayerLabError(
-            "--folds trains its runs in this process: leave out --nproc, --ray and --emit-launch."
+            f"{flag} trains its runs in this process: leave out --nproc, --ray and --emit-launch."
         )
     if args.drop_rows:
-        raise LayerLabError("--folds re-cuts the training rows: leave out --drop-rows.")
+        raise LayerLabError(f"{flag} chooses the training rows itself: leave out --drop-rows.")
     spec, train = _spec_train(args, dataset)
-    runs = create_folds(spec, train, dataset.path, args.folds, name=out.name,
-                        run_dirs_=[out / f"fold-{i + 1}" for i in range(args.folds)])  # fmt: skip
+    if args.folds:
+        runs = crossval.create_folds(spec, train, dataset.path, args.folds, name=out.name,
+                                     run_dirs_=[out / f"fold-{i + 1}" for i in range(args.folds)])  # fmt: skip
+    else:
+        where = [out / f"share-{round(share * 100)}" for share in learning_curve.SHARES]
+        runs = learning_curve.create_curve(
+            spec, train, dataset.path, name=out.name, run_dirs_=where
+        )
     for run_dir in runs:
         code = _start(run_dir, args)
-        if code not in (0, 1):  # a signal stopped it: the other folds wait
+        if code not in (0, 1):  # a signal stopped it: the other runs wait
             return code
-    result = summary(runs)
-    print(json.dumps({"type": "cross_validation_finished", "k": args.folds, **result}))
-    return 0 if all(f["state"] == "completed" for f in result["folds"]) else 1
+    if args.folds:
+        result = crossval.summary(runs)
+        print(json.dumps({"type": "cross_validation_finished", "k": args.folds, **result}))
+        return 0 if all(f["state"] == "completed" for f in result["folds"]) else 1
+    result = learning_curve.points(runs)
+    print(json.dumps({"type": "learning_curve_finished", **result}))
+    return 0 if result["verdict"] else 1
 
 
 def _spec_train(args, dataset) -> tuple[dict, dict]:
@@ -893,6 +907,12 @@ def main(argv=None) -> int:
         metavar="K",
         help="k-fold cross-validation: K runs (stratified for classes) in --out/fold-1..K, whose validation "
         "rows partition the non-test rows; the last line holds each metric's mean and standard deviation",
+    )
+    t.add_argument(
+        "--learning-curve",
+        action="store_true",
+        help="would more data help? four runs on 10, 25, 50 and 100%% of the training rows in --out/share-N, "
+        "scored on their rows and the validation split; the last line holds the curve and a verdict",
     )
     t.add_argument(
         "--drop-rows",

@@ -27,7 +27,7 @@ from ui.compare import compare
 from ui.dynamics_views import data_view
 from ui.forms import settings_inputs
 from ui.layout import split
-from ui.learn_views import will_it_learn
+from ui.learn_views import curve_view, more_data_button, will_it_learn
 from ui.run_view import live_panel, rename_box, runs_table
 from ui.train_controls import run_on, schedule_and_regularization
 from ui.tune_views import crossval_view, lr_finder
@@ -305,6 +305,10 @@ with settings:
                 unfit = str(e)
             will_it_learn(state.whole_spec(), config, load_dataset(meta["id"]).path, unfit,
                           busy=any(r["state"] in ACTIVE for r in list_runs()))  # fmt: skip
+            more_data_button(state.whole_spec(), config, load_dataset(meta["id"]).path, meta["name"],
+                             refused or (None if meta["task"] in ("classification", "regression") else
+                                         "the learning curve is for classifiers and regressors")
+                             or ("choose 0 cross-validation folds first" if folds else None))  # fmt: skip
         if imported:
             st.info(
                 f"Starts from the weights in {imported['name']}: {len(imported['loaded'])} tensor(s) loaded, "
@@ -320,6 +324,7 @@ with charts:
         live_panel(Path(run_dir), config)
         crossval_view(Path(run_dir))
         data_view(Path(run_dir))
+        curve_view(Path(run_dir))
     else:
         st.info(
             "No run in this session yet. The settings on the left already fit this dataset and model: press "

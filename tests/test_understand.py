@@ -450,3 +450,56 @@ def test_cli_dynamics_lists_the_suspects_and_train_drops_them(tmp_path, capsys):
     assert len(run_dataset(second).split("train")[1]) == found["rows"] - len(found["suspects"])
     assert main(["train", *data, "--drop-rows", "x,y", "--out", str(tmp_path / "bad")]) == 2
     assert "--drop-rows takes" in capsys.readouterr().err
+
+
+# ---- would more data help?
+
+
+@pytest.mark.parametrize(
+    "half, whole, kind",
+    [
+        ((0.80, 0.75), (0.86, 0.82), "more_data"),  # validation still rising: +7 points
+        ((0.99, 0.80), (0.99, 0.805), "high_variance"),  # flat, far below training
+        ((0.71, 0.70), (0.71, 0.70), "high_bias"),  # flat and close
+    ],
+)
+def test_the_learning_curve_verdict_reads_the_curve(half, whole, kind):
+    from engine.learning_curve import verdict
+
+    pts = [
+        {"share": 0.5, "train": half[0], "val": half[1]},
+        {"share": 1.0, "train": whole[0], "val": whole[1]},
+    ]
+    assert verdict(pts, "accuracy")["kind"] == kind
+    assert verdict(pts[:1], "accuracy") is None  # not before the whole has trained
+
+
+def test_cli_learning_curve_trains_four_shares_and_gives_a_verdict(tmp_path, capsys):
+    from engine.cli import main
+
+    x = np.random.default_rng(0).normal(size=(600, 4))
+    label = (x[:, 0] * x[:, 1] > 0).astype(
+        int
+    )  # an XOR of two columns: a small MLP needs rows to find it
+    table = tmp_path / "xor.csv"
+    table.write_text(
+        "a,b,c,d,label\n"
+        + "\n".join(
+            ",".join(f"{v:.4f}" for v in r) + f",{t}" for r, t in zip(x, label, strict=True)
+        )
+    )
+    assert main(["train", "--data", str(table), "--target", "label", "--epochs", "8", "--learning-curve",
+                 "--out", str(tmp_path / "curve")]) == 0  # fmt: skip
+    last = json.loads(capsys.readouterr().out.splitlines()[-1])
+    assert last["type"] == "learning_curve_finished" and last["metric"] == "accuracy"
+    rows = [p["rows"] for p in last["points"]]
+    assert [p["share"] for p in last["points"]] == [0.1, 0.25, 0.5, 1.0] and rows == sorted(rows)
+    assert (
+        rows[-1] == 420 and abs(rows[0] - 42) <= 2
+    )  # 70% of 600 train; stratified shares round per class
+    assert (
+        last["verdict"]["kind"] in ("more_data", "high_variance", "high_bias")
+        and last["verdict"]["message"]
+    )
+    assert sorted(p.name for p in (tmp_path / "curve").iterdir() if p.name.startswith("share")) == [
+        "share-10", "share-100", "share-25", "share-50"]  # fmt: skip

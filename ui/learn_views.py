@@ -3,6 +3,7 @@ learning settings change while nothing trains, or with its button; each failing 
 
 import hashlib
 import json
+from pathlib import Path
 
 import streamlit as st
 
@@ -80,3 +81,81 @@ def _apply(fix: dict) -> None:
     if fix.get("train") is not None:
         state.set_train(fix["train"])
         st.session_state["train.lr"] = float(fix["train"]["lr"])
+
+
+# ---- would more data help? (the learning curve)
+
+
+def more_data_button(
+    spec: dict, config: dict, dataset_dir: str, name: str, refused: str | None
+) -> None:
+    from engine.errors import LayerLabError
+    from engine.learning_curve import SHARES, create_curve
+    from engine.scheduler import enqueue
+    from ui.common import show_error
+
+    shares = ", ".join(f"{s:.0%}" for s in SHARES)
+    if st.button("Would more data help?", icon=":material/stacked_line_chart:", key="train.more_data",
+                 disabled=refused is not None, width="stretch",
+                 help=refused or f"Trains this model with these settings on {shares} of the training rows (four "
+                 "runs, queued), scores each on its rows and on the validation split, and says whether more data, "
+                 "a larger model or more regularization would help most."):  # fmt: skip
+        try:
+            runs = [
+                enqueue(r)
+                for r in create_curve(spec, config, Path(dataset_dir), name=f"{name} curve")
+            ]
+            state.set_run(runs[-1].name)
+            st.rerun()
+        except LayerLabError as e:
+            show_error(e)
+
+
+def curve_view(run_dir: Path) -> None:
+    """The learning curve this run belongs to: the training and validation score against the training rows, and
+    the verdict once the half and the whole have trained."""
+    import plotly.graph_objects as go
+
+    from engine import learning_curve
+    from ui.charts import COLORS, layout
+
+    curve = learning_curve.curve_of(run_dir)
+    if not curve:
+        return
+    runs = learning_curve.group_runs(curve["group"])
+    found = _points(
+        tuple(str(r) for r in runs), tuple(_mtime(r / "model.safetensors") for r in runs)
+    )
+    pts = [p for p in found["points"] if p["val"] is not None]
+    st.subheader("Would more data help?")
+    st.caption(f"{len(pts)} of {len(found['points'])} runs finished: "
+               + ", ".join(f"{p['share']:.0%} ({p['state']})" for p in found["points"]))  # fmt: skip
+    if pts:
+        metric = found["metric"]
+        fig = go.Figure()
+        for key, label, colour in (
+            ("train", "on its training rows", COLORS[0]),
+            ("val", "validation", COLORS[1]),
+        ):
+            fig.add_trace(go.Scatter(x=[p["rows"] for p in pts], y=[p[key] for p in pts], mode="lines+markers",
+                                     name=label, line=dict(color=colour)))  # fmt: skip
+        fig.update_xaxes(title="training rows", type="log")
+        fig.update_yaxes(title=metric, tickformat=".0%" if metric == "accuracy" else None)
+        st.plotly_chart(layout(fig, f"{metric} against the number of training rows", height=300), width="stretch",
+                        key=f"curve.{curve['group']}")  # fmt: skip
+    if found["verdict"]:
+        icon = {"more_data": ":material/trending_up:", "high_variance": ":material/call_split:",
+                "high_bias": ":material/trending_flat:"}[found["verdict"]["kind"]]  # fmt: skip
+        st.info(found["verdict"]["message"], icon=icon)
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_data(max_entries=8, show_spinner="Scoring the curve's runs…")
+def _points(runs: tuple[str, ...], weights_mtimes: tuple[float, ...]) -> dict:
+    """Each run scored once per version of its weights (scoring a large training split takes a while)."""
+    from engine import learning_curve
+
+    return learning_curve.points([Path(r) for r in runs])
