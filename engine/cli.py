@@ -695,6 +695,15 @@ def _explain(args) -> int:
         names = [files[i].stem for i in read]
     else:
         x = dataset.split(args.split)[0][: args.count]
+    if args.method == "attention":
+        maps = [
+            explain.attention_maps(model, meta, x[i : i + 1])
+            for i in range(min(len(x), explain.MAX_EXPLAIN_ROWS))
+        ]
+        atomic_write_json(out / "attention.json", maps)
+        print(json.dumps({"method": "attention", "rows": len(maps), "out": str(out / "attention.json"),
+                          "layers": [layer["name"] for layer in maps[0]["layers"]] if maps else []}))  # fmt: skip
+        return 0
     base = explain.training_mean(dataset) if explain.kind(meta) == "table" else None
     result = explain.explain_rows(model, meta, x, args.method, target=target, layer=args.layer, baseline=base,
                                   originals=originals)  # fmt: skip
@@ -972,8 +981,16 @@ def main(argv=None) -> int:
         "overlays), or permutation importance over a split",
     )
     ex.add_argument("run_dir", metavar="RUN_DIR")
-    ex.add_argument("--method", required=True,
-                    choices=["integrated_gradients", "saliency", "smoothgrad", "gradcam", "permutation"])  # fmt: skip
+    methods = [
+        "integrated_gradients",
+        "saliency",
+        "smoothgrad",
+        "gradcam",
+        "permutation",
+        "attention",
+    ]
+    ex.add_argument("--method", required=True, choices=methods,
+                    help="attention: each attention layer's weights per head, per input (attention.json)")  # fmt: skip
     rows = ex.add_mutually_exclusive_group()
     rows.add_argument("--rows", help="a table of new rows to explain (the training columns)")
     rows.add_argument("--images", help="a folder of images to explain")

@@ -371,3 +371,60 @@ def run_job(job: dict, progress: Callable[[float, str], None]) -> dict:
             (out / f"{i}.png").write_bytes(png)
             result["images"].append(str(out / f"{i}.png"))
     return result
+
+
+# ---- attention maps
+
+
+def attention_layers(model) -> list[tuple[str, nn.MultiheadAttention]]:
+    """Each multi-head attention in the model, named by its layer (and block, in a transformer encoder)."""
+    found = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.MultiheadAttention):
+            parts = name.split(".")
+            node = parts[1] if len(parts) > 1 and parts[0] == "layers" else name
+            block = next(
+                (parts[i + 1] for i, p in enumerate(parts[:-1]) if p == "layers" and i > 0), None
+            )
+            found.append(
+                (f"{node} · block {int(block) + 1}" if block is not None else node, module)
+            )
+    return found
+
+
+def attention_maps(model, meta: dict, x: torch.Tensor) -> dict:
+    """For one input (a batch of 1): every attention layer's weights per head, {"layers": [{"name", "weights":
+    [head][query step][key step]}], "steps": a label per step (the tokens of a text)}."""
+    layers = attention_layers(model)
+    if not layers:
+        raise LayerLabError(
+            "this model has no attention layer: add Self-attention or a Transformer encoder."
+        )
+    if len(x) != 1:
+        raise LayerLabError("attention maps are drawn for one input at a time.")
+    kept: dict[str, torch.Tensor] = {}
+
+    def ask(module, args, kwargs):  # every head's weights, not their mean
+        return args, {**kwargs, "need_weights": True, "average_attn_weights": False}
+
+    hooks = []
+    for name, module in layers:
+        hooks.append(module.register_forward_pre_hook(ask, with_kwargs=True))
+        hooks.append(
+            module.register_forward_hook(
+                lambda m, a, out, name=name: kept.__setitem__(name, out[1])
+            )
+        )
+    was = model.training
+    model.eval()
+    try:  # with gradients on, so a transformer layer takes its plain path (its fused one skips the hooks)
+        model(x.long() if getattr(model, "takes_tokens", False) else as_input(x).float())
+    finally:
+        for h in hooks:
+            h.remove()
+        model.train(was)
+    ids = x[0].long().tolist() if kind(meta) == "text" else None
+    steps = [meta["vocab"][i] for i in ids] if ids is not None and meta.get("vocab") else None
+    return {"layers": [{"name": name, "weights": kept[name][0].detach().float().tolist()} for name, _ in layers
+                       if name in kept],
+            "steps": steps}  # fmt: skip

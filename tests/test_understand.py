@@ -503,3 +503,41 @@ def test_cli_learning_curve_trains_four_shares_and_gives_a_verdict(tmp_path, cap
     )
     assert sorted(p.name for p in (tmp_path / "curve").iterdir() if p.name.startswith("share")) == [
         "share-10", "share-100", "share-25", "share-50"]  # fmt: skip
+
+
+def test_attention_maps_give_every_head_of_every_block_for_one_input(tmp_path, capsys):
+    from engine import explain
+    from engine.cli import main
+    from engine.data.prepare import prepare_builtin
+    from engine.runs import create_run, execute
+    from engine.templates import build
+
+    ds = prepare_builtin("reviews")
+    run = create_run(build("transformer_text", ds.meta), {"epochs": 1}, ds.path)
+    assert execute(run)["status"] == "completed"
+    model, _ = explain.run_parts(run)
+    x = ds.split("test")[0][:1]
+    found = explain.attention_maps(model, ds.meta, x)
+    steps = ds.meta["input_shape"][0]
+    assert [layer["name"] for layer in found["layers"]] == [
+        "encoder · block 1",
+        "encoder · block 2",
+    ]
+    weights = np.array(found["layers"][0]["weights"])
+    assert weights.shape == (4, steps, steps) and np.allclose(weights.sum(-1), 1, atol=1e-4)
+    assert found["steps"] == [ds.meta["vocab"][int(t)] for t in x[0]]
+    assert (
+        main(["explain", str(run), "--method", "attention", "--count", "2", "--out", str(tmp_path)])
+        == 0
+    )
+    assert len(json.loads((tmp_path / "attention.json").read_text())) == 2
+    from engine.errors import LayerLabError
+
+    with pytest.raises(LayerLabError, match="no attention layer"):
+        explain.attention_maps(_no_attention(), ds.meta, x)
+
+
+def _no_attention():
+    from engine.compiler import compile_spec
+
+    return compile_spec(mlp_spec(2), [4])[0]

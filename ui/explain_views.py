@@ -12,6 +12,7 @@ import torch
 from engine import explain, jobs
 from engine.compiler import analyse
 from engine.data.store import Dataset
+from engine.workspace import read_json
 from ui.charts import COLORS, layout
 from ui.progress import job_view
 
@@ -45,14 +46,53 @@ def explain_section(run_dir: Path, dataset: Dataset, split: str) -> None:
     what = explain.kind(meta)
     tabs = (["One row", "Rank the columns"] if what == "table" else ["Rank the columns"] if what == "mixed"
             else ["One image" if what == "image" else "One text"])  # fmt: skip
+    spec = read_json(run_dir / "spec.json") or {}
+    if any(n.get("op") in ("attention", "transformer_encoder") for n in spec.get("nodes", [])):
+        tabs.append("Attention")
+    views = {"Rank the columns": _ranking, "Attention": _attention}
     for tab, name in zip(st.tabs(tabs, key="evaluate.explain_tabs"), tabs, strict=True):
         with tab:
-            (_ranking if name == "Rank the columns" else _one)(run_dir, dataset, split, what)
+            views.get(name, _one)(run_dir, dataset, split, what)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _model(path: str, weights_mtime: float):
+    return explain.run_parts(Path(path))[0]
+
+
+def _attention(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
+    """One input's attention weights: for a chosen layer and head, how much each step (a token) looks at each
+    other."""
+    n = dataset.meta["sizes"][split]
+    c1, c2, c3 = st.columns(3)
+    row = c1.number_input(
+        f"Row of the {split} split", 0, max(n - 1, 0), 0, key="evaluate.attention_row"
+    )
+    model = _model(str(run_dir), (run_dir / "model.safetensors").stat().st_mtime)
+    found = explain.attention_maps(
+        model, dataset.meta, dataset.split(split)[0][int(row) : int(row) + 1]
+    )
+    names = [layer["name"] for layer in found["layers"]]
+    pick = c2.selectbox("Attention layer", range(len(names)), format_func=names.__getitem__,
+                        key="evaluate.attention_layer")  # fmt: skip
+    weights = found["layers"][pick]["weights"]
+    head = c3.selectbox("Head", range(len(weights)), format_func=lambda h: f"head {h + 1}",
+                        key="evaluate.attention_head")  # fmt: skip
+    steps = found["steps"] or [str(i) for i in range(len(weights[head]))]
+    labels = [f"{i}: {w}" for i, w in enumerate(steps)]  # unique, though a word repeats
+    fig = go.Figure(go.Heatmap(z=weights[head], x=labels, y=labels, colorscale="Blues", zmin=0,
+                               hovertemplate="%{y} looks at %{x}: %{z:.2f}<extra></extra>"))  # fmt: skip
+    fig.update_yaxes(autorange="reversed", title="each step (query)")
+    fig.update_xaxes(title="looks at (key)")
+    st.plotly_chart(layout(fig, f"{names[pick]}, head {head + 1}", height=max(320, 16 * len(labels) + 120)),
+                    width="stretch", key="evaluate.attention_map")  # fmt: skip
+    st.caption("Each row is one step (a token) and shows how its attention is shared over the steps it looks at "
+               "(each row adds up to 1). Attention shows where information flows, not why the model decided: "
+               "read it beside Integrated Gradients.")  # fmt: skip
 
 
 def _convs(run_dir: Path, meta: dict) -> list[str]:
     from engine.spec import data_inputs
-    from engine.workspace import read_json
 
     spec = read_json(run_dir / "spec.json") or {}
     infos, _ = analyse(spec, data_inputs(meta)) if spec else ([], None)
