@@ -191,8 +191,10 @@ def _gradients(s, xb, yb, spec: dict, train: dict) -> dict:
     if cut:
         off = [nid for nid in cut if nid not in ran]
         said.append(f"{_names(cut)} no gradient at all: "
-                    + ("they do not lead to the model's output, so they never learn and only cost time."
-                       if off else "nothing that reaches the loss depends on their weights."))  # fmt: skip
+                    + (("it is not connected to the model's output, so it never learns and only costs time."
+                        if len(off) == 1 else "they are not connected to the model's output, so they never learn "
+                        "and only cost time.") if off else "nothing that reaches the loss depends on their "
+                       "weights."))  # fmt: skip
         unused = _unused_nodes(spec)
         if unused:
             fixed = spec
