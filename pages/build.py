@@ -30,7 +30,7 @@ from ui.forms import params_form, pending_params, reset_widgets
 from ui.layout import split
 from ui.run_view import LIVE_EVERY_S as LIVE_S
 from ui.stack import layer_stack
-from ui.xray import NONE, legend, signal_picker
+from ui.xray import NONE, layer_detail, legend, signal_picker
 
 FAMILY_COLORS = {
     "core": "#4F46E5",
@@ -448,6 +448,13 @@ def architecture() -> None:
 
 
 architecture()
+if signal:  # the X-ray's detail for the layer clicked (selected) in the diagram
+    chosen = st.session_state.get(state.SELECTED)
+    if chosen in [layer["id"] for layer in looks[-1]["layers"]]:
+        with st.expander(f"X-ray of '{chosen}': histograms and history", expanded=True):
+            layer_detail(diagnostics_of(run_dir), chosen, "build.xray_detail")
+    else:
+        st.caption("Click a layer in the diagram to see its histograms and each signal's history.")
 
 st.subheader("Summary")
 rows = [

@@ -37,7 +37,9 @@ def will_it_learn(
                         "for every layer, samples kept apart in a batch, the scales through the layers, and that "
                         f"a fresh copy of the model can overfit one small batch ({OVERFIT_STEPS} steps at most). "
                         "It also runs by itself when the model or these settings change.")  # fmt: skip
-    if refused is None and (pressed or (known.get("key") != key and not busy)):
+    checking = bool(known) and jobs.state(Path(known["folder"]))["state"] == "running"
+    # One check at a time per session: a change made while one runs is checked when it ends (its end reruns the page).
+    if refused is None and (pressed or (known.get("key") != key and not busy and not checking)):
         folder = jobs.start(
             "will-learn", {"spec": spec, "train": config, "dataset_dir": str(dataset_dir)}
         )
