@@ -351,25 +351,43 @@ def training_mean(dataset) -> torch.Tensor:
 
 
 def run_job(job: dict, progress: Callable[[float, str], None]) -> dict:
-    """job: {"run_dir", "method", "split", "rows": [row indices], "target", "layer", "folder"} (engine.jobs runs
-    it; images' overlays are written as PNG files into the job's folder, named in the result)."""
-    model, dataset = run_parts(Path(job["run_dir"]))
-    meta = dataset.meta
-    x, y = dataset.split(job.get("split", "test"))
-    if job["method"] == "permutation":
-        return permutation_importance(model, meta, x, y, progress=progress)
-    rows = torch.as_tensor(job["rows"], dtype=torch.long)
+    """engine.jobs runs it. Rows of a run's split: {"run_dir", "method", "split", "rows": [row indices], "target",
+    "layer"}. New inputs (the Predict page): {"weights": a run folder, bundle or weights file (a name: a file beside
+    the job), "inputs": an .npy beside the job, "dataset_dir" (for a table's baseline; may be absent), "method"}.
+    Images' overlays are written as PNG files into the job's folder, named in the result."""
+    from engine.data.store import load_dataset
+    from engine.predict import load_predictor
+
+    folder = Path(job["folder"])
+    if "inputs" in job:  # new rows or images, as the model takes them
+        weights = Path(job["weights"])
+        model, meta = load_predictor(weights if weights.is_absolute() else folder / weights)
+        model.eval()
+        x = torch.from_numpy(np.load(folder / job["inputs"], allow_pickle=False))
+        rows = list(range(len(x)))
+        base = (
+            training_mean(load_dataset(job["dataset_dir"]))
+            if job.get("dataset_dir") and kind(meta) == "table"
+            else None
+        )
+    else:
+        model, dataset = run_parts(Path(job["run_dir"]))
+        meta = dataset.meta
+        x, y = dataset.split(job.get("split", "test"))
+        if job["method"] == "permutation":
+            return permutation_importance(model, meta, x, y, progress=progress)
+        rows = job["rows"]
+        x = x[torch.as_tensor(rows, dtype=torch.long)]
+        base = training_mean(dataset) if kind(meta) == "table" else None
     progress(0.1, f"{TITLES[job['method']]} for {len(rows)} input(s)")
-    base = training_mean(dataset) if kind(meta) == "table" else None
-    result = explain_rows(model, meta, x[rows], job["method"], target=job.get("target"), layer=job.get("layer"),
+    result = explain_rows(model, meta, x, job["method"], target=job.get("target"), layer=job.get("layer"),
                           baseline=base)  # fmt: skip
     overlays = result.pop("overlays", None)
     if overlays:
-        out = Path(job["folder"])
         result["images"] = []
-        for i, png in zip(job["rows"], overlays, strict=True):
-            (out / f"{i}.png").write_bytes(png)
-            result["images"].append(str(out / f"{i}.png"))
+        for i, png in zip(rows, overlays, strict=True):
+            (folder / f"{i}.png").write_bytes(png)
+            result["images"].append(str(folder / f"{i}.png"))
     return result
 
 

@@ -24,12 +24,15 @@ KINDS = {
 }
 
 
-def start(kind: str, job: dict) -> Path:
-    """Write the job and start its process (its own session: a page rerun never kills it); its folder."""
+def start(kind: str, job: dict, files: dict[str, bytes] | None = None) -> Path:
+    """Write the job (and `files` beside it, by name) and start its process (its own session: a page rerun never
+    kills it); its folder."""
     if kind not in KINDS:
         raise ValueError(f"unknown job kind {kind!r}")
     folder = home() / "jobs" / kind / (time.strftime("%Y%m%d-%H%M%S-") + os.urandom(3).hex())
     folder.mkdir(parents=True)
+    for name, data in (files or {}).items():
+        (folder / Path(name).name).write_bytes(data)
     atomic_write_json(folder / "job.json", {"kind": kind, **job})
     with open(folder / "worker.log", "ab") as log:
         subprocess.Popen([sys.executable, "-m", "engine.jobs", str(folder)], stdout=log,

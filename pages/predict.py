@@ -93,6 +93,7 @@ try:
             st.stop()
         model, meta = uploaded_predictor(upload.file_id, upload.name, upload.getvalue())
         run_id, dataset_id = Path(upload.name).stem, None
+        model_source = (upload.name, upload.getvalue())
     else:
         run = trained_run("Run", "predict.run")
         run_id, dataset_id, weights = (
@@ -101,6 +102,7 @@ try:
             Path(run["path"]) / "model.safetensors",
         )
         model, meta = predictor(str(weights), weights.stat().st_mtime)
+        model_source = str(weights)
 except LayerLabError as e:
     show_error(e)
     st.stop()
@@ -215,9 +217,8 @@ def show_predictions(uploads) -> None:
         dataset = known[0] if known else (load_dataset(dataset_id) if dataset_id else None)
     except LayerLabError:
         dataset = None
-    explain_prediction(
-        model, meta, x[: explain.MAX_EXPLAIN_ROWS], labels[: explain.MAX_EXPLAIN_ROWS], dataset
-    )
+    explain_prediction(meta, model, x[: explain.MAX_EXPLAIN_ROWS], labels[: explain.MAX_EXPLAIN_ROWS], dataset,
+                       model_source)  # fmt: skip
 
 
 def download_csv(table, label: str, stem: str) -> None:

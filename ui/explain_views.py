@@ -1,6 +1,7 @@
 """Why the model said what it said (Evaluate page): attributions for one row, image or text of the split, and the
 ranking of a table's columns by permutation importance. Each runs as a job of its own (engine.jobs)."""
 
+import hashlib
 import html
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from ui.charts import COLORS, layout
 from ui.progress import job_view
 
 EXPLAIN = "evaluate.explain_job"
+PREDICTION = "predict.explain_job"
 RANKING = "evaluate.ranking_job"
 HELP = {
     "integrated_gradients": "How much each input moved the score from a baseline (a black image, an average "
@@ -209,12 +211,12 @@ def _ranking(run_dir: Path, dataset: Dataset, split: str, what: str) -> None:
 # ---- Predict page: why the model said what it said about a new row or image
 
 
-def explain_prediction(
-    model, meta: dict, x: torch.Tensor, labels: list[str], dataset: Dataset | None
-) -> None:
-    """An expander under the predictions: pick one, a method, and see its explanation. `x`: the predicted rows or
-    images as the model takes them; `labels`: what the user calls each (a row number, a file name)."""
-    from ui.progress import with_progress
+def explain_prediction(meta: dict, model, x: torch.Tensor, labels: list[str], dataset: Dataset | None,
+                       weights: str | tuple[str, bytes]) -> None:  # fmt: skip
+    """Under the predictions, when switched on: pick one, a method, and see why (a job of its own). `x`: the
+    predicted rows or images as the model takes them; `labels`: what the user calls each (a row number, a file
+    name); `weights`: the model's path, or an uploaded file's (name, bytes)."""
+    import io
 
     what = explain.kind(meta)
     if (
@@ -235,30 +237,35 @@ def explain_prediction(
         methods = _methods(what, has_conv)
         method = c2.selectbox("Method", methods, format_func=explain.TITLES.get, key="predict.explain_method",
                               help="\n".join(f"- **{explain.TITLES[m]}**: {HELP[m]}" for m in methods))  # fmt: skip
-        base = explain.training_mean(dataset) if dataset is not None and what == "table" else None
-        try:
-            found = with_progress(
-                lambda report: explain.explain_rows(
-                    model, meta, x[pick : pick + 1], method, baseline=base
-                ),
-                f"{explain.TITLES[method]}",
-                expected_s=3.0,
-            )
-        except Exception as e:  # noqa: BLE001 - shown in words, with the page kept
-            from ui.common import show_error
-
-            show_error(e)
+        one = x[pick : pick + 1].numpy()
+        asked = {"method": method, "pick": labels[pick], "inputs": hashlib.sha1(one.tobytes()).hexdigest(),
+                 "weights": weights if isinstance(weights, str) else weights[0]}  # fmt: skip
+        if st.session_state.get(PREDICTION + ".asked") != asked:
+            buf = io.BytesIO()
+            np.save(buf, one, allow_pickle=False)
+            files = {"inputs.npy": buf.getvalue()}
+            job = {"method": method, "inputs": "inputs.npy",
+                   "dataset_dir": str(dataset.path) if dataset is not None else None}  # fmt: skip
+            if isinstance(weights, str):
+                job["weights"] = weights
+            else:
+                job["weights"] = Path(weights[0]).name
+                files[Path(weights[0]).name] = weights[1]
+            st.session_state[PREDICTION] = str(jobs.start("explain", job, files))
+            st.session_state[PREDICTION + ".asked"] = asked
+        found = job_view(PREDICTION, explain.TITLES[method])
+        if found is None:
             return
         shown = found["rows"][0]
         st.caption(f"Explaining **{shown['target']}** for {labels[pick]}. {HELP[method]}")
         if what == "image":
             at = f" at {found['layer']}" if found.get("layer") else ""
-            st.image(found["overlays"][0], width=224, caption=explain.TITLES[method] + at)
+            st.image(found["images"][0], width=224, caption=explain.TITLES[method] + at)
         elif what == "text":
             st.html(colored_tokens(shown["tokens"]))
         else:
             st.plotly_chart(columns_figure(shown["columns"], "What moved the score"), width="stretch",
                             key="predict.explain_columns")  # fmt: skip
-            if base is None:
+            if dataset is None:
                 st.caption("Against a row of all zeros (this model's training data is not here): for scaled "
                            "numbers that is their average.")  # fmt: skip
