@@ -35,10 +35,25 @@ def start(kind: str, job: dict, files: dict[str, bytes] | None = None) -> Path:
         (folder / Path(name).name).write_bytes(data)
     atomic_write_json(folder / "job.json", {"kind": kind, **job})
     with open(folder / "worker.log", "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "engine.jobs", str(folder)], stdout=log,
-                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
-                         cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+        proc = subprocess.Popen([sys.executable, "-m", "engine.jobs", str(folder)], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+                                cwd=Path(__file__).resolve().parents[1])  # fmt: skip
+    (folder / "pid").write_text(str(proc.pid))
     return folder
+
+
+def _alive(pid: int) -> bool:
+    """Whether the process runs (an exited child not yet reaped by its parent, a zombie, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True  # no /proc (macOS): it exists
 
 
 def state(folder: Path) -> dict:
@@ -47,6 +62,15 @@ def state(folder: Path) -> dict:
         return {"state": "done", "result": result}
     if (error := read_json(folder / "error.json")) is not None:
         return {"state": "failed", "message": error["message"]}
+    pid = (folder / "pid").read_text().strip() if (folder / "pid").exists() else ""
+    if pid.isdigit() and not _alive(int(pid)):
+        if (result := read_json(folder / "result.json")) is not None:  # it finished as we looked
+            return {"state": "done", "result": result}
+        return {"state": "failed", "message": "The work stopped before it finished (its process ended without "
+                "a result: out of memory, or killed). Try again; the details are in its worker.log."}  # fmt: skip
+    if not folder.exists():
+        return {"state": "failed", "message": "This work's folder is gone (the workspace was cleared): start it "
+                "again."}  # fmt: skip
     progress = read_json(folder / "progress.json", {})
     return {"state": "running", "progress": progress.get("done", 0.0), "what": progress.get("what", "Starting"),
             "started": progress.get("started")}  # fmt: skip

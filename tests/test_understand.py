@@ -541,3 +541,21 @@ def _no_attention():
     from engine.compiler import compile_spec
 
     return compile_spec(mlp_spec(2), [4])[0]
+
+
+def test_a_job_whose_process_died_without_a_result_reads_as_failed(workspace):
+    import subprocess
+    import sys
+
+    from engine import jobs
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    folder = workspace / "jobs" / "will-learn" / "x"
+    folder.mkdir(parents=True)
+    (folder / "pid").write_text(str(dead.pid))
+    state = jobs.state(folder)
+    assert state["state"] == "failed" and "stopped before it finished" in state["message"]
+    assert jobs.state(workspace / "jobs" / "gone")["state"] == "failed"
+    (folder / "result.json").write_text('{"ok": 1}')
+    assert jobs.state(folder) == {"state": "done", "result": {"ok": 1}}
