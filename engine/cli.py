@@ -268,7 +268,10 @@ def _dynamics(args) -> int:
             f"run {run_dir.name} has no training dynamics: they are kept for classifiers, after their first "
             "epoch."
         )
-    pins = [int(p) for p in args.pin.split(",") if p.strip()] if args.pin else []
+    try:
+        pins = [int(p) for p in args.pin.split(",") if p.strip()] if args.pin else []
+    except ValueError:
+        raise LayerLabError(f"--pin takes validation rows as 0,5,9 (got {args.pin!r}).") from None
     result = {"epochs": found["epochs"], "rows": len(found["rows"]), "counts": found["counts"],
               "suspects": found["suspects"],
               "pins": dynamics.timeline(run_dir, pins, dataset.split("val")[1], dataset.meta["classes"])}  # fmt: skip

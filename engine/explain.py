@@ -125,6 +125,8 @@ def attribute(
         )
     if len(x) > MAX_EXPLAIN_ROWS:
         raise LayerLabError(f"explain at most {MAX_EXPLAIN_ROWS} rows at a time (got {len(x)}).")
+    if not len(x):
+        raise LayerLabError("there are no rows to explain: give at least one.")
     scores = _scores(model, meta)
     tokens = what == "text"
     inputs = x.long() if tokens else as_input(x).float()
