@@ -262,19 +262,10 @@ def test_cli_explain_writes_overlays_for_images_and_refuses_what_it_cannot_do(tm
     assert len(saved["rows"]) == 2 and saved["rows"][0]["target"] in ds.meta["classes"]
     assert main(["explain", str(run), "--method", "permutation", "--out", str(tmp_path / "o")]) == 2
     assert "ranks a table's columns" in capsys.readouterr().err
-    assert (
-        main(
-            [
-                "explain",
-                str(tmp_path / "nope"),
-                "--method",
-                "saliency",
-                "--out",
-                str(tmp_path / "o"),
-            ]
-        )
-        == 2
-    )
+    out = str(tmp_path / "o")
+    assert main(["explain", str(tmp_path / "nope"), "--method", "saliency", "--out", out]) == 2
+    assert main(["explain", str(run), "--method", "saliency", "--count", "0", "--out", out]) == 2
+    assert "no rows to explain" in capsys.readouterr().err
 
 
 # ---- receptive field
