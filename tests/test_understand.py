@@ -382,7 +382,8 @@ def test_the_training_dynamics_map_finds_most_flipped_labels_and_pins_show_when_
     assert execute(run)["status"] == "completed"
     x_train, y_train = ds.split("train")
     found = dynamics.cartography(run, y_train, ds.meta["classes"])
-    assert found["epochs"] == 20 and len(found["rows"]) == len(y_train)
+    # every epoch, or every few where a look would cost over 5% of the time
+    assert 3 <= found["epochs"] <= 20 and len(found["rows"]) == len(y_train)
     original = kept_rows(ds, "train", [s["row"] for s in found["suspects"]])["row"].tolist()
     in_train = {int(r) for r in kept_rows(ds, "train", list(range(len(y_train))))["row"]} & flipped
     caught = in_train & set(original)
@@ -390,10 +391,11 @@ def test_the_training_dynamics_map_finds_most_flipped_labels_and_pins_show_when_
     assert len(original) <= 2 * len(in_train)  # few false alarms
     assert found["counts"]["easy"] > 0.8 * len(y_train)
     pins = dynamics.timeline(run, [0, 1, 2], ds.split("val")[1], ds.meta["classes"])
-    assert [p["row"] for p in pins] == [0, 1, 2] and all(len(p["predicted"]) == 20 for p in pins)
+    assert [p["row"] for p in pins] == [0, 1, 2]
     for p in pins:
-        assert p["learned"] is None or p["right"][p["epochs"].index(p["learned"]) :] == [True] * (
-            21 - p["learned"])  # fmt: skip
+        assert len(p["predicted"]) == len(p["epochs"]) == found["epochs"]
+        if p["learned"] is not None:
+            assert all(p["right"][p["epochs"].index(p["learned"]) :])
 
 
 def test_cli_dynamics_lists_the_suspects_and_train_drops_them(tmp_path, capsys):
@@ -421,7 +423,7 @@ def test_cli_dynamics_lists_the_suspects_and_train_drops_them(tmp_path, capsys):
         == 0
     )
     found = json.loads(capsys.readouterr().out.splitlines()[-1])
-    assert found["epochs"] == 12 and sum(found["counts"].values()) == found["rows"]
+    assert 3 <= found["epochs"] <= 12 and sum(found["counts"].values()) == found["rows"]
     assert len(found["suspects"]) >= 10 and [p["row"] for p in found["pins"]] == [0, 1]
     assert (
         main(

@@ -24,7 +24,7 @@ REGION_COLOURS = {dynamics.EASY: COLORS[2], dynamics.AMBIGUOUS: "#EAB308", dynam
 
 
 def data_view(run_dir: Path) -> None:
-    if dynamics.load(run_dir) is None:
+    if not (run_dir / dynamics.FILE).exists():
         return
     more = st.expander("Hard data, likely mislabelled rows and pinned samples", icon=":material/scatter_plot:",
                        key=f"dyn.{run_dir.name}", on_change="rerun")  # fmt: skip

@@ -1,5 +1,5 @@
-"""The will-it-learn check on the Train page: run by itself (in a process of its own) whenever the model or its
-learning settings change while nothing trains, or with its button; each failing item with its cause and fix."""
+"""The will-it-learn check on the Train page: its quick checks by themselves whenever the model or its learning
+settings change while nothing trains, all of it with its button (a job); each failing item with its cause and fix."""
 
 import hashlib
 import json
@@ -8,11 +8,12 @@ from pathlib import Path
 import streamlit as st
 
 from engine import jobs
+from engine.errors import LayerLabError
 from engine.train.learncheck import OVERFIT_STEPS
 from ui import state
 from ui.progress import job_view
 
-CHECK = "train.check"  # {"key": what was checked, "folder": its job}
+FULL = "train.check"  # the full check's {"key": what was checked, "folder": its job}
 JOB = "train.check_job"  # the job's folder, for job_view
 IGNORED = ("epochs", "device", "memory_budget_mb", "threads", "seed", "checkpoint_every")
 
@@ -27,49 +28,72 @@ def _key(spec: dict, train: dict, dataset_dir: str) -> str:
 def will_it_learn(
     spec: dict, config: dict, dataset_dir: str, refused: str | None, busy: bool
 ) -> None:
-    """`refused`: why the check cannot run (the model does not fit the data); `busy`: a run is training, so the
-    check waits for its button instead of starting by itself."""
+    """The four quick checks (single passes) run by itself whenever the model or its learning settings change; the
+    button runs all five (overfitting one batch too) as a job. `refused`: why no check can run (the model does not
+    fit the data); `busy`: a run is training, so the quick checks wait instead of taking its CPU."""
     key = _key(spec, config, dataset_dir)
-    known = st.session_state.get(CHECK) or {}
     pressed = st.button("Will it learn?", icon=":material/health_and_safety:", key="train.will_learn",
                         disabled=refused is not None, width="stretch",
-                        help=refused or "Checks in a few seconds, before a long run: the loss at the start, a gradient "
-                        "for every layer, samples kept apart in a batch, the scales through the layers, and that "
-                        f"a fresh copy of the model can overfit one small batch ({OVERFIT_STEPS} steps at most). "
-                        "It also runs by itself when the model or these settings change.")  # fmt: skip
-    checking = bool(known) and jobs.state(Path(known["folder"]))["state"] == "running"
-    # One check at a time per session: a change made while one runs is checked when it ends (its end reruns the page).
-    if refused is None and (pressed or (known.get("key") != key and not busy and not checking)):
+                        help=refused or "Checks the model before a long run: the loss at the start, a gradient for "
+                        "every layer, samples kept apart in a batch, the scales through the layers (these four run "
+                        "by themselves whenever the model or these settings change), and that a fresh copy of the "
+                        f"model can overfit one small batch ({OVERFIT_STEPS} steps at most).")  # fmt: skip
+    if refused is not None:
+        return
+    if pressed:
         folder = jobs.start(
             "will-learn", {"spec": spec, "train": config, "dataset_dir": str(dataset_dir)}
         )
-        st.session_state[CHECK] = known = {"key": key, "folder": str(folder)}
+        st.session_state[FULL] = {"key": key, "folder": str(folder)}
         st.session_state[JOB] = str(folder)
-    if not known:
+    full = st.session_state.get(FULL) or {}
+    if full.get("key") == key:
+        result = job_view(JOB, "Checking")
+        if result is not None:
+            _show(result, "")
         return
-    result = job_view(JOB, "Checking")
-    if result is None:
+    if busy:
         return
-    stale = known.get("key") != key
+    try:
+        result = _quick(key, spec, config, str(dataset_dir))
+    except LayerLabError as e:  # (what validate would also refuse: shown by the page)
+        st.caption(f"Will it learn? The quick checks could not run: {e}")
+        return
+    _show(
+        result,
+        f" Press **Will it learn?** to also overfit one batch ({OVERFIT_STEPS} steps at most).",
+    )
+
+
+@st.cache_data(max_entries=32, show_spinner="Checking the model…")
+def _quick(key: str, spec: dict, config: dict, dataset_dir: str) -> dict:
+    from engine.data.folds import run_dataset
+    from engine.train.learncheck import check_learning
+
+    return check_learning(spec, run_dataset({"dataset_dir": dataset_dir}), config, quick=True)
+
+
+def _show(result: dict, more: str) -> None:
     items = result["items"]
     failed = [i for i in items if not i["passed"]]
-    when = " (for the model and settings before your last change)" if stale else ""
+    kind = "quick checks" if len(items) < 5 else "checks"
     if not failed:
         with st.expander(
-            f":green[:material/check_circle:] Will it learn? All {len(items)} checks passed{when}"
+            f":green[:material/check_circle:] Will it learn? All {len(items)} {kind} passed"
         ):
             for item in items:
                 st.markdown(f"- **{item['title']}**: {item['message']}")
+            if more:
+                st.caption(more.strip())
         return
     st.markdown(
-        f"**Will it learn?** {len(items) - len(failed)} of {len(items)} checks passed{when}."
+        f"**Will it learn?** {len(items) - len(failed)} of {len(items)} {kind} passed.{more}"
     )
     for i, item in enumerate(failed):
         st.warning(f"**{item['title']}**: {item['message']}", icon=":material/report:")
-        fix = item["fix"]
-        if fix and not stale:
-            st.button(fix["label"], key=f"train.check_fix.{item['id']}", on_click=_apply, args=(fix,),
-                      type="primary" if i == 0 else "secondary")  # fmt: skip
+        if item["fix"]:
+            st.button(item["fix"]["label"], key=f"train.check_fix.{item['id']}", on_click=_apply,
+                      args=(item["fix"],), type="primary" if i == 0 else "secondary")  # fmt: skip
     with st.expander("Every check"):
         for item in items:
             mark = ":green[:material/check:]" if item["passed"] else ":red[:material/close:]"

@@ -7,8 +7,8 @@ variability: its spread), with easy, ambiguous and hard regions and the likely m
 believes their label, and steadily so), and the timeline of pinned validation rows (when each was learned, and
 whether it was forgotten).
 
-The look costs one forward pass over the rows it tracks: the first epoch times it, and if it took over BUDGET of
-the epoch, later epochs track a fixed random subset of the training rows that fits the budget.
+The look costs one forward pass over the rows it tracks, held within BUDGET of the training time: a fixed random
+subset of the training rows on big data, and a look every few epochs where epochs are tiny.
 """
 
 import math
@@ -27,6 +27,7 @@ MAX_TRAIN = 100_000
 MAX_VAL = 20_000
 BUDGET = 0.05
 MIN_TRACKED = 2_000
+WRITE_EVERY_S = 2.0
 EASY, HARD, AMBIGUOUS = "easy", "hard", "ambiguous"
 VARIABLE = 0.2  # variability at or above this: ambiguous
 CONFIDENT = 0.5  # confidence at or above this (and steady): easy; below: hard
@@ -58,16 +59,23 @@ def _probs(net, x: torch.Tensor, plan, batch: int) -> torch.Tensor:
 
 
 class Dynamics(Callback):
+    """Looks after an epoch, at most BUDGET of the training time: on big data it tracks fewer training rows (down to
+    MIN_TRACKED), and where one look still costs more (many tiny epochs), it looks every few epochs. The file is
+    written at most every WRITE_EVERY_S and at the end."""
+
     def __init__(self, out_dir: Path, seed: int):
         self.path = Path(out_dir) / FILE
         self.seed = seed
         self.order = None  # the training rows, shuffled once: a prefix of it is tracked
         self.tracked = None
+        self.every, self.next_epoch, self.written = 1, 0, time.perf_counter()
         self.saved = (
             dict(np.load(self.path)) if self.path.exists() else {}
         )  # a resumed run continues its file
 
     def on_epoch_end(self, s):
+        if s.epoch < self.next_epoch:
+            return
         t0 = time.perf_counter()
         x_train, y_train, x_val, _ = s.data
         if self.order is None:
@@ -91,21 +99,32 @@ class Dynamics(Callback):
         if old is not None and old.shape[1] != len(
             rows_np
         ):  # the tracked rows shrank to fit the budget
-            keep = np.isin(kept["train_rows"], rows_np)
-            old = old[:, keep]
+            old = old[:, np.isin(kept["train_rows"], rows_np)]
         kept["train_rows"] = rows_np
-        kept["train_p"] = np.vstack([old, own.cpu().numpy()[None].astype(np.float16)]) if old is not None else (
-            own.cpu().numpy()[None].astype(np.float16))  # fmt: skip
+        kept["train_p"] = _stack(old, own.cpu().numpy().astype(np.float16))
         kept["val_pred"] = _stack(kept.get("val_pred"), pred.cpu().numpy().astype(np.int32))
         kept["val_p"] = _stack(kept.get("val_p"), conf.cpu().numpy().astype(np.float16))
         kept["epochs"] = _stack(kept.get("epochs"), np.array([s.epoch], np.int32))[:, 0]
+        if time.perf_counter() - self.written >= WRITE_EVERY_S or len(kept["epochs"]) == 1:
+            self.write()
+        took, epoch = time.perf_counter() - t0, max(t0 - s.t_epoch, 1e-9)
+        if took > BUDGET * epoch * self.every:
+            if self.tracked > MIN_TRACKED:
+                self.tracked = max(MIN_TRACKED, int(self.tracked * BUDGET * epoch / took))
+            else:
+                self.every = math.ceil(took / (BUDGET * epoch))
+        self.next_epoch = s.epoch + self.every
+
+    def on_train_end(self, s):
+        if self.saved:
+            self.write()
+
+    def write(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(".tmp.npz")
-        np.savez(tmp, **kept)
+        np.savez(tmp, **self.saved)
         os.replace(tmp, self.path)
-        took, epoch = time.perf_counter() - t0, max(time.perf_counter() - s.t_epoch, 1e-9)
-        if took > BUDGET * epoch and self.tracked > MIN_TRACKED:
-            self.tracked = max(MIN_TRACKED, int(self.tracked * BUDGET * epoch / took))
+        self.written = time.perf_counter()
 
 
 def _stack(old: np.ndarray | None, new: np.ndarray) -> np.ndarray:

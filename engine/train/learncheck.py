@@ -68,9 +68,21 @@ def check_learning(
     train: dict,
     *,
     progress: Callable[[float, str], None] = lambda done, what: None,
+    quick: bool = False,
 ) -> dict:
     """{"passed", "items": [{"id", "title", "passed", "message", "fix", "details"}], "seconds"}. `train`: the
-    run's settings as the page or CLI has them (a learning rate of 0 is checked, not refused)."""
+    run's settings as the page or CLI has them (a learning rate of 0 is checked, not refused). `quick`: the four
+    checks of single passes only (no overfitting), on the CPU, leaving the process's torch threads as they were:
+    the Train page runs these by itself, in its own process (well under a second for most models), whenever the
+    model or settings change."""
+    threads = torch.get_num_threads()
+    try:
+        return _check(spec, dataset, train, progress, quick)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _check(spec, dataset, train, progress, quick) -> dict:
     from engine.train.loop import _setup, task_step
 
     if is_gan(spec):
@@ -81,7 +93,7 @@ def check_learning(
     lr = float(train.get("lr", DEFAULT_LR))
     cfg = TrainConfig.parse({**train, "lr": lr if lr > 0 else 1e-30})
     cfg = cfg.model_copy(update={"scheduler": None, "accumulate": 1, "early_stopping": None, "compile": False,
-                                 "diagnostics": False})  # fmt: skip
+                                 "diagnostics": False, **({"device": "cpu"} if quick else {})})  # fmt: skip
     s, _, _ = _setup(spec, dataset, cfg, None, World())
     step = task_step(s, task_for(dataset.task, cfg.target))
     x_train, y_train = s.data[0], s.data[1]
@@ -94,13 +106,20 @@ def check_learning(
     initial = {k: v.detach().clone() for k, v in s.model.state_dict().items()}
     items = []
     progress(0.0, "Loss at initialization")
-    items.append(_init_loss(s, *batch(torch.randperm(n, generator=gen)[:1024].to(y_train.device))))
+    sample = torch.randperm(n, generator=gen)[: 256 if quick else 1024].to(y_train.device)
+    items.append(_init_loss(s, *batch(sample)))
     progress(0.05, "Gradients of every layer")
     items.append(_gradients(s, *batch(rows[:OVERFIT_ROWS]), spec, train))
     progress(0.1, "Samples kept apart")
     items.append(_independence(s, x_train, rows[: MIXING_ROWS + 1]))
     progress(0.15, "Scales through the layers")
     items.append(_scales(s, *batch(rows[:OVERFIT_ROWS])))
+    if quick:
+        return {
+            "passed": all(i["passed"] for i in items),
+            "items": items,
+            "seconds": time.perf_counter() - t0,
+        }
     s.model.load_state_dict(initial)
     items.append(
         _overfit(
