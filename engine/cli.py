@@ -265,8 +265,8 @@ def _dynamics(args) -> int:
     )
     if found is None:
         raise LayerLabError(
-            f"run {run_dir.name} has no training dynamics: they are kept for classifiers, after their first "
-            "epoch."
+            f"run {run_dir.name} has no training dynamics: they are kept for classifiers trained on one "
+            "process, after their first epoch."
         )
     try:
         pins = [int(p) for p in args.pin.split(",") if p.strip()] if args.pin else []

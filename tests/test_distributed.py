@@ -87,7 +87,7 @@ def test_two_processes_train_the_one_process_model(moons, tmp_path, optimizer):
     # checkpoints a run writes depends on how long writing one takes, so the previous one may or may not exist.
     timed = {"worker.log", "checkpoints/state.prev.pt"}
     files = lambda run: {str(p.relative_to(run)) for p in run.rglob("*")} - timed  # noqa: E731
-    assert files(two) == files(one)
+    assert files(two) == files(one) - {"dynamics.npz"}  # training dynamics: kept on one process
 
 
 def _record_rows(rank: int, world: int, port: int, out: str) -> None:

@@ -230,7 +230,7 @@ def _fit(spec, dataset, cfg, emit, should_stop, out_dir, resume, init_weights, w
         hooks.append(callbacks.Rebuilds(out_dir, dataset))
     if (
         out_dir is not None
-        and world.leader  # every rank holds all the rows
+        and world.size == 1  # (several processes: nothing extra between their collectives)
         and task.predictions == "classes"
         and dynamics.applies(s.plan)
     ):
