@@ -469,6 +469,59 @@ def _check(args) -> int:
     return 1 if failed else 0
 
 
+def _diagram(args) -> int:
+    """The architecture drawn as on the Build page, as SVG or PNG (by --out's extension)."""
+    from engine import diagram
+    from engine.gan import is_gan
+    from engine.spec import parse_spec
+    from engine.workspace import atomic_write_bytes, read_json
+
+    where, out = Path(args.model), Path(args.out)
+    if out.suffix.lower() not in (".svg", ".png"):
+        raise LayerLabError(f"--out must end in .svg or .png (got '{out.name}').")
+    folder = where.is_dir()
+    source = where / "spec.json" if folder else where
+    if not source.is_file():
+        raise LayerLabError(
+            f"{where} is neither a spec JSON file nor a run folder with a spec.json."
+        )
+    if source.stat().st_size > 16 * 2**20:
+        raise LayerLabError(f"{source} is over 16 MB: a spec is a small JSON file.")
+    text = source.read_text(encoding="utf-8", errors="replace")
+    try:
+        spec = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        spec = text  # parse_spec says what is wrong with it
+    if is_gan(spec):
+        spec = spec[args.part]
+    spec = parse_spec(spec).to_dict()
+    meta = None
+    if args.input_shape:
+        try:
+            shape = [int(v) for v in args.input_shape.split(",")]
+        except ValueError:
+            raise LayerLabError(
+                f"--input-shape takes sizes separated by commas, e.g. 3,32,32 (got '{args.input_shape}')."
+            ) from None
+        meta = {"input_shape": shape, "inputs": None}
+    elif folder:
+        dataset_dir = read_json(where / "train.json", {}).get("dataset_dir")
+        meta = read_json(Path(dataset_dir) / "meta.json", None) if dataset_dir else None
+    meta = meta or diagram.meta_from_spec(spec)
+    if meta is None:
+        raise LayerLabError(
+            "the spec does not say its input's shape: pass --input-shape (e.g. 2, or 3,32,32) or a run folder."
+        )
+    data = (
+        diagram.png(spec, meta)
+        if out.suffix.lower() == ".png"
+        else diagram.svg(spec, meta).encode()
+    )
+    atomic_write_bytes(out, data)
+    print(json.dumps({"out": str(out), "bytes": len(data), "layers": len(spec["nodes"])}))
+    return 0
+
+
 def _check_where(args) -> None:
     """--nproc, --nodes and --max-restarts are counts: refused before any data is read."""
     for flag, least in (("nproc", 1), ("nodes", 1), ("max_restarts", 0)):
@@ -1022,6 +1075,22 @@ def main(argv=None) -> int:
         "scales through the layers, overfitting one batch; prints each as JSON, exits 1 when one fails",
     )
     _data_and_model(ck)
+    dg = sub.add_parser(
+        "diagram",
+        help="draw a model's architecture (a spec JSON or a run folder) as SVG or PNG, as the Build page "
+        "exports it",
+    )
+    dg.add_argument("model", metavar="SPEC_OR_RUN")
+    dg.add_argument("--out", required=True, help="model.svg or model.png")
+    dg.add_argument(
+        "--input-shape", help="the input's shape when the spec does not carry it, e.g. 3,32,32"
+    )
+    dg.add_argument(
+        "--part",
+        default="generator",
+        choices=["generator", "discriminator"],
+        help="a GAN's network to draw",
+    )
     r = sub.add_parser("resume", help="continue a stopped or killed run from its last checkpoint")
     r.add_argument("run_dir", metavar="RUN_DIR")
     _where(r)
@@ -1093,6 +1162,7 @@ def main(argv=None) -> int:
             "check": _check,
             "explain": _explain,
             "dynamics": _dynamics,
+            "diagram": _diagram,
         }[args.command](args)
     except LayerLabError as e:
         print(f"error: {e}", file=sys.stderr)

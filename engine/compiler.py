@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.errors import SpecError
 from engine.registry import get_op
-from engine.spec import InputSpec, ModelSpec, input_ref, parse_spec
+from engine.spec import NO_INPUT, InputSpec, ModelSpec, input_ref, parse_spec
 from engine.train.options import OPTIMIZERS
 
 
@@ -152,34 +152,32 @@ def _resolve_inputs(spec: ModelSpec, data) -> ModelSpec:
     return spec
 
 
-def _build(spec: ModelSpec, device):
+def _build(spec: ModelSpec, device, keep_going: bool = False):
     """Build each node's module on `device` in order, running it once on meta tensors to get its shape. `spec` has
     its inputs resolved (`_resolve_inputs`).
 
-    Yields (module, NodeInfo) per node; raises SpecError at the first node that does not fit.
+    Yields (module, NodeInfo) per node; raises SpecError at the first node that does not fit, or with
+    `keep_going` (shapes for the Build page) once every node that does not depend on it has been yielded.
     """
     inputs = spec.input_ids()
     refs = spec.input_refs()
     shapes = {refs[name]: tuple(i.shape) for name, i in spec.inputs.items()}
+    first: SpecError | None = None
     for node in spec.execution_order():
+        if first is not None and any(i not in shapes for i in inputs[node.id]):
+            continue  # it reads a node that failed
         op = get_op(node.op)
-        in_shapes = [shapes[i] for i in inputs[node.id]]
-        params = op.params.model_validate(node.params)
         try:
-            with torch.device("meta"):
-                module = op.build(params, in_shapes)
-                module.eval()
-                with FlopCounterMode(display=False) as flops:
-                    out = module(*[torch.empty((2, *s)) for s in in_shapes])
+            if not inputs[node.id]:
+                raise SpecError(None, NO_INPUT)
+            in_shapes = [shapes[i] for i in inputs[node.id]]
+            params = op.params.model_validate(node.params)
+            module, out, flops = _on_meta(node.op, params, in_shapes)
         except SpecError as e:
-            raise SpecError(node.id, e.message) from None
-        except (RuntimeError, ValueError, TypeError, IndexError) as e:
-            got = ", ".join(str(s) for s in in_shapes)
-            raise SpecError(
-                node.id,
-                f"{node.op} cannot take input of shape {got}: {str(e).splitlines()[0]}. "
-                "Check this layer's settings or the layer before it.",
-            ) from None
+            if not keep_going:
+                raise SpecError(node.id, e.message) from None
+            first = first or SpecError(node.id, e.message)
+            continue
         if device != "meta":
             with torch.device(device):
                 module = op.build(params, in_shapes)
@@ -195,6 +193,42 @@ def _build(spec: ModelSpec, device):
                 flops.get_total_flops() // 4,
             ),
         )
+    if first is not None:
+        raise first
+
+
+def _on_meta(op_name: str, params, in_shapes: list[tuple[int, ...]]):
+    """Build one node on the meta device and run it once: (module, output, flop counter); a SpecError when the
+    inputs do not fit it."""
+    op = get_op(op_name)
+    try:
+        with torch.device("meta"):
+            module = op.build(params, in_shapes)
+            module.eval()
+            with FlopCounterMode(display=False) as flops:
+                out = module(*[torch.empty((2, *s)) for s in in_shapes])
+    except SpecError:
+        raise
+    except (RuntimeError, ValueError, TypeError, IndexError) as e:
+        got = ", ".join(str(s) for s in in_shapes)
+        raise SpecError(
+            None,
+            f"{op_name} cannot take input of shape {got}: {str(e).splitlines()[0]}. "
+            "Check this layer's settings or the layer before it.",
+        ) from None
+    return module, out, flops
+
+
+@functools.lru_cache(maxsize=8192)
+def fits(op_name: str, params_json: str, in_shapes: tuple[tuple[int, ...], ...]) -> bool:
+    """Whether a node of `op_name` with these params takes inputs of these shapes (the canvas highlights the
+    inputs a dragged connection could join)."""
+    op = get_op(op_name)
+    try:
+        _on_meta(op_name, op.params.model_validate(json.loads(params_json)), list(in_shapes))
+    except SpecError:
+        return False
+    return True
 
 
 def infer_shapes(spec: ModelSpec | dict, input_shape=None) -> list[NodeInfo]:
@@ -215,8 +249,8 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
     ) as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
         return [], e
     infos, error = _analysed(
-        spec.model_dump_json(), json.dumps(input_shape)
-    )  # as text: hashable, for the cache
+        spec.model_dump_json(exclude={"layout"}), json.dumps(input_shape)
+    )  # as text: hashable, for the cache; where the canvas draws a node does not change the model
     return list(infos), error
 
 
@@ -225,7 +259,7 @@ def _analysed(spec_json: str, inputs_json: str) -> tuple[tuple[NodeInfo, ...], S
     infos: list[NodeInfo] = []
     try:
         for _, info in _build(
-            _resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta"
+            _resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta", keep_going=True
         ):
             infos.append(info)
     except SpecError as e:

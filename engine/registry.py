@@ -45,6 +45,20 @@ FAMILIES = (
     "generative",
 )
 
+FAMILY_COLORS = {  # the Build page's canvas and outline, and the exported diagram
+    "core": "#4F46E5",
+    "activation": "#F97316",
+    "convolution": "#0EA5E9",
+    "pooling": "#06B6D4",
+    "recurrent": "#10B981",
+    "attention": "#A855F7",
+    "merge": "#EC4899",
+    "normalization": "#64748B",
+    "regularization": "#84CC16",
+    "reshape": "#EAB308",
+    "generative": "#DC2626",
+}
+
 _REGISTRY: dict[str, Op] = {}
 
 

@@ -30,7 +30,9 @@ class NodeSpec(BaseModel):
     id: str
     op: str
     params: dict[str, Any] = Field(default_factory=dict)
-    inputs: list[str] | None = None
+    inputs: list[str] | None = (
+        None  # None: the previous node's output; []: not connected yet (an error)
+    )
 
 
 class InputSpec(BaseModel):
@@ -54,6 +56,9 @@ class ModelSpec(BaseModel):
     inputs: dict[str, InputSpec] = Field(default_factory=_one_input)
     nodes: list[NodeSpec]
     output: str | None = None
+    layout: dict[str, list[float]] | None = (
+        None  # where the Build page's canvas draws each node; not the model
+    )
 
     @property
     def first_input(self) -> str:
@@ -64,7 +69,7 @@ class ModelSpec(BaseModel):
         return {name: input_ref(name, self.first_input) for name in self.inputs}
 
     def to_dict(self) -> dict:
-        return self.model_dump(mode="json")
+        return self.model_dump(mode="json", exclude={"layout"} if self.layout is None else None)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
@@ -74,7 +79,9 @@ class ModelSpec(BaseModel):
         out, prev = {}, "input"
         same = {INPUT_PREFIX + self.first_input: "input"}
         for node in self.nodes:
-            out[node.id] = [same.get(i, i) for i in node.inputs] if node.inputs else [prev]
+            out[node.id] = (
+                [same.get(i, i) for i in node.inputs] if node.inputs is not None else [prev]
+            )
             prev = node.id
         return out
 
@@ -108,6 +115,12 @@ class ModelSpec(BaseModel):
         for node in self.nodes:
             visit(node.id, [])
         return order
+
+
+NO_INPUT = (
+    "has no input: drag from another layer's output (its right edge) to this layer, or choose 'Input from' "
+    "in its settings."
+)
 
 
 def _pretty_validation(err: ValidationError) -> str:

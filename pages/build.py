@@ -7,8 +7,8 @@ import pandas as pd
 import streamlit as st
 from pydantic import ValidationError
 from safetensors.torch import save_file
-from streamlit_agraph import Config, Edge, Node, agraph
 
+from engine import canvas, diagram
 from engine import spec as specs
 from engine.compiler import analyse, memory_estimate
 from engine.data.builtin import BUILTINS
@@ -17,7 +17,7 @@ from engine.errors import LayerLabError, SpecError
 from engine.gan import gan_train, starter_gan
 from engine.linter import lint, lint_gan_part
 from engine.receptive import receptive_fields
-from engine.registry import FAMILIES, get_op, ops
+from engine.registry import FAMILIES, FAMILY_COLORS, get_op, ops
 from engine.runs import ACTIVE, read_status, runs_dir
 from engine.templates import TEMPLATES, build, starter_for, starter_reason, suits
 from engine.transfer import match_weights, read_any_weights
@@ -25,6 +25,7 @@ from engine.workspace import home
 from engine.xray import colours as xray_colours
 from engine.xray import looks as diagnostics_of
 from ui import state
+from ui.canvas import model_canvas
 from ui.common import page, show_error
 from ui.forms import params_form, pending_params, reset_widgets
 from ui.layout import split
@@ -32,20 +33,8 @@ from ui.run_view import LIVE_EVERY_S as LIVE_S
 from ui.stack import layer_stack
 from ui.xray import NONE, layer_detail, legend, signal_picker
 
-FAMILY_COLORS = {
-    "core": "#4F46E5",
-    "activation": "#F97316",
-    "convolution": "#0EA5E9",
-    "pooling": "#06B6D4",
-    "recurrent": "#10B981",
-    "attention": "#A855F7",
-    "merge": "#EC4899",
-    "normalization": "#64748B",
-    "regularization": "#84CC16",
-    "reshape": "#EAB308",
-    "generative": "#DC2626",
-}
 PREVIOUS = "(previous layer)"
+NOTHING = "(not connected)"
 
 page(
     "Build",
@@ -62,6 +51,8 @@ if selected not in node_ids:
 
 
 def commit(new_spec: dict, select: str | None = None, whole: bool = False) -> None:
+    if whole:  # a new model: the canvas fits it in view
+        st.session_state["build.fit"] = st.session_state.get("build.fit", 0) + 1
     state.set_spec(new_spec, whole)
     st.session_state[state.SELECTED] = select
     st.rerun()
@@ -166,88 +157,125 @@ shape_of = {i.id: i for i in infos}
 findings = lint_gan_part(part, spec, meta) if part else lint(spec, meta, train, (infos, error))
 flagged = {f.node_id for f in findings}
 explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
-
-
-def detail(node: dict) -> str:
-    """The first parameter's value, then any other parameter changed from its default, by its title."""
-    params_cls = get_op(node["op"]).params
-    defaults = params_cls().model_dump(mode="json")
-    parts = []
-    for i, (k, v) in enumerate(node["params"].items()):
-        if i == 0:
-            parts.append(
-                f"{params_cls.model_fields[k].title.lower()} {v}"
-                if isinstance(v, float)
-                else str(v)
-            )
-        elif v != defaults.get(k):
-            parts.append(f"{params_cls.model_fields[k].title.lower()} {v}")
-    return " · ".join(parts)
-
-
+drawn = canvas.graph(spec, seen, infos, error)
 palette = [
-    {"op": o.name, "title": o.title, "family": o.family, "doc": o.doc}
+    {"op": o.name, "title": o.title, "family": o.family, "doc": o.doc, "color": FAMILY_COLORS[fam]}
     for fam in FAMILIES
     for o in ops().values()
     if o.family == fam
 ]
-stack_nodes = []
-for n in spec["nodes"]:
-    op = get_op(n["op"])
-    bad = error is not None and error.node_id == n["id"]
-    info = shape_of.get(n["id"])
-    stack_nodes.append(
-        {
-            "id": n["id"],
-            "op": n["op"],
-            "title": op.title.split(" (")[0],
-            "detail": detail(n),
-            "shape": str(info.output_shape) if info else ("error" if bad else "?"),
-            "error": error.message if bad else "",
-            "warn": n["id"] in flagged,
-            "doc": op.doc,
-            "selected": n["id"] == selected,
-            "color": FAMILY_COLORS[op.family],
-            "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else "",
-        }
-    )
+stack_nodes = [
+    {
+        **n,
+        "selected": n["id"] == selected,
+        "inputs": ", ".join(explicit[n["id"]]) if explicit[n["id"]] else "",
+    }
+    for n in drawn["nodes"]
+    if not n["source"]
+]
 
 
 def add_position() -> int:
-    """Where Add and a double-click in the palette put a layer: after the selected one, else before the output."""
+    """Where Add puts a layer: after the selected one, else before the output."""
     return node_ids.index(selected) + 1 if selected in node_ids else max(len(node_ids) - 1, 0)
 
 
+open_run = st.session_state.get(state.RUN)
+run_dir = runs_dir() / open_run if open_run else None
+looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
+live = False
 with split("build"):
-    left, right = st.columns([3, 2], gap="large")
+    left, right = st.columns([7, 3], gap="medium")
 with left:
-    event = layer_stack(
-        palette,
-        stack_nodes,
-        " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
-        key="stack",
-    )
-    if event:
-        action = event.get("action")
-        if action == "insert" and get_op(event.get("op", "")):
-            index = event.get("index")
-            new_spec, new_id = specs.insert_node(
-                spec, event["op"], add_position() if index is None else index, seen
-            )
-            commit(new_spec, new_id)
-        elif action == "move" and event.get("id") in node_ids:
-            index = event["index"]
-            old = node_ids.index(event["id"])
-            commit(
-                specs.move_node(spec, event["id"], index - 1 if index > old else index), event["id"]
-            )
-        elif action == "remove" and event.get("id") in node_ids and len(node_ids) > 1:
-            commit(specs.remove_node(spec, event["id"]))
+    if looks:  # the training X-ray: colour the layers by what the open run saw
+        xc1, xc2 = st.columns([1, 2], vertical_alignment="bottom")
+        signal = signal_picker("build.xray", xc1, allow_none=True)
+        live = bool(signal) and read_status(run_dir).get("state") in ACTIVE
+    else:
+        signal = None
+
+    @st.fragment(run_every=LIVE_S if live else None)
+    def model_graph() -> None:
+        """The canvas, coloured by family or, with the X-ray on, by the open run's latest diagnostics (redrawn
+        while the run trains)."""
+        latest = (diagnostics_of(run_dir) or [None])[-1] if signal else None
+        paint = xray_colours(latest, signal) if latest else {}
+        fixes = canvas.fixes(spec, seen, error.node_id) if error is not None else []
+        shapes = {n["id"]: n["shape_key"] for n in drawn["nodes"] if n["shape_key"]}
+        accepts = canvas.accepts(
+            spec, {k: tuple(v) for k, v in sources.items()} | {i.id: i.output_shape for i in infos}
+        )
+        nodes = [
+            {
+                **n,
+                "selected": n["id"] == selected,
+                "paint": paint.get(n["id"], NONE) if signal and not n["source"] else None,
+                "accepts": accepts.get(n["id"], []),
+                "fixes": [f["label"] for f in fixes] if n.get("error") else [],
+            }
+            for n in drawn["nodes"]
+        ]
+        event = model_canvas(
+            {
+                "palette": palette,
+                "nodes": nodes,
+                "edges": drawn["edges"],
+                "height": canvas.board_height(drawn),
+                "node_w": canvas.NODE_W,
+                "port_y": canvas.PORT_Y,
+                "can_undo": state.can_undo(),
+                "can_redo": state.can_redo(),
+                "fit_token": f"{state.gan_part()}:{st.session_state.get('build.fit', 0)}",
+                "shapes": shapes,
+            },
+            key="canvas",
+        )
+        action = (event or {}).get("action")
+        if action in ("undo", "redo"):
+            (state.undo if action == "undo" else state.redo)()
+            st.session_state[state.SELECTED] = None
+            st.rerun()
         elif action == "select" and event.get("id") in node_ids:
             st.session_state[state.SELECTED] = event["id"]
             st.rerun()
+        elif action == "fix" and fixes and 0 <= int(event.get("index", -1)) < len(fixes):
+            fix = fixes[int(event["index"])]
+            commit(fix["spec"], fix["select"])
+        elif event:
+            done = canvas.apply(spec, event, seen)
+            if done:
+                if action == "layout":
+                    st.session_state["build.fit"] = st.session_state.get("build.fit", 0) + 1
+                commit(*done)
+        if latest:
+            legend(latest, signal)
+        if signal:  # the X-ray's detail for the layer clicked (selected) on the canvas
+            if selected in [layer["id"] for layer in looks[-1]["layers"]]:
+                with st.expander(f"X-ray of '{selected}': histograms and history", expanded=True):
+                    layer_detail(diagnostics_of(run_dir), selected, "build.xray_detail")
+            else:
+                st.caption(
+                    "Click a layer on the canvas to see its histograms and each signal's history."
+                )
+
+    model_graph()
+    d1, d2, _ = st.columns([1, 1, 2])
+    for column, kind, draw in ((d1, "svg", diagram.svg), (d2, "png", diagram.png)):
+        column.download_button(
+            f"Diagram ({kind.upper()})",
+            lambda draw=draw: draw(spec, seen),  # drawn on the click, not on every edit
+            file_name=f"model.{kind}",
+            mime="image/svg+xml" if kind == "svg" else "image/png",
+            icon=":material/download:",
+            on_click="ignore",
+            width="stretch",
+            help="The architecture as a picture for a report or a slide: each layer with its shape.",
+        )
     if error:
         st.error(str(error), icon=":material/error:")
+        for i, fix in enumerate(canvas.fixes(spec, seen, error.node_id)):
+            if st.button(fix["label"], key=f"shape_fix.{i}", icon=":material/build:"):
+                commit(fix["spec"], fix["select"])
     for f in findings:
         c1, c2 = st.columns([4, 1], vertical_alignment="center")
         c1.warning(f.message, icon=":material/lightbulb:")
@@ -270,7 +298,7 @@ with right:
             if i is None
             else f"{i} · {get_op(next(n for n in spec['nodes'] if n['id'] == i)['op']).title}"
         ),
-        help="Or click a layer in the stack or in the diagram.",
+        help="Or click a layer on the canvas or in the outline.",
     )
     if choice != selected:
         st.session_state[state.SELECTED] = choice
@@ -294,14 +322,18 @@ with right:
                 commit(specs.set_inputs(spec, selected, chosen), selected)
         else:
             current = (node.get("inputs") or [PREVIOUS])[0]
+            choices = (
+                [PREVIOUS, *others] if node.get("inputs") != [] else [NOTHING, PREVIOUS, *others]
+            )
+            current = NOTHING if node.get("inputs") == [] else current
             pick = st.selectbox(
                 "Input from",
-                [PREVIOUS, *others],
-                index=[PREVIOUS, *others].index(current) if current in [PREVIOUS, *others] else 0,
+                choices,
+                index=choices.index(current) if current in choices else 0,
                 key=f"input.{selected}",
                 help="Normally the layer above; pick another to start a branch.",
             )
-            if pick != current:
+            if pick != current and pick != NOTHING:
                 commit(
                     specs.set_inputs(spec, selected, None if pick == PREVIOUS else [pick]), selected
                 )
@@ -332,129 +364,30 @@ with right:
         if a2.button("Add", icon=":material/add:", width="stretch"):
             new_spec, new_id = specs.insert_node(spec, new_op, add_position(), seen)
             commit(new_spec, new_id)
-
-
-def diagram_config(rows: int) -> Config:
-    """Top to bottom, one row per level of the graph, tall enough that vis-network's fit keeps the labels at their
-    size (left to right, a 16-layer CNN's text shrank to about 5 px). Options go where vis-network takes them:
-    streamlit-agraph also copies its keyword arguments to the top level and sends `groups: null`, which vis-network
-    rejects with a console error on every render."""
-    cfg = Config(
-        width=100,
-        height=min(max(240, 84 * rows + 40), 4000),
-        directed=True,
-        physics=False,
-        hierarchical=True,
-        direction="UD",
-        levelSeparation=84,
-        nodeSpacing=190,
-        sortMethod="directed",
+    # The outline: the same model as a list, in the order it runs (drag to reorder, click to edit).
+    event = layer_stack(
+        [],
+        stack_nodes,
+        " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
+        key="stack",
     )
-    for key in ("direction", "levelSeparation", "nodeSpacing", "sortMethod", "groups"):
-        cfg.__dict__.pop(key, None)
-    cfg.width = "100%"
-    cfg.interaction = {
-        "zoomView": False,
-        "dragView": False,
-    }  # the page scrolls; the diagram stays put
-    return cfg
-
-
-st.subheader("Architecture")
-open_run = st.session_state.get(state.RUN)
-run_dir = runs_dir() / open_run if open_run else None
-looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
-xc1, xc2 = st.columns([1, 2], vertical_alignment="bottom")
-signal = signal_picker("build.xray", xc1, allow_none=True) if looks else None
-if not looks:
-    xc2.caption(
-        "Training X-ray: open a run with diagnostics on the Train page to colour the layers by what it saw."
-    )
-live = bool(signal) and read_status(run_dir).get("state") in ACTIVE
-
-
-@st.fragment(run_every=LIVE_S if live else None)
-def architecture() -> None:
-    """The diagram, coloured by family or, with the X-ray on, by the open run's latest diagnostics (redrawn while
-    the run trains)."""
-    latest = (diagnostics_of(run_dir) or [None])[-1] if signal else None
-    paint = xray_colours(latest, signal) if latest else {}
-    first_use = {
-        src: i for i, ins in reversed(list(enumerate(explicit.values()))) for src in ins or []
-    }
-    graph_nodes = [
-        Node(
-            id=ref, label=f"{ref}\n{shape}", shape="box", color="#E2E8F0"
-        )  # in the order layers read them
-        for ref, shape in sorted(sources.items(), key=lambda s: first_use.get(s[0], 0))
-    ]
-    for n in stack_nodes:
-        short = n["detail"] if len(n["detail"]) <= 22 else n["detail"][:21] + "…"
-        graph_nodes.append(
-            Node(
-                id=n["id"],
-                label=f"{n['title']}\n{short}".strip(),
-                shape="box",
-                title=n["detail"],
-                color="#FCA5A5"
-                if n["error"]
-                else (paint.get(n["id"], NONE) if signal else n["color"]),
-                font={"color": "#111827" if n["error"] or signal else "#FFFFFF"},
-                borderWidth=3 if n["selected"] else 1,
+    if event:
+        action = event.get("action")
+        if action == "insert" and get_op(event.get("op", "")):
+            index = event.get("index")
+            new_spec, new_id = specs.insert_node(
+                spec, event["op"], add_position() if index is None else index, seen
             )
-        )
-    out_shape = {
-        **{ref: str(shape) for ref, shape in sources.items()},
-        **{n["id"]: n["shape"] for n in stack_nodes},
-    }
-    previous = dict(zip(node_ids, ["input", *node_ids[:-1]], strict=True))
-    try:
-        wiring = specs.ModelSpec.model_validate(specs.migrate(spec)).input_ids()
-    except ValidationError:
-        wiring = {}
-    # An edge that skips over layers is drawn curved and coloured, so it does not hide behind the main line.
-    edges = [
-        Edge(
-            source=src,
-            target=node_id,
-            label=out_shape.get(src, "?"),
-            font={"size": 11},
-            **(
-                {}
-                if src == previous[node_id]
-                else {
-                    "smooth": {"enabled": True, "type": "curvedCW", "roundness": 0.45},
-                    "color": "#EC4899",
-                }
-            ),
-        )
-        for node_id, ins in wiring.items()
-        for src in ins
-    ]
-    level = dict.fromkeys(sources, 0)
-    for node_id in node_ids:  # longest path from the input: the diagram's rows, top to bottom
-        level[node_id] = 1 + max(
-            (level.get(src, 0) for src in wiring.get(node_id, [previous[node_id]])), default=0
-        )
-    clicked = agraph(graph_nodes, edges, diagram_config(max(level.values()) + 1))
-    # agraph keeps returning its last click on every rerun: act only on a new one.
-    if clicked and clicked != st.session_state.get("build.last_graph_click"):
-        st.session_state["build.last_graph_click"] = clicked
-        if clicked in node_ids:
-            st.session_state[state.SELECTED] = clicked
+            commit(new_spec, new_id)
+        elif action == "move" and event.get("id") in node_ids:
+            index = event["index"]
+            old = node_ids.index(event["id"])
+            commit(
+                specs.move_node(spec, event["id"], index - 1 if index > old else index), event["id"]
+            )
+        elif action == "select" and event.get("id") in node_ids:
+            st.session_state[state.SELECTED] = event["id"]
             st.rerun()
-    if latest:
-        legend(latest, signal)
-
-
-architecture()
-if signal:  # the X-ray's detail for the layer clicked (selected) in the diagram
-    chosen = st.session_state.get(state.SELECTED)
-    if chosen in [layer["id"] for layer in looks[-1]["layers"]]:
-        with st.expander(f"X-ray of '{chosen}': histograms and history", expanded=True):
-            layer_detail(diagnostics_of(run_dir), chosen, "build.xray_detail")
-    else:
-        st.caption("Click a layer in the diagram to see its histograms and each signal's history.")
 
 st.subheader("Summary")
 rows = [

@@ -60,7 +60,8 @@ def job_view(key: str, label: str) -> dict | None:
     if not folder:
         return None
     folder = Path(folder)
-    if jobs.state(folder)["state"] == "running":
+    job = jobs.state(folder)
+    if job["state"] == "running":
 
         def live():
             job = jobs.state(folder)
@@ -72,7 +73,6 @@ def job_view(key: str, label: str) -> dict | None:
 
         st.fragment(live, run_every=1.0)()
         return None
-    job = jobs.state(folder)
     if job["state"] == "failed":
         st.error(job["message"], icon=":material/error:")
         return None

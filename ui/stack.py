@@ -10,6 +10,7 @@ import streamlit as st
 CSS = """
 .ll-root { display: grid; grid-template-columns: 11rem minmax(0, 1fr); gap: 0.75rem;
            font-family: var(--st-font, sans-serif); font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
+.ll-root.outline { grid-template-columns: minmax(0, 1fr); }
 .ll-col { min-width: 0; border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD;
           min-height: 6rem; }
 .ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
@@ -44,6 +45,7 @@ export default function(component) {
                                     if (text !== undefined) e.textContent = text; return e; };
   const send = (ev) => setTriggerValue('event', ev);
 
+  root.classList.toggle('outline', !data.palette.length);  // the Build page's outline: the canvas has the palette
   const pal = el('div', 'll-col ll-palette');
   pal.appendChild(el('div', 'll-head', 'Palette'));
   let fam = null;
@@ -59,7 +61,7 @@ export default function(component) {
   pal.appendChild(el('div', 'll-hint', 'Drag into the model. Drop a layer here to remove it.'));
 
   const stack = el('div', 'll-col ll-stack');
-  stack.appendChild(el('div', 'll-head', 'Model'));
+  stack.appendChild(el('div', 'll-head', data.palette.length ? 'Model' : 'Outline'));
   stack.appendChild(el('div', 'll-input', data.inputs));
   const rows = [];
   data.nodes.forEach((n, i) => {
@@ -73,7 +75,8 @@ export default function(component) {
                                                e.dataTransfer.effectAllowed = 'move'; });
     stack.appendChild(row); rows.push(row);
   });
-  stack.appendChild(el('div', 'll-hint', 'Drag to reorder. Click a layer to edit it.'));
+  stack.appendChild(el('div', 'll-hint', data.palette.length ? 'Drag to reorder. Click a layer to edit it.'
+                                          : 'The layers in the order they run. Drag to reorder, click to edit.'));
 
   const marker = el('div', 'll-drop');
   const indexAt = (y) => { for (let i = 0; i < rows.length; i++) { const r = rows[i].getBoundingClientRect();
@@ -91,7 +94,8 @@ export default function(component) {
   pal.addEventListener('dragover', (e) => e.preventDefault());
   pal.addEventListener('drop', (e) => { e.preventDefault(); const what = e.dataTransfer.getData('text/plain');
     if (what.startsWith('node:')) send({action: 'remove', id: what.slice(5)}); });
-  root.appendChild(pal); root.appendChild(stack);
+  if (data.palette.length) root.appendChild(pal);
+  root.appendChild(stack);
 }
 """
 

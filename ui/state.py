@@ -29,6 +29,8 @@ TRAIN = "ll.train"  # training settings (train.json's config), shared by Build's
 NOTICE = "ll.notice"  # a one-shot message for the next page render
 INIT = "ll.init"  # imported weights to start the next run from: {"path", "name", "loaded", ...}
 GAN_PART = "ll.gan_part"  # the GAN network the Build page edits
+UNDO, REDO = "ll.undo", "ll.redo"  # this tab's earlier (later) models, for undo and redo; not saved
+HISTORY = 100
 
 SESSION = "ll.session"  # this tab's session id, also the URL's ?s=
 PARAM = "s"
@@ -235,9 +237,39 @@ def set_spec(new_spec: dict, whole: bool = False) -> None:
     part = gan_part()
     if part and not whole:
         new_spec = {**whole_spec(), part: new_spec}
+    before = st.session_state.get(SPEC)
+    if before is not None and before != new_spec:
+        st.session_state[UNDO] = [*st.session_state.get(UNDO, [])[-(HISTORY - 1) :], before]
+        st.session_state[REDO] = []
     st.session_state[SPEC] = new_spec
     st.session_state[SPEC_IS_STARTER] = False
     save()
+
+
+def _step(back: str, forth: str) -> None:
+    if st.session_state.get(back):
+        *st.session_state[back], previous = st.session_state[back]
+        st.session_state[forth] = [*st.session_state.get(forth, []), st.session_state[SPEC]]
+        st.session_state[SPEC] = previous
+        st.session_state[SPEC_IS_STARTER] = False
+        save()
+
+
+def undo() -> None:
+    """Back to the model before the last edit (this tab's history of edits, not saved with the session)."""
+    _step(UNDO, REDO)
+
+
+def redo() -> None:
+    _step(REDO, UNDO)
+
+
+def can_undo() -> bool:
+    return bool(st.session_state.get(UNDO))
+
+
+def can_redo() -> bool:
+    return bool(st.session_state.get(REDO))
 
 
 def set_gan_part(part: str) -> None:
