@@ -14,7 +14,7 @@ from engine.compiler import analyse, fits
 from engine.registry import FAMILY_COLORS, get_op
 
 NODE_W, NODE_H = 164, 70  # a node's box on the canvas and in the exported diagram, in canvas units
-GAP_X, GAP_Y = 52, 30
+GAP_X, GAP_Y = 52, 50  # room under a node for two lines of what is wrong with it
 PORT_Y = 26  # where edges meet a node, from its top
 
 

@@ -170,6 +170,12 @@ def _build(spec: ModelSpec, device, keep_going: bool = False):
         try:
             if not inputs[node.id]:
                 raise SpecError(None, NO_INPUT)
+            if not op.min_inputs <= len(inputs[node.id]) <= op.max_inputs:
+                raise SpecError(
+                    None,
+                    f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given "
+                    f"{len(inputs[node.id])}.",
+                )
             in_shapes = [shapes[i] for i in inputs[node.id]]
             params = op.params.model_validate(node.params)
             module, out, flops = _on_meta(node.op, params, in_shapes)
@@ -243,10 +249,8 @@ def analyse(spec: ModelSpec | dict, input_shape=None) -> tuple[list[NodeInfo], S
     """Shapes of the nodes up to the first error, and that error (None when the whole model fits). Every page
     shows the model's summary, so results are remembered per (spec, input shape)."""
     try:
-        spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec)
-    except (
-        SpecError
-    ) as e:  # a graph that does not parse (a cycle, a merge with one input): no shapes at all
+        spec = spec if isinstance(spec, ModelSpec) else parse_spec(spec, counts=False)
+    except SpecError as e:  # a graph that does not parse (a cycle, an unknown op): no shapes at all
         return [], e
     infos, error = _analysed(
         spec.model_dump_json(exclude={"layout"}), json.dumps(input_shape)
@@ -259,7 +263,9 @@ def _analysed(spec_json: str, inputs_json: str) -> tuple[tuple[NodeInfo, ...], S
     infos: list[NodeInfo] = []
     try:
         for _, info in _build(
-            _resolve_inputs(parse_spec(spec_json), json.loads(inputs_json)), "meta", keep_going=True
+            _resolve_inputs(parse_spec(spec_json, counts=False), json.loads(inputs_json)),
+            "meta",
+            keep_going=True,
         ):
             infos.append(info)
     except SpecError as e:

@@ -137,7 +137,12 @@ def lint(spec: dict, meta: dict, train: dict, analysed: tuple | None = None) -> 
     out = nodes[out_id]
     findings: list[Finding] = []
 
-    if error is not None and error.node_id in nodes and nodes[error.node_id].op == "linear":
+    if (
+        error is not None
+        and error.node_id in nodes
+        and nodes[error.node_id].op == "linear"
+        and inputs[error.node_id]
+    ):
         src = inputs[error.node_id][0]
         if len(shapes.get(src, ())) >= 3:
             findings.append(

@@ -151,8 +151,10 @@ def migrate(data: dict) -> dict:
 MAX_NODES = 1000  # layers in one model: the Build page lints and draws every one on each change
 
 
-def parse_spec(data: dict | str) -> ModelSpec:
-    """Validate a spec (dict or JSON text) and return it with every param default filled in."""
+def parse_spec(data: dict | str, counts: bool = True) -> ModelSpec:
+    """Validate a spec (dict or JSON text) and return it with every param default filled in. Without `counts`,
+    a layer given too few or too many inputs is left for the compiler to name (the Build page's shapes then
+    reach every other layer)."""
     if isinstance(data, (str, bytes)):
         try:
             data = json.loads(data)
@@ -220,7 +222,7 @@ def parse_spec(data: dict | str) -> ModelSpec:
                 node.id, f"bad parameters for {node.op}: {_pretty_validation(e)}."
             ) from None
         n_in = len(node.inputs) if node.inputs else 1
-        if not op.min_inputs <= n_in <= op.max_inputs:
+        if counts and node.inputs != [] and not op.min_inputs <= n_in <= op.max_inputs:
             raise SpecError(
                 node.id,
                 f"{node.op} takes {op.min_inputs}-{op.max_inputs} inputs but was given {n_in}.",

@@ -225,7 +225,9 @@ with left:
                 "port_y": canvas.PORT_Y,
                 "can_undo": state.can_undo(),
                 "can_redo": state.can_redo(),
-                "fit_token": f"{state.gan_part()}:{st.session_state.get('build.fit', 0)}",
+                # Fitted again for a new model, and while the layout is automatic (it moves every node).
+                "fit_token": f"{state.gan_part()}:{st.session_state.get('build.fit', 0)}:"
+                + ("" if spec.get("layout") else str(len(drawn["edges"]) + 1000 * len(node_ids))),
                 "shapes": shapes,
             },
             key="canvas",
@@ -273,7 +275,8 @@ with left:
         )
     if error:
         st.error(str(error), icon=":material/error:")
-        for i, fix in enumerate(canvas.fixes(spec, seen, error.node_id)):
+        fixed = any(f.node_id == error.node_id for f in findings)  # the advice below has its fix
+        for i, fix in enumerate([] if fixed else canvas.fixes(spec, seen, error.node_id)):
             if st.button(fix["label"], key=f"shape_fix.{i}", icon=":material/build:"):
                 commit(fix["spec"], fix["select"])
     for f in findings:

@@ -66,7 +66,7 @@ export default function(component) {
   const outPt = (id) => [pos[id][0] + W, pos[id][1] + PY];
   const inPt = (id) => [pos[id][0], pos[id][1] + PY];
   const edges = data.edges.map((e) => {
-    const g = svgEl('g', {}); const p = svgEl('path', { class: 'e' + (e.skip ? ' skip' : '') });
+    const g = svgEl('g', { 'data-edge': e.src + '>' + e.dst }); const p = svgEl('path', { class: 'e' + (e.skip ? ' skip' : '') });
     const hit = svgEl('path', { class: 'hit' }); const label = svgEl('text', { 'text-anchor': 'middle' });
     label.textContent = e.label; g.appendChild(p); g.appendChild(hit); g.appendChild(label); svg.appendChild(g);
     const edge = { ...e, p, hit, label };
@@ -127,7 +127,8 @@ export default function(component) {
     const seen = new Set([src]); const stack = [src];
     while (stack.length) for (const n of ins[stack.pop()] || []) if (!seen.has(n)) { seen.add(n); stack.push(n); }
     return seen; };  // src and what it reads from: a connection into one of them would make a cycle
-  const nodeAt = (cx, cy) => { const hit = document.elementFromPoint(cx, cy);
+  const scope = board.getRootNode();  // the component lives in a shadow root: look there, not in the document
+  const nodeAt = (cx, cy) => { const hit = (scope.elementFromPoint ? scope : document).elementFromPoint(cx, cy);
     const n = hit && hit.closest ? hit.closest('.lc-node') : null; return n && board.contains(n) ? n.dataset.id : null; };
 
   let drag = null;
