@@ -76,7 +76,9 @@ def test_build_a_residual_block_on_the_canvas(server, page):
     open_page(page, "Build")
     board = page.locator(".lc-board")
     node(page, "output").wait_for()
-    assert "has no input" in node(page, "output").inner_text()  # not connected: red, with what to do
+    assert (
+        "has no input" in node(page, "output").inner_text()
+    )  # not connected: red, with what to do
     board.scroll_into_view_if_needed()
 
     # Drop three layers on empty canvas (above the input and the output), then lay them out.
@@ -97,7 +99,9 @@ def test_build_a_residual_block_on_the_canvas(server, page):
     ):
         wire(page, src, dst)
     assert page.locator(".lc-node.err").count() == 0
-    assert page.locator(".lc-edges text").all_text_contents().count("(64,)") == 4  # shapes on the edges
+    assert (
+        page.locator(".lc-edges text").all_text_contents().count("(64,)") == 4
+    )  # shapes on the edges
     spec = saved_spec(server, page)
     wires = {n["id"]: n["inputs"] for n in spec["nodes"]}
     assert sorted(wires["add_1"]) == ["activation_1", "linear_1"]
@@ -137,7 +141,9 @@ def test_build_a_residual_block_on_the_canvas(server, page):
     drop(page, "dropout", mx - b["x"], my - b["y"])
     edge(page, "dropout_1", "output").wait_for(state="attached")
     settle(page)
-    assert edge(page, "add_1", "dropout_1").count() == 1 and edge(page, "add_1", "output").count() == 0
+    assert (
+        edge(page, "add_1", "dropout_1").count() == 1 and edge(page, "add_1", "output").count() == 0
+    )
 
     # Click the activation's edge into the Add and press Delete: the Add, left with one input, is red.
     mx, my = middle(page, "activation_1", "add_1")
