@@ -40,13 +40,17 @@ def centre(locator) -> tuple[float, float]:
 
 def redrawn(page, selector: str) -> None:
     """Wait until the element at `selector` is a new one (the canvas was drawn again after the rerun)."""
-    while True:
+    end = time.perf_counter() + 60
+    while time.perf_counter() < end:
         try:
             if page.locator(selector).first.evaluate("e => !e.__old", timeout=1_000):
                 return
         except Exception:  # noqa: BLE001 - not drawn yet
             pass
         page.wait_for_timeout(20)
+    raise TimeoutError(
+        "the canvas was not drawn again within 60 s (did the drag reach its target?)"
+    )
 
 
 def timed_drag(page, start, end, selector: str) -> float:
@@ -84,7 +88,8 @@ def main() -> None:
             page.wait_for_selector(".lc-node", timeout=120_000)
             settle(page)
             page.locator(".lc-board").scroll_into_view_if_needed()
-            page.locator(".lc-bar button", has_text="Fit").click()
+            for _ in range(4):  # about ten columns of layers in view
+                page.locator(".lc-bar button", has_text="−").click()
             nodes = page.locator(".lc-node")
             assert nodes.count() == args.layers + 1, nodes.count()
             for r in range(args.repeats):
@@ -94,7 +99,7 @@ def main() -> None:
                 moves.append(
                     timed_drag(page, (x, y), (x, y + 60), f'.lc-node[data-id="{node_id}"]')
                 )
-                dst_id = nodes.nth(6 + r).get_attribute("data-id")
+                dst_id = nodes.nth(4 + r).get_attribute("data-id")
                 sx, sy = centre(page.locator(f'.lc-node[data-id="{node_id}"] .lc-port.out'))
                 tx, ty = centre(page.locator(f'.lc-node[data-id="{dst_id}"]'))
                 edge = f'.lc-edges g[data-edge="{node_id}>{dst_id}"]'

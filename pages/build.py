@@ -215,6 +215,14 @@ with left:
             }
             for n in drawn["nodes"]
         ]
+        # Fitted again for a new model, and while the layout is automatic (it moves every node); not when the
+        # first move saves the layout.
+        if not spec.get("layout"):
+            st.session_state["build.auto_shape"] = len(drawn["edges"]) + 1000 * len(node_ids)
+        fit_token = (
+            f"{state.gan_part()}:{st.session_state.get('build.fit', 0)}:"
+            f"{st.session_state.get('build.auto_shape')}"
+        )
         event = model_canvas(
             {
                 "palette": palette,
@@ -225,9 +233,7 @@ with left:
                 "port_y": canvas.PORT_Y,
                 "can_undo": state.can_undo(),
                 "can_redo": state.can_redo(),
-                # Fitted again for a new model, and while the layout is automatic (it moves every node).
-                "fit_token": f"{state.gan_part()}:{st.session_state.get('build.fit', 0)}:"
-                + ("" if spec.get("layout") else str(len(drawn["edges"]) + 1000 * len(node_ids))),
+                "fit_token": fit_token,
                 "shapes": shapes,
             },
             key="canvas",
