@@ -88,7 +88,7 @@ def main() -> None:
             page.wait_for_selector(".lc-node", timeout=120_000)
             settle(page)
             page.locator(".lc-board").scroll_into_view_if_needed()
-            for _ in range(4):  # about ten columns of layers in view
+            for _ in range(5):  # about twelve columns of layers in view
                 page.locator(".lc-bar button", has_text="−").click()
             nodes = page.locator(".lc-node")
             assert nodes.count() == args.layers + 1, nodes.count()
@@ -99,10 +99,10 @@ def main() -> None:
                 moves.append(
                     timed_drag(page, (x, y), (x, y + 60), f'.lc-node[data-id="{node_id}"]')
                 )
-                dst_id = nodes.nth(4 + r).get_attribute("data-id")
-                sx, sy = centre(page.locator(f'.lc-node[data-id="{node_id}"] .lc-port.out'))
+                src_id, dst_id = "dense_0", nodes.nth(3 + r).get_attribute("data-id")
+                sx, sy = centre(page.locator(f'.lc-node[data-id="{src_id}"] .lc-port.out'))
                 tx, ty = centre(page.locator(f'.lc-node[data-id="{dst_id}"]'))
-                edge = f'.lc-edges g[data-edge="{node_id}>{dst_id}"]'
+                edge = f'.lc-edges g[data-edge="{src_id}>{dst_id}"]'
                 wires.append(timed_drag(page, (sx, sy), (tx, ty), edge))
             browser.close()
     finally:

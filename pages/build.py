@@ -185,7 +185,7 @@ run_dir = runs_dir() / open_run if open_run else None
 looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
 live = False
 with split("build"):
-    left, right = st.columns([7, 3], gap="medium")
+    left, right = st.columns([5, 2], gap="medium")  # the canvas first: a graph is wide
 with left:
     if looks:  # the training X-ray: colour the layers by what the open run saw
         xc1, xc2 = st.columns([1, 2], vertical_alignment="bottom")
@@ -234,6 +234,7 @@ with left:
                 "can_undo": state.can_undo(),
                 "can_redo": state.can_redo(),
                 "fit_token": fit_token,
+                "view_key": f"{state.session_id()}:{state.gan_part()}",
                 "shapes": shapes,
             },
             key="canvas",
@@ -363,14 +364,13 @@ with right:
         ):
             commit(specs.remove_node(spec, selected))
     with st.container(border=True):
-        a1, a2 = st.columns([3, 2], vertical_alignment="bottom")
-        new_op = a1.selectbox(
+        new_op = st.selectbox(
             "Add a layer",
             [p["op"] for p in palette],
             format_func=lambda o: get_op(o).title,
             help="Added after the selected layer (or before the output layer).",
         )
-        if a2.button("Add", icon=":material/add:", width="stretch"):
+        if st.button("Add", icon=":material/add:", width="stretch"):
             new_spec, new_id = specs.insert_node(spec, new_op, add_position(), seen)
             commit(new_spec, new_id)
     # The outline: the same model as a list, in the order it runs (drag to reorder, click to edit).

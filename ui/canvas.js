@@ -4,7 +4,10 @@ export default function(component) {
   let root = parentElement.querySelector('.lc-root');
   if (!root) { root = document.createElement('div'); root.className = 'lc-root'; parentElement.appendChild(root); }
   root.innerHTML = '';
-  const st = parentElement.__lc || (parentElement.__lc = { view: null, sel: new Set(), edge: null, fitted: '' });
+  // The view and selection outlive this element: Streamlit may mount the component afresh when the page around it
+  // changes, and the user's pan and zoom must stay.
+  const store = (window.__layerlabCanvas = window.__layerlabCanvas || {});
+  const st = store[data.view_key] || (store[data.view_key] = { view: null, sel: new Set(), edge: null, fitted: '' });
   const el = (tag, cls, text) => { const e = document.createElement(tag); if (cls) e.className = cls;
                                     if (text !== undefined) e.textContent = text; return e; };
   const NS = 'http://www.w3.org/2000/svg';
