@@ -335,8 +335,11 @@ def apply(spec: dict, event: dict, meta: dict) -> tuple[dict, str | None] | None
     nodes or ops the spec does not have (a stale event from before a rerun)."""
     ids = {n["id"] for n in spec["nodes"]}
     sources = set(_sources(spec, meta)) | set(_same_input(spec))
-    action = event.get("action")
-    src, dst, op = event.get("src"), event.get("dst"), event.get("op")
+    if not isinstance(event, dict):
+        return None
+    action, src, dst, op = (
+        v if isinstance(v, str) else None for v in map(event.get, ("action", "src", "dst", "op"))
+    )
     at = event.get("at")
     if at is not None and not (
         isinstance(at, list) and len(at) == 2 and all(isinstance(v, (int, float)) for v in at)
@@ -355,13 +358,15 @@ def apply(spec: dict, event: dict, meta: dict) -> tuple[dict, str | None] | None
     if action == "insert" and op and get_op(op) and dst in ids and src in wiring(spec)[dst]:
         return insert_on_edge(spec, op, src, dst, meta, at=at)
     if action == "remove" and isinstance(event.get("ids"), list):
-        gone = [i for i in event["ids"] if i in ids]
+        gone = [i for i in event["ids"] if isinstance(i, str) and i in ids]
         return (remove_nodes(spec, gone), None) if gone else None
     if action == "move" and isinstance(event.get("positions"), dict):
         moved = {
             k: v
             for k, v in event["positions"].items()
-            if isinstance(v, list) and len(v) == 2 and all(isinstance(c, (int, float)) for c in v)
+            if isinstance(v, list)
+            and len(v) == 2
+            and all(isinstance(c, (int, float)) and math.isfinite(c) for c in v)
         }
         return move(spec, moved), None
     if action == "layout":

@@ -155,9 +155,13 @@ sources = specs.input_sources(
 shape_of = {i.id: i for i in infos}
 # A GAN's networks have mistakes of their own; their shapes are checked as a pair when the run is created.
 findings = lint_gan_part(part, spec, meta) if part else lint(spec, meta, train, (infos, error))
-flagged = {f.node_id for f in findings}
 explicit = {n["id"]: n.get("inputs") for n in spec["nodes"]}
 drawn = canvas.graph(spec, seen, infos, error)
+advice = {
+    f.node_id: f.message for f in findings
+}  # the linter's, amber on the canvas and in the outline
+for n in drawn["nodes"]:
+    n["warn"] = n.get("warn") or advice.get(n["id"], "")
 palette = [
     {"op": o.name, "title": o.title, "family": o.family, "doc": o.doc, "color": FAMILY_COLORS[fam]}
     for fam in FAMILIES
@@ -198,7 +202,8 @@ with left:
     def model_graph() -> None:
         """The canvas, coloured by family or, with the X-ray on, by the open run's latest diagnostics (redrawn
         while the run trains)."""
-        latest = (diagnostics_of(run_dir) or [None])[-1] if signal else None
+        seen_now = (diagnostics_of(run_dir) if live else looks) if signal else []  # one read a draw
+        latest = (seen_now or [None])[-1]
         paint = xray_colours(latest, signal) if latest else {}
         fixes = canvas.fixes(spec, seen, error.node_id) if error is not None else []
         shapes = {n["id"]: n["shape_key"] for n in drawn["nodes"] if n["shape_key"]}
@@ -247,8 +252,12 @@ with left:
         elif action == "select" and event.get("id") in node_ids:
             st.session_state[state.SELECTED] = event["id"]
             st.rerun()
-        elif action == "fix" and fixes and 0 <= int(event.get("index", -1)) < len(fixes):
-            fix = fixes[int(event["index"])]
+        elif (
+            action == "fix"
+            and type(event.get("index")) is int
+            and event["index"] in range(len(fixes))
+        ):
+            fix = fixes[event["index"]]
             commit(fix["spec"], fix["select"])
         elif event:
             done = canvas.apply(spec, event, seen)
@@ -261,7 +270,7 @@ with left:
         if signal:  # the X-ray's detail for the layer clicked (selected) on the canvas
             if selected in [layer["id"] for layer in looks[-1]["layers"]]:
                 with st.expander(f"X-ray of '{selected}': histograms and history", expanded=True):
-                    layer_detail(diagnostics_of(run_dir), selected, "build.xray_detail")
+                    layer_detail(seen_now, selected, "build.xray_detail")
             else:
                 st.caption(
                     "Click a layer on the canvas to see its histograms and each signal's history."
@@ -375,7 +384,6 @@ with right:
             commit(new_spec, new_id)
     # The outline: the same model as a list, in the order it runs (drag to reorder, click to edit).
     event = layer_stack(
-        [],
         stack_nodes,
         " · ".join(f"{ref} {shape}" for ref, shape in sources.items()),
         key="stack",

@@ -147,3 +147,24 @@ def test_the_diagram_from_the_command_line(tmp_path, capsys):
     )
     assert refused.returncode == 2 and "not valid JSON" in refused.stderr
     assert "Traceback" not in refused.stderr
+
+
+def test_junk_gestures_change_nothing_and_raise_nothing():
+    spec = starter_spec("classification", [2], 2)
+    junk = [
+        None,
+        [],
+        {"action": ["connect"]},
+        {"action": "connect", "src": ["relu_1"], "dst": {"x": 1}},
+        {"action": "insert", "op": "no_such_op", "src": "relu_1", "dst": "dense_2"},
+        {"action": "insert", "op": "dropout", "src": "output", "dst": "dense_1"},
+        {"action": "add", "op": 5, "at": [float("nan"), 1]},
+        {"action": "remove", "ids": [["output"], None, 3]},
+        {"action": "move", "positions": {"relu_1": [float("inf"), 0], "ghost": [1, 2]}},
+        {"action": "disconnect", "src": "input", "dst": "output"},
+    ]
+    for event in junk:
+        done = canvas.apply(spec, event, TABLE)
+        if done is not None:  # a move with nothing valid in it only saves the places
+            assert [n["id"] for n in done[0]["nodes"]] == [n["id"] for n in spec["nodes"]]
+            assert "ghost" not in (done[0].get("layout") or {})

@@ -1,24 +1,17 @@
-"""The Build page's layer stack: a small custom component (st.components.v2).
+"""The Build page's outline: the model as a list of layers in the order they run (st.components.v2).
 
-Drag an op from the palette into the stack, drag layers to reorder them, drag a layer back to
-the palette to remove it, click a layer to open its form. Each gesture comes back as one event
-dict; `engine.spec`'s editing functions apply it.
+Drag a layer to reorder it, click one to open its form, or drop a layer from the canvas's palette into the list.
+Each gesture comes back as one event dict; `engine.spec`'s editing functions apply it.
 """
 
 import streamlit as st
 
 CSS = """
-.ll-root { display: grid; grid-template-columns: 11rem minmax(0, 1fr); gap: 0.75rem;
-           font-family: var(--st-font, sans-serif); font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
-.ll-root.outline { grid-template-columns: minmax(0, 1fr); }
+.ll-root { font-family: var(--st-font, sans-serif); font-size: 0.9rem; color: var(--st-text-color, #1F2333); }
 .ll-col { min-width: 0; border: 1px solid #E2E4EE; border-radius: 0.6rem; padding: 0.5rem; background: #FAFAFD;
           min-height: 6rem; }
 .ll-head { font-weight: 600; font-size: 0.8rem; color: #5B6075; text-transform: uppercase; letter-spacing: .04em;
            margin: 0.1rem 0.2rem 0.4rem; }
-.ll-fam { font-size: 0.72rem; color: #8A8FA3; margin: 0.5rem 0.2rem 0.15rem; }
-.ll-op { padding: 0.2rem 0.5rem; margin: 0.15rem 0; border-radius: 0.4rem; background: #FFFFFF;
-         border: 1px solid #E2E4EE; cursor: grab; user-select: none; }
-.ll-op:hover { border-color: var(--st-primary-color, #4F46E5); }
 .ll-node { display: flex; align-items: center; gap: 0.5rem; padding: 0.45rem 0.6rem; margin: 0.3rem 0;
            border-radius: 0.45rem; background: #FFFFFF; border: 1px solid #E2E4EE; border-left: 5px solid var(--fam);
            cursor: pointer; user-select: none; }
@@ -26,7 +19,6 @@ CSS = """
 .ll-node.err { border-color: #EF4444; background: #FEF2F2; }
 .ll-node.warn { border-color: #F59E0B; background: #FFFBEB; }
 .ll-node .in { font-size: 0.72rem; color: #8A8FA3; }
-.ll-palette { max-height: 36rem; overflow-y: auto; }
 .ll-node .t { font-weight: 600; }
 .ll-node .d { color: #5B6075; flex: 1; overflow: hidden; text-overflow: ellipsis; white-space: nowrap; }
 .ll-node .s { font-family: ui-monospace, monospace; font-size: 0.8rem; color: #4F46E5; white-space: nowrap; }
@@ -45,28 +37,14 @@ export default function(component) {
                                     if (text !== undefined) e.textContent = text; return e; };
   const send = (ev) => setTriggerValue('event', ev);
 
-  root.classList.toggle('outline', !data.palette.length);  // the Build page's outline: the canvas has the palette
-  const pal = el('div', 'll-col ll-palette');
-  pal.appendChild(el('div', 'll-head', 'Palette'));
-  let fam = null;
-  for (const op of data.palette) {
-    if (op.family !== fam) { fam = op.family; pal.appendChild(el('div', 'll-fam', fam)); }
-    const item = el('div', 'll-op', op.title);
-    item.draggable = true; item.title = op.doc; item.dataset.op = op.op;
-    item.addEventListener('dragstart', (e) => { e.dataTransfer.setData('text/plain', 'op:' + op.op);
-                                                e.dataTransfer.effectAllowed = 'copyMove'; });
-    item.addEventListener('dblclick', () => send({action: 'insert', op: op.op, index: null}));
-    pal.appendChild(item);
-  }
-  pal.appendChild(el('div', 'll-hint', 'Drag into the model. Drop a layer here to remove it.'));
-
   const stack = el('div', 'll-col ll-stack');
-  stack.appendChild(el('div', 'll-head', data.palette.length ? 'Model' : 'Outline'));
+  stack.appendChild(el('div', 'll-head', 'Outline'));
   stack.appendChild(el('div', 'll-input', data.inputs));
   const rows = [];
-  data.nodes.forEach((n, i) => {
+  data.nodes.forEach((n) => {
     const row = el('div', 'll-node' + (n.selected ? ' sel' : '') + (n.error ? ' err' : n.warn ? ' warn' : ''));
-    row.style.setProperty('--fam', n.color); row.draggable = true; row.dataset.id = n.id; row.title = n.error || n.doc;
+    row.style.setProperty('--fam', n.color); row.draggable = true; row.dataset.id = n.id;
+    row.title = n.error || n.warn || n.doc;
     row.appendChild(el('span', 't', n.title)); row.appendChild(el('span', 'd', n.detail));
     if (n.inputs) row.appendChild(el('span', 'in', '← ' + n.inputs));
     row.appendChild(el('span', 's', n.shape));
@@ -75,8 +53,7 @@ export default function(component) {
                                                e.dataTransfer.effectAllowed = 'move'; });
     stack.appendChild(row); rows.push(row);
   });
-  stack.appendChild(el('div', 'll-hint', data.palette.length ? 'Drag to reorder. Click a layer to edit it.'
-                                          : 'The layers in the order they run. Drag to reorder, click to edit.'));
+  stack.appendChild(el('div', 'll-hint', 'The layers in the order they run. Drag to reorder, click to edit.'));
 
   const marker = el('div', 'll-drop');
   const indexAt = (y) => { for (let i = 0; i < rows.length; i++) { const r = rows[i].getBoundingClientRect();
@@ -91,10 +68,6 @@ export default function(component) {
     if (what.startsWith('op:')) send({action: 'insert', op: what.slice(3), index});
     else if (what.startsWith('node:')) send({action: 'move', id: what.slice(5), index});
   });
-  pal.addEventListener('dragover', (e) => e.preventDefault());
-  pal.addEventListener('drop', (e) => { e.preventDefault(); const what = e.dataTransfer.getData('text/plain');
-    if (what.startsWith('node:')) send({action: 'remove', id: what.slice(5)}); });
-  if (data.palette.length) root.appendChild(pal);
   root.appendChild(stack);
 }
 """
@@ -102,11 +75,9 @@ export default function(component) {
 _component = st.components.v2.component("layerlab_stack", css=CSS, js=JS)
 
 
-def layer_stack(palette: list[dict], nodes: list[dict], inputs: str, key: str) -> dict | None:
-    """Draw the palette and the stack; return this rerun's gesture ({'action': ...}) or None."""
+def layer_stack(nodes: list[dict], inputs: str, key: str) -> dict | None:
+    """Draw the outline; return this rerun's gesture ({'action': ...}) or None."""
     result = _component(
-        data={"palette": palette, "nodes": nodes, "inputs": inputs},
-        key=key,
-        on_event_change=lambda: None,
+        data={"nodes": nodes, "inputs": inputs}, key=key, on_event_change=lambda: None
     )
     return getattr(result, "event", None) if result is not None else None

@@ -247,10 +247,11 @@ def set_spec(new_spec: dict, whole: bool = False) -> None:
 
 
 def _step(back: str, forth: str) -> None:
-    if st.session_state.get(back):
-        *st.session_state[back], previous = st.session_state[back]
+    history = st.session_state.get(back)
+    if history:
+        st.session_state[back] = history[:-1]
         st.session_state[forth] = [*st.session_state.get(forth, []), st.session_state[SPEC]]
-        st.session_state[SPEC] = previous
+        st.session_state[SPEC] = history[-1]
         st.session_state[SPEC_IS_STARTER] = False
         save()
 
