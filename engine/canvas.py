@@ -230,6 +230,20 @@ def positions(spec: dict, meta: dict | None) -> dict[str, list[float]]:
     return {**auto_layout(spec, meta), **(spec.get("layout") or {})}
 
 
+SKIP_DX = 1.5 * NODE_W + GAP_X  # an edge longer than this jumps over a layer: it arcs above the row
+
+
+def curve(a, b) -> tuple:
+    """The cubic Bézier an edge is drawn as, from an output port `a` to an input port `b` (the canvas draws the
+    same in canvas.js): horizontal at both ends, and lifted above the row when it skips over layers."""
+    skip = b[0] - a[0] > SKIP_DX
+    dx = (
+        GAP_X if skip else max(40.0, abs(b[0] - a[0]) / 2)
+    )  # a skip rises and falls in the gaps between layers
+    lift = min(200.0, 60 + 0.15 * (b[0] - a[0])) if skip else 0.0
+    return (a, (a[0] + dx, a[1] - lift), (b[0] - dx, b[1] - lift), b)
+
+
 def board_height(drawn: dict) -> int:
     """The canvas's height in pixels: the graph's at its fitted zoom, between 300 and 560."""
     ys = [n["y"] for n in drawn["nodes"]]

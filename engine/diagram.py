@@ -14,7 +14,7 @@ from engine import spec as specs
 from engine.compiler import analyse
 
 PAD = 24
-INK, MUTED, EDGE, ERROR = "#1F2333", "#5B6075", "#94A3B8", "#DC2626"
+INK, MUTED, EDGE, ERROR, SKIP = "#1F2333", "#5B6075", "#94A3B8", "#DC2626", "#EC4899"
 
 
 def _short(text: str, limit: int) -> str:
@@ -26,8 +26,18 @@ def scene(spec: dict, meta: dict) -> dict:
     and the picture's size."""
     infos, error = analyse(spec, specs.data_inputs(meta))
     drawn = canvas.graph(spec, meta, infos, error)
+    at = {n["id"]: n for n in drawn["nodes"]}
+    curves = [
+        canvas.curve(
+            (at[e["src"]]["x"] + canvas.NODE_W, at[e["src"]]["y"] + canvas.PORT_Y),
+            (at[e["dst"]]["x"], at[e["dst"]]["y"] + canvas.PORT_Y),
+        )
+        for e in drawn["edges"]
+    ]
     xs = [n["x"] for n in drawn["nodes"]]
-    ys = [n["y"] for n in drawn["nodes"]]
+    ys = [n["y"] for n in drawn["nodes"]] + [
+        _bezier(*c, 0.5)[1] - 12 for c in curves
+    ]  # a skip's arc and its label
     x0, y0 = min(xs) - PAD, min(ys) - PAD - 8
     boxes = []
     for n in drawn["nodes"]:
@@ -47,20 +57,17 @@ def scene(spec: dict, meta: dict) -> dict:
                 "source": n["source"],
             }
         )
-    at = {b["id"]: b for b in boxes}
     edges = []
-    for e in drawn["edges"]:
-        a, b = at[e["src"]], at[e["dst"]]
-        p0 = (a["x"] + a["w"], a["y"] + canvas.PORT_Y)
-        p3 = (b["x"], b["y"] + canvas.PORT_Y)
-        dx = max(40.0, abs(p3[0] - p0[0]) / 2)
-        p1, p2 = (p0[0] + dx, p0[1]), (p3[0] - dx, p3[1])
+    for e, c in zip(drawn["edges"], curves, strict=True):
+        c = tuple((x - x0, y - y0) for x, y in c)
+        mid = _bezier(*c, 0.5)
         edges.append(
             {
-                "curve": (p0, p1, p2, p3),
-                "points": [_bezier(p0, p1, p2, p3, t / 24) for t in range(25)],
+                "curve": c,
+                "points": [_bezier(*c, t / 24) for t in range(25)],
                 "label": e["label"],
-                "mid": ((p0[0] + p3[0]) / 2, (p0[1] + p3[1]) / 2 - 5),
+                "mid": (mid[0], mid[1] - 5),
+                "skip": e["skip"],
             }
         )
     width = max(b["x"] + b["w"] for b in boxes) + PAD
@@ -69,6 +76,7 @@ def scene(spec: dict, meta: dict) -> dict:
 
 
 def _bezier(p0, p1, p2, p3, t: float) -> tuple[float, float]:
+    """The point at `t` (0 to 1) along a cubic Bézier."""
     u = 1 - t
     return tuple(
         u**3 * a + 3 * u * u * t * b + 3 * u * t * t * c + t**3 * d
@@ -90,7 +98,7 @@ def svg(spec: dict, meta: dict) -> str:
         (a, b, c, d) = e["curve"]
         out.append(
             f'<path d="M{a[0]:.1f},{a[1]:.1f} C{b[0]:.1f},{b[1]:.1f} {c[0]:.1f},{c[1]:.1f} {d[0]:.1f},{d[1]:.1f}" '
-            f'fill="none" stroke="{EDGE}" stroke-width="1.5" marker-end="url(#arrow)"/>'
+            f'fill="none" stroke="{SKIP if e["skip"] else EDGE}" stroke-width="1.5" marker-end="url(#arrow)"/>'
         )
         out.append(
             f'<text x="{e["mid"][0]:.1f}" y="{e["mid"][1]:.1f}" font-size="10" text-anchor="middle" '
@@ -145,14 +153,15 @@ def png(spec: dict, meta: dict, scale: float = 2.0) -> bytes:
         return (p[0] * scale, p[1] * scale)
 
     for e in s["edges"]:
-        draw.line([xy(p) for p in e["points"]], fill=EDGE, width=max(1, round(1.5 * scale)))
+        colour = SKIP if e["skip"] else EDGE
+        draw.line([xy(p) for p in e["points"]], fill=colour, width=max(1, round(1.5 * scale)))
         tip, before = e["points"][-1], e["points"][-3]
         angle = math.atan2(tip[1] - before[1], tip[0] - before[0])
         wing = [
             (tip[0] - 8 * math.cos(angle + a), tip[1] - 8 * math.sin(angle + a))
             for a in (0.45, -0.45)
         ]
-        draw.polygon([xy(tip), xy(wing[0]), xy(wing[1])], fill=EDGE)
+        draw.polygon([xy(tip), xy(wing[0]), xy(wing[1])], fill=colour)
         draw.text(
             xy(e["mid"]), e["label"], fill=MUTED, font=font(10), anchor="ms",
             stroke_width=round(2 * scale), stroke_fill="white",

@@ -236,6 +236,8 @@ with left:
                 "height": canvas.board_height(drawn),
                 "node_w": canvas.NODE_W,
                 "port_y": canvas.PORT_Y,
+                "skip_dx": canvas.SKIP_DX,
+                "gap_x": canvas.GAP_X,
                 "can_undo": state.can_undo(),
                 "can_redo": state.can_redo(),
                 "fit_token": fit_token,

@@ -64,8 +64,11 @@ export default function(component) {
   Object.keys(nodeEls).forEach(place);
 
   // Edges: a curve from the source's output port to the target's input port, labelled with the tensor's shape.
-  const curve = (a, b) => { const dx = Math.max(40, Math.abs(b[0] - a[0]) / 2);
-                            return `M${a[0]},${a[1]} C${a[0] + dx},${a[1]} ${b[0] - dx},${b[1]} ${b[0]},${b[1]}`; };
+  // An edge that jumps over layers (a skip) arcs above them, so it is not hidden behind the row it skips.
+  const curve = (a, b) => { const skip = b[0] - a[0] > data.skip_dx;  // as engine.canvas.curve
+    const dx = skip ? data.gap_x : Math.max(40, Math.abs(b[0] - a[0]) / 2);
+    const lift = skip ? Math.min(200, 60 + 0.15 * (b[0] - a[0])) : 0;
+    return `M${a[0]},${a[1]} C${a[0] + dx},${a[1] - lift} ${b[0] - dx},${b[1] - lift} ${b[0]},${b[1]}`; };
   const outPt = (id) => [pos[id][0] + W, pos[id][1] + PY];
   const inPt = (id) => [pos[id][0], pos[id][1] + PY];
   const edges = data.edges.map((e) => {
@@ -80,7 +83,8 @@ export default function(component) {
   });
   const drawEdge = (e) => { const a = outPt(e.src), b = inPt(e.dst); const d = curve(a, b);
     e.p.setAttribute('d', d); e.hit.setAttribute('d', d);
-    e.label.setAttribute('x', (a[0] + b[0]) / 2); e.label.setAttribute('y', (a[1] + b[1]) / 2 - 5); };
+    const mid = e.p.getTotalLength ? e.p.getPointAtLength(e.p.getTotalLength() / 2) : { x: (a[0] + b[0]) / 2, y: (a[1] + b[1]) / 2 };
+    e.label.setAttribute('x', mid.x); e.label.setAttribute('y', mid.y - 5); };
   const drawEdges = () => edges.forEach(drawEdge);
   drawEdges();
   const paintSel = () => { for (const id in nodeEls) nodeEls[id].classList.toggle('sel', st.sel.has(id));
