@@ -388,10 +388,6 @@ def apply(spec: dict, event: dict, meta: dict) -> tuple[dict, str | None] | None
     return None
 
 
-def colour(op: str) -> str:
-    return FAMILY_COLORS[get_op(op).family]
-
-
 def graph(spec: dict, meta: dict, infos, error) -> dict:
     """The model as the canvas and the exported diagram draw it: {"nodes": [...], "edges": [...]}, one node per
     input and per layer, each with its place, title, key parameters, output shape, colour and what is wrong with

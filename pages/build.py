@@ -184,6 +184,13 @@ def add_position() -> int:
     return node_ids.index(selected) + 1 if selected in node_ids else max(len(node_ids) - 1, 0)
 
 
+# One-click fixes for a layer whose shapes do not fit, less those the linter's advice below already offers.
+taken = {f.fix_label for f in findings if error is not None and f.node_id == error.node_id}
+fixes = [
+    f
+    for f in (canvas.fixes(spec, seen, error.node_id) if error is not None else [])
+    if not any(f["label"].startswith(label) for label in taken)
+]
 open_run = st.session_state.get(state.RUN)
 run_dir = runs_dir() / open_run if open_run else None
 looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
@@ -205,8 +212,6 @@ with left:
         seen_now = (diagnostics_of(run_dir) if live else looks) if signal else []  # one read a draw
         latest = (seen_now or [None])[-1]
         paint = xray_colours(latest, signal) if latest else {}
-        fixes = canvas.fixes(spec, seen, error.node_id) if error is not None else []
-        shapes = {n["id"]: n["shape_key"] for n in drawn["nodes"] if n["shape_key"]}
         accepts = canvas.accepts(
             spec, {k: tuple(v) for k, v in sources.items()} | {i.id: i.output_shape for i in infos}
         )
@@ -242,7 +247,6 @@ with left:
                 "can_redo": state.can_redo(),
                 "fit_token": fit_token,
                 "view_key": f"{state.session_id()}:{state.gan_part()}",
-                "shapes": shapes,
             },
             key="canvas",
         )
@@ -293,8 +297,7 @@ with left:
         )
     if error:
         st.error(str(error), icon=":material/error:")
-        fixed = any(f.node_id == error.node_id for f in findings)  # the advice below has its fix
-        for i, fix in enumerate([] if fixed else canvas.fixes(spec, seen, error.node_id)):
+        for i, fix in enumerate(fixes):
             if st.button(fix["label"], key=f"shape_fix.{i}", icon=":material/build:"):
                 commit(fix["spec"], fix["select"])
     for f in findings:
