@@ -210,3 +210,33 @@ def test_forecasting_from_the_command_line_and_the_bundle(tmp_path):
     frame.iloc[-5:].to_csv(short, index=False)
     failed = run_isolated(tmp_path / "bundle", "predict.py", short, returncode=2)
     assert "give it at least 24" in failed.stderr
+
+
+def test_a_too_short_series_is_refused_at_once_and_counted_like_its_windows():
+    """The shortest length a refusal names is searched up to 2**30 steps: counted, never listed (listing them made
+    one refusal of a window of 400 allocate gigabytes)."""
+    from engine.data.series import _ranges, _short_part, _shortest, windows
+
+    for n, window, horizon, stride in [
+        (500, 400, 24, 1),
+        (97, 12, 3, 2),
+        (10, 2, 1, 3),
+        (2000, 48, 24, 5),
+    ]:
+        options = SeriesOptions(
+            target="vehicles", time_column="time", window=window, horizon=horizon, stride=stride
+        )
+        listed = windows(n, window, horizon, stride)
+        assert set(listed) == set(_ranges(n, window, horizon))
+        empty = [s for s in ("train", "val", "test") if not len(listed[s])]
+        assert _short_part(n, options) == (
+            empty[0] if empty else "train" if len(listed["train"]) < 8 else None
+        )
+    shortest = _shortest(SeriesOptions(target="vehicles", time_column="time", window=400))
+    assert (
+        _short_part(shortest, SeriesOptions(target="vehicles", time_column="time", window=400))
+        is None
+    )
+    assert _short_part(
+        shortest - 1, SeriesOptions(target="vehicles", time_column="time", window=400)
+    )

@@ -132,22 +132,31 @@ def _calendar(times: pd.Series, kind: str) -> tuple[float, str | None]:
     return (step if step > 0 else 1.0), freq
 
 
-def windows(n: int, window: int, horizon: int, stride: int) -> dict[str, np.ndarray]:
-    """Each split's forecast origins (the position of the first forecast step) in a series of n steps."""
+def _ranges(n: int, window: int, horizon: int) -> dict[str, tuple[int, int]]:
+    """Each split's forecast origins as [first, end) in a series of n steps."""
     cut_val, cut_test = int(n * PARTS[0]), int(n * (PARTS[0] + PARTS[1]))
     bounds = {
         "train": (window, cut_val),
         "val": (max(cut_val, window), cut_test),
         "test": (max(cut_test, window), n),
     }
-    return {s: np.arange(lo, hi - horizon + 1, stride) for s, (lo, hi) in bounds.items()}
+    return {s: (lo, hi - horizon + 1) for s, (lo, hi) in bounds.items()}
+
+
+def windows(n: int, window: int, horizon: int, stride: int) -> dict[str, np.ndarray]:
+    """Each split's forecast origins (the position of the first forecast step) in a series of n steps."""
+    return {s: np.arange(lo, end, stride) for s, (lo, end) in _ranges(n, window, horizon).items()}
 
 
 def _short_part(n: int, o: SeriesOptions) -> str | None:
-    """The first part of a series of n steps that is too short for these windows (None: each has enough)."""
-    origins = windows(n, o.window, o.horizon, o.stride)
-    empty = [s for s in SPLITS if not len(origins[s])]
-    return empty[0] if empty else "train" if len(origins["train"]) < MIN_TRAIN_WINDOWS else None
+    """The first part of a series of n steps that is too short for these windows (None: each has enough). Counted,
+    not listed: the search for the shortest series tries lengths up to 2**30."""
+    counts = {
+        s: max(0, -(-(end - lo) // o.stride))
+        for s, (lo, end) in _ranges(n, o.window, o.horizon).items()
+    }
+    empty = [s for s in SPLITS if not counts[s]]
+    return empty[0] if empty else "train" if counts["train"] < MIN_TRAIN_WINDOWS else None
 
 
 def _shortest(o: SeriesOptions) -> int:

@@ -344,3 +344,25 @@ def download_bundle(page, folder: Path) -> set[str]:
     with zipfile.ZipFile(zipped) as zf:
         zf.extractall(folder)
         return set(zf.namelist())
+
+
+# The Build page's canvas
+MIDDLE = """(g) => { const p = g.getPointAtLength(g.getTotalLength() / 2), m = g.getScreenCTM();
+    return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f]; }"""
+
+
+def middle(page, src: str, dst: str) -> tuple[float, float]:
+    """Where the middle of the edge src → dst is on the screen."""
+    path = page.locator(f'.lc-edges g[data-edge="{src}>{dst}"] path.e')
+    return tuple(path.evaluate(MIDDLE))
+
+
+def centre(locator) -> tuple[float, float]:
+    box = locator.bounding_box()
+    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+
+
+def drop(page, op: str, x: float, y: float) -> None:
+    page.locator(f'.lc-palette .ll-op[data-op="{op}"]').drag_to(
+        page.locator(".lc-board"), target_position={"x": x, "y": y}
+    )

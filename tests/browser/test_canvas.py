@@ -9,6 +9,9 @@ from engine.data.prepare import prepare_builtin
 from engine.runs import read_status
 from engine.workspace import read_json
 from tests.browser.conftest import (
+    centre,
+    drop,
+    middle,
     no_exceptions,
     open_page,
     settle,
@@ -16,19 +19,6 @@ from tests.browser.conftest import (
     train_and_wait,
     use_session,
 )
-
-MIDDLE = """(g) => { const p = g.getPointAtLength(g.getTotalLength() / 2), m = g.getScreenCTM();
-    return [p.x * m.a + p.y * m.c + m.e, p.x * m.b + p.y * m.d + m.f]; }"""
-
-
-def middle(page, src: str, dst: str) -> tuple[float, float]:
-    """Where the middle of the edge src → dst is on the screen."""
-    return tuple(edge(page, src, dst).locator("path.e").evaluate(MIDDLE))
-
-
-def centre(locator) -> tuple[float, float]:
-    box = locator.bounding_box()
-    return box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
 
 
 def node(page, node_id: str):
@@ -50,12 +40,6 @@ def wire(page, src: str, dst: str) -> None:
     page.mouse.up()
     edge(page, src, dst).wait_for(state="attached")
     settle(page)
-
-
-def drop(page, op: str, x: float, y: float) -> None:
-    page.locator(f'.lc-palette .ll-op[data-op="{op}"]').drag_to(
-        page.locator(".lc-board"), target_position={"x": x, "y": y}
-    )
 
 
 def saved_spec(server, page) -> dict:

@@ -7,7 +7,15 @@ import torch
 from engine.compiler import compile_spec
 from engine.export import load_model, read_weights
 from engine.spec import parse_spec
-from tests.browser.conftest import no_exceptions, open_page, settle, shot, start_training
+from tests.browser.conftest import (
+    drop,
+    middle,
+    no_exceptions,
+    open_page,
+    settle,
+    shot,
+    start_training,
+)
 
 CHART_POINTS = """() => Array.from(document.querySelectorAll('.js-plotly-plot'))
                      .map(p => (p.data || []).reduce((n, t) => n + ((t.x || []).length), 0))"""
@@ -46,14 +54,15 @@ def test_data_to_downloaded_weights(server, page, tmp_path):
     page.get_by_text("In use: Two moons (n=10000").wait_for()
     shot(page, "journey-1-data")
 
-    # Build: drag Dropout from the palette to just above the second Dense layer.
+    # Build: drag Dropout from the palette onto the edge into the second Dense layer.
     open_page(page, "Build")
     nodes = page.locator(".ll-node")
     nodes.nth(4).wait_for()
     assert nodes.count() == 5
-    page.locator('.ll-op[data-op="dropout"]').drag_to(
-        nodes.nth(2), target_position={"x": 30, "y": 4}
-    )
+    page.locator(".lc-board").scroll_into_view_if_needed()
+    x, y = middle(page, "relu_1", "dense_2")
+    board = page.locator(".lc-board").bounding_box()
+    drop(page, "dropout", x - board["x"], y - board["y"])
     settle(page)
     page.locator(".ll-node").nth(5).wait_for()
     titles = [t.split("\n")[0] for t in page.locator(".ll-node .t").all_inner_texts()]
