@@ -250,6 +250,11 @@ def board_height(drawn: dict) -> int:
     return int(min(560, max(300, (max(ys) - min(ys) + NODE_H) * 0.8 + 150)))
 
 
+def shapes_of(spec: dict, meta: dict, infos) -> dict[str, tuple[int, ...]]:
+    """Every input's and every analysed layer's output shape, by id (`infos`: `engine.compiler.analyse`'s)."""
+    return {**specs.input_sources(spec, meta), **{i.id: tuple(i.output_shape) for i in infos}}
+
+
 def shape_key(shape) -> str:
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
 
@@ -306,7 +311,7 @@ def fixes(spec: dict, meta: dict, node_id: str | None) -> list[dict]:
         return []
     wires = wiring(spec)
     infos, _ = analyse(spec, specs.data_inputs(meta))
-    shapes = {**specs.input_sources(spec, meta), **{i.id: i.output_shape for i in infos}}
+    shapes = shapes_of(spec, meta, infos)
     found, seen = [], set()
     for src in wires[node_id]:
         if src not in shapes:
@@ -394,7 +399,7 @@ def graph(spec: dict, meta: dict, infos, error) -> dict:
     it; each edge labelled with the shape it carries. `infos`, `error`: `engine.compiler.analyse` of the spec."""
     sources = specs.input_sources(spec, meta)
     parts = specs.data_parts(meta)
-    shapes = {**sources, **{i.id: i.output_shape for i in infos}}
+    shapes = shapes_of(spec, meta, infos)
     where = positions(spec, meta)
     wires, dead, out = wiring(spec), unused(spec), output_id(spec)
     nodes = []

@@ -191,6 +191,7 @@ fixes = [
     for f in (canvas.fixes(spec, seen, error.node_id) if error is not None else [])
     if not any(f["label"].startswith(label) for label in taken)
 ]
+accepts = canvas.accepts(spec, canvas.shapes_of(spec, seen, infos))  # once, not on each live redraw
 open_run = st.session_state.get(state.RUN)
 run_dir = runs_dir() / open_run if open_run else None
 looks = diagnostics_of(run_dir) if run_dir and run_dir.exists() else []
@@ -199,8 +200,7 @@ with split("build"):
     left, right = st.columns([5, 2], gap="medium")  # the canvas first: a graph is wide
 with left:
     if looks:  # the training X-ray: colour the layers by what the open run saw
-        xc1, xc2 = st.columns([1, 2], vertical_alignment="bottom")
-        signal = signal_picker("build.xray", xc1, allow_none=True)
+        signal = signal_picker("build.xray", st.columns([1, 2])[0], allow_none=True)
         live = bool(signal) and read_status(run_dir).get("state") in ACTIVE
     else:
         signal = None
@@ -212,9 +212,6 @@ with left:
         seen_now = (diagnostics_of(run_dir) if live else looks) if signal else []  # one read a draw
         latest = (seen_now or [None])[-1]
         paint = xray_colours(latest, signal) if latest else {}
-        accepts = canvas.accepts(
-            spec, {k: tuple(v) for k, v in sources.items()} | {i.id: i.output_shape for i in infos}
-        )
         nodes = [
             {
                 **n,
