@@ -23,11 +23,12 @@ from engine import __version__, portable
 from engine.codegen import model_code
 from engine.compiler import infer_shapes
 from engine.data.folds import run_dataset
-from engine.data.store import prediction_meta
 from engine.errors import LayerLabError
-from engine.evaluate import ends_in_squash
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
+from engine.modelcard import model_card
+from engine.predict import noise_size, serving_info
 from engine.runs import read_events, run_info
+from engine.service import curl_example, kind_of
 from engine.spec import data_inputs
 from engine.train import core, loop
 from engine.train.config import TrainConfig
@@ -38,7 +39,7 @@ PACKAGES = ("numpy", "pandas", "safetensors", "pillow", "onnx", "onnxruntime", "
 README = """# {name}
 
 A model trained with LayerLab {version} on *{dataset}* ({task}), exported {created}.
-It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is enough.
+It runs without LayerLab: `pip install -r requirements.txt` (torch, safetensors, numpy, pandas, pillow) is enough.
 
 | file | what it is |
 |---|---|
@@ -48,6 +49,10 @@ It runs without LayerLab: `pip install torch safetensors numpy pandas pillow` is
 {optional_rows}| `preprocessing.json` | how raw rows or images become model inputs (fitted on the training split) |
 | `labels.json` | the class names, in output order |
 | `predict.py` | `python predict.py new_rows.csv --out predictions.csv` (or a folder of images) |
+| `serve.py` | `python serve.py --port 8000`: an HTTP JSON API (`POST /predict`, `GET /metadata`), code in service.py |
+| `Dockerfile` | `docker build -t model . && docker run -p 8000:8000 model`: serve.py in a container |
+| `requirements.txt` | what the scripts need: CPU torch and the versions that trained the model |
+| `MODEL_CARD.md` | what the model is for, its data, architecture, training, test metrics and limitations |
 | `generate.py` | text (`--prompt "once upon" --length 200`) or a VAE's samples (`--n 16 --out samples/`) |
 | `portable.py` | LayerLab's preprocessing and prediction code, which predict.py and generate.py run |
 | `train.py` | `python train.py`: retrains the model with the run's settings, plan and seed |
@@ -58,7 +63,7 @@ Final metrics: {metrics}.
 {skipped}"""
 
 
-def _versions() -> dict:
+def versions() -> dict:
     found = {
         "python": platform.python_version(),
         "layerlab": __version__,
@@ -73,13 +78,14 @@ def _versions() -> dict:
 
 
 def predict_files() -> dict[str, bytes]:
-    """predict.py (engine/bundle_predict.py), generate.py (engine/bundle_generate.py) and portable.py
-    (engine/portable.py), verbatim."""
+    """predict.py (engine/bundle_predict.py), generate.py (engine/bundle_generate.py), serve.py
+    (engine/bundle_serve.py) with service.py (engine/service.py), and portable.py (engine/portable.py), verbatim."""
     folder = Path(
         portable.__file__
     ).parent  # (bundle_predict.py runs only in a bundle: read, not imported)
     return {name: (folder / source).read_bytes() for name, source in
             (("predict.py", "bundle_predict.py"), ("generate.py", "bundle_generate.py"),
+             ("serve.py", "bundle_serve.py"), ("service.py", "service.py"),
              ("portable.py", "portable.py"))}  # fmt: skip
 
 
@@ -145,21 +151,14 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
             files[name] = build(model)
         except LayerLabError as e:
             skipped[name] = str(e)
-    prediction = {k: v for k, v in prediction_meta(meta).items() if k != "classes"}
-    files["preprocessing.json"] = json.dumps(
-        {
-            **prediction,
-            "takes_tokens": model.takes_tokens,
-            "outputs_are_probabilities": ends_in_squash(model),
-        },
-        indent=1,
-    ).encode()
+    prediction = {k: v for k, v in serving_info(model, meta).items() if k != "classes"}
+    files["preprocessing.json"] = json.dumps(prediction, indent=1).encode()
     files["labels.json"] = json.dumps({"classes": meta.get("classes")}, indent=1).encode()
     files.update(predict_files())
     manifest = {
         "format": "layerlab-bundle/1",
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": _versions(),
+        "versions": versions(),
         "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
         "seed": cfg.seed,
         "config": cfg.model_dump(mode="json"),
@@ -193,11 +192,64 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
             )
     if (run_dir / "init.safetensors").exists():
         files["init.safetensors"] = (run_dir / "init.safetensors").read_bytes()
+    files["requirements.txt"] = requirements(manifest["versions"]).encode()
+    files["Dockerfile"] = DOCKERFILE.format(
+        python=".".join(platform.python_version_tuple()[:2])
+    ).encode()
+    files["MODEL_CARD.md"] = model_card(
+        run_dir, info, manifest, dataset, usage(serving_info(model, meta), noise_size(model))
+    ).encode()
     manifest["skipped"] = skipped
     manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     files["README.md"] = _readme(manifest, meta, files, skipped).encode()
     return zip_bytes(files)
+
+
+def requirements(found: dict) -> str:
+    """What serve.py, predict.py and generate.py need, pinned to the versions that trained the model; torch from
+    PyTorch's CPU wheels (a GPU build is several GB)."""
+    torch_version = found["torch"].split("+")[0]
+    pins = [
+        f"{name}=={found[name]}"
+        for name in ("numpy", "pandas", "safetensors", "pillow")
+        if name in found
+    ]
+    return "\n".join(
+        [
+            "--extra-index-url https://download.pytorch.org/whl/cpu",
+            f"torch=={torch_version}",
+            *pins,
+            "",
+        ]
+    )
+
+
+DOCKERFILE = """# The model behind its HTTP API: docker build -t my-model . && docker run -p 8000:8000 my-model
+FROM python:{python}-slim
+WORKDIR /model
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY . .
+EXPOSE 8000
+HEALTHCHECK CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')"
+CMD ["python", "serve.py", "--host", "0.0.0.0", "--port", "8000"]
+"""
+
+
+def usage(info: dict, noise: int | None) -> str:
+    """How to call the bundled model: predict.py, serve.py with a curl example, and Docker (the model card's
+    last section)."""
+    return "\n".join([
+        "```",
+        "pip install -r requirements.txt",
+        "python predict.py new_rows.csv --out predictions.csv   # a table, an image or a folder of images"
+        if kind_of(info, noise) in ("table", "image", "series") else "python generate.py --help",
+        "python serve.py --port 8000                            # an HTTP JSON API (GET /metadata lists the inputs)",
+        curl_example("http://127.0.0.1:8000", info, noise),
+        "docker build -t model . && docker run -p 8000:8000 model   # the same service in a container",
+        "```",
+    ])  # fmt: skip
 
 
 def zip_bytes(files: dict[str, bytes]) -> bytes:

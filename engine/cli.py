@@ -691,6 +691,21 @@ def _predict(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    from engine.bundle import versions
+    from engine.predict import load_predictor, noise_size, serving_info
+    from engine.service import Service, serve
+
+    model, meta = load_predictor(args.model)
+    source = Path(args.model)
+    train = source / "train.json"
+    name = json.loads(train.read_text()).get("name") if train.is_file() else source.stem
+    service = Service(
+        model, serving_info(model, meta), name or source.stem, versions(), noise_size(model)
+    )
+    return serve(service, args.host, args.port, args.quiet, args.stop_with)
+
+
 def _explain(args) -> int:
     """Attributions for rows or images (new ones, or the first --count of a split), or permutation importance."""
     import torch
@@ -1127,6 +1142,18 @@ def main(argv=None) -> int:
         help="a table in any format the Data page reads, or a folder of images",
     )
     p.add_argument("--out", required=True, help="the CSV to write")
+    sv = sub.add_parser(
+        "serve",
+        help="serve a trained model over HTTP: POST /predict (or /generate), GET /metadata and /health",
+    )
+    sv.add_argument("model", metavar="MODEL", help="a finished run's folder, a bundle (.zip or unzipped) or a "
+                    "LayerLab .safetensors file")  # fmt: skip
+    sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to answer other machines")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--quiet", action="store_true", help="do not log each request")
+    sv.add_argument(
+        "--stop-with", type=int, help=argparse.SUPPRESS
+    )  # the app's pid: stop when it ends
     gen = sub.add_parser(
         "generate",
         help="write text with a trained language model, or new samples with a VAE or a GAN (PNG images or a CSV)",
@@ -1156,6 +1183,7 @@ def main(argv=None) -> int:
             "evaluate": _evaluate,
             "export": _export,
             "predict": _predict,
+            "serve": _serve,
             "generate": _generate,
             "search": _search,
             "lr-find": _lr_find,

@@ -16,6 +16,7 @@ import torch
 
 from engine.compiler import GraphModel
 from engine.data.images import decode_image
+from engine.data.store import prediction_meta
 from engine.data.tabular import apply_preprocessing
 from engine.errors import DataError, LayerLabError
 from engine.evaluate import ends_in_squash, outputs
@@ -43,8 +44,9 @@ def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphMod
     the data facts it needs: its weights' metadata carries the spec and the preprocessing, in all three."""
     if not isinstance(source, bytes):
         source = Path(source)
-        if source.is_dir():
-            source = source / "model.safetensors"
+        if source.is_dir():  # a run's folder, or an unzipped bundle
+            bundled = source / "weights.safetensors"
+            source = bundled if bundled.is_file() else source / "model.safetensors"
         if not source.is_file():
             raise LayerLabError(f"no trained model at {source}: pass {EXPECTED}.")
         name = source.name
@@ -59,6 +61,14 @@ def load_predictor(source: Path | str | bytes, name: str = "") -> tuple[GraphMod
             "for it: export it from LayerLab again."
         )
     return model, json.loads(metadata["dataset"])
+
+
+def serving_info(model: GraphModel, meta: dict) -> dict:
+    """What prediction needs beyond the model: the data facts (prediction_meta), whether the model reads token
+    ids, and whether its outputs are already probabilities. A bundle's preprocessing.json (with labels.json's
+    classes) and the service read this."""
+    return {**prediction_meta(meta), "takes_tokens": model.takes_tokens,
+            "outputs_are_probabilities": ends_in_squash(model)}  # fmt: skip
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:

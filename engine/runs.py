@@ -158,6 +158,13 @@ def create_run(
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "events.jsonl").touch()
     atomic_write_json(run_dir / "spec.json", spec_obj.to_dict())
+    if init:
+        save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
+    atomic_write_json(
+        run_dir / "status.json",
+        {"state": "queued", "pid": None, "heartbeat": time.time(), "external": nodes > 1},
+    )
+    # train.json last: it is what makes the folder a run (run_dirs), so no reader sees a run without its status
     atomic_write_json(
         run_dir / "train.json",
         {
@@ -171,12 +178,6 @@ def create_run(
             "launch": {"processes": processes, "nodes": nodes, **({"ray": ray} if ray else {})},
             **(extra or {}),
         },
-    )
-    if init:
-        save_file({k: v.contiguous() for k, v in init.items()}, str(run_dir / "init.safetensors"))
-    atomic_write_json(
-        run_dir / "status.json",
-        {"state": "queued", "pid": None, "heartbeat": time.time(), "external": nodes > 1},
     )
     return run_dir
 
