@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.errors import LayerLabError
 from engine.limits import ARCHIVE_BYTES, DATA_BYTES
+from engine.quantize import FORMATS as QUANTIZED
 
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
 TRAIN_FLAGS = (
@@ -642,6 +643,8 @@ def _export(args) -> int:
         raise LayerLabError(
             f"{args.run_dir} has no model.safetensors: pass a finished run's folder."
         )
+    if args.format in QUANTIZED:
+        return _export_quantized(args)
     if args.format == "bundle":
         from engine.bundle import bundle_bytes
 
@@ -657,6 +660,24 @@ def _export(args) -> int:
         }[args.format](model)
     atomic_write_bytes(Path(args.out), data)
     print(json.dumps({"format": args.format, "out": str(args.out), "bytes": len(data)}))
+    return 0
+
+
+def _export_quantized(args) -> int:
+    """A quantized variant written to --out, and how it compares with the original, as JSON."""
+    import tempfile
+
+    from engine.quantize import compare
+    from engine.workspace import atomic_write_bytes
+
+    with tempfile.TemporaryDirectory() as folder:
+        result = compare(Path(args.run_dir), [args.format], args.max_drop, keep=Path(folder))
+        original, row = result["rows"]
+        if "error" in row:
+            raise LayerLabError(row["error"])
+        atomic_write_bytes(Path(args.out), (Path(folder) / row.pop("file")).read_bytes())
+    print(json.dumps({"format": args.format, "out": str(args.out), "bytes": row["bytes"], "metric": result["metric"],
+                      "test_rows": result["test_rows"], "variant": row, "original": original}))  # fmt: skip
     return 0
 
 
@@ -1123,9 +1144,14 @@ def main(argv=None) -> int:
     x.add_argument(
         "--format",
         required=True,
-        choices=["bundle", "onnx", "torchscript", "safetensors", "state_dict"],
-        help="bundle: a zip of model.py, the weights in every format, predict.py, train.py and a manifest",
+        choices=["bundle", "onnx", "torchscript", "safetensors", "state_dict", *QUANTIZED],
+        help="bundle: a zip of model.py, the weights in every format, predict.py, serve.py, train.py, a "
+        "Dockerfile, a model card and a manifest; "
+        + "; ".join(f"{k}: {v}" for k, v in QUANTIZED.items())
+        + " (these print their size, latency and test metric beside the original's)",
     )
+    x.add_argument("--max-drop", type=float, default=1.0, metavar="PCT",
+                   help="a quantized variant whose test metric is worse by more than this %% is flagged")  # fmt: skip
     x.add_argument("--out", required=True, help="the file to write")
     p = sub.add_parser(
         "predict", help="predict new rows (a table) or images (a folder) with a trained model"

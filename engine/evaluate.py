@@ -434,7 +434,7 @@ def gan_report(generator, dataset, split: str, run_dir: Path) -> dict:
 
 def vae_interpolation(run_dir: Path, split: str, a: int, b: int, steps: int = 8) -> dict:
     """Samples on the line between the codes of rows `a` and `b` of a run's split, both ends included."""
-    model, dataset, _ = _run_parts(Path(run_dir), split)
+    model, dataset, _ = finished_run(Path(run_dir), split)
     x = dataset.split(split)[0]
     out = interpolation(model, x[a], x[b], steps, tuple(dataset.input_shape))
     if not ends_in_squash(model) and LOSSES[_run_loss(Path(run_dir), dataset)].targets == "binary":
@@ -463,7 +463,7 @@ def class_probabilities(model, out: torch.Tensor) -> torch.Tensor:
     return probabilities(out, ends_in_squash(model))
 
 
-def _run_parts(run_dir: Path, split: str):
+def finished_run(run_dir: Path, split: str):
     """A finished run's model, its dataset (with rows in `split`) and its train.json."""
     weights = run_dir / "model.safetensors"
     if not weights.exists():
@@ -493,7 +493,7 @@ def _run_loss(run_dir: Path, dataset) -> str:
 def evaluate_run(run_dir: Path, split: str = "test") -> dict:
     """The run's final model on a split of its dataset (the test split by default)."""
     run_dir = Path(run_dir)
-    model, dataset, train = _run_parts(run_dir, split)
+    model, dataset, train = finished_run(run_dir, split)
     x, y = dataset.split(split)
     config = train.get("config", {})
     task = task_for(dataset.task, config.get("target", "label"))

@@ -305,9 +305,9 @@ def permutation_importance(
 
 def run_parts(run_dir: Path):
     """A finished run's model (eval mode) and its dataset."""
-    from engine.evaluate import _run_parts
+    from engine.evaluate import finished_run
 
-    model, dataset, _ = _run_parts(Path(run_dir), "test")
+    model, dataset, _ = finished_run(Path(run_dir), "test")
     return model.eval(), dataset
 
 

@@ -21,6 +21,7 @@ KINDS = {
     "lr-finder": "engine.train.lr_find:run_job",
     "will-learn": "engine.train.learncheck:run_job",
     "explain": "engine.explain:run_job",
+    "quantize": "engine.quantize:run_job",
 }
 
 

@@ -19,6 +19,7 @@ import torch
 
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin, prepare_file
+from engine.evaluate import evaluate_run
 from engine.runs import create_run, execute
 from engine.service import MAX_BODY
 from tests.conftest import ROOT
@@ -94,6 +95,17 @@ def test_a_bundles_serve_py_answers_a_table_and_an_image_model_like_the_cli(work
     folder = tmp_path / "table"
     names = unzip(bundle_bytes(run), folder)
     assert {"serve.py", "service.py", "Dockerfile", "requirements.txt", "MODEL_CARD.md"} <= names
+    card = (
+        folder / "MODEL_CARD.md"
+    ).read_text()  # the run's own test metrics, per class, and its data's hash
+    report = evaluate_run(run, "test")
+    assert f"| accuracy | {report['summary']['accuracy']:.4g} |" in card
+    for c in report["per_class"]:
+        assert (
+            f"| {c['class']} | {c['precision']:.4g} | {c['recall']:.4g} | {c['f1']:.4g} | {c['support']} |"
+            in card
+        )
+    assert dataset.meta["hash"] in card and "Small data: 280 training rows" in card
     rows = frame.drop(columns="label").head(20)
     rows.loc[3, "colour"] = "purple"
     rows.to_csv(tmp_path / "rows.csv", index=False)
