@@ -138,7 +138,6 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     meta = json.loads(metadata.get("dataset", "{}"))
     info = run_info(run_dir)
     events = read_events(run_dir)[0]
-    final = next((e for e in reversed(events) if e["type"] == "run_finished"), {})
     cfg = TrainConfig.parse(info["config"])
     files: dict[str, bytes] = {
         "model.py": model_code(model, info["name"]).encode(),
@@ -155,22 +154,9 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     files["preprocessing.json"] = json.dumps(prediction, indent=1).encode()
     files["labels.json"] = json.dumps({"classes": meta.get("classes")}, indent=1).encode()
     files.update(predict_files())
-    manifest = {
-        "format": "layerlab-bundle/1",
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "versions": versions(),
-        "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
-        "seed": cfg.seed,
-        "config": cfg.model_dump(mode="json"),
-        "spec": json.loads(model.spec.to_json()),
-        "metrics": final.get("metrics", {}),
-        "best": final.get("best"),
-        "status": final.get("status"),
-    }
-    try:
-        dataset = run_dataset(json.loads((run_dir / "train.json").read_text()))
-    except (KeyError, OSError, LayerLabError):
-        dataset = None
+    manifest = _manifest(model, info, cfg, events)
+    dataset = _dataset(run_dir)
+    if dataset is None:
         skipped["train.py"] = "the run's dataset is no longer in the workspace"
     if dataset is not None and cfg.target == "gan":
         skipped["train.py"] = (
@@ -196,14 +182,53 @@ def bundle_bytes(run_dir: Path, data_limit_mb: float = DATA_LIMIT_MB) -> bytes:
     files["Dockerfile"] = DOCKERFILE.format(
         python=".".join(platform.python_version_tuple()[:2])
     ).encode()
-    files["MODEL_CARD.md"] = model_card(
-        run_dir, info, manifest, dataset, usage(serving_info(model, meta), noise_size(model))
-    ).encode()
+    files["MODEL_CARD.md"] = _card(run_dir, model, meta, info, manifest, dataset).encode()
     manifest["skipped"] = skipped
     manifest["files"] = {name: hashlib.sha256(data).hexdigest() for name, data in files.items()}
     files["manifest.json"] = json.dumps(manifest, indent=1).encode()
     files["README.md"] = _readme(manifest, meta, files, skipped).encode()
     return zip_bytes(files)
+
+
+def _manifest(model, info: dict, cfg: TrainConfig, events: list[dict]) -> dict:
+    final = next((e for e in reversed(events) if e["type"] == "run_finished"), {})
+    return {
+        "format": "layerlab-bundle/1",
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "versions": versions(),
+        "run": {k: info.get(k) for k in ("id", "name", "state", "parent")},
+        "seed": cfg.seed,
+        "config": cfg.model_dump(mode="json"),
+        "spec": json.loads(model.spec.to_json()),
+        "metrics": final.get("metrics", {}),
+        "best": final.get("best"),
+        "status": final.get("status"),
+    }
+
+
+def _dataset(run_dir: Path):
+    """The run's dataset, or None when it is no longer in the workspace."""
+    try:
+        return run_dataset(json.loads((run_dir / "train.json").read_text()))
+    except (KeyError, OSError, LayerLabError):
+        return None
+
+
+def _card(run_dir: Path, model, meta: dict, info: dict, manifest: dict, dataset) -> str:
+    return model_card(
+        run_dir, info, manifest, dataset, usage(serving_info(model, meta), noise_size(model))
+    )
+
+
+def run_model_card(run_dir: Path) -> str:
+    """The MODEL_CARD.md that the run's bundle holds (the Export page previews it)."""
+    run_dir = Path(run_dir)
+    model, metadata = load_model(run_dir / "model.safetensors")
+    info = run_info(run_dir)
+    manifest = _manifest(model, info, TrainConfig.parse(info["config"]), read_events(run_dir)[0])
+    return _card(
+        run_dir, model, json.loads(metadata.get("dataset", "{}")), info, manifest, _dataset(run_dir)
+    )
 
 
 def requirements(found: dict) -> str:

@@ -152,6 +152,12 @@ def variant(model, fmt: str, calibration: torch.Tensor | None = None) -> tuple[b
     return data, onnx_runner(model, data)
 
 
+def flagged(row: dict, higher_is_better: bool, max_drop: float) -> bool:
+    """Whether a variant's metric is worse than the original's by more than `max_drop` percent."""
+    change = row.get("change_pct") or 0.0
+    return (-change if higher_is_better else change) > max_drop
+
+
 def float_bytes(model, fmt: str) -> int:
     """The size of the same format in float32 (TorchScript or ONNX): what the variant's own format costs
     unquantized, since a small model's file is mostly the format's overhead."""
@@ -252,7 +258,8 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
         change = 100.0 * (value - original) / abs(original) if original else 0.0
         row = {"name": fmt, "format": fmt, "bytes": len(data), "float_bytes": float_bytes(model, fmt),
                "ms_b1": latency_ms(run, model, 1), "ms_b32": latency_ms(run, model, 32), "value": value,
-               "change_pct": change, "flagged": (-change if higher else change) > max_drop}  # fmt: skip
+               "change_pct": change}  # fmt: skip
+        row["flagged"] = flagged(row, higher, max_drop)
         if keep is not None:
             row["file"] = f"{run_dir.name}-{fmt}{SUFFIX[fmt]}"
             (Path(keep) / row["file"]).write_bytes(data)

@@ -11,6 +11,7 @@ from engine.errors import LayerLabError
 from engine.export import load_model, onnx_bytes, state_dict_bytes, torchscript_bytes
 from engine.runs import runs_dir
 from ui.common import page, show_error, trained_run
+from ui.serve_views import model_card_panel, quantize_panel, service_panel
 
 page(
     "Export",
@@ -76,9 +77,10 @@ with st.container(border=True):
     b1, b2 = st.columns([3, 1.3], vertical_alignment="center")
     b1.markdown(
         "**Everything, as one zip**  \n`model.py` (plain PyTorch), the weights as safetensors, state_dict, "
-        "ONNX and TorchScript, `predict.py` (new rows or images, with the same preprocessing), `train.py` "
-        "(retrains with this run's settings and seed), `preprocessing.json`, `labels.json`, the data and a "
-        "manifest (versions, seed, dataset hash, settings, final metrics). It runs without LayerLab."
+        "ONNX and TorchScript, `predict.py` (new rows or images, with the same preprocessing), `serve.py` (an "
+        "HTTP service) with a `Dockerfile` and `requirements.txt`, `train.py` (retrains with this run's settings "
+        "and seed), `MODEL_CARD.md`, `preprocessing.json`, `labels.json`, the data and a manifest (versions, "
+        "seed, dataset hash, settings, final metrics). It runs without LayerLab."
     )
     with b2:
         build_then_download("bundle", "bundle (.zip)", f"{run_id}.zip")
@@ -153,6 +155,13 @@ with c6:
         icon=":material/download:",
         key="dl.spec",
     )
+
+st.subheader("Deploy it")
+with st.container(border=True):
+    service_panel(runs_dir() / run_id, model, json.loads(metadata.get("dataset", "{}")))
+with st.container(border=True):
+    quantize_panel(runs_dir() / run_id)
+model_card_panel(runs_dir() / run_id)
 
 st.subheader("Use it elsewhere")
 st.code(

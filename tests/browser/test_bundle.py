@@ -3,6 +3,9 @@ LayerLab, and upload it on the Build page to start a new model from its weights.
 
 import zipfile
 
+from playwright.sync_api import expect
+
+from engine import local_service
 from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_table
 from tests.browser.conftest import no_exceptions, open_page, settle, shot, trained_starter, visit
@@ -46,6 +49,36 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
     assert (tmp_path / "p.csv").read_bytes() == csv_bytes(
         predict_table(model, meta, pd.read_csv(rows))
     )
+
+    # Deploy: a local service started from the page answers its own example request there, and stops on request.
+    assert {"serve.py", "service.py", "Dockerfile", "requirements.txt", "MODEL_CARD.md"} <= names
+    page.get_by_role("button", name="Start a local service").click()
+    send = page.get_by_role("button", name="Send the example request")
+    send.wait_for(timeout=60_000)
+    service = local_service.running(run)
+    assert (
+        service
+        and service["url"] in page.locator('[data-testid="stCode"]', has_text="curl").inner_text()
+    )
+    send.click()
+    answered = page.get_by_text("POST /predict answered HTTP 200")
+    answered.wait_for(timeout=60_000)
+    answer = page.locator('[data-testid="stJson"]').filter(has_text="probabilities").inner_text()
+    assert any(c in answer for c in meta["classes"]), answer
+    no_exceptions(page)
+    shot(page, "export-serve")
+    page.get_by_role("button", name="Stop the service").click()
+    page.get_by_role("button", name="Start a local service").wait_for()
+    assert local_service.running(run) is None
+
+    # Quantized variants, compared on the page.
+    page.get_by_role("button", name="Quantize and compare").click()
+    page.get_by_text("Scored on").wait_for(timeout=120_000)
+    table = page.locator('[data-testid="stDataFrame"]').filter(has_text="onnx-int8-static")
+    expect(table).to_be_visible()
+    expect(page.get_by_role("button", name="Download onnx-int8")).to_be_visible()
+    no_exceptions(page)
+    shot(page, "export-quantize")
 
     # The bundle is also a starting point on the Build page: all of its tensors load into the same model.
     open_page(page, "Build")
