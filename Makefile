@@ -17,8 +17,12 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/streamlit run app.py --server.port $(PORT)
 
+# The engine and page tests on two workers; then the browser tests and those that start several training processes,
+# one at a time (each already keeps both cores busy). Both parts always run; the target fails if either did.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 -m "not browser and not distributed"; a=$$?; \
+	$(BIN)/python -m pytest -m "browser or distributed"; b=$$?; \
+	test $$a -eq 0 -a $$b -eq 0
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -61,7 +61,9 @@ def clients(port: int, body: bytes, n: int, seconds: float) -> list[float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--dataset", default="digits")
     args = parser.parse_args()
@@ -97,7 +99,9 @@ def main() -> None:
                 time.sleep(0.2)
         data = json.dumps(body).encode()
         clients(port, data, 1, 1.0)  # warm-up
-        print(f"{args.dataset}: {dataset.meta['input_shape']} per row, {os.cpu_count()} CPU cores, batch 1")
+        print(
+            f"{args.dataset}: {dataset.meta['input_shape']} per row, {os.cpu_count()} CPU cores, batch 1"
+        )
         print(f"reference (in process, no HTTP): p50 {own_p50 * 1000:.2f} ms")
         for n in (1, 8):
             times = sorted(clients(port, data, n, args.seconds))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from engine.errors import LayerLabError
 from engine.limits import ARCHIVE_BYTES, DATA_BYTES
+from engine.quantize import DEFAULT_MAX_DROP
 from engine.quantize import FORMATS as QUANTIZED
 
 # Optional flags passed to train.json under the same names (unset: TrainConfig's default).
@@ -1150,7 +1151,7 @@ def main(argv=None) -> int:
         + "; ".join(f"{k}: {v}" for k, v in QUANTIZED.items())
         + " (these print their size, latency and test metric beside the original's)",
     )
-    x.add_argument("--max-drop", type=float, default=1.0, metavar="PCT",
+    x.add_argument("--max-drop", type=float, default=DEFAULT_MAX_DROP, metavar="PCT",
                    help="a quantized variant whose test metric is worse by more than this %% is flagged")  # fmt: skip
     x.add_argument("--out", required=True, help="the file to write")
     p = sub.add_parser(

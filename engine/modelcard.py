@@ -58,7 +58,11 @@ def model_card(run_dir: Path, info: dict, manifest: dict, dataset, usage: str) -
     meta = dataset.meta if dataset is not None else {}
     try:
         report = evaluate_run(run_dir, "test") if dataset is not None else None
-    except LayerLabError:
+    except (
+        LayerLabError,
+        RuntimeError,
+        ValueError,
+    ):  # a card without metrics, rather than no bundle
         report = None
     metrics, limits = _metrics(report)
     health = meta.get("health") or {}

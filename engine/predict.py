@@ -68,7 +68,7 @@ def serving_info(model: GraphModel, meta: dict) -> dict:
     ids, and whether its outputs are already probabilities. A bundle's preprocessing.json (with labels.json's
     classes) and the service read this."""
     return {**prediction_meta(meta), "takes_tokens": model.takes_tokens,
-            "outputs_are_probabilities": ends_in_squash(model)}  # fmt: skip
+            "outputs_are_probabilities": ends_in_squash(model), "vae": latent_layer(model) is not None}  # fmt: skip
 
 
 def _table(model: GraphModel, meta: dict, x: torch.Tensor) -> pd.DataFrame:

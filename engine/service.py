@@ -196,7 +196,10 @@ class Service:
         noise: int | None = None,
     ):
         self.model = model.eval()
-        self.info = {**info, "vae": latent_layer(model) is not None}
+        self.info = {
+            **info,
+            "vae": latent_layer(model) is not None,
+        }  # (a bundle from before "vae" was written)
         self.name = name
         self.versions = versions
         self.noise = noise
@@ -417,7 +420,9 @@ def _integer(body: dict, key: str, default: int, low: int, high: int) -> int:
 def handler_for(service: Service, quiet: bool = False) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: a client reuses its connection
-        disable_nagle_algorithm = True  # headers and body leave at once, not 40 ms apart (delayed ACK)
+        disable_nagle_algorithm = (
+            True  # headers and body leave at once, not 40 ms apart (delayed ACK)
+        )
         server_version = "LayerLab"
 
         def _send(self, status: int, payload: dict) -> None:

@@ -1,6 +1,7 @@
 """The prediction service: a bundle's serve.py, run with LayerLab unimportable, answers /predict with exactly the
 probabilities of `python -m engine predict` for a table model and an image model; `python -m engine serve` on a run
-folder refuses malformed requests with a 4xx and a reason, and stays up for the next."""
+folder refuses malformed requests with a 4xx and a reason, and stays up for the next; a language model writes, a VAE
+generates and a forecaster forecasts from the example requests the Export page sends."""
 
 import base64
 import io
@@ -20,8 +21,10 @@ import torch
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin, prepare_file
 from engine.evaluate import evaluate_run
+from engine.predict import load_predictor, noise_size, serving_info
 from engine.runs import create_run, execute
-from engine.service import MAX_BODY
+from engine.service import MAX_BODY, RequestError, Service, example_request
+from engine.templates import TEMPLATES, build
 from tests.conftest import ROOT
 from tests.test_bundle import ISOLATED, SOFTMAX_MLP, bundled_run, shop_table, unzip
 
@@ -201,3 +204,31 @@ def test_malformed_requests_get_a_4xx_with_the_reason_and_the_service_stays_up(w
         assert missing.value.code == 404
         assert post(service.url + "/predict", good)[0] == 200
         assert get(service.url + "/metadata")["name"] == "shop model"
+
+
+@pytest.mark.parametrize(
+    ("dataset", "template", "path", "key"),
+    [("tales", "lstm_lm", "/generate", "text"), ("digits", "mlp_vae", "/generate", "samples"),
+     ("traffic", "window_mlp", "/predict", "forecast")],
+)  # fmt: skip
+def test_the_service_writes_text_generates_samples_and_forecasts(
+    workspace, dataset, template, path, key
+):
+    data = prepare_builtin(dataset)
+    run = create_run(
+        build(template, data.meta), {**TEMPLATES[template].train, "epochs": 1}, data.path
+    )
+    execute(run)
+    model, meta = load_predictor(run)
+    service = Service(model, serving_info(model, meta), dataset, {}, noise_size(model))
+    asked, body = example_request(service.info, service.noise)
+    assert asked == path  # the example the page sends goes where the model answers
+    answer = service.handle(path, body)
+    json.dumps(answer, allow_nan=False)  # JSON as it is sent
+    assert answer[key]
+    if key == "forecast":
+        assert len(answer["forecast"]) == data.meta["preprocessing"]["horizon"]
+    other = "/predict" if path == "/generate" else "/generate"
+    with pytest.raises(RequestError) as refused:
+        service.handle(other, body)
+    assert refused.value.status == 400 and path in refused.value.message

@@ -58,7 +58,8 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
     service = local_service.running(run)
     assert (
         service
-        and service["url"] in page.locator('[data-testid="stCode"]', has_text="curl").first.inner_text()
+        and service["url"]
+        in page.locator('[data-testid="stCode"]', has_text="curl").first.inner_text()
     )
     send.click()
     answered = page.get_by_text("POST /predict answered HTTP 200")
@@ -73,9 +74,15 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
 
     # Quantized variants, compared on the page.
     page.get_by_role("button", name="Quantize and compare").click()
-    page.get_by_text(f"Scored on {len(dataset.split('test')[1])} test rows").wait_for(timeout=120_000)
+    page.get_by_text(f"Scored on {len(dataset.split('test')[1])} test rows").wait_for(
+        timeout=120_000
+    )
     expect(page.locator('[data-testid="stDataFrame"]')).to_be_visible()
-    for fmt in ("quantized-dynamic", "onnx-int8", "onnx-int8-static"):  # each variant built, with its download
+    for fmt in (
+        "quantized-dynamic",
+        "onnx-int8",
+        "onnx-int8-static",
+    ):  # each variant built, with its download
         expect(page.get_by_role("button", name=f"Download {fmt}", exact=True)).to_be_visible()
     no_exceptions(page)
     shot(page, "export-quantize")
