@@ -1,6 +1,6 @@
 """Work the pages start in a process of its own, so a page rerun never blocks on it or kills it: the learning-rate
-finder, the will-it-learn check, explanations. `<home>/jobs/<kind>/<id>/` holds job.json (what to do),
-progress.json while it works, then result.json or error.json; `state` reads them for the page's live view.
+finder, the will-it-learn check, explanations, quantized variants. `<home>/jobs/<kind>/<id>/` holds job.json (what
+to do), progress.json while it works, then result.json or error.json; `state` reads them for the page's live view.
 
 A kind is a function `(job: dict, progress(done, what)) -> dict` (JSON; the job's "folder" is where it may write
 files of its own), named in KINDS by its module path, so this

@@ -199,7 +199,7 @@ class Service:
         self.info = {
             **info,
             "vae": latent_layer(model) is not None,
-        }  # (a bundle from before "vae" was written)
+        }  # also for a bundle that predates "vae"
         self.name = name
         self.versions = versions
         self.noise = noise
@@ -223,10 +223,7 @@ class Service:
                 "max_rows": MAX_ROWS,
                 "max_samples": MAX_SAMPLES,
             },
-            "example": {
-                "path": path,
-                "body": body if self.kind != "image" else {"images": ["<base64 PNG>"]},
-            },
+            "example": {"path": path, "body": body},
         }
         if self.kind == "table":
             meta["inputs"] = input_columns(self.info)
@@ -236,8 +233,10 @@ class Service:
                                "resized_to": self.info["input_shape"][1:],
                                "colour": "grayscale" if channels == 1 else "RGB"}]  # fmt: skip
         elif self.kind == "series":
-            meta["inputs"] = [{"name": "history", "type": "rows of the series (its time and value columns)",
-                               "at_least": int(self.info["input_shape"][0])}]  # fmt: skip
+            prep = self.info["preprocessing"]
+            meta["inputs"] = [{"name": "history", "type": "rows of the series, oldest first",
+                               "columns": [c for c in [prep.get("time_column"), *prep["columns"]] if c],
+                               "at_least": int(prep["window"])}]  # fmt: skip
         return meta
 
     # --- requests ------------------------------------------------------------------------------------------
@@ -290,7 +289,8 @@ class Service:
             if not isinstance(prompt, str):
                 raise RequestError(422, "'prompt' must be text.")
             temperature = body.get("temperature", 0.8)
-            if not isinstance(temperature, (int, float)) or isinstance(temperature, bool):
+            if (not isinstance(temperature, (int, float)) or isinstance(temperature, bool)
+                    or not 0 < temperature < math.inf):  # fmt: skip
                 raise RequestError(422, "'temperature' must be a number above 0 (0.8 is usual).")
             with self.lock:
                 text = generate(self.model, self.info, prompt, _integer(body, "length", 200, 1, MAX_TOKENS),
@@ -360,13 +360,11 @@ class Service:
                         422, f"row {i}, column '{name}': expected text, got {value!r}."
                     )
         frame = pd.DataFrame(rows)
-        for column in input_columns(
-            self.info
-        ):  # a category read as text, as the training file's was
+        # A category as text, as the training file's was read.
+        for column in input_columns(self.info):
             if column["type"] == "category":
-                frame[column["name"]] = frame[column["name"]].map(
-                    lambda v: v if v is None else str(v)
-                )
+                known = set(column["categories"])
+                frame[column["name"]] = [_category_text(v, known) for v in frame[column["name"]]]
         return frame
 
     def _images(self, body: dict) -> list[np.ndarray]:
@@ -393,6 +391,20 @@ class Service:
                 reason = str(e) if isinstance(e, InputError) else "not valid base64"
                 raise RequestError(422, f"image {i}: {reason}.") from None
         return decoded
+
+
+def _category_text(value, known: set[str]):
+    """A category as the training file's text (None: missing). A JSON number is matched in the forms a CSV's
+    column gave: 3 and 3.0 are "3" in an integer column and "3.0" in a decimal one."""
+    value = _jsonable(value)  # a numpy number (pandas' column of them) as Python's; NaN as None
+    if value is None:
+        return None
+    text = str(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and text not in known:
+        for form in (str(int(value)) if float(value).is_integer() else text, str(float(value))):
+            if form in known:
+                return form
+    return text
 
 
 def _is_number(value) -> bool:

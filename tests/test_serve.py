@@ -232,3 +232,13 @@ def test_the_service_writes_text_generates_samples_and_forecasts(
     with pytest.raises(RequestError) as refused:
         service.handle(other, body)
     assert refused.value.status == 400 and path in refused.value.message
+
+
+def test_a_number_sent_for_a_category_matches_how_the_training_file_wrote_it():
+    from engine.service import _category_text
+
+    assert _category_text(3.0, {"1", "3"}) == "3"  # an integer column read from a CSV
+    assert _category_text(3, {"2.5", "3.0"}) == "3.0"  # a decimal one
+    assert _category_text(np.int64(2), {"2"}) == "2" and _category_text("red", {"red"}) == "red"
+    assert _category_text(None, {"a"}) is None and _category_text(float("nan"), {"a"}) is None
+    assert _category_text(7, {"1"}) == "7"  # unseen: as it is (the model's unseen-category slot)
