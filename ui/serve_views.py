@@ -124,7 +124,10 @@ def _card(run_dir: str, weights_mtime: float) -> str:
 
 
 def model_card_panel(run_dir: Path) -> None:
-    with st.expander("Model card (MODEL_CARD.md, in the bundle)", icon=":material/description:"):
+    """The bundle's MODEL_CARD.md, written when asked for (it scores the test split)."""
+    if not st.toggle("Preview the model card (MODEL_CARD.md, in the bundle)", key="export.card"):
+        return
+    with st.container(border=True):
         try:
             card = _card(str(run_dir), (run_dir / "model.safetensors").stat().st_mtime)
             st.markdown(

@@ -6,6 +6,7 @@ import zipfile
 from playwright.sync_api import expect
 
 from engine import local_service
+from engine.evaluate import evaluate_run
 from engine.portable import csv_bytes
 from engine.predict import load_predictor, predict_table
 from tests.browser.conftest import no_exceptions, open_page, settle, shot, trained_starter, visit
@@ -86,6 +87,10 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
         expect(page.get_by_role("button", name=f"Download {fmt}", exact=True)).to_be_visible()
     no_exceptions(page)
     shot(page, "export-quantize")
+    page.get_by_text("Preview the model card").click()  # the bundle's card, with the run's test accuracy
+    accuracy = evaluate_run(run, "test")["summary"]["accuracy"]
+    page.get_by_role("cell", name=f"{accuracy:.4g}", exact=True).first.wait_for(timeout=60_000)
+    expect(page.get_by_role("heading", name="Known limitations")).to_be_visible()
 
     # The bundle is also a starting point on the Build page: all of its tensors load into the same model.
     open_page(page, "Build")
