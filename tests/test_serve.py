@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 import torch
 
+from engine import local_service
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin, prepare_file
 from engine.evaluate import evaluate_run
@@ -204,6 +205,19 @@ def test_malformed_requests_get_a_4xx_with_the_reason_and_the_service_stays_up(w
         assert missing.value.code == 404
         assert post(service.url + "/predict", good)[0] == 200
         assert get(service.url + "/metadata")["name"] == "shop model"
+
+    # The Export page's service stops by itself when the app's process ends.
+    app = subprocess.Popen(["sleep", "600"])
+    started = local_service.start(run, stop_with=app.pid)
+    assert (
+        local_service.running(run) == started and post(started["url"] + "/predict", good)[0] == 200
+    )
+    app.kill()
+    app.wait()
+    deadline = time.time() + 10
+    while local_service.running(run) and time.time() < deadline:
+        time.sleep(0.2)
+    assert local_service.running(run) is None
 
 
 @pytest.mark.parametrize(

@@ -87,7 +87,9 @@ def test_download_unzip_and_reuse_the_bundle(server, page, tmp_path):
         expect(page.get_by_role("button", name=f"Download {fmt}", exact=True)).to_be_visible()
     no_exceptions(page)
     shot(page, "export-quantize")
-    page.get_by_text("Preview the model card").click()  # the bundle's card, with the run's test accuracy
+    page.get_by_text(
+        "Preview the model card"
+    ).click()  # the bundle's card, with the run's test accuracy
     accuracy = evaluate_run(run, "test")["summary"]["accuracy"]
     page.get_by_role("cell", name=f"{accuracy:.4g}", exact=True).first.wait_for(timeout=60_000)
     expect(page.get_by_role("heading", name="Known limitations")).to_be_visible()
