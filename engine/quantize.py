@@ -45,8 +45,12 @@ DEFAULT_MAX_DROP = 1.0  # % worse than the original before a variant is flagged
 
 
 def _parts(model, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """A batch as the model's inputs: one tensor, or a packed row split into each input."""
-    return tuple(model.unpack(x)) if len(model.layout) > 1 else (x,)
+    """A batch as the model's inputs: one tensor, or a packed row split into each input, each in the type the
+    exported model takes (token ids as integers, the rest as floats)."""
+    from engine.export import example_input
+
+    parts = tuple(model.unpack(x)) if len(model.layout) > 1 else (x,)
+    return tuple(p.to(e.dtype) for p, e in zip(parts, example_input(model, 1), strict=True))
 
 
 def dynamic_int8(model) -> tuple[bytes, Callable]:
@@ -227,11 +231,7 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
     name, higher, score = _metric(task, dataset.meta, ends_in_squash(model))
     x, y = dataset.split("test")
     x, y = as_input(x[:TEST_ROWS]), y[:TEST_ROWS].numpy()
-    if model.takes_tokens:
-        x = x.long()
     calibration = as_input(dataset.split("train")[0][:CALIBRATION_ROWS])
-    if model.takes_tokens:
-        calibration = calibration.long()
 
     def judged(run: Callable) -> float:
         out = np.concatenate([run(_parts(model, x[i : i + 256])) for i in range(0, len(x), 256)])
@@ -251,10 +251,19 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
         progress((i + 1) / (len(formats) + 1), f"Quantizing: {fmt}")
         try:
             data, run = variant(model, fmt, calibration)
+            value = judged(run)
         except LayerLabError as e:
             rows.append({"name": fmt, "format": fmt, "error": str(e)})
             continue
-        value = judged(run)
+        except Exception as e:  # noqa: BLE001 - a variant that builds but cannot run this model's inputs
+            rows.append(
+                {
+                    "name": fmt,
+                    "format": fmt,
+                    "error": f"it does not run ({type(e).__name__}: {str(e)[:200]})",
+                }
+            )
+            continue
         change = 100.0 * (value - original) / abs(original) if original else 0.0
         row = {"name": fmt, "format": fmt, "bytes": len(data), "float_bytes": float_bytes(model, fmt),
                "ms_b1": latency_ms(run, model, 1), "ms_b32": latency_ms(run, model, 32), "value": value,

@@ -100,8 +100,7 @@ def quantize_panel(run_dir: Path) -> None:
         "ms/sample at batch 32": r.get("ms_b32"),
         f"test {metric}": r.get("value"),
         "change (%)": r.get("change_pct"),
-        "flag": ("worse than allowed" if quantize.flagged(r, result["higher_is_better"], max_drop) else "")
-        if "error" not in r else r["error"],
+        "flag": _flags(r, result["higher_is_better"], max_drop),
     } for r in rows])  # fmt: skip
     numbers = {c: st.column_config.NumberColumn(format="%.4g") for c in table.columns[1:-1]}
     st.dataframe(
@@ -116,6 +115,18 @@ def quantize_panel(run_dir: Path) -> None:
         column.download_button(f"Download {r['name']}", (folder / r["file"]).read_bytes(), file_name=r["file"],
                                mime="application/octet-stream", on_click="ignore", icon=":material/download:",
                                key=f"quantize.dl.{r['format']}")  # fmt: skip
+
+
+def _flags(row: dict, higher_is_better: bool, max_drop: float) -> str:
+    """What to know about a variant: why it could not be made, a metric worse than allowed, a file no smaller."""
+    if "error" in row:
+        return row["error"]
+    flags = []
+    if quantize.flagged(row, higher_is_better, max_drop):
+        flags.append("worse than allowed")
+    if row["format"] in quantize.FORMATS and row["bytes"] >= row["float_bytes"]:
+        flags.append("not smaller (few weights it can quantize)")
+    return ", ".join(flags)
 
 
 @st.cache_data(max_entries=8, show_spinner="Writing the model card (scoring the test split)…")
