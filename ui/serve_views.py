@@ -79,13 +79,15 @@ def quantize_panel(run_dir: Path) -> None:
                              help="\n".join(f"- **{k}**: {v}" for k, v in quantize.FORMATS.items()))  # fmt: skip
     max_drop = c2.number_input("Flag a metric worse by over (%)", 0.0, 100.0, quantize.DEFAULT_MAX_DROP, 0.5,
                                key="quantize.max_drop")  # fmt: skip
-    if st.button(
-        "Quantize and compare", icon=":material/compress:", key="quantize.go", disabled=not formats
-    ):
+
+    def start():  # on_click: one job per click, even when a click lands while the page reruns
         st.session_state[QUANTIZE] = str(
             jobs.start("quantize", {"run_dir": str(run_dir), "formats": formats})
         )
         st.session_state[QUANTIZE + ".run"] = str(run_dir)
+
+    st.button("Quantize and compare", icon=":material/compress:", key="quantize.go", disabled=not formats,
+              on_click=start)  # fmt: skip
     if st.session_state.get(QUANTIZE + ".run") != str(run_dir):
         return
     result = job_view(QUANTIZE, "Quantizing")
