@@ -24,12 +24,11 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-bench-"))
 sys.path.insert(0, str(ROOT))
 from engine.data.prepare import prepare_builtin  # noqa: E402
-from engine.local_service import request  # noqa: E402
+from engine.local_service import free_port, request  # noqa: E402
 from engine.predict import load_predictor, serving_info  # noqa: E402
 from engine.runs import create_run, execute  # noqa: E402
 from engine.service import Service, example_request  # noqa: E402
 from engine.templates import starter_for  # noqa: E402
-from tests.test_serve import free_port  # noqa: E402
 
 
 def clients(port: int, body: bytes, n: int, seconds: float) -> list[float]:

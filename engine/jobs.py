@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from engine.errors import LayerLabError
+from engine.runs import pid_alive
 from engine.workspace import atomic_write_json, home, read_json
 
 KINDS = {
@@ -43,20 +44,6 @@ def start(kind: str, job: dict, files: dict[str, bytes] | None = None) -> Path:
     return folder
 
 
-def _alive(pid: int) -> bool:
-    """Whether the process runs (an exited child not yet reaped by its parent, a zombie, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True  # no /proc (macOS): it exists
-
-
 def state(folder: Path) -> dict:
     """{"state": running|done|failed, "progress", "what", "started", "result" or "message"}."""
     if (result := read_json(folder / "result.json")) is not None:
@@ -64,7 +51,7 @@ def state(folder: Path) -> dict:
     if (error := read_json(folder / "error.json")) is not None:
         return {"state": "failed", "message": error["message"]}
     pid = (folder / "pid").read_text().strip() if (folder / "pid").exists() else ""
-    if pid.isdigit() and not _alive(int(pid)):
+    if pid.isdigit() and not pid_alive(int(pid)):
         if (result := read_json(folder / "result.json")) is not None:  # it finished as we looked
             return {"state": "done", "result": result}
         return {"state": "failed", "message": "The work stopped before it finished (its process ended without "

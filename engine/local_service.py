@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 from engine.errors import LayerLabError
+from engine.runs import pid_alive
 from engine.workspace import atomic_write_json, home, read_json
 
 START_TIMEOUT_S = 60.0
@@ -23,28 +24,16 @@ def _record(run_dir: Path) -> Path:
     return home() / "services" / f"{Path(run_dir).name}.json"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # an exited child not yet reaped is a zombie: not serving
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return True
-
-
 def running(run_dir: Path) -> dict | None:
     """{"pid", "port", "url", "log"} of the run's service while its process lives, else None."""
     found = read_json(_record(run_dir), None)
-    if not found or not _alive(found["pid"]):
+    if not found or not pid_alive(found["pid"]):
         return None
     return found
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on now, on the loopback interface."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -55,7 +44,7 @@ def start(run_dir: Path, stop_with: int | None = None) -> dict:
     found = running(run_dir)
     if found:
         return found
-    port = _free_port()
+    port = free_port()
     record = _record(run_dir)
     record.parent.mkdir(parents=True, exist_ok=True)
     log = record.with_suffix(".log")

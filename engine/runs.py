@@ -229,7 +229,7 @@ def prepare_resume(run_dir: Path) -> Path:
     finished, cut its events back to that checkpoint (so the curves continue from it) and queue it."""
     run_dir = Path(run_dir)
     status = read_json(run_dir / "status.json", {})
-    if status.get("state") in ACTIVE and _pid_alive(status.get("pid")):
+    if status.get("state") in ACTIVE and pid_alive(status.get("pid")):
         raise LayerLabError(f"run {run_dir.name} is still training: stop it first.")
     if status.get("state") in ("completed", "diverged"):
         raise LayerLabError(
@@ -368,7 +368,7 @@ def request_stop(run_dir: Path) -> None:
     (Path(run_dir) / "stop").touch()
 
 
-def _pid_alive(pid) -> bool:
+def pid_alive(pid) -> bool:
     if not pid:
         return False
     try:
@@ -400,7 +400,7 @@ def read_status(run_dir: Path) -> dict:
     if status.get("host", socket.gethostname()) != socket.gethostname():  # rank 0 is elsewhere
         alive = age <= REMOTE_STALE_AFTER_S
     else:
-        alive = _pid_alive(pid) if pid else age <= STALE_AFTER_S
+        alive = pid_alive(pid) if pid else age <= STALE_AFTER_S
     if alive:
         return status
     status = {**status, "state": "failed", "worker_lost": True}

@@ -424,10 +424,10 @@ def request_stop(study_dir: Path) -> None:
 
 
 def running(study_dir: Path) -> bool:
-    from engine.runs import _pid_alive
+    from engine.runs import pid_alive
 
     pids = read_json(Path(study_dir) / "workers.json", {}).get("pids", [])
-    return any(_pid_alive(p) for p in pids)
+    return any(pid_alive(p) for p in pids)
 
 
 def state(study_dir: Path) -> str:

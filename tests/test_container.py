@@ -10,11 +10,10 @@ import pytest
 
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin
-from engine.local_service import request
+from engine.local_service import free_port, request
 from engine.runs import create_run, execute
 from engine.templates import starter_for
 from tests.test_bundle import unzip
-from tests.test_serve import free_port
 
 OFFLINE = re.compile(r"dial tcp|name resolution|failed to resolve|no such host|network is unreachable|"
                      r"Could not find a version|Temporary failure|connection refused|TLS handshake", re.I)  # fmt: skip

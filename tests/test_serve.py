@@ -6,7 +6,6 @@ generates and a forecaster forecasts from the example requests the Export page s
 import base64
 import io
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,13 @@ from engine import local_service
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin, prepare_file
 from engine.evaluate import evaluate_run
+from engine.local_service import free_port
 from engine.predict import load_predictor, noise_size, serving_info
 from engine.runs import create_run, execute
 from engine.service import MAX_BODY, RequestError, Service, example_request
 from engine.templates import TEMPLATES, build
 from tests.conftest import ROOT
 from tests.test_bundle import ISOLATED, SOFTMAX_MLP, bundled_run, shop_table, unzip
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Running:
