@@ -25,6 +25,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import numpy as np
 import pandas as pd
 import torch
+from PIL import Image
 
 try:  # in LayerLab
     from engine.portable import (
@@ -108,7 +109,8 @@ def input_columns(info: dict) -> list[dict]:
 
 def example_request(info: dict, noise: int | None = None) -> tuple[str, dict]:
     """An endpoint and a request body that the model answers: a table row of typical values (each number's
-    training mean, each category's most frequent value), one mid-grey picture, or a prompt."""
+    training median or mean, each category's most frequent value), one mid-grey picture, a history at the
+    training means, or a prompt."""
     kind = kind_of(info, noise)
     if kind == "text":
         return "/generate", {"prompt": "once upon a time", "length": 40, "seed": 0}
@@ -117,8 +119,6 @@ def example_request(info: dict, noise: int | None = None) -> tuple[str, dict]:
     if kind == "image":
         channels, height, width = (int(v) for v in info["input_shape"])
         grey = np.full((height, width) if channels == 1 else (height, width, 3), 128, np.uint8)
-        from PIL import Image
-
         buffer = io.BytesIO()
         Image.fromarray(grey).save(buffer, "PNG")
         return "/predict", {"images": [base64.b64encode(buffer.getvalue()).decode()]}
@@ -139,10 +139,14 @@ def example_request(info: dict, noise: int | None = None) -> tuple[str, dict]:
         return "/predict", {"history": history}
     row: dict = {}
     for c in prep.get("columns") or []:
-        if c["kind"] == "numeric":
-            row[c["name"]] = round(float(c["shift"]), 4)
-        elif c["kind"] == "boolean":
-            row[c["name"]] = bool(round(float(c["shift"])))
+        if (
+            c["kind"] in NUMBER_KINDS
+        ):  # what fills a gap (the training median or mean), else the scaling's centre
+            typical = c.get("fill") if isinstance(c.get("fill"), (int, float)) else c["shift"]
+            typical = typical if math.isfinite(float(typical)) else 0.0
+            row[c["name"]] = (
+                round(float(typical), 4) if c["kind"] == "numeric" else bool(round(float(typical)))
+            )
         else:
             row[c["name"]] = c["fill"] if c.get("fill") in c["categories"] else c["categories"][0]
     for name in (prep.get("text") or {}).get("columns") or []:
