@@ -12,6 +12,8 @@ from engine.spec import data_inputs
 
 SMALL_DATA = 1000  # training rows below which the card warns that the data is small
 FEW_PER_CLASS = 30  # test rows of a class below which its scores are called rough
+# Numbers in an evaluation that describe the model or the split, not how well it does.
+SIZES = ("n", "noise", "latent_size")
 
 
 def _number(v) -> str:
@@ -32,11 +34,11 @@ def _metrics(report: dict | None) -> tuple[str, list[str]]:
     lines = [f"On the **{report['split']}** split ({report.get('n', '?'):,} rows), never seen in training:\n"
              if isinstance(report.get("n"), int) else f"On the **{report['split']}** split:\n"]  # fmt: skip
     summary = report.get("summary") or {
-        k: v
-        for k, v in report.items()
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "n"
+        k: v for k, v in report.items() if isinstance(v, (int, float)) and not isinstance(v, bool)
     }
-    lines.append(_table(["metric", "value"], [[k, v] for k, v in summary.items()]))
+    lines.append(
+        _table(["metric", "value"], [[k, v] for k, v in summary.items() if k not in SIZES])
+    )
     if report.get("per_class"):
         lines.append("\nPer class:\n")
         lines.append(_table(["class", "precision", "recall", "F1", "test rows"],
