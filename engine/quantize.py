@@ -37,7 +37,12 @@ FORMATS = {
     "onnx-int8": "ONNX with int8 weights (ONNX Runtime dynamic quantization)",
     "onnx-int8-static": "ONNX with int8 weights and activations, calibrated on the training split (ONNX Runtime)",
 }
-SUFFIX = {"quantized-dynamic": ".pt", "onnx-int8": ".onnx", "onnx-int8-static": ".onnx"}
+FLOAT = {
+    "quantized-dynamic": "torchscript",
+    "onnx-int8": "onnx",
+    "onnx-int8-static": "onnx",
+}  # each one's format
+SUFFIX = {"torchscript": ".pt", "onnx": ".onnx"}
 CALIBRATION_ROWS = 256  # training rows that set a static variant's activation ranges
 TEST_ROWS = 5000  # test rows each variant is scored on, at most
 TIMING_S = 0.4  # seconds spent timing one variant at one batch size (at least 5 runs)
@@ -102,14 +107,11 @@ class _Calibration:
         return next(self.batches, None)
 
 
-def onnx_int8(model, calibration: torch.Tensor | None = None) -> bytes:
-    """The ONNX export quantized to int8 by ONNX Runtime: dynamic, or static with `calibration` rows (as the model
-    takes them)."""
+def onnx_int8(model, source: bytes, calibration: torch.Tensor | None = None) -> bytes:
+    """The model's ONNX export `source` quantized to int8 by ONNX Runtime: dynamic, or static with `calibration`
+    rows (as the model takes them)."""
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_dynamic, quantize_static
 
-    from engine.export import onnx_bytes
-
-    source = onnx_bytes(model)
     with tempfile.TemporaryDirectory() as folder:
         fp32, int8 = Path(folder) / "model.onnx", Path(folder) / "int8.onnx"
         fp32.write_bytes(source)
@@ -142,8 +144,11 @@ def onnx_runner(model, data: bytes) -> Callable:
     return lambda xs: session.run(None, {n: x.numpy() for n, x in zip(names, xs, strict=True)})[0]
 
 
-def variant(model, fmt: str, calibration: torch.Tensor | None = None) -> tuple[bytes, Callable]:
-    """The file of one format (FORMATS) and a function from the model's inputs to its outputs (numpy)."""
+def variant(
+    model, fmt: str, exported: Callable[[str], bytes], calibration: torch.Tensor | None = None
+) -> tuple[bytes, Callable]:
+    """The file of one format (FORMATS) and a function from the model's inputs to its outputs (numpy).
+    `exported(fmt)`: the model in that format's float32 form (`float_export`, made once per format by `compare`)."""
     if fmt == "quantized-dynamic":
         return dynamic_int8(model)
     if fmt not in FORMATS:
@@ -152,7 +157,7 @@ def variant(model, fmt: str, calibration: torch.Tensor | None = None) -> tuple[b
         raise LayerLabError(
             "static quantization needs calibration rows: the run's dataset is not in the workspace."
         )
-    data = onnx_int8(model, calibration if fmt == "onnx-int8-static" else None)
+    data = onnx_int8(model, exported(fmt), calibration if fmt == "onnx-int8-static" else None)
     return data, onnx_runner(model, data)
 
 
@@ -162,12 +167,13 @@ def flagged(row: dict, higher_is_better: bool, max_drop: float) -> bool:
     return (-change if higher_is_better else change) > max_drop
 
 
-def float_bytes(model, fmt: str) -> int:
-    """The size of the same format in float32 (TorchScript or ONNX): what the variant's own format costs
-    unquantized, since a small model's file is mostly the format's overhead."""
+def float_export(model, fmt: str) -> bytes:
+    """The model in a variant's own format, in float32 (TorchScript or ONNX, checked against the model): what ONNX
+    Runtime quantizes, and the size a variant is set beside, since a small model's file is mostly the format's
+    overhead."""
     from engine.export import onnx_bytes, torchscript_bytes
 
-    return len(torchscript_bytes(model) if fmt == "quantized-dynamic" else onnx_bytes(model))
+    return torchscript_bytes(model) if FLOAT[fmt] == "torchscript" else onnx_bytes(model)
 
 
 def latency_ms(run: Callable, model, batch: int) -> float:
@@ -241,6 +247,15 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
         with torch.no_grad():
             return model(*xs).float().numpy()
 
+    exports: dict[
+        str, bytes
+    ] = {}  # each float format exported once: the two ONNX variants share theirs
+
+    def exported(fmt: str) -> bytes:
+        if FLOAT[fmt] not in exports:
+            exports[FLOAT[fmt]] = float_export(model, fmt)
+        return exports[FLOAT[fmt]]
+
     progress(0.0, "Timing the original")
     original = judged(torch_run)
     size = (run_dir / "model.safetensors").stat().st_size
@@ -250,7 +265,7 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
     for i, fmt in enumerate(formats):
         progress((i + 1) / (len(formats) + 1), f"Quantizing: {fmt}")
         try:
-            data, run = variant(model, fmt, calibration)
+            data, run = variant(model, fmt, exported, calibration)
             value = judged(run)
         except LayerLabError as e:
             rows.append({"name": fmt, "format": fmt, "error": str(e)})
@@ -265,12 +280,12 @@ def compare(run_dir: Path, formats=tuple(FORMATS), max_drop: float = DEFAULT_MAX
             )
             continue
         change = 100.0 * (value - original) / abs(original) if original else 0.0
-        row = {"name": fmt, "format": fmt, "bytes": len(data), "float_bytes": float_bytes(model, fmt),
+        row = {"name": fmt, "format": fmt, "bytes": len(data), "float_bytes": len(exported(fmt)),
                "ms_b1": latency_ms(run, model, 1), "ms_b32": latency_ms(run, model, 32), "value": value,
                "change_pct": change}  # fmt: skip
         row["flagged"] = flagged(row, higher, max_drop)
         if keep is not None:
-            row["file"] = f"{run_dir.name}-{fmt}{SUFFIX[fmt]}"
+            row["file"] = f"{run_dir.name}-{fmt}{SUFFIX[FLOAT[fmt]]}"
             (Path(keep) / row["file"]).write_bytes(data)
         rows.append(row)
     progress(1.0, "Done")
