@@ -28,35 +28,9 @@ import torch
 from PIL import Image
 
 try:  # in LayerLab
-    from engine.portable import (
-        InputError,
-        decode_image,
-        encode_rows,
-        forecast,
-        generate,
-        generator_samples,
-        latent_layer,
-        model_outputs,
-        prediction_table,
-        prior_samples,
-        sample_files,
-        shown_samples,
-    )
+    from engine import portable
 except ImportError:  # in a bundle: portable.py lies beside this file
-    from portable import (  # type: ignore[no-redef]
-        InputError,
-        decode_image,
-        encode_rows,
-        forecast,
-        generate,
-        generator_samples,
-        latent_layer,
-        model_outputs,
-        prediction_table,
-        prior_samples,
-        sample_files,
-        shown_samples,
-    )
+    import portable  # type: ignore[no-redef]
 
 MAX_BODY = 16 * 2**20  # bytes in one request
 MAX_ROWS = 10_000  # rows (or images) in one request
@@ -202,7 +176,7 @@ class Service:
         self.model = model.eval()
         self.info = {
             **info,
-            "vae": latent_layer(model) is not None,
+            "vae": portable.latent_layer(model) is not None,
         }  # also for a bundle that predates "vae"
         self.name = name
         self.versions = versions
@@ -270,21 +244,21 @@ class Service:
         if self.kind == "image":
             x = torch.from_numpy(np.stack(self._images(body)))
             with self.lock:
-                out = model_outputs(self.model, x, self.info["takes_tokens"])
+                out = portable.model_outputs(self.model, x, self.info["takes_tokens"])
             return {"predictions": prediction_records(self._table(out))}
         if self.kind == "series":
             frame = pd.DataFrame(self._rows(body, "history"))
             with self.lock:
-                table = forecast(self.model, frame, self.info)
+                table = portable.forecast(self.model, frame, self.info)
             return {"forecast": json.loads(table.to_json(orient="records", date_format="iso"))}
         frame = self._frame(self._rows(body, "rows"))
-        x = torch.from_numpy(encode_rows(frame, self.info["preprocessing"]))
+        x = torch.from_numpy(portable.encode_rows(frame, self.info["preprocessing"]))
         with self.lock:
-            out = model_outputs(self.model, x, self.info["takes_tokens"])
+            out = portable.model_outputs(self.model, x, self.info["takes_tokens"])
         return {"predictions": prediction_records(self._table(out))}
 
     def _table(self, out: torch.Tensor) -> pd.DataFrame:
-        return prediction_table(out, self.info, self.info["outputs_are_probabilities"])
+        return portable.prediction_table(out, self.info, self.info["outputs_are_probabilities"])
 
     def generate(self, body: dict) -> dict:
         seed = _integer(body, "seed", 0, 0, 2**31 - 1)
@@ -297,22 +271,23 @@ class Service:
                     or not 0 < temperature < math.inf):  # fmt: skip
                 raise RequestError(422, "'temperature' must be a number above 0 (0.8 is usual).")
             with self.lock:
-                text = generate(self.model, self.info, prompt, _integer(body, "length", 200, 1, MAX_TOKENS),
+                text = portable.generate(self.model, self.info, prompt, _integer(body, "length", 200, 1, MAX_TOKENS),
                                 float(temperature), _integer(body, "top_k", 20, 0, 10**6), seed)  # fmt: skip
             return {"text": text}
         n = _integer(body, "n", 4, 1, MAX_SAMPLES)
         with self.lock:
-            made = (generator_samples(self.model, n, self.noise, seed) if self.noise is not None
-                    else prior_samples(self.model, n, tuple(self.info["input_shape"]), seed))  # fmt: skip
+            made = (portable.generator_samples(self.model, n, self.noise, seed) if self.noise is not None
+                    else portable.prior_samples(self.model, n, tuple(self.info["input_shape"]), seed))  # fmt: skip
         if len(self.info["input_shape"]) == 3:
-            files = sample_files(made, self.info)
+            files = portable.sample_files(made, self.info)
             return {
                 "samples": [base64.b64encode(files[k]).decode() for k in sorted(files)],
                 "format": "png",
             }
         return {
             "samples": [
-                {k: _jsonable(v) for k, v in r.items()} for r in shown_samples(made, self.info)
+                {k: _jsonable(v) for k, v in r.items()}
+                for r in portable.shown_samples(made, self.info)
             ]
         }
 
@@ -390,9 +365,9 @@ class Service:
                 data = base64.b64decode(
                     text.split(",", 1)[-1] if text.startswith("data:") else text, validate=True
                 )
-                decoded.append(decode_image(data, f"image {i}", size, channels == 1))
+                decoded.append(portable.decode_image(data, f"image {i}", size, channels == 1))
             except (binascii.Error, ValueError) as e:
-                reason = str(e) if isinstance(e, InputError) else "not valid base64"
+                reason = str(e) if isinstance(e, portable.InputError) else "not valid base64"
                 raise RequestError(422, f"image {i}: {reason}.") from None
         return decoded
 
@@ -489,7 +464,7 @@ def handler_for(service: Service, quiet: bool = False) -> type[BaseHTTPRequestHa
             except RequestError as e:
                 self._error(e.status, e.message)
             except (
-                InputError
+                portable.InputError
             ) as e:  # what portable's checks refuse (a missing value where rows were dropped, …)
                 self._error(422, str(e))
             except Exception as e:  # noqa: BLE001 - the service stays up for the next request
