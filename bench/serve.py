@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("LAYERLAB_HOME", tempfile.mkdtemp(prefix="layerlab-bench-"))
 sys.path.insert(0, str(ROOT))
 from engine.data.prepare import prepare_builtin  # noqa: E402
-from engine.local_service import free_port, request  # noqa: E402
+from engine.local_service import free_port, wait_for_health  # noqa: E402
 from engine.predict import load_predictor, serving_info  # noqa: E402
 from engine.runs import create_run, execute  # noqa: E402
 from engine.service import Service, example_request  # noqa: E402
@@ -87,15 +87,8 @@ def main() -> None:
     proc = subprocess.Popen([sys.executable, "-m", "engine", "serve", str(run), "--port", str(port), "--quiet"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)  # fmt: skip
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                request(f"http://127.0.0.1:{port}", "/health")
-                break
-            except OSError:
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.2)
+        if not wait_for_health(f"http://127.0.0.1:{port}", 60, lambda: proc.poll() is None):
+            raise SystemExit("the service did not answer /health within 60 s")
         data = json.dumps(body).encode()
         clients(port, data, 1, 1.0)  # warm-up
         print(

@@ -11,6 +11,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from engine.errors import LayerLabError
@@ -64,22 +65,28 @@ def start(run_dir: Path, stop_with: int | None = None) -> dict:
         proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True, cwd=Path(__file__).resolve().parents[1])  # fmt: skip
     found = {"pid": proc.pid, "port": port, "url": f"http://127.0.0.1:{port}", "log": str(log)}
-    deadline = time.time() + START_TIMEOUT_S
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise LayerLabError(
-                f"the service stopped as it started: {log.read_text()[-400:].strip()}"
-            )
-        try:
-            request(found["url"], "/health")
-            atomic_write_json(record, found)
-            return found
-        except OSError:
-            time.sleep(0.2)
+    if wait_for_health(found["url"], START_TIMEOUT_S, lambda: proc.poll() is None):
+        atomic_write_json(record, found)
+        return found
+    if proc.poll() is not None:
+        raise LayerLabError(f"the service stopped as it started: {log.read_text()[-400:].strip()}")
     proc.kill()
     raise LayerLabError(
         f"the service did not answer within {START_TIMEOUT_S:.0f} s: {log.read_text()[-400:]}"
     )
+
+
+def wait_for_health(url: str, timeout: float, alive: Callable[[], bool] = lambda: True) -> bool:
+    """Ask `url`'s GET /health until it answers (True), or until `alive()` says its process ended or `timeout`
+    seconds pass (False)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline and alive():
+        try:
+            request(url, "/health")
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
 
 
 def stop(run_dir: Path) -> None:

@@ -4,13 +4,12 @@ can reach the registries for its base image and CPU torch), skipped otherwise.""
 import re
 import shutil
 import subprocess
-import time
 
 import pytest
 
 from engine.bundle import bundle_bytes
 from engine.data.prepare import prepare_builtin
-from engine.local_service import free_port, request
+from engine.local_service import free_port, request, wait_for_health
 from engine.runs import create_run, execute
 from engine.templates import starter_for
 from tests.test_bundle import unzip
@@ -45,13 +44,8 @@ def test_the_bundles_dockerfile_builds_an_image_that_serves(workspace, tmp_path)
     container = subprocess.run([tool, "run", "-d", "--rm", "-p", f"127.0.0.1:{port}:8000", tag],
                                capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
     try:
-        url, deadline = f"http://127.0.0.1:{port}", time.time() + 120
-        while time.time() < deadline:
-            try:
-                if request(url, "/health")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(1)
+        url = f"http://127.0.0.1:{port}"
+        assert wait_for_health(url, 120), "the container did not answer /health"
         status, meta = request(url, "/metadata")
         assert status == 200 and meta["classes"] == [str(c) for c in iris.meta["classes"]]
         status, answer = request(url, meta["example"]["path"], meta["example"]["body"])

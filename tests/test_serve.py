@@ -40,24 +40,22 @@ class Running:
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
 
     def __enter__(self):
-        deadline = time.time() + 120
-        while time.time() < deadline:
+        if not local_service.wait_for_health(self.url, 120, lambda: self.proc.poll() is None):
             assert self.proc.poll() is None, self.proc.stdout.read()
-            try:
-                if get(self.url + "/health")["status"] == "ok":
-                    return self
-            except OSError:
-                time.sleep(0.2)
-        raise AssertionError("the service did not answer /health")
+            raise AssertionError("the service did not answer /health")
+        assert get(self.url, "/health")["status"] == "ok"
+        return self
 
     def __exit__(self, *exc):
         self.proc.terminate()
         self.proc.wait(10)
 
 
-def get(url):
-    with urllib.request.urlopen(url, timeout=10) as r:
-        return json.loads(r.read())
+def get(url: str, path: str) -> dict:
+    """A GET's JSON answer, which must be a 200."""
+    status, answer = local_service.request(url, path)
+    assert status == 200, answer
+    return answer
 
 
 def post(url, body, raw: bytes | None = None, headers=None) -> tuple[int, dict]:
@@ -111,7 +109,7 @@ def test_a_bundles_serve_py_answers_a_table_and_an_image_model_like_the_cli(work
     records = json.loads(rows.to_json(orient="records"))
     assert records[0]["size"] is None  # row 0 of shop_table has no size: sent as null
     with Running([sys.executable, "-I", "-c", ISOLATED, "serve.py"], folder) as service:
-        meta = get(service.url + "/metadata")
+        meta = get(service.url, "/metadata")
         assert meta["classes"] == ["buy", "skip"] and meta["serves"] == "table"
         assert {c["name"]: c["type"] for c in meta["inputs"]} == {
             "size": "number", "colour": "category", "member": "boolean"}  # fmt: skip
@@ -149,7 +147,7 @@ def test_a_bundles_serve_py_answers_a_table_and_an_image_model_like_the_cli(work
         assert [p["prediction"] for p in answer["predictions"]] == cli["prediction"].astype(
             str
         ).tolist()
-        classes = get(service.url + "/metadata")["classes"]
+        classes = get(service.url, "/metadata")["classes"]
         np.testing.assert_allclose(
             probabilities_of(answer), cli[[f"p({c})" for c in classes]].to_numpy(), atol=1e-6
         )
@@ -194,11 +192,10 @@ def test_malformed_requests_get_a_4xx_with_the_reason_and_the_service_stays_up(w
         )
         assert got == 413 and "at most" in answer["error"]
         assert post(service.url + "/generate", good)[0] == 400
-        with pytest.raises(urllib.error.HTTPError) as missing:
-            get(service.url + "/nothing")
-        assert missing.value.code == 404
+        status, missing = local_service.request(service.url, "/nothing")
+        assert status == 404 and "no endpoint /nothing" in missing["error"]
         assert post(service.url + "/predict", good)[0] == 200
-        assert get(service.url + "/metadata")["name"] == "shop model"
+        assert get(service.url, "/metadata")["name"] == "shop model"
 
     # The Export page's service stops by itself when the app's process ends.
     app = subprocess.Popen(["sleep", "600"])
