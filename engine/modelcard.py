@@ -60,12 +60,8 @@ def model_card(run_dir: Path, info: dict, manifest: dict, dataset, usage: str) -
     meta = dataset.meta if dataset is not None else {}
     try:
         report = evaluate_run(run_dir, "test") if dataset is not None else None
-    except (
-        LayerLabError,
-        RuntimeError,
-        ValueError,
-    ):  # a card without metrics, rather than no bundle
-        report = None
+    except (LayerLabError, RuntimeError, ValueError):
+        report = None  # a card without metrics, rather than no bundle
     metrics, limits = _metrics(report)
     health = meta.get("health") or {}
     limits = list(health.get("warnings") or []) + limits

@@ -31,7 +31,8 @@ def exported(path: str, fmt: str, weights_mtime: float) -> bytes:
 
 run = trained_run("Run", "export.run")
 run_id = run["id"]
-path = runs_dir() / run_id / "model.safetensors"
+run_dir = runs_dir() / run_id
+path = run_dir / "model.safetensors"
 weights = path.read_bytes()
 try:
     model, metadata = load_model(weights)
@@ -158,10 +159,10 @@ with c6:
 
 st.subheader("Deploy it")
 with st.container(border=True):
-    service_panel(runs_dir() / run_id, model, json.loads(metadata.get("dataset", "{}")))
+    service_panel(run_dir, model, json.loads(metadata.get("dataset", "{}")))
 with st.container(border=True):
-    quantize_panel(runs_dir() / run_id)
-model_card_panel(runs_dir() / run_id)
+    quantize_panel(run_dir)
+model_card_panel(run_dir)
 
 st.subheader("Use it elsewhere")
 st.code(
